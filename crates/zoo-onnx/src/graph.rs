@@ -1,0 +1,395 @@
+//! Loading an ONNX file into a validated, topologically sorted graph of typed ops.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use prost::Message;
+use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, NodeProto, ValueInfoProto};
+
+use crate::error::{bad_node, OnnxError, Result};
+use crate::ops::{parse_op, Attrs, Op};
+use crate::shapes::{infer_shapes, ShapeInfo};
+use crate::tensor::{checked_dims, take_constant, ConstData, Constant};
+
+pub const MIN_OPSET: i64 = 7;
+pub const MAX_OPSET: i64 = 25;
+
+/// One operator of the graph.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The node's name in the file (may be empty).
+    pub name: String,
+    /// A unique name for messages: the node name, or `#index Op` when it has none.
+    pub label: String,
+    pub op: Op,
+    /// Input value names; an empty string marks an absent optional input.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+impl Node {
+    pub fn input(&self, i: usize) -> Option<&str> {
+        self.inputs.get(i).map(String::as_str).filter(|s| !s.is_empty())
+    }
+}
+
+/// A graph input or output: its name and dims (`None` for a symbolic dim such as `N`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueSpec {
+    pub name: String,
+    pub dims: Vec<Option<usize>>,
+}
+
+/// A classifier graph: one image input (NCHW), one output, constants and ops.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub opset: i64,
+    pub input: ValueSpec,
+    pub output: ValueSpec,
+    /// Initializers and folded constant nodes, by value name.
+    pub constants: BTreeMap<String, Constant>,
+    /// Computation nodes in execution order (constant-producing nodes are folded away).
+    pub nodes: Vec<Node>,
+    /// Shapes and batch tracking, computed at the declared batch size.
+    pub shapes: ShapeInfo,
+}
+
+impl Graph {
+    /// The input's `[C, H, W]`.
+    pub fn input_chw(&self) -> [usize; 3] {
+        let d = &self.input.dims;
+        [d[1].unwrap_or(0), d[2].unwrap_or(0), d[3].unwrap_or(0)]
+    }
+
+    pub fn node(&self, label: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.label == label)
+    }
+
+    /// Nodes reading a value.
+    pub fn consumers<'a>(&'a self, value: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes
+            .iter()
+            .filter(move |n| n.inputs.iter().any(|i| i == value))
+    }
+}
+
+/// A parsed model: the validated graph plus the original protobuf (weights moved out), kept so
+/// that an export can write back untouched nodes exactly as they were.
+#[derive(Clone, Debug)]
+pub struct OnnxModel {
+    pub proto: ModelProto,
+    pub graph: Graph,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl OnnxModel {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(bytes)
+    }
+
+    /// Parses ONNX bytes. Takes ownership so the file buffer is freed before weights are
+    /// decoded: peak memory stays near twice the file size.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| OnnxError::Decode(e.to_string()))?;
+        drop(bytes);
+        Self::from_proto(proto)
+    }
+
+    pub fn from_proto(mut proto: ModelProto) -> Result<Self> {
+        let opset = default_opset(&proto)?;
+        let metadata = proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        let graph_proto = proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
+
+        let mut constants = BTreeMap::new();
+        for init in &mut graph_proto.initializer {
+            if init.name.is_empty() {
+                return Err(OnnxError::BadTensor {
+                    name: String::new(),
+                    reason: "an initializer has no name".into(),
+                });
+            }
+            let c = take_constant(init)?;
+            constants.insert(init.name.clone(), c);
+        }
+
+        let input = image_input(&graph_proto.input, &constants)?;
+        let output = match graph_proto.output.as_slice() {
+            [one] => value_spec(one)?,
+            [] => return Err(OnnxError::BadInterface("the graph has no output".into())),
+            many => {
+                return Err(OnnxError::BadInterface(format!(
+                    "the graph has {} outputs ({}); zoo imports classifiers with one output",
+                    many.len(),
+                    many.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+
+        let mut nodes = Vec::new();
+        for (index, node) in graph_proto.node.iter().enumerate() {
+            let label = if node.name.is_empty() {
+                format!("#{index} {}", node.op_type)
+            } else {
+                node.name.clone()
+            };
+            let op = parse_op(node, &label, opset)?;
+            nodes.push((node, label, op));
+        }
+
+        let sorted = topological_order(&nodes, &input.name, &constants)?;
+        let mut graph_nodes = Vec::with_capacity(sorted.len());
+        for index in sorted {
+            let (proto_node, label, op) = &nodes[index];
+            match op {
+                Op::Constant => {
+                    let c = constant_node(proto_node, label)?;
+                    constants.insert(single_output(proto_node, label)?.to_string(), c);
+                }
+                Op::ConstantOfShape => {
+                    let c = constant_of_shape(proto_node, label, &constants)?;
+                    constants.insert(single_output(proto_node, label)?.to_string(), c);
+                }
+                _ => graph_nodes.push(Node {
+                    name: proto_node.name.clone(),
+                    label: label.clone(),
+                    op: op.clone(),
+                    inputs: proto_node.input.clone(),
+                    outputs: proto_node.output.clone(),
+                }),
+            }
+        }
+        let labels: HashSet<&str> = graph_nodes.iter().map(|n| n.label.as_str()).collect();
+        if labels.len() != graph_nodes.len() {
+            return Err(OnnxError::BadInterface("two nodes share a name".into()));
+        }
+
+        let produced: HashSet<&str> = graph_nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().map(String::as_str))
+            .chain(constants.keys().map(String::as_str))
+            .chain(std::iter::once(input.name.as_str()))
+            .collect();
+        if !produced.contains(output.name.as_str()) {
+            return Err(OnnxError::BadInterface(format!(
+                "output `{}` is produced by no node",
+                output.name
+            )));
+        }
+
+        let mut graph = Graph {
+            opset,
+            input,
+            output,
+            constants,
+            nodes: graph_nodes,
+            shapes: ShapeInfo::default(),
+        };
+        graph.shapes = infer_shapes(&graph)?;
+        Ok(Self {
+            proto,
+            graph,
+            metadata,
+        })
+    }
+}
+
+fn default_opset(proto: &ModelProto) -> Result<i64> {
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(1);
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(OnnxError::Opset {
+            found: opset,
+            min: MIN_OPSET,
+            max: MAX_OPSET,
+        });
+    }
+    Ok(opset)
+}
+
+fn value_spec(v: &ValueInfoProto) -> Result<ValueSpec> {
+    let bad = |reason: &str| OnnxError::BadInterface(format!("`{}` {reason}", v.name));
+    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t,
+        _ => return Err(bad("is not a tensor")),
+    };
+    if tensor.elem_type != DataType::Float as i32 {
+        return Err(bad("is not float32 (zoo imports float32 classifiers)"));
+    }
+    let dims = match &tensor.shape {
+        None => Vec::new(),
+        Some(shape) => shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
+                    usize::try_from(v).ok().filter(|&v| v <= 1 << 20)
+                }
+                _ => None,
+            })
+            .collect(),
+    };
+    Ok(ValueSpec {
+        name: v.name.clone(),
+        dims,
+    })
+}
+
+/// The one graph input that is not an initializer: an NCHW image batch with known C, H, W.
+fn image_input(inputs: &[ValueInfoProto], constants: &BTreeMap<String, Constant>) -> Result<ValueSpec> {
+    let real: Vec<&ValueInfoProto> = inputs
+        .iter()
+        .filter(|i| !constants.contains_key(&i.name))
+        .collect();
+    let one = match real.as_slice() {
+        [one] => *one,
+        [] => return Err(OnnxError::BadInterface("the graph has no input".into())),
+        many => {
+            return Err(OnnxError::BadInterface(format!(
+                "the graph has {} inputs ({}); zoo imports classifiers with one image input",
+                many.len(),
+                many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            )))
+        }
+    };
+    let spec = value_spec(one)?;
+    if spec.dims.len() != 4 || spec.dims[1..].iter().any(Option::is_none) {
+        return Err(OnnxError::BadInterface(format!(
+            "input `{}` has shape {}; zoo needs an NCHW image input with fixed C, H and W",
+            spec.name,
+            format_dims(&spec.dims)
+        )));
+    }
+    Ok(spec)
+}
+
+pub fn format_dims(dims: &[Option<usize>]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn single_output<'a>(node: &'a NodeProto, label: &str) -> Result<&'a str> {
+    match node.output.as_slice() {
+        [one] if !one.is_empty() => Ok(one),
+        _ => Err(bad_node(label, &node.op_type, "expected exactly one output")),
+    }
+}
+
+/// Kahn's algorithm: ONNX requires sorted nodes, but a file that is not sorted still imports,
+/// while cycles and reads of values nobody produces are errors.
+fn topological_order(
+    nodes: &[(&NodeProto, String, Op)],
+    input: &str,
+    constants: &BTreeMap<String, Constant>,
+) -> Result<Vec<usize>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, (node, label, _)) in nodes.iter().enumerate() {
+        for out in node.output.iter().filter(|o| !o.is_empty()) {
+            if out == input || constants.contains_key(out) || producer.insert(out, i).is_some() {
+                return Err(bad_node(
+                    label,
+                    &node.op_type,
+                    format!("output `{out}` is produced twice"),
+                ));
+            }
+        }
+    }
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, (node, label, _)) in nodes.iter().enumerate() {
+        for inp in node.input.iter().filter(|s| !s.is_empty()) {
+            if inp == input || constants.contains_key(inp) {
+                continue;
+            }
+            match producer.get(inp.as_str()) {
+                Some(&p) => {
+                    waiting[i] += 1;
+                    dependents[p].push(i);
+                }
+                None => {
+                    return Err(OnnxError::DanglingEdge {
+                        node: label.clone(),
+                        value: inp.clone(),
+                    })
+                }
+            }
+        }
+    }
+    let mut ready: Vec<usize> = (0..nodes.len()).rev().filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &d in dependents[i].iter().rev() {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    if order.len() != nodes.len() {
+        let stuck = (0..nodes.len()).find(|&i| waiting[i] > 0).unwrap_or(0);
+        return Err(OnnxError::Cycle(nodes[stuck].1.clone()));
+    }
+    Ok(order)
+}
+
+fn constant_node(node: &NodeProto, label: &str) -> Result<Constant> {
+    let a = Attrs::new(node, label);
+    if let Some(t) = a.tensor("value") {
+        let mut t = t.clone();
+        if t.name.is_empty() {
+            t.name = label.to_string();
+        }
+        return take_constant(&mut t);
+    }
+    if let Ok(Some(v)) = a.ints("value_ints") {
+        return Ok(Constant::i64(vec![v.len()], v));
+    }
+    for attr in &node.attribute {
+        match attr.name.as_str() {
+            "value_int" => return Ok(Constant::i64(vec![], vec![attr.i])),
+            "value_float" => return Ok(Constant::f32(vec![], vec![attr.f])),
+            "value_floats" => return Ok(Constant::f32(vec![attr.floats.len()], attr.floats.clone())),
+            _ => {}
+        }
+    }
+    Err(a.err("has no supported `value*` attribute"))
+}
+
+fn constant_of_shape(
+    node: &NodeProto,
+    label: &str,
+    constants: &BTreeMap<String, Constant>,
+) -> Result<Constant> {
+    let a = Attrs::new(node, label);
+    let shape_name = node.input.first().filter(|s| !s.is_empty()).ok_or_else(|| a.err("missing shape input"))?;
+    let shape = constants
+        .get(shape_name)
+        .and_then(Constant::as_i64)
+        .ok_or_else(|| a.err(format!("shape `{shape_name}` must be a constant int64 tensor")))?;
+    let (dims, count) = checked_dims(label, shape)?;
+    let fill = match a.tensor("value") {
+        None => ConstData::F32(vec![0.0]),
+        Some(t) => take_constant(&mut t.clone())?.data,
+    };
+    Ok(match fill {
+        ConstData::F32(v) if v.len() == 1 => Constant::f32(dims, vec![v[0]; count]),
+        ConstData::I64(v) if v.len() == 1 => Constant::i64(dims, vec![v[0]; count]),
+        _ => return Err(a.err("`value` must hold exactly one element")),
+    })
+}

@@ -1,0 +1,16 @@
+//! `zoo-onnx`: reads ONNX classifier graphs into a small typed IR that keeps every original
+//! node and initializer name, validates them completely (no panics on hostile files), infers
+//! shapes, and writes ONNX back. Protobuf types come from `tract-onnx`'s generated `pb` module.
+
+pub mod error;
+pub mod graph;
+pub mod ops;
+pub mod shapes;
+pub mod tensor;
+
+pub use error::{OnnxError, Result};
+pub use graph::{Graph, Node, OnnxModel, ValueSpec};
+pub use ops::{Op, Padding, PoolSpec, SUPPORTED_OPS};
+pub use shapes::{ReshapeTarget, ShapeInfo};
+pub use tensor::{ConstData, Constant};
+pub use tract_onnx::pb;

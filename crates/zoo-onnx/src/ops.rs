@@ -1,0 +1,419 @@
+//! Typed operators: each ONNX node the importer supports, with its attributes parsed and
+//! normalised across opsets 7..current.
+
+use crate::error::{bad_node, OnnxError, Result};
+use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto, NodeProto};
+
+/// Op types zoo imports (and re-exports unchanged).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Identity",
+    "LeakyRelu",
+    "LRN",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Relu",
+    "Reshape",
+    "Sigmoid",
+    "Softmax",
+    "Sub",
+    "Tanh",
+];
+
+/// How a convolution or pooling window is padded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Padding {
+    /// `[top, left, bottom, right]` in ONNX order `[h_begin, w_begin, h_end, w_end]`.
+    Explicit([usize; 4]),
+    /// Pads computed from the input size so that `out = ceil(in / stride)`; the odd pixel goes
+    /// at the end (upper) or at the beginning (lower).
+    SameUpper,
+    SameLower,
+}
+
+impl Padding {
+    /// Resolves to explicit `[top, left, bottom, right]` for a given input size.
+    pub fn resolve(
+        &self,
+        input: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+    ) -> [usize; 4] {
+        match self {
+            Padding::Explicit(p) => *p,
+            Padding::SameUpper | Padding::SameLower => {
+                let mut begin = [0; 2];
+                let mut end = [0; 2];
+                for i in 0..2 {
+                    let out = input[i].div_ceil(strides[i]);
+                    let span = (kernel[i] - 1) * dilations[i] + 1;
+                    let total = ((out - 1) * strides[i] + span).saturating_sub(input[i]);
+                    let small = total / 2;
+                    let large = total - small;
+                    if *self == Padding::SameUpper {
+                        (begin[i], end[i]) = (small, large);
+                    } else {
+                        (begin[i], end[i]) = (large, small);
+                    }
+                }
+                [begin[0], begin[1], end[0], end[1]]
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvSpec {
+    /// Kernel size; `None` means "take it from the weight".
+    pub kernel: Option<[usize; 2]>,
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub group: usize,
+    pub padding: Padding,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolSpec {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: Padding,
+    pub ceil_mode: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Conv(ConvSpec),
+    MaxPool(PoolSpec),
+    AveragePool {
+        pool: PoolSpec,
+        count_include_pad: bool,
+    },
+    GlobalAveragePool,
+    GlobalMaxPool,
+    BatchNorm {
+        epsilon: f32,
+    },
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    MatMul,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Relu,
+    LeakyRelu {
+        alpha: f32,
+    },
+    Sigmoid,
+    Tanh,
+    /// Target shape; `None` when it comes from the second input (resolved at import).
+    Reshape {
+        shape: Option<Vec<i64>>,
+        allow_zero: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Dropout {
+        ratio: f32,
+    },
+    /// `legacy`: opset < 13, where softmax runs over all dims from `axis` on, flattened.
+    Softmax {
+        axis: i64,
+        legacy: bool,
+    },
+    Identity,
+    Concat {
+        axis: i64,
+    },
+    Constant,
+    ConstantOfShape,
+}
+
+impl Op {
+    pub fn onnx_type(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool { .. } => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Lrn { .. } => "LRN",
+            Op::Gemm { .. } => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Add => "Add",
+            Op::Sub => "Sub",
+            Op::Mul => "Mul",
+            Op::Div => "Div",
+            Op::Relu => "Relu",
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::Sigmoid => "Sigmoid",
+            Op::Tanh => "Tanh",
+            Op::Reshape { .. } => "Reshape",
+            Op::Flatten { .. } => "Flatten",
+            Op::Dropout { .. } => "Dropout",
+            Op::Softmax { .. } => "Softmax",
+            Op::Identity => "Identity",
+            Op::Concat { .. } => "Concat",
+            Op::Constant => "Constant",
+            Op::ConstantOfShape => "ConstantOfShape",
+        }
+    }
+}
+
+/// Attribute access for one node, with errors that name the node.
+pub(crate) struct Attrs<'a> {
+    node: &'a NodeProto,
+    label: &'a str,
+}
+
+impl<'a> Attrs<'a> {
+    pub fn new(node: &'a NodeProto, label: &'a str) -> Self {
+        Self { node, label }
+    }
+
+    pub fn err(&self, reason: impl Into<String>) -> OnnxError {
+        bad_node(self.label, &self.node.op_type, reason)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == name)
+    }
+
+    fn kind(a: &AttributeProto) -> AttributeType {
+        AttributeType::try_from(a.r#type).unwrap_or(AttributeType::Undefined)
+    }
+
+    pub fn int(&self, name: &str, default: i64) -> Result<i64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(a) if Self::kind(a) == AttributeType::Int || Self::kind(a) == AttributeType::Undefined => {
+                Ok(a.i)
+            }
+            Some(_) => Err(self.err(format!("attribute `{name}` must be an integer"))),
+        }
+    }
+
+    pub fn float(&self, name: &str, default: f32) -> Result<f32> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(a) if Self::kind(a) == AttributeType::Float || Self::kind(a) == AttributeType::Undefined => {
+                Ok(a.f)
+            }
+            Some(_) => Err(self.err(format!("attribute `{name}` must be a float"))),
+        }
+    }
+
+    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(a) if Self::kind(a) == AttributeType::Ints || Self::kind(a) == AttributeType::Undefined => {
+                Ok(Some(a.ints.clone()))
+            }
+            Some(_) => Err(self.err(format!("attribute `{name}` must be a list of integers"))),
+        }
+    }
+
+    pub fn string(&self, name: &str) -> Result<Option<String>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(a) => String::from_utf8(a.s.clone())
+                .map(Some)
+                .map_err(|_| self.err(format!("attribute `{name}` is not UTF-8"))),
+        }
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&'a tract_onnx::pb::TensorProto> {
+        self.get(name).and_then(|a| a.t.as_ref())
+    }
+
+    /// A pair of positive sizes (`kernel_shape`, `strides`, `dilations`) for 2-D windows.
+    fn pair(&self, name: &str, default: Option<[usize; 2]>) -> Result<Option<[usize; 2]>> {
+        match self.ints(name)? {
+            None => Ok(default),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| (1..=1 << 16).contains(&x)) => {
+                Ok(Some([v[0] as usize, v[1] as usize]))
+            }
+            Some(v) if v.len() != 2 => Err(self.err(format!(
+                "`{name}` = {v:?}: only 2-D (NCHW) windows are supported"
+            ))),
+            Some(v) => Err(self.err(format!("`{name}` = {v:?} must hold positive sizes"))),
+        }
+    }
+
+    fn padding(&self) -> Result<Padding> {
+        let auto_pad = self.string("auto_pad")?.unwrap_or_default();
+        match auto_pad.as_str() {
+            "" | "NOTSET" => match self.ints("pads")? {
+                None => Ok(Padding::Explicit([0; 4])),
+                Some(p) if p.len() == 4 && p.iter().all(|&x| (0..=1 << 16).contains(&x)) => Ok(
+                    Padding::Explicit([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]),
+                ),
+                Some(p) => Err(self.err(format!(
+                    "`pads` = {p:?}: expected 4 non-negative values for a 2-D window"
+                ))),
+            },
+            "VALID" => Ok(Padding::Explicit([0; 4])),
+            "SAME_UPPER" => Ok(Padding::SameUpper),
+            "SAME_LOWER" => Ok(Padding::SameLower),
+            other => Err(self.err(format!("unknown auto_pad `{other}`"))),
+        }
+    }
+
+    fn pool(&self) -> Result<PoolSpec> {
+        let kernel = self
+            .pair("kernel_shape", None)?
+            .ok_or_else(|| self.err("missing `kernel_shape`"))?;
+        Ok(PoolSpec {
+            kernel,
+            strides: self.pair("strides", Some([1, 1]))?.unwrap_or([1, 1]),
+            dilations: self.pair("dilations", Some([1, 1]))?.unwrap_or([1, 1]),
+            padding: self.padding()?,
+            ceil_mode: self.int("ceil_mode", 0)? != 0,
+        })
+    }
+}
+
+/// Parses one node of the default domain into a typed op. `label` names the node in errors.
+pub fn parse_op(node: &NodeProto, label: &str, opset: i64) -> Result<Op> {
+    if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        return Err(unsupported(node, label));
+    }
+    let a = Attrs::new(node, label);
+    let op = match node.op_type.as_str() {
+        "Conv" => Op::Conv(ConvSpec {
+            kernel: a.pair("kernel_shape", None)?,
+            strides: a.pair("strides", Some([1, 1]))?.unwrap_or([1, 1]),
+            dilations: a.pair("dilations", Some([1, 1]))?.unwrap_or([1, 1]),
+            group: usize::try_from(a.int("group", 1)?)
+                .ok()
+                .filter(|&g| g >= 1)
+                .ok_or_else(|| a.err("`group` must be at least 1"))?,
+            padding: a.padding()?,
+        }),
+        "MaxPool" => {
+            if a.int("storage_order", 0)? != 0 {
+                return Err(a.err("storage_order=1 (column-major indices) is not supported"));
+            }
+            Op::MaxPool(a.pool()?)
+        }
+        "AveragePool" => {
+            let pool = a.pool()?;
+            if pool.dilations != [1, 1] {
+                return Err(a.err("dilated AveragePool is not supported"));
+            }
+            Op::AveragePool {
+                pool,
+                count_include_pad: a.int("count_include_pad", 0)? != 0,
+            }
+        }
+        "GlobalAveragePool" => Op::GlobalAveragePool,
+        "GlobalMaxPool" => Op::GlobalMaxPool,
+        "BatchNormalization" => {
+            if a.int("spatial", 1)? != 1 {
+                return Err(a.err("spatial=0 (per-activation) batch norm is not supported"));
+            }
+            Op::BatchNorm {
+                epsilon: a.float("epsilon", 1e-5)?,
+            }
+        }
+        "LRN" => {
+            let size = a.int("size", 0)?;
+            if !(1..=1024).contains(&size) {
+                return Err(a.err(format!("`size` = {size} must be between 1 and 1024")));
+            }
+            Op::Lrn {
+                size: size as usize,
+                alpha: a.float("alpha", 1e-4)?,
+                beta: a.float("beta", 0.75)?,
+                bias: a.float("bias", 1.0)?,
+            }
+        }
+        "Gemm" => Op::Gemm {
+            alpha: a.float("alpha", 1.0)?,
+            beta: a.float("beta", 1.0)?,
+            trans_a: a.int("transA", 0)? != 0,
+            trans_b: a.int("transB", 0)? != 0,
+        },
+        "MatMul" => Op::MatMul,
+        "Add" | "Sub" | "Mul" | "Div" => {
+            // Opsets before 7 needed `broadcast=1` + `axis`; from 7 on broadcasting is numpy-style.
+            if node.attribute.iter().any(|x| x.name == "axis" || x.name == "broadcast") {
+                return Err(a.err("legacy `axis` broadcasting (opset < 7) is not supported"));
+            }
+            match node.op_type.as_str() {
+                "Add" => Op::Add,
+                "Sub" => Op::Sub,
+                "Mul" => Op::Mul,
+                _ => Op::Div,
+            }
+        }
+        "Relu" => Op::Relu,
+        "LeakyRelu" => Op::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        },
+        "Sigmoid" => Op::Sigmoid,
+        "Tanh" => Op::Tanh,
+        "Reshape" => Op::Reshape {
+            shape: a.ints("shape")?,
+            allow_zero: a.int("allowzero", 0)? != 0,
+        },
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1)?,
+        },
+        "Dropout" => Op::Dropout {
+            ratio: a.float("ratio", 0.5)?,
+        },
+        "Softmax" => Op::Softmax {
+            axis: a.int("axis", if opset >= 13 { -1 } else { 1 })?,
+            legacy: opset < 13,
+        },
+        "Identity" => Op::Identity,
+        "Concat" => Op::Concat {
+            axis: a.int("axis", 1)?,
+        },
+        "Constant" => Op::Constant,
+        "ConstantOfShape" => Op::ConstantOfShape,
+        _ => return Err(unsupported(node, label)),
+    };
+    Ok(op)
+}
+
+fn unsupported(node: &NodeProto, label: &str) -> OnnxError {
+    OnnxError::UnsupportedOp {
+        node: label.to_string(),
+        op: node.op_type.clone(),
+        domain: if node.domain.is_empty() {
+            String::new()
+        } else {
+            format!(" (domain `{}`)", node.domain)
+        },
+        supported: SUPPORTED_OPS.join(", "),
+    }
+}
