@@ -1,1 +1,14 @@
-//! placeholder
+//! `zoo-net`: turns an ONNX classifier into a trainable burn network at run time.
+//!
+//! Parameters keep their ONNX initializer names and are grouped into named layers (`conv1`,
+//! `fc8`, ...) that freeze plans refer to. The network is generic over burn's `Backend`, so
+//! the same import trains on CPU (`Autodiff<Flex>`) or CUDA.
+
+mod error;
+mod exec;
+mod network;
+pub mod plan;
+
+pub use error::NetError;
+pub use network::Network;
+pub use plan::{Layer, ParamRole, ParamSpec, Plan};

@@ -65,6 +65,11 @@ impl Graph {
         self.nodes.iter().find(|n| n.label == label)
     }
 
+    /// The first node reading a value.
+    pub fn first_consumer(&self, value: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.inputs.iter().any(|i| i == value))
+    }
+
     /// Nodes reading a value.
     pub fn consumers<'a>(&'a self, value: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes

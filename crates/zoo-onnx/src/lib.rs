@@ -14,3 +14,6 @@ pub use ops::{Op, Padding, PoolSpec, SUPPORTED_OPS};
 pub use shapes::{ReshapeTarget, ShapeInfo};
 pub use tensor::{ConstData, Constant};
 pub use tract_onnx::pb;
+pub mod builder;
+pub mod standin;
+pub mod write;

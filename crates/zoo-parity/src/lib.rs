@@ -1,1 +1,9 @@
-//! placeholder
+//! `zoo-parity`: proves a zoo network computes what an independent ONNX runtime computes.
+
+pub mod compare;
+mod tract_engine;
+pub mod verify;
+
+pub use compare::{compare, Agreement};
+pub use tract_engine::{TractEngine, TractError};
+pub use verify::{run_network, verify, Engine, EngineReport, VerifyReport, DEFAULT_TOLERANCE};

@@ -1,0 +1,319 @@
+//! Runs the graph. Every tensor is held as a rank-4 burn tensor plus its logical rank (leading
+//! 1s pad lower ranks), which keeps numpy broadcasting exact and lets one code path serve all
+//! ops. Shapes were validated at import, so nothing here can meet an inconsistent graph.
+
+use std::collections::HashMap;
+
+use burn::tensor::activation;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{PadMode, PaddedConvOptions};
+use burn::tensor::{Distribution, Tensor};
+use zoo_onnx::shapes::{normalize_axis, window_output, ReshapeTarget};
+use zoo_onnx::{Node, Op, PoolSpec};
+
+use crate::network::Network;
+
+/// A value flowing through the graph: the tensor padded to rank 4, and its ONNX rank.
+#[derive(Clone, Debug)]
+struct Value<B: Backend> {
+    t: Tensor<B, 4>,
+    rank: usize,
+}
+
+impl<B: Backend> Value<B> {
+    fn new(t: Tensor<B, 4>, rank: usize) -> Self {
+        Self { t, rank }
+    }
+
+    /// The ONNX dims (the last `rank` dims of the padded tensor).
+    fn dims(&self) -> Vec<usize> {
+        self.t.dims()[4 - self.rank..].to_vec()
+    }
+
+    /// Builds a value from ONNX dims.
+    fn reshaped(t: Tensor<B, 4>, dims: &[usize]) -> Self {
+        Self::new(t.reshape(pad4(dims)), dims.len())
+    }
+
+    /// Physical axis of a logical axis.
+    fn axis(&self, logical: usize) -> usize {
+        logical + 4 - self.rank
+    }
+
+    fn map(self, f: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>) -> Self {
+        Self::new(f(self.t), self.rank)
+    }
+}
+
+fn pad4(dims: &[usize]) -> [usize; 4] {
+    let mut out = [1; 4];
+    out[4 - dims.len()..].copy_from_slice(dims);
+    out
+}
+
+pub(crate) fn run_graph<B: Backend>(net: &Network<B>, input: Tensor<B, 4>) -> Tensor<B, 2> {
+    let plan = &net.plan;
+    let graph = &plan.graph;
+    let mut values: HashMap<&str, Value<B>> = HashMap::new();
+    values.insert(&graph.input.name, Value::new(input, 4));
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let out = run_node(net, node, &values);
+        values.insert(&node.outputs[0], out);
+        for dead in &plan.release_after[i] {
+            values.remove(dead.as_str());
+        }
+    }
+    let out = values
+        .remove(graph.output.name.as_str())
+        .expect("the output was validated at import");
+    let dims = out.dims();
+    let batch = dims[0];
+    let rest: usize = dims[1..].iter().product();
+    out.t.reshape([batch, rest])
+}
+
+fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Value<B>>) -> Value<B> {
+    let plan = &net.plan;
+    let get = |i: usize| -> Value<B> {
+        let name = node.input(i).expect("inputs were validated");
+        if let Some(v) = values.get(name) {
+            return v.clone();
+        }
+        let p = *plan.param_index.get(name).expect("constants feeding ops are params");
+        Value::reshaped(net.params[p].val().unsqueeze(), &plan.params[p].dims)
+    };
+    let param_1d = |i: usize| -> Option<Tensor<B, 1>> {
+        let name = node.input(i)?;
+        match plan.param_index.get(name) {
+            Some(&p) => Some(net.params[p].val()),
+            None => Some(get(i).t.flatten(0, 3)),
+        }
+    };
+    match &node.op {
+        Op::Conv(spec) => {
+            let x = get(0);
+            let w = get(1);
+            let [_, _, h, wd] = x.t.dims();
+            let [_, _, kh, kw] = w.t.dims();
+            let p = spec.padding.resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
+            let options = PaddedConvOptions::asymmetric(
+                spec.strides,
+                [p[0], p[1]],
+                [p[2], p[3]],
+                spec.dilations,
+                spec.group,
+            );
+            Value::new(conv2d(x.t, w.t, param_1d(2), options), 4)
+        }
+        Op::MaxPool(pool) => Value::new(max_pool(get(0).t, pool), 4),
+        Op::AveragePool {
+            pool,
+            count_include_pad,
+        } => Value::new(avg_pool(get(0).t, pool, *count_include_pad), 4),
+        Op::GlobalAveragePool => get(0).map(|t| t.mean_dim(3).mean_dim(2)),
+        Op::GlobalMaxPool => get(0).map(|t| t.max_dim(3).max_dim(2)),
+        Op::BatchNorm { epsilon } => {
+            let x = get(0);
+            let channels = x.dims()[1];
+            let mut shape = [1usize; 4];
+            shape[x.axis(1)] = channels;
+            let [scale, bias, mean, var] = [1, 2, 3, 4].map(|i| param_1d(i).expect("validated").reshape(shape));
+            let inv_std = scale * (var + *epsilon as f64).sqrt().recip();
+            let shift = bias - mean * inv_std.clone();
+            x.map(|t| t * inv_std + shift)
+        }
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => get(0).map(|x| lrn(x, *size, *alpha, *beta, *bias)),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            let a = matrix(get(0));
+            let b = matrix(get(1));
+            let a = if *trans_a { a.transpose() } else { a };
+            let b = if *trans_b { b.transpose() } else { b };
+            let mut y = a.matmul(b);
+            if *alpha != 1.0 {
+                y = y * *alpha as f64;
+            }
+            let y: Tensor<B, 4> = y.unsqueeze();
+            let y = match node.input(2) {
+                Some(_) if *beta != 0.0 => {
+                    let c = get(2).t;
+                    if *beta == 1.0 {
+                        y + c
+                    } else {
+                        y + c * *beta as f64
+                    }
+                }
+                _ => y,
+            };
+            Value::new(y, 2)
+        }
+        Op::MatMul => {
+            let a = get(0);
+            let b = get(1);
+            let rank = a.rank.max(b.rank);
+            if rank == 2 {
+                Value::new(matrix(a).matmul(matrix(b)).unsqueeze(), 2)
+            } else {
+                Value::new(a.t.matmul(b.t), rank)
+            }
+        }
+        Op::Add => binary(get(0), get(1), |a, b| a + b),
+        Op::Sub => binary(get(0), get(1), |a, b| a - b),
+        Op::Mul => binary(get(0), get(1), |a, b| a * b),
+        Op::Div => binary(get(0), get(1), |a, b| a / b),
+        Op::Relu => get(0).map(activation::relu),
+        Op::LeakyRelu { alpha } => get(0).map(|t| activation::leaky_relu(t, *alpha as f64)),
+        Op::Sigmoid => get(0).map(activation::sigmoid),
+        Op::Tanh => get(0).map(activation::tanh),
+        Op::Identity => get(0),
+        Op::Dropout { ratio } => {
+            let x = get(0);
+            let ratio = node
+                .input(1)
+                .and_then(|r| plan.graph.constants.get(r))
+                .and_then(|c| c.as_f32().and_then(|v| v.first().copied()))
+                .unwrap_or(*ratio) as f64;
+            if B::ad_enabled(&x.t.device()) && ratio > 0.0 && ratio < 1.0 {
+                let keep = 1.0 - ratio;
+                x.map(|t| {
+                    let mask = t.random_like(Distribution::Bernoulli(keep));
+                    t * mask / keep
+                })
+            } else {
+                x
+            }
+        }
+        Op::Softmax { axis, legacy } => {
+            let x = get(0);
+            let dims = x.dims();
+            let a = normalize_axis(*axis, dims.len()).expect("validated");
+            if *legacy && a + 1 < dims.len() {
+                let outer: usize = dims[..a].iter().product();
+                let inner: usize = dims[a..].iter().product();
+                let flat: Tensor<B, 2> = x.t.reshape([outer, inner]);
+                Value::reshaped(activation::softmax(flat, 1).unsqueeze(), &dims)
+            } else {
+                let axis = x.axis(a);
+                x.map(|t| activation::softmax(t, axis))
+            }
+        }
+        Op::Flatten { axis } => {
+            let x = get(0);
+            let dims = x.dims();
+            let a = if *axis < 0 { *axis + dims.len() as i64 } else { *axis } as usize;
+            let out = [dims[..a].iter().product(), dims[a..].iter().product()];
+            Value::reshaped(x.t, &out)
+        }
+        Op::Reshape { .. } => {
+            let x = get(0);
+            let batch = x.dims()[0];
+            let target = match plan.graph.shapes.reshape_targets.get(&node.label) {
+                Some(ReshapeTarget::KeepBatch(rest)) => std::iter::once(batch).chain(rest.iter().copied()).collect(),
+                Some(ReshapeTarget::Fixed(d)) => d.clone(),
+                None => unreachable!("reshape targets are resolved at import"),
+            };
+            Value::reshaped(x.t, &target)
+        }
+        Op::Concat { axis } => {
+            let parts: Vec<Value<B>> = (0..node.inputs.len()).map(get).collect();
+            let rank = parts[0].rank;
+            let axis = normalize_axis(*axis, rank).expect("validated") + 4 - rank;
+            Value::new(Tensor::cat(parts.into_iter().map(|v| v.t).collect(), axis), rank)
+        }
+        Op::Constant | Op::ConstantOfShape => unreachable!("constant nodes are folded at import"),
+    }
+}
+
+fn matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
+    let dims = v.dims();
+    match dims.as_slice() {
+        [n] => v.t.reshape([1, *n]),
+        [m, n] => v.t.reshape([*m, *n]),
+        _ => unreachable!("matrix operands were validated"),
+    }
+}
+
+fn binary<B: Backend>(
+    a: Value<B>,
+    b: Value<B>,
+    f: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+) -> Value<B> {
+    let rank = a.rank.max(b.rank);
+    Value::new(f(a.t, b.t), rank)
+}
+
+/// Extra end padding so that ceil-mode windows exist as real windows.
+fn pool_pads(pool: &PoolSpec, h: usize, w: usize) -> ([usize; 4], [usize; 2]) {
+    let p = pool.padding.resolve([h, w], pool.kernel, pool.strides, pool.dilations);
+    let mut extra = [0; 2];
+    for (i, size) in [h, w].into_iter().enumerate() {
+        let out = window_output(size, p[i], p[i + 2], pool.kernel[i], pool.strides[i], pool.dilations[i], pool.ceil_mode)
+            .expect("validated");
+        let span = (pool.kernel[i] - 1) * pool.dilations[i] + 1;
+        let needed = (out - 1) * pool.strides[i] + span;
+        extra[i] = needed.saturating_sub(size + p[i] + p[i + 2]);
+    }
+    (p, extra)
+}
+
+fn max_pool<B: Backend>(x: Tensor<B, 4>, pool: &PoolSpec) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let (p, extra) = pool_pads(pool, h, w);
+    let padded = if p == [0; 4] && extra == [0; 2] {
+        x
+    } else {
+        x.pad(
+            [(p[0], p[2] + extra[0]), (p[1], p[3] + extra[1])],
+            PadMode::Constant(f32::NEG_INFINITY),
+        )
+    };
+    max_pool2d(padded, pool.kernel, pool.strides, [0, 0], pool.dilations, false)
+}
+
+/// Average pooling as (window sum) / (count of counted cells), so asymmetric pads, ceil mode and
+/// both `count_include_pad` settings follow ONNX exactly.
+fn avg_pool<B: Backend>(x: Tensor<B, 4>, pool: &PoolSpec, count_include_pad: bool) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let (p, extra) = pool_pads(pool, h, w);
+    if p == [0; 4] && extra == [0; 2] {
+        return avg_pool2d(x, pool.kernel, pool.strides, [0, 0], true, false);
+    }
+    let device = x.device();
+    let pads = [(p[0], p[2] + extra[0]), (p[1], p[3] + extra[1])];
+    let sums = avg_pool2d(x.pad(pads, PadMode::Constant(0.0)), pool.kernel, pool.strides, [0, 0], true, false);
+    let ones = Tensor::<B, 4>::ones([1, 1, h, w], &device);
+    let counted = if count_include_pad {
+        ones.pad([(p[0], p[2]), (p[1], p[3])], PadMode::Constant(1.0))
+            .pad([(0, extra[0]), (0, extra[1])], PadMode::Constant(0.0))
+    } else {
+        ones.pad(pads, PadMode::Constant(0.0))
+    };
+    let fraction = avg_pool2d(counted, pool.kernel, pool.strides, [0, 0], true, false);
+    sums / fraction
+}
+
+/// Local response normalisation across channels (Caffe/AlexNet):
+/// `x / (bias + alpha / size * sum_{window} x^2) ^ beta`.
+fn lrn<B: Backend>(x: Tensor<B, 4>, size: usize, alpha: f32, beta: f32, bias: f32) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let before = (size - 1) / 2;
+    let after = size - 1 - before;
+    let squares = (x.clone() * x.clone()).pad([(before, after), (0, 0), (0, 0)], PadMode::Constant(0.0));
+    let mut sum = squares.clone().narrow(1, 0, c);
+    for offset in 1..size {
+        sum = sum + squares.clone().narrow(1, offset, c);
+    }
+    debug_assert_eq!(sum.dims(), [n, c, h, w]);
+    let denominator = (sum * (alpha as f64 / size as f64) + bias as f64).powf_scalar(beta as f64);
+    x / denominator
+}

@@ -1,0 +1,263 @@
+//! The import plan: which constants become parameters, which layer owns each parameter, and
+//! the graph the executor runs. Independent of any backend.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use zoo_onnx::{Constant, Graph, Node, Op, OnnxModel};
+
+/// What a parameter is for. Buffers (batch-norm running statistics) are never trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamRole {
+    Learnable,
+    Buffer,
+}
+
+/// One parameter tensor, named exactly as its ONNX initializer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub role: ParamRole,
+    /// Name of the layer that owns it (see [`Layer`]).
+    pub layer: String,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// A named group of parameters: a node with weights, plus a bias Add that directly follows it
+/// (the ONNX zoo's CNTK models keep biases in separate Add nodes). Freeze plans name layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    pub name: String,
+    /// ONNX op type of the owning node.
+    pub op: String,
+    /// Label of the owning node in the graph.
+    pub node: String,
+    /// Indices into [`Plan::params`].
+    pub params: Vec<usize>,
+}
+
+/// Everything about an imported network except the parameter values.
+#[derive(Debug)]
+pub struct Plan {
+    /// The graph; constants that became parameters are removed from `graph.constants`.
+    pub graph: Graph,
+    /// The original protobuf (weights moved out), for export.
+    pub proto: zoo_onnx::pb::ModelProto,
+    pub metadata: BTreeMap<String, String>,
+    pub params: Vec<ParamSpec>,
+    pub param_index: HashMap<String, usize>,
+    pub layers: Vec<Layer>,
+    /// Per node: values whose last reader is this node (freed after it runs).
+    pub(crate) release_after: Vec<Vec<String>>,
+}
+
+impl Plan {
+    pub fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// The layer a node's parameters belong to, if any.
+    pub fn layer_of_node(&self, node_label: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.node == node_label).or_else(|| {
+            let node = self.graph.node(node_label)?;
+            node.inputs
+                .iter()
+                .find_map(|i| self.param_index.get(i))
+                .map(|&p| self.layer(&self.params[p].layer).expect("param layers exist"))
+        })
+    }
+
+    pub fn total_params(&self) -> usize {
+        self.params.iter().map(ParamSpec::numel).sum()
+    }
+}
+
+/// Splits a model into a plan and the initial parameter values (in `plan.params` order).
+pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
+    let OnnxModel {
+        proto,
+        mut graph,
+        metadata,
+    } = model;
+
+    // Constants read as data by a computing op become parameters; batch-norm statistics
+    // become buffers. Everything else (shapes, dropout ratios) stays a plain constant.
+    let mut roles: Vec<(String, ParamRole)> = Vec::new();
+    let mut seen = HashSet::new();
+    for node in &graph.nodes {
+        for (i, input) in node.inputs.iter().enumerate() {
+            let Some(c) = graph.constants.get(input) else { continue };
+            if !c.is_float() || seen.contains(input) {
+                continue;
+            }
+            let role = match (&node.op, i) {
+                (Op::BatchNorm { .. }, 3 | 4) => Some(ParamRole::Buffer),
+                (Op::Dropout { .. }, _) | (Op::Reshape { .. }, 1..) => None,
+                _ => Some(ParamRole::Learnable),
+            };
+            if let Some(role) = role {
+                seen.insert(input.clone());
+                roles.push((input.clone(), role));
+            }
+        }
+    }
+
+    let owners = owner_nodes(&graph, &seen);
+    let mut layer_names: HashMap<String, String> = HashMap::new();
+    let mut used_names: HashSet<String> = HashSet::new();
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut params = Vec::with_capacity(roles.len());
+    let mut values = Vec::with_capacity(roles.len());
+    let mut param_index = HashMap::new();
+    for (name, role) in roles {
+        let owner = owners.get(&name).cloned().unwrap_or_default();
+        let layer_name = layer_names
+            .entry(owner.clone())
+            .or_insert_with(|| {
+                let node = graph.node(&owner).expect("owner nodes exist");
+                let base = layer_name(node, &graph, &seen);
+                let mut unique = base.clone();
+                let mut k = 2;
+                while !used_names.insert(unique.clone()) {
+                    unique = format!("{base}_{k}");
+                    k += 1;
+                }
+                layers.push(Layer {
+                    name: unique.clone(),
+                    op: node.op.onnx_type().to_string(),
+                    node: owner.clone(),
+                    params: Vec::new(),
+                });
+                unique
+            })
+            .clone();
+        let constant = graph.constants.remove(&name).expect("param constants exist");
+        let Constant { dims, data } = constant;
+        let index = params.len();
+        layers
+            .iter_mut()
+            .find(|l| l.name == layer_name)
+            .expect("layer was just created")
+            .params
+            .push(index);
+        param_index.insert(name.clone(), index);
+        params.push(ParamSpec {
+            name,
+            dims,
+            role,
+            layer: layer_name,
+        });
+        values.push(match data {
+            zoo_onnx::ConstData::F32(v) => v,
+            zoo_onnx::ConstData::I64(_) => unreachable!("only float constants become params"),
+        });
+    }
+
+    let release_after = release_schedule(&graph);
+    (
+        Plan {
+            graph,
+            proto,
+            metadata,
+            params,
+            param_index,
+            layers,
+            release_after,
+        },
+        values,
+    )
+}
+
+/// The node owning each parameter: its first reader, looking through Reshape/Identity of
+/// constants, then merged into the Conv/Gemm/MatMul that feeds a bias Add or scale Mul.
+fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, String> {
+    let producer: HashMap<&str, &Node> = graph
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let mut owners = HashMap::new();
+    for name in params {
+        let mut value = name.clone();
+        let mut owner = None;
+        for _ in 0..graph.nodes.len() {
+            let Some(reader) = graph.first_consumer(&value) else { break };
+            owner = Some(reader);
+            let passthrough = matches!(reader.op, Op::Reshape { .. } | Op::Identity)
+                && !graph.shapes.batched.contains(&reader.outputs[0]);
+            if !passthrough {
+                break;
+            }
+            value = reader.outputs[0].clone();
+        }
+        let Some(mut owner) = owner else { continue };
+        if matches!(owner.op, Op::Add | Op::Mul | Op::Sub) {
+            let computed = owner
+                .inputs
+                .iter()
+                .find(|i| *i != &value && !params.contains(*i))
+                .and_then(|i| producer.get(i.as_str()));
+            if let Some(prev) = computed {
+                let single_reader = graph.consumers(&prev.outputs[0]).count() == 1;
+                if single_reader && matches!(prev.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
+                    owner = prev;
+                }
+            }
+        }
+        owners.insert(name.clone(), owner.label.clone());
+    }
+    owners
+}
+
+/// Suffixes that mark a weight initializer: `conv1_w_0` names layer `conv1`.
+const WEIGHT_SUFFIXES: &[&str] = &[
+    "_w_0", "_W_0", "_w", "_W", ".weight", "_weight", "/weight", "/weights", "_weights", "/kernel",
+    "_kernel",
+];
+
+fn layer_name(node: &Node, graph: &Graph, params: &HashSet<String>) -> String {
+    let weight = node.inputs.iter().find(|i| params.contains(*i)).or_else(|| {
+        // A MatMul reading a reshaped parameter: use the parameter's own name.
+        node.inputs.iter().find_map(|i| {
+            graph
+                .nodes
+                .iter()
+                .find(|n| n.outputs.first() == Some(i) && matches!(n.op, Op::Reshape { .. }))
+                .and_then(|n| n.inputs.first())
+                .filter(|p| params.contains(*p))
+        })
+    });
+    if let Some(w) = weight {
+        for suffix in WEIGHT_SUFFIXES {
+            if let Some(prefix) = w.strip_suffix(suffix).filter(|p| !p.is_empty()) {
+                return prefix.to_string();
+            }
+        }
+    }
+    if node.name.is_empty() {
+        node.label.clone()
+    } else {
+        node.name.clone()
+    }
+}
+
+fn release_schedule(graph: &Graph) -> Vec<Vec<String>> {
+    let mut last_reader: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for input in &node.inputs {
+            last_reader.insert(input, i);
+        }
+    }
+    let mut release = vec![Vec::new(); graph.nodes.len()];
+    for (value, i) in last_reader {
+        if value != graph.output.name {
+            release[i].push(value.to_string());
+        }
+    }
+    release
+}

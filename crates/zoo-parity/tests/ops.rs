@@ -1,0 +1,375 @@
+//! Every supported op, burn (flex) against tract on small random inputs with odd shapes:
+//! non-square inputs, strides > 1, padding that does not divide evenly, batch > 1.
+
+use burn::backend::Flex;
+use prost::Message;
+use zoo_net::Network;
+use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+use zoo_onnx::pb::ModelProto;
+use zoo_onnx::OnnxModel;
+use zoo_parity::{compare, run_network, TractEngine};
+
+/// Runs the model in burn at `batch` and in tract one image at a time; asserts agreement.
+fn assert_parity(model: &ModelProto, batch: usize) -> f64 {
+    let bytes = model.encode_to_vec();
+    let onnx = OnnxModel::from_bytes(bytes.clone()).expect("import");
+    let chw = onnx.graph.input_chw();
+    let device = Default::default();
+    let net = Network::<Flex>::from_model(onnx, &device);
+    let tract = TractEngine::from_bytes(&bytes, chw).expect("tract loads the model");
+    let mut rng = SeededRng::new(7);
+    let images = rng.values(batch * chw.iter().product::<usize>(), 2.0);
+    let ours = run_network(&net, &images, batch, &device).expect("forward");
+    let reference = tract.run_batch(&images).expect("tract runs");
+    let agreement = compare(&ours, &reference);
+    assert!(
+        agreement.max_rel_diff <= 1e-4 && agreement.top1_agreement == 1.0,
+        "disagreement: {agreement:?}\nours[0]={:?}\ntract[0]={:?}",
+        &ours[0][..ours[0].len().min(8)],
+        &reference[0][..reference[0].len().min(8)]
+    );
+    agreement.max_rel_diff
+}
+
+fn input(b: &mut GraphBuilder, dims: [usize; 3]) {
+    *b = GraphBuilder::new("x", &[Some(1), Some(dims[0]), Some(dims[1]), Some(dims[2])]);
+}
+
+fn weights(b: &mut GraphBuilder, rng: &mut SeededRng, name: &str, dims: &[usize]) {
+    let n = dims.iter().product();
+    b.init_f32(name, dims, rng.values(n, 0.5));
+}
+
+/// Wraps a body ending in value `last` (rank 4) with Flatten so outputs are [N, K].
+fn finish(b: &mut GraphBuilder, last: &str, opset: i64) -> ModelProto {
+    b.node("flat", "Flatten", &[last], &["y"], vec![("axis", Attr::Int(1))]);
+    b.output("y", &[None, None]);
+    b.build(opset)
+}
+
+fn conv_model(
+    chw: [usize; 3],
+    w: [usize; 4],
+    bias: bool,
+    attrs: Vec<(&str, Attr)>,
+) -> ModelProto {
+    let mut rng = SeededRng::new(1);
+    let mut b = GraphBuilder::default();
+    input(&mut b, chw);
+    weights(&mut b, &mut rng, "W", &w);
+    let mut inputs = vec!["x", "W"];
+    if bias {
+        weights(&mut b, &mut rng, "B", &[w[0]]);
+        inputs.push("B");
+    }
+    b.node("conv", "Conv", &inputs, &["c"], attrs);
+    finish(&mut b, "c", 11)
+}
+
+#[test]
+fn conv_asymmetric_pads_strides_dilations() {
+    let m = conv_model(
+        [3, 9, 7],
+        [4, 3, 3, 2],
+        true,
+        vec![
+            ("strides", Attr::Ints(vec![2, 1])),
+            ("pads", Attr::Ints(vec![1, 0, 2, 1])),
+            ("dilations", Attr::Ints(vec![1, 2])),
+        ],
+    );
+    assert_parity(&m, 3);
+}
+
+#[test]
+fn conv_groups_without_bias() {
+    let m = conv_model(
+        [4, 8, 11],
+        [6, 2, 3, 3],
+        false,
+        vec![
+            ("group", Attr::Int(2)),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![0, 1, 1, 0])),
+        ],
+    );
+    assert_parity(&m, 2);
+}
+
+#[test]
+fn conv_auto_pad_same_upper_lower_valid() {
+    for mode in ["SAME_UPPER", "SAME_LOWER", "VALID"] {
+        let m = conv_model(
+            [2, 7, 10],
+            [3, 2, 4, 3],
+            true,
+            vec![("strides", Attr::Ints(vec![2, 3])), ("auto_pad", Attr::Str(mode))],
+        );
+        assert_parity(&m, 2);
+    }
+}
+
+#[test]
+fn add_and_mul_of_broadcast_constants() {
+    let mut rng = SeededRng::new(2);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [3, 5, 6]);
+    weights(&mut b, &mut rng, "bias", &[3, 1, 1]);
+    weights(&mut b, &mut rng, "scale", &[1, 3, 1, 1]);
+    weights(&mut b, &mut rng, "shift", &[6]);
+    weights(&mut b, &mut rng, "div", &[3, 5, 1]);
+    b.node("add", "Add", &["x", "bias"], &["a"], vec![]);
+    b.node("mul", "Mul", &["a", "scale"], &["m"], vec![]);
+    b.node("sub", "Sub", &["m", "shift"], &["s"], vec![]);
+    b.node("divide", "Div", &["s", "div"], &["d"], vec![]);
+    assert_parity(&finish(&mut b, "d", 11), 3);
+}
+
+#[test]
+fn activations() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 5]);
+    b.node("relu", "Relu", &["x"], &["r"], vec![]);
+    b.node("leaky", "LeakyRelu", &["x"], &["l"], vec![("alpha", Attr::Float(0.2))]);
+    b.node("sig", "Sigmoid", &["x"], &["s"], vec![]);
+    b.node("tanh", "Tanh", &["x"], &["t"], vec![]);
+    b.node("id", "Identity", &["t"], &["i"], vec![]);
+    b.node("cat", "Concat", &["r", "l", "s", "i"], &["c"], vec![("axis", Attr::Int(1))]);
+    assert_parity(&finish(&mut b, "c", 11), 2);
+}
+
+#[test]
+fn lrn_odd_and_even_sizes() {
+    for size in [5, 4, 1] {
+        let mut b = GraphBuilder::default();
+        input(&mut b, [7, 5, 6]);
+        b.node(
+            "lrn",
+            "LRN",
+            &["x"],
+            &["n"],
+            vec![
+                ("size", Attr::Int(size)),
+                ("alpha", Attr::Float(1e-2)),
+                ("beta", Attr::Float(0.75)),
+                ("bias", Attr::Float(1.5)),
+            ],
+        );
+        assert_parity(&finish(&mut b, "n", 9), 2);
+    }
+}
+
+#[test]
+fn max_pool_pads_ceil_mode_dilations() {
+    let cases: Vec<Vec<(&str, Attr)>> = vec![
+        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![0, 0, 1, 1]))],
+        vec![("kernel_shape", Attr::Ints(vec![3, 2])), ("strides", Attr::Ints(vec![2, 3])), ("ceil_mode", Attr::Int(1))],
+        vec![("kernel_shape", Attr::Ints(vec![2, 3])), ("strides", Attr::Ints(vec![1, 2])), ("pads", Attr::Ints(vec![1, 0, 0, 2])), ("ceil_mode", Attr::Int(1))],
+        vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2])), ("auto_pad", Attr::Str("SAME_UPPER"))],
+    ];
+    for attrs in cases {
+        let mut b = GraphBuilder::default();
+        input(&mut b, [3, 10, 9]);
+        b.node("pool", "MaxPool", &["x"], &["p"], attrs);
+        assert_parity(&finish(&mut b, "p", 12), 2);
+    }
+}
+
+#[test]
+fn average_pool_count_include_pad_and_ceil_mode() {
+    for include in [0, 1] {
+        for ceil in [0, 1] {
+            let mut b = GraphBuilder::default();
+            input(&mut b, [2, 9, 8]);
+            b.node(
+                "pool",
+                "AveragePool",
+                &["x"],
+                &["p"],
+                vec![
+                    ("kernel_shape", Attr::Ints(vec![3, 2])),
+                    ("strides", Attr::Ints(vec![2, 3])),
+                    ("pads", Attr::Ints(vec![1, 0, 1, 1])),
+                    ("count_include_pad", Attr::Int(include)),
+                    ("ceil_mode", Attr::Int(ceil)),
+                ],
+            );
+            assert_parity(&finish(&mut b, "p", 11), 2);
+        }
+    }
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 9, 8]);
+    b.node("pool", "AveragePool", &["x"], &["p"], vec![("kernel_shape", Attr::Ints(vec![2, 3]))]);
+    assert_parity(&finish(&mut b, "p", 11), 2);
+}
+
+#[test]
+fn global_pools() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [5, 3, 7]);
+    b.node("gap", "GlobalAveragePool", &["x"], &["a"], vec![]);
+    b.node("gmp", "GlobalMaxPool", &["x"], &["m"], vec![]);
+    b.node("cat", "Concat", &["a", "m"], &["c"], vec![("axis", Attr::Int(1))]);
+    assert_parity(&finish(&mut b, "c", 11), 3);
+}
+
+#[test]
+fn batch_normalization() {
+    let mut rng = SeededRng::new(3);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [4, 3, 5]);
+    weights(&mut b, &mut rng, "scale", &[4]);
+    weights(&mut b, &mut rng, "bias", &[4]);
+    weights(&mut b, &mut rng, "mean", &[4]);
+    b.init_f32("var", &[4], vec![0.5, 1.5, 2.0, 0.1]);
+    b.node("bn", "BatchNormalization", &["x", "scale", "bias", "mean", "var"], &["n"], vec![("epsilon", Attr::Float(1e-3))]);
+    assert_parity(&finish(&mut b, "n", 9), 3);
+}
+
+fn dense_model(gemm: Vec<(&str, Attr)>, w_dims: [usize; 2], c_dims: &[usize]) -> ModelProto {
+    let mut rng = SeededRng::new(4);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 5]);
+    weights(&mut b, &mut rng, "W", &w_dims);
+    weights(&mut b, &mut rng, "C", c_dims);
+    b.node("flat", "Flatten", &["x"], &["f"], vec![]);
+    b.node("fc", "Gemm", &["f", "W", "C"], &["y"], gemm);
+    b.output("y", &[None, None]);
+    b.build(11)
+}
+
+#[test]
+fn gemm_alpha_beta_transposes() {
+    assert_parity(&dense_model(vec![("transB", Attr::Int(1))], [7, 30], &[7]), 3);
+    assert_parity(
+        &dense_model(vec![("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))], [30, 7], &[1, 7]),
+        3,
+    );
+}
+
+#[test]
+fn gemm_trans_a_runs_at_declared_batch_and_refuses_others() {
+    // transA moves the batch axis: only the declared batch is meaningful, and forward says so.
+    let mut rng = SeededRng::new(4);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 5]);
+    weights(&mut b, &mut rng, "W", &[1, 7]);
+    b.node("flat", "Flatten", &["x"], &["f"], vec![]);
+    b.node("fc", "Gemm", &["f", "W"], &["g"], vec![("transA", Attr::Int(1))]);
+    b.node("all", "Flatten", &["g"], &["y"], vec![("axis", Attr::Int(0))]);
+    b.output("y", &[Some(1), None]);
+    let model = b.build(11);
+    assert_parity(&model, 1);
+
+    let onnx = OnnxModel::from_bytes(model.encode_to_vec()).unwrap();
+    let device = Default::default();
+    let net = Network::<Flex>::from_model(onnx, &device);
+    let err = run_network(&net, &vec![0.5; 2 * 30], 2, &device).unwrap_err();
+    assert!(err.to_string().contains("only runs at batch size 1"), "{err}");
+}
+
+#[test]
+fn matmul_reshape_and_batch_generalisation() {
+    // The MNIST zoo pattern: Reshape with a constant [1, K] then MatMul with a reshaped weight.
+    let mut rng = SeededRng::new(5);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_i64("shape", &[1, 24]);
+    weights(&mut b, &mut rng, "W", &[2, 3, 4, 5]);
+    b.init_i64("wshape", &[24, 5]);
+    weights(&mut b, &mut rng, "bias", &[1, 5]);
+    b.node("r", "Reshape", &["x", "shape"], &["f"], vec![]);
+    b.node("rw", "Reshape", &["W", "wshape"], &["w2"], vec![]);
+    b.node("mm", "MatMul", &["f", "w2"], &["m"], vec![]);
+    b.node("add", "Add", &["m", "bias"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(5)]);
+    assert_parity(&b.build(8), 4);
+}
+
+#[test]
+fn reshape_with_zero_and_minus_one() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_i64("shape", &[0, 6, -1]);
+    b.node("r", "Reshape", &["x", "shape"], &["r1"], vec![]);
+    b.node("s", "Softmax", &["r1"], &["s1"], vec![("axis", Attr::Int(2))]);
+    b.node("flat", "Flatten", &["s1"], &["y"], vec![]);
+    b.output("y", &[None, None]);
+    assert_parity(&b.build(13), 2);
+}
+
+#[test]
+fn softmax_legacy_flattens_trailing_axes_and_opset13_does_not() {
+    for opset in [9, 13] {
+        let mut b = GraphBuilder::default();
+        input(&mut b, [3, 2, 5]);
+        b.node("sm", "Softmax", &["x"], &["s"], vec![("axis", Attr::Int(1))]);
+        assert_parity(&finish(&mut b, "s", opset), 2);
+    }
+}
+
+#[test]
+fn dropout_is_identity_at_inference_in_both_opset_forms() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 3]);
+    b.node("d", "Dropout", &["x"], &["d1", "mask"], vec![("ratio", Attr::Float(0.5))]);
+    assert_parity(&finish(&mut b, "d1", 9), 2);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 3]);
+    b.init_f32("ratio", &[], vec![0.3]);
+    b.node("d", "Dropout", &["x", "ratio"], &["d1"], vec![]);
+    assert_parity(&finish(&mut b, "d1", 12), 2);
+}
+
+#[test]
+fn branches_concat_and_add_of_computed_tensors() {
+    // A SqueezeNet "fire" / ResNet residual shape: two convs from one input, concatenated and
+    // added to the input.
+    let mut rng = SeededRng::new(6);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [4, 6, 5]);
+    weights(&mut b, &mut rng, "W1", &[2, 4, 1, 1]);
+    weights(&mut b, &mut rng, "W3", &[2, 4, 3, 3]);
+    b.node("e1", "Conv", &["x", "W1"], &["a"], vec![]);
+    b.node("e3", "Conv", &["x", "W3"], &["c"], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))]);
+    b.node("cat", "Concat", &["a", "c"], &["cat_out"], vec![("axis", Attr::Int(1))]);
+    b.node("res", "Add", &["cat_out", "x"], &["sum"], vec![]);
+    b.node("relu", "Relu", &["sum"], &["r"], vec![]);
+    assert_parity(&finish(&mut b, "r", 11), 3);
+}
+
+#[test]
+fn constant_and_constant_of_shape_nodes() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 3]);
+    b.init_i64("shape", &[2, 1, 1]);
+    b.graph.node.push(zoo_onnx::pb::NodeProto {
+        name: "fill".into(),
+        op_type: "ConstantOfShape".into(),
+        input: vec!["shape".into()],
+        output: vec!["filled".into()],
+        attribute: vec![zoo_onnx::pb::AttributeProto {
+            name: "value".into(),
+            r#type: zoo_onnx::pb::attribute_proto::AttributeType::Tensor as i32,
+            t: Some(zoo_onnx::tensor::f32_proto("v", &[1], &[0.25])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    b.graph.node.push(zoo_onnx::pb::NodeProto {
+        name: "k".into(),
+        op_type: "Constant".into(),
+        output: vec!["k_out".into()],
+        attribute: vec![zoo_onnx::pb::AttributeProto {
+            name: "value".into(),
+            r#type: zoo_onnx::pb::attribute_proto::AttributeType::Tensor as i32,
+            t: Some(zoo_onnx::tensor::f32_proto("kv", &[2, 1, 1], &[2.0, -1.0])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    b.node("add", "Add", &["x", "filled"], &["a"], vec![]);
+    b.node("mul", "Mul", &["a", "k_out"], &["m"], vec![]);
+    assert_parity(&finish(&mut b, "m", 11), 2);
+}
