@@ -158,6 +158,10 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
         });
     }
 
+    // List layers in execution order (a weight may be reshaped before the first layer runs).
+    let position: HashMap<&str, usize> =
+        graph.nodes.iter().enumerate().map(|(i, n)| (n.label.as_str(), i)).collect();
+    layers.sort_by_key(|l| position.get(l.node.as_str()).copied().unwrap_or(usize::MAX));
     let release_after = release_schedule(&graph);
     (
         Plan {

@@ -1,7 +1,7 @@
 //! Faithful stand-ins for zoo models whose weights cannot be downloaded here: the ONNX zoo's
 //! `light_*` files keep the exact graph but replace every weight with a `ConstantOfShape` node.
-//! This fills those weights with seeded random values (He-scaled, so activations stay in a
-//! realistic range) and can move the file to a newer opset.
+//! This fills those weights with seeded random values (scaled by fan-in, so activations stay in
+//! a realistic range) and can move the file to a newer opset.
 
 use std::collections::HashMap;
 
@@ -31,10 +31,12 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
         match (node.op_type.as_str(), shape, node.output.first()) {
             ("ConstantOfShape", Some(shape), Some(out)) => {
                 let (dims, count) = checked_dims(out, shape)?;
-                // Weights [out, in, kh, kw] / [out, in]: He scale over the fan-in; biases small.
+                // Weights [out, in, kh, kw] / [out, in]: uniform with variance 1/fan_in, which
+                // keeps AlexNet's logits in the tens for inputs in the Caffe range, as the real
+                // weights do; biases small.
                 let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
                 let scale = if dims.len() >= 2 {
-                    (6.0 / fan_in as f32).sqrt()
+                    (3.0 / fan_in as f32).sqrt()
                 } else {
                     0.05
                 };
