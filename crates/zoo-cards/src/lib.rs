@@ -1,1 +1,39 @@
-//! placeholder
+//! `zoo-cards`: model cards. A card says where a pretrained model lives (Hub repo, path,
+//! revision, sha256, size), what input it takes, how images must be preprocessed, where its
+//! labels are, and how to finetune it (freeze plan, head layer). Cards ship inside the binary.
+
+mod card;
+mod preprocessing;
+
+pub use card::{Card, CardError, FinetunePlan, InputSpec, LabelFormat, Labels, OutputKind, OutputSpec, Source};
+pub use preprocessing::{ColorOrder, Interpolation, Preprocessing, ResizeMode};
+
+/// The cards in `zoo/`, compiled in.
+const EMBEDDED: &[(&str, &str)] = &[
+    ("alexnet", include_str!("../../../zoo/alexnet.toml")),
+    ("lenet", include_str!("../../../zoo/lenet.toml")),
+];
+
+/// All built-in cards, sorted by name.
+pub fn all() -> Vec<Card> {
+    EMBEDDED
+        .iter()
+        .map(|(name, text)| Card::parse(text).unwrap_or_else(|e| panic!("built-in card {name} is invalid: {e}")))
+        .collect()
+}
+
+/// Names of the built-in cards.
+pub fn names() -> Vec<&'static str> {
+    EMBEDDED.iter().map(|(n, _)| *n).collect()
+}
+
+/// Looks a card up by name; the error lists the known names.
+pub fn find(name: &str) -> Result<Card, CardError> {
+    all()
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| CardError::Unknown {
+            name: name.to_string(),
+            known: names().join(", "),
+        })
+}

@@ -1,0 +1,181 @@
+use serde::{Deserialize, Serialize};
+
+use crate::preprocessing::Preprocessing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("unknown model `{name}`; known models: {known}")]
+    Unknown { name: String, known: String },
+    #[error("invalid model card: {0}")]
+    Invalid(String),
+}
+
+/// A file on the Hugging Face Hub, pinned by checksum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub repo: String,
+    pub revision: String,
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    pub opset: i64,
+}
+
+impl Source {
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub shape: [usize; 4],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    Logits,
+    Probabilities,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub name: String,
+    pub kind: OutputKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelFormat {
+    /// `<wnid> <names>` per line (ImageNet synset.txt); line i is class i.
+    Synset,
+    /// One label per line.
+    Lines,
+    /// Names listed in the card.
+    Inline,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    pub format: LabelFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    pub count: usize,
+}
+
+/// Which layers stay frozen when finetuning, and which one is replaced by the new head.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetunePlan {
+    pub freeze: Vec<String>,
+    pub head: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    pub name: String,
+    pub title: String,
+    pub task: String,
+    pub license: String,
+    pub source: Source,
+    #[serde(default)]
+    pub variants: Vec<Source>,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    pub preprocessing: Preprocessing,
+    pub labels: Labels,
+    pub finetune: FinetunePlan,
+}
+
+impl Card {
+    pub fn parse(text: &str) -> Result<Self, CardError> {
+        let card: Card = toml::from_str(text).map_err(|e| CardError::Invalid(e.to_string()))?;
+        card.validate()?;
+        Ok(card)
+    }
+
+    fn validate(&self) -> Result<(), CardError> {
+        let bad = |m: String| Err(CardError::Invalid(format!("{}: {m}", self.name)));
+        for s in std::iter::once(&self.source).chain(&self.variants) {
+            if s.sha256.len() != 64 || !s.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return bad(format!("sha256 of {} must be 64 hex digits", s.path));
+            }
+        }
+        if let Err(e) = self.preprocessing.validate() {
+            return bad(e);
+        }
+        let [_, c, h, w] = self.input.shape;
+        if c != self.preprocessing.color.channels() || [h as u32, w as u32] != self.preprocessing.size {
+            return bad("preprocessing does not produce the input shape".into());
+        }
+        if self.labels.format == LabelFormat::Inline && self.labels.names.len() != self.labels.count {
+            return bad("inline labels must list `count` names".into());
+        }
+        if self.labels.format != LabelFormat::Inline && (self.labels.url.is_none() || self.labels.sha256.is_none()) {
+            return bad("downloaded labels need `url` and `sha256`".into());
+        }
+        Ok(())
+    }
+
+    /// The source for an opset: the default one, or a variant.
+    pub fn source_for_opset(&self, opset: Option<i64>) -> Result<&Source, CardError> {
+        match opset {
+            None => Ok(&self.source),
+            Some(v) => std::iter::once(&self.source)
+                .chain(&self.variants)
+                .find(|s| s.opset == v)
+                .ok_or_else(|| {
+                    let have: Vec<String> = std::iter::once(&self.source)
+                        .chain(&self.variants)
+                        .map(|s| s.opset.to_string())
+                        .collect();
+                    CardError::Invalid(format!("{} has no opset {v} file (available: {})", self.name, have.join(", ")))
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_cards_parse_and_hold_the_reference_facts() {
+        let alexnet = crate::find("alexnet").unwrap();
+        assert_eq!(alexnet.source.size, 243_863_787);
+        assert_eq!(alexnet.input.shape, [1, 3, 224, 224]);
+        assert_eq!(alexnet.finetune.head, "fc8");
+        assert_eq!(alexnet.source_for_opset(Some(7)).unwrap().file_name(), "bvlcalexnet-7.onnx");
+        let lenet = crate::find("lenet").unwrap();
+        assert_eq!(lenet.source.file_name(), "mnist-8.onnx");
+        assert_eq!(lenet.labels.names.len(), 10);
+        assert!(lenet.source_for_opset(Some(5)).unwrap_err().to_string().contains("8, 12"));
+    }
+
+    #[test]
+    fn unknown_names_list_known_cards() {
+        let e = crate::find("resnet").unwrap_err().to_string();
+        assert!(e.contains("alexnet, lenet"), "{e}");
+    }
+
+    #[test]
+    fn invalid_cards_are_refused() {
+        let text = include_str!("../../../zoo/lenet.toml");
+        assert!(Card::parse(&text.replace("color = \"gray\"", "color = \"rgb\"")).is_err());
+        assert!(Card::parse(&text.replace("2f06e72de8", "zz06e72de8")).is_err());
+        assert!(Card::parse(&text.replace("[finetune]", "[finetune]\nunknown = 1")).is_err());
+    }
+}

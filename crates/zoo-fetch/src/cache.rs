@@ -1,0 +1,66 @@
+use std::path::PathBuf;
+
+use zoo_cards::Source;
+
+/// The Hub cache: `{root}/models--{owner}--{name}/{refs,snapshots,blobs}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HubCache {
+    pub root: PathBuf,
+}
+
+impl HubCache {
+    /// `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`, as huggingface_hub does.
+    pub fn from_env() -> Self {
+        let root = if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
+            PathBuf::from(p)
+        } else if let Some(p) = std::env::var_os("HF_HOME") {
+            PathBuf::from(p).join("hub")
+        } else {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache").join("huggingface").join("hub")
+        };
+        Self { root }
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.root.join(format!("models--{}", repo.replace('/', "--")))
+    }
+
+    /// The snapshot path of a card's file if it is cached with the card's size.
+    pub fn cached_file(&self, source: &Source) -> Option<PathBuf> {
+        let repo = self.repo_dir(&source.repo);
+        let commit = std::fs::read_to_string(repo.join("refs").join(&source.revision))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| source.revision.clone());
+        let path = repo.join("snapshots").join(commit).join(&source.path);
+        let size = std::fs::metadata(&path).ok()?.len();
+        (size == source.size).then_some(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_snapshot_through_the_revision_ref_and_checks_size() {
+        let root = std::env::temp_dir().join(format!("zoo-cache-test-{}", std::process::id()));
+        let card = zoo_cards::find("lenet").unwrap();
+        let cache = HubCache::at(&root);
+        assert_eq!(cache.cached_file(&card.source), None);
+        let repo = cache.repo_dir(&card.source.repo);
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        let file = repo.join("snapshots/abc123").join(&card.source.path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, vec![0u8; 10]).unwrap();
+        assert_eq!(cache.cached_file(&card.source), None, "wrong size is not a cached model");
+        std::fs::write(&file, vec![0u8; card.source.size as usize]).unwrap();
+        assert_eq!(cache.cached_file(&card.source), Some(file));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
