@@ -100,9 +100,7 @@ impl OnnxModel {
     /// Parses ONNX bytes. Takes ownership so the file buffer is freed before weights are
     /// decoded: peak memory stays near twice the file size.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| OnnxError::Decode(e.to_string()))?;
-        drop(bytes);
-        Self::from_proto(proto)
+        Self::from_proto(decode_proto(bytes)?)
     }
 
     pub fn from_proto(mut proto: ModelProto) -> Result<Self> {
@@ -205,6 +203,13 @@ impl OnnxModel {
             metadata,
         })
     }
+}
+
+/// Decodes ONNX protobuf bytes. Decoding from a shared `Bytes` buffer lets prost copy each
+/// weight once (a `&[u8]` source copies twice), so the peak is the file plus the model: 2x.
+pub fn decode_proto(bytes: Vec<u8>) -> Result<ModelProto> {
+    let shared = prost::bytes::Bytes::from(bytes);
+    ModelProto::decode(shared).map_err(|e| OnnxError::Decode(e.to_string()))
 }
 
 fn default_opset(proto: &ModelProto) -> Result<i64> {

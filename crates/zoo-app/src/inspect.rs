@@ -1,0 +1,261 @@
+//! `zoo inspect`: layers, shapes, parameter counts, what trains, and op support per engine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use zoo_cards::Card;
+use zoo_net::{Network, ParamRole, Plan};
+use zoo_onnx::{OnnxModel, SUPPORTED_OPS};
+
+use crate::profile::{profile, Profile};
+use crate::CpuBackend;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRow {
+    /// The layer name (for nodes with parameters) or the node's label.
+    pub name: String,
+    pub node: String,
+    pub op: String,
+    /// Shape at batch 1; `batched` says whether axis 0 is the batch axis.
+    pub output_shape: Vec<usize>,
+    pub batched: bool,
+    pub params: usize,
+    pub trainable: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OpSupport {
+    pub op: String,
+    pub count: usize,
+    pub import: bool,
+    pub export: bool,
+    pub tract: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectReport {
+    pub model: String,
+    pub opset: i64,
+    pub producer: String,
+    pub input: String,
+    pub input_shape: Vec<Option<usize>>,
+    pub output: String,
+    pub layers: Vec<LayerRow>,
+    pub total_params: usize,
+    pub trainable_params: usize,
+    pub ops: Vec<OpSupport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_error: Option<String>,
+}
+
+/// Whether tract's ONNX front end knows an op type.
+pub fn tract_supports(op: &str) -> bool {
+    tract_onnx::onnx().op_register.0.contains_key(op)
+}
+
+fn op_table(counts: BTreeMap<String, usize>) -> Vec<OpSupport> {
+    counts
+        .into_iter()
+        .map(|(op, count)| {
+            let ours = SUPPORTED_OPS.contains(&op.as_str());
+            OpSupport {
+                tract: tract_supports(&op),
+                import: ours,
+                // Export writes untouched nodes back as they were read.
+                export: ours,
+                op,
+                count,
+            }
+        })
+        .collect()
+}
+
+/// Inspects a file. An import failure still yields the op-support table (from the raw
+/// protobuf) plus the error, so users see exactly which op blocks them.
+pub fn inspect(path: &Path, card: Option<&Card>) -> anyhow::Result<InspectReport> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let raw = zoo_onnx::decode_proto(bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid ONNX file: {e}", path.display()))?;
+    let mut counts = BTreeMap::new();
+    for node in raw.graph.iter().flat_map(|g| &g.node) {
+        *counts.entry(node.op_type.clone()).or_insert(0) += 1;
+    }
+    let producer = format!("{} {}", raw.producer_name, raw.producer_version).trim().to_string();
+    let ops = op_table(counts);
+    let model = match OnnxModel::from_proto(raw) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(InspectReport {
+                model: path.display().to_string(),
+                opset: 0,
+                producer,
+                input: String::new(),
+                input_shape: Vec::new(),
+                output: String::new(),
+                layers: Vec::new(),
+                total_params: 0,
+                trainable_params: 0,
+                ops,
+                profile: None,
+                import_error: Some(e.to_string()),
+            })
+        }
+    };
+    let net = Network::<CpuBackend>::from_model(model, &Default::default());
+    let plan = net.plan();
+    let profile = profile(card, plan);
+    let layers = layer_rows(plan, &profile);
+    let trainable_params = plan
+        .params
+        .iter()
+        .filter(|p| p.role == ParamRole::Learnable && !profile.is_frozen(&p.layer))
+        .map(|p| p.numel())
+        .sum();
+    Ok(InspectReport {
+        model: path.display().to_string(),
+        opset: plan.graph.opset,
+        producer,
+        input: plan.graph.input.name.clone(),
+        input_shape: plan.graph.input.dims.clone(),
+        output: plan.graph.output.name.clone(),
+        layers,
+        total_params: plan.total_params(),
+        trainable_params,
+        ops,
+        profile: Some(profile),
+        import_error: None,
+    })
+}
+
+fn layer_rows(plan: &Plan, profile: &Profile) -> Vec<LayerRow> {
+    let shapes = &plan.graph.shapes;
+    plan.graph
+        .nodes
+        .iter()
+        .map(|node| {
+            let owned = plan.layers.iter().find(|l| l.node == node.label);
+            let params: usize = owned
+                .map(|l| l.params.iter().map(|&p| plan.params[p].numel()).sum())
+                .unwrap_or(0);
+            let learnable = owned.is_some_and(|l| {
+                l.params
+                    .iter()
+                    .any(|&p| plan.params[p].role == ParamRole::Learnable)
+            });
+            let out = &node.outputs[0];
+            LayerRow {
+                name: owned.map_or_else(|| node.label.clone(), |l| l.name.clone()),
+                node: node.label.clone(),
+                op: node.op.onnx_type().to_string(),
+                output_shape: shapes.of(out).map(<[usize]>::to_vec).unwrap_or_default(),
+                batched: shapes.batched.contains(out),
+                params,
+                trainable: learnable && owned.is_some_and(|l| !profile.is_frozen(&l.name)),
+            }
+        })
+        .collect()
+}
+
+/// The report as an aligned text table.
+pub fn render(report: &InspectReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "model    {}", report.model);
+    if let Some(e) = &report.import_error {
+        let _ = writeln!(s, "import   FAILED: {e}");
+    } else {
+        let _ = writeln!(
+            s,
+            "opset    {}    producer {}\ninput    {} {}    output {}",
+            report.opset,
+            if report.producer.is_empty() { "-" } else { &report.producer },
+            report.input,
+            zoo_onnx::graph::format_dims(&report.input_shape),
+            report.output
+        );
+        let rows: Vec<[String; 5]> = report
+            .layers
+            .iter()
+            .map(|l| {
+                let mut dims: Vec<String> = l.output_shape.iter().map(|d| d.to_string()).collect();
+                if l.batched && !dims.is_empty() {
+                    dims[0] = "N".into();
+                }
+                [
+                    l.name.clone(),
+                    l.op.clone(),
+                    dims.join("x"),
+                    if l.params > 0 { group_digits(l.params) } else { "-".into() },
+                    match (l.params > 0, l.trainable) {
+                        (false, _) => "-".into(),
+                        (true, true) => "yes".into(),
+                        (true, false) => "frozen".into(),
+                    },
+                ]
+            })
+            .collect();
+        let header = ["layer", "op", "output", "params", "trains"];
+        let widths: Vec<usize> = (0..5)
+            .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+            .collect();
+        let line = |cells: [&str; 5]| {
+            format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                cells[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )
+        };
+        let _ = writeln!(s, "\n{}", line(header));
+        for r in &rows {
+            let _ = writeln!(s, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        }
+        let _ = writeln!(
+            s,
+            "\ntotal parameters      {}\ntrainable by default  {}",
+            group_digits(report.total_params),
+            group_digits(report.trainable_params)
+        );
+        if let Some(p) = &report.profile {
+            let source = match &p.source {
+                crate::profile::ProfileSource::Card(c) => format!("card `{c}`"),
+                crate::profile::ProfileSource::Metadata => "zoo metadata in the file".into(),
+                crate::profile::ProfileSource::Default => "defaults".into(),
+            };
+            let _ = writeln!(
+                s,
+                "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {}",
+                if p.freeze.is_empty() { "nothing".to_string() } else { p.freeze.join(", ") },
+                p.head,
+                p.preprocessing.describe()
+            );
+        }
+    }
+    let _ = writeln!(s, "\n{:<20} {:>5}  {:<6} {:<6} {:<6}", "op", "count", "import", "export", "tract");
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    for o in &report.ops {
+        let _ = writeln!(s, "{:<20} {:>5}  {:<6} {:<6} {:<6}", o.op, o.count, yes(o.import), yes(o.export), yes(o.tract));
+    }
+    s
+}
+
+pub fn group_digits(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

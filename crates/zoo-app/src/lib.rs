@@ -1,0 +1,10 @@
+//! `zoo-app`: what each `zoo` command does, as library calls that return serialisable reports.
+//! The `zoo` binary only parses arguments and prints these reports.
+
+pub mod inspect;
+pub mod profile;
+pub mod standin;
+pub mod verify;
+
+/// The CPU backend (burn's `flex`: measured faster than ndarray on these machines).
+pub type CpuBackend = burn::backend::Flex;

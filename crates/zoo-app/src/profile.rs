@@ -1,0 +1,90 @@
+//! How a model is to be fed and finetuned: from its card, from zoo metadata inside the file,
+//! or (with a warning) from stated defaults.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use zoo_cards::{Card, Preprocessing};
+use zoo_net::Plan;
+
+/// Metadata keys zoo writes into exported ONNX files.
+pub const META_CARD: &str = "zoo.card";
+pub const META_PREPROCESSING: &str = "zoo.preprocessing";
+pub const META_LABELS: &str = "zoo.labels";
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileSource {
+    Card(String),
+    Metadata,
+    Default,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub source: ProfileSource,
+    pub preprocessing: Preprocessing,
+    /// Layers frozen by default when finetuning.
+    pub freeze: Vec<String>,
+    /// The layer a finetune replaces.
+    pub head: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl Profile {
+    pub fn is_frozen(&self, layer: &str) -> bool {
+        self.freeze.iter().any(|f| f == layer)
+    }
+}
+
+/// Card first (by name or `--like`), then the file's zoo metadata, then defaults.
+pub fn profile(card: Option<&Card>, plan: &Plan) -> Profile {
+    if let Some(card) = card {
+        return Profile {
+            source: ProfileSource::Card(card.name.clone()),
+            preprocessing: card.preprocessing.clone(),
+            freeze: card.finetune.freeze.clone(),
+            head: card.finetune.head.clone(),
+            warning: None,
+        };
+    }
+    let layers: Vec<String> = plan.layers.iter().map(|l| l.name.clone()).collect();
+    let head = layers.last().cloned().unwrap_or_default();
+    let default_freeze: Vec<String> = layers[..layers.len().saturating_sub(1)].to_vec();
+    if let Some(p) = from_metadata(&plan.metadata) {
+        let card = plan.metadata.get(META_CARD).and_then(|n| zoo_cards::find(n).ok());
+        let (freeze, head) = match card {
+            Some(c) => (c.finetune.freeze, c.finetune.head),
+            None => (default_freeze, head),
+        };
+        return Profile {
+            source: ProfileSource::Metadata,
+            preprocessing: p,
+            freeze,
+            head,
+            warning: None,
+        };
+    }
+    let preprocessing = Preprocessing::default_for(plan.graph.input_chw());
+    let warning = format!(
+        "no model card and no zoo metadata: assuming preprocessing \"{}\" and freeze plan \"freeze {}; replace {}\". Pass --like CARD (e.g. --like {}) to use a card's instead.",
+        preprocessing.describe(),
+        if default_freeze.is_empty() { "nothing".to_string() } else { default_freeze.join(", ") },
+        if head.is_empty() { "nothing" } else { &head },
+        zoo_cards::names().join(" or --like "),
+    );
+    Profile {
+        source: ProfileSource::Default,
+        preprocessing,
+        freeze: default_freeze,
+        head,
+        warning: Some(warning),
+    }
+}
+
+fn from_metadata(meta: &BTreeMap<String, String>) -> Option<Preprocessing> {
+    let text = meta.get(META_PREPROCESSING)?;
+    let p: Preprocessing = serde_json::from_str(text).ok()?;
+    p.validate().ok().map(|_| p)
+}
