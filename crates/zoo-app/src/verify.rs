@@ -9,7 +9,7 @@ use zoo_cards::{Card, Preprocessing};
 use zoo_net::Network;
 use zoo_onnx::builder::SeededRng;
 use zoo_onnx::OnnxModel;
-use zoo_parity::{verify, Engine, TractEngine, VerifyReport};
+use zoo_parity::{verify, Engine, OrtEngine, TractEngine, VerifyReport};
 
 use crate::profile::{profile, ProfileSource};
 use crate::CpuBackend;
@@ -123,21 +123,26 @@ pub fn verify_file(path: &Path, card: Option<&Card>, options: &VerifyOptions) ->
         }
     };
     let mut tract = None;
+    let mut ort = None;
     for name in &options.engines {
         match name.as_str() {
             "tract" => tract = Some(TractEngine::from_bytes(&bytes, chw)?),
-            "ort" => warnings.push(
-                "ONNX Runtime is not available in this build; compared with tract only".into(),
-            ),
+            "ort" => match OrtEngine::from_bytes(&bytes, chw) {
+                Ok(engine) => ort = Some(engine),
+                Err(why) => warnings.push(format!("{why}; carrying on with tract")),
+            },
             other => anyhow::bail!("unknown engine `{other}`; engines: tract, ort"),
         }
+    }
+    if tract.is_none() && ort.is_none() {
+        tract = Some(TractEngine::from_bytes(&bytes, chw)?);
     }
     let mut engines: Vec<&dyn Engine> = Vec::new();
     if let Some(t) = &tract {
         engines.push(t);
     }
-    if engines.is_empty() {
-        anyhow::bail!("no reference engine to compare with; use --engines tract");
+    if let Some(o) = &ort {
+        engines.push(o);
     }
     let report = verify(&net, &engines, &images, options.batch, options.tolerance, &device)
         .map_err(anyhow::Error::msg)?;

@@ -1,9 +1,11 @@
 //! `zoo-parity`: proves a zoo network computes what an independent ONNX runtime computes.
 
 pub mod compare;
+mod ort_engine;
 mod tract_engine;
 pub mod verify;
 
 pub use compare::{compare, Agreement};
+pub use ort_engine::{find_onnxruntime, OrtEngine};
 pub use tract_engine::{TractEngine, TractError};
 pub use verify::{run_network, verify, Engine, EngineReport, VerifyReport, DEFAULT_TOLERANCE};
