@@ -76,14 +76,17 @@ fn op_table(counts: BTreeMap<String, usize>) -> Vec<OpSupport> {
 /// Inspects a file. An import failure still yields the op-support table (from the raw
 /// protobuf) plus the error, so users see exactly which op blocks them.
 pub fn inspect(path: &Path, card: Option<&Card>) -> anyhow::Result<InspectReport> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let raw = zoo_onnx::decode_proto(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid ONNX file: {e}", path.display()))?;
     let mut counts = BTreeMap::new();
     for node in raw.graph.iter().flat_map(|g| &g.node) {
         *counts.entry(node.op_type.clone()).or_insert(0) += 1;
     }
-    let producer = format!("{} {}", raw.producer_name, raw.producer_version).trim().to_string();
+    let producer = format!("{} {}", raw.producer_name, raw.producer_version)
+        .trim()
+        .to_string();
     let ops = op_table(counts);
     let model = match OnnxModel::from_proto(raw) {
         Ok(m) => m,
@@ -171,7 +174,11 @@ pub fn render(report: &InspectReport) -> String {
             s,
             "opset    {}    producer {}\ninput    {} {}    output {}",
             report.opset,
-            if report.producer.is_empty() { "-" } else { &report.producer },
+            if report.producer.is_empty() {
+                "-"
+            } else {
+                &report.producer
+            },
             report.input,
             zoo_onnx::graph::format_dims(&report.input_shape),
             report.output
@@ -188,7 +195,11 @@ pub fn render(report: &InspectReport) -> String {
                     l.name.clone(),
                     l.op.clone(),
                     dims.join("x"),
-                    if l.params > 0 { group_digits(l.params) } else { "-".into() },
+                    if l.params > 0 {
+                        group_digits(l.params)
+                    } else {
+                        "-".into()
+                    },
                     match (l.params > 0, l.trainable) {
                         (false, _) => "-".into(),
                         (true, true) => "yes".into(),
@@ -199,7 +210,13 @@ pub fn render(report: &InspectReport) -> String {
             .collect();
         let header = ["layer", "op", "output", "params", "trains"];
         let widths: Vec<usize> = (0..5)
-            .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cells: [&str; 5]| {
             format!(
@@ -231,7 +248,8 @@ pub fn render(report: &InspectReport) -> String {
                 crate::profile::ProfileSource::Metadata => "zoo metadata in the file".into(),
                 crate::profile::ProfileSource::Default => "defaults".into(),
             };
-            let _ = writeln!(
+            let _ =
+                writeln!(
                 s,
                 "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {}",
                 if p.freeze.is_empty() { "nothing".to_string() } else { p.freeze.join(", ") },
@@ -240,10 +258,22 @@ pub fn render(report: &InspectReport) -> String {
             );
         }
     }
-    let _ = writeln!(s, "\n{:<20} {:>5}  {:<6} {:<6} {:<6}", "op", "count", "import", "export", "tract");
+    let _ = writeln!(
+        s,
+        "\n{:<20} {:>5}  {:<6} {:<6} {:<6}",
+        "op", "count", "import", "export", "tract"
+    );
     let yes = |b: bool| if b { "yes" } else { "no" };
     for o in &report.ops {
-        let _ = writeln!(s, "{:<20} {:>5}  {:<6} {:<6} {:<6}", o.op, o.count, yes(o.import), yes(o.export), yes(o.tract));
+        let _ = writeln!(
+            s,
+            "{:<20} {:>5}  {:<6} {:<6} {:<6}",
+            o.op,
+            o.count,
+            yes(o.import),
+            yes(o.export),
+            yes(o.tract)
+        );
     }
     s
 }
@@ -252,7 +282,7 @@ pub fn group_digits(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

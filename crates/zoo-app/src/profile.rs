@@ -53,7 +53,10 @@ pub fn profile(card: Option<&Card>, plan: &Plan) -> Profile {
     let head = layers.last().cloned().unwrap_or_default();
     let default_freeze: Vec<String> = layers[..layers.len().saturating_sub(1)].to_vec();
     if let Some(p) = from_metadata(&plan.metadata) {
-        let card = plan.metadata.get(META_CARD).and_then(|n| zoo_cards::find(n).ok());
+        let card = plan
+            .metadata
+            .get(META_CARD)
+            .and_then(|n| zoo_cards::find(n).ok());
         let (freeze, head) = match card {
             Some(c) => (c.finetune.freeze, c.finetune.head),
             None => (default_freeze, head),

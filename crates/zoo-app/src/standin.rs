@@ -4,8 +4,14 @@ use std::path::Path;
 
 use zoo_onnx::standin::{materialize_weights, upgrade_opset};
 
-pub fn materialize_file(input: &Path, output: &Path, seed: u64, opset: Option<i64>) -> anyhow::Result<()> {
-    let bytes = std::fs::read(input).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
+pub fn materialize_file(
+    input: &Path,
+    output: &Path,
+    seed: u64,
+    opset: Option<i64>,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(input)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", input.display()))?;
     let model = zoo_onnx::decode_proto(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid ONNX file: {e}", input.display()))?;
     let mut model = materialize_weights(model, seed)?;

@@ -61,7 +61,10 @@ pub fn random_inputs(p: &Preprocessing, chw: [usize; 3], samples: usize, seed: u
     let mut out = Vec::with_capacity(samples * chw[0] * plane);
     for _ in 0..samples {
         for c in 0..chw[0] {
-            let (mean, std) = (p.mean.get(c).copied().unwrap_or(0.0), p.std.get(c).copied().unwrap_or(1.0));
+            let (mean, std) = (
+                p.mean.get(c).copied().unwrap_or(0.0),
+                p.std.get(c).copied().unwrap_or(1.0),
+            );
             for _ in 0..plane {
                 let pixel = (rng.symmetric() + 1.0) * 127.5;
                 out.push((pixel * p.scale - mean) / std);
@@ -99,11 +102,16 @@ pub fn image_inputs(
     Ok((values, used, skipped))
 }
 
-pub fn verify_file(path: &Path, card: Option<&Card>, options: &VerifyOptions) -> anyhow::Result<VerifyOutcome> {
+pub fn verify_file(
+    path: &Path,
+    card: Option<&Card>,
+    options: &VerifyOptions,
+) -> anyhow::Result<VerifyOutcome> {
     if options.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let model = OnnxModel::from_bytes(bytes.clone())?;
     let chw = model.graph.input_chw();
     let device = Default::default();
@@ -114,12 +122,22 @@ pub fn verify_file(path: &Path, card: Option<&Card>, options: &VerifyOptions) ->
     let (images, samples, inputs, skipped) = match &options.images {
         Some(dir) => {
             let (values, n, skipped) = image_inputs(dir, &profile.preprocessing, options.samples)?;
-            (values, n, format!("{n} images from {}", dir.display()), skipped)
+            (
+                values,
+                n,
+                format!("{n} images from {}", dir.display()),
+                skipped,
+            )
         }
         None => {
             let n = options.samples.unwrap_or(RANDOM_SAMPLES).max(1);
             let values = random_inputs(&profile.preprocessing, chw, n, options.seed);
-            (values, n, format!("{n} random images (seed {})", options.seed), Vec::new())
+            (
+                values,
+                n,
+                format!("{n} random images (seed {})", options.seed),
+                Vec::new(),
+            )
         }
     };
     let mut tract = None;
@@ -144,8 +162,15 @@ pub fn verify_file(path: &Path, card: Option<&Card>, options: &VerifyOptions) ->
     if let Some(o) = &ort {
         engines.push(o);
     }
-    let report = verify(&net, &engines, &images, options.batch, options.tolerance, &device)
-        .map_err(anyhow::Error::msg)?;
+    let report = verify(
+        &net,
+        &engines,
+        &images,
+        options.batch,
+        options.tolerance,
+        &device,
+    )
+    .map_err(anyhow::Error::msg)?;
     debug_assert_eq!(report.samples, samples);
     Ok(VerifyOutcome {
         report,
@@ -161,8 +186,16 @@ pub fn render(o: &VerifyOutcome) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let r = &o.report;
-    let _ = writeln!(s, "model   {}\ninputs  {} at batch {}", o.model, o.inputs, r.batch);
-    let _ = writeln!(s, "\n{:<8} {:>14} {:>14} {:>8}  result", "engine", "max_abs_diff", "max_rel_diff", "top-1");
+    let _ = writeln!(
+        s,
+        "model   {}\ninputs  {} at batch {}",
+        o.model, o.inputs, r.batch
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<8} {:>14} {:>14} {:>8}  result",
+        "engine", "max_abs_diff", "max_rel_diff", "top-1"
+    );
     for e in &r.engines {
         let _ = writeln!(
             s,

@@ -118,13 +118,18 @@ impl Card {
             return bad(e);
         }
         let [_, c, h, w] = self.input.shape;
-        if c != self.preprocessing.color.channels() || [h as u32, w as u32] != self.preprocessing.size {
+        if c != self.preprocessing.color.channels()
+            || [h as u32, w as u32] != self.preprocessing.size
+        {
             return bad("preprocessing does not produce the input shape".into());
         }
-        if self.labels.format == LabelFormat::Inline && self.labels.names.len() != self.labels.count {
+        if self.labels.format == LabelFormat::Inline && self.labels.names.len() != self.labels.count
+        {
             return bad("inline labels must list `count` names".into());
         }
-        if self.labels.format != LabelFormat::Inline && (self.labels.url.is_none() || self.labels.sha256.is_none()) {
+        if self.labels.format != LabelFormat::Inline
+            && (self.labels.url.is_none() || self.labels.sha256.is_none())
+        {
             return bad("downloaded labels need `url` and `sha256`".into());
         }
         Ok(())
@@ -142,7 +147,11 @@ impl Card {
                         .chain(&self.variants)
                         .map(|s| s.opset.to_string())
                         .collect();
-                    CardError::Invalid(format!("{} has no opset {v} file (available: {})", self.name, have.join(", ")))
+                    CardError::Invalid(format!(
+                        "{} has no opset {v} file (available: {})",
+                        self.name,
+                        have.join(", ")
+                    ))
                 }),
         }
     }
@@ -158,11 +167,18 @@ mod tests {
         assert_eq!(alexnet.source.size, 243_863_787);
         assert_eq!(alexnet.input.shape, [1, 3, 224, 224]);
         assert_eq!(alexnet.finetune.head, "fc8");
-        assert_eq!(alexnet.source_for_opset(Some(7)).unwrap().file_name(), "bvlcalexnet-7.onnx");
+        assert_eq!(
+            alexnet.source_for_opset(Some(7)).unwrap().file_name(),
+            "bvlcalexnet-7.onnx"
+        );
         let lenet = crate::find("lenet").unwrap();
         assert_eq!(lenet.source.file_name(), "mnist-8.onnx");
         assert_eq!(lenet.labels.names.len(), 10);
-        assert!(lenet.source_for_opset(Some(5)).unwrap_err().to_string().contains("8, 12"));
+        assert!(lenet
+            .source_for_opset(Some(5))
+            .unwrap_err()
+            .to_string()
+            .contains("8, 12"));
     }
 
     #[test]

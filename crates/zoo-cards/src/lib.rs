@@ -5,7 +5,9 @@
 mod card;
 mod preprocessing;
 
-pub use card::{Card, CardError, FinetunePlan, InputSpec, LabelFormat, Labels, OutputKind, OutputSpec, Source};
+pub use card::{
+    Card, CardError, FinetunePlan, InputSpec, LabelFormat, Labels, OutputKind, OutputSpec, Source,
+};
 pub use preprocessing::{ColorOrder, Interpolation, Preprocessing, ResizeMode};
 
 /// The cards in `zoo/`, compiled in.
@@ -18,7 +20,9 @@ const EMBEDDED: &[(&str, &str)] = &[
 pub fn all() -> Vec<Card> {
     EMBEDDED
         .iter()
-        .map(|(name, text)| Card::parse(text).unwrap_or_else(|e| panic!("built-in card {name} is invalid: {e}")))
+        .map(|(name, text)| {
+            Card::parse(text).unwrap_or_else(|e| panic!("built-in card {name} is invalid: {e}"))
+        })
         .collect()
 }
 

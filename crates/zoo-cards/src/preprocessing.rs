@@ -57,7 +57,11 @@ impl Preprocessing {
     /// What zoo assumes for a model with no card and no zoo metadata: stretch to the input
     /// size, RGB (or gray for one channel), scale to 0..1, no mean/std.
     pub fn default_for(chw: [usize; 3]) -> Self {
-        let color = if chw[0] == 1 { ColorOrder::Gray } else { ColorOrder::Rgb };
+        let color = if chw[0] == 1 {
+            ColorOrder::Gray
+        } else {
+            ColorOrder::Rgb
+        };
         Self {
             resize: ResizeMode::Direct,
             size: [chw[1] as u32, chw[2] as u32],
@@ -100,7 +104,9 @@ impl Preprocessing {
             return Err("size must be positive".into());
         }
         if self.resize == ResizeMode::ShorterSideCrop
-            && self.resize_shorter.is_some_and(|s| s < self.size[0].min(self.size[1]))
+            && self
+                .resize_shorter
+                .is_some_and(|s| s < self.size[0].min(self.size[1]))
         {
             return Err("resize_shorter must be at least the crop size".into());
         }

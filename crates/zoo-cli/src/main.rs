@@ -9,7 +9,11 @@ use zoo_app::{inspect, verify};
 use zoo_fetch::{resolve_model, HubCache, ResolvedModel};
 
 #[derive(Parser)]
-#[command(name = "zoo", version, about = "Transfer learning for classic ONNX image classifiers")]
+#[command(
+    name = "zoo",
+    version,
+    about = "Transfer learning for classic ONNX image classifiers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,12 @@ struct ModelOpts {
 
 impl ModelOpts {
     fn resolve(&self) -> anyhow::Result<ResolvedModel> {
-        Ok(resolve_model(&self.model, self.like.as_deref(), self.opset, &HubCache::from_env())?)
+        Ok(resolve_model(
+            &self.model,
+            self.like.as_deref(),
+            self.opset,
+            &HubCache::from_env(),
+        )?)
     }
 }
 
@@ -109,7 +118,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", inspect::render(&report));
             }
-            Ok(if report.import_error.is_some() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if report.import_error.is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Verify {
             model,
@@ -137,7 +150,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", verify::render(&outcome));
             }
-            Ok(if outcome.report.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if outcome.report.pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Materialize {
             input,

@@ -86,9 +86,15 @@ pub fn preprocess(image: &DynamicImage, p: &Preprocessing) -> Vec<f32> {
             let shorter = p.resize_shorter.unwrap_or(h.max(w));
             let (iw, ih) = (image.width().max(1), image.height().max(1));
             let (rw, rh) = if iw <= ih {
-                (shorter, ((ih as u64 * shorter as u64) / iw as u64).max(1) as u32)
+                (
+                    shorter,
+                    ((ih as u64 * shorter as u64) / iw as u64).max(1) as u32,
+                )
             } else {
-                (((iw as u64 * shorter as u64) / ih as u64).max(1) as u32, shorter)
+                (
+                    ((iw as u64 * shorter as u64) / ih as u64).max(1) as u32,
+                    shorter,
+                )
             };
             let big = image.resize_exact(rw, rh, f);
             big.crop_imm((rw.saturating_sub(w)) / 2, (rh.saturating_sub(h)) / 2, w, h)
@@ -109,7 +115,8 @@ pub fn preprocess(image: &DynamicImage, p: &Preprocessing) -> Vec<f32> {
             for (i, px) in rgb.pixels().enumerate() {
                 for (c, &v) in px.0.iter().enumerate() {
                     let channel = if p.color == ColorOrder::Bgr { 2 - c } else { c };
-                    out[channel * plane + i] = (v as f32 * p.scale - p.mean[channel]) / p.std[channel];
+                    out[channel * plane + i] =
+                        (v as f32 * p.scale - p.mean[channel]) / p.std[channel];
                 }
             }
             out

@@ -16,7 +16,9 @@ impl HubCache {
         } else if let Some(p) = std::env::var_os("HF_HOME") {
             PathBuf::from(p).join("hub")
         } else {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
             home.join(".cache").join("huggingface").join("hub")
         };
         Self { root }
@@ -27,7 +29,8 @@ impl HubCache {
     }
 
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.root.join(format!("models--{}", repo.replace('/', "--")))
+        self.root
+            .join(format!("models--{}", repo.replace('/', "--")))
     }
 
     /// The snapshot path of a card's file if it is cached with the card's size.
@@ -58,7 +61,11 @@ mod tests {
         let file = repo.join("snapshots/abc123").join(&card.source.path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, vec![0u8; 10]).unwrap();
-        assert_eq!(cache.cached_file(&card.source), None, "wrong size is not a cached model");
+        assert_eq!(
+            cache.cached_file(&card.source),
+            None,
+            "wrong size is not a cached model"
+        );
         std::fs::write(&file, vec![0u8; card.source.size as usize]).unwrap();
         assert_eq!(cache.cached_file(&card.source), Some(file));
         std::fs::remove_dir_all(&root).unwrap();

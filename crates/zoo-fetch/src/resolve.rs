@@ -34,7 +34,12 @@ pub struct ResolvedModel {
 
 /// Resolves a card name, an ONNX file or a run directory. `like` names a card whose
 /// preprocessing and freeze plan a local file borrows.
-pub fn resolve_model(arg: &str, like: Option<&str>, opset: Option<i64>, cache: &HubCache) -> Result<ResolvedModel, ResolveError> {
+pub fn resolve_model(
+    arg: &str,
+    like: Option<&str>,
+    opset: Option<i64>,
+    cache: &HubCache,
+) -> Result<ResolvedModel, ResolveError> {
     let like_card = like.map(zoo_cards::find).transpose()?;
     let path = Path::new(arg);
     if path.is_dir() {
@@ -59,15 +64,20 @@ pub fn resolve_model(arg: &str, like: Option<&str>, opset: Option<i64>, cache: &
     let card = match zoo_cards::find(arg) {
         Ok(card) => card,
         Err(_) if looks_like_path => {
-            return Err(ResolveError::NotFound(arg.to_string(), zoo_cards::names().join(", ")))
+            return Err(ResolveError::NotFound(
+                arg.to_string(),
+                zoo_cards::names().join(", "),
+            ))
         }
         Err(e) => return Err(e.into()),
     };
     let source = card.source_for_opset(opset)?;
-    let file = cache.cached_file(source).ok_or_else(|| ResolveError::NotFetched {
-        name: arg.to_string(),
-        cache: cache.root.clone(),
-    })?;
+    let file = cache
+        .cached_file(source)
+        .ok_or_else(|| ResolveError::NotFetched {
+            name: arg.to_string(),
+            cache: cache.root.clone(),
+        })?;
     Ok(ResolvedModel {
         arg: ModelArg::Card(arg.to_string()),
         path: file,

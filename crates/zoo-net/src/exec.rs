@@ -73,14 +73,21 @@ pub(crate) fn run_graph<B: Backend>(net: &Network<B>, input: Tensor<B, 4>) -> Te
     out.t.reshape([batch, rest])
 }
 
-fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Value<B>>) -> Value<B> {
+fn run_node<B: Backend>(
+    net: &Network<B>,
+    node: &Node,
+    values: &HashMap<&str, Value<B>>,
+) -> Value<B> {
     let plan = &net.plan;
     let get = |i: usize| -> Value<B> {
         let name = node.input(i).expect("inputs were validated");
         if let Some(v) = values.get(name) {
             return v.clone();
         }
-        let p = *plan.param_index.get(name).expect("constants feeding ops are params");
+        let p = *plan
+            .param_index
+            .get(name)
+            .expect("constants feeding ops are params");
         Value::reshaped(net.params[p].val().unsqueeze(), &plan.params[p].dims)
     };
     let param_1d = |i: usize| -> Option<Tensor<B, 1>> {
@@ -96,7 +103,9 @@ fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Va
             let w = get(1);
             let [_, _, h, wd] = x.t.dims();
             let [_, _, kh, kw] = w.t.dims();
-            let p = spec.padding.resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
+            let p = spec
+                .padding
+                .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
             let options = PaddedConvOptions::asymmetric(
                 spec.strides,
                 [p[0], p[1]],
@@ -118,7 +127,8 @@ fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Va
             let channels = x.dims()[1];
             let mut shape = [1usize; 4];
             shape[x.axis(1)] = channels;
-            let [scale, bias, mean, var] = [1, 2, 3, 4].map(|i| param_1d(i).expect("validated").reshape(shape));
+            let [scale, bias, mean, var] =
+                [1, 2, 3, 4].map(|i| param_1d(i).expect("validated").reshape(shape));
             let inv_std = scale * (var + *epsilon as f64).sqrt().recip();
             let shift = bias - mean * inv_std.clone();
             x.map(|t| t * inv_std + shift)
@@ -210,7 +220,11 @@ fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Va
         Op::Flatten { axis } => {
             let x = get(0);
             let dims = x.dims();
-            let a = if *axis < 0 { *axis + dims.len() as i64 } else { *axis } as usize;
+            let a = if *axis < 0 {
+                *axis + dims.len() as i64
+            } else {
+                *axis
+            } as usize;
             let out = [dims[..a].iter().product(), dims[a..].iter().product()];
             Value::reshaped(x.t, &out)
         }
@@ -218,7 +232,9 @@ fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Va
             let x = get(0);
             let batch = x.dims()[0];
             let target = match plan.graph.shapes.reshape_targets.get(&node.label) {
-                Some(ReshapeTarget::KeepBatch(rest)) => std::iter::once(batch).chain(rest.iter().copied()).collect(),
+                Some(ReshapeTarget::KeepBatch(rest)) => {
+                    std::iter::once(batch).chain(rest.iter().copied()).collect()
+                }
                 Some(ReshapeTarget::Fixed(d)) => d.clone(),
                 None => unreachable!("reshape targets are resolved at import"),
             };
@@ -228,7 +244,10 @@ fn run_node<B: Backend>(net: &Network<B>, node: &Node, values: &HashMap<&str, Va
             let parts: Vec<Value<B>> = (0..node.inputs.len()).map(get).collect();
             let rank = parts[0].rank;
             let axis = normalize_axis(*axis, rank).expect("validated") + 4 - rank;
-            Value::new(Tensor::cat(parts.into_iter().map(|v| v.t).collect(), axis), rank)
+            Value::new(
+                Tensor::cat(parts.into_iter().map(|v| v.t).collect(), axis),
+                rank,
+            )
         }
         Op::Constant | Op::ConstantOfShape => unreachable!("constant nodes are folded at import"),
     }
@@ -254,11 +273,21 @@ fn binary<B: Backend>(
 
 /// Extra end padding so that ceil-mode windows exist as real windows.
 fn pool_pads(pool: &PoolSpec, h: usize, w: usize) -> ([usize; 4], [usize; 2]) {
-    let p = pool.padding.resolve([h, w], pool.kernel, pool.strides, pool.dilations);
+    let p = pool
+        .padding
+        .resolve([h, w], pool.kernel, pool.strides, pool.dilations);
     let mut extra = [0; 2];
     for (i, size) in [h, w].into_iter().enumerate() {
-        let out = window_output(size, p[i], p[i + 2], pool.kernel[i], pool.strides[i], pool.dilations[i], pool.ceil_mode)
-            .expect("validated");
+        let out = window_output(
+            size,
+            p[i],
+            p[i + 2],
+            pool.kernel[i],
+            pool.strides[i],
+            pool.dilations[i],
+            pool.ceil_mode,
+        )
+        .expect("validated");
         let span = (pool.kernel[i] - 1) * pool.dilations[i] + 1;
         let needed = (out - 1) * pool.strides[i] + span;
         extra[i] = needed.saturating_sub(size + p[i] + p[i + 2]);
@@ -277,7 +306,14 @@ fn max_pool<B: Backend>(x: Tensor<B, 4>, pool: &PoolSpec) -> Tensor<B, 4> {
             PadMode::Constant(f32::NEG_INFINITY),
         )
     };
-    max_pool2d(padded, pool.kernel, pool.strides, [0, 0], pool.dilations, false)
+    max_pool2d(
+        padded,
+        pool.kernel,
+        pool.strides,
+        [0, 0],
+        pool.dilations,
+        false,
+    )
 }
 
 /// Average pooling as (window sum) / (count of counted cells), so asymmetric pads, ceil mode and
@@ -290,7 +326,14 @@ fn avg_pool<B: Backend>(x: Tensor<B, 4>, pool: &PoolSpec, count_include_pad: boo
     }
     let device = x.device();
     let pads = [(p[0], p[2] + extra[0]), (p[1], p[3] + extra[1])];
-    let sums = avg_pool2d(x.pad(pads, PadMode::Constant(0.0)), pool.kernel, pool.strides, [0, 0], true, false);
+    let sums = avg_pool2d(
+        x.pad(pads, PadMode::Constant(0.0)),
+        pool.kernel,
+        pool.strides,
+        [0, 0],
+        true,
+        false,
+    );
     let ones = Tensor::<B, 4>::ones([1, 1, h, w], &device);
     let counted = if count_include_pad {
         ones.pad([(p[0], p[2]), (p[1], p[3])], PadMode::Constant(1.0))
@@ -308,7 +351,8 @@ fn lrn<B: Backend>(x: Tensor<B, 4>, size: usize, alpha: f32, beta: f32, bias: f3
     let [n, c, h, w] = x.dims();
     let before = (size - 1) / 2;
     let after = size - 1 - before;
-    let squares = (x.clone() * x.clone()).pad([(before, after), (0, 0), (0, 0)], PadMode::Constant(0.0));
+    let squares =
+        (x.clone() * x.clone()).pad([(before, after), (0, 0), (0, 0)], PadMode::Constant(0.0));
     let mut sum = squares.clone().narrow(1, 0, c);
     for offset in 1..size {
         sum = sum + squares.clone().narrow(1, offset, c);

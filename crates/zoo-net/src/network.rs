@@ -42,7 +42,11 @@ impl<B: Backend> Network<B> {
                 Param::from_tensor(tensor).set_require_grad(spec.role == ParamRole::Learnable)
             })
             .collect();
-        let trainable = plan.params.iter().map(|p| p.role == ParamRole::Learnable).collect();
+        let trainable = plan
+            .params
+            .iter()
+            .map(|p| p.role == ParamRole::Learnable)
+            .collect();
         Self {
             params,
             plan: Arc::new(plan),
@@ -112,12 +116,22 @@ impl<B: Backend> Network<B> {
 
     /// Makes exactly the learnable parameters of `layers` trainable (or frozen, with
     /// `trainable = false`); unknown layer names are an error that lists the known ones.
-    pub fn set_layers_trainable(mut self, layers: &[String], trainable: bool) -> Result<Self, NetError> {
+    pub fn set_layers_trainable(
+        mut self,
+        layers: &[String],
+        trainable: bool,
+    ) -> Result<Self, NetError> {
         let known: HashSet<&str> = self.plan.layers.iter().map(|l| l.name.as_str()).collect();
         if let Some(unknown) = layers.iter().find(|l| !known.contains(l.as_str())) {
             return Err(NetError::UnknownLayer {
                 name: unknown.clone(),
-                known: self.plan.layers.iter().map(|l| l.name.clone()).collect::<Vec<_>>().join(", "),
+                known: self
+                    .plan
+                    .layers
+                    .iter()
+                    .map(|l| l.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let plan = self.plan.clone();

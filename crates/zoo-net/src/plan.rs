@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use zoo_onnx::{Constant, Graph, Node, Op, OnnxModel};
+use zoo_onnx::{Constant, Graph, Node, OnnxModel, Op};
 
 /// What a parameter is for. Buffers (batch-norm running statistics) are never trained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,13 +63,19 @@ impl Plan {
 
     /// The layer a node's parameters belong to, if any.
     pub fn layer_of_node(&self, node_label: &str) -> Option<&Layer> {
-        self.layers.iter().find(|l| l.node == node_label).or_else(|| {
-            let node = self.graph.node(node_label)?;
-            node.inputs
-                .iter()
-                .find_map(|i| self.param_index.get(i))
-                .map(|&p| self.layer(&self.params[p].layer).expect("param layers exist"))
-        })
+        self.layers
+            .iter()
+            .find(|l| l.node == node_label)
+            .or_else(|| {
+                let node = self.graph.node(node_label)?;
+                node.inputs
+                    .iter()
+                    .find_map(|i| self.param_index.get(i))
+                    .map(|&p| {
+                        self.layer(&self.params[p].layer)
+                            .expect("param layers exist")
+                    })
+            })
     }
 
     pub fn total_params(&self) -> usize {
@@ -91,7 +97,9 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     let mut seen = HashSet::new();
     for node in &graph.nodes {
         for (i, input) in node.inputs.iter().enumerate() {
-            let Some(c) = graph.constants.get(input) else { continue };
+            let Some(c) = graph.constants.get(input) else {
+                continue;
+            };
             if !c.is_float() || seen.contains(input) {
                 continue;
             }
@@ -136,7 +144,10 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
                 unique
             })
             .clone();
-        let constant = graph.constants.remove(&name).expect("param constants exist");
+        let constant = graph
+            .constants
+            .remove(&name)
+            .expect("param constants exist");
         let Constant { dims, data } = constant;
         let index = params.len();
         layers
@@ -159,8 +170,12 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     }
 
     // List layers in execution order (a weight may be reshaped before the first layer runs).
-    let position: HashMap<&str, usize> =
-        graph.nodes.iter().enumerate().map(|(i, n)| (n.label.as_str(), i)).collect();
+    let position: HashMap<&str, usize> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.label.as_str(), i))
+        .collect();
     layers.sort_by_key(|l| position.get(l.node.as_str()).copied().unwrap_or(usize::MAX));
     let release_after = release_schedule(&graph);
     (
@@ -190,7 +205,9 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
         let mut value = name.clone();
         let mut owner = None;
         for _ in 0..graph.nodes.len() {
-            let Some(reader) = graph.first_consumer(&value) else { break };
+            let Some(reader) = graph.first_consumer(&value) else {
+                break;
+            };
             owner = Some(reader);
             let passthrough = matches!(reader.op, Op::Reshape { .. } | Op::Identity)
                 && !graph.shapes.batched.contains(&reader.outputs[0]);
@@ -225,17 +242,21 @@ const WEIGHT_SUFFIXES: &[&str] = &[
 ];
 
 fn layer_name(node: &Node, graph: &Graph, params: &HashSet<String>) -> String {
-    let weight = node.inputs.iter().find(|i| params.contains(*i)).or_else(|| {
-        // A MatMul reading a reshaped parameter: use the parameter's own name.
-        node.inputs.iter().find_map(|i| {
-            graph
-                .nodes
-                .iter()
-                .find(|n| n.outputs.first() == Some(i) && matches!(n.op, Op::Reshape { .. }))
-                .and_then(|n| n.inputs.first())
-                .filter(|p| params.contains(*p))
-        })
-    });
+    let weight = node
+        .inputs
+        .iter()
+        .find(|i| params.contains(*i))
+        .or_else(|| {
+            // A MatMul reading a reshaped parameter: use the parameter's own name.
+            node.inputs.iter().find_map(|i| {
+                graph
+                    .nodes
+                    .iter()
+                    .find(|n| n.outputs.first() == Some(i) && matches!(n.op, Op::Reshape { .. }))
+                    .and_then(|n| n.inputs.first())
+                    .filter(|p| params.contains(*p))
+            })
+        });
     if let Some(w) = weight {
         for suffix in WEIGHT_SUFFIXES {
             if let Some(prefix) = w.strip_suffix(suffix).filter(|p| !p.is_empty()) {

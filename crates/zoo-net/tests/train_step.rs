@@ -20,12 +20,39 @@ fn tiny_classifier() -> OnnxModel {
     b.init_f32("fc_w_0", &[4, 36], rng.values(144, 0.3));
     b.init_f32("fc_b_0", &[4], rng.values(4, 0.1));
     b.init_i64("shape", &[1, 36]);
-    b.node("n0", "Conv", &["x", "conv_w_0", "conv_b_0"], &["c"], vec![("pads", Attr::Ints(vec![1, 0, 0, 1]))]);
+    b.node(
+        "n0",
+        "Conv",
+        &["x", "conv_w_0", "conv_b_0"],
+        &["c"],
+        vec![("pads", Attr::Ints(vec![1, 0, 0, 1]))],
+    );
     b.node("n1", "Relu", &["c"], &["r"], vec![]);
-    b.node("n2", "MaxPool", &["r"], &["p"], vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![1, 1]))]);
+    b.node(
+        "n2",
+        "MaxPool",
+        &["r"],
+        &["p"],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("strides", Attr::Ints(vec![1, 1])),
+        ],
+    );
     b.node("n3", "Reshape", &["p", "shape"], &["f"], vec![]);
-    b.node("n4", "Dropout", &["f"], &["d"], vec![("ratio", Attr::Float(0.0))]);
-    b.node("n5", "Gemm", &["d", "fc_w_0", "fc_b_0"], &["y"], vec![("transB", Attr::Int(1))]);
+    b.node(
+        "n4",
+        "Dropout",
+        &["f"],
+        &["d"],
+        vec![("ratio", Attr::Float(0.0))],
+    );
+    b.node(
+        "n5",
+        "Gemm",
+        &["d", "fc_w_0", "fc_b_0"],
+        &["y"],
+        vec![("transB", Attr::Int(1))],
+    );
     b.output("y", &[Some(1), Some(4)]);
     OnnxModel::from_bytes(b.build(9).encode_to_vec()).unwrap()
 }
@@ -50,7 +77,8 @@ fn one_sgd_step_trains_unfrozen_layers_only_and_lowers_the_loss() {
         TensorData::new(SeededRng::new(3).values(6 * 30, 1.0), [6, 1, 6, 5]),
         &device,
     );
-    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 0, 1], [6]), &device);
+    let labels =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 0, 1], [6]), &device);
 
     let loss0 = loss(&net, x.clone(), labels.clone());
     let loss0_value: f32 = loss0.clone().into_scalar();
@@ -58,7 +86,10 @@ fn one_sgd_step_trains_unfrozen_layers_only_and_lowers_the_loss() {
     let mut optim = SgdConfig::new().init::<B, Network<B>>();
     let net = optim.step(0.5, net, grads);
     let loss1_value: f32 = loss(&net, x, labels).into_scalar();
-    assert!(loss1_value < loss0_value, "loss {loss0_value} -> {loss1_value}");
+    assert!(
+        loss1_value < loss0_value,
+        "loss {loss0_value} -> {loss1_value}"
+    );
 
     let after = net.param_values();
     for ((name, _, old), (_, _, new)) in before.iter().zip(&after) {
@@ -73,6 +104,8 @@ fn one_sgd_step_trains_unfrozen_layers_only_and_lowers_the_loss() {
 #[test]
 fn unknown_layer_names_are_listed() {
     let net = Network::<B>::from_model(tiny_classifier(), &Default::default());
-    let err = net.set_layers_trainable(&["conv9".to_string()], false).unwrap_err();
+    let err = net
+        .set_layers_trainable(&["conv9".to_string()], false)
+        .unwrap_err();
     assert!(err.to_string().contains("conv9") && err.to_string().contains("conv, fc"));
 }

@@ -92,7 +92,9 @@ impl GraphBuilder {
     }
 
     pub fn init_i64(&mut self, name: &str, values: &[i64]) -> &mut Self {
-        self.graph.initializer.push(i64_proto(name, &[values.len()], values));
+        self.graph
+            .initializer
+            .push(i64_proto(name, &[values.len()], values));
         self
     }
 

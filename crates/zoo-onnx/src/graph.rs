@@ -29,7 +29,10 @@ pub struct Node {
 
 impl Node {
     pub fn input(&self, i: usize) -> Option<&str> {
-        self.inputs.get(i).map(String::as_str).filter(|s| !s.is_empty())
+        self.inputs
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -67,7 +70,9 @@ impl Graph {
 
     /// The first node reading a value.
     pub fn first_consumer(&self, value: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.inputs.iter().any(|i| i == value))
+        self.nodes
+            .iter()
+            .find(|n| n.inputs.iter().any(|i| i == value))
     }
 
     /// Nodes reading a value.
@@ -132,7 +137,10 @@ impl OnnxModel {
                 return Err(OnnxError::BadInterface(format!(
                     "the graph has {} outputs ({}); zoo imports classifiers with one output",
                     many.len(),
-                    many.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )))
             }
         };
@@ -244,7 +252,9 @@ fn value_spec(v: &ValueInfoProto) -> Result<ValueSpec> {
             .dim
             .iter()
             .map(|d| match d.value {
-                Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
+                Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v))
+                    if v > 0 =>
+                {
                     usize::try_from(v).ok().filter(|&v| v <= 1 << 20)
                 }
                 _ => None,
@@ -258,7 +268,10 @@ fn value_spec(v: &ValueInfoProto) -> Result<ValueSpec> {
 }
 
 /// The one graph input that is not an initializer: an NCHW image batch with known C, H, W.
-fn image_input(inputs: &[ValueInfoProto], constants: &BTreeMap<String, Constant>) -> Result<ValueSpec> {
+fn image_input(
+    inputs: &[ValueInfoProto],
+    constants: &BTreeMap<String, Constant>,
+) -> Result<ValueSpec> {
     let real: Vec<&ValueInfoProto> = inputs
         .iter()
         .filter(|i| !constants.contains_key(&i.name))
@@ -270,7 +283,10 @@ fn image_input(inputs: &[ValueInfoProto], constants: &BTreeMap<String, Constant>
             return Err(OnnxError::BadInterface(format!(
                 "the graph has {} inputs ({}); zoo imports classifiers with one image input",
                 many.len(),
-                many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     };
@@ -296,7 +312,11 @@ pub fn format_dims(dims: &[Option<usize>]) -> String {
 fn single_output<'a>(node: &'a NodeProto, label: &str) -> Result<&'a str> {
     match node.output.as_slice() {
         [one] if !one.is_empty() => Ok(one),
-        _ => Err(bad_node(label, &node.op_type, "expected exactly one output")),
+        _ => Err(bad_node(
+            label,
+            &node.op_type,
+            "expected exactly one output",
+        )),
     }
 }
 
@@ -340,7 +360,10 @@ fn topological_order(
             }
         }
     }
-    let mut ready: Vec<usize> = (0..nodes.len()).rev().filter(|&i| waiting[i] == 0).collect();
+    let mut ready: Vec<usize> = (0..nodes.len())
+        .rev()
+        .filter(|&i| waiting[i] == 0)
+        .collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = ready.pop() {
         order.push(i);
@@ -374,7 +397,9 @@ fn constant_node(node: &NodeProto, label: &str) -> Result<Constant> {
         match attr.name.as_str() {
             "value_int" => return Ok(Constant::i64(vec![], vec![attr.i])),
             "value_float" => return Ok(Constant::f32(vec![], vec![attr.f])),
-            "value_floats" => return Ok(Constant::f32(vec![attr.floats.len()], attr.floats.clone())),
+            "value_floats" => {
+                return Ok(Constant::f32(vec![attr.floats.len()], attr.floats.clone()))
+            }
             _ => {}
         }
     }
@@ -387,11 +412,19 @@ fn constant_of_shape(
     constants: &BTreeMap<String, Constant>,
 ) -> Result<Constant> {
     let a = Attrs::new(node, label);
-    let shape_name = node.input.first().filter(|s| !s.is_empty()).ok_or_else(|| a.err("missing shape input"))?;
+    let shape_name = node
+        .input
+        .first()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| a.err("missing shape input"))?;
     let shape = constants
         .get(shape_name)
         .and_then(Constant::as_i64)
-        .ok_or_else(|| a.err(format!("shape `{shape_name}` must be a constant int64 tensor")))?;
+        .ok_or_else(|| {
+            a.err(format!(
+                "shape `{shape_name}` must be a constant int64 tensor"
+            ))
+        })?;
     let (dims, count) = checked_dims(label, shape)?;
     let fill = match a.tensor("value") {
         None => ConstData::F32(vec![0.0]),

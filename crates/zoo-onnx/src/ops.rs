@@ -213,7 +213,10 @@ impl<'a> Attrs<'a> {
     pub fn int(&self, name: &str, default: i64) -> Result<i64> {
         match self.get(name) {
             None => Ok(default),
-            Some(a) if Self::kind(a) == AttributeType::Int || Self::kind(a) == AttributeType::Undefined => {
+            Some(a)
+                if Self::kind(a) == AttributeType::Int
+                    || Self::kind(a) == AttributeType::Undefined =>
+            {
                 Ok(a.i)
             }
             Some(_) => Err(self.err(format!("attribute `{name}` must be an integer"))),
@@ -223,7 +226,10 @@ impl<'a> Attrs<'a> {
     pub fn float(&self, name: &str, default: f32) -> Result<f32> {
         match self.get(name) {
             None => Ok(default),
-            Some(a) if Self::kind(a) == AttributeType::Float || Self::kind(a) == AttributeType::Undefined => {
+            Some(a)
+                if Self::kind(a) == AttributeType::Float
+                    || Self::kind(a) == AttributeType::Undefined =>
+            {
                 Ok(a.f)
             }
             Some(_) => Err(self.err(format!("attribute `{name}` must be a float"))),
@@ -233,7 +239,10 @@ impl<'a> Attrs<'a> {
     pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
         match self.get(name) {
             None => Ok(None),
-            Some(a) if Self::kind(a) == AttributeType::Ints || Self::kind(a) == AttributeType::Undefined => {
+            Some(a)
+                if Self::kind(a) == AttributeType::Ints
+                    || Self::kind(a) == AttributeType::Undefined =>
+            {
                 Ok(Some(a.ints.clone()))
             }
             Some(_) => Err(self.err(format!("attribute `{name}` must be a list of integers"))),
@@ -272,9 +281,14 @@ impl<'a> Attrs<'a> {
         match auto_pad.as_str() {
             "" | "NOTSET" => match self.ints("pads")? {
                 None => Ok(Padding::Explicit([0; 4])),
-                Some(p) if p.len() == 4 && p.iter().all(|&x| (0..=1 << 16).contains(&x)) => Ok(
-                    Padding::Explicit([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]),
-                ),
+                Some(p) if p.len() == 4 && p.iter().all(|&x| (0..=1 << 16).contains(&x)) => {
+                    Ok(Padding::Explicit([
+                        p[0] as usize,
+                        p[1] as usize,
+                        p[2] as usize,
+                        p[3] as usize,
+                    ]))
+                }
                 Some(p) => Err(self.err(format!(
                     "`pads` = {p:?}: expected 4 non-negative values for a 2-D window"
                 ))),
@@ -364,7 +378,11 @@ pub fn parse_op(node: &NodeProto, label: &str, opset: i64) -> Result<Op> {
         "MatMul" => Op::MatMul,
         "Add" | "Sub" | "Mul" | "Div" => {
             // Opsets before 7 needed `broadcast=1` + `axis`; from 7 on broadcasting is numpy-style.
-            if node.attribute.iter().any(|x| x.name == "axis" || x.name == "broadcast") {
+            if node
+                .attribute
+                .iter()
+                .any(|x| x.name == "axis" || x.name == "broadcast")
+            {
                 return Err(a.err("legacy `axis` broadcasting (opset < 7) is not supported"));
             }
             match node.op_type.as_str() {

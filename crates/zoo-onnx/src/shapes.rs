@@ -58,7 +58,11 @@ pub fn window_output(
         return None;
     }
     let steps = padded - span;
-    let mut out = if ceil_mode { steps.div_ceil(stride) } else { steps / stride } + 1;
+    let mut out = if ceil_mode {
+        steps.div_ceil(stride)
+    } else {
+        steps / stride
+    } + 1;
     if ceil_mode && (out - 1) * stride >= input + pad_begin {
         out -= 1;
     }
@@ -118,10 +122,13 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
         let name = node
             .input(i)
             .ok_or_else(|| err(format!("input {i} is missing")))?;
-        info.dims.get(name).cloned().ok_or_else(|| OnnxError::DanglingEdge {
-            node: node.label.clone(),
-            value: name.to_string(),
-        })
+        info.dims
+            .get(name)
+            .cloned()
+            .ok_or_else(|| OnnxError::DanglingEdge {
+                node: node.label.clone(),
+                value: name.to_string(),
+            })
     };
     let is_batched = |i: usize| node.input(i).is_some_and(|n| info.batched.contains(n));
     let rank4 = |d: &[usize], what: &str| -> Result<()> {
@@ -167,7 +174,9 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
                 ceil_mode: false,
             };
             let [h, wd] = window_dims(&x, &pool).ok_or_else(|| {
-                err(format!("a {kernel:?} kernel does not fit the padded input {x:?}"))
+                err(format!(
+                    "a {kernel:?} kernel does not fit the padded input {x:?}"
+                ))
             })?;
             vec![x[0], w[0], h, wd]
         }
@@ -180,11 +189,16 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
                     (pool.kernel[1] - 1) * pool.dilations[1] + 1,
                 ];
                 if p[0].max(p[2]) >= span[0] || p[1].max(p[3]) >= span[1] {
-                    return Err(err(format!("pads {p:?} must be smaller than the window {span:?}")));
+                    return Err(err(format!(
+                        "pads {p:?} must be smaller than the window {span:?}"
+                    )));
                 }
             }
             let [h, w] = window_dims(&x, pool).ok_or_else(|| {
-                err(format!("a {:?} window does not fit the input {x:?}", pool.kernel))
+                err(format!(
+                    "a {:?} window does not fit the input {x:?}",
+                    pool.kernel
+                ))
             })?;
             vec![x[0], x[1], h, w]
         }
@@ -204,23 +218,28 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
                 return Err(err(format!("input {x:?} has no channel axis")));
             }
             for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
-                let c = constant(i).ok_or_else(|| {
-                    err(format!("{what} must be a constant (initializer)"))
-                })?;
+                let c = constant(i)
+                    .ok_or_else(|| err(format!("{what} must be a constant (initializer)")))?;
                 if c.dims != [x[1]] || !c.is_float() {
                     return Err(err(format!("{what} {:?} must be float [{}]", c.dims, x[1])));
                 }
             }
             if node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err(err("training-mode outputs (running mean/var) are not supported".into()));
+                return Err(err(
+                    "training-mode outputs (running mean/var) are not supported".into(),
+                ));
             }
             x
         }
-        Op::Gemm { trans_a, trans_b, .. } => {
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
             let a = dims_of(0)?;
             let b = dims_of(1)?;
             if a.len() != 2 || b.len() != 2 {
-                return Err(err(format!("operands must be matrices, got {a:?} and {b:?}")));
+                return Err(err(format!(
+                    "operands must be matrices, got {a:?} and {b:?}"
+                )));
             }
             let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
             let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
@@ -264,10 +283,16 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             let b = dims_of(1)?;
             let out = broadcast(&a, &b)
                 .ok_or_else(|| err(format!("{a:?} and {b:?} do not broadcast")))?;
-            batched = (is_batched(0) && out.len() == a.len()) || (is_batched(1) && out.len() == b.len());
+            batched =
+                (is_batched(0) && out.len() == a.len()) || (is_batched(1) && out.len() == b.len());
             out
         }
-        Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh | Op::Identity | Op::Dropout { .. } => {
+        Op::Relu
+        | Op::LeakyRelu { .. }
+        | Op::Sigmoid
+        | Op::Tanh
+        | Op::Identity
+        | Op::Dropout { .. } => {
             if matches!(node.op, Op::Dropout { .. }) {
                 let mask = node.outputs.get(1).filter(|m| !m.is_empty());
                 if let Some(mask) = mask {
@@ -291,7 +316,11 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
         }
         Op::Flatten { axis } => {
             let x = dims_of(0)?;
-            let a = if *axis < 0 { *axis + x.len() as i64 } else { *axis };
+            let a = if *axis < 0 {
+                *axis + x.len() as i64
+            } else {
+                *axis
+            };
             if !(0..=x.len() as i64).contains(&a) {
                 return Err(err(format!("axis {axis} is out of range for {x:?}")));
             }
@@ -342,9 +371,14 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             for i in 0..node.inputs.len() {
                 let d = dims_of(i)?;
                 if d.len() != first.len()
-                    || d.iter().zip(&first).enumerate().any(|(j, (p, q))| j != a && p != q)
+                    || d.iter()
+                        .zip(&first)
+                        .enumerate()
+                        .any(|(j, (p, q))| j != a && p != q)
                 {
-                    return Err(err(format!("{d:?} does not concatenate with {first:?} on axis {a}")));
+                    return Err(err(format!(
+                        "{d:?} does not concatenate with {first:?} on axis {a}"
+                    )));
                 }
                 out[a] += d[a];
             }
@@ -363,7 +397,11 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             out.len()
         )));
     }
-    let first = node.outputs.first().filter(|o| !o.is_empty()).ok_or_else(|| err("has no output".into()))?;
+    let first = node
+        .outputs
+        .first()
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| err("has no output".into()))?;
     if batched {
         info.batched.insert(first.clone());
     }
@@ -380,13 +418,33 @@ fn window_dims(x: &[usize], pool: &PoolSpec) -> Option<[usize; 2]> {
     let pads = pool
         .padding
         .resolve([x[2], x[3]], pool.kernel, pool.strides, pool.dilations);
-    let h = window_output(x[2], pads[0], pads[2], pool.kernel[0], pool.strides[0], pool.dilations[0], pool.ceil_mode)?;
-    let w = window_output(x[3], pads[1], pads[3], pool.kernel[1], pool.strides[1], pool.dilations[1], pool.ceil_mode)?;
+    let h = window_output(
+        x[2],
+        pads[0],
+        pads[2],
+        pool.kernel[0],
+        pool.strides[0],
+        pool.dilations[0],
+        pool.ceil_mode,
+    )?;
+    let w = window_output(
+        x[3],
+        pads[1],
+        pads[3],
+        pool.kernel[1],
+        pool.strides[1],
+        pool.dilations[1],
+        pool.ceil_mode,
+    )?;
     Some([h, w])
 }
 
 /// ONNX Reshape: 0 copies the input dim (unless `allow_zero`), one -1 is inferred.
-pub fn resolve_reshape(input: &[usize], target: &[i64], allow_zero: bool) -> std::result::Result<Vec<usize>, String> {
+pub fn resolve_reshape(
+    input: &[usize],
+    target: &[i64],
+    allow_zero: bool,
+) -> std::result::Result<Vec<usize>, String> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -396,23 +454,26 @@ pub fn resolve_reshape(input: &[usize], target: &[i64], allow_zero: bool) -> std
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allow_zero => out.push(
-                *input
-                    .get(i)
-                    .ok_or_else(|| format!("target {target:?}: 0 at axis {i} has no input dim to copy"))?,
-            ),
+            0 if !allow_zero => out.push(*input.get(i).ok_or_else(|| {
+                format!("target {target:?}: 0 at axis {i} has no input dim to copy")
+            })?),
             t if t >= 0 => out.push(t as usize),
             _ => return Err(format!("invalid target shape {target:?}")),
         }
     }
-    let known = out.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| format!("target {target:?} overflows"))?;
+    let known = out
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("target {target:?} overflows"))?;
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {input:?} ({total} values) to {target:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} values) to {target:?}"
+        ));
     }
     Ok(out)
 }

@@ -40,7 +40,9 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
                 } else {
                     0.05
                 };
-                graph.initializer.push(f32_proto(out, &dims, &rng.values(count, scale)));
+                graph
+                    .initializer
+                    .push(f32_proto(out, &dims, &rng.values(count, scale)));
                 used_shapes.push(node.input[0].clone());
             }
             _ => kept.push(node),
@@ -75,7 +77,9 @@ pub fn upgrade_opset(mut model: ModelProto, opset: i64) -> Result<ModelProto> {
         }
         graph.initializer.extend(ratios);
     }
-    model.opset_import.retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
+    model
+        .opset_import
+        .retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
     model.opset_import.push(OperatorSetIdProto {
         domain: String::new(),
         version: opset,

@@ -75,7 +75,8 @@ pub fn checked_dims(name: &str, dims: &[i64]) -> Result<(Vec<usize>, usize)> {
     let mut sizes = Vec::with_capacity(dims.len());
     let mut count: usize = 1;
     for &d in dims {
-        let d = usize::try_from(d).map_err(|_| bad(format!("negative dimension {d} in {dims:?}")))?;
+        let d =
+            usize::try_from(d).map_err(|_| bad(format!("negative dimension {d} in {dims:?}")))?;
         count = count
             .checked_mul(d)
             .ok_or_else(|| bad(format!("shape {dims:?} overflows")))?;

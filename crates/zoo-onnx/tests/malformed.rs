@@ -47,7 +47,9 @@ fn truncated_files_are_decode_errors_at_every_length() {
 
 #[test]
 fn random_bytes_are_refused() {
-    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     assert!(OnnxModel::from_bytes(junk).is_err());
     assert!(OnnxModel::from_bytes(b"not an onnx file at all".to_vec()).is_err());
 }
@@ -57,7 +59,10 @@ fn unsupported_op_names_op_node_and_supported_list() {
     let mut m = small_model();
     m.graph.as_mut().unwrap().node[1].op_type = "Einsum".into();
     let e = error_text(&m);
-    assert!(e.contains("Einsum") && e.contains("`relu`") && e.contains("Conv, Div"), "{e}");
+    assert!(
+        e.contains("Einsum") && e.contains("`relu`") && e.contains("Conv, Div"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -80,7 +85,10 @@ fn cycles_are_refused() {
     let mut m = small_model();
     let g = m.graph.as_mut().unwrap();
     g.node[0].input[0] = "r".into();
-    g.input.push(zoo_onnx::builder::value_info("unused", &[Some(1), Some(2), Some(6), Some(6)]));
+    g.input.push(zoo_onnx::builder::value_info(
+        "unused",
+        &[Some(1), Some(2), Some(6), Some(6)],
+    ));
     g.input.remove(0);
     assert!(load(&m).is_err());
 }
@@ -88,7 +96,9 @@ fn cycles_are_refused() {
 #[test]
 fn tensor_payload_that_does_not_match_shape() {
     let mut m = small_model();
-    m.graph.as_mut().unwrap().initializer[0].raw_data.truncate(10);
+    m.graph.as_mut().unwrap().initializer[0]
+        .raw_data
+        .truncate(10);
     let e = error_text(&m);
     assert!(e.contains("`W`"), "{e}");
 }
@@ -140,12 +150,24 @@ fn shape_mismatches_are_errors_not_panics() {
 #[test]
 fn bad_attributes_are_errors() {
     let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(6), Some(6)]);
-    b.node("pool", "MaxPool", &["x"], &["y"], vec![("kernel_shape", Attr::Ints(vec![0, 2]))]);
+    b.node(
+        "pool",
+        "MaxPool",
+        &["x"],
+        &["y"],
+        vec![("kernel_shape", Attr::Ints(vec![0, 2]))],
+    );
     b.output("y", &[None]);
     assert!(error_text(&b.build(11)).contains("positive"));
 
     let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(6), Some(6)]);
-    b.node("pool", "MaxPool", &["x"], &["y"], vec![("kernel_shape", Attr::Ints(vec![9, 9]))]);
+    b.node(
+        "pool",
+        "MaxPool",
+        &["x"],
+        &["y"],
+        vec![("kernel_shape", Attr::Ints(vec![9, 9]))],
+    );
     b.output("y", &[None]);
     assert!(error_text(&b.build(11)).contains("does not fit"));
 }

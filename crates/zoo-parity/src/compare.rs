@@ -17,7 +17,13 @@ pub fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -76,7 +82,10 @@ mod tests {
 
     #[test]
     fn nan_and_top1_flip_are_caught() {
-        let a = compare(&[vec![f32::NAN, 0.0], vec![0.0, 1.0]], &[vec![0.0, 1.0], vec![1.0, 0.0]]);
+        let a = compare(
+            &[vec![f32::NAN, 0.0], vec![0.0, 1.0]],
+            &[vec![0.0, 1.0], vec![1.0, 0.0]],
+        );
         assert!(a.max_abs_diff.is_infinite());
         assert_eq!(a.top1_agreement, 0.5);
     }

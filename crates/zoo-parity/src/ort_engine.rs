@@ -17,7 +17,10 @@ pub fn find_onnxruntime() -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let out = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+        ])
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
@@ -30,9 +33,10 @@ pub fn find_onnxruntime() -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n.starts_with("libonnxruntime.") && n.ends_with(".dylib"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so")
+                    || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
+            })
         })
         .collect();
     libs.sort();
@@ -44,7 +48,8 @@ fn environment() -> Result<&'static Environment, String> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let lib = find_onnxruntime().ok_or_else(|| {
-            "ONNX Runtime library not found (set ORT_DYLIB_PATH, or `pip install onnxruntime`)".to_string()
+            "ONNX Runtime library not found (set ORT_DYLIB_PATH, or `pip install onnxruntime`)"
+                .to_string()
         })?;
         ort::init_from(&lib)
             .map_err(|e| format!("cannot load {}: {e}", lib.display()))?
@@ -75,19 +80,28 @@ impl OrtEngine {
     }
 
     pub fn from_path(path: &Path, chw: [usize; 3]) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::from_bytes(&bytes, chw)
     }
 
     /// Runs one image at a time (zoo files often fix the batch to 1).
     pub fn run_batch(&self, images: &[f32]) -> Result<Vec<Vec<f32>>, String> {
         let [c, h, w] = self.chw;
-        let mut session = self.session.lock().map_err(|_| "ONNX Runtime session poisoned".to_string())?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| "ONNX Runtime session poisoned".to_string())?;
         let mut rows = Vec::new();
         for image in images.chunks(c * h * w) {
-            let input = Tensor::from_array(([1usize, c, h, w], image.to_vec())).map_err(|e| e.to_string())?;
-            let outputs = session.run(ort::inputs![input]).map_err(|e| format!("ONNX Runtime failed: {e}"))?;
-            let (_, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            let input = Tensor::from_array(([1usize, c, h, w], image.to_vec()))
+                .map_err(|e| e.to_string())?;
+            let outputs = session
+                .run(ort::inputs![input])
+                .map_err(|e| format!("ONNX Runtime failed: {e}"))?;
+            let (_, values) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| e.to_string())?;
             rows.push(values.to_vec());
         }
         Ok(rows)

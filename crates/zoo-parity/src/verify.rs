@@ -59,7 +59,8 @@ pub fn run_network<B: Backend>(
     let mut rows = Vec::with_capacity(images.len() / size);
     for chunk in images.chunks(size * batch.max(1)) {
         let n = chunk.len() / size;
-        let input = Tensor::<B, 4>::from_data(TensorData::new(chunk.to_vec(), [n, c, h, w]), device);
+        let input =
+            Tensor::<B, 4>::from_data(TensorData::new(chunk.to_vec(), [n, c, h, w]), device);
         let out = net.forward(input)?;
         let [_, classes] = out.dims();
         let flat = out
@@ -92,7 +93,8 @@ pub fn verify<B: Backend>(
             agreement,
         });
     }
-    let worst = |f: fn(&Agreement) -> f64| reports.iter().map(|r| f(&r.agreement)).fold(0.0, f64::max);
+    let worst =
+        |f: fn(&Agreement) -> f64| reports.iter().map(|r| f(&r.agreement)).fold(0.0, f64::max);
     Ok(VerifyReport {
         pass: !reports.is_empty() && reports.iter().all(|r| r.pass),
         samples: ours.len(),

@@ -42,17 +42,18 @@ fn weights(b: &mut GraphBuilder, rng: &mut SeededRng, name: &str, dims: &[usize]
 
 /// Wraps a body ending in value `last` (rank 4) with Flatten so outputs are [N, K].
 fn finish(b: &mut GraphBuilder, last: &str, opset: i64) -> ModelProto {
-    b.node("flat", "Flatten", &[last], &["y"], vec![("axis", Attr::Int(1))]);
+    b.node(
+        "flat",
+        "Flatten",
+        &[last],
+        &["y"],
+        vec![("axis", Attr::Int(1))],
+    );
     b.output("y", &[None, None]);
     b.build(opset)
 }
 
-fn conv_model(
-    chw: [usize; 3],
-    w: [usize; 4],
-    bias: bool,
-    attrs: Vec<(&str, Attr)>,
-) -> ModelProto {
+fn conv_model(chw: [usize; 3], w: [usize; 4], bias: bool, attrs: Vec<(&str, Attr)>) -> ModelProto {
     let mut rng = SeededRng::new(1);
     let mut b = GraphBuilder::default();
     input(&mut b, chw);
@@ -103,7 +104,10 @@ fn conv_auto_pad_same_upper_lower_valid() {
             [2, 7, 10],
             [3, 2, 4, 3],
             true,
-            vec![("strides", Attr::Ints(vec![2, 3])), ("auto_pad", Attr::Str(mode))],
+            vec![
+                ("strides", Attr::Ints(vec![2, 3])),
+                ("auto_pad", Attr::Str(mode)),
+            ],
         );
         assert_parity(&m, 2);
     }
@@ -130,11 +134,23 @@ fn activations() {
     let mut b = GraphBuilder::default();
     input(&mut b, [2, 3, 5]);
     b.node("relu", "Relu", &["x"], &["r"], vec![]);
-    b.node("leaky", "LeakyRelu", &["x"], &["l"], vec![("alpha", Attr::Float(0.2))]);
+    b.node(
+        "leaky",
+        "LeakyRelu",
+        &["x"],
+        &["l"],
+        vec![("alpha", Attr::Float(0.2))],
+    );
     b.node("sig", "Sigmoid", &["x"], &["s"], vec![]);
     b.node("tanh", "Tanh", &["x"], &["t"], vec![]);
     b.node("id", "Identity", &["t"], &["i"], vec![]);
-    b.node("cat", "Concat", &["r", "l", "s", "i"], &["c"], vec![("axis", Attr::Int(1))]);
+    b.node(
+        "cat",
+        "Concat",
+        &["r", "l", "s", "i"],
+        &["c"],
+        vec![("axis", Attr::Int(1))],
+    );
     assert_parity(&finish(&mut b, "c", 11), 2);
 }
 
@@ -162,11 +178,32 @@ fn lrn_odd_and_even_sizes() {
 #[test]
 fn max_pool_pads_ceil_mode_dilations() {
     let cases: Vec<Vec<(&str, Attr)>> = vec![
-        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![0, 0, 1, 1]))],
-        vec![("kernel_shape", Attr::Ints(vec![3, 2])), ("strides", Attr::Ints(vec![2, 3])), ("ceil_mode", Attr::Int(1))],
-        vec![("kernel_shape", Attr::Ints(vec![2, 3])), ("strides", Attr::Ints(vec![1, 2])), ("pads", Attr::Ints(vec![1, 0, 0, 2])), ("ceil_mode", Attr::Int(1))],
-        vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("dilations", Attr::Ints(vec![2, 1])), ("pads", Attr::Ints(vec![1, 1, 1, 1]))],
-        vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("strides", Attr::Ints(vec![2, 2])), ("auto_pad", Attr::Str("SAME_UPPER"))],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![0, 0, 1, 1])),
+        ],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 2])),
+            ("strides", Attr::Ints(vec![2, 3])),
+            ("ceil_mode", Attr::Int(1)),
+        ],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![2, 3])),
+            ("strides", Attr::Ints(vec![1, 2])),
+            ("pads", Attr::Ints(vec![1, 0, 0, 2])),
+            ("ceil_mode", Attr::Int(1)),
+        ],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("dilations", Attr::Ints(vec![2, 1])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("auto_pad", Attr::Str("SAME_UPPER")),
+        ],
     ];
     for attrs in cases {
         let mut b = GraphBuilder::default();
@@ -200,7 +237,13 @@ fn average_pool_count_include_pad_and_ceil_mode() {
     }
     let mut b = GraphBuilder::default();
     input(&mut b, [2, 9, 8]);
-    b.node("pool", "AveragePool", &["x"], &["p"], vec![("kernel_shape", Attr::Ints(vec![2, 3]))]);
+    b.node(
+        "pool",
+        "AveragePool",
+        &["x"],
+        &["p"],
+        vec![("kernel_shape", Attr::Ints(vec![2, 3]))],
+    );
     assert_parity(&finish(&mut b, "p", 11), 2);
 }
 
@@ -210,7 +253,13 @@ fn global_pools() {
     input(&mut b, [5, 3, 7]);
     b.node("gap", "GlobalAveragePool", &["x"], &["a"], vec![]);
     b.node("gmp", "GlobalMaxPool", &["x"], &["m"], vec![]);
-    b.node("cat", "Concat", &["a", "m"], &["c"], vec![("axis", Attr::Int(1))]);
+    b.node(
+        "cat",
+        "Concat",
+        &["a", "m"],
+        &["c"],
+        vec![("axis", Attr::Int(1))],
+    );
     assert_parity(&finish(&mut b, "c", 11), 3);
 }
 
@@ -223,7 +272,13 @@ fn batch_normalization() {
     weights(&mut b, &mut rng, "bias", &[4]);
     weights(&mut b, &mut rng, "mean", &[4]);
     b.init_f32("var", &[4], vec![0.5, 1.5, 2.0, 0.1]);
-    b.node("bn", "BatchNormalization", &["x", "scale", "bias", "mean", "var"], &["n"], vec![("epsilon", Attr::Float(1e-3))]);
+    b.node(
+        "bn",
+        "BatchNormalization",
+        &["x", "scale", "bias", "mean", "var"],
+        &["n"],
+        vec![("epsilon", Attr::Float(1e-3))],
+    );
     assert_parity(&finish(&mut b, "n", 9), 3);
 }
 
@@ -241,9 +296,16 @@ fn dense_model(gemm: Vec<(&str, Attr)>, w_dims: [usize; 2], c_dims: &[usize]) ->
 
 #[test]
 fn gemm_alpha_beta_transposes() {
-    assert_parity(&dense_model(vec![("transB", Attr::Int(1))], [7, 30], &[7]), 3);
     assert_parity(
-        &dense_model(vec![("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))], [30, 7], &[1, 7]),
+        &dense_model(vec![("transB", Attr::Int(1))], [7, 30], &[7]),
+        3,
+    );
+    assert_parity(
+        &dense_model(
+            vec![("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))],
+            [30, 7],
+            &[1, 7],
+        ),
         3,
     );
 }
@@ -256,8 +318,20 @@ fn gemm_trans_a_runs_at_declared_batch_and_refuses_others() {
     input(&mut b, [2, 3, 5]);
     weights(&mut b, &mut rng, "W", &[1, 7]);
     b.node("flat", "Flatten", &["x"], &["f"], vec![]);
-    b.node("fc", "Gemm", &["f", "W"], &["g"], vec![("transA", Attr::Int(1))]);
-    b.node("all", "Flatten", &["g"], &["y"], vec![("axis", Attr::Int(0))]);
+    b.node(
+        "fc",
+        "Gemm",
+        &["f", "W"],
+        &["g"],
+        vec![("transA", Attr::Int(1))],
+    );
+    b.node(
+        "all",
+        "Flatten",
+        &["g"],
+        &["y"],
+        vec![("axis", Attr::Int(0))],
+    );
     b.output("y", &[Some(1), None]);
     let model = b.build(11);
     assert_parity(&model, 1);
@@ -266,7 +340,10 @@ fn gemm_trans_a_runs_at_declared_batch_and_refuses_others() {
     let device = Default::default();
     let net = Network::<Flex>::from_model(onnx, &device);
     let err = run_network(&net, &vec![0.5; 2 * 30], 2, &device).unwrap_err();
-    assert!(err.to_string().contains("only runs at batch size 1"), "{err}");
+    assert!(
+        err.to_string().contains("only runs at batch size 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -293,7 +370,13 @@ fn reshape_with_zero_and_minus_one() {
     input(&mut b, [2, 3, 4]);
     b.init_i64("shape", &[0, 6, -1]);
     b.node("r", "Reshape", &["x", "shape"], &["r1"], vec![]);
-    b.node("s", "Softmax", &["r1"], &["s1"], vec![("axis", Attr::Int(2))]);
+    b.node(
+        "s",
+        "Softmax",
+        &["r1"],
+        &["s1"],
+        vec![("axis", Attr::Int(2))],
+    );
     b.node("flat", "Flatten", &["s1"], &["y"], vec![]);
     b.output("y", &[None, None]);
     assert_parity(&b.build(13), 2);
@@ -304,7 +387,13 @@ fn softmax_legacy_flattens_trailing_axes_and_opset13_does_not() {
     for opset in [9, 13] {
         let mut b = GraphBuilder::default();
         input(&mut b, [3, 2, 5]);
-        b.node("sm", "Softmax", &["x"], &["s"], vec![("axis", Attr::Int(1))]);
+        b.node(
+            "sm",
+            "Softmax",
+            &["x"],
+            &["s"],
+            vec![("axis", Attr::Int(1))],
+        );
         assert_parity(&finish(&mut b, "s", opset), 2);
     }
 }
@@ -313,7 +402,13 @@ fn softmax_legacy_flattens_trailing_axes_and_opset13_does_not() {
 fn dropout_is_identity_at_inference_in_both_opset_forms() {
     let mut b = GraphBuilder::default();
     input(&mut b, [2, 3, 3]);
-    b.node("d", "Dropout", &["x"], &["d1", "mask"], vec![("ratio", Attr::Float(0.5))]);
+    b.node(
+        "d",
+        "Dropout",
+        &["x"],
+        &["d1", "mask"],
+        vec![("ratio", Attr::Float(0.5))],
+    );
     assert_parity(&finish(&mut b, "d1", 9), 2);
     let mut b = GraphBuilder::default();
     input(&mut b, [2, 3, 3]);
@@ -332,8 +427,20 @@ fn branches_concat_and_add_of_computed_tensors() {
     weights(&mut b, &mut rng, "W1", &[2, 4, 1, 1]);
     weights(&mut b, &mut rng, "W3", &[2, 4, 3, 3]);
     b.node("e1", "Conv", &["x", "W1"], &["a"], vec![]);
-    b.node("e3", "Conv", &["x", "W3"], &["c"], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))]);
-    b.node("cat", "Concat", &["a", "c"], &["cat_out"], vec![("axis", Attr::Int(1))]);
+    b.node(
+        "e3",
+        "Conv",
+        &["x", "W3"],
+        &["c"],
+        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+    );
+    b.node(
+        "cat",
+        "Concat",
+        &["a", "c"],
+        &["cat_out"],
+        vec![("axis", Attr::Int(1))],
+    );
     b.node("res", "Add", &["cat_out", "x"], &["sum"], vec![]);
     b.node("relu", "Relu", &["sum"], &["r"], vec![]);
     assert_parity(&finish(&mut b, "r", 11), 3);

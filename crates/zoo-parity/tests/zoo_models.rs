@@ -20,10 +20,15 @@ fn shared(path: &str) -> PathBuf {
 }
 
 fn alexnet_standin(opset: i64) -> Vec<u8> {
-    let light = std::fs::read(shared("models/light_bvlc_alexnet.onnx")).expect("../shared is present");
+    let light =
+        std::fs::read(shared("models/light_bvlc_alexnet.onnx")).expect("../shared is present");
     let model = ModelProto::decode(light.as_slice()).unwrap();
     let model = materialize_weights(model, 42).unwrap();
-    let model = if opset > 9 { upgrade_opset(model, opset).unwrap() } else { model };
+    let model = if opset > 9 {
+        upgrade_opset(model, opset).unwrap()
+    } else {
+        model
+    };
     model.encode_to_vec()
 }
 
@@ -68,10 +73,17 @@ fn alexnet_standin_layers_and_parameter_count() {
     let net = Network::<Flex>::from_model(onnx, &Default::default());
     let plan = net.plan();
     let names: Vec<&str> = plan.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]);
+    assert_eq!(
+        names,
+        ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    );
     assert_eq!(plan.total_params(), 60_965_224);
     let fc8 = plan.layer("fc8").unwrap();
-    let dims: Vec<&[usize]> = fc8.params.iter().map(|&p| plan.params[p].dims.as_slice()).collect();
+    let dims: Vec<&[usize]> = fc8
+        .params
+        .iter()
+        .map(|&p| plan.params[p].dims.as_slice())
+        .collect();
     assert_eq!(dims, [&[1000, 4096][..], &[1000][..]]);
 }
 
@@ -84,7 +96,15 @@ fn mnist_cnn_layers_group_bias_adds() {
     let layers: Vec<(&str, Vec<&str>)> = plan
         .layers
         .iter()
-        .map(|l| (l.name.as_str(), l.params.iter().map(|&p| plan.params[p].name.as_str()).collect()))
+        .map(|l| {
+            (
+                l.name.as_str(),
+                l.params
+                    .iter()
+                    .map(|&p| plan.params[p].name.as_str())
+                    .collect(),
+            )
+        })
         .collect();
     assert_eq!(
         layers,

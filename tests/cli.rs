@@ -1,0 +1,392 @@
+//! End-to-end tests of the `zoo` command line: real processes, real files, outputs re-read.
+
+mod common;
+
+use common::{shared, small_rgb_classifier, write_images, zoo, TempDir};
+
+#[test]
+fn inspect_json_lists_layers_params_and_op_support() {
+    let t = TempDir::new("inspect");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let run = zoo(&["inspect", model.to_str().unwrap(), "--json"], t.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    let names: Vec<&str> = j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["conv1", "n1", "n2", "n3", "n4", "fc6", "n6", "fc7", "n8"]
+    );
+    let conv1 = &j["layers"][0];
+    assert_eq!(conv1["op"], "Conv");
+    assert_eq!(conv1["output_shape"], serde_json::json!([1, 8, 10, 9]));
+    assert_eq!(conv1["params"], 608);
+    // No card: the default plan freezes every layer but the last.
+    assert_eq!(conv1["trainable"], false);
+    assert_eq!(j["layers"][7]["trainable"], true);
+    assert_eq!(j["total_params"], 608 + 16 * 160 + 16 + 85);
+    let lrn = j["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["op"] == "LRN")
+        .unwrap();
+    assert_eq!(
+        (
+            lrn["import"].as_bool(),
+            lrn["export"].as_bool(),
+            lrn["tract"].as_bool()
+        ),
+        (Some(true), Some(true), Some(true))
+    );
+    assert!(
+        run.stderr
+            .contains("warning: no model card and no zoo metadata"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--like"));
+}
+
+#[test]
+fn inspect_table_with_like_uses_the_card_and_warns_not() {
+    let t = TempDir::new("inspect-like");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let run = zoo(
+        &["inspect", model.to_str().unwrap(), "--like", "alexnet"],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    assert!(run.stdout.contains("(card `alexnet`)"), "{}", run.stdout);
+    assert!(run.stdout.contains("Nx8x10x9"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("total parameters      3,269"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn inspect_reports_unsupported_ops_with_tract_support() {
+    let t = TempDir::new("inspect-unsupported");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let bytes = std::fs::read(&model).unwrap();
+    let mut proto = zoo_onnx::decode_proto(bytes).unwrap();
+    proto.graph.as_mut().unwrap().node[1].op_type = "Elu".into();
+    zoo_onnx::write::save_atomic(&proto, &model).unwrap();
+    let run = zoo(&["inspect", model.to_str().unwrap(), "--json"], t.path());
+    assert_eq!(run.code, 2);
+    let j = run.json();
+    let err = j["import_error"].as_str().unwrap();
+    assert!(
+        err.contains("Elu") && err.contains("n1") && err.contains("supported ops"),
+        "{err}"
+    );
+    let elu = j["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["op"] == "Elu")
+        .unwrap();
+    assert_eq!(elu["import"], false);
+    assert_eq!(elu["tract"], true);
+}
+
+#[test]
+fn verify_random_inputs_passes_at_batch_1_and_3() {
+    let t = TempDir::new("verify");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for batch in ["1", "3"] {
+        let run = zoo(
+            &[
+                "verify",
+                model.to_str().unwrap(),
+                "--samples",
+                "7",
+                "--batch",
+                batch,
+                "--json",
+                "--like",
+                "alexnet",
+            ],
+            t.path(),
+        );
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let j = run.json();
+        assert_eq!(j["pass"], true);
+        assert_eq!(j["samples"], 7);
+        assert_eq!(j["batch"].to_string(), batch);
+        assert_eq!(j["top1_agreement"], 1.0);
+        assert!(j["max_rel_diff"].as_f64().unwrap() <= 1e-4);
+        assert_eq!(j["engines"][0]["name"], "tract");
+    }
+}
+
+#[test]
+fn verify_images_skips_unreadable_files_and_counts_the_rest() {
+    let t = TempDir::new("verify-images");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let images = t.path().join("images");
+    write_images(&images.join("a"), 5);
+    std::fs::write(images.join("a/broken.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
+    let run = zoo(
+        &[
+            "verify",
+            model.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--batch",
+            "2",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["samples"], 5);
+    assert_eq!(j["pass"], true);
+    let skipped = j["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].as_str().unwrap().contains("broken.jpg"));
+}
+
+#[test]
+fn verify_exits_1_when_tolerance_is_exceeded() {
+    let t = TempDir::new("verify-fail");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let run = zoo(
+        &[
+            "verify",
+            model.to_str().unwrap(),
+            "--tolerance",
+            "0",
+            "--samples",
+            "16",
+            "--json",
+        ],
+        t.path(),
+    );
+    let j = run.json();
+    // Two float implementations never agree to the last bit over thousands of products.
+    assert!(j["max_rel_diff"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["pass"], false);
+    assert_eq!(run.code, 1);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_with_exit_2() {
+    let t = TempDir::new("errors");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let bytes = std::fs::read(&model).unwrap();
+    let truncated = t.path().join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let run = zoo(&["verify", truncated.to_str().unwrap()], t.path());
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("not a valid ONNX protobuf"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"));
+
+    let run = zoo(&["inspect", "resnet50"], t.path());
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("unknown model `resnet50`") && run.stderr.contains("alexnet, lenet"),
+        "{}",
+        run.stderr
+    );
+
+    let run = zoo(&["inspect", "alexnet"], t.path());
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("zoo fetch alexnet"), "{}", run.stderr);
+
+    let run = zoo(
+        &["verify", model.to_str().unwrap(), "--engines", "onnxjs"],
+        t.path(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("unknown engine `onnxjs`"),
+        "{}",
+        run.stderr
+    );
+
+    let run = zoo(
+        &["inspect", model.to_str().unwrap(), "--like", "vgg"],
+        t.path(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("known models: alexnet, lenet"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn alexnet_standin(dir: &std::path::Path, opset: &str) -> std::path::PathBuf {
+    let out = dir.join(format!("alexnet-{opset}.onnx"));
+    let light = shared("models/light_bvlc_alexnet.onnx");
+    let run = zoo(
+        &[
+            "materialize",
+            light.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--opset",
+            opset,
+        ],
+        dir,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    out
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn inspect_alexnet_standin_lists_conv1_to_fc8_and_60965224_params() {
+    let t = TempDir::new("alexnet-inspect");
+    let model = alexnet_standin(t.path(), "12");
+    let run = zoo(
+        &[
+            "inspect",
+            model.to_str().unwrap(),
+            "--like",
+            "alexnet",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["total_params"], 60_965_224);
+    let with_params: Vec<(&str, bool)> = j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["params"].as_u64().unwrap() > 0)
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap(),
+                l["trainable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        with_params,
+        [
+            ("conv1", false),
+            ("conv2", false),
+            ("conv3", false),
+            ("conv4", false),
+            ("conv5", false),
+            ("fc6", true),
+            ("fc7", true),
+            ("fc8", true)
+        ]
+    );
+    let ops: Vec<&str> = j["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["op"].as_str().unwrap())
+        .collect();
+    assert!(ops.contains(&"LRN") && ops.contains(&"Gemm"));
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn verify_alexnet_standin_opset_9_and_12_at_batch_1_and_8() {
+    let t = TempDir::new("alexnet-verify");
+    for opset in ["9", "12"] {
+        let model = alexnet_standin(t.path(), opset);
+        for batch in ["1", "8"] {
+            let run = zoo(
+                &[
+                    "verify",
+                    model.to_str().unwrap(),
+                    "--like",
+                    "alexnet",
+                    "--batch",
+                    batch,
+                    "--samples",
+                    "8",
+                    "--json",
+                ],
+                t.path(),
+            );
+            assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+            let j = run.json();
+            assert_eq!(j["pass"], true, "opset {opset} batch {batch}: {j}");
+            assert!(j["max_rel_diff"].as_f64().unwrap() <= 1e-4);
+            assert_eq!(j["top1_agreement"], 1.0);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn verify_alexnet_standin_on_real_photos_with_the_caffe_recipe() {
+    let t = TempDir::new("alexnet-photos");
+    let model = alexnet_standin(t.path(), "12");
+    let photos = shared("data/flowers5");
+    let run = zoo(
+        &[
+            "verify",
+            model.to_str().unwrap(),
+            "--like",
+            "alexnet",
+            "--images",
+            photos.to_str().unwrap(),
+            "--samples",
+            "24",
+            "--batch",
+            "8",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let j = run.json();
+    assert_eq!(j["samples"], 24);
+    assert_eq!(j["pass"], true, "{j}");
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn verify_mnist_cnn_at_batch_1_and_8() {
+    let t = TempDir::new("mnist-verify");
+    let model = shared("models/mnist-8.onnx");
+    for batch in ["1", "8"] {
+        let run = zoo(
+            &[
+                "verify",
+                model.to_str().unwrap(),
+                "--like",
+                "lenet",
+                "--batch",
+                batch,
+                "--samples",
+                "16",
+                "--json",
+            ],
+            t.path(),
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let j = run.json();
+        assert_eq!(j["pass"], true);
+        assert_eq!(j["top1_agreement"], 1.0);
+    }
+}
