@@ -30,6 +30,7 @@ pub fn zoo(args: &[&str], home: &Path) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_zoo"))
         .args(args)
         .env("HF_HOME", home.join("hf"))
+        .env("ZOO_CACHE", home.join("zoo"))
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_ENDPOINT")
         .output()

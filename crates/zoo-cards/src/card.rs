@@ -64,6 +64,9 @@ pub enum LabelFormat {
 #[serde(deny_unknown_fields)]
 pub struct Labels {
     pub format: LabelFormat,
+    /// Path of the label file in the model's Hub repo (tried first: it honours mirrors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

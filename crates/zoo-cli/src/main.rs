@@ -21,6 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Every model card: input, size, source, licence, and whether it is cached.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a pretrained model from the Hugging Face Hub, verify it, and check its import.
+    Fetch(FetchArgs),
     /// Layers, output shapes, parameter counts, the default freeze plan and op support.
     Inspect {
         #[command(flatten)]
@@ -72,6 +79,46 @@ enum Command {
 }
 
 #[derive(Args)]
+struct FetchArgs {
+    /// Model card name (see `zoo list`); omit with --url.
+    #[arg(required_unless_present = "url")]
+    model: Option<String>,
+    /// Git revision (branch, tag or commit) on the Hub.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Fetch the card's file for this opset.
+    #[arg(long)]
+    opset: Option<i64>,
+    /// Download again even if a verified copy is cached.
+    #[arg(long)]
+    force: bool,
+    /// Never touch the network: use the cache or fail.
+    #[arg(long)]
+    offline: bool,
+    /// Print nothing but the resulting path.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Hub mirror URL (default: HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Skip the import check (zoo vs tract on random inputs) after downloading.
+    #[arg(long)]
+    no_check: bool,
+    /// A model without a card: download this URL (needs --sha256).
+    #[arg(long, requires = "sha256", conflicts_with = "model")]
+    url: Option<String>,
+    /// Expected sha256 of the --url file.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// File name for the --url model in the cache.
+    #[arg(long)]
+    name: Option<String>,
+    /// Print one JSON object (the path is in it).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct ModelOpts {
     /// A model card name (alexnet, lenet), an ONNX file, or a run directory.
     model: String,
@@ -105,8 +152,100 @@ fn warn(messages: &[String]) {
     }
 }
 
+fn progress_bar(quiet: bool) -> Option<zoo_fetch::ProgressFn> {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(std::sync::Arc::new(move |done, total| {
+        if total > 0 {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+        if total > 0 && done >= total {
+            bar.finish_and_clear();
+        }
+    }))
+}
+
+fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let options = zoo_fetch::FetchOptions {
+        revision: args.revision,
+        opset: args.opset,
+        force: args.force,
+        offline: args.offline,
+        endpoint: args.endpoint,
+        progress: progress_bar(args.quiet || args.json),
+    };
+    let check = !args.no_check;
+    let report = match (&args.model, &args.url) {
+        (_, Some(url)) => zoo_app::fetch::fetch_by_url(
+            url,
+            args.sha256.as_deref().unwrap_or(""),
+            args.name.as_deref(),
+            &options,
+            check,
+        )?,
+        (Some(model), None) => zoo_app::fetch::fetch_model(model, &options, check)?,
+        (None, None) => anyhow::bail!("name a model (see `zoo list`) or pass --url"),
+    };
+    let passed = report.import_check.as_ref().is_none_or(|c| c.pass);
+    if args.json {
+        print_json(&report)?;
+    } else {
+        if !args.quiet {
+            let f = &report.fetched;
+            match f.status {
+                zoo_fetch::FetchStatus::Cached => eprintln!(
+                    "{}: already in the cache, sha256 verified ({}); nothing downloaded",
+                    report.model, f.sha256
+                ),
+                zoo_fetch::FetchStatus::Downloaded => eprintln!(
+                    "{}: downloaded {} bytes in {:.1} s, sha256 verified ({})",
+                    report.model, f.size, f.seconds, f.sha256
+                ),
+            }
+            if let Some(labels) = &f.labels {
+                eprintln!("labels: {}", labels.display());
+            }
+            if let Some(c) = &report.import_check {
+                eprintln!(
+                    "import check: zoo vs tract on {} random inputs, max_rel_diff {:.2e}, top-1 agreement {:.2}: {}",
+                    c.samples,
+                    c.max_rel_diff,
+                    c.top1_agreement,
+                    if c.pass { "pass" } else { "FAIL" }
+                );
+            }
+        }
+        println!("{}", report.fetched.path.display());
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::List { json } => {
+            let rows = zoo_app::fetch::list_models();
+            if json {
+                print_json(&rows)?;
+            } else {
+                print!("{}", zoo_app::fetch::render_list(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch(args) => fetch(args),
         Command::Inspect { model, json } => {
             let resolved = model.resolve()?;
             let report = inspect::inspect(&resolved.path, resolved.card.as_ref())?;

@@ -45,6 +45,42 @@ impl HubCache {
     }
 }
 
+/// zoo's own cache for label files and models fetched by URL: `$ZOO_CACHE`, else
+/// `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`. Kept apart from the Hub cache so that Hugging
+/// Face's tools never see folders they do not know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZooCache {
+    pub root: PathBuf,
+}
+
+impl ZooCache {
+    pub fn from_env() -> Self {
+        let root = if let Some(p) = std::env::var_os("ZOO_CACHE") {
+            PathBuf::from(p)
+        } else if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+            PathBuf::from(p).join("zoo")
+        } else {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache").join("zoo")
+        };
+        Self { root }
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn labels_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("labels").join(format!("{sha256}.txt"))
+    }
+
+    pub fn url_model_path(&self, sha256: &str, file_name: &str) -> PathBuf {
+        self.root.join("models").join(sha256).join(file_name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

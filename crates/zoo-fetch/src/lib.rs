@@ -1,9 +1,19 @@
-//! `zoo-fetch`: where pretrained models live on disk (the Hugging Face Hub cache layout, shared
-//! with Python's `huggingface_hub`), and turning a model argument (card name, ONNX file or run
+//! `zoo-fetch`: pretrained models from the Hugging Face Hub, verified by size and sha256 and
+//! cached in the Hub's own layout (shared with Python's `huggingface_hub`); plain-URL models and
+//! label files in zoo's cache; and turning a model argument (card name, ONNX file or run
 //! directory) into a file plus the card that describes it.
 
 mod cache;
+mod error;
+mod fetch;
 mod resolve;
+mod verify;
 
-pub use cache::HubCache;
+pub use cache::{HubCache, ZooCache};
+pub use error::FetchError;
+pub use fetch::{
+    download_url, ensure_writable, fetch_card, fetch_url, FetchOptions, FetchStatus, Fetched,
+    ProgressFn,
+};
 pub use resolve::{resolve_model, ModelArg, ResolveError, ResolvedModel};
+pub use verify::{check_file, sha256_file, Check};

@@ -1,0 +1,143 @@
+//! `zoo fetch` and `zoo list`: verified downloads, then an import check so a broken import is
+//! caught before anyone trains on it.
+
+use serde::Serialize;
+use zoo_cards::Card;
+use zoo_fetch::{fetch_card, fetch_url, FetchOptions, Fetched, HubCache, ZooCache};
+
+use crate::verify::{verify_file, VerifyOptions};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportCheck {
+    pub pass: bool,
+    pub samples: usize,
+    pub max_rel_diff: f64,
+    pub top1_agreement: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FetchReport {
+    pub model: String,
+    #[serde(flatten)]
+    pub fetched: Fetched,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_check: Option<ImportCheck>,
+}
+
+/// Imports the file and compares zoo with tract on two random inputs.
+pub fn import_check(path: &std::path::Path, card: Option<&Card>) -> anyhow::Result<ImportCheck> {
+    let options = VerifyOptions {
+        samples: Some(2),
+        batch: 2,
+        ..Default::default()
+    };
+    let outcome = verify_file(path, card, &options)?;
+    Ok(ImportCheck {
+        pass: outcome.report.pass,
+        samples: outcome.report.samples,
+        max_rel_diff: outcome.report.max_rel_diff,
+        top1_agreement: outcome.report.top1_agreement,
+    })
+}
+
+pub fn fetch_model(name: &str, options: &FetchOptions, check: bool) -> anyhow::Result<FetchReport> {
+    let card = zoo_cards::find(name)?;
+    let fetched = fetch_card(&card, &HubCache::from_env(), &ZooCache::from_env(), options)?;
+    let import_check = if check {
+        Some(import_check(&fetched.path, Some(&card))?)
+    } else {
+        None
+    };
+    Ok(FetchReport {
+        model: card.name,
+        fetched,
+        import_check,
+    })
+}
+
+pub fn fetch_by_url(
+    url: &str,
+    sha256: &str,
+    name: Option<&str>,
+    options: &FetchOptions,
+    check: bool,
+) -> anyhow::Result<FetchReport> {
+    let fetched = fetch_url(url, sha256, name, &ZooCache::from_env(), options)?;
+    let import_check = if check {
+        Some(import_check(&fetched.path, None)?)
+    } else {
+        None
+    };
+    Ok(FetchReport {
+        model: name.unwrap_or(url).to_string(),
+        fetched,
+        import_check,
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ListRow {
+    pub name: String,
+    pub title: String,
+    pub task: String,
+    pub input: String,
+    pub input_shape: [usize; 4],
+    pub size: u64,
+    pub license: String,
+    pub source: String,
+    pub opsets: Vec<i64>,
+    pub cached: bool,
+}
+
+pub fn list_models() -> Vec<ListRow> {
+    let cache = HubCache::from_env();
+    zoo_cards::all()
+        .into_iter()
+        .map(|c| ListRow {
+            cached: cache.cached_file(&c.source).is_some(),
+            input: c.input.name.clone(),
+            input_shape: c.input.shape,
+            size: c.source.size,
+            source: format!(
+                "hf://{}/{} @ {}",
+                c.source.repo, c.source.path, c.source.revision
+            ),
+            opsets: std::iter::once(&c.source)
+                .chain(&c.variants)
+                .map(|s| s.opset)
+                .collect(),
+            name: c.name,
+            title: c.title,
+            task: c.task,
+            license: c.license,
+        })
+        .collect()
+}
+
+pub fn render_list(rows: &[ListRow]) -> String {
+    let mut s = format!(
+        "{:<10} {:<20} {:>12}  {:<7} {:<8} {}\n",
+        "model", "input", "bytes", "opsets", "cached", "title"
+    );
+    for r in rows {
+        let shape = r.input_shape.map(|d| d.to_string()).join("x");
+        let opsets: Vec<String> = r.opsets.iter().map(|o| o.to_string()).collect();
+        s += &format!(
+            "{:<10} {:<20} {:>12}  {:<7} {:<8} {}\n",
+            r.name,
+            format!("{} {shape}", r.input),
+            crate::inspect::group_digits(r.size as usize),
+            opsets.join(","),
+            if r.cached { "yes" } else { "no" },
+            r.title
+        );
+    }
+    for r in rows {
+        s += &format!(
+            "\n{}: {}\n  source  {}\n  license {}",
+            r.name, r.title, r.source, r.license
+        );
+    }
+    s.push('\n');
+    s
+}

@@ -1,0 +1,445 @@
+//! Verified downloads into the Hugging Face cache (through `hf-hub`) and into zoo's own cache
+//! for plain URLs and label files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
+use hf_hub::HFClient;
+use zoo_cards::{Card, LabelFormat, Source};
+
+use crate::cache::{HubCache, ZooCache};
+use crate::error::FetchError;
+use crate::verify::{check_file, remove_cached, Check};
+
+/// Called with (bytes done, bytes total) while downloading.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct FetchOptions {
+    pub revision: Option<String>,
+    pub opset: Option<i64>,
+    pub force: bool,
+    pub offline: bool,
+    /// Hub mirror; `HF_ENDPOINT` when `None`.
+    pub endpoint: Option<String>,
+    pub progress: Option<ProgressFn>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FetchStatus {
+    /// Found in the cache with the right checksum: nothing was downloaded.
+    Cached,
+    Downloaded,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub status: FetchStatus,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+}
+
+struct HubProgress(ProgressFn);
+
+impl ProgressHandler for HubProgress {
+    fn on_progress(&self, event: &ProgressEvent) {
+        match event {
+            ProgressEvent::Download(DownloadEvent::Progress { files }) => {
+                for f in files {
+                    (self.0)(f.bytes_completed, f.total_bytes);
+                }
+            }
+            ProgressEvent::Download(DownloadEvent::AggregateProgress {
+                bytes_completed,
+                total_bytes,
+                ..
+            }) => (self.0)(*bytes_completed, *total_bytes),
+            _ => {}
+        }
+    }
+}
+
+/// Makes sure a cache directory exists and takes writes, so a read-only or misplaced cache is
+/// reported up front with its path rather than as a failure deep inside a download.
+pub fn ensure_writable(dir: &Path) -> Result<(), FetchError> {
+    let fail = |e: std::io::Error| FetchError::Cache {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".zoo-write-test-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(b"ok"))
+        .map_err(fail)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn resolve_url(endpoint: &str, source: &Source, revision: &str) -> String {
+    format!(
+        "{}/{}/resolve/{}/{}",
+        endpoint.trim_end_matches('/'),
+        source.repo,
+        revision,
+        source.path
+    )
+}
+
+fn endpoint(options: &FetchOptions) -> String {
+    options
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("HF_ENDPOINT").ok())
+        .unwrap_or_else(|| "https://huggingface.co".to_string())
+}
+
+/// Checks an existing file; a bad one is removed and reported as `None`.
+fn verified(path: &Path, size: u64, sha256: &str) -> Option<PathBuf> {
+    match check_file(path, size, sha256) {
+        Ok(Check::Ok) => Some(path.to_path_buf()),
+        Ok(_) => {
+            remove_cached(path);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Turns a failed check of a fresh download into an error (after removing the file).
+fn reject(path: &Path, what: &str, size: u64, sha256: &str) -> Result<(), FetchError> {
+    let check = check_file(path, size, sha256).map_err(|e| FetchError::Cache {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if check != Check::Ok {
+        remove_cached(path);
+    }
+    match check {
+        Check::Ok => Ok(()),
+        Check::Size { expected, actual } => Err(FetchError::Size {
+            what: what.to_string(),
+            expected,
+            actual,
+        }),
+        Check::Sha256 { expected, actual } => Err(FetchError::Checksum {
+            what: what.to_string(),
+            expected,
+            actual,
+        }),
+    }
+}
+
+fn hub_download(
+    hub: &HubCache,
+    options: &FetchOptions,
+    repo: &str,
+    path: &str,
+    revision: &str,
+) -> Result<PathBuf, String> {
+    let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
+    let client = HFClient::builder()
+        .endpoint(endpoint(options))
+        .cache_dir(&hub.root)
+        .retry_max_attempts(3)
+        .retry_base_delay(std::time::Duration::from_millis(200))
+        .build_sync()
+        .map_err(|e| e.to_string())?;
+    let progress = options
+        .progress
+        .clone()
+        .map(|p| hf_hub::progress::Progress::new(HubProgress(p)));
+    client
+        .model(owner, name)
+        .download_file()
+        .filename(path)
+        .revision(revision.to_string())
+        .force_download(options.force)
+        .maybe_progress(progress)
+        .send()
+        .map_err(|e| e.to_string())
+}
+
+/// Fetches a card's model file (and its label file), verified by size and sha256.
+pub fn fetch_card(
+    card: &Card,
+    hub: &HubCache,
+    zoo: &ZooCache,
+    options: &FetchOptions,
+) -> Result<Fetched, FetchError> {
+    let started = Instant::now();
+    let source = card.source_for_opset(options.opset)?;
+    let revision = options
+        .revision
+        .clone()
+        .unwrap_or_else(|| source.revision.clone());
+    let pinned = Source {
+        revision: revision.clone(),
+        ..source.clone()
+    };
+    let cached = hub.cached_file(&pinned);
+    if options.force {
+        if let Some(p) = &cached {
+            remove_cached(p);
+        }
+    }
+    let hit = if options.force {
+        None
+    } else {
+        cached.and_then(|p| verified(&p, source.size, &source.sha256))
+    };
+    let (path, status) = match hit {
+        Some(p) => (p, FetchStatus::Cached),
+        None if options.offline => {
+            return Err(FetchError::Offline {
+                name: card.name.clone(),
+                cache: hub.root.clone(),
+            })
+        }
+        None => {
+            ensure_writable(&hub.root)?;
+            let url = resolve_url(&endpoint(options), source, &revision);
+            let path = hub_download(hub, options, &source.repo, &source.path, &revision).map_err(
+                |reason| FetchError::Download {
+                    url: url.clone(),
+                    reason,
+                },
+            )?;
+            reject(&path, &url, source.size, &source.sha256)?;
+            (path, FetchStatus::Downloaded)
+        }
+    };
+    let labels = fetch_labels(card, hub, zoo, options, &revision)?;
+    Ok(Fetched {
+        path,
+        sha256: source.sha256.clone(),
+        size: source.size,
+        status,
+        seconds: started.elapsed().as_secs_f64(),
+        labels,
+    })
+}
+
+/// Label files live in zoo's cache under their checksum. They are looked up in the model's Hub
+/// repo first (same path as in onnx/models; honours mirrors), then at the card's URL.
+fn fetch_labels(
+    card: &Card,
+    hub: &HubCache,
+    zoo: &ZooCache,
+    options: &FetchOptions,
+    revision: &str,
+) -> Result<Option<PathBuf>, FetchError> {
+    let labels = &card.labels;
+    if labels.format == LabelFormat::Inline {
+        return Ok(None);
+    }
+    let (Some(sha), Some(size)) = (labels.sha256.as_deref(), labels.size) else {
+        return Ok(None);
+    };
+    let target = zoo.labels_path(sha);
+    if !options.force {
+        if let Some(p) = std::fs::metadata(&target)
+            .ok()
+            .and_then(|_| verified(&target, size, sha))
+        {
+            return Ok(Some(p));
+        }
+    }
+    if options.offline {
+        return Err(FetchError::Offline {
+            name: format!("labels of {}", card.name),
+            cache: zoo.root.clone(),
+        });
+    }
+    ensure_writable(target.parent().unwrap_or(&zoo.root))?;
+    let mut failures = Vec::new();
+    if let Some(hub_path) = &labels.hub_path {
+        let quiet = FetchOptions {
+            progress: None,
+            ..options.clone()
+        };
+        match hub_download(hub, &quiet, &card.source.repo, hub_path, revision) {
+            Ok(p) => match check_file(&p, size, sha) {
+                Ok(Check::Ok) => {
+                    copy_atomic(&p, &target)?;
+                    return Ok(Some(target));
+                }
+                _ => {
+                    remove_cached(&p);
+                    failures.push(format!("{hub_path} on the Hub failed its checksum"));
+                }
+            },
+            Err(e) => failures.push(format!("{hub_path} on the Hub: {e}")),
+        }
+    }
+    if let Some(url) = &labels.url {
+        match download_url(url, &target, None) {
+            Ok(()) => {
+                reject(&target, url, size, sha)?;
+                return Ok(Some(target));
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(FetchError::Download {
+        url: labels.url.clone().unwrap_or_default(),
+        reason: format!("no source for the labels worked: {}", failures.join("; ")),
+    })
+}
+
+fn copy_atomic(from: &Path, to: &Path) -> Result<(), FetchError> {
+    let fail = |e: std::io::Error| FetchError::Cache {
+        path: to.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).map_err(fail)?;
+    std::fs::rename(&tmp, to).map_err(fail)
+}
+
+/// Downloads a URL into `target`, resuming a previous `.part` with an HTTP Range request when
+/// the server allows it, restarting otherwise. The final name appears only after the whole
+/// body arrived (rename), and callers verify it before use.
+pub fn download_url(
+    url: &str,
+    target: &Path,
+    progress: Option<&ProgressFn>,
+) -> Result<(), FetchError> {
+    let fail = |reason: String| FetchError::Download {
+        url: url.to_string(),
+        reason,
+    };
+    let cache_fail = |e: std::io::Error| FetchError::Cache {
+        path: target.to_path_buf(),
+        reason: e.to_string(),
+    };
+    if let Some(dir) = target.parent() {
+        ensure_writable(dir)?;
+    }
+    let part = PathBuf::from(format!("{}.part", target.display()));
+    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut request = client.get(url);
+    if have > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let mut response = request.send().map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}")));
+    }
+    let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT;
+    let total = response
+        .content_length()
+        .map(|n| n + if resumed { have } else { 0 })
+        .unwrap_or(0);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resumed)
+        .write(true)
+        .truncate(!resumed)
+        .open(&part)
+        .map_err(cache_fail)?;
+    let mut done = if resumed { have } else { 0 };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = std::io::Read::read(&mut response, &mut buf)
+            .map_err(|e| fail(format!("connection lost after {done} bytes: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).map_err(cache_fail)?;
+        done += n as u64;
+        if let Some(p) = progress {
+            p(done, total);
+        }
+    }
+    file.sync_all().map_err(cache_fail)?;
+    if total > 0 && done != total {
+        return Err(fail(format!(
+            "connection closed after {done} of {total} bytes"
+        )));
+    }
+    std::fs::rename(&part, target).map_err(cache_fail)
+}
+
+/// `zoo fetch --url URL --sha256 HEX`: a model without a card, cached under its checksum.
+pub fn fetch_url(
+    url: &str,
+    sha256: &str,
+    name: Option<&str>,
+    zoo: &ZooCache,
+    options: &FetchOptions,
+) -> Result<Fetched, FetchError> {
+    let started = Instant::now();
+    let sha = sha256.to_lowercase();
+    if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(FetchError::Download {
+            url: url.to_string(),
+            reason: format!("--sha256 must be 64 hex digits, got `{sha256}`"),
+        });
+    }
+    let file_name = name
+        .map(str::to_string)
+        .or_else(|| {
+            url.rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "model.onnx".to_string());
+    let target = zoo.url_model_path(&sha, &file_name);
+    if !options.force {
+        if let Ok(crate::verify::Check::Ok) = std::fs::metadata(&target)
+            .and_then(|m| crate::verify::check_file(&target, m.len(), &sha))
+        {
+            return Ok(Fetched {
+                size: std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0),
+                path: target,
+                sha256: sha,
+                status: FetchStatus::Cached,
+                seconds: started.elapsed().as_secs_f64(),
+                labels: None,
+            });
+        }
+    }
+    if options.offline {
+        return Err(FetchError::Offline {
+            name: url.to_string(),
+            cache: zoo.root.clone(),
+        });
+    }
+    let _ = std::fs::remove_file(&target);
+    download_url(url, &target, options.progress.as_ref())?;
+    let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    let actual = crate::verify::sha256_file(&target).map_err(|e| FetchError::Cache {
+        path: target.clone(),
+        reason: e.to_string(),
+    })?;
+    if actual != sha {
+        let _ = std::fs::remove_file(&target);
+        return Err(FetchError::Checksum {
+            what: url.to_string(),
+            expected: sha,
+            actual,
+        });
+    }
+    Ok(Fetched {
+        path: target,
+        sha256: sha,
+        size,
+        status: FetchStatus::Downloaded,
+        seconds: started.elapsed().as_secs_f64(),
+        labels: None,
+    })
+}
