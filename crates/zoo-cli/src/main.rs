@@ -28,6 +28,11 @@ enum Command {
     },
     /// Download a pretrained model from the Hugging Face Hub, verify it, and check its import.
     Fetch(FetchArgs),
+    /// Datasets: health check.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Layers, output shapes, parameter counts, the default freeze plan and op support.
     Inspect {
         #[command(flatten)]
@@ -75,6 +80,20 @@ enum Command {
         /// Move the graph to this opset (e.g. 12) after filling.
         #[arg(long)]
         opset: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Class counts, image sizes, formats, unreadable files, duplicates, grayscale vs colour.
+    Check {
+        /// A folder of class folders, a CSV manifest (path,label[,split]), or MNIST IDX.
+        data: PathBuf,
+        /// Also say what this model's preprocessing will do to the images.
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -246,6 +265,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch(args) => fetch(args),
+        Command::Data {
+            command: DataCommand::Check { data, model, json },
+        } => {
+            let report = zoo_app::data::check_dataset(&data, model.as_deref())?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print!("{}", zoo_data::check::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { model, json } => {
             let resolved = model.resolve()?;
             let report = inspect::inspect(&resolved.path, resolved.card.as_ref())?;

@@ -1,5 +1,21 @@
-//! `zoo-data`: images in, model-ready tensors out.
+//! `zoo-data`: image datasets (class folders, CSV manifests, MNIST IDX), decoding with limits,
+//! the per-model preprocessing recipe, stratified seeded splits, augmentation, parallel
+//! loading, and the dataset health check.
 
+pub mod augment;
+pub mod check;
+pub mod dataset;
+mod decode;
+mod error;
+pub mod idx;
+pub mod loader;
 pub mod preprocess;
+pub mod split;
 
-pub use preprocess::{decode, list_images, preprocess, DataError};
+pub use augment::Augment;
+pub use dataset::{open, Dataset, ImageRef, Sample, SourceKind, Split};
+pub use decode::{decode, list_images, EXTENSIONS};
+pub use error::DataError;
+pub use loader::{load, Skipped, Tensors};
+pub use preprocess::preprocess;
+pub use split::{split, SplitPlan, Splits};

@@ -1,72 +1,9 @@
-//! Decoding and the per-model preprocessing recipe (resize, channel order, scale, mean/std).
-
-use std::path::{Path, PathBuf};
+//! The per-model preprocessing recipe: resize (direct, or shorter side + centre crop), channel
+//! order, scale, mean and std, into CHW `f32` values.
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader, Limits};
+use image::DynamicImage;
 use zoo_cards::{ColorOrder, Interpolation, Preprocessing, ResizeMode};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    #[error("cannot read {path}: {reason}")]
-    Unreadable { path: PathBuf, reason: String },
-    #[error("no images found in {0} (looked for jpg, jpeg, png, gif, bmp, webp, tif, tiff)")]
-    NoImages(PathBuf),
-}
-
-/// Largest decoded image accepted: 16384 x 16384 pixels; 512 MiB of decoder memory.
-/// A small file claiming more is a decompression bomb.
-const MAX_SIDE: u32 = 16_384;
-const MAX_DECODE_BYTES: u64 = 512 << 20;
-
-const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"];
-
-/// Decodes an image by content (not extension), with decode limits.
-pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    let unreadable = |reason: String| DataError::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| unreadable(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| unreadable(e.to_string()))?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    reader.decode().map_err(|e| unreadable(e.to_string()))
-}
-
-/// Image files under `dir` (recursively), sorted for reproducibility.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| DataError::Unreadable {
-            path: d.clone(),
-            reason: e.to_string(),
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    if found.is_empty() {
-        return Err(DataError::NoImages(dir.to_path_buf()));
-    }
-    Ok(found)
-}
 
 fn filter(i: Interpolation) -> FilterType {
     match i {
@@ -159,12 +96,55 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_files_are_errors() {
-        let dir = std::env::temp_dir().join(format!("zoo-data-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bad = dir.join("broken.jpg");
-        std::fs::write(&bad, b"\xff\xd8\xff not really a jpeg").unwrap();
-        assert!(matches!(decode(&bad), Err(DataError::Unreadable { .. })));
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn identity_size_keeps_every_pixel_in_chw_order() {
+        // At the model's own size no interpolation happens, so each value is known exactly.
+        let img = RgbImage::from_fn(224, 224, |x, y| {
+            Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+        });
+        let v = preprocess(&DynamicImage::ImageRgb8(img), &caffe());
+        let plane = 224 * 224;
+        for &(x, y) in &[(0usize, 0usize), (5, 7), (223, 100), (17, 223)] {
+            let i = y * 224 + x;
+            assert_eq!(v[i], ((x + y) % 256) as f32 - 103.939, "B at ({x},{y})");
+            assert_eq!(v[plane + i], y as f32 - 116.779, "G at ({x},{y})");
+            assert_eq!(v[2 * plane + i], x as f32 - 123.68, "R at ({x},{y})");
+        }
+    }
+
+    #[test]
+    fn shorter_side_crop_takes_the_centre() {
+        // Shorter side already at the target: only the crop acts, so the kept columns are known.
+        let p = Preprocessing {
+            resize: ResizeMode::ShorterSideCrop,
+            size: [4, 4],
+            resize_shorter: Some(4),
+            interpolation: Interpolation::Bilinear,
+            color: ColorOrder::Rgb,
+            scale: 1.0,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+        };
+        let img = RgbImage::from_fn(10, 4, |x, _| Rgb([x as u8 * 10, 0, 0]));
+        let v = preprocess(&DynamicImage::ImageRgb8(img), &p);
+        assert_eq!(&v[..4], &[30.0, 40.0, 50.0, 60.0]);
+    }
+
+    #[test]
+    fn mean_and_std_divide_per_channel() {
+        let p = Preprocessing {
+            resize: ResizeMode::Direct,
+            size: [2, 2],
+            resize_shorter: None,
+            interpolation: Interpolation::Nearest,
+            color: ColorOrder::Rgb,
+            scale: 1.0 / 255.0,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        };
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(2, 2, Rgb([255, 0, 51])));
+        let v = preprocess(&img, &p);
+        assert!((v[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
+        assert!((v[4] - (0.0 - 0.456) / 0.224).abs() < 1e-5);
+        assert!((v[8] - (0.2 - 0.406) / 0.225).abs() < 1e-5);
     }
 }

@@ -1,0 +1,87 @@
+//! Decoding by content (not extension) with limits, EXIF orientation and colour conversion left
+//! to preprocessing. Every failure is an error naming the file, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+
+use crate::error::DataError;
+
+/// Largest decoded image accepted: 16384 pixels a side and 512 MiB of decoder memory.
+/// A small file claiming more is a decompression bomb.
+pub const MAX_SIDE: u32 = 16_384;
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// Extensions looked at when scanning folders (content decides the actual format).
+pub const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"];
+
+pub fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Decodes an image file: format sniffed from the bytes, decode limits, EXIF orientation applied.
+pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
+    let unreadable = |reason: String| DataError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| unreadable(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    if reader.format().is_none() {
+        return Err(unreadable("not a recognised image format".into()));
+    }
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| unreadable(e.to_string()))?;
+    if let Some(o) = orientation {
+        image.apply_orientation(o);
+    }
+    Ok(image)
+}
+
+/// Image files under `dir` (recursively, by extension), sorted for reproducibility.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut found = Vec::new();
+    walk(dir, &mut found)?;
+    found.retain(|p| is_image_name(p));
+    found.sort();
+    if found.is_empty() {
+        return Err(DataError::NoImages(dir.to_path_buf()));
+    }
+    Ok(found)
+}
+
+/// Every regular file below `dir`, hidden files excluded.
+pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Unreadable {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Parallel, batched loading: decode + preprocess with rayon into one in-memory tensor set.
+
+use rayon::prelude::*;
+use serde::Serialize;
+use zoo_cards::Preprocessing;
+
+use crate::dataset::Dataset;
+use crate::preprocess::preprocess;
+
+/// Preprocessed images of a dataset subset, held in memory as one `N*C*H*W` buffer.
+#[derive(Clone, Debug, Default)]
+pub struct Tensors {
+    pub chw: [usize; 3],
+    pub values: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// Which dataset sample each image came from.
+    pub samples: Vec<usize>,
+}
+
+impl Tensors {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &[f32] {
+        let size = self.chw.iter().product::<usize>();
+        &self.values[i * size..(i + 1) * size]
+    }
+}
+
+/// A file that could not be used, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Decodes and preprocesses `indices` of `dataset` in parallel. Unreadable images are skipped
+/// and reported, never fatal.
+pub fn load(dataset: &Dataset, indices: &[usize], p: &Preprocessing) -> (Tensors, Vec<Skipped>) {
+    let chw = [p.color.channels(), p.size[0] as usize, p.size[1] as usize];
+    let results: Vec<Result<(usize, Vec<f32>), Skipped>> = indices
+        .par_iter()
+        .map(|&i| {
+            let sample = &dataset.samples[i];
+            sample
+                .image
+                .load()
+                .map(|img| (i, preprocess(&img, p)))
+                .map_err(|e| Skipped {
+                    path: sample.image.name(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect();
+    let mut tensors = Tensors {
+        chw,
+        ..Default::default()
+    };
+    let mut skipped = Vec::new();
+    for r in results {
+        match r {
+            Ok((i, values)) => {
+                tensors.values.extend(values);
+                tensors.labels.push(dataset.samples[i].label);
+                tensors.samples.push(i);
+            }
+            Err(s) => skipped.push(s),
+        }
+    }
+    (tensors, skipped)
+}
+
+/// Whether `n` preprocessed images fit in a memory budget (bytes).
+pub fn fits_in_memory(n: usize, chw: [usize; 3], budget: usize) -> bool {
+    n.saturating_mul(chw.iter().product::<usize>())
+        .saturating_mul(4)
+        <= budget
+}

@@ -1,0 +1,147 @@
+//! Train/validation splits: stratified per class and seeded, by fraction or by count per class
+//! (MATLAB's splitEachLabel), or from a manifest's split column.
+
+use std::collections::HashMap;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::dataset::{Dataset, Split};
+use crate::error::DataError;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SplitPlan {
+    /// This fraction of each class goes to validation.
+    Fraction(f64),
+    /// This many images of each class go to validation.
+    PerClass(usize),
+    /// The manifest's split column (rows without one train).
+    FromManifest,
+}
+
+/// Indices into `dataset.samples`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Splits {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub warnings: Vec<String>,
+}
+
+/// A class with more than this many times the images of another draws a warning.
+pub const IMBALANCE_RATIO: f64 = 3.0;
+
+pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, DataError> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); dataset.classes.len()];
+    for (i, s) in dataset.samples.iter().enumerate() {
+        by_class[s.label].push(i);
+    }
+    for (c, members) in by_class.iter().enumerate() {
+        if members.is_empty() {
+            return Err(DataError::Split(format!(
+                "class `{}` has no images; remove its folder or add images",
+                dataset.classes[c]
+            )));
+        }
+    }
+    let mut out = Splits::default();
+    match plan {
+        SplitPlan::FromManifest => {
+            for (i, s) in dataset.samples.iter().enumerate() {
+                match s.split {
+                    Some(Split::Val) => out.val.push(i),
+                    Some(Split::Test) => {}
+                    Some(Split::Train) | None => out.train.push(i),
+                }
+            }
+        }
+        SplitPlan::Fraction(_) | SplitPlan::PerClass(_) => {
+            if let SplitPlan::Fraction(f) = plan {
+                if !(0.0..1.0).contains(&f) {
+                    return Err(DataError::Split(format!(
+                        "--val-split {f} must be in [0, 1)"
+                    )));
+                }
+            }
+            for (c, members) in by_class.iter().enumerate() {
+                let mut members = members.clone();
+                // One stream per class, so adding a class does not reshuffle the others.
+                let mut rng = rand::rngs::StdRng::seed_from_u64(
+                    seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                members.shuffle(&mut rng);
+                let n_val = match plan {
+                    SplitPlan::Fraction(f) => (f * members.len() as f64).round() as usize,
+                    SplitPlan::PerClass(k) => k,
+                    SplitPlan::FromManifest => unreachable!(),
+                };
+                if n_val >= members.len() {
+                    return Err(DataError::Split(format!(
+                        "class `{}` has {} images: none would be left for training after taking {n_val} for validation",
+                        dataset.classes[c],
+                        members.len()
+                    )));
+                }
+                out.val.extend_from_slice(&members[..n_val]);
+                out.train.extend_from_slice(&members[n_val..]);
+            }
+            out.train.sort_unstable();
+            out.val.sort_unstable();
+        }
+    }
+    let mut train_counts = vec![0usize; dataset.classes.len()];
+    for &i in &out.train {
+        train_counts[dataset.samples[i].label] += 1;
+    }
+    if let Some(c) = train_counts.iter().position(|&n| n == 0) {
+        return Err(DataError::Split(format!(
+            "class `{}` has no training image",
+            dataset.classes[c]
+        )));
+    }
+    let counts = dataset.class_counts();
+    let (min_c, max_c) = (
+        (0..counts.len()).min_by_key(|&c| counts[c]).unwrap_or(0),
+        (0..counts.len()).max_by_key(|&c| counts[c]).unwrap_or(0),
+    );
+    if counts[max_c] as f64 > IMBALANCE_RATIO * counts[min_c] as f64 {
+        out.warnings.push(format!(
+            "classes are imbalanced: `{}` has {} images, `{}` only {}; accuracy will favour the larger classes",
+            dataset.classes[max_c], counts[max_c], dataset.classes[min_c], counts[min_c]
+        ));
+    }
+    out.warnings.extend(leak_warning(dataset, &out));
+    Ok(out)
+}
+
+/// The same file content in both train and validation inflates validation accuracy.
+fn leak_warning(dataset: &Dataset, splits: &Splits) -> Option<String> {
+    let hash = |i: usize| dataset.samples[i].image.content_hash().ok();
+    let train: HashMap<String, usize> = splits
+        .train
+        .iter()
+        .filter_map(|&i| hash(i).map(|h| (h, i)))
+        .collect();
+    let leaks: Vec<String> = splits
+        .val
+        .iter()
+        .filter_map(|&i| {
+            let h = hash(i)?;
+            train.get(&h).map(|&t| {
+                format!(
+                    "{} = {}",
+                    dataset.samples[i].image.name(),
+                    dataset.samples[t].image.name()
+                )
+            })
+        })
+        .collect();
+    if leaks.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} validation images also appear (same content) in training, e.g. {}",
+        leaks.len(),
+        leaks.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+    ))
+}

@@ -1,0 +1,94 @@
+//! Every format the loader promises, from committed fixtures (scripts/make-image-fixtures.py).
+
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/images")
+        .join(name)
+}
+
+#[test]
+fn every_supported_format_decodes() {
+    for name in [
+        "progressive.jpg",
+        "cmyk.jpg",
+        "plain.jpeg",
+        "rgba.png",
+        "palette.gif",
+        "image.bmp",
+        "image.webp",
+        "image.tiff",
+        "gray.png",
+        "sixteen-bit.png",
+    ] {
+        let img = zoo_data::decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(img.width() > 0, "{name}");
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let img = zoo_data::decode(&fixture("exif-rotated.jpg")).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (16, 24),
+        "stored 24x16 with orientation 6"
+    );
+}
+
+#[test]
+fn cmyk_jpeg_becomes_the_same_rgb() {
+    let rgb = zoo_data::decode(&fixture("plain.jpeg")).unwrap().to_rgb8();
+    let cmyk = zoo_data::decode(&fixture("cmyk.jpg")).unwrap().to_rgb8();
+    let diff: f64 = rgb
+        .as_raw()
+        .iter()
+        .zip(cmyk.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
+        / rgb.as_raw().len() as f64;
+    assert!(diff < 12.0, "mean abs difference {diff}");
+}
+
+#[test]
+fn sixteen_bit_and_alpha_convert_to_model_channels() {
+    let p = zoo_cards::find("alexnet").unwrap().preprocessing;
+    for name in ["sixteen-bit.png", "rgba.png", "gray.png"] {
+        let v = zoo_data::preprocess(&zoo_data::decode(&fixture(name)).unwrap(), &p);
+        assert_eq!(v.len(), 3 * 224 * 224, "{name}");
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+    // The 16-bit ramp spans black to white: after scaling to 8 bits both ends are present.
+    let gray = zoo_data::decode(&fixture("sixteen-bit.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(gray.get_pixel(0, 0).0[0], 0);
+    assert_eq!(gray.get_pixel(19, 0).0[0], 255);
+}
+
+#[test]
+fn broken_files_are_errors_naming_the_file() {
+    for name in ["corrupt.jpg", "text.jpg"] {
+        let err = zoo_data::decode(&fixture(name))
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn decompression_bombs_are_refused() {
+    // A valid PNG header claiming 100000 x 100000 pixels.
+    let dir = std::env::temp_dir().join(format!("zoo-bomb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bomb.png");
+    let img = image::GrayImage::new(1, 1);
+    img.save(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(zoo_data::decode(&path).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,121 @@
+//! Stratified, seeded splits and their refusals.
+
+use std::path::Path;
+
+use zoo_data::{open, split, SplitPlan};
+
+fn folder(root: &Path, counts: &[(&str, usize)]) {
+    for (class, n) in counts {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..*n {
+            // Distinct content per file, so no duplicate warnings unless a test wants them.
+            let img =
+                image::RgbImage::from_pixel(4, 4, image::Rgb([i as u8, class.len() as u8, 7]));
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+fn tmp(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("zoo-split-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+#[test]
+fn fraction_is_stratified_seeded_and_disjoint() {
+    let root = tmp("fraction");
+    folder(&root, &[("a", 10), ("b", 20)]);
+    let d = open(&root).unwrap();
+    let s = split(&d, SplitPlan::Fraction(0.2), 7).unwrap();
+    let val_per_class =
+        |s: &zoo_data::Splits, c| s.val.iter().filter(|&&i| d.samples[i].label == c).count();
+    assert_eq!((val_per_class(&s, 0), val_per_class(&s, 1)), (2, 4));
+    assert_eq!(s.train.len() + s.val.len(), 30);
+    assert!(s.train.iter().all(|i| !s.val.contains(i)));
+    let again = split(&d, SplitPlan::Fraction(0.2), 7).unwrap();
+    assert_eq!(s.val, again.val, "same seed, same split");
+    let other = split(&d, SplitPlan::Fraction(0.2), 8).unwrap();
+    assert_ne!(s.val, other.val, "another seed, another split");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn per_class_count_and_refusals() {
+    let root = tmp("per-class");
+    folder(&root, &[("a", 3), ("b", 12)]);
+    let d = open(&root).unwrap();
+    let s = split(&d, SplitPlan::PerClass(2), 1).unwrap();
+    assert_eq!(s.val.len(), 4);
+    assert!(
+        s.warnings.iter().any(|w| w.contains("imbalanced")),
+        "{:?}",
+        s.warnings
+    );
+    let err = split(&d, SplitPlan::PerClass(3), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("class `a` has 3 images"), "{err}");
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let d = open(&root).unwrap();
+    let err = split(&d, SplitPlan::Fraction(0.2), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("class `empty` has no images"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn duplicates_across_train_and_val_are_warned() {
+    let root = tmp("leak");
+    folder(&root, &[("a", 6)]);
+    for i in 0..6 {
+        std::fs::copy(
+            root.join(format!("a/{i:03}.png")),
+            root.join(format!("a/copy{i}.png")),
+        )
+        .unwrap();
+    }
+    let d = open(&root).unwrap();
+    let s = split(&d, SplitPlan::Fraction(0.5), 3).unwrap();
+    assert!(
+        s.warnings.iter().any(|w| w.contains("also appear")),
+        "{:?}",
+        s.warnings
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn manifest_split_column_decides() {
+    let root = tmp("manifest");
+    folder(&root, &[("a", 2), ("b", 2)]);
+    std::fs::write(
+        root.join("m.csv"),
+        "path,label,split\na/000.png,a,train\na/001.png,a,val\nb/000.png,b,\nb/001.png,b,test\n",
+    )
+    .unwrap();
+    let d = open(&root.join("m.csv")).unwrap();
+    let s = split(&d, SplitPlan::FromManifest, 0).unwrap();
+    assert_eq!(s.train.len(), 2);
+    assert_eq!(s.val.len(), 1);
+    assert!(d.samples[s.val[0]].image.name().ends_with("a/001.png"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn loader_skips_and_reports_unreadable_images() {
+    let root = tmp("loader");
+    folder(&root, &[("a", 3)]);
+    std::fs::write(root.join("a/broken.png"), b"\x89PNG garbage").unwrap();
+    let d = open(&root).unwrap();
+    let all: Vec<usize> = (0..d.samples.len()).collect();
+    let p = zoo_cards::find("lenet").unwrap().preprocessing;
+    let (t, skipped) = zoo_data::load(&d, &all, &p);
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.values.len(), 3 * 28 * 28);
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].path.ends_with("broken.png"));
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -1,0 +1,213 @@
+//! `zoo data check` end to end: mixed formats, broken files, duplicates, manifests, IDX.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{shared, zoo, TempDir};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/images")
+        .join(name)
+}
+
+fn copy(name: &str, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(fixture(name), to).unwrap();
+}
+
+#[test]
+fn mixed_folder_loads_everything_loadable_and_names_the_rest() {
+    let t = TempDir::new("data-mixed");
+    let root = t.path().join("data");
+    for name in [
+        "plain.jpeg",
+        "palette.gif",
+        "sixteen-bit.png",
+        "rgba.png",
+        "corrupt.jpg",
+        "text.jpg",
+    ] {
+        copy(name, &root.join("cats").join(name));
+    }
+    for name in [
+        "progressive.jpg",
+        "cmyk.jpg",
+        "image.bmp",
+        "image.webp",
+        "image.tiff",
+        "exif-rotated.jpg",
+    ] {
+        copy(name, &root.join("dogs").join(name));
+    }
+    copy("plain.jpeg", &root.join("dogs/same-as-a-cat.jpeg"));
+    std::fs::write(root.join("dogs/notes.txt"), "not an image").unwrap();
+
+    let run = zoo(
+        &[
+            "data",
+            "check",
+            root.to_str().unwrap(),
+            "--model",
+            "alexnet",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["total"], 11);
+    assert_eq!(j["classes"][0]["name"], "cats");
+    assert_eq!(j["classes"][0]["count"], 4);
+    assert_eq!(j["classes"][1]["count"], 7);
+    let unreadable: Vec<&str> = j["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(unreadable.len(), 2);
+    assert!(unreadable.iter().any(|p| p.ends_with("cats/corrupt.jpg")));
+    assert!(unreadable.iter().any(|p| p.ends_with("cats/text.jpg")));
+    let dups = j["duplicates"].as_array().unwrap();
+    assert_eq!(dups.len(), 1);
+    assert_eq!(dups[0].as_array().unwrap().len(), 2);
+    assert_eq!(j["duplicates_across_classes"], 1);
+    assert!(j["ignored"][0].as_str().unwrap().ends_with("notes.txt"));
+    assert_eq!(j["grayscale"], 1, "the 16-bit PNG is grayscale");
+    let formats = &j["formats"];
+    for f in ["jpeg", "png", "gif", "bmp", "webp", "tiff"] {
+        assert!(formats[f].as_u64().unwrap() >= 1, "{f}: {formats}");
+    }
+    let warnings = j["warnings"].to_string();
+    assert!(
+        warnings.contains("grayscale images will be replicated")
+            && warnings.contains("different labels"),
+        "{warnings}"
+    );
+
+    let table = zoo(&["data", "check", root.to_str().unwrap()], t.path());
+    assert!(
+        table.stdout.contains("unreadable ") && table.stdout.contains("corrupt.jpg"),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn csv_manifest_with_splits_and_escape_protection() {
+    let t = TempDir::new("data-csv");
+    let root = t.path().join("set");
+    copy("plain.jpeg", &root.join("img/a.jpeg"));
+    copy("progressive.jpg", &root.join("img/b.jpg"));
+    copy("image.bmp", &root.join("img/c.bmp"));
+    let csv = root.join("manifest.csv");
+    std::fs::write(
+        &csv,
+        "path,label,split\nimg/a.jpeg,rose,train\nimg/b.jpg,tulip,val\nimg/c.bmp,rose,\n",
+    )
+    .unwrap();
+    let run = zoo(
+        &["data", "check", csv.to_str().unwrap(), "--json"],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["total"], 3);
+    assert_eq!(
+        j["classes"],
+        serde_json::json!([{"name": "rose", "count": 2, "unreadable": 0}, {"name": "tulip", "count": 1, "unreadable": 0}])
+    );
+
+    std::fs::write(&csv, "path,label\nimg/a.jpeg,rose\n../outside.png,tulip\n").unwrap();
+    let run = zoo(&["data", "check", csv.to_str().unwrap()], t.path());
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("line 3") && run.stderr.contains("escapes"),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::write(&csv, "file,class\nimg/a.jpeg,rose\n").unwrap();
+    let run = zoo(&["data", "check", csv.to_str().unwrap()], t.path());
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("`path` and `label`"), "{}", run.stderr);
+}
+
+#[test]
+fn a_folder_without_class_folders_is_explained() {
+    let t = TempDir::new("data-flat");
+    copy("plain.jpeg", &t.path().join("flat/a.jpeg"));
+    let run = zoo(
+        &["data", "check", t.path().join("flat").to_str().unwrap()],
+        t.path(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("sub-folder named after the class"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn flowers5_has_400_images_in_5_classes() {
+    let t = TempDir::new("flowers");
+    let run = zoo(
+        &[
+            "data",
+            "check",
+            shared("data/flowers5").to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["total"], 400);
+    let classes: Vec<(&str, u64)> = j["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            ("daisy", 80),
+            ("dandelion", 80),
+            ("rose", 80),
+            ("sunflower", 80),
+            ("tulip", 80)
+        ]
+    );
+    assert_eq!(j["unreadable"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn mnist_test_set_has_the_published_digit_counts() {
+    let t = TempDir::new("mnist");
+    for path in ["data/mnist", "data/mnist/t10k-images-idx3-ubyte.gz"] {
+        let run = zoo(
+            &["data", "check", shared(path).to_str().unwrap(), "--json"],
+            t.path(),
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let j = run.json();
+        assert_eq!(j["total"], 10_000);
+        let counts: Vec<u64> = j["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            counts,
+            [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+        );
+        assert_eq!(j["classes"][7]["name"], "7");
+    }
+}
