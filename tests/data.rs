@@ -136,6 +136,19 @@ fn csv_manifest_with_splits_and_escape_protection() {
 }
 
 #[test]
+fn the_documented_example_manifest_is_valid() {
+    let t = TempDir::new("data-example");
+    let csv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data-manifests/example/manifest.csv");
+    let run = zoo(
+        &["data", "check", csv.to_str().unwrap(), "--json"],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["total"], 4);
+}
+
+#[test]
 fn a_folder_without_class_folders_is_explained() {
     let t = TempDir::new("data-flat");
     copy("plain.jpeg", &t.path().join("flat/a.jpeg"));

@@ -32,6 +32,52 @@ impl Tensors {
     }
 }
 
+/// One mini-batch: `N*C*H*W` values and `N` labels.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub values: Vec<f32>,
+    pub labels: Vec<usize>,
+}
+
+impl Tensors {
+    /// Mini-batches in a seeded shuffled order (or in order with `shuffle = None`), optionally
+    /// augmented per (seed, epoch, image). The last batch may be smaller.
+    pub fn batches(
+        &self,
+        batch_size: usize,
+        shuffle: Option<u64>,
+        augment: Option<(crate::Augment, u64, usize)>,
+    ) -> impl Iterator<Item = Batch> + '_ {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        if let Some(seed) = shuffle {
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        }
+        let size = self.chw.iter().product::<usize>();
+        let batch_size = batch_size.max(1);
+        (0..order.len().div_ceil(batch_size)).map(move |b| {
+            let picked = &order[b * batch_size..((b + 1) * batch_size).min(order.len())];
+            let mut values = Vec::with_capacity(picked.len() * size);
+            for &i in picked {
+                let start = values.len();
+                values.extend_from_slice(self.image(i));
+                if let Some((aug, seed, epoch)) = augment {
+                    aug.apply(
+                        &mut values[start..],
+                        self.chw,
+                        crate::augment::sample_seed(seed, epoch, i),
+                    );
+                }
+            }
+            Batch {
+                values,
+                labels: picked.iter().map(|&i| self.labels[i]).collect(),
+            }
+        })
+    }
+}
+
 /// A file that could not be used, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {

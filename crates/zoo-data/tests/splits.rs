@@ -119,3 +119,31 @@ fn loader_skips_and_reports_unreadable_images() {
     assert!(skipped[0].path.ends_with("broken.png"));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn batches_cover_every_image_once_per_epoch() {
+    let root = tmp("batches");
+    folder(&root, &[("a", 5), ("b", 4)]);
+    let d = open(&root).unwrap();
+    let all: Vec<usize> = (0..d.samples.len()).collect();
+    let p = zoo_cards::find("lenet").unwrap().preprocessing;
+    let (t, _) = zoo_data::load(&d, &all, &p);
+    let batches: Vec<_> = t.batches(4, Some(3), None).collect();
+    assert_eq!(
+        batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(),
+        [4, 4, 1]
+    );
+    let mut labels: Vec<usize> = batches.iter().flat_map(|b| b.labels.clone()).collect();
+    labels.sort();
+    assert_eq!(labels, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
+    let in_order: Vec<usize> = t.batches(9, None, None).next().unwrap().labels;
+    assert_eq!(in_order, t.labels);
+    let aug = zoo_data::Augment {
+        flip: true,
+        max_shift: 3,
+    };
+    let a: Vec<f32> = t.batches(9, None, Some((aug, 1, 0))).next().unwrap().values;
+    let b: Vec<f32> = t.batches(9, None, Some((aug, 1, 0))).next().unwrap().values;
+    assert_eq!(a, b, "augmentation is seeded");
+    std::fs::remove_dir_all(&root).unwrap();
+}
