@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod fetch;
+pub mod finetune;
 pub mod inspect;
 pub mod profile;
 pub mod standin;

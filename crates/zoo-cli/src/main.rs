@@ -28,6 +28,8 @@ enum Command {
     },
     /// Download a pretrained model from the Hugging Face Hub, verify it, and check its import.
     Fetch(FetchArgs),
+    /// Finetune a pretrained model on your images: freeze early layers, replace the head, train.
+    Finetune(FinetuneArgs),
     /// Datasets: health check.
     Data {
         #[command(subcommand)]
@@ -81,6 +83,185 @@ enum Command {
         #[arg(long)]
         opset: Option<i64>,
     },
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    #[command(flatten)]
+    model: ModelOpts,
+    /// Training images: a folder of class folders, a CSV manifest, or MNIST IDX.
+    #[arg(long)]
+    data: PathBuf,
+    /// Number of classes; must match the data.
+    #[arg(long)]
+    classes: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Learning rate of the body (the new head uses lr x head-lr-factor).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 10.0)]
+    head_lr_factor: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// sgdm or adam.
+    #[arg(long, default_value = "sgdm", value_parser = ["sgdm", "adam"])]
+    optimizer: String,
+    /// Layers to freeze, comma separated (replaces the card's plan).
+    #[arg(long, value_delimiter = ',')]
+    freeze: Option<Vec<String>>,
+    /// Freeze every layer up to and including this one.
+    #[arg(long)]
+    freeze_until: Option<String>,
+    /// Train every layer.
+    #[arg(long)]
+    unfreeze_all: bool,
+    /// Fraction of each class held out for validation (default 0.2, or the manifest's split column).
+    #[arg(long)]
+    val_split: Option<f64>,
+    /// Images of each class held out for validation.
+    #[arg(long)]
+    val_per_class: Option<usize>,
+    /// Validate every this many iterations (default: each epoch).
+    #[arg(long)]
+    val_every: Option<usize>,
+    /// Stop after this many validations without improvement.
+    #[arg(long)]
+    patience: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Random flips and shifts (disables the frozen-feature cache).
+    #[arg(long)]
+    augment: bool,
+    /// Run the frozen layers on every step instead of once per image.
+    #[arg(long)]
+    no_feature_cache: bool,
+    /// Run directory (default runs/<model>-<timestamp>, with runs/latest pointing at it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Progress bar plus the MATLAB-style table, on stderr.
+struct CliReporter {
+    bar: indicatif::ProgressBar,
+    header: std::sync::Once,
+}
+
+impl CliReporter {
+    fn new(quiet: bool) -> Self {
+        let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+        bar.set_draw_target(if quiet { indicatif::ProgressDrawTarget::hidden() } else { indicatif::ProgressDrawTarget::stderr() });
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} iteration {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Self { bar, header: std::sync::Once::new() }
+    }
+}
+
+impl zoo_train::Reporter for CliReporter {
+    fn info(&self, message: &str) {
+        self.bar.suspend(|| eprintln!("{message}"));
+    }
+
+    fn warn(&self, message: &str) {
+        self.bar.suspend(|| eprintln!("warning: {message}"));
+    }
+
+    fn row(&self, r: &zoo_train::ValidationRow) {
+        self.bar.suspend(|| {
+            self.header.call_once(|| {
+                eprintln!("| epoch | iteration | elapsed (s) | mini-batch loss | mini-batch acc | val loss | val acc |    lr    |");
+                eprintln!("|-------|-----------|-------------|-----------------|----------------|----------|---------|----------|");
+            });
+            eprintln!(
+                "| {:>5} | {:>9} | {:>11.1} | {:>15.4} | {:>13.2}% | {:>8.4} | {:>6.2}% | {:>8.2e} |",
+                r.epoch,
+                r.iteration,
+                r.elapsed_s,
+                r.train_loss,
+                100.0 * r.train_accuracy,
+                r.val_loss,
+                100.0 * r.val_accuracy,
+                r.lr
+            );
+        });
+    }
+
+    fn progress(&self, iteration: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(iteration as u64);
+    }
+}
+
+fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
+    match args.device.as_str() {
+        "auto" | "cpu" => {}
+        "cuda" => anyhow::bail!("this zoo was built without CUDA support (rebuild with --features cuda)"),
+        other => anyhow::bail!("--device must be auto, cpu or cuda, not `{other}`"),
+    }
+    let resolved = args.model.resolve()?;
+    let name = match &resolved.arg {
+        zoo_fetch::ModelArg::Card(c) => c.clone(),
+        _ => resolved.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+    };
+    let mut options = zoo_train::FinetuneOptions::new(args.data, args.classes);
+    options.epochs = args.epochs;
+    options.batch_size = args.batch_size;
+    options.lr = args.lr;
+    options.head_lr_factor = args.head_lr_factor;
+    options.momentum = args.momentum;
+    options.weight_decay = args.weight_decay;
+    options.optimizer = if args.optimizer == "adam" { zoo_train::OptimizerKind::Adam } else { zoo_train::OptimizerKind::Sgdm };
+    options.freeze = args.freeze;
+    options.freeze_until = args.freeze_until;
+    options.unfreeze_all = args.unfreeze_all;
+    options.val_split = args.val_split;
+    options.val_per_class = args.val_per_class;
+    options.val_every = args.val_every;
+    options.patience = args.patience;
+    options.seed = args.seed;
+    options.augment = args.augment;
+    options.feature_cache = !args.no_feature_cache;
+    options.out = args.out;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while saving still exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let reporter = CliReporter::new(args.json);
+    eprintln!("device: cpu (burn flex)");
+    let summary = zoo_app::finetune::run_finetune(&resolved.path, resolved.card.as_ref(), &name, &options, Some(stop), &reporter)?;
+    reporter.bar.finish_and_clear();
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        eprintln!(
+            "best validation accuracy {:.2}% (epoch {}, iteration {}); {:.1} images/s; frozen parameters unchanged: {}",
+            100.0 * summary.best_val_accuracy,
+            summary.best_epoch,
+            summary.best_iteration,
+            summary.images_per_s,
+            summary.freeze_audit.frozen_params_unchanged
+        );
+        println!("{}", summary.run_dir.display());
+    }
+    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
 #[derive(Subcommand)]
@@ -265,6 +446,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch(args) => fetch(args),
+        Command::Finetune(args) => finetune(args),
         Command::Data {
             command: DataCommand::Check { data, model, json },
         } => {

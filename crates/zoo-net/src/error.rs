@@ -6,6 +6,8 @@ pub enum NetError {
     InputShape { expected: String, found: String },
     #[error("this graph only runs at batch size {batch}: {reason}")]
     FixedBatch { batch: usize, reason: String },
+    #[error("cannot replace head layer `{layer}`: {reason}")]
+    Head { layer: String, reason: String },
     #[error("no layer named `{name}`; layers: {known}")]
     UnknownLayer { name: String, known: String },
 }

@@ -16,23 +16,23 @@ use crate::network::Network;
 
 /// A value flowing through the graph: the tensor padded to rank 4, and its ONNX rank.
 #[derive(Clone, Debug)]
-struct Value<B: Backend> {
-    t: Tensor<B, 4>,
-    rank: usize,
+pub(crate) struct Value<B: Backend> {
+    pub(crate) t: Tensor<B, 4>,
+    pub(crate) rank: usize,
 }
 
 impl<B: Backend> Value<B> {
-    fn new(t: Tensor<B, 4>, rank: usize) -> Self {
+    pub(crate) fn new(t: Tensor<B, 4>, rank: usize) -> Self {
         Self { t, rank }
     }
 
     /// The ONNX dims (the last `rank` dims of the padded tensor).
-    fn dims(&self) -> Vec<usize> {
+    pub(crate) fn dims(&self) -> Vec<usize> {
         self.t.dims()[4 - self.rank..].to_vec()
     }
 
     /// Builds a value from ONNX dims.
-    fn reshaped(t: Tensor<B, 4>, dims: &[usize]) -> Self {
+    pub(crate) fn reshaped(t: Tensor<B, 4>, dims: &[usize]) -> Self {
         Self::new(t.reshape(pad4(dims)), dims.len())
     }
 
@@ -52,25 +52,46 @@ fn pad4(dims: &[usize]) -> [usize; 4] {
     out
 }
 
-pub(crate) fn run_graph<B: Backend>(net: &Network<B>, input: Tensor<B, 4>) -> Tensor<B, 2> {
+/// Runs the graph from the input (or from a cut value, skipping the data nodes before
+/// `start`) until `want` is computed. Nodes that only transform parameters always run.
+pub(crate) fn run_nodes<B: Backend>(
+    net: &Network<B>,
+    seed: (&str, Value<B>),
+    start: usize,
+    want: &str,
+) -> Value<B> {
     let plan = &net.plan;
     let graph = &plan.graph;
     let mut values: HashMap<&str, Value<B>> = HashMap::new();
-    values.insert(&graph.input.name, Value::new(input, 4));
+    let (seed_name, seed_value) = seed;
+    values.insert(seed_name, seed_value);
+    if let Some(v) = values.get(want) {
+        return v.clone();
+    }
     for (i, node) in graph.nodes.iter().enumerate() {
+        if i < start && plan.data_dependent[i] {
+            continue;
+        }
         let out = run_node(net, node, &values);
         values.insert(&node.outputs[0], out);
+        if node.outputs[0] == want {
+            break;
+        }
         for dead in &plan.release_after[i] {
-            values.remove(dead.as_str());
+            if dead != want {
+                values.remove(dead.as_str());
+            }
         }
     }
-    let out = values
-        .remove(graph.output.name.as_str())
-        .expect("the output was validated at import");
-    let dims = out.dims();
+    values.remove(want).expect("the wanted value is produced by the graph")
+}
+
+/// `[batch, features]` view of a value.
+pub(crate) fn as_matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
+    let dims = v.dims();
     let batch = dims[0];
     let rest: usize = dims[1..].iter().product();
-    out.t.reshape([batch, rest])
+    v.t.reshape([batch, rest])
 }
 
 fn run_node<B: Backend>(

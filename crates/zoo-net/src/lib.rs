@@ -6,9 +6,12 @@
 
 mod error;
 mod exec;
+mod export;
+pub mod head;
 mod network;
 pub mod plan;
 
 pub use error::NetError;
-pub use network::Network;
+pub use head::{replace_head, HeadChange};
+pub use network::{Activation, FeatureCut, Network};
 pub use plan::{Layer, ParamRole, ParamSpec, Plan};

@@ -9,8 +9,41 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::NetError;
-use crate::exec::run_graph;
+use crate::exec::{as_matrix, run_nodes, Value};
 use crate::plan::{build_plan, ParamRole, Plan};
+
+/// Where a frozen prefix ends: the value to cache, and the first node after it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureCut {
+    pub value: String,
+    pub start: usize,
+}
+
+/// An intermediate value of the graph (e.g. cached features), with its ONNX dims.
+#[derive(Clone, Debug)]
+pub struct Activation<B: Backend> {
+    pub(crate) value: Value<B>,
+}
+
+impl<B: Backend> Activation<B> {
+    pub fn dims(&self) -> Vec<usize> {
+        self.value.dims()
+    }
+
+    /// Host copy, row-major over `dims()`.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.value.t.clone().into_data().convert::<f32>().into_vec::<f32>().expect("float values")
+    }
+
+    pub fn from_vec(values: Vec<f32>, dims: &[usize], device: &B::Device) -> Self {
+        let mut padded = [1usize; 4];
+        padded[4 - dims.len()..].copy_from_slice(dims);
+        let t = Tensor::<B, 4>::from_data(TensorData::new(values, padded), device);
+        Self {
+            value: Value::new(t, dims.len()),
+        }
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct Network<B: Backend> {
@@ -60,6 +93,32 @@ impl<B: Backend> Network<B> {
 
     /// Runs the graph on an NCHW batch and returns `[batch, outputs]`.
     pub fn forward(&self, input: Tensor<B, 4>) -> Result<Tensor<B, 2>, NetError> {
+        self.check_input(&input)?;
+        let out = run_nodes(self, (&self.plan.graph.input.name, Value::new(input, 4)), 0, &self.plan.graph.output.name);
+        Ok(as_matrix(out))
+    }
+
+    /// Like [`forward`](Self::forward) but returns the pre-softmax logits when the graph ends
+    /// in a Softmax (training needs them; the exported model keeps the Softmax).
+    pub fn forward_logits(&self, input: Tensor<B, 4>) -> Result<Tensor<B, 2>, NetError> {
+        let want = self.logits_value().to_string();
+        let act = self.forward_to(input, &want)?;
+        Ok(as_matrix(act.value))
+    }
+
+    /// The value holding the logits: the Softmax input when the graph ends in a Softmax.
+    pub fn logits_value(&self) -> &str {
+        let graph = &self.plan.graph;
+        graph
+            .nodes
+            .iter()
+            .find(|n| n.outputs[0] == graph.output.name)
+            .filter(|n| matches!(n.op, zoo_onnx::Op::Softmax { .. }))
+            .and_then(|n| n.input(0))
+            .unwrap_or(&graph.output.name)
+    }
+
+    fn check_input(&self, input: &Tensor<B, 4>) -> Result<(), NetError> {
         let [n, c, h, w] = input.dims();
         let expected = self.plan.graph.input_chw();
         if [c, h, w] != expected {
@@ -74,16 +133,76 @@ impl<B: Backend> Network<B> {
                 found: "an empty batch".into(),
             });
         }
-        let declared = self.plan.graph.shapes.declared_batch;
         if let Some(reason) = &self.plan.graph.shapes.fixed_batch {
-            if n != declared {
+            if n != self.plan.graph.shapes.declared_batch {
                 return Err(NetError::FixedBatch {
-                    batch: declared,
+                    batch: self.plan.graph.shapes.declared_batch,
                     reason: reason.clone(),
                 });
             }
         }
-        Ok(run_graph(self, input))
+        Ok(())
+    }
+
+    /// Runs from the input until `value` is computed.
+    pub fn forward_to(&self, input: Tensor<B, 4>, value: &str) -> Result<Activation<B>, NetError> {
+        self.check_input(&input)?;
+        let v = run_nodes(self, (&self.plan.graph.input.name, Value::new(input, 4)), 0, value);
+        Ok(Activation { value: v })
+    }
+
+    /// Continues from a cached activation of `cut` (see [`feature_cut`](Self::feature_cut))
+    /// to `until`, returning `[batch, features]`.
+    pub fn forward_from(&self, cut: &FeatureCut, activation: Activation<B>, until: &str) -> Tensor<B, 2> {
+        as_matrix(run_nodes(self, (&cut.value, activation.value), cut.start, until))
+    }
+
+    /// Where the frozen prefix ends: the single value through which everything trainable is
+    /// reached, after the last frozen data node. `None` when the first data node trains, when
+    /// no single value separates the two parts, or when the prefix is stochastic (Dropout).
+    pub fn feature_cut(&self) -> Option<FeatureCut> {
+        let graph = &self.plan.graph;
+        let trains = |node: &zoo_onnx::Node| {
+            node.inputs.iter().any(|i| self.plan.param_index.get(i).is_some_and(|&p| self.trainable[p]))
+                || node.inputs.iter().any(|i| {
+                    graph
+                        .nodes
+                        .iter()
+                        .find(|n| n.outputs[0] == *i && matches!(n.op, zoo_onnx::Op::Reshape { .. } | zoo_onnx::Op::Identity))
+                        .is_some_and(|n| n.inputs.iter().any(|j| self.plan.param_index.get(j).is_some_and(|&p| self.trainable[p])))
+                })
+        };
+        let data = &self.plan.data_dependent;
+        let first_trainable = (0..graph.nodes.len()).find(|&i| data[i] && trains(&graph.nodes[i]))?;
+        for k in (1..=first_trainable).rev() {
+            if !data[k] {
+                continue;
+            }
+            let produced_before: std::collections::HashSet<&str> = graph.nodes[..k]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| data[*i])
+                .map(|(_, n)| n.outputs[0].as_str())
+                .chain(std::iter::once(graph.input.name.as_str()))
+                .collect();
+            let mut frontier: Vec<&str> = graph.nodes[k..]
+                .iter()
+                .flat_map(|n| n.inputs.iter().map(String::as_str))
+                .filter(|i| produced_before.contains(i))
+                .collect();
+            frontier.sort_unstable();
+            frontier.dedup();
+            let stochastic = graph.nodes[..k]
+                .iter()
+                .any(|n| matches!(n.op, zoo_onnx::Op::Dropout { .. }));
+            if frontier.len() == 1 && frontier[0] != graph.input.name && !stochastic {
+                return Some(FeatureCut {
+                    value: frontier[0].to_string(),
+                    start: k,
+                });
+            }
+        }
+        None
     }
 
     /// The current value of a parameter as a tensor of its ONNX dims (flattened).
@@ -107,6 +226,21 @@ impl<B: Backend> Network<B> {
                 (spec.name.clone(), spec.dims.clone(), values)
             })
             .collect()
+    }
+
+    /// burn's id of each parameter (optimizers and gradients are keyed by it), in plan order.
+    pub fn param_ids(&self) -> Vec<burn::module::ParamId> {
+        self.params.iter().map(|p| p.id).collect()
+    }
+
+    /// One parameter's current values, read back to the host.
+    pub fn param_value(&self, index: usize) -> Vec<f32> {
+        self.params[index]
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float parameters")
     }
 
     /// Whether a parameter will receive gradients.

@@ -54,6 +54,8 @@ pub struct Plan {
     pub layers: Vec<Layer>,
     /// Per node: values whose last reader is this node (freed after it runs).
     pub(crate) release_after: Vec<Vec<String>>,
+    /// Per node: whether it depends on the image input (others only transform parameters).
+    pub data_dependent: Vec<bool>,
 }
 
 impl Plan {
@@ -83,16 +85,19 @@ impl Plan {
     }
 }
 
-/// Splits a model into a plan and the initial parameter values (in `plan.params` order).
-pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
-    let OnnxModel {
-        proto,
-        mut graph,
-        metadata,
-    } = model;
+/// Which layer owns a parameter, decided from the graph alone (nothing is consumed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    pub param: String,
+    pub role: ParamRole,
+    pub layer: String,
+    /// Label of the node that owns the layer.
+    pub node: String,
+}
 
-    // Constants read as data by a computing op become parameters; batch-norm statistics
-    // become buffers. Everything else (shapes, dropout ratios) stays a plain constant.
+/// Constants read as data by a computing op become parameters; batch-norm statistics become
+/// buffers. Everything else (shapes, dropout ratios) stays a plain constant.
+pub fn assign_layers(graph: &Graph) -> Vec<Assignment> {
     let mut roles: Vec<(String, ParamRole)> = Vec::new();
     let mut seen = HashSet::new();
     for node in &graph.nodes {
@@ -114,54 +119,62 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             }
         }
     }
-
-    let owners = owner_nodes(&graph, &seen);
+    let owners = owner_nodes(graph, &seen);
     let mut layer_names: HashMap<String, String> = HashMap::new();
     let mut used_names: HashSet<String> = HashSet::new();
+    roles
+        .into_iter()
+        .map(|(param, role)| {
+            let node = owners.get(&param).cloned().unwrap_or_default();
+            let layer = layer_names
+                .entry(node.clone())
+                .or_insert_with(|| {
+                    let owner = graph.node(&node).expect("owner nodes exist");
+                    let base = layer_name(owner, graph, &seen);
+                    let mut unique = base.clone();
+                    let mut k = 2;
+                    while !used_names.insert(unique.clone()) {
+                        unique = format!("{base}_{k}");
+                        k += 1;
+                    }
+                    unique
+                })
+                .clone();
+            Assignment { param, role, layer, node }
+        })
+        .collect()
+}
+
+/// Splits a model into a plan and the initial parameter values (in `plan.params` order).
+pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
+    let OnnxModel {
+        proto,
+        mut graph,
+        metadata,
+    } = model;
+    let assignments = assign_layers(&graph);
     let mut layers: Vec<Layer> = Vec::new();
-    let mut params = Vec::with_capacity(roles.len());
-    let mut values = Vec::with_capacity(roles.len());
+    let mut params = Vec::with_capacity(assignments.len());
+    let mut values = Vec::with_capacity(assignments.len());
     let mut param_index = HashMap::new();
-    for (name, role) in roles {
-        let owner = owners.get(&name).cloned().unwrap_or_default();
-        let layer_name = layer_names
-            .entry(owner.clone())
-            .or_insert_with(|| {
-                let node = graph.node(&owner).expect("owner nodes exist");
-                let base = layer_name(node, &graph, &seen);
-                let mut unique = base.clone();
-                let mut k = 2;
-                while !used_names.insert(unique.clone()) {
-                    unique = format!("{base}_{k}");
-                    k += 1;
-                }
-                layers.push(Layer {
-                    name: unique.clone(),
-                    op: node.op.onnx_type().to_string(),
-                    node: owner.clone(),
-                    params: Vec::new(),
-                });
-                unique
-            })
-            .clone();
-        let constant = graph
-            .constants
-            .remove(&name)
-            .expect("param constants exist");
-        let Constant { dims, data } = constant;
+    for a in assignments {
         let index = params.len();
-        layers
-            .iter_mut()
-            .find(|l| l.name == layer_name)
-            .expect("layer was just created")
-            .params
-            .push(index);
-        param_index.insert(name.clone(), index);
+        match layers.iter_mut().find(|l| l.name == a.layer) {
+            Some(l) => l.params.push(index),
+            None => layers.push(Layer {
+                name: a.layer.clone(),
+                op: graph.node(&a.node).map(|n| n.op.onnx_type().to_string()).unwrap_or_default(),
+                node: a.node.clone(),
+                params: vec![index],
+            }),
+        }
+        let Constant { dims, data } = graph.constants.remove(&a.param).expect("param constants exist");
+        param_index.insert(a.param.clone(), index);
         params.push(ParamSpec {
-            name,
+            name: a.param,
             dims,
-            role,
-            layer: layer_name,
+            role: a.role,
+            layer: a.layer,
         });
         values.push(match data {
             zoo_onnx::ConstData::F32(v) => v,
@@ -178,6 +191,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
         .collect();
     layers.sort_by_key(|l| position.get(l.node.as_str()).copied().unwrap_or(usize::MAX));
     let release_after = release_schedule(&graph);
+    let data_dependent = data_dependence(&graph);
     (
         Plan {
             graph,
@@ -187,6 +201,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             param_index,
             layers,
             release_after,
+            data_dependent,
         },
         values,
     )
@@ -269,6 +284,21 @@ fn layer_name(node: &Node, graph: &Graph, params: &HashSet<String>) -> String {
     } else {
         node.name.clone()
     }
+}
+
+fn data_dependence(graph: &Graph) -> Vec<bool> {
+    let mut reached: HashSet<&str> = HashSet::from([graph.input.name.as_str()]);
+    graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let dep = n.inputs.iter().any(|i| reached.contains(i.as_str()));
+            if dep {
+                reached.extend(n.outputs.iter().map(String::as_str));
+            }
+            dep
+        })
+        .collect()
 }
 
 fn release_schedule(graph: &Graph) -> Vec<Vec<String>> {

@@ -83,6 +83,14 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// Re-validates and re-infers shapes after an edit (e.g. a replaced head).
+    pub fn refresh_shapes(&mut self) -> Result<()> {
+        self.shapes = infer_shapes(self)?;
+        Ok(())
+    }
+}
+
 /// A parsed model: the validated graph plus the original protobuf (weights moved out), kept so
 /// that an export can write back untouched nodes exactly as they were.
 #[derive(Clone, Debug)]

@@ -1,0 +1,46 @@
+//! `zoo finetune`: resolves the model and its profile, then hands over to `zoo-train`.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use zoo_cards::Card;
+use zoo_train::{FinetuneOptions, Reporter, Summary, TrainProfile};
+
+use crate::profile::{profile, ProfileSource};
+
+/// Builds the training profile of a model file (card, zoo metadata, or stated defaults).
+pub fn train_profile(path: &Path, card: Option<&Card>, name: &str) -> anyhow::Result<(TrainProfile, Option<String>)> {
+    let onnx = zoo_onnx::OnnxModel::load(path)?;
+    let net = zoo_net::Network::<crate::CpuBackend>::from_model(onnx, &Default::default());
+    let p = profile(card, net.plan());
+    let card_name = match &p.source {
+        ProfileSource::Card(c) => Some(c.clone()),
+        _ => net.plan().metadata.get(crate::profile::META_CARD).cloned(),
+    };
+    Ok((
+        TrainProfile {
+            name: name.to_string(),
+            card: card_name,
+            preprocessing: p.preprocessing,
+            freeze: p.freeze,
+            head: p.head,
+        },
+        p.warning,
+    ))
+}
+
+pub fn run_finetune(
+    path: &Path,
+    card: Option<&Card>,
+    name: &str,
+    options: &FinetuneOptions,
+    stop: Option<Arc<AtomicBool>>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Summary> {
+    let (profile, warning) = train_profile(path, card, name)?;
+    if let Some(w) = warning {
+        reporter.warn(&w);
+    }
+    zoo_train::finetune(path, &profile, options, stop, reporter)
+}

@@ -1,0 +1,14 @@
+//! `zoo-train`: finetuning imported ONNX classifiers. The head layer is replaced with an
+//! N-way one, the card's early layers are frozen, the frozen prefix can be run once and cached,
+//! and each run leaves a directory with weights (ONNX), logs and a freeze audit.
+
+pub mod export;
+pub mod finetune;
+pub mod options;
+pub mod report;
+pub mod rundir;
+pub mod trainer;
+
+pub use finetune::{finetune, CpuTrain, FreezeAudit, Summary, TrainProfile};
+pub use options::{FinetuneOptions, OptimizerKind};
+pub use trainer::{Reporter, ValidationRow};

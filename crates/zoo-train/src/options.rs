@@ -1,0 +1,85 @@
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with momentum (MATLAB's `sgdm`, the PyTorch finetuning tutorial's choice).
+    Sgdm,
+    Adam,
+}
+
+/// Every finetuning option; written to `config.json` as given.
+#[derive(Clone, Debug, Serialize)]
+pub struct FinetuneOptions {
+    pub data: PathBuf,
+    pub classes: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// The new head learns this many times faster (MATLAB's WeightLearnRateFactor).
+    pub head_lr_factor: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub optimizer: OptimizerKind,
+    /// Explicit layers to freeze (replaces the card's plan).
+    pub freeze: Option<Vec<String>>,
+    /// Freeze every layer up to and including this one.
+    pub freeze_until: Option<String>,
+    pub unfreeze_all: bool,
+    pub val_split: Option<f64>,
+    pub val_per_class: Option<usize>,
+    /// Validate every this many iterations (default: once per epoch).
+    pub val_every: Option<usize>,
+    /// Stop after this many validations without a better accuracy.
+    pub patience: Option<usize>,
+    pub seed: u64,
+    pub augment: bool,
+    pub feature_cache: bool,
+    pub out: Option<PathBuf>,
+}
+
+impl FinetuneOptions {
+    pub fn new(data: PathBuf, classes: usize) -> Self {
+        Self {
+            data,
+            classes,
+            epochs: 10,
+            batch_size: 32,
+            lr: 1e-3,
+            head_lr_factor: 10.0,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            optimizer: OptimizerKind::Sgdm,
+            freeze: None,
+            freeze_until: None,
+            unfreeze_all: false,
+            val_split: None,
+            val_per_class: None,
+            val_every: None,
+            patience: None,
+            seed: 0,
+            augment: false,
+            feature_cache: true,
+            out: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("--epochs and --batch-size must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.head_lr_factor > 0.0) {
+            return Err("--lr and --head-lr-factor must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
+            return Err("--momentum must be in [0, 1) and --weight-decay non-negative".into());
+        }
+        let freezes = [self.freeze.is_some(), self.freeze_until.is_some(), self.unfreeze_all];
+        if freezes.iter().filter(|&&b| b).count() > 1 {
+            return Err("use only one of --freeze, --freeze-until, --unfreeze-all".into());
+        }
+        Ok(())
+    }
+}
