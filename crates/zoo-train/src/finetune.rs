@@ -71,6 +71,16 @@ pub struct Summary {
     pub freeze_audit: FreezeAudit,
 }
 
+/// The freeze audit: every frozen parameter of every network equals its snapshot bit for bit.
+pub fn frozen_unchanged<B: burn::tensor::backend::Backend>(nets: &[&Network<B>], frozen: &[usize], snapshot: &[Vec<f32>]) -> bool {
+    nets.iter().all(|net| {
+        frozen
+            .iter()
+            .zip(snapshot)
+            .all(|(&i, before)| net.param_value(i).iter().map(|v| v.to_bits()).eq(before.iter().map(|v| v.to_bits())))
+    })
+}
+
 fn context<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
@@ -222,10 +232,7 @@ pub fn finetune(
     }
 
     // Freeze audit, on both weight sets that are written.
-    let unchanged = frozen_idx
-        .iter()
-        .zip(&snapshot)
-        .all(|(&i, before)| trained.last.param_value(i) == *before && trained.best.param_value(i) == *before);
+    let unchanged = frozen_unchanged(&[&trained.last, &trained.best], &frozen_idx, &snapshot);
 
     let best_inner = trained.best.valid();
     let (final_loss, final_acc, preds) = evaluate(&best_inner, cut.as_ref(), &val_in, options.batch_size, &Default::default())?;

@@ -9,6 +9,6 @@ pub mod report;
 pub mod rundir;
 pub mod trainer;
 
-pub use finetune::{finetune, CpuTrain, FreezeAudit, Summary, TrainProfile};
+pub use finetune::{finetune, frozen_unchanged, CpuTrain, FreezeAudit, Summary, TrainProfile};
 pub use options::{FinetuneOptions, OptimizerKind};
 pub use trainer::{Reporter, ValidationRow};

@@ -1,0 +1,198 @@
+//! Finetuning on a small synthetic task: the feature cache changes nothing but speed, the
+//! freeze audit holds (and catches broken freezing), mismatches are clear errors.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+use zoo_train::{finetune, FinetuneOptions, Reporter, TrainProfile, ValidationRow};
+
+
+struct Quiet;
+
+impl Reporter for Quiet {
+    fn info(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+    fn row(&self, _: &ValidationRow) {}
+    fn progress(&self, _: usize, _: usize) {}
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("zoo-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// conv1 (frozen) -> relu -> pool -> flatten -> fc1 -> relu -> fc2 (head, 4 outputs) -> softmax.
+fn base_model(path: &Path) {
+    let mut rng = SeededRng::new(3);
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(3), Some(12), Some(12)]);
+    b.init_f32("conv1_w_0", &[6, 3, 3, 3], rng.values(162, 0.3));
+    b.init_f32("conv1_b_0", &[6], rng.values(6, 0.1));
+    b.init_f32("fc1_w_0", &[16, 6 * 6 * 6], rng.values(16 * 216, 0.1));
+    b.init_f32("fc1_b_0", &[16], rng.values(16, 0.1));
+    b.init_f32("fc2_w_0", &[4, 16], rng.values(64, 0.3));
+    b.init_f32("fc2_b_0", &[4], rng.values(4, 0.1));
+    b.init_i64("shape", &[1, 216]);
+    b.node("n0", "Conv", &["x", "conv1_w_0", "conv1_b_0"], &["c"], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))]);
+    b.node("n1", "Relu", &["c"], &["r"], vec![]);
+    b.node("n2", "MaxPool", &["r"], &["p"], vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2]))]);
+    b.node("n3", "Reshape", &["p", "shape"], &["f"], vec![]);
+    b.node("n4", "Gemm", &["f", "fc1_w_0", "fc1_b_0"], &["g1"], vec![("transB", Attr::Int(1))]);
+    b.node("n5", "Relu", &["g1"], &["r1"], vec![]);
+    b.node("n6", "Gemm", &["r1", "fc2_w_0", "fc2_b_0"], &["g2"], vec![("transB", Attr::Int(1))]);
+    b.node("n7", "Softmax", &["g2"], &["prob"], vec![]);
+    b.output("prob", &[Some(1), Some(4)]);
+    std::fs::write(path, b.build(9).encode_to_vec()).unwrap();
+}
+
+/// Three classes that differ in colour, with noise: learnable in a few epochs.
+fn dataset(root: &Path, per_class: usize) {
+    let mut rng = SeededRng::new(17);
+    for (c, rgb) in [("red", [200u8, 40, 40]), ("green", [40, 200, 40]), ("blue", [40, 40, 200])] {
+        let dir = root.join(c);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(16, 14, |_, _| {
+                let n = (rng.symmetric() * 50.0) as i32;
+                image::Rgb(rgb.map(|v| (v as i32 + n).clamp(0, 255) as u8))
+            });
+            img.save(dir.join(format!("{i:02}.png"))).unwrap();
+        }
+    }
+}
+
+fn profile() -> TrainProfile {
+    TrainProfile {
+        name: "tiny".into(),
+        card: None,
+        preprocessing: zoo_cards::Preprocessing::default_for([3, 12, 12]),
+        freeze: vec!["conv1".into()],
+        head: "fc2".into(),
+    }
+}
+
+fn options(data: &Path, out: &Path, cache: bool) -> FinetuneOptions {
+    let mut o = FinetuneOptions::new(data.to_path_buf(), 3);
+    o.epochs = 3;
+    o.batch_size = 8;
+    o.lr = 0.01;
+    o.feature_cache = cache;
+    o.out = Some(out.to_path_buf());
+    o
+}
+
+fn weights(run: &Path, name: &str) -> Vec<(String, Vec<f32>)> {
+    let model = zoo_onnx::OnnxModel::load(run.join(name)).unwrap();
+    let net = zoo_net::Network::<burn::backend::Flex>::from_model(model, &Default::default());
+    net.param_values().into_iter().map(|(n, _, v)| (n, v)).collect()
+}
+
+#[test]
+fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
+    let t = tmp("cache");
+    let model = t.join("base.onnx");
+    base_model(&model);
+    dataset(&t.join("data"), 10);
+    let cached = finetune(&model, &profile(), &options(&t.join("data"), &t.join("run-cached"), true), None, &Quiet).unwrap();
+    let plain = finetune(&model, &profile(), &options(&t.join("data"), &t.join("run-plain"), false), None, &Quiet).unwrap();
+    assert_eq!(cached.feature_cache.as_deref(), Some("f"));
+    assert_eq!(plain.feature_cache, None);
+    assert!(cached.freeze_audit.frozen_params_unchanged && plain.freeze_audit.frozen_params_unchanged);
+    let a = weights(&t.join("run-cached"), "last.onnx");
+    let b = weights(&t.join("run-plain"), "last.onnx");
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let diff = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{name} differs by {diff}");
+    }
+    assert!(cached.best_val_accuracy > 0.5, "the colours are learnable: {}", cached.best_val_accuracy);
+    for f in ["config.json", "labels.txt", "metrics.csv", "confusion.csv", "best.onnx", "last.onnx", "summary.json"] {
+        assert!(t.join("run-cached").join(f).is_file(), "{f}");
+    }
+    let labels = std::fs::read_to_string(t.join("run-cached/labels.txt")).unwrap();
+    assert_eq!(labels, "blue\ngreen\nred\n");
+    let metrics = std::fs::read_to_string(t.join("run-cached/metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 3 * 3, "header + 3 epochs x 3 iterations");
+    // The head has 3 outputs now and the frozen conv is untouched.
+    let base = weights(&t, "base.onnx");
+    let conv_before = &base.iter().find(|(n, _)| n == "conv1_w_0").unwrap().1;
+    let conv_after = &a.iter().find(|(n, _)| n == "conv1_w_0").unwrap().1;
+    assert_eq!(conv_before, conv_after);
+    assert_eq!(a.iter().find(|(n, _)| n == "fc2_w_0").unwrap().1.len(), 3 * 16);
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("run-cached/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["frozen_params_unchanged"], true);
+    std::fs::remove_dir_all(&t).unwrap();
+}
+
+#[test]
+fn unfreezing_everything_changes_the_conv_and_the_audit_sees_no_frozen_layer() {
+    let t = tmp("unfreeze");
+    let model = t.join("base.onnx");
+    base_model(&model);
+    dataset(&t.join("data"), 6);
+    let mut o = options(&t.join("data"), &t.join("run"), true);
+    o.unfreeze_all = true;
+    let s = finetune(&model, &profile(), &o, None, &Quiet).unwrap();
+    assert!(s.freeze_audit.frozen_layers.is_empty());
+    assert_eq!(s.feature_cache, None, "nothing frozen, nothing to cache");
+    let base = weights(&t, "base.onnx");
+    let after = weights(&t.join("run"), "last.onnx");
+    assert_ne!(base[0].1, after[0].1, "conv1 trains when unfrozen");
+    std::fs::remove_dir_all(&t).unwrap();
+}
+
+#[test]
+fn class_count_mismatch_lists_the_classes() {
+    let t = tmp("mismatch");
+    let model = t.join("base.onnx");
+    base_model(&model);
+    dataset(&t.join("data"), 3);
+    let mut o = options(&t.join("data"), &t.join("run"), true);
+    o.classes = 5;
+    let err = finetune(&model, &profile(), &o, None, &Quiet).unwrap_err().to_string();
+    assert!(err.contains("--classes 5") && err.contains("3 classes (blue, green, red)"), "{err}");
+    let mut o = options(&t.join("data"), &t.join("run2"), true);
+    o.freeze = Some(vec!["fc2".into()]);
+    let err = finetune(&model, &profile(), &o, None, &Quiet).unwrap_err().to_string();
+    assert!(err.contains("is the head"), "{err}");
+    o.freeze = Some(vec!["conv9".into()]);
+    let err = finetune(&model, &profile(), &o, None, &Quiet).unwrap_err().to_string();
+    assert!(err.contains("conv9") && err.contains("conv1, fc1, fc2"), "{err}");
+    std::fs::remove_dir_all(&t).unwrap();
+}
+
+#[test]
+fn ctrl_c_before_the_first_step_still_writes_the_run() {
+    let t = tmp("stop");
+    let model = t.join("base.onnx");
+    base_model(&model);
+    dataset(&t.join("data"), 4);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let s = finetune(&model, &profile(), &options(&t.join("data"), &t.join("run"), true), Some(stop), &Quiet).unwrap();
+    assert!(s.interrupted);
+    assert!(t.join("run/best.onnx").is_file() && t.join("run/summary.json").is_file());
+    std::fs::remove_dir_all(&t).unwrap();
+}
+
+#[test]
+fn the_freeze_audit_fails_when_a_frozen_layer_was_trained() {
+    use burn::backend::{Autodiff, Flex};
+    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    type B = Autodiff<Flex>;
+    let t = tmp("audit");
+    let path = t.join("base.onnx");
+    base_model(&path);
+    let device = Default::default();
+    // "Broken freezing": conv1 is listed as frozen but was left trainable.
+    let net = zoo_net::Network::<B>::from_model(zoo_onnx::OnnxModel::load(&path).unwrap(), &device);
+    let frozen: Vec<usize> = net.plan().layer("conv1").unwrap().params.clone();
+    let snapshot: Vec<Vec<f32>> = frozen.iter().map(|&i| net.param_value(i)).collect();
+    assert!(zoo_train::frozen_unchanged(&[&net], &frozen, &snapshot));
+    let x = burn::tensor::Tensor::<B, 4>::ones([2, 3, 12, 12], &device);
+    let loss = net.forward_logits(x).unwrap().sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    let net = SgdConfig::new().init::<B, zoo_net::Network<B>>().step(0.1, net, grads);
+    assert!(!zoo_train::frozen_unchanged(&[&net], &frozen, &snapshot), "the audit must catch a trained frozen layer");
+    std::fs::remove_dir_all(&t).unwrap();
+}
