@@ -10,7 +10,11 @@ use zoo_train::{FinetuneOptions, Reporter, Summary, TrainProfile};
 use crate::profile::{profile, ProfileSource};
 
 /// Builds the training profile of a model file (card, zoo metadata, or stated defaults).
-pub fn train_profile(path: &Path, card: Option<&Card>, name: &str) -> anyhow::Result<(TrainProfile, Option<String>)> {
+pub fn train_profile(
+    path: &Path,
+    card: Option<&Card>,
+    name: &str,
+) -> anyhow::Result<(TrainProfile, Option<String>)> {
     let onnx = zoo_onnx::OnnxModel::load(path)?;
     let net = zoo_net::Network::<crate::CpuBackend>::from_model(onnx, &Default::default());
     let p = profile(card, net.plan());

@@ -159,13 +159,26 @@ struct CliReporter {
 
 impl CliReporter {
     fn new(quiet: bool) -> Self {
-        let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
-        bar.set_draw_target(if quiet { indicatif::ProgressDrawTarget::hidden() } else { indicatif::ProgressDrawTarget::stderr() });
+        let bar = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(0)
+        };
+        bar.set_draw_target(if quiet {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        });
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} iteration {pos}/{len} {per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} iteration {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        Self { bar, header: std::sync::Once::new() }
+        Self {
+            bar,
+            header: std::sync::Once::new(),
+        }
     }
 }
 
@@ -207,13 +220,19 @@ impl zoo_train::Reporter for CliReporter {
 fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     match args.device.as_str() {
         "auto" | "cpu" => {}
-        "cuda" => anyhow::bail!("this zoo was built without CUDA support (rebuild with --features cuda)"),
+        "cuda" => {
+            anyhow::bail!("this zoo was built without CUDA support (rebuild with --features cuda)")
+        }
         other => anyhow::bail!("--device must be auto, cpu or cuda, not `{other}`"),
     }
     let resolved = args.model.resolve()?;
     let name = match &resolved.arg {
         zoo_fetch::ModelArg::Card(c) => c.clone(),
-        _ => resolved.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+        _ => resolved
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
     };
     let mut options = zoo_train::FinetuneOptions::new(args.data, args.classes);
     options.epochs = args.epochs;
@@ -222,7 +241,11 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     options.head_lr_factor = args.head_lr_factor;
     options.momentum = args.momentum;
     options.weight_decay = args.weight_decay;
-    options.optimizer = if args.optimizer == "adam" { zoo_train::OptimizerKind::Adam } else { zoo_train::OptimizerKind::Sgdm };
+    options.optimizer = if args.optimizer == "adam" {
+        zoo_train::OptimizerKind::Adam
+    } else {
+        zoo_train::OptimizerKind::Sgdm
+    };
     options.freeze = args.freeze;
     options.freeze_until = args.freeze_until;
     options.unfreeze_all = args.unfreeze_all;
@@ -246,7 +269,14 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     }
     let reporter = CliReporter::new(args.json);
     eprintln!("device: cpu (burn flex)");
-    let summary = zoo_app::finetune::run_finetune(&resolved.path, resolved.card.as_ref(), &name, &options, Some(stop), &reporter)?;
+    let summary = zoo_app::finetune::run_finetune(
+        &resolved.path,
+        resolved.card.as_ref(),
+        &name,
+        &options,
+        Some(stop),
+        &reporter,
+    )?;
     reporter.bar.finish_and_clear();
     if args.json {
         print_json(&summary)?;
@@ -261,7 +291,11 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         );
         println!("{}", summary.run_dir.display());
     }
-    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Subcommand)]

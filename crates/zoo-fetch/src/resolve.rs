@@ -10,7 +10,7 @@ pub enum ResolveError {
     Card(#[from] CardError),
     #[error("model `{name}` is not in the cache ({cache}); run `zoo fetch {name}` first")]
     NotFetched { name: String, cache: PathBuf },
-    #[error("{0} is a directory without a model.onnx")]
+    #[error("{0} is a directory without model.onnx or best.onnx (is it a zoo run directory?)")]
     EmptyDir(PathBuf),
     #[error("`{0}` is neither a file, a directory, nor a known model; known models: {1}")]
     NotFound(String, String),
@@ -43,10 +43,12 @@ pub fn resolve_model(
     let like_card = like.map(zoo_cards::find).transpose()?;
     let path = Path::new(arg);
     if path.is_dir() {
-        let model = path.join("model.onnx");
-        if !model.is_file() {
-            return Err(ResolveError::EmptyDir(path.to_path_buf()));
-        }
+        // A run directory: the exported model, else the best weights of the run.
+        let model = ["model.onnx", "best.onnx"]
+            .iter()
+            .map(|f| path.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ResolveError::EmptyDir(path.to_path_buf()))?;
         return Ok(ResolvedModel {
             arg: ModelArg::RunDir(path.to_path_buf()),
             path: model,

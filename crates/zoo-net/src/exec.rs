@@ -83,7 +83,9 @@ pub(crate) fn run_nodes<B: Backend>(
             }
         }
     }
-    values.remove(want).expect("the wanted value is produced by the graph")
+    values
+        .remove(want)
+        .expect("the wanted value is produced by the graph")
 }
 
 /// `[batch, features]` view of a value.

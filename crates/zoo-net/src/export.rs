@@ -25,12 +25,15 @@ impl<B: Backend> Network<B> {
             });
         }
         let graph = proto.graph.get_or_insert_with(Default::default);
-        let fresh_names: std::collections::HashSet<String> = fresh.iter().map(|t| t.name.clone()).collect();
+        let fresh_names: std::collections::HashSet<String> =
+            fresh.iter().map(|t| t.name.clone()).collect();
         // Keep constant nodes only when their value is not now an initializer.
-        graph
-            .node
-            .retain(|n| !(matches!(n.op_type.as_str(), "Constant" | "ConstantOfShape") && n.output.iter().all(|o| fresh_names.contains(o))));
-        let still_read: std::collections::HashSet<&String> = graph.node.iter().flat_map(|n| n.input.iter()).collect();
+        graph.node.retain(|n| {
+            !(matches!(n.op_type.as_str(), "Constant" | "ConstantOfShape")
+                && n.output.iter().all(|o| fresh_names.contains(o)))
+        });
+        let still_read: std::collections::HashSet<&String> =
+            graph.node.iter().flat_map(|n| n.input.iter()).collect();
         let keep: std::collections::HashSet<String> = fresh
             .iter()
             .map(|t| t.name.clone())
@@ -40,9 +43,16 @@ impl<B: Backend> Network<B> {
         // Initializers listed as graph inputs (IR < 4 files) must show their current shapes.
         let dims_of: std::collections::HashMap<&str, Vec<Option<usize>>> = fresh
             .iter()
-            .map(|t| (t.name.as_str(), t.dims.iter().map(|&d| Some(d as usize)).collect()))
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dims.iter().map(|&d| Some(d as usize)).collect(),
+                )
+            })
             .collect();
-        graph.input.retain(|i| i.name == plan.graph.input.name || dims_of.contains_key(i.name.as_str()));
+        graph
+            .input
+            .retain(|i| i.name == plan.graph.input.name || dims_of.contains_key(i.name.as_str()));
         for input in graph.input.iter_mut() {
             if let Some(d) = dims_of.get(input.name.as_str()) {
                 *input = value_info(&input.name, d);

@@ -32,7 +32,13 @@ impl<B: Backend> Activation<B> {
 
     /// Host copy, row-major over `dims()`.
     pub fn to_vec(&self) -> Vec<f32> {
-        self.value.t.clone().into_data().convert::<f32>().into_vec::<f32>().expect("float values")
+        self.value
+            .t
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float values")
     }
 
     pub fn from_vec(values: Vec<f32>, dims: &[usize], device: &B::Device) -> Self {
@@ -94,7 +100,12 @@ impl<B: Backend> Network<B> {
     /// Runs the graph on an NCHW batch and returns `[batch, outputs]`.
     pub fn forward(&self, input: Tensor<B, 4>) -> Result<Tensor<B, 2>, NetError> {
         self.check_input(&input)?;
-        let out = run_nodes(self, (&self.plan.graph.input.name, Value::new(input, 4)), 0, &self.plan.graph.output.name);
+        let out = run_nodes(
+            self,
+            (&self.plan.graph.input.name, Value::new(input, 4)),
+            0,
+            &self.plan.graph.output.name,
+        );
         Ok(as_matrix(out))
     }
 
@@ -147,14 +158,29 @@ impl<B: Backend> Network<B> {
     /// Runs from the input until `value` is computed.
     pub fn forward_to(&self, input: Tensor<B, 4>, value: &str) -> Result<Activation<B>, NetError> {
         self.check_input(&input)?;
-        let v = run_nodes(self, (&self.plan.graph.input.name, Value::new(input, 4)), 0, value);
+        let v = run_nodes(
+            self,
+            (&self.plan.graph.input.name, Value::new(input, 4)),
+            0,
+            value,
+        );
         Ok(Activation { value: v })
     }
 
     /// Continues from a cached activation of `cut` (see [`feature_cut`](Self::feature_cut))
     /// to `until`, returning `[batch, features]`.
-    pub fn forward_from(&self, cut: &FeatureCut, activation: Activation<B>, until: &str) -> Tensor<B, 2> {
-        as_matrix(run_nodes(self, (&cut.value, activation.value), cut.start, until))
+    pub fn forward_from(
+        &self,
+        cut: &FeatureCut,
+        activation: Activation<B>,
+        until: &str,
+    ) -> Tensor<B, 2> {
+        as_matrix(run_nodes(
+            self,
+            (&cut.value, activation.value),
+            cut.start,
+            until,
+        ))
     }
 
     /// Where the frozen prefix ends: the single value through which everything trainable is
@@ -163,17 +189,32 @@ impl<B: Backend> Network<B> {
     pub fn feature_cut(&self) -> Option<FeatureCut> {
         let graph = &self.plan.graph;
         let trains = |node: &zoo_onnx::Node| {
-            node.inputs.iter().any(|i| self.plan.param_index.get(i).is_some_and(|&p| self.trainable[p]))
-                || node.inputs.iter().any(|i| {
-                    graph
-                        .nodes
-                        .iter()
-                        .find(|n| n.outputs[0] == *i && matches!(n.op, zoo_onnx::Op::Reshape { .. } | zoo_onnx::Op::Identity))
-                        .is_some_and(|n| n.inputs.iter().any(|j| self.plan.param_index.get(j).is_some_and(|&p| self.trainable[p])))
-                })
+            node.inputs.iter().any(|i| {
+                self.plan
+                    .param_index
+                    .get(i)
+                    .is_some_and(|&p| self.trainable[p])
+            }) || node.inputs.iter().any(|i| {
+                graph
+                    .nodes
+                    .iter()
+                    .find(|n| {
+                        n.outputs[0] == *i
+                            && matches!(n.op, zoo_onnx::Op::Reshape { .. } | zoo_onnx::Op::Identity)
+                    })
+                    .is_some_and(|n| {
+                        n.inputs.iter().any(|j| {
+                            self.plan
+                                .param_index
+                                .get(j)
+                                .is_some_and(|&p| self.trainable[p])
+                        })
+                    })
+            })
         };
         let data = &self.plan.data_dependent;
-        let first_trainable = (0..graph.nodes.len()).find(|&i| data[i] && trains(&graph.nodes[i]))?;
+        let first_trainable =
+            (0..graph.nodes.len()).find(|&i| data[i] && trains(&graph.nodes[i]))?;
         for k in (1..=first_trainable).rev() {
             if !data[k] {
                 continue;

@@ -140,7 +140,12 @@ pub fn assign_layers(graph: &Graph) -> Vec<Assignment> {
                     unique
                 })
                 .clone();
-            Assignment { param, role, layer, node }
+            Assignment {
+                param,
+                role,
+                layer,
+                node,
+            }
         })
         .collect()
 }
@@ -163,12 +168,18 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             Some(l) => l.params.push(index),
             None => layers.push(Layer {
                 name: a.layer.clone(),
-                op: graph.node(&a.node).map(|n| n.op.onnx_type().to_string()).unwrap_or_default(),
+                op: graph
+                    .node(&a.node)
+                    .map(|n| n.op.onnx_type().to_string())
+                    .unwrap_or_default(),
                 node: a.node.clone(),
                 params: vec![index],
             }),
         }
-        let Constant { dims, data } = graph.constants.remove(&a.param).expect("param constants exist");
+        let Constant { dims, data } = graph
+            .constants
+            .remove(&a.param)
+            .expect("param constants exist");
         param_index.insert(a.param.clone(), index);
         params.push(ParamSpec {
             name: a.param,

@@ -17,13 +17,22 @@ pub fn encode<B: Backend>(net: &Network<B>, meta: &Metadata) -> Vec<u8> {
     let mut proto = net.to_model_proto();
     let mut set = |key: &str, value: String| {
         proto.metadata_props.retain(|p| p.key != key);
-        proto.metadata_props.push(StringStringEntryProto { key: key.into(), value });
+        proto.metadata_props.push(StringStringEntryProto {
+            key: key.into(),
+            value,
+        });
     };
     if let Some(card) = &meta.card {
         set("zoo.card", card.clone());
     }
-    set("zoo.preprocessing", serde_json::to_string(&meta.preprocessing).unwrap_or_default());
-    set("zoo.labels", serde_json::to_string(&meta.labels).unwrap_or_default());
+    set(
+        "zoo.preprocessing",
+        serde_json::to_string(&meta.preprocessing).unwrap_or_default(),
+    );
+    set(
+        "zoo.labels",
+        serde_json::to_string(&meta.labels).unwrap_or_default(),
+    );
     set("zoo.base_sha256", meta.base_sha256.clone());
     proto.encode_to_vec()
 }

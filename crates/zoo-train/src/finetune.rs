@@ -15,7 +15,9 @@ use zoo_net::{HeadChange, Network, ParamRole};
 
 use crate::options::FinetuneOptions;
 use crate::rundir;
-use crate::trainer::{cache_features, evaluate, train, Inputs, LoopInputs, Reporter, ValidationRow};
+use crate::trainer::{
+    cache_features, evaluate, train, Inputs, LoopInputs, Reporter, ValidationRow,
+};
 
 /// The CPU training backend: burn's flex with autodiff.
 pub type CpuTrain = Autodiff<Flex>;
@@ -72,12 +74,18 @@ pub struct Summary {
 }
 
 /// The freeze audit: every frozen parameter of every network equals its snapshot bit for bit.
-pub fn frozen_unchanged<B: burn::tensor::backend::Backend>(nets: &[&Network<B>], frozen: &[usize], snapshot: &[Vec<f32>]) -> bool {
+pub fn frozen_unchanged<B: burn::tensor::backend::Backend>(
+    nets: &[&Network<B>],
+    frozen: &[usize],
+    snapshot: &[Vec<f32>],
+) -> bool {
     nets.iter().all(|net| {
-        frozen
-            .iter()
-            .zip(snapshot)
-            .all(|(&i, before)| net.param_value(i).iter().map(|v| v.to_bits()).eq(before.iter().map(|v| v.to_bits())))
+        frozen.iter().zip(snapshot).all(|(&i, before)| {
+            net.param_value(i)
+                .iter()
+                .map(|v| v.to_bits())
+                .eq(before.iter().map(|v| v.to_bits()))
+        })
     })
 }
 
@@ -110,7 +118,9 @@ pub fn finetune(
     let split_plan = match (options.val_per_class, options.val_split) {
         (Some(k), _) => SplitPlan::PerClass(k),
         (None, Some(f)) => SplitPlan::Fraction(f),
-        (None, None) if dataset.samples.iter().any(|s| s.split.is_some()) => SplitPlan::FromManifest,
+        (None, None) if dataset.samples.iter().any(|s| s.split.is_some()) => {
+            SplitPlan::FromManifest
+        }
         (None, None) => SplitPlan::Fraction(0.2),
     };
     let splits = split(&dataset, split_plan, options.seed)?;
@@ -142,7 +152,10 @@ pub fn finetune(
     ));
 
     // Model: import, new head, freeze plan.
-    let base_sha256 = context(zoo_fetch::sha256_file(model_path), &format!("cannot read {}", model_path.display()))?;
+    let base_sha256 = context(
+        zoo_fetch::sha256_file(model_path),
+        &format!("cannot read {}", model_path.display()),
+    )?;
     let mut onnx = zoo_onnx::OnnxModel::load(model_path)?;
     let chw = onnx.graph.input_chw();
     if chw != train_t.chw {
@@ -162,36 +175,58 @@ pub fn finetune(
         list.clone()
     } else if let Some(until) = &options.freeze_until {
         let pos = layer_names.iter().position(|l| l == until).ok_or_else(|| {
-            anyhow::anyhow!("--freeze-until: no layer `{until}`; layers: {}", layer_names.join(", "))
+            anyhow::anyhow!(
+                "--freeze-until: no layer `{until}`; layers: {}",
+                layer_names.join(", ")
+            )
         })?;
         layer_names[..=pos].to_vec()
     } else {
         profile.freeze.clone()
     };
     if frozen.contains(&profile.head) {
-        anyhow::bail!("`{}` is the head: it is replaced and always trains; do not freeze it", profile.head);
+        anyhow::bail!(
+            "`{}` is the head: it is replaced and always trains; do not freeze it",
+            profile.head
+        );
     }
     let net = net.set_layers_trainable(&frozen, false)?;
     let plan = net.plan();
     let frozen_idx: Vec<usize> = (0..plan.params.len())
-        .filter(|&i| frozen.contains(&plan.params[i].layer) || plan.params[i].role == ParamRole::Buffer)
+        .filter(|&i| {
+            frozen.contains(&plan.params[i].layer) || plan.params[i].role == ParamRole::Buffer
+        })
         .collect();
     let snapshot: Vec<Vec<f32>> = frozen_idx.iter().map(|&i| net.param_value(i)).collect();
-    let head_params: Vec<usize> = plan.layer(&profile.head).map(|l| l.params.clone()).unwrap_or_default();
-    let trainable_params: usize = (0..plan.params.len()).filter(|&i| net.is_trainable(i)).map(|i| plan.params[i].numel()).sum();
+    let head_params: Vec<usize> = plan
+        .layer(&profile.head)
+        .map(|l| l.params.clone())
+        .unwrap_or_default();
+    let trainable_params: usize = (0..plan.params.len())
+        .filter(|&i| net.is_trainable(i))
+        .map(|i| plan.params[i].numel())
+        .sum();
     let frozen_params: usize = frozen_idx.iter().map(|&i| plan.params[i].numel()).sum();
     reporter.info(&format!(
         "model: {} -> {} classes at `{}`; frozen: {}; trainable parameters: {}",
         profile.name,
         options.classes,
         profile.head,
-        if frozen.is_empty() { "nothing".to_string() } else { frozen.join(", ") },
+        if frozen.is_empty() {
+            "nothing".to_string()
+        } else {
+            frozen.join(", ")
+        },
         trainable_params
     ));
 
     // Frozen-feature cache: run the frozen prefix once, train the tail on its output.
     let cache_started = Instant::now();
-    let cut = if options.feature_cache && !options.augment { net.feature_cut() } else { None };
+    let cut = if options.feature_cache && !options.augment {
+        net.feature_cut()
+    } else {
+        None
+    };
     let (train_in, val_in) = match &cut {
         Some(cut) => {
             let inner = net.valid();
@@ -204,15 +239,33 @@ pub fn finetune(
                 cache_started.elapsed().as_secs_f64()
             ));
             (
-                Inputs { tensors: train_t, features: Some(tf) },
-                Inputs { tensors: val_t, features: Some(vf) },
+                Inputs {
+                    tensors: train_t,
+                    features: Some(tf),
+                },
+                Inputs {
+                    tensors: val_t,
+                    features: Some(vf),
+                },
             )
         }
-        None => (Inputs { tensors: train_t, features: None }, Inputs { tensors: val_t, features: None }),
+        None => (
+            Inputs {
+                tensors: train_t,
+                features: None,
+            },
+            Inputs {
+                tensors: val_t,
+                features: None,
+            },
+        ),
     };
     let setup_seconds = cache_started.elapsed().as_secs_f64();
 
-    let run_dir = context(rundir::create(options.out.as_deref(), &profile.name), "cannot create the run directory")?;
+    let run_dir = context(
+        rundir::create(options.out.as_deref(), &profile.name),
+        "cannot create the run directory",
+    )?;
     let trained = train(
         LoopInputs {
             net,
@@ -235,7 +288,13 @@ pub fn finetune(
     let unchanged = frozen_unchanged(&[&trained.last, &trained.best], &frozen_idx, &snapshot);
 
     let best_inner = trained.best.valid();
-    let (final_loss, final_acc, preds) = evaluate(&best_inner, cut.as_ref(), &val_in, options.batch_size, &Default::default())?;
+    let (final_loss, final_acc, preds) = evaluate(
+        &best_inner,
+        cut.as_ref(),
+        &val_in,
+        options.batch_size,
+        &Default::default(),
+    )?;
     let _ = final_loss;
     let best_row = trained.best_row.clone().unwrap_or(ValidationRow {
         epoch: trained.epoch_seconds.len(),
@@ -251,18 +310,38 @@ pub fn finetune(
     // Files.
     let labels_text: String = dataset.classes.iter().map(|c| format!("{c}\n")).collect();
     let io = |r: std::io::Result<()>| context(r, &format!("cannot write to {}", run_dir.display()));
-    io(rundir::write(&run_dir, "labels.txt", labels_text.as_bytes()))?;
+    io(rundir::write(
+        &run_dir,
+        "labels.txt",
+        labels_text.as_bytes(),
+    ))?;
     let meta = crate::export::Metadata {
         card: profile.card.clone(),
         preprocessing: profile.preprocessing.clone(),
         labels: dataset.classes.clone(),
         base_sha256: base_sha256.clone(),
     };
-    io(rundir::write(&run_dir, "best.onnx", &crate::export::encode(&trained.best, &meta)))?;
-    io(rundir::write(&run_dir, "last.onnx", &crate::export::encode(&trained.last, &meta)))?;
-    io(rundir::write(&run_dir, "metrics.csv", crate::report::metrics_csv(&trained.iterations, &trained.rows).as_bytes()))?;
+    io(rundir::write(
+        &run_dir,
+        "best.onnx",
+        &crate::export::encode(&trained.best, &meta),
+    ))?;
+    io(rundir::write(
+        &run_dir,
+        "last.onnx",
+        &crate::export::encode(&trained.last, &meta),
+    ))?;
+    io(rundir::write(
+        &run_dir,
+        "metrics.csv",
+        crate::report::metrics_csv(&trained.iterations, &trained.rows).as_bytes(),
+    ))?;
     let confusion = crate::report::confusion(&preds, &val_in.tensors.labels, dataset.classes.len());
-    io(rundir::write(&run_dir, "confusion.csv", crate::report::confusion_csv(&confusion, &dataset.classes).as_bytes()))?;
+    io(rundir::write(
+        &run_dir,
+        "confusion.csv",
+        crate::report::confusion_csv(&confusion, &dataset.classes).as_bytes(),
+    ))?;
     let config = serde_json::json!({
         "model": profile.name,
         "model_path": model_path,
@@ -291,7 +370,8 @@ pub fn finetune(
         epochs_run: trained.epoch_seconds.len(),
         stopped_early: trained.stopped_early,
         interrupted: trained.interrupted,
-        images_per_s: trained.images_seen as f64 / trained.epoch_seconds.iter().sum::<f64>().max(1e-9),
+        images_per_s: trained.images_seen as f64
+            / trained.epoch_seconds.iter().sum::<f64>().max(1e-9),
         epoch_seconds: trained.epoch_seconds.clone(),
         data_load_s,
         wall_time_s: wall,

@@ -70,13 +70,18 @@ impl FinetuneOptions {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("--epochs and --batch-size must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.head_lr_factor > 0.0) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.lr) || !positive(self.head_lr_factor) {
             return Err("--lr and --head-lr-factor must be positive".into());
         }
         if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
             return Err("--momentum must be in [0, 1) and --weight-decay non-negative".into());
         }
-        let freezes = [self.freeze.is_some(), self.freeze_until.is_some(), self.unfreeze_all];
+        let freezes = [
+            self.freeze.is_some(),
+            self.freeze_until.is_some(),
+            self.unfreeze_all,
+        ];
         if freezes.iter().filter(|&&b| b).count() > 1 {
             return Err("use only one of --freeze, --freeze-until, --unfreeze-all".into());
         }

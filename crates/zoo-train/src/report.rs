@@ -4,7 +4,9 @@ use crate::trainer::{IterationRow, ValidationRow};
 
 /// One row per iteration; validation columns are filled where a validation ran.
 pub fn metrics_csv(iterations: &[IterationRow], validations: &[ValidationRow]) -> String {
-    let mut s = String::from("epoch,iteration,elapsed_s,train_loss,train_accuracy,val_loss,val_accuracy,lr\n");
+    let mut s = String::from(
+        "epoch,iteration,elapsed_s,train_loss,train_accuracy,val_loss,val_accuracy,lr\n",
+    );
     for it in iterations {
         let val = validations.iter().find(|v| v.iteration == it.iteration);
         s += &format!(

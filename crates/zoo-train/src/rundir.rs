@@ -20,7 +20,13 @@ pub fn create(out: Option<&Path>, model: &str) -> std::io::Result<PathBuf> {
         None => {
             let safe: String = model
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             let base = PathBuf::from("runs").join(format!("{safe}-{}", timestamp()));
             let mut dir = base.clone();
@@ -35,7 +41,10 @@ pub fn create(out: Option<&Path>, model: &str) -> std::io::Result<PathBuf> {
     if dir.is_dir() && std::fs::read_dir(&dir)?.next().is_some() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not empty; choose another --out", dir.display()),
+            format!(
+                "{} exists and is not empty; choose another --out",
+                dir.display()
+            ),
         ));
     }
     std::fs::create_dir_all(&dir)?;
@@ -44,8 +53,12 @@ pub fn create(out: Option<&Path>, model: &str) -> std::io::Result<PathBuf> {
 
 /// Points `<parent>/latest` at the run (a relative symlink, replaced atomically).
 pub fn link_latest(run: &Path) -> std::io::Result<()> {
-    let Some(parent) = run.parent() else { return Ok(()) };
-    let Some(name) = run.file_name() else { return Ok(()) };
+    let Some(parent) = run.parent() else {
+        return Ok(());
+    };
+    let Some(name) = run.file_name() else {
+        return Ok(());
+    };
     let latest = parent.join("latest");
     let tmp = parent.join(format!(".latest-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);

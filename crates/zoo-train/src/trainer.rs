@@ -90,10 +90,17 @@ impl Inputs {
                     let start = batch.len();
                     batch.extend_from_slice(self.tensors.image(i));
                     if let Some((aug, seed, epoch)) = augment {
-                        aug.apply(&mut batch[start..], chw, zoo_data::augment::sample_seed(seed, epoch, i));
+                        aug.apply(
+                            &mut batch[start..],
+                            chw,
+                            zoo_data::augment::sample_seed(seed, epoch, i),
+                        );
                     }
                 }
-                let x = Tensor::<B, 4>::from_data(TensorData::new(batch, [picked.len(), chw[0], chw[1], chw[2]]), device);
+                let x = Tensor::<B, 4>::from_data(
+                    TensorData::new(batch, [picked.len(), chw[0], chw[1], chw[2]]),
+                    device,
+                );
                 net.forward_logits(x)
             }
         }
@@ -115,7 +122,10 @@ pub fn cache_features<B: Backend>(
     for start in (0..tensors.len()).step_by(batch_size.max(1)) {
         let n = (tensors.len() - start).min(batch_size.max(1));
         let x = Tensor::<B, 4>::from_data(
-            TensorData::new(tensors.values[start * size..(start + n) * size].to_vec(), [n, chw[0], chw[1], chw[2]]),
+            TensorData::new(
+                tensors.values[start * size..(start + n) * size].to_vec(),
+                [n, chw[0], chw[1], chw[2]],
+            ),
             device,
         );
         let act = net.forward_to(x, &cut.value)?;
@@ -126,7 +136,10 @@ pub fn cache_features<B: Backend>(
 }
 
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-    log_softmax(logits, 1).gather(1, labels.unsqueeze_dim(1)).mean().neg()
+    log_softmax(logits, 1)
+        .gather(1, labels.unsqueeze_dim(1))
+        .mean()
+        .neg()
 }
 
 fn labels_tensor<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
@@ -164,11 +177,17 @@ pub fn evaluate<B: Backend>(
     for picked in order.chunks(batch_size.max(1)) {
         let logits = inputs.batch(net, cut, picked, None, device)?;
         let labels: Vec<usize> = picked.iter().map(|&i| inputs.tensors.labels[i]).collect();
-        let loss: f32 = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, device)).into_scalar().elem();
+        let loss: f32 = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, device))
+            .into_scalar()
+            .elem();
         loss_sum += loss as f64 * picked.len() as f64;
         preds.extend(predictions(logits));
     }
-    let correct = preds.iter().zip(&inputs.tensors.labels).filter(|(p, l)| p == l).count();
+    let correct = preds
+        .iter()
+        .zip(&inputs.tensors.labels)
+        .filter(|(p, l)| p == l)
+        .count();
     Ok((loss_sum / n as f64, correct as f64 / n as f64, preds))
 }
 
@@ -198,30 +217,41 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub setup_seconds: f64,
 }
 
-pub fn train<B: AutodiffBackend>(job: LoopInputs<'_, B>, reporter: &dyn Reporter) -> Result<Trained<B>, zoo_net::NetError> {
+pub fn train<B: AutodiffBackend>(
+    job: LoopInputs<'_, B>,
+    reporter: &dyn Reporter,
+) -> Result<Trained<B>, zoo_net::NetError> {
     let o = job.options;
     match o.optimizer {
         OptimizerKind::Sgdm => {
             let mut config = SgdConfig::new();
             if o.momentum > 0.0 {
-                config = config.with_momentum(Some(MomentumConfig::new().with_momentum(o.momentum)));
+                config =
+                    config.with_momentum(Some(MomentumConfig::new().with_momentum(o.momentum)));
             }
             if o.weight_decay > 0.0 {
-                config = config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
+                config =
+                    config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
             }
             run(job, config.init(), config.init(), reporter)
         }
         OptimizerKind::Adam => {
             let mut config = AdamConfig::new();
             if o.weight_decay > 0.0 {
-                config = config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
+                config =
+                    config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
             }
             run(job, config.init(), config.init(), reporter)
         }
     }
 }
 
-fn run<B, O1, O2>(job: LoopInputs<'_, B>, mut body_opt: O1, mut head_opt: O2, reporter: &dyn Reporter) -> Result<Trained<B>, zoo_net::NetError>
+fn run<B, O1, O2>(
+    job: LoopInputs<'_, B>,
+    mut body_opt: O1,
+    mut head_opt: O2,
+    reporter: &dyn Reporter,
+) -> Result<Trained<B>, zoo_net::NetError>
 where
     B: AutodiffBackend,
     O1: Optimizer<Network<B>, B>,
@@ -236,7 +266,8 @@ where
     let per_epoch = n_train.div_ceil(o.batch_size);
     let total = per_epoch * o.epochs;
     let val_every = o.val_every.unwrap_or(per_epoch).max(1);
-    let augment = (o.augment && job.cut.is_none()).then(|| Augment::standard(job.train.tensors.chw));
+    let augment =
+        (o.augment && job.cut.is_none()).then(|| Augment::standard(job.train.tensors.chw));
     let started = Instant::now();
     let mut out = Trained {
         best: net.clone(),
@@ -258,7 +289,9 @@ where
         {
             use rand::seq::SliceRandom;
             use rand::SeedableRng;
-            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(o.seed.wrapping_add(epoch as u64)));
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+                o.seed.wrapping_add(epoch as u64),
+            ));
         }
         for picked in order.chunks(o.batch_size) {
             if job.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
@@ -266,8 +299,17 @@ where
                 break 'epochs;
             }
             iteration += 1;
-            let labels: Vec<usize> = picked.iter().map(|&i| job.train.tensors.labels[i]).collect();
-            let logits = job.train.batch(&net, job.cut.as_ref(), picked, augment.map(|a| (a, o.seed, epoch)), &device)?;
+            let labels: Vec<usize> = picked
+                .iter()
+                .map(|&i| job.train.tensors.labels[i])
+                .collect();
+            let logits = job.train.batch(
+                &net,
+                job.cut.as_ref(),
+                picked,
+                augment.map(|a| (a, o.seed, epoch)),
+                &device,
+            )?;
             let loss = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, &device));
             let loss_value: f32 = loss.clone().into_scalar().elem();
             let preds = predictions(logits);
@@ -295,7 +337,8 @@ where
             reporter.progress(iteration, total);
             if iteration % val_every == 0 || iteration == total {
                 let valid = net.valid();
-                let (val_loss, val_accuracy, _) = evaluate(&valid, job.cut.as_ref(), job.val, o.batch_size, &device)?;
+                let (val_loss, val_accuracy, _) =
+                    evaluate(&valid, job.cut.as_ref(), job.val, o.batch_size, &device)?;
                 let row = ValidationRow {
                     epoch,
                     iteration,
@@ -310,7 +353,10 @@ where
                 reporter.row(&row);
                 let better = match &out.best_row {
                     None => true,
-                    Some(b) => val_accuracy > b.val_accuracy || (val_accuracy == b.val_accuracy && val_loss < b.val_loss),
+                    Some(b) => {
+                        val_accuracy > b.val_accuracy
+                            || (val_accuracy == b.val_accuracy && val_loss < b.val_loss)
+                    }
                 };
                 if better {
                     out.best = net.clone();
@@ -322,12 +368,18 @@ where
                 out.rows.push(row);
                 if o.patience.is_some_and(|p| since_best >= p) {
                     out.stopped_early = true;
-                    out.epoch_seconds.push(epoch_started.elapsed().as_secs_f64() + if epoch == 1 { job.setup_seconds } else { 0.0 });
+                    out.epoch_seconds.push(
+                        epoch_started.elapsed().as_secs_f64()
+                            + if epoch == 1 { job.setup_seconds } else { 0.0 },
+                    );
                     break 'epochs;
                 }
             }
         }
-        out.epoch_seconds.push(epoch_started.elapsed().as_secs_f64() + if epoch == 1 { job.setup_seconds } else { 0.0 });
+        out.epoch_seconds.push(
+            epoch_started.elapsed().as_secs_f64()
+                + if epoch == 1 { job.setup_seconds } else { 0.0 },
+        );
     }
     if out.best_row.is_none() {
         out.best = net.clone();

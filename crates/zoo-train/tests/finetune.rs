@@ -7,7 +7,6 @@ use prost::Message;
 use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
 use zoo_train::{finetune, FinetuneOptions, Reporter, TrainProfile, ValidationRow};
 
-
 struct Quiet;
 
 impl Reporter for Quiet {
@@ -35,13 +34,40 @@ fn base_model(path: &Path) {
     b.init_f32("fc2_w_0", &[4, 16], rng.values(64, 0.3));
     b.init_f32("fc2_b_0", &[4], rng.values(4, 0.1));
     b.init_i64("shape", &[1, 216]);
-    b.node("n0", "Conv", &["x", "conv1_w_0", "conv1_b_0"], &["c"], vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))]);
+    b.node(
+        "n0",
+        "Conv",
+        &["x", "conv1_w_0", "conv1_b_0"],
+        &["c"],
+        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+    );
     b.node("n1", "Relu", &["c"], &["r"], vec![]);
-    b.node("n2", "MaxPool", &["r"], &["p"], vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2]))]);
+    b.node(
+        "n2",
+        "MaxPool",
+        &["r"],
+        &["p"],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ],
+    );
     b.node("n3", "Reshape", &["p", "shape"], &["f"], vec![]);
-    b.node("n4", "Gemm", &["f", "fc1_w_0", "fc1_b_0"], &["g1"], vec![("transB", Attr::Int(1))]);
+    b.node(
+        "n4",
+        "Gemm",
+        &["f", "fc1_w_0", "fc1_b_0"],
+        &["g1"],
+        vec![("transB", Attr::Int(1))],
+    );
     b.node("n5", "Relu", &["g1"], &["r1"], vec![]);
-    b.node("n6", "Gemm", &["r1", "fc2_w_0", "fc2_b_0"], &["g2"], vec![("transB", Attr::Int(1))]);
+    b.node(
+        "n6",
+        "Gemm",
+        &["r1", "fc2_w_0", "fc2_b_0"],
+        &["g2"],
+        vec![("transB", Attr::Int(1))],
+    );
     b.node("n7", "Softmax", &["g2"], &["prob"], vec![]);
     b.output("prob", &[Some(1), Some(4)]);
     std::fs::write(path, b.build(9).encode_to_vec()).unwrap();
@@ -50,7 +76,11 @@ fn base_model(path: &Path) {
 /// Three classes that differ in colour, with noise: learnable in a few epochs.
 fn dataset(root: &Path, per_class: usize) {
     let mut rng = SeededRng::new(17);
-    for (c, rgb) in [("red", [200u8, 40, 40]), ("green", [40, 200, 40]), ("blue", [40, 40, 200])] {
+    for (c, rgb) in [
+        ("red", [200u8, 40, 40]),
+        ("green", [40, 200, 40]),
+        ("blue", [40, 40, 200]),
+    ] {
         let dir = root.join(c);
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..per_class {
@@ -86,7 +116,10 @@ fn options(data: &Path, out: &Path, cache: bool) -> FinetuneOptions {
 fn weights(run: &Path, name: &str) -> Vec<(String, Vec<f32>)> {
     let model = zoo_onnx::OnnxModel::load(run.join(name)).unwrap();
     let net = zoo_net::Network::<burn::backend::Flex>::from_model(model, &Default::default());
-    net.param_values().into_iter().map(|(n, _, v)| (n, v)).collect()
+    net.param_values()
+        .into_iter()
+        .map(|(n, _, v)| (n, v))
+        .collect()
 }
 
 #[test]
@@ -95,32 +128,73 @@ fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
     let model = t.join("base.onnx");
     base_model(&model);
     dataset(&t.join("data"), 10);
-    let cached = finetune(&model, &profile(), &options(&t.join("data"), &t.join("run-cached"), true), None, &Quiet).unwrap();
-    let plain = finetune(&model, &profile(), &options(&t.join("data"), &t.join("run-plain"), false), None, &Quiet).unwrap();
+    let cached = finetune(
+        &model,
+        &profile(),
+        &options(&t.join("data"), &t.join("run-cached"), true),
+        None,
+        &Quiet,
+    )
+    .unwrap();
+    let plain = finetune(
+        &model,
+        &profile(),
+        &options(&t.join("data"), &t.join("run-plain"), false),
+        None,
+        &Quiet,
+    )
+    .unwrap();
     assert_eq!(cached.feature_cache.as_deref(), Some("f"));
     assert_eq!(plain.feature_cache, None);
-    assert!(cached.freeze_audit.frozen_params_unchanged && plain.freeze_audit.frozen_params_unchanged);
+    assert!(
+        cached.freeze_audit.frozen_params_unchanged && plain.freeze_audit.frozen_params_unchanged
+    );
     let a = weights(&t.join("run-cached"), "last.onnx");
     let b = weights(&t.join("run-plain"), "last.onnx");
     for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let diff = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
         assert!(diff < 1e-4, "{name} differs by {diff}");
     }
-    assert!(cached.best_val_accuracy > 0.5, "the colours are learnable: {}", cached.best_val_accuracy);
-    for f in ["config.json", "labels.txt", "metrics.csv", "confusion.csv", "best.onnx", "last.onnx", "summary.json"] {
+    assert!(
+        cached.best_val_accuracy > 0.5,
+        "the colours are learnable: {}",
+        cached.best_val_accuracy
+    );
+    for f in [
+        "config.json",
+        "labels.txt",
+        "metrics.csv",
+        "confusion.csv",
+        "best.onnx",
+        "last.onnx",
+        "summary.json",
+    ] {
         assert!(t.join("run-cached").join(f).is_file(), "{f}");
     }
     let labels = std::fs::read_to_string(t.join("run-cached/labels.txt")).unwrap();
     assert_eq!(labels, "blue\ngreen\nred\n");
     let metrics = std::fs::read_to_string(t.join("run-cached/metrics.csv")).unwrap();
-    assert_eq!(metrics.lines().count(), 1 + 3 * 3, "header + 3 epochs x 3 iterations");
+    assert_eq!(
+        metrics.lines().count(),
+        1 + 3 * 3,
+        "header + 3 epochs x 3 iterations"
+    );
     // The head has 3 outputs now and the frozen conv is untouched.
     let base = weights(&t, "base.onnx");
     let conv_before = &base.iter().find(|(n, _)| n == "conv1_w_0").unwrap().1;
     let conv_after = &a.iter().find(|(n, _)| n == "conv1_w_0").unwrap().1;
     assert_eq!(conv_before, conv_after);
-    assert_eq!(a.iter().find(|(n, _)| n == "fc2_w_0").unwrap().1.len(), 3 * 16);
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("run-cached/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        a.iter().find(|(n, _)| n == "fc2_w_0").unwrap().1.len(),
+        3 * 16
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("run-cached/summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["frozen_params_unchanged"], true);
     std::fs::remove_dir_all(&t).unwrap();
 }
@@ -150,15 +224,27 @@ fn class_count_mismatch_lists_the_classes() {
     dataset(&t.join("data"), 3);
     let mut o = options(&t.join("data"), &t.join("run"), true);
     o.classes = 5;
-    let err = finetune(&model, &profile(), &o, None, &Quiet).unwrap_err().to_string();
-    assert!(err.contains("--classes 5") && err.contains("3 classes (blue, green, red)"), "{err}");
+    let err = finetune(&model, &profile(), &o, None, &Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--classes 5") && err.contains("3 classes (blue, green, red)"),
+        "{err}"
+    );
     let mut o = options(&t.join("data"), &t.join("run2"), true);
     o.freeze = Some(vec!["fc2".into()]);
-    let err = finetune(&model, &profile(), &o, None, &Quiet).unwrap_err().to_string();
+    let err = finetune(&model, &profile(), &o, None, &Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is the head"), "{err}");
     o.freeze = Some(vec!["conv9".into()]);
-    let err = finetune(&model, &profile(), &o, None, &Quiet).unwrap_err().to_string();
-    assert!(err.contains("conv9") && err.contains("conv1, fc1, fc2"), "{err}");
+    let err = finetune(&model, &profile(), &o, None, &Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv9") && err.contains("conv1, fc1, fc2"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&t).unwrap();
 }
 
@@ -169,7 +255,14 @@ fn ctrl_c_before_the_first_step_still_writes_the_run() {
     base_model(&model);
     dataset(&t.join("data"), 4);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let s = finetune(&model, &profile(), &options(&t.join("data"), &t.join("run"), true), Some(stop), &Quiet).unwrap();
+    let s = finetune(
+        &model,
+        &profile(),
+        &options(&t.join("data"), &t.join("run"), true),
+        Some(stop),
+        &Quiet,
+    )
+    .unwrap();
     assert!(s.interrupted);
     assert!(t.join("run/best.onnx").is_file() && t.join("run/summary.json").is_file());
     std::fs::remove_dir_all(&t).unwrap();
@@ -192,7 +285,12 @@ fn the_freeze_audit_fails_when_a_frozen_layer_was_trained() {
     let x = burn::tensor::Tensor::<B, 4>::ones([2, 3, 12, 12], &device);
     let loss = net.forward_logits(x).unwrap().sum();
     let grads = GradientsParams::from_grads(loss.backward(), &net);
-    let net = SgdConfig::new().init::<B, zoo_net::Network<B>>().step(0.1, net, grads);
-    assert!(!zoo_train::frozen_unchanged(&[&net], &frozen, &snapshot), "the audit must catch a trained frozen layer");
+    let net = SgdConfig::new()
+        .init::<B, zoo_net::Network<B>>()
+        .step(0.1, net, grads);
+    assert!(
+        !zoo_train::frozen_unchanged(&[&net], &frozen, &snapshot),
+        "the audit must catch a trained frozen layer"
+    );
     std::fs::remove_dir_all(&t).unwrap();
 }

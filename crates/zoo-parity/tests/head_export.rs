@@ -1,0 +1,89 @@
+//! A replaced head survives export: the written ONNX re-imports with the new shapes and tract
+//! computes what zoo computes (the MNIST zoo pattern: MatMul of a reshaped weight + bias Add,
+//! and the Caffe pattern: Gemm with transB + Softmax).
+
+use burn::backend::Flex;
+use prost::Message;
+use zoo_net::{replace_head, Network};
+use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+use zoo_onnx::OnnxModel;
+use zoo_parity::{compare, run_network, TractEngine};
+
+fn mnist_like() -> Vec<u8> {
+    let mut rng = SeededRng::new(5);
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(3), Some(4)]);
+    b.init_i64("shape", &[1, 24]);
+    b.init_f32("W", &[2, 3, 4, 10], rng.values(240, 0.5));
+    b.init_i64("wshape", &[24, 10]);
+    b.init_f32("bias", &[1, 10], rng.values(10, 0.5));
+    b.node("r", "Reshape", &["x", "shape"], &["f"], vec![]);
+    b.node("rw", "Reshape", &["W", "wshape"], &["w2"], vec![]);
+    b.node("mm", "MatMul", &["f", "w2"], &["m"], vec![]);
+    b.node("add", "Add", &["m", "bias"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(10)]);
+    b.build(8).encode_to_vec()
+}
+
+fn caffe_like() -> Vec<u8> {
+    let mut rng = SeededRng::new(6);
+    let mut b = GraphBuilder::new("data", &[Some(1), Some(2), Some(3), Some(4)]);
+    b.init_i64("shape", &[1, 24]);
+    b.init_f32("fc8_w_0", &[1000, 24], rng.values(24000, 0.3));
+    b.init_f32("fc8_b_0", &[1000], rng.values(1000, 0.1));
+    b.node("n0", "Reshape", &["data", "shape"], &["f"], vec![]);
+    b.node(
+        "n1",
+        "Gemm",
+        &["f", "fc8_w_0", "fc8_b_0"],
+        &["g"],
+        vec![("transB", Attr::Int(1))],
+    );
+    b.node("n2", "Softmax", &["g"], &["prob"], vec![]);
+    b.output("prob", &[Some(1), Some(1000)]);
+    b.build(9).encode_to_vec()
+}
+
+fn roundtrip(bytes: Vec<u8>, head: &str, classes: usize) {
+    let mut model = OnnxModel::from_bytes(bytes).unwrap();
+    let change = replace_head(&mut model, head, classes, 3).unwrap();
+    assert_eq!(change.new_outputs, classes);
+    let device = Default::default();
+    let net = Network::<Flex>::from_model(model, &device);
+    let exported = net.to_model_proto().encode_to_vec();
+    let again = OnnxModel::from_bytes(exported.clone()).unwrap();
+    let chw = again.graph.input_chw();
+    let reimported = Network::<Flex>::from_model(again, &device);
+    assert_eq!(net.param_values(), reimported.param_values());
+    let images = SeededRng::new(2).values(5 * 24, 1.0);
+    let ours = run_network(&net, &images, 5, &device).unwrap();
+    assert_eq!(ours[0].len(), classes);
+    let tract = TractEngine::from_bytes(&exported, chw)
+        .unwrap()
+        .run_batch(&images)
+        .unwrap();
+    let a = compare(&ours, &tract);
+    assert!(a.max_rel_diff <= 1e-5 && a.top1_agreement == 1.0, "{a:?}");
+}
+
+#[test]
+fn matmul_head_behind_a_reshape_is_replaced_and_exported() {
+    roundtrip(mnist_like(), "mm", 3);
+}
+
+#[test]
+fn gemm_head_before_softmax_is_replaced_and_exported() {
+    roundtrip(caffe_like(), "fc8", 5);
+}
+
+#[test]
+fn unknown_or_unsuitable_heads_are_errors() {
+    let mut model = OnnxModel::from_bytes(caffe_like()).unwrap();
+    let err = replace_head(&mut model, "fc9", 5, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fc9") && err.contains("fc8"), "{err}");
+    let err = replace_head(&mut model, "fc8", 1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 2 classes"), "{err}");
+}

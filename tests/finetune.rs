@@ -1,0 +1,181 @@
+//! `zoo finetune` end to end: run directory, runs/latest, table output, errors.
+
+mod common;
+
+use common::{shared, small_rgb_classifier, write_images, zoo, TempDir};
+
+#[test]
+fn finetune_writes_a_complete_run_directory_and_links_latest() {
+    let t = TempDir::new("finetune");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
+        write_images(&t.path().join("data").join(class), 6 + i);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .current_dir(t.path())
+        .args([
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            "data",
+            "--classes",
+            "3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("| epoch | iteration |") && stderr.contains("val acc"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: no model card"),
+        "a bare file says which defaults it uses: {stderr}"
+    );
+    let run = t.path().join(String::from_utf8_lossy(&out.stdout).trim());
+    let latest = std::fs::canonicalize(t.path().join("runs/latest")).unwrap();
+    assert_eq!(latest, std::fs::canonicalize(&run).unwrap());
+    for f in [
+        "config.json",
+        "labels.txt",
+        "metrics.csv",
+        "confusion.csv",
+        "best.onnx",
+        "last.onnx",
+        "summary.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["frozen_params_unchanged"], true);
+    assert_eq!(summary["classes"], serde_json::json!(["cat", "dog", "fox"]));
+    assert_eq!(summary["epochs_run"], 2);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["options"]["epochs"], 2);
+    assert_eq!(config["base_sha256"].as_str().unwrap().len(), 64);
+    // The weights are ONNX with the new 3-way head and the run's labels in their metadata.
+    let best = zoo_onnx::OnnxModel::load(run.join("best.onnx")).unwrap();
+    assert_eq!(best.graph.output.dims, [Some(1), Some(3)]);
+    assert_eq!(best.metadata["zoo.labels"], r#"["cat","dog","fox"]"#);
+    // A run directory is a model argument; its metadata supplies the preprocessing.
+    let inspect = zoo(&["inspect", run.to_str().unwrap(), "--json"], t.path());
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    assert!(!inspect.stderr.contains("warning"), "{}", inspect.stderr);
+    assert_eq!(inspect.json()["profile"]["source"], "metadata");
+}
+
+#[test]
+fn finetune_refuses_a_class_count_that_does_not_match() {
+    let t = TempDir::new("finetune-mismatch");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    write_images(&t.path().join("data/a"), 3);
+    write_images(&t.path().join("data/b"), 3);
+    let run = zoo(
+        &[
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            t.path().join("data").to_str().unwrap(),
+            "--classes",
+            "5",
+            "--out",
+            t.path().join("run").to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("--classes 5") && run.stderr.contains("2 classes (a, b)"),
+        "{}",
+        run.stderr
+    );
+    let run = zoo(
+        &[
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            "x",
+            "--classes",
+            "2",
+            "--device",
+            "cuda",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("CUDA"), "{}", run.stderr);
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
+    let t = TempDir::new("alexnet-finetune");
+    let model = t.path().join("alexnet.onnx");
+    let light = shared("models/light_bvlc_alexnet.onnx");
+    assert_eq!(
+        zoo(
+            &[
+                "materialize",
+                light.to_str().unwrap(),
+                "-o",
+                model.to_str().unwrap(),
+                "--opset",
+                "12"
+            ],
+            t.path()
+        )
+        .code,
+        0
+    );
+    let out = t.path().join("run");
+    let run = zoo(
+        &[
+            "finetune",
+            model.to_str().unwrap(),
+            "--like",
+            "alexnet",
+            "--data",
+            shared("data/flowers5").to_str().unwrap(),
+            "--classes",
+            "5",
+            "--epochs",
+            "2",
+            "--weight-decay",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["train_images"], 320);
+    assert_eq!(j["val_images"], 80);
+    assert_eq!(j["feature_cache"], "r15");
+    assert_eq!(j["frozen_params_unchanged"], true);
+    assert_eq!(
+        j["frozen_layers"],
+        serde_json::json!(["conv1", "conv2", "conv3", "conv4", "conv5"])
+    );
+    for f in [
+        "config.json",
+        "labels.txt",
+        "metrics.csv",
+        "confusion.csv",
+        "best.onnx",
+        "last.onnx",
+        "summary.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
