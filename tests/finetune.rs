@@ -49,6 +49,8 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
         "best.onnx",
         "last.onnx",
         "summary.json",
+        "training-progress.png",
+        "confusion.png",
     ] {
         assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
     }
@@ -175,6 +177,8 @@ fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
         "best.onnx",
         "last.onnx",
         "summary.json",
+        "training-progress.png",
+        "confusion.png",
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }

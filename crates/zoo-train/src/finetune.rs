@@ -342,6 +342,16 @@ pub fn finetune(
         "confusion.csv",
         crate::report::confusion_csv(&confusion, &dataset.classes).as_bytes(),
     ))?;
+    io(crate::plot::training_progress(
+        &run_dir.join("training-progress.png"),
+        &trained.iterations,
+        &trained.rows,
+    ))?;
+    io(crate::plot::confusion(
+        &run_dir.join("confusion.png"),
+        &confusion,
+        &dataset.classes,
+    ))?;
     let config = serde_json::json!({
         "model": profile.name,
         "model_path": model_path,

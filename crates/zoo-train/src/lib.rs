@@ -5,6 +5,7 @@
 pub mod export;
 pub mod finetune;
 pub mod options;
+pub mod plot;
 pub mod report;
 pub mod rundir;
 pub mod trainer;

@@ -172,9 +172,20 @@ fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
         "best.onnx",
         "last.onnx",
         "summary.json",
+        "training-progress.png",
+        "confusion.png",
     ] {
         assert!(t.join("run-cached").join(f).is_file(), "{f}");
     }
+    let progress = image::open(t.join("run-cached/training-progress.png")).unwrap();
+    assert_eq!((progress.width(), progress.height()), (960, 720));
+    let confusion = image::open(t.join("run-cached/confusion.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(
+        confusion.pixels().any(|p| p.0 != [255, 255, 255]),
+        "the confusion plot is not blank"
+    );
     let labels = std::fs::read_to_string(t.join("run-cached/labels.txt")).unwrap();
     assert_eq!(labels, "blue\ngreen\nred\n");
     let metrics = std::fs::read_to_string(t.join("run-cached/metrics.csv")).unwrap();

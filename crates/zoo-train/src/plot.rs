@@ -1,0 +1,222 @@
+//! PNG plots of a run: training progress (accuracy and loss vs iteration, training and
+//! validation, like MATLAB's training-progress window) and the confusion matrix.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::trainer::{IterationRow, ValidationRow};
+
+/// The font ships with zoo (DejaVu Sans Mono, Bitstream Vera licence: assets/), so plots have
+/// labels on machines without any font installed.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSansMono.ttf"),
+        );
+    });
+}
+
+fn err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Moving average over `window` iterations: mini-batch curves are noisy.
+fn smooth(values: &[f64], window: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(values.len());
+    let mut sum = 0.0;
+    for (i, v) in values.iter().enumerate() {
+        sum += v;
+        if i >= window {
+            sum -= values[i - window];
+        }
+        out.push(sum / (i + 1).min(window) as f64);
+    }
+    out
+}
+
+pub fn training_progress(
+    path: &Path,
+    iterations: &[IterationRow],
+    validations: &[ValidationRow],
+) -> std::io::Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (960, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(360);
+    let max_it = iterations.last().map_or(1, |r| r.iteration).max(1) as f64;
+    let window = (iterations.len() / 20).max(1);
+    let its: Vec<f64> = iterations.iter().map(|r| r.iteration as f64).collect();
+
+    let acc: Vec<f64> = iterations
+        .iter()
+        .map(|r| 100.0 * r.train_accuracy)
+        .collect();
+    let mut chart = ChartBuilder::on(&top)
+        .caption("accuracy (%)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0.0..max_it, 0.0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            its.iter().copied().zip(smooth(&acc, window)),
+            &BLUE,
+        ))
+        .map_err(err)?
+        .label("training (smoothed)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            validations
+                .iter()
+                .map(|v| (v.iteration as f64, 100.0 * v.val_accuracy)),
+            BLACK.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("validation")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .draw_series(validations.iter().map(|v| {
+            Circle::new(
+                (v.iteration as f64, 100.0 * v.val_accuracy),
+                3,
+                BLACK.filled(),
+            )
+        }))
+        .map_err(err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    let loss: Vec<f64> = iterations.iter().map(|r| r.train_loss).collect();
+    let finite = loss
+        .iter()
+        .chain(validations.iter().map(|v| &v.val_loss))
+        .copied()
+        .filter(|v| v.is_finite());
+    let max_loss = finite.fold(0.0f64, f64::max).max(1e-6) * 1.05;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("loss", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0.0..max_it, 0.0..max_loss)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            its.iter().copied().zip(smooth(&loss, window)),
+            &RED,
+        ))
+        .map_err(err)?
+        .label("training (smoothed)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .draw_series(LineSeries::new(
+            validations.iter().map(|v| (v.iteration as f64, v.val_loss)),
+            BLACK.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("validation")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// A heat map of `m[true][predicted]` with the counts written in the cells.
+pub fn confusion(path: &Path, m: &[Vec<usize>], names: &[String]) -> std::io::Result<()> {
+    register_font();
+    let n = names.len().max(1);
+    let cell = (560 / n).clamp(24, 90) as u32;
+    let label_w = 12 + 9 * names.iter().map(|s| s.len()).max().unwrap_or(1).min(24) as u32;
+    let size = (
+        label_w + cell * n as u32 + 20,
+        label_w + cell * n as u32 + 40,
+    );
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let font = ("sans-serif", 14).into_font();
+    root.draw(&Text::new(
+        "true class (rows) x predicted (columns)",
+        (10, 8),
+        font.clone(),
+    ))
+    .map_err(err)?;
+    let max = m.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let (x0, y0) = (label_w as i32, label_w as i32 + 20);
+    for (r, row) in m.iter().enumerate() {
+        for (c, &count) in row.iter().enumerate() {
+            let shade = count as f64 / max;
+            let color = if r == c {
+                RGBColor(
+                    255 - (200.0 * shade) as u8,
+                    255 - (90.0 * shade) as u8,
+                    255 - (200.0 * shade) as u8,
+                )
+            } else {
+                RGBColor(
+                    255,
+                    255 - (200.0 * shade) as u8,
+                    255 - (200.0 * shade) as u8,
+                )
+            };
+            let (x, y) = (x0 + c as i32 * cell as i32, y0 + r as i32 * cell as i32);
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell as i32, y + cell as i32)],
+                color.filled(),
+            ))
+            .map_err(err)?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell as i32, y + cell as i32)],
+                BLACK.mix(0.3),
+            ))
+            .map_err(err)?;
+            root.draw(&Text::new(
+                count.to_string(),
+                (x + 4, y + cell as i32 / 2 - 7),
+                font.clone(),
+            ))
+            .map_err(err)?;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        let short: String = name.chars().take(24).collect();
+        root.draw(&Text::new(
+            short.clone(),
+            (6, y0 + i as i32 * cell as i32 + cell as i32 / 2 - 7),
+            font.clone(),
+        ))
+        .map_err(err)?;
+        root.draw(&Text::new(
+            short,
+            (x0 + i as i32 * cell as i32 + 2, y0 - 18),
+            font.clone().transform(FontTransform::None),
+        ))
+        .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
