@@ -284,6 +284,15 @@ impl<B: Backend> Network<B> {
             .expect("float parameters")
     }
 
+    /// Replaces a parameter's values (same id, so optimizer state stays attached).
+    pub fn set_param_values(&mut self, index: usize, values: Vec<f32>) {
+        let device = self.params[index].val().device();
+        let len = values.len();
+        let tensor = Tensor::<B, 1>::from_data(TensorData::new(values, [len]), &device);
+        let id = self.params[index].id;
+        self.params[index] = Param::initialized(id, tensor).set_require_grad(self.trainable[index]);
+    }
+
     /// Whether a parameter will receive gradients.
     pub fn is_trainable(&self, index: usize) -> bool {
         self.trainable[index]

@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod finetune;
+pub mod host_sgd;
 pub mod options;
 pub mod plot;
 pub mod report;

@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -224,16 +223,14 @@ pub fn train<B: AutodiffBackend>(
     let o = job.options;
     match o.optimizer {
         OptimizerKind::Sgdm => {
-            let mut config = SgdConfig::new();
-            if o.momentum > 0.0 {
-                config =
-                    config.with_momentum(Some(MomentumConfig::new().with_momentum(o.momentum)));
-            }
-            if o.weight_decay > 0.0 {
-                config =
-                    config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
-            }
-            run(job, config.init(), config.init(), reporter)
+            let updater = HostSgdUpdater {
+                sgd: crate::host_sgd::HostSgd::new(o.momentum, o.weight_decay),
+                head: job.head_params.clone(),
+                body: (0..job.net.plan().params.len())
+                    .filter(|i| job.net.is_trainable(*i) && !job.head_params.contains(i))
+                    .collect(),
+            };
+            run(job, updater, reporter)
         }
         OptimizerKind::Adam => {
             let mut config = AdamConfig::new();
@@ -241,27 +238,85 @@ pub fn train<B: AutodiffBackend>(
                 config =
                     config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
             }
-            run(job, config.init(), config.init(), reporter)
+            let ids = job.net.param_ids();
+            let updater = BurnUpdater {
+                body: config.init(),
+                head: config.init(),
+                head_ids: job.head_params.iter().map(|&i| ids[i]).collect(),
+            };
+            run(job, updater, reporter)
         }
     }
 }
 
-fn run<B, O1, O2>(
-    job: LoopInputs<'_, B>,
-    mut body_opt: O1,
-    mut head_opt: O2,
-    reporter: &dyn Reporter,
-) -> Result<Trained<B>, zoo_net::NetError>
-where
-    B: AutodiffBackend,
-    O1: Optimizer<Network<B>, B>,
-    O2: Optimizer<Network<B>, B>,
+/// Applies one optimisation step, the new head at `lr * head_lr_factor`.
+trait Updater<B: AutodiffBackend> {
+    fn update(
+        &mut self,
+        net: Network<B>,
+        grads: GradientsParams,
+        lr: f64,
+        head_factor: f64,
+    ) -> Network<B>;
+}
+
+/// burn's optimizers, one instance for the body and one for the head (their state is per
+/// parameter, so each sees only its own).
+struct BurnUpdater<O1, O2> {
+    body: O1,
+    head: O2,
+    head_ids: Vec<burn::module::ParamId>,
+}
+
+impl<B: AutodiffBackend, O1: Optimizer<Network<B>, B>, O2: Optimizer<Network<B>, B>> Updater<B>
+    for BurnUpdater<O1, O2>
 {
+    fn update(
+        &mut self,
+        net: Network<B>,
+        mut grads: GradientsParams,
+        lr: f64,
+        head_factor: f64,
+    ) -> Network<B> {
+        let mut head_grads = GradientsParams::new();
+        for &id in &self.head_ids {
+            if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
+                head_grads.register(id, g);
+            }
+        }
+        let net = self.body.step(lr, net, grads);
+        self.head.step(lr * head_factor, net, head_grads)
+    }
+}
+
+/// The fused host SGD-momentum (CPU).
+struct HostSgdUpdater {
+    sgd: crate::host_sgd::HostSgd,
+    head: Vec<usize>,
+    body: Vec<usize>,
+}
+
+impl<B: AutodiffBackend> Updater<B> for HostSgdUpdater {
+    fn update(
+        &mut self,
+        net: Network<B>,
+        mut grads: GradientsParams,
+        lr: f64,
+        head_factor: f64,
+    ) -> Network<B> {
+        let net = self.sgd.step(net, &mut grads, &self.body, lr);
+        self.sgd.step(net, &mut grads, &self.head, lr * head_factor)
+    }
+}
+
+fn run<B: AutodiffBackend, U: Updater<B>>(
+    job: LoopInputs<'_, B>,
+    mut updater: U,
+    reporter: &dyn Reporter,
+) -> Result<Trained<B>, zoo_net::NetError> {
     let o = job.options;
     let device = job.device.clone();
     let mut net = job.net;
-    let ids = net.param_ids();
-    let head_ids: Vec<_> = job.head_params.iter().map(|&i| ids[i]).collect();
     let n_train = job.train.len();
     let per_epoch = n_train.div_ceil(o.batch_size);
     let total = per_epoch * o.epochs;
@@ -314,15 +369,8 @@ where
             let loss_value: f32 = loss.clone().into_scalar().elem();
             let preds = predictions(logits);
             let correct = preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
-            let mut grads = GradientsParams::from_grads(loss.backward(), &net);
-            let mut head_grads = GradientsParams::new();
-            for &id in &head_ids {
-                if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
-                    head_grads.register(id, g);
-                }
-            }
-            net = body_opt.step(o.lr, net, grads);
-            net = head_opt.step(o.lr * o.head_lr_factor, net, head_grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = updater.update(net, grads, o.lr, o.head_lr_factor);
             out.images_seen += picked.len();
             recent_loss += loss_value as f64 * picked.len() as f64;
             recent_correct += correct;

@@ -305,3 +305,49 @@ fn the_freeze_audit_fails_when_a_frozen_layer_was_trained() {
     );
     std::fs::remove_dir_all(&t).unwrap();
 }
+
+#[test]
+fn fused_host_sgd_matches_burns_sgd_momentum() {
+    use burn::backend::{Autodiff, Flex};
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    type B = Autodiff<Flex>;
+    let t = tmp("host-sgd");
+    let path = t.join("base.onnx");
+    base_model(&path);
+    let device = Default::default();
+    let load =
+        || zoo_net::Network::<B>::from_model(zoo_onnx::OnnxModel::load(&path).unwrap(), &device);
+    let (mut a, mut b) = (load(), load());
+    let mut burn_sgd = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-3)))
+        .init::<B, zoo_net::Network<B>>();
+    let mut host = zoo_train::host_sgd::HostSgd::new(0.9, 1e-3);
+    let all: Vec<usize> = (0..a.plan().params.len()).collect();
+    let x = burn::tensor::Tensor::<B, 4>::random(
+        [3, 3, 12, 12],
+        burn::tensor::Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    for _ in 0..3 {
+        let loss =
+            |n: &zoo_net::Network<B>| n.forward_logits(x.clone()).unwrap().powf_scalar(2.0).mean();
+        let ga = GradientsParams::from_grads(loss(&a).backward(), &a);
+        a = burn_sgd.step(0.05, a, ga);
+        let mut gb = GradientsParams::from_grads(loss(&b).backward(), &b);
+        b = host.step(b, &mut gb, &all, 0.05);
+    }
+    for ((name, _, x), (_, _, y)) in a.param_values().iter().zip(&b.param_values()) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+    std::fs::remove_dir_all(&t).unwrap();
+}
