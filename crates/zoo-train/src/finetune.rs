@@ -238,6 +238,10 @@ pub fn finetune(
                 tf.1,
                 cache_started.elapsed().as_secs_f64()
             ));
+            // The decoded images are not needed once their features are cached.
+            let (mut train_t, mut val_t) = (train_t, val_t);
+            train_t.values = Vec::new();
+            val_t.values = Vec::new();
             (
                 Inputs {
                     tensors: train_t,
