@@ -72,6 +72,37 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
     assert_eq!(inspect.code, 0, "{}", inspect.stderr);
     assert!(!inspect.stderr.contains("warning"), "{}", inspect.stderr);
     assert_eq!(inspect.json()["profile"]["source"], "metadata");
+    // zoo predict on the run prints the run's labels, highest probability first.
+    let image = t.path().join("data/dog/img00.png");
+    let predict = zoo(
+        &[
+            "predict",
+            run.to_str().unwrap(),
+            image.to_str().unwrap(),
+            "--top",
+            "3",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(predict.code, 0, "{}", predict.stderr);
+    let p = predict.json();
+    let top = p["predictions"][0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let labels: Vec<&str> = top.iter().map(|g| g["label"].as_str().unwrap()).collect();
+    assert!(
+        labels.iter().all(|l| ["cat", "dog", "fox"].contains(l)),
+        "{labels:?}"
+    );
+    let probs: Vec<f64> = top
+        .iter()
+        .map(|g| g["probability"].as_f64().unwrap())
+        .collect();
+    assert!(
+        probs.windows(2).all(|w| w[0] >= w[1]) && (probs.iter().sum::<f64>() - 1.0).abs() < 1e-4,
+        "{probs:?}"
+    );
+    assert_eq!(p["labels_from"], "the file's zoo metadata");
 }
 
 #[test]
@@ -182,4 +213,41 @@ fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn predict_reads_real_mnist_digits_with_the_lenet_card() {
+    let t = TempDir::new("predict-mnist");
+    let dataset = zoo_data::open(&shared("data/mnist")).unwrap();
+    let mut args = vec![
+        "predict".to_string(),
+        shared("models/mnist-8.onnx").display().to_string(),
+        "--like".into(),
+        "lenet".into(),
+        "--top".into(),
+        "1".into(),
+        "--json".into(),
+    ];
+    let mut truth = Vec::new();
+    for (i, s) in dataset.samples.iter().take(40).enumerate() {
+        let path = t.path().join(format!("digit{i:02}.png"));
+        s.image.load().unwrap().save(&path).unwrap();
+        args.push(path.display().to_string());
+        truth.push(dataset.classes[s.label].clone());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = zoo(&refs, t.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    let correct = j["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&truth)
+        .filter(|(p, t)| p["top"][0]["label"] == t.as_str())
+        .count();
+    // The model scores 98.9 % on the whole test set.
+    assert!(correct >= 38, "{correct}/40 correct");
+    assert_eq!(j["labels_from"], "card `lenet`");
 }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod fetch;
 pub mod finetune;
 pub mod inspect;
+pub mod predict;
 pub mod profile;
 pub mod standin;
 pub mod verify;

@@ -40,6 +40,22 @@ impl Profile {
 
 /// Card first (by name or `--like`), then the file's zoo metadata, then defaults.
 pub fn profile(card: Option<&Card>, plan: &Plan) -> Profile {
+    let layers: Vec<String> = plan.layers.iter().map(|l| l.name.clone()).collect();
+    profile_from(card, &plan.metadata, plan.graph.input_chw(), &layers)
+}
+
+/// The same, from a parsed file (no network is built).
+pub fn profile_of_model(card: Option<&Card>, model: &zoo_onnx::OnnxModel) -> Profile {
+    let layers = zoo_net::plan::layer_names(&model.graph);
+    profile_from(card, &model.metadata, model.graph.input_chw(), &layers)
+}
+
+fn profile_from(
+    card: Option<&Card>,
+    metadata: &BTreeMap<String, String>,
+    chw: [usize; 3],
+    layers: &[String],
+) -> Profile {
     if let Some(card) = card {
         return Profile {
             source: ProfileSource::Card(card.name.clone()),
@@ -49,12 +65,10 @@ pub fn profile(card: Option<&Card>, plan: &Plan) -> Profile {
             warning: None,
         };
     }
-    let layers: Vec<String> = plan.layers.iter().map(|l| l.name.clone()).collect();
     let head = layers.last().cloned().unwrap_or_default();
     let default_freeze: Vec<String> = layers[..layers.len().saturating_sub(1)].to_vec();
-    if let Some(p) = from_metadata(&plan.metadata) {
-        let card = plan
-            .metadata
+    if let Some(p) = from_metadata(metadata) {
+        let card = metadata
             .get(META_CARD)
             .and_then(|n| zoo_cards::find(n).ok());
         let (freeze, head) = match card {
@@ -69,7 +83,7 @@ pub fn profile(card: Option<&Card>, plan: &Plan) -> Profile {
             warning: None,
         };
     }
-    let preprocessing = Preprocessing::default_for(plan.graph.input_chw());
+    let preprocessing = Preprocessing::default_for(chw);
     let warning = format!(
         "no model card and no zoo metadata: assuming preprocessing \"{}\" and freeze plan \"freeze {}; replace {}\". Pass --like CARD (e.g. --like {}) to use a card's instead.",
         preprocessing.describe(),

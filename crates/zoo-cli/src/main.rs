@@ -30,6 +30,19 @@ enum Command {
     Fetch(FetchArgs),
     /// Finetune a pretrained model on your images: freeze early layers, replace the head, train.
     Finetune(FinetuneArgs),
+    /// Labels and probabilities for images (tract, with the model's own preprocessing).
+    Predict {
+        #[command(flatten)]
+        model: ModelOpts,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Datasets: health check.
     Data {
         #[command(subcommand)]
@@ -481,6 +494,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Fetch(args) => fetch(args),
         Command::Finetune(args) => finetune(args),
+        Command::Predict {
+            model,
+            images,
+            top,
+            json,
+        } => {
+            let resolved = model.resolve()?;
+            let report =
+                zoo_app::predict::predict(&resolved.path, resolved.card.as_ref(), &images, top)?;
+            warn(&report.warnings);
+            if json {
+                print_json(&report)?;
+            } else {
+                print!("{}", zoo_app::predict::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Data {
             command: DataCommand::Check { data, model, json },
         } => {

@@ -150,6 +150,31 @@ pub fn assign_layers(graph: &Graph) -> Vec<Assignment> {
         .collect()
 }
 
+fn node_positions(graph: &Graph) -> HashMap<&str, usize> {
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.label.as_str(), i))
+        .collect()
+}
+
+/// Layer names in execution order, from the graph alone (no tensors are built).
+pub fn layer_names(graph: &Graph) -> Vec<String> {
+    let position = node_positions(graph);
+    let mut layers: Vec<(usize, String)> = Vec::new();
+    for a in assign_layers(graph) {
+        if !layers.iter().any(|(_, n)| *n == a.layer) {
+            layers.push((
+                position.get(a.node.as_str()).copied().unwrap_or(usize::MAX),
+                a.layer,
+            ));
+        }
+    }
+    layers.sort();
+    layers.into_iter().map(|(_, n)| n).collect()
+}
+
 /// Splits a model into a plan and the initial parameter values (in `plan.params` order).
 pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     let OnnxModel {
@@ -194,12 +219,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     }
 
     // List layers in execution order (a weight may be reshaped before the first layer runs).
-    let position: HashMap<&str, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.label.as_str(), i))
-        .collect();
+    let position = node_positions(&graph);
     layers.sort_by_key(|l| position.get(l.node.as_str()).copied().unwrap_or(usize::MAX));
     let release_after = release_schedule(&graph);
     let data_dependent = data_dependence(&graph);

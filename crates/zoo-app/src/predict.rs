@@ -1,0 +1,167 @@
+//! `zoo predict`: labels and probabilities for images, run by tract with the preprocessing and
+//! labels from the file's zoo metadata or the model card.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use zoo_cards::{Card, LabelFormat, OutputKind};
+use zoo_parity::TractEngine;
+
+use crate::profile::{profile_of_model, META_LABELS};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Guess {
+    pub index: usize,
+    pub label: String,
+    pub probability: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Prediction {
+    pub image: PathBuf,
+    pub top: Vec<Guess>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictReport {
+    pub model: String,
+    pub labels_from: String,
+    pub predictions: Vec<Prediction>,
+    pub warnings: Vec<String>,
+}
+
+/// Labels: the file's metadata, else the card (inline names, or its verified label file in
+/// zoo's cache after `zoo fetch`), else class numbers.
+fn labels(model: &zoo_onnx::OnnxModel, card: Option<&Card>) -> (Option<Vec<String>>, String) {
+    if let Some(list) = model
+        .metadata
+        .get(META_LABELS)
+        .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+    {
+        return (Some(list), "the file's zoo metadata".into());
+    }
+    let Some(card) = card else {
+        return (None, "class numbers (no labels known)".into());
+    };
+    match card.labels.format {
+        LabelFormat::Inline => (
+            Some(card.labels.names.clone()),
+            format!("card `{}`", card.name),
+        ),
+        LabelFormat::Synset | LabelFormat::Lines => {
+            let path = card
+                .labels
+                .sha256
+                .as_deref()
+                .map(|s| zoo_fetch::ZooCache::from_env().labels_path(s));
+            match path.and_then(|p| std::fs::read_to_string(p).ok()) {
+                Some(text) => {
+                    let names = text
+                        .lines()
+                        .map(|l| match card.labels.format {
+                            // "n01440764 tench, Tinca tinca" -> "tench, Tinca tinca"
+                            LabelFormat::Synset => {
+                                l.split_once(' ').map_or(l, |(_, rest)| rest).to_string()
+                            }
+                            _ => l.to_string(),
+                        })
+                        .collect();
+                    (
+                        Some(names),
+                        format!("card `{}` (cached label file)", card.name),
+                    )
+                }
+                None => (
+                    None,
+                    format!(
+                        "class numbers (run `zoo fetch {}` for its labels)",
+                        card.name
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+fn softmax(v: &[f32]) -> Vec<f64> {
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let exp: Vec<f64> = v.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+pub fn predict(
+    path: &Path,
+    card: Option<&Card>,
+    images: &[PathBuf],
+    top: usize,
+) -> anyhow::Result<PredictReport> {
+    let model = zoo_onnx::OnnxModel::load(path)?;
+    let profile = profile_of_model(card, &model);
+    let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
+    let (names, labels_from) = labels(&model, card);
+    let ends_in_softmax = model.graph.nodes.iter().any(|n| {
+        n.outputs[0] == model.graph.output.name && matches!(n.op, zoo_onnx::Op::Softmax { .. })
+    });
+    let probabilities =
+        ends_in_softmax || card.is_some_and(|c| c.output.kind == OutputKind::Probabilities);
+    let chw = model.graph.input_chw();
+    drop(model);
+    let engine = TractEngine::from_path(path, chw)?;
+    let mut predictions = Vec::new();
+    for image in images {
+        let decoded = match zoo_data::decode(image) {
+            Ok(d) => d,
+            Err(e) => {
+                warnings.push(e.to_string());
+                continue;
+            }
+        };
+        let out = engine.run_one(&zoo_data::preprocess(&decoded, &profile.preprocessing))?;
+        let p: Vec<f64> = if probabilities {
+            out.iter().map(|&x| x as f64).collect()
+        } else {
+            softmax(&out)
+        };
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let top = order
+            .into_iter()
+            .take(top.max(1))
+            .map(|i| Guess {
+                index: i,
+                label: names
+                    .as_ref()
+                    .and_then(|n| n.get(i).cloned())
+                    .unwrap_or_else(|| format!("class {i}")),
+                probability: p[i],
+            })
+            .collect();
+        predictions.push(Prediction {
+            image: image.clone(),
+            top,
+        });
+    }
+    if predictions.is_empty() {
+        anyhow::bail!("none of the images could be read: {}", warnings.join("; "));
+    }
+    Ok(PredictReport {
+        model: path.display().to_string(),
+        labels_from,
+        predictions,
+        warnings,
+    })
+}
+
+pub fn render(r: &PredictReport) -> String {
+    let mut s = String::new();
+    for p in &r.predictions {
+        let guesses: Vec<String> = p
+            .top
+            .iter()
+            .map(|g| format!("{} ({:.1}%)", g.label, 100.0 * g.probability))
+            .collect();
+        s += &format!("{}: {}\n", p.image.display(), guesses.join(", "));
+    }
+    s
+}
