@@ -12,15 +12,31 @@ use crate::network::Network;
 
 impl<B: Backend> Network<B> {
     pub fn to_model_proto(&self) -> ModelProto {
+        self.export_proto(false)
+    }
+
+    /// The model with a dynamic batch axis: the input and output get a symbolic `N`, and
+    /// Reshape targets that keep the batch axis get -1 where the file had the fixed batch.
+    pub fn to_model_proto_dynamic_batch(&self) -> ModelProto {
+        self.export_proto(true)
+    }
+
+    fn export_proto(&self, dynamic_batch: bool) -> ModelProto {
         let plan = &self.plan;
         let mut proto = plan.proto.clone();
         let mut fresh: Vec<TensorProto> = Vec::new();
         for (name, dims, values) in self.param_values() {
             fresh.push(f32_proto(&name, &dims, &values));
         }
+        let batch_shapes = if dynamic_batch { batch_keeping_shapes(plan) } else { Default::default() };
         for (name, c) in &plan.graph.constants {
             fresh.push(match &c.data {
                 ConstData::F32(v) => f32_proto(name, &c.dims, v),
+                ConstData::I64(v) if batch_shapes.contains(name) => {
+                    let mut v = v.clone();
+                    v[0] = -1;
+                    i64_proto(name, &c.dims, &v)
+                }
                 ConstData::I64(v) => i64_proto(name, &c.dims, v),
             });
         }
@@ -59,9 +75,40 @@ impl<B: Backend> Network<B> {
             }
         }
         graph.initializer = fresh;
-        graph.output = vec![value_info(&plan.graph.output.name, &plan.graph.output.dims)];
+        let mut out_dims = plan.graph.output.dims.clone();
+        if dynamic_batch && plan.graph.shapes.batched.contains(&plan.graph.output.name) {
+            if let Some(d) = out_dims.first_mut() {
+                *d = None;
+            }
+            let mut in_dims = plan.graph.input.dims.clone();
+            in_dims[0] = None;
+            for input in graph.input.iter_mut().filter(|i| i.name == plan.graph.input.name) {
+                *input = value_info(&input.name, &in_dims);
+            }
+        }
+        graph.output = vec![value_info(&plan.graph.output.name, &out_dims)];
         // Intermediate shape annotations may be stale after a head change; they are optional.
         graph.value_info.clear();
         proto
     }
+}
+
+/// Shape constants read only by Reshapes that keep the batch axis, whose first entry is the
+/// file's fixed batch size: those become -1 in a dynamic-batch export.
+fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashSet<String> {
+    use zoo_onnx::{Op, ReshapeTarget};
+    let graph = &plan.graph;
+    let mut keep = std::collections::HashSet::new();
+    for node in &graph.nodes {
+        let (Op::Reshape { .. }, Some(shape)) = (&node.op, node.input(1)) else { continue };
+        let keeps = matches!(graph.shapes.reshape_targets.get(&node.label), Some(ReshapeTarget::KeepBatch(_)));
+        let first = graph.constants.get(shape).and_then(|c| c.as_i64()).and_then(|v| v.first().copied());
+        let only_readers_keep = graph.consumers(shape).all(|n| {
+            matches!(n.op, Op::Reshape { .. }) && matches!(graph.shapes.reshape_targets.get(&n.label), Some(ReshapeTarget::KeepBatch(_)))
+        });
+        if keeps && only_readers_keep && first == Some(graph.shapes.declared_batch as i64) {
+            keep.insert(shape.to_string());
+        }
+    }
+    keep
 }

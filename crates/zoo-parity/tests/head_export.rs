@@ -87,3 +87,42 @@ fn unknown_or_unsuitable_heads_are_errors() {
         .to_string();
     assert!(err.contains("at least 2 classes"), "{err}");
 }
+
+/// tract at a batch size other than 1 proves the exported batch axis really is dynamic.
+fn tract_batch(bytes: &[u8], chw: [usize; 3], images: &[f32], batch: usize) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let [c, h, w] = chw;
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .unwrap()
+        .with_input_fact(0, f32::fact([batch, c, h, w]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = Tensor::from_shape(&[batch, c, h, w], images).unwrap();
+    let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+#[test]
+fn dynamic_batch_export_runs_at_batch_7_in_tract() {
+    for (bytes, head) in [(mnist_like(), "mm"), (caffe_like(), "fc8")] {
+        let mut model = OnnxModel::from_bytes(bytes).unwrap();
+        replace_head(&mut model, head, 4, 1).unwrap();
+        let device = Default::default();
+        let net = Network::<Flex>::from_model(model, &device);
+        let exported = net.to_model_proto_dynamic_batch().encode_to_vec();
+        let again = OnnxModel::from_bytes(exported.clone()).unwrap();
+        assert_eq!(again.graph.input.dims[0], None, "{head}: symbolic batch");
+        assert_eq!(again.graph.output.dims, [None, Some(4)]);
+        let chw = again.graph.input_chw();
+        let images = SeededRng::new(4).values(7 * 24, 1.0);
+        let ours: Vec<f32> = run_network(&net, &images, 7, &device).unwrap().concat();
+        let theirs = tract_batch(&exported, chw, &images, 7);
+        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert_eq!(ours.len(), theirs.len());
+        assert!(diff < 1e-5, "{head}: {diff}");
+    }
+}
