@@ -103,6 +103,32 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
         "{probs:?}"
     );
     assert_eq!(p["labels_from"], "the file's zoo metadata");
+
+    // Export: dynamic batch, metadata, parity with tract on the run's validation images.
+    let export = zoo(
+        &[
+            "export",
+            run.to_str().unwrap(),
+            "--onnx",
+            "--engines",
+            "tract",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    let e = export.json();
+    assert_eq!(e["pass"], true, "{e}");
+    assert_eq!(e["batch_7"]["batch"], 7);
+    assert!(e["batch_1"]["max_rel_diff"].as_f64().unwrap() <= 1e-4);
+    assert_eq!(e["samples"], summary["val_images"]);
+    let receipt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("parity.json")).unwrap()).unwrap();
+    assert_eq!(receipt["pass"], true);
+    let exported = zoo_onnx::OnnxModel::load(run.join("model.onnx")).unwrap();
+    assert_eq!(exported.graph.input.dims[0], None, "dynamic batch axis");
+    assert!(exported.metadata.contains_key("zoo.training_summary"));
+    assert_eq!(exported.metadata["zoo.labels"], r#"["cat","dog","fox"]"#);
 }
 
 #[test]
@@ -213,6 +239,12 @@ fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    let export = zoo(
+        &["export", out.to_str().unwrap(), "--onnx", "--json"],
+        t.path(),
+    );
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    assert_eq!(export.json()["pass"], true);
 }
 
 #[test]

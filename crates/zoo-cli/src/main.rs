@@ -30,6 +30,27 @@ enum Command {
     Fetch(FetchArgs),
     /// Finetune a pretrained model on your images: freeze early layers, replace the head, train.
     Finetune(FinetuneArgs),
+    /// Write a run's best weights as ONNX (dynamic batch, zoo metadata) and check it against
+    /// tract (and ONNX Runtime) on the run's validation images; the receipt is parity.json.
+    Export {
+        /// Run directory (default runs/latest).
+        #[arg(default_value = "runs/latest")]
+        run: PathBuf,
+        /// Export as ONNX (the only format).
+        #[arg(long, required = true)]
+        onnx: bool,
+        /// Output file (default RUN/model.onnx).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Reference engines, comma separated: tract, ort.
+        #[arg(long, value_delimiter = ',', default_value = "tract,ort")]
+        engines: Vec<String>,
+        /// Largest accepted max_rel_diff.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Labels and probabilities for images (tract, with the model's own preprocessing).
     Predict {
         #[command(flatten)]
@@ -494,6 +515,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Fetch(args) => fetch(args),
         Command::Finetune(args) => finetune(args),
+        Command::Export {
+            run,
+            onnx: _,
+            output,
+            engines,
+            tolerance,
+            json,
+        } => {
+            let report = zoo_app::export::export_run(&run, output.as_deref(), &engines, tolerance)?;
+            warn(&report.warnings);
+            if json {
+                print_json(&report)?;
+            } else {
+                for (batch, r) in [(1, &report.batch_1), (7, &report.batch_7)] {
+                    for e in &r.engines {
+                        eprintln!(
+                            "batch {batch}, {:<5}: max_abs_diff {:.2e}, max_rel_diff {:.2e}, top-1 agreement {:.4} over {} validation images: {}",
+                            e.name,
+                            e.agreement.max_abs_diff,
+                            e.agreement.max_rel_diff,
+                            e.agreement.top1_agreement,
+                            e.agreement.samples,
+                            if e.pass { "pass" } else { "FAIL" }
+                        );
+                    }
+                }
+                println!("{}", report.output.display());
+            }
+            Ok(if report.pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Predict {
             model,
             images,

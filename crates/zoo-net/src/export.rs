@@ -4,9 +4,10 @@
 //! initializer holding the trained values.
 
 use burn::tensor::backend::Backend;
+use zoo_onnx::builder::{typed_value_info, value_info};
 use zoo_onnx::pb::{ModelProto, TensorProto};
 use zoo_onnx::tensor::{f32_proto, i64_proto};
-use zoo_onnx::{builder::value_info, ConstData};
+use zoo_onnx::ConstData;
 
 use crate::network::Network;
 
@@ -28,7 +29,11 @@ impl<B: Backend> Network<B> {
         for (name, dims, values) in self.param_values() {
             fresh.push(f32_proto(&name, &dims, &values));
         }
-        let batch_shapes = if dynamic_batch { batch_keeping_shapes(plan) } else { Default::default() };
+        let batch_shapes = if dynamic_batch {
+            batch_keeping_shapes(plan)
+        } else {
+            Default::default()
+        };
         for (name, c) in &plan.graph.constants {
             fresh.push(match &c.data {
                 ConstData::F32(v) => f32_proto(name, &c.dims, v),
@@ -57,12 +62,15 @@ impl<B: Backend> Network<B> {
             .collect();
         fresh.retain(|t| keep.contains(&t.name));
         // Initializers listed as graph inputs (IR < 4 files) must show their current shapes.
-        let dims_of: std::collections::HashMap<&str, Vec<Option<usize>>> = fresh
+        let dims_of: std::collections::HashMap<&str, (Vec<Option<usize>>, i32)> = fresh
             .iter()
             .map(|t| {
                 (
                     t.name.as_str(),
-                    t.dims.iter().map(|&d| Some(d as usize)).collect(),
+                    (
+                        t.dims.iter().map(|&d| Some(d as usize)).collect(),
+                        t.data_type,
+                    ),
                 )
             })
             .collect();
@@ -70,8 +78,8 @@ impl<B: Backend> Network<B> {
             .input
             .retain(|i| i.name == plan.graph.input.name || dims_of.contains_key(i.name.as_str()));
         for input in graph.input.iter_mut() {
-            if let Some(d) = dims_of.get(input.name.as_str()) {
-                *input = value_info(&input.name, d);
+            if let Some((d, elem_type)) = dims_of.get(input.name.as_str()) {
+                *input = typed_value_info(&input.name, d, *elem_type);
             }
         }
         graph.initializer = fresh;
@@ -82,7 +90,11 @@ impl<B: Backend> Network<B> {
             }
             let mut in_dims = plan.graph.input.dims.clone();
             in_dims[0] = None;
-            for input in graph.input.iter_mut().filter(|i| i.name == plan.graph.input.name) {
+            for input in graph
+                .input
+                .iter_mut()
+                .filter(|i| i.name == plan.graph.input.name)
+            {
                 *input = value_info(&input.name, &in_dims);
             }
         }
@@ -100,11 +112,24 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashSet<S
     let graph = &plan.graph;
     let mut keep = std::collections::HashSet::new();
     for node in &graph.nodes {
-        let (Op::Reshape { .. }, Some(shape)) = (&node.op, node.input(1)) else { continue };
-        let keeps = matches!(graph.shapes.reshape_targets.get(&node.label), Some(ReshapeTarget::KeepBatch(_)));
-        let first = graph.constants.get(shape).and_then(|c| c.as_i64()).and_then(|v| v.first().copied());
+        let (Op::Reshape { .. }, Some(shape)) = (&node.op, node.input(1)) else {
+            continue;
+        };
+        let keeps = matches!(
+            graph.shapes.reshape_targets.get(&node.label),
+            Some(ReshapeTarget::KeepBatch(_))
+        );
+        let first = graph
+            .constants
+            .get(shape)
+            .and_then(|c| c.as_i64())
+            .and_then(|v| v.first().copied());
         let only_readers_keep = graph.consumers(shape).all(|n| {
-            matches!(n.op, Op::Reshape { .. }) && matches!(graph.shapes.reshape_targets.get(&n.label), Some(ReshapeTarget::KeepBatch(_)))
+            matches!(n.op, Op::Reshape { .. })
+                && matches!(
+                    graph.shapes.reshape_targets.get(&n.label),
+                    Some(ReshapeTarget::KeepBatch(_))
+                )
         });
         if keeps && only_readers_keep && first == Some(graph.shapes.declared_batch as i64) {
             keep.insert(shape.to_string());

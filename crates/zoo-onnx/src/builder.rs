@@ -46,6 +46,11 @@ pub fn attr(name: &str, value: Attr) -> AttributeProto {
 
 /// A float tensor value description; `None` dims are symbolic (`N`).
 pub fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    typed_value_info(name, dims, DataType::Float as i32)
+}
+
+/// A tensor value description of any element type (`TensorProto` data type code).
+pub fn typed_value_info(name: &str, dims: &[Option<usize>], elem_type: i32) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| Dimension {
@@ -60,7 +65,7 @@ pub fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
+                elem_type,
                 shape: Some(TensorShapeProto { dim }),
             })),
             ..Default::default()

@@ -103,7 +103,12 @@ fn tract_batch(bytes: &[u8], chw: [usize; 3], images: &[f32], batch: usize) -> V
         .unwrap();
     let input = Tensor::from_shape(&[batch, c, h, w], images).unwrap();
     let out = plan.run(tvec!(input.into_tvalue())).unwrap();
-    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
 }
 
 #[test]
@@ -121,7 +126,11 @@ fn dynamic_batch_export_runs_at_batch_7_in_tract() {
         let images = SeededRng::new(4).values(7 * 24, 1.0);
         let ours: Vec<f32> = run_network(&net, &images, 7, &device).unwrap().concat();
         let theirs = tract_batch(&exported, chw, &images, 7);
-        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         assert_eq!(ours.len(), theirs.len());
         assert!(diff < 1e-5, "{head}: {diff}");
     }

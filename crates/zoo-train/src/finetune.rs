@@ -73,6 +73,23 @@ pub struct Summary {
     pub freeze_audit: FreezeAudit,
 }
 
+/// How a run splits its data: `--val-per-class`, else `--val-split`, else the manifest's split
+/// column, else 20 % per class. `zoo export` rebuilds a run's validation set with it.
+pub fn split_plan(
+    val_per_class: Option<usize>,
+    val_split: Option<f64>,
+    dataset: &zoo_data::Dataset,
+) -> SplitPlan {
+    match (val_per_class, val_split) {
+        (Some(k), _) => SplitPlan::PerClass(k),
+        (None, Some(f)) => SplitPlan::Fraction(f),
+        (None, None) if dataset.samples.iter().any(|s| s.split.is_some()) => {
+            SplitPlan::FromManifest
+        }
+        (None, None) => SplitPlan::Fraction(0.2),
+    }
+}
+
 /// The freeze audit: every frozen parameter of every network equals its snapshot bit for bit.
 pub fn frozen_unchanged<B: burn::tensor::backend::Backend>(
     nets: &[&Network<B>],
@@ -101,6 +118,12 @@ pub fn finetune(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Summary> {
     options.validate().map_err(anyhow::Error::msg)?;
+    // config.json records where the data is, absolutely, so `zoo export` finds the validation
+    // images again from any working directory.
+    let options = &FinetuneOptions {
+        data: std::fs::canonicalize(&options.data).unwrap_or_else(|_| options.data.clone()),
+        ..options.clone()
+    };
     let started = Instant::now();
     let mut warnings = Vec::new();
 
@@ -115,14 +138,7 @@ pub fn finetune(
             dataset.classes.join(", ")
         );
     }
-    let split_plan = match (options.val_per_class, options.val_split) {
-        (Some(k), _) => SplitPlan::PerClass(k),
-        (None, Some(f)) => SplitPlan::Fraction(f),
-        (None, None) if dataset.samples.iter().any(|s| s.split.is_some()) => {
-            SplitPlan::FromManifest
-        }
-        (None, None) => SplitPlan::Fraction(0.2),
-    };
+    let split_plan = split_plan(options.val_per_class, options.val_split, &dataset);
     let splits = split(&dataset, split_plan, options.seed)?;
     for w in &splits.warnings {
         reporter.warn(w);

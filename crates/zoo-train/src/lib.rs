@@ -11,6 +11,8 @@ pub mod report;
 pub mod rundir;
 pub mod trainer;
 
-pub use finetune::{finetune, frozen_unchanged, CpuTrain, FreezeAudit, Summary, TrainProfile};
+pub use finetune::{
+    finetune, frozen_unchanged, split_plan, CpuTrain, FreezeAudit, Summary, TrainProfile,
+};
 pub use options::{FinetuneOptions, OptimizerKind};
 pub use trainer::{Reporter, ValidationRow};
