@@ -129,6 +129,39 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
     assert_eq!(exported.graph.input.dims[0], None, "dynamic batch axis");
     assert!(exported.metadata.contains_key("zoo.training_summary"));
     assert_eq!(exported.metadata["zoo.labels"], r#"["cat","dog","fox"]"#);
+
+    // Evaluate the run on all its data: counts add up, classes by name, files written.
+    let data = t.path().join("data");
+    let eval = zoo(
+        &[
+            "evaluate",
+            run.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(eval.code, 0, "{}", eval.stderr);
+    let ev = eval.json();
+    assert_eq!(ev["samples"], 6 + 7 + 8);
+    let [lo, hi] = [
+        ev["accuracy_ci95"][0].as_f64().unwrap(),
+        ev["accuracy_ci95"][1].as_f64().unwrap(),
+    ];
+    let acc = ev["accuracy"].as_f64().unwrap();
+    assert!(lo <= acc && acc <= hi);
+    let names: Vec<&str> = ev["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cat", "dog", "fox"]);
+    assert!(
+        run.join("evaluation/confusion.csv").is_file()
+            && run.join("evaluation/confusion.png").is_file()
+    );
 }
 
 #[test]
@@ -282,4 +315,37 @@ fn predict_reads_real_mnist_digits_with_the_lenet_card() {
     // The model scores 98.9 % on the whole test set.
     assert!(correct >= 38, "{correct}/40 correct");
     assert_eq!(j["labels_from"], "card `lenet`");
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn evaluate_mnist_cnn_reproduces_the_published_98_90_percent() {
+    let t = TempDir::new("evaluate-mnist");
+    let out = t.path().join("eval");
+    let run = zoo(
+        &[
+            "evaluate",
+            shared("models/mnist-8.onnx").to_str().unwrap(),
+            "--like",
+            "lenet",
+            "--data",
+            shared("data/mnist").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    assert_eq!(j["samples"], 10_000);
+    assert_eq!(j["correct"], 9_890);
+    let csv = std::fs::read_to_string(out.join("confusion.csv")).unwrap();
+    let diagonal: usize = csv
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| l.split(',').nth(i + 1).unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(diagonal, 9_890, "the CSV agrees with the report");
 }

@@ -2,6 +2,7 @@
 //! The `zoo` binary only parses arguments and prints these reports.
 
 pub mod data;
+pub mod evaluate;
 pub mod export;
 pub mod fetch;
 pub mod finetune;

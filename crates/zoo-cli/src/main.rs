@@ -51,6 +51,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Accuracy (95 % Wilson interval), per-class precision and recall, confusion matrix.
+    Evaluate {
+        #[command(flatten)]
+        model: ModelOpts,
+        /// Labelled images: class folders, CSV manifest, or MNIST IDX.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where confusion.csv and confusion.png go (default RUN/evaluation or ./evaluation).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Labels and probabilities for images (tract, with the model's own preprocessing).
     Predict {
         #[command(flatten)]
@@ -548,6 +561,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Evaluate {
+            model,
+            data,
+            out,
+            json,
+        } => {
+            let resolved = model.resolve()?;
+            let out = out.unwrap_or_else(|| match &resolved.arg {
+                zoo_fetch::ModelArg::RunDir(run) => run.join("evaluation"),
+                _ => PathBuf::from("evaluation"),
+            });
+            let report =
+                zoo_app::evaluate::evaluate(&resolved.path, resolved.card.as_ref(), &data, &out)?;
+            warn(&report.warnings);
+            if json {
+                print_json(&report)?;
+            } else {
+                print!("{}", zoo_app::evaluate::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Predict {
             model,
