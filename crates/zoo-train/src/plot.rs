@@ -39,6 +39,64 @@ fn smooth(values: &[f64], window: usize) -> Vec<f64> {
     out
 }
 
+/// One panel: a smoothed training curve and the validation points over iterations.
+struct Panel<'a> {
+    title: &'a str,
+    y_max: f64,
+    color: RGBColor,
+    train: Vec<f64>,
+    val: Vec<(f64, f64)>,
+    legend: SeriesLabelPosition,
+}
+
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    its: &[f64],
+    max_it: f64,
+    p: Panel<'_>,
+) -> std::io::Result<()> {
+    let window = (its.len() / 20).max(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption(p.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0.0..max_it, 0.0..p.y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .draw()
+        .map_err(err)?;
+    let color = p.color;
+    chart
+        .draw_series(LineSeries::new(
+            its.iter().copied().zip(smooth(&p.train, window)),
+            color,
+        ))
+        .map_err(err)?
+        .label("training (smoothed)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    chart
+        .draw_series(LineSeries::new(
+            p.val.iter().copied(),
+            BLACK.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("validation")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .draw_series(p.val.iter().map(|&pt| Circle::new(pt, 3, BLACK.filled())))
+        .map_err(err)?;
+    chart
+        .configure_series_labels()
+        .position(p.legend)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 pub fn training_progress(
     path: &Path,
     iterations: &[IterationRow],
@@ -49,101 +107,47 @@ pub fn training_progress(
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(360);
     let max_it = iterations.last().map_or(1, |r| r.iteration).max(1) as f64;
-    let window = (iterations.len() / 20).max(1);
     let its: Vec<f64> = iterations.iter().map(|r| r.iteration as f64).collect();
-
-    let acc: Vec<f64> = iterations
+    let accuracy = Panel {
+        title: "accuracy (%)",
+        y_max: 100.0,
+        color: BLUE,
+        train: iterations
+            .iter()
+            .map(|r| 100.0 * r.train_accuracy)
+            .collect(),
+        val: validations
+            .iter()
+            .map(|v| (v.iteration as f64, 100.0 * v.val_accuracy))
+            .collect(),
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw_panel(&top, &its, max_it, accuracy)?;
+    let train_loss: Vec<f64> = iterations.iter().map(|r| r.train_loss).collect();
+    let val_loss: Vec<(f64, f64)> = validations
         .iter()
-        .map(|r| 100.0 * r.train_accuracy)
+        .map(|v| (v.iteration as f64, v.val_loss))
         .collect();
-    let mut chart = ChartBuilder::on(&top)
-        .caption("accuracy (%)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(44)
-        .build_cartesian_2d(0.0..max_it, 0.0..100.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("iteration")
-        .draw()
-        .map_err(err)?;
-    chart
-        .draw_series(LineSeries::new(
-            its.iter().copied().zip(smooth(&acc, window)),
-            &BLUE,
-        ))
-        .map_err(err)?
-        .label("training (smoothed)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(
-            validations
-                .iter()
-                .map(|v| (v.iteration as f64, 100.0 * v.val_accuracy)),
-            BLACK.stroke_width(2),
-        ))
-        .map_err(err)?
-        .label("validation")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .draw_series(validations.iter().map(|v| {
-            Circle::new(
-                (v.iteration as f64, 100.0 * v.val_accuracy),
-                3,
-                BLACK.filled(),
-            )
-        }))
-        .map_err(err)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-
-    let loss: Vec<f64> = iterations.iter().map(|r| r.train_loss).collect();
-    let finite = loss
+    let y_max = train_loss
         .iter()
-        .chain(validations.iter().map(|v| &v.val_loss))
+        .chain(val_loss.iter().map(|(_, l)| l))
         .copied()
-        .filter(|v| v.is_finite());
-    let max_loss = finite.fold(0.0f64, f64::max).max(1e-6) * 1.05;
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("loss", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(44)
-        .build_cartesian_2d(0.0..max_it, 0.0..max_loss)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("iteration")
-        .draw()
-        .map_err(err)?;
-    chart
-        .draw_series(LineSeries::new(
-            its.iter().copied().zip(smooth(&loss, window)),
-            &RED,
-        ))
-        .map_err(err)?
-        .label("training (smoothed)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    chart
-        .draw_series(LineSeries::new(
-            validations.iter().map(|v| (v.iteration as f64, v.val_loss)),
-            BLACK.stroke_width(2),
-        ))
-        .map_err(err)?
-        .label("validation")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-6)
+        * 1.05;
+    let loss = Panel {
+        title: "loss",
+        y_max,
+        color: RED,
+        train: train_loss,
+        val: val_loss
+            .into_iter()
+            .filter(|(_, l)| l.is_finite())
+            .collect(),
+        legend: SeriesLabelPosition::LowerLeft,
+    };
+    draw_panel(&bottom, &its, max_it, loss)?;
     root.present().map_err(err)
 }
 
