@@ -13,8 +13,7 @@ pub fn model_preprocessing(model: &str) -> anyhow::Result<(String, Preprocessing
     }
     let resolved = zoo_fetch::resolve_model(model, None, None, &zoo_fetch::HubCache::from_env())?;
     let onnx = zoo_onnx::OnnxModel::load(&resolved.path)?;
-    let net = zoo_net::Network::<crate::CpuBackend>::from_model(onnx, &Default::default());
-    let profile = crate::profile::profile(resolved.card.as_ref(), net.plan());
+    let profile = crate::profile::profile_of_model(resolved.card.as_ref(), &onnx);
     Ok((model.to_string(), profile.preprocessing))
 }
 

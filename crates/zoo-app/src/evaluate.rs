@@ -8,7 +8,7 @@ use zoo_cards::Card;
 use zoo_parity::compare::argmax;
 use zoo_parity::TractEngine;
 
-use crate::profile::{profile_of_model, META_LABELS};
+use crate::profile::{model_labels, profile_of_model};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassScore {
@@ -55,14 +55,7 @@ pub fn evaluate(
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(card, &model);
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
-    let model_labels: Option<Vec<String>> = model
-        .metadata
-        .get(META_LABELS)
-        .and_then(|t| serde_json::from_str(t).ok())
-        .or_else(|| {
-            card.filter(|c| !c.labels.names.is_empty())
-                .map(|c| c.labels.names.clone())
-        });
+    let (model_labels, _) = model_labels(&model, card);
     let chw = model.graph.input_chw();
     drop(model);
     let dataset = zoo_data::open(data)?;

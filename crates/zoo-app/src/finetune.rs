@@ -7,7 +7,7 @@ use std::sync::Arc;
 use zoo_cards::Card;
 use zoo_train::{FinetuneOptions, Reporter, Summary, TrainProfile};
 
-use crate::profile::{profile, ProfileSource};
+use crate::profile::{profile_of_model, ProfileSource};
 
 /// Builds the training profile of a model file (card, zoo metadata, or stated defaults).
 pub fn train_profile(
@@ -16,11 +16,10 @@ pub fn train_profile(
     name: &str,
 ) -> anyhow::Result<(TrainProfile, Option<String>)> {
     let onnx = zoo_onnx::OnnxModel::load(path)?;
-    let net = zoo_net::Network::<crate::CpuBackend>::from_model(onnx, &Default::default());
-    let p = profile(card, net.plan());
+    let p = profile_of_model(card, &onnx);
     let card_name = match &p.source {
         ProfileSource::Card(c) => Some(c.clone()),
-        _ => net.plan().metadata.get(crate::profile::META_CARD).cloned(),
+        _ => onnx.metadata.get(crate::profile::META_CARD).cloned(),
     };
     Ok((
         TrainProfile {

@@ -5,11 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 use zoo_cards::Card;
-use zoo_net::{Network, ParamRole, Plan};
+use zoo_net::{ParamRole, Plan};
 use zoo_onnx::{OnnxModel, SUPPORTED_OPS};
 
 use crate::profile::{profile, Profile};
-use crate::CpuBackend;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerRow {
@@ -107,8 +106,9 @@ pub fn inspect(path: &Path, card: Option<&Card>) -> anyhow::Result<InspectReport
             })
         }
     };
-    let net = Network::<CpuBackend>::from_model(model, &Default::default());
-    let plan = net.plan();
+    let (plan, weights) = zoo_net::plan::build_plan(model);
+    drop(weights);
+    let plan = &plan;
     let profile = profile(card, plan);
     let layers = layer_rows(plan, &profile);
     let trainable_params = plan

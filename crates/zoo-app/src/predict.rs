@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use zoo_cards::{Card, LabelFormat, OutputKind};
+use zoo_cards::{Card, OutputKind};
 use zoo_parity::TractEngine;
 
-use crate::profile::{profile_of_model, META_LABELS};
+use crate::profile::{model_labels, profile_of_model};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Guess {
@@ -30,59 +30,6 @@ pub struct PredictReport {
     pub warnings: Vec<String>,
 }
 
-/// Labels: the file's metadata, else the card (inline names, or its verified label file in
-/// zoo's cache after `zoo fetch`), else class numbers.
-fn labels(model: &zoo_onnx::OnnxModel, card: Option<&Card>) -> (Option<Vec<String>>, String) {
-    if let Some(list) = model
-        .metadata
-        .get(META_LABELS)
-        .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
-    {
-        return (Some(list), "the file's zoo metadata".into());
-    }
-    let Some(card) = card else {
-        return (None, "class numbers (no labels known)".into());
-    };
-    match card.labels.format {
-        LabelFormat::Inline => (
-            Some(card.labels.names.clone()),
-            format!("card `{}`", card.name),
-        ),
-        LabelFormat::Synset | LabelFormat::Lines => {
-            let path = card
-                .labels
-                .sha256
-                .as_deref()
-                .map(|s| zoo_fetch::ZooCache::from_env().labels_path(s));
-            match path.and_then(|p| std::fs::read_to_string(p).ok()) {
-                Some(text) => {
-                    let names = text
-                        .lines()
-                        .map(|l| match card.labels.format {
-                            // "n01440764 tench, Tinca tinca" -> "tench, Tinca tinca"
-                            LabelFormat::Synset => {
-                                l.split_once(' ').map_or(l, |(_, rest)| rest).to_string()
-                            }
-                            _ => l.to_string(),
-                        })
-                        .collect();
-                    (
-                        Some(names),
-                        format!("card `{}` (cached label file)", card.name),
-                    )
-                }
-                None => (
-                    None,
-                    format!(
-                        "class numbers (run `zoo fetch {}` for its labels)",
-                        card.name
-                    ),
-                ),
-            }
-        }
-    }
-}
-
 fn softmax(v: &[f32]) -> Vec<f64> {
     let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
     let exp: Vec<f64> = v.iter().map(|&x| (x as f64 - max).exp()).collect();
@@ -99,7 +46,7 @@ pub fn predict(
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(card, &model);
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
-    let (names, labels_from) = labels(&model, card);
+    let (names, labels_from) = model_labels(&model, card);
     let ends_in_softmax = model.graph.nodes.iter().any(|n| {
         n.outputs[0] == model.graph.output.name && matches!(n.op, zoo_onnx::Op::Softmax { .. })
     });

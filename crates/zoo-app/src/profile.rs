@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use zoo_cards::{Card, Preprocessing};
+use zoo_cards::{Card, LabelFormat, Preprocessing};
 use zoo_net::Plan;
 
 /// Metadata keys zoo writes into exported ONNX files.
@@ -104,4 +104,60 @@ fn from_metadata(meta: &BTreeMap<String, String>) -> Option<Preprocessing> {
     let text = meta.get(META_PREPROCESSING)?;
     let p: Preprocessing = serde_json::from_str(text).ok()?;
     p.validate().ok().map(|_| p)
+}
+
+/// Labels: the file's metadata, else the card (inline names, or its verified label file in
+/// zoo's cache after `zoo fetch`), else class numbers.
+pub fn model_labels(
+    model: &zoo_onnx::OnnxModel,
+    card: Option<&Card>,
+) -> (Option<Vec<String>>, String) {
+    if let Some(list) = model
+        .metadata
+        .get(META_LABELS)
+        .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+    {
+        return (Some(list), "the file's zoo metadata".into());
+    }
+    let Some(card) = card else {
+        return (None, "class numbers (no labels known)".into());
+    };
+    match card.labels.format {
+        LabelFormat::Inline => (
+            Some(card.labels.names.clone()),
+            format!("card `{}`", card.name),
+        ),
+        LabelFormat::Synset | LabelFormat::Lines => {
+            let path = card
+                .labels
+                .sha256
+                .as_deref()
+                .map(|s| zoo_fetch::ZooCache::from_env().labels_path(s));
+            match path.and_then(|p| std::fs::read_to_string(p).ok()) {
+                Some(text) => {
+                    let names = text
+                        .lines()
+                        .map(|l| match card.labels.format {
+                            // "n01440764 tench, Tinca tinca" -> "tench, Tinca tinca"
+                            LabelFormat::Synset => {
+                                l.split_once(' ').map_or(l, |(_, rest)| rest).to_string()
+                            }
+                            _ => l.to_string(),
+                        })
+                        .collect();
+                    (
+                        Some(names),
+                        format!("card `{}` (cached label file)", card.name),
+                    )
+                }
+                None => (
+                    None,
+                    format!(
+                        "class numbers (run `zoo fetch {}` for its labels)",
+                        card.name
+                    ),
+                ),
+            }
+        }
+    }
 }

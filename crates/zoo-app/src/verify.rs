@@ -110,9 +110,7 @@ pub fn verify_file(
     if options.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let model = OnnxModel::from_bytes(bytes.clone())?;
+    let model = OnnxModel::load(path)?;
     let chw = model.graph.input_chw();
     let device = Default::default();
     let net = Network::<CpuBackend>::from_model(model, &device);
@@ -144,8 +142,8 @@ pub fn verify_file(
     let mut ort = None;
     for name in &options.engines {
         match name.as_str() {
-            "tract" => tract = Some(TractEngine::from_bytes(&bytes, chw)?),
-            "ort" => match OrtEngine::from_bytes(&bytes, chw) {
+            "tract" => tract = Some(TractEngine::from_path(path, chw)?),
+            "ort" => match OrtEngine::from_path(path, chw) {
                 Ok(engine) => ort = Some(engine),
                 Err(why) => warnings.push(format!("{why}; carrying on with tract")),
             },
@@ -153,7 +151,7 @@ pub fn verify_file(
         }
     }
     if tract.is_none() && ort.is_none() {
-        tract = Some(TractEngine::from_bytes(&bytes, chw)?);
+        tract = Some(TractEngine::from_path(path, chw)?);
     }
     let mut engines: Vec<&dyn Engine> = Vec::new();
     if let Some(t) = &tract {

@@ -427,6 +427,20 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a report as one JSON object, or as its text rendering.
+fn emit<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    render: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        print!("{}", render(report));
+        Ok(())
+    }
+}
+
 fn warn(messages: &[String]) {
     for m in messages {
         eprintln!("warning: {m}");
@@ -519,11 +533,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::List { json } => {
             let rows = zoo_app::fetch::list_models();
-            if json {
-                print_json(&rows)?;
-            } else {
-                print!("{}", zoo_app::fetch::render_list(&rows));
-            }
+            emit(json, &rows, |r| zoo_app::fetch::render_list(r))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch(args) => fetch(args),
@@ -576,11 +586,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report =
                 zoo_app::evaluate::evaluate(&resolved.path, resolved.card.as_ref(), &data, &out)?;
             warn(&report.warnings);
-            if json {
-                print_json(&report)?;
-            } else {
-                print!("{}", zoo_app::evaluate::render(&report));
-            }
+            emit(json, &report, zoo_app::evaluate::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Predict {
@@ -593,22 +599,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report =
                 zoo_app::predict::predict(&resolved.path, resolved.card.as_ref(), &images, top)?;
             warn(&report.warnings);
-            if json {
-                print_json(&report)?;
-            } else {
-                print!("{}", zoo_app::predict::render(&report));
-            }
+            emit(json, &report, zoo_app::predict::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
             command: DataCommand::Check { data, model, json },
         } => {
             let report = zoo_app::data::check_dataset(&data, model.as_deref())?;
-            if json {
-                print_json(&report)?;
-            } else {
-                print!("{}", zoo_data::check::render(&report));
-            }
+            emit(json, &report, zoo_data::check::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { model, json } => {
@@ -617,11 +615,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(w) = report.profile.as_ref().and_then(|p| p.warning.clone()) {
                 warn(&[w]);
             }
-            if json {
-                print_json(&report)?;
-            } else {
-                print!("{}", inspect::render(&report));
-            }
+            emit(json, &report, inspect::render)?;
             Ok(if report.import_error.is_some() {
                 ExitCode::from(2)
             } else {
@@ -649,11 +643,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let outcome = verify::verify_file(&resolved.path, resolved.card.as_ref(), &options)?;
             warn(&outcome.warnings);
-            if json {
-                print_json(&outcome)?;
-            } else {
-                print!("{}", verify::render(&outcome));
-            }
+            emit(json, &outcome, verify::render)?;
             Ok(if outcome.report.pass {
                 ExitCode::SUCCESS
             } else {

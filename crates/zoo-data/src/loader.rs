@@ -40,6 +40,29 @@ pub struct Batch {
 }
 
 impl Tensors {
+    /// The images `picked`, one after another, each augmented per (seed, epoch, image) when
+    /// `augment` is given.
+    pub fn gather(
+        &self,
+        picked: &[usize],
+        augment: Option<(crate::Augment, u64, usize)>,
+    ) -> Vec<f32> {
+        let size = self.chw.iter().product::<usize>();
+        let mut values = Vec::with_capacity(picked.len() * size);
+        for &i in picked {
+            let start = values.len();
+            values.extend_from_slice(self.image(i));
+            if let Some((aug, seed, epoch)) = augment {
+                aug.apply(
+                    &mut values[start..],
+                    self.chw,
+                    crate::augment::sample_seed(seed, epoch, i),
+                );
+            }
+        }
+        values
+    }
+
     /// Mini-batches in a seeded shuffled order (or in order with `shuffle = None`), optionally
     /// augmented per (seed, epoch, image). The last batch may be smaller.
     pub fn batches(
@@ -54,22 +77,10 @@ impl Tensors {
         if let Some(seed) = shuffle {
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         }
-        let size = self.chw.iter().product::<usize>();
         let batch_size = batch_size.max(1);
         (0..order.len().div_ceil(batch_size)).map(move |b| {
             let picked = &order[b * batch_size..((b + 1) * batch_size).min(order.len())];
-            let mut values = Vec::with_capacity(picked.len() * size);
-            for &i in picked {
-                let start = values.len();
-                values.extend_from_slice(self.image(i));
-                if let Some((aug, seed, epoch)) = augment {
-                    aug.apply(
-                        &mut values[start..],
-                        self.chw,
-                        crate::augment::sample_seed(seed, epoch, i),
-                    );
-                }
-            }
+            let values = self.gather(picked, augment);
             Batch {
                 values,
                 labels: picked.iter().map(|&i| self.labels[i]).collect(),
@@ -119,11 +130,4 @@ pub fn load(dataset: &Dataset, indices: &[usize], p: &Preprocessing) -> (Tensors
         }
     }
     (tensors, skipped)
-}
-
-/// Whether `n` preprocessed images fit in a memory budget (bytes).
-pub fn fits_in_memory(n: usize, chw: [usize; 3], budget: usize) -> bool {
-    n.saturating_mul(chw.iter().product::<usize>())
-        .saturating_mul(4)
-        <= budget
 }

@@ -422,18 +422,8 @@ pub fn fetch_url(
     let _ = std::fs::remove_file(&target);
     download_url(url, &target, options.progress.as_ref())?;
     let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
-    let actual = crate::verify::sha256_file(&target).map_err(|e| FetchError::Cache {
-        path: target.clone(),
-        reason: e.to_string(),
-    })?;
-    if actual != sha {
-        let _ = std::fs::remove_file(&target);
-        return Err(FetchError::Checksum {
-            what: url.to_string(),
-            expected: sha,
-            actual,
-        });
-    }
+    // No expected size for a plain URL: the checksum alone decides.
+    reject(&target, url, size, &sha)?;
     Ok(Fetched {
         path: target,
         sha256: sha,

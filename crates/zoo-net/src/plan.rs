@@ -63,23 +63,6 @@ impl Plan {
         self.layers.iter().find(|l| l.name == name)
     }
 
-    /// The layer a node's parameters belong to, if any.
-    pub fn layer_of_node(&self, node_label: &str) -> Option<&Layer> {
-        self.layers
-            .iter()
-            .find(|l| l.node == node_label)
-            .or_else(|| {
-                let node = self.graph.node(node_label)?;
-                node.inputs
-                    .iter()
-                    .find_map(|i| self.param_index.get(i))
-                    .map(|&p| {
-                        self.layer(&self.params[p].layer)
-                            .expect("param layers exist")
-                    })
-            })
-    }
-
     pub fn total_params(&self) -> usize {
         self.params.iter().map(ParamSpec::numel).sum()
     }

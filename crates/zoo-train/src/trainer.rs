@@ -83,19 +83,7 @@ impl Inputs {
             }
             _ => {
                 let chw = self.tensors.chw;
-                let size: usize = chw.iter().product();
-                let mut batch = Vec::with_capacity(picked.len() * size);
-                for &i in picked {
-                    let start = batch.len();
-                    batch.extend_from_slice(self.tensors.image(i));
-                    if let Some((aug, seed, epoch)) = augment {
-                        aug.apply(
-                            &mut batch[start..],
-                            chw,
-                            zoo_data::augment::sample_seed(seed, epoch, i),
-                        );
-                    }
-                }
+                let batch = self.tensors.gather(picked, augment);
                 let x = Tensor::<B, 4>::from_data(
                     TensorData::new(batch, [picked.len(), chw[0], chw[1], chw[2]]),
                     device,
