@@ -129,6 +129,98 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
     assert_eq!(exported.graph.input.dims[0], None, "dynamic batch axis");
     assert!(exported.metadata.contains_key("zoo.training_summary"));
     assert_eq!(exported.metadata["zoo.labels"], r#"["cat","dog","fox"]"#);
+    let per_class: Vec<&str> = e["batch_7"]["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(per_class, ["cat", "dog", "fox"]);
+    assert_eq!(
+        e["batch_7"]["engines"][0]["batch"], 7,
+        "tract ran batches of 7"
+    );
+
+    // The same check on demand: the export against the run's trained network, same fields as
+    // the import-mode verify, on the run's validation images and on a whole dataset.
+    let model_onnx = run.join("model.onnx");
+    let data_dir = t.path().join("data");
+    for extra in [vec![], vec!["--data", data_dir.to_str().unwrap()]] {
+        let mut args = vec![
+            "verify",
+            model_onnx.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(extra.iter().copied());
+        let v = zoo(&args, t.path());
+        assert_eq!(v.code, 0, "{}", v.stderr);
+        let j = v.json();
+        for field in [
+            "pass",
+            "samples",
+            "batch",
+            "max_abs_diff",
+            "max_rel_diff",
+            "top1_agreement",
+            "engines",
+            "inputs",
+            "model",
+        ] {
+            assert!(j.get(field).is_some(), "verify --run lacks `{field}`: {j}");
+        }
+        assert_eq!(j["pass"], true);
+        assert_eq!(j["per_class"].as_array().unwrap().len(), 3);
+        let expected = if extra.is_empty() {
+            summary["val_images"].clone()
+        } else {
+            (6 + 7 + 8).into()
+        };
+        assert_eq!(j["samples"], expected);
+    }
+    // A file that is not this run's export is refused with the reason.
+    let foreign = zoo(
+        &[
+            "verify",
+            model.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    assert_eq!(foreign.code, 2, "{}", foreign.stderr);
+    assert!(foreign.stderr.contains("interface"), "{}", foreign.stderr);
+
+    // Other opsets: across the Softmax change at 13 and down to 7; parity still holds.
+    for opset in ["13", "7"] {
+        let file = t.path().join(format!("opset{opset}.onnx"));
+        let x = zoo(
+            &[
+                "export",
+                run.to_str().unwrap(),
+                "--onnx",
+                "--opset",
+                opset,
+                "--engines",
+                "tract",
+                "--output",
+                file.to_str().unwrap(),
+                "--json",
+            ],
+            t.path(),
+        );
+        assert_eq!(x.code, 0, "opset {opset}: {}", x.stderr);
+        assert_eq!(x.json()["pass"], true);
+        let again = zoo_onnx::OnnxModel::load(&file).unwrap();
+        assert_eq!(again.graph.opset.to_string(), opset);
+    }
+    let unknown = zoo(
+        &["export", run.to_str().unwrap(), "--onnx", "--opset", "40"],
+        t.path(),
+    );
+    assert_eq!(unknown.code, 2);
+    assert!(unknown.stderr.contains("opset 40"), "{}", unknown.stderr);
 
     // Evaluate the run on all its data: counts add up, classes by name, files written.
     let data = t.path().join("data");
@@ -277,7 +369,95 @@ fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
         t.path(),
     );
     assert_eq!(export.code, 0, "{}", export.stderr);
-    assert_eq!(export.json()["pass"], true);
+    let e = export.json();
+    assert_eq!(e["pass"], true, "{e}");
+    assert_eq!(e["samples"], 80);
+    // Every validation image, at batch 1 and 7, against tract and (when installed) ONNX
+    // Runtime, which runs the dynamic-batch file 7 images at a time.
+    let ort_installed = !e["warnings"].to_string().contains("ONNX Runtime");
+    for (key, batch) in [("batch_1", 1), ("batch_7", 7)] {
+        let engines = e[key]["engines"].as_array().unwrap();
+        let names: Vec<&str> = engines
+            .iter()
+            .map(|x| x["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            if ort_installed {
+                vec!["tract", "ort"]
+            } else {
+                vec!["tract"]
+            }
+        );
+        for engine in engines {
+            assert_eq!(engine["batch"], batch, "{engine}");
+            assert_eq!(engine["samples"], 80);
+            assert_eq!(engine["top1_agreement"], 1.0);
+            assert!(engine["max_rel_diff"].as_f64().unwrap() <= 1e-4, "{engine}");
+        }
+        assert_eq!(e[key]["per_class"].as_array().unwrap().len(), 5);
+    }
+    println!("export parity: {}", serde_json::to_string(&e).unwrap());
+
+    // The exported graph is the zoo graph: same nodes (names and op types, LRN and Gemm
+    // included) and initializer names, fc8 now [5, 4096].
+    let original = prost_model(&light);
+    let exported = prost_model(&out.join("model.onnx"));
+    let nodes = |m: &zoo_onnx::pb::ModelProto| -> Vec<(String, String)> {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type != "ConstantOfShape" && n.op_type != "Constant")
+            .map(|n| (n.name.clone(), n.op_type.clone()))
+            .collect()
+    };
+    assert_eq!(nodes(&exported), nodes(&original));
+    let ops: Vec<String> = nodes(&exported).into_iter().map(|(_, op)| op).collect();
+    assert_eq!(ops.iter().filter(|o| *o == "LRN").count(), 2);
+    assert_eq!(ops.iter().filter(|o| *o == "Gemm").count(), 3);
+    let g = exported.graph.as_ref().unwrap();
+    for layer in [
+        "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
+    ] {
+        let w = format!("{layer}_w_0");
+        assert!(g.initializer.iter().any(|t| t.name == w), "{w} kept");
+    }
+    let fc8 = g.initializer.iter().find(|t| t.name == "fc8_w_0").unwrap();
+    assert_eq!(fc8.dims, [5, 4096]);
+
+    // The metadata round-trips: predict on the export prints the run's labels.
+    let daisy = std::fs::read_dir(shared("data/flowers5/daisy"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let predict = zoo(
+        &[
+            "predict",
+            out.join("model.onnx").to_str().unwrap(),
+            daisy.to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(predict.code, 0, "{}", predict.stderr);
+    let top: Vec<String> = predict.json()["predictions"][0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["label"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = top.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["daisy", "dandelion", "rose", "sunflower", "tulip"]);
+}
+
+fn prost_model(path: &std::path::Path) -> zoo_onnx::pb::ModelProto {
+    use prost::Message;
+    zoo_onnx::pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
 }
 
 #[test]

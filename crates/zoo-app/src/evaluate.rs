@@ -8,6 +8,8 @@ use zoo_cards::Card;
 use zoo_parity::compare::argmax;
 use zoo_parity::TractEngine;
 
+use zoo_train::{Device, DeviceChoice};
+
 use crate::profile::{model_labels, profile_of_model};
 
 #[derive(Clone, Debug, Serialize)]
@@ -31,8 +33,13 @@ pub struct EvaluateReport {
     pub confusion_csv: PathBuf,
     pub confusion_png: PathBuf,
     pub skipped: Vec<String>,
+    /// What computed the predictions.
+    pub engine: String,
     pub warnings: Vec<String>,
 }
+
+/// Images per engine call.
+const BATCH: usize = 32;
 
 /// Wilson score interval for `k` successes in `n` trials at 95 %.
 pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
@@ -46,60 +53,68 @@ pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
     [(centre - half).max(0.0), (centre + half).min(1.0)]
 }
 
+/// What to evaluate on.
+#[derive(Clone, Debug)]
+pub enum EvalData {
+    /// A labelled dataset (class folders, CSV, IDX), classes matched to the model's labels.
+    Dataset(PathBuf),
+    /// A run's own validation images, split as in training.
+    RunValidation(PathBuf),
+}
+
 pub fn evaluate(
     path: &Path,
     card: Option<&Card>,
-    data: &Path,
+    data: &EvalData,
     out: &Path,
+    device: DeviceChoice,
 ) -> anyhow::Result<EvaluateReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(card, &model);
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
     let (model_labels, _) = model_labels(&model, card);
     let chw = model.graph.input_chw();
-    drop(model);
-    let dataset = zoo_data::open(data)?;
-    // Dataset class i must mean model output j: match by name when the model knows its labels.
-    let to_output: Vec<usize> = match &model_labels {
-        Some(labels) => dataset
-            .classes
-            .iter()
-            .map(|c| {
-                labels.iter().position(|l| l == c).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "class `{c}` of the data is not one of the model's labels ({})",
-                        labels.join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-        None => {
-            warnings.push("the model has no labels: data class i is taken as output i".into());
-            (0..dataset.classes.len()).collect()
+    let any_batch = model.graph.input.dims[0].is_none();
+    let images = match data {
+        EvalData::Dataset(dir) => {
+            crate::labeled::dataset_images(dir, &profile.preprocessing, model_labels.as_deref())?
+        }
+        EvalData::RunValidation(run) => {
+            crate::labeled::run_validation(run, &profile.preprocessing)?
         }
     };
-    let names: Vec<String> = model_labels
-        .clone()
-        .unwrap_or_else(|| dataset.classes.clone());
-    let engine = TractEngine::from_path(path, chw)?;
-    let all: Vec<usize> = (0..dataset.samples.len()).collect();
-    let (tensors, skipped) = zoo_data::load(&dataset, &all, &profile.preprocessing);
-    let mut predicted = Vec::with_capacity(tensors.len());
-    let mut truth = Vec::with_capacity(tensors.len());
-    for i in 0..tensors.len() {
-        let out = engine.run_one(tensors.image(i))?;
-        predicted.push(argmax(&out));
-        truth.push(to_output[tensors.labels[i]]);
-    }
+    warnings.extend(images.warnings.iter().cloned());
+    // tract on CPU (the independent runtime); zoo's own network when a GPU was asked for.
+    let (rows, engine) = match zoo_train::device::resolve(device).map_err(anyhow::Error::msg)? {
+        (Device::Cpu, note) => {
+            warnings.extend(note);
+            drop(model);
+            let tract = TractEngine::from_path(path, chw, any_batch)?;
+            (
+                tract.run_batch(&images.values, BATCH)?,
+                "tract (CPU)".to_string(),
+            )
+        }
+        #[cfg(feature = "cuda")]
+        (Device::Cuda, note) => {
+            warnings.extend(note);
+            let (rows, _, _) =
+                crate::engines::network_outputs(model, &images.values, BATCH, DeviceChoice::Cuda)?;
+            (rows, "zoo (CUDA)".to_string())
+        }
+    };
+    let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
+    let truth = &images.labels;
+    let names = &images.classes;
     let k = names.len().max(
         predicted
             .iter()
-            .chain(&truth)
+            .chain(truth)
             .map(|&v| v + 1)
             .max()
             .unwrap_or(0),
     );
-    let m = zoo_train::report::confusion(&predicted, &truth, k);
+    let m = zoo_train::report::confusion(&predicted, truth, k);
     let label = |i: usize| {
         names
             .get(i)
@@ -125,7 +140,7 @@ pub fn evaluate(
             }
         })
         .collect();
-    let correct = predicted.iter().zip(&truth).filter(|(p, t)| p == t).count();
+    let correct = predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
     std::fs::create_dir_all(out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     let confusion_csv = out.join("confusion.csv");
@@ -138,7 +153,7 @@ pub fn evaluate(
     let n = truth.len();
     Ok(EvaluateReport {
         model: path.display().to_string(),
-        data: data.display().to_string(),
+        data: images.source.clone(),
         samples: n,
         correct,
         accuracy: correct as f64 / n.max(1) as f64,
@@ -146,10 +161,8 @@ pub fn evaluate(
         classes,
         confusion_csv,
         confusion_png,
-        skipped: skipped
-            .into_iter()
-            .map(|s| format!("{}: {}", s.path, s.reason))
-            .collect(),
+        skipped: images.skipped.clone(),
+        engine,
         warnings,
     })
 }

@@ -8,13 +8,18 @@ use prost::Message;
 use serde::Serialize;
 use zoo_net::Network;
 use zoo_onnx::pb::StringStringEntryProto;
-use zoo_parity::{verify, Engine, OrtEngine, TractEngine, VerifyReport};
+use zoo_parity::{run_network, verify_outputs, VerifyReport};
+
+use crate::engines::Engines;
 
 use crate::CpuBackend;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ExportReport {
     pub output: PathBuf,
+    pub opset: i64,
+    /// The value compared (the logits, before any final Softmax).
+    pub compared_at: String,
     pub pass: bool,
     pub samples: usize,
     pub tolerance: f64,
@@ -24,41 +29,10 @@ pub struct ExportReport {
     pub warnings: Vec<String>,
 }
 
-fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// The run's validation images, preprocessed exactly as in training.
-fn validation_images(
-    run: &Path,
-    preprocessing: &zoo_cards::Preprocessing,
-) -> anyhow::Result<(Vec<f32>, usize)> {
-    let config = read_json(&run.join("config.json"))?;
-    let o = &config["options"];
-    let data = PathBuf::from(
-        o["data"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("config.json has no options.data"))?,
-    );
-    let dataset = zoo_data::open(&data)?;
-    let plan = zoo_train::split_plan(
-        o["val_per_class"].as_u64().map(|v| v as usize),
-        o["val_split"].as_f64(),
-        &dataset,
-    );
-    let splits = zoo_data::split(&dataset, plan, o["seed"].as_u64().unwrap_or(0))?;
-    let (tensors, _) = zoo_data::load(&dataset, &splits.val, preprocessing);
-    if tensors.is_empty() {
-        anyhow::bail!("the run has no readable validation images to check the export on");
-    }
-    Ok((tensors.values, tensors.labels.len()))
-}
-
 pub fn export_run(
     run: &Path,
     output: Option<&Path>,
+    opset: Option<i64>,
     engines: &[String],
     tolerance: f64,
 ) -> anyhow::Result<ExportReport> {
@@ -66,9 +40,15 @@ pub fn export_run(
     let model = zoo_onnx::OnnxModel::load(&best)?;
     let profile = crate::profile::profile_of_model(None, &model);
     let chw = model.graph.input_chw();
+    let from_opset = model.graph.opset;
     let device = Default::default();
     let net = Network::<CpuBackend>::from_model(model, &device);
     let mut proto = net.to_model_proto_dynamic_batch();
+    if let Some(to) = opset {
+        let shapes = &net.plan().graph.shapes;
+        proto =
+            zoo_onnx::opset::convert(proto, from_opset, to, &|v| shapes.of(v).map(<[usize]>::len))?;
+    }
     if let Ok(summary) = std::fs::read_to_string(run.join("summary.json")) {
         proto
             .metadata_props
@@ -85,36 +65,34 @@ pub fn export_run(
     zoo_onnx::write::write_atomic(&output, &bytes)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
 
-    let (images, samples) = validation_images(run, &profile.preprocessing)?;
-    let mut warnings = Vec::new();
-    let tract = TractEngine::from_bytes(&bytes, chw)?;
-    let ort = if engines.iter().any(|e| e == "ort") {
-        match OrtEngine::from_bytes(&bytes, chw) {
-            Ok(o) => Some(o),
-            Err(why) => {
-                warnings.push(format!("{why}; checked with tract only"));
-                None
-            }
-        }
-    } else {
-        None
+    let images = crate::labeled::run_validation(run, &profile.preprocessing)?;
+    // Compared at the logits: a saturated final Softmax would hide differences.
+    let compared_at = net.logits_value().to_string();
+    let engines = Engines::open(&bytes, chw, true, engines, &compared_at)?;
+    let check = |batch| -> anyhow::Result<VerifyReport> {
+        let ours = run_network(&net, &images.values, batch, &compared_at, &device)?;
+        verify_outputs(
+            &ours,
+            &engines.list(),
+            &images.values,
+            Some(images.sample_classes()),
+            batch,
+            tolerance,
+        )
+        .map_err(anyhow::Error::msg)
     };
-    let mut list: Vec<&dyn Engine> = vec![&tract];
-    if let Some(o) = &ort {
-        list.push(o);
-    }
-    let batch_1 =
-        verify(&net, &list, &images, 1, tolerance, &device).map_err(anyhow::Error::msg)?;
-    let batch_7 =
-        verify(&net, &list, &images, 7, tolerance, &device).map_err(anyhow::Error::msg)?;
+    let batch_1 = check(1)?;
+    let batch_7 = check(7)?;
     let report = ExportReport {
         pass: batch_1.pass && batch_7.pass,
         output: output.clone(),
-        samples,
+        opset: opset.unwrap_or(from_opset),
+        compared_at,
+        samples: images.len(),
         tolerance,
         batch_1,
         batch_7,
-        warnings,
+        warnings: engines.warnings.clone(),
     };
     let receipt = output.with_file_name("parity.json");
     let text = serde_json::to_string_pretty(&report)?;

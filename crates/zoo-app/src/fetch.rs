@@ -29,6 +29,7 @@ pub fn import_check(path: &std::path::Path, card: Option<&Card>) -> anyhow::Resu
     let options = VerifyOptions {
         samples: Some(2),
         batch: 2,
+        device: zoo_train::DeviceChoice::Cpu,
         ..Default::default()
     };
     let outcome = verify_file(path, card, &options)?;

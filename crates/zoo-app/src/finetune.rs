@@ -45,5 +45,11 @@ pub fn run_finetune(
     if let Some(w) = warning {
         reporter.warn(&w);
     }
-    zoo_train::finetune(path, &profile, options, stop, reporter)
+    zoo_train::finetune(
+        &zoo_train::BaseModel::File(path.to_path_buf()),
+        &profile,
+        options,
+        stop,
+        reporter,
+    )
 }

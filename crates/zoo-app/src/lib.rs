@@ -2,13 +2,17 @@
 //! The `zoo` binary only parses arguments and prints these reports.
 
 pub mod data;
+pub mod demo;
+pub mod engines;
 pub mod evaluate;
 pub mod export;
 pub mod fetch;
 pub mod finetune;
 pub mod inspect;
+pub mod labeled;
 pub mod predict;
 pub mod profile;
+pub mod show;
 pub mod standin;
 pub mod verify;
 

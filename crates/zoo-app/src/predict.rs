@@ -54,7 +54,7 @@ pub fn predict(
         ends_in_softmax || card.is_some_and(|c| c.output.kind == OutputKind::Probabilities);
     let chw = model.graph.input_chw();
     drop(model);
-    let engine = TractEngine::from_path(path, chw)?;
+    let engine = TractEngine::from_path(path, chw, false)?;
     let mut predictions = Vec::new();
     for image in images {
         let decoded = match zoo_data::decode(image) {

@@ -11,6 +11,8 @@ use zoo_net::Plan;
 pub const META_CARD: &str = "zoo.card";
 pub const META_PREPROCESSING: &str = "zoo.preprocessing";
 pub const META_LABELS: &str = "zoo.labels";
+pub const META_FREEZE: &str = "zoo.freeze";
+pub const META_HEAD: &str = "zoo.head";
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,9 +73,14 @@ fn profile_from(
         let card = metadata
             .get(META_CARD)
             .and_then(|n| zoo_cards::find(n).ok());
-        let (freeze, head) = match card {
-            Some(c) => (c.finetune.freeze, c.finetune.head),
-            None => (default_freeze, head),
+        let recorded_freeze = metadata
+            .get(META_FREEZE)
+            .and_then(|f| serde_json::from_str::<Vec<String>>(f).ok());
+        let recorded_head = metadata.get(META_HEAD).filter(|h| layers.contains(h));
+        let (freeze, head) = match (card, recorded_freeze, recorded_head) {
+            (Some(c), _, _) => (c.finetune.freeze, c.finetune.head),
+            (None, Some(f), Some(h)) => (f, h.clone()),
+            _ => (default_freeze, head),
         };
         return Profile {
             source: ProfileSource::Metadata,

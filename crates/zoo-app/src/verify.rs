@@ -6,18 +6,25 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use zoo_cards::{Card, Preprocessing};
-use zoo_net::Network;
 use zoo_onnx::builder::SeededRng;
 use zoo_onnx::OnnxModel;
-use zoo_parity::{verify, Engine, OrtEngine, TractEngine, VerifyReport};
+use zoo_parity::{verify_outputs, VerifyReport};
+use zoo_train::{Device, DeviceChoice};
 
-use crate::profile::{profile, ProfileSource};
-use crate::CpuBackend;
+use crate::engines::{network_outputs, Engines};
+use crate::profile::{profile_of_model, ProfileSource};
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
     /// Folder of images (searched recursively); random inputs when `None`.
     pub images: Option<PathBuf>,
+    /// Check the file against this run's trained network instead of against its own import,
+    /// on the run's validation images (or `data`).
+    pub run: Option<PathBuf>,
+    /// Labelled images (class folders, CSV, IDX) for a `run` check.
+    pub data: Option<PathBuf>,
+    /// Where zoo's side of the comparison runs.
+    pub device: DeviceChoice,
     /// How many inputs: random ones to draw, or at most this many images (all when `None`).
     pub samples: Option<usize>,
     pub batch: usize,
@@ -30,6 +37,9 @@ impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
             images: None,
+            run: None,
+            data: None,
+            device: DeviceChoice::Auto,
             samples: None,
             batch: 8,
             engines: vec!["tract".into()],
@@ -45,6 +55,11 @@ pub struct VerifyOutcome {
     #[serde(flatten)]
     pub report: VerifyReport,
     pub model: String,
+    /// What zoo's side ran: the file's own import, or a run's trained network.
+    pub reference: String,
+    /// The value compared (the logits, before any final Softmax).
+    pub compared_at: String,
+    pub device: Device,
     pub inputs: String,
     pub preprocessing_source: ProfileSource,
     pub skipped: Vec<String>,
@@ -110,74 +125,126 @@ pub fn verify_file(
     if options.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let model = OnnxModel::load(path)?;
+    if options.data.is_some() && options.run.is_none() {
+        anyhow::bail!("--data needs --run (without a run, use --images)");
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let model = OnnxModel::from_bytes(bytes.clone())?;
     let chw = model.graph.input_chw();
-    let device = Default::default();
-    let net = Network::<CpuBackend>::from_model(model, &device);
-    let profile = profile(card, net.plan());
+    let any_batch = model.graph.input.dims[0].is_none();
+    let profile = profile_of_model(card, &model);
+    let model_logits = model.graph.logits_value().to_string();
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
 
-    let (images, samples, inputs, skipped) = match &options.images {
-        Some(dir) => {
-            let (values, n, skipped) = image_inputs(dir, &profile.preprocessing, options.samples)?;
+    let (reference_model, reference, inputs) = match &options.run {
+        Some(run) => {
+            let best = run.join("best.onnx");
+            let trained = OnnxModel::load(&best)?;
+            let trained_profile = crate::profile::profile_of_model(None, &trained);
+            let inputs = match &options.data {
+                Some(data) => crate::labeled::dataset_images(
+                    data,
+                    &trained_profile.preprocessing,
+                    crate::profile::model_labels(&trained, None).0.as_deref(),
+                )?,
+                None => crate::labeled::run_validation(run, &trained_profile.preprocessing)?,
+            };
+            let (theirs, ours) = (
+                model.graph.output.dims.last(),
+                trained.graph.output.dims.last(),
+            );
+            if theirs != ours || trained.graph.input_chw() != chw {
+                anyhow::bail!(
+                    "{} does not have the run's interface (input {:?}, {:?} outputs; the run has {:?}, {:?})",
+                    path.display(),
+                    chw,
+                    theirs.copied().flatten(),
+                    trained.graph.input_chw(),
+                    ours.copied().flatten()
+                );
+            }
+            warnings.extend(inputs.warnings.iter().cloned());
             (
-                values,
-                n,
-                format!("{n} images from {}", dir.display()),
-                skipped,
+                trained,
+                format!("trained network of run {}", run.display()),
+                Inputs::Labeled(inputs),
             )
         }
         None => {
-            let n = options.samples.unwrap_or(RANDOM_SAMPLES).max(1);
-            let values = random_inputs(&profile.preprocessing, chw, n, options.seed);
-            (
-                values,
-                n,
-                format!("{n} random images (seed {})", options.seed),
-                Vec::new(),
-            )
+            let inputs = match &options.images {
+                Some(dir) => {
+                    let (values, n, skipped) =
+                        image_inputs(dir, &profile.preprocessing, options.samples)?;
+                    Inputs::Unlabeled {
+                        values,
+                        source: format!("{n} images from {}", dir.display()),
+                        skipped,
+                    }
+                }
+                None => {
+                    let n = options.samples.unwrap_or(RANDOM_SAMPLES).max(1);
+                    Inputs::Unlabeled {
+                        values: random_inputs(&profile.preprocessing, chw, n, options.seed),
+                        source: format!("{n} random images (seed {})", options.seed),
+                        skipped: Vec::new(),
+                    }
+                }
+            };
+            (model, "zoo's import of the file".to_string(), inputs)
         }
     };
-    let mut tract = None;
-    let mut ort = None;
-    for name in &options.engines {
-        match name.as_str() {
-            "tract" => tract = Some(TractEngine::from_path(path, chw)?),
-            "ort" => match OrtEngine::from_path(path, chw) {
-                Ok(engine) => ort = Some(engine),
-                Err(why) => warnings.push(format!("{why}; carrying on with tract")),
-            },
-            other => anyhow::bail!("unknown engine `{other}`; engines: tract, ort"),
-        }
-    }
-    if tract.is_none() && ort.is_none() {
-        tract = Some(TractEngine::from_path(path, chw)?);
-    }
-    let mut engines: Vec<&dyn Engine> = Vec::new();
-    if let Some(t) = &tract {
-        engines.push(t);
-    }
-    if let Some(o) = &ort {
-        engines.push(o);
-    }
-    let report = verify(
-        &net,
-        &engines,
-        &images,
+    // Compared at the logits: a saturated final Softmax would hide differences.
+    let compared_at = reference_model.graph.logits_value().to_string();
+    let engines = Engines::open(
+        &bytes,
+        chw,
+        any_batch,
+        &options.engines,
+        model_logits.as_str(),
+    )?;
+    drop(bytes);
+    warnings.extend(engines.warnings.iter().cloned());
+    let (values, classes, source, skipped) = match &inputs {
+        Inputs::Labeled(l) => (&l.values, Some(l.sample_classes()), &l.source, &l.skipped),
+        Inputs::Unlabeled {
+            values,
+            source,
+            skipped,
+        } => (values, None, source, skipped),
+    };
+    let (ours, device, note) =
+        network_outputs(reference_model, values, options.batch, options.device)?;
+    warnings.extend(note);
+    let report = verify_outputs(
+        &ours,
+        &engines.list(),
+        values,
+        classes,
         options.batch,
         options.tolerance,
-        &device,
     )
     .map_err(anyhow::Error::msg)?;
-    debug_assert_eq!(report.samples, samples);
     Ok(VerifyOutcome {
         report,
         model: path.display().to_string(),
-        inputs,
+        reference,
+        compared_at,
+        device,
+        inputs: source.clone(),
         preprocessing_source: profile.source,
-        skipped,
+        skipped: skipped.clone(),
         warnings,
     })
+}
+
+enum Inputs {
+    Labeled(crate::labeled::LabeledImages),
+    Unlabeled {
+        values: Vec<f32>,
+        source: String,
+        skipped: Vec<String>,
+    },
 }
 
 pub fn render(o: &VerifyOutcome) -> String {
@@ -186,19 +253,20 @@ pub fn render(o: &VerifyOutcome) -> String {
     let r = &o.report;
     let _ = writeln!(
         s,
-        "model   {}\ninputs  {} at batch {}",
-        o.model, o.inputs, r.batch
+        "model     {}\nreference {} ({:?}), compared at `{}`\ninputs    {} at batch {}",
+        o.model, o.reference, o.device, o.compared_at, o.inputs, r.batch
     );
     let _ = writeln!(
         s,
-        "\n{:<8} {:>14} {:>14} {:>8}  result",
-        "engine", "max_abs_diff", "max_rel_diff", "top-1"
+        "\n{:<8} {:>5} {:>14} {:>14} {:>8}  result",
+        "engine", "batch", "max_abs_diff", "max_rel_diff", "top-1"
     );
     for e in &r.engines {
         let _ = writeln!(
             s,
-            "{:<8} {:>14.3e} {:>14.3e} {:>8.4}  {}",
+            "{:<8} {:>5} {:>14.3e} {:>14.3e} {:>8.4}  {}",
             e.name,
+            e.batch,
             e.agreement.max_abs_diff,
             e.agreement.max_rel_diff,
             e.agreement.top1_agreement,
@@ -214,6 +282,16 @@ pub fn render(o: &VerifyOutcome) -> String {
         r.top1_agreement,
         r.samples
     );
+    if !r.per_class.is_empty() {
+        let _ = writeln!(s, "\ntop-1 agreement per class (worst engine):");
+        for c in &r.per_class {
+            let _ = writeln!(
+                s,
+                "  {:<20} {:>8.4} over {} images",
+                c.class, c.top1_agreement, c.samples
+            );
+        }
+    }
     for sk in &o.skipped {
         let _ = writeln!(s, "skipped: {sk}");
     }

@@ -30,6 +30,18 @@ enum Command {
     Fetch(FetchArgs),
     /// Finetune a pretrained model on your images: freeze early layers, replace the head, train.
     Finetune(FinetuneArgs),
+    /// The whole pipeline offline on embedded MNIST defaults: import, freeze, new head,
+    /// finetune, export, parity, evaluate.
+    Demo {
+        /// Where the demo's files go.
+        #[arg(long, default_value = "zoo-demo")]
+        out: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train an architecture from scratch (lenet5, mnist-cnn) with the finetune options.
+    Train(TrainArgs),
     /// Write a run's best weights as ONNX (dynamic batch, zoo metadata) and check it against
     /// tract (and ONNX Runtime) on the run's validation images; the receipt is parity.json.
     Export {
@@ -42,6 +54,9 @@ enum Command {
         /// Output file (default RUN/model.onnx).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Write this ONNX opset (default: the base model's).
+        #[arg(long)]
+        opset: Option<i64>,
         /// Reference engines, comma separated: tract, ort.
         #[arg(long, value_delimiter = ',', default_value = "tract,ort")]
         engines: Vec<String>,
@@ -55,12 +70,16 @@ enum Command {
     Evaluate {
         #[command(flatten)]
         model: ModelOpts,
-        /// Labelled images: class folders, CSV manifest, or MNIST IDX.
+        /// Labelled images: class folders, CSV manifest, or MNIST IDX (default for a run
+        /// directory: the run's own validation images).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         /// Where confusion.csv and confusion.png go (default RUN/evaluation or ./evaluation).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// cpu runs tract; cuda runs zoo's network on the GPU; auto picks cuda when usable.
+        #[arg(long, default_value = "auto")]
+        device: zoo_train::DeviceChoice,
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +96,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pictures of what a network learned: conv filters, or one image's feature maps.
+    Show {
+        #[command(subcommand)]
+        command: ShowCommand,
+    },
     /// Datasets: health check.
     Data {
         #[command(subcommand)]
@@ -90,13 +114,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check that zoo's import computes what tract computes, on the same inputs.
+    /// Check that zoo computes what tract (and ONNX Runtime) compute on the same inputs: the
+    /// file's own import, or with --run the run's trained network against the file.
     Verify {
         #[command(flatten)]
         model: ModelOpts,
         /// Folder of images (preprocessed per the card or the file's metadata); random inputs otherwise.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "run")]
         images: Option<PathBuf>,
+        /// Compare the file with this run's trained network, on the run's validation images.
+        #[arg(long, value_name = "RUN_DIR")]
+        run: Option<PathBuf>,
+        /// With --run: check on these labelled images (class folders, CSV, IDX) instead.
+        #[arg(long, requires = "run")]
+        data: Option<PathBuf>,
+        /// Where zoo's side runs: auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: zoo_train::DeviceChoice,
         /// Number of inputs (default: 8 random ones, or every image in --images).
         #[arg(long)]
         samples: Option<usize>,
@@ -132,16 +166,62 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ShowCommand {
+    /// A grid of a conv layer's kernels (RGB when it reads 3 channels), each normalised.
+    Filters {
+        #[command(flatten)]
+        model: ModelOpts,
+        /// Conv layer (default: the first).
+        #[arg(long)]
+        layer: Option<String>,
+        #[arg(long, short)]
+        output: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A grid of the feature maps one image produces after a layer.
+    Activations {
+        #[command(flatten)]
+        model: ModelOpts,
+        #[arg(long)]
+        image: PathBuf,
+        /// Layer (default: the first conv).
+        #[arg(long)]
+        layer: Option<String>,
+        #[arg(long, short)]
+        output: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 struct FinetuneArgs {
     #[command(flatten)]
     model: ModelOpts,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Architecture: lenet5 (the lecture's MATLAB LeNet-5 with batch norm) or mnist-cnn (the
+    /// ONNX zoo's MNIST graph).
+    arch: String,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+/// Options shared by `zoo finetune` and `zoo train`.
+#[derive(Args)]
+struct TrainingArgs {
     /// Training images: a folder of class folders, a CSV manifest, or MNIST IDX.
     #[arg(long)]
     data: PathBuf,
-    /// Number of classes; must match the data.
+    /// Number of classes; must match the data (default: the classes found in the data).
     #[arg(long)]
-    classes: usize,
+    classes: Option<usize>,
     #[arg(long, default_value_t = 10)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -173,6 +253,9 @@ struct FinetuneArgs {
     /// Images of each class held out for validation.
     #[arg(long)]
     val_per_class: Option<usize>,
+    /// Images of each class to train on; the rest validate.
+    #[arg(long)]
+    train_per_class: Option<usize>,
     /// Validate every this many iterations (default: each epoch).
     #[arg(long)]
     val_every: Option<usize>,
@@ -181,9 +264,9 @@ struct FinetuneArgs {
     patience: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// auto, cpu or cuda.
+    /// auto (CUDA when usable, else CPU), cpu or cuda.
     #[arg(long, default_value = "auto")]
-    device: String,
+    device: zoo_train::DeviceChoice,
     /// Random flips and shifts (disables the frozen-feature cache).
     #[arg(long)]
     augment: bool,
@@ -264,46 +347,49 @@ impl zoo_train::Reporter for CliReporter {
     }
 }
 
-fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
-    match args.device.as_str() {
-        "auto" | "cpu" => {}
-        "cuda" => {
-            anyhow::bail!("this zoo was built without CUDA support (rebuild with --features cuda)")
-        }
-        other => anyhow::bail!("--device must be auto, cpu or cuda, not `{other}`"),
+impl TrainingArgs {
+    fn options(self) -> anyhow::Result<(zoo_train::FinetuneOptions, bool)> {
+        let classes = match self.classes {
+            Some(n) => n,
+            None => zoo_data::open(&self.data)?.classes.len(),
+        };
+        let mut options = zoo_train::FinetuneOptions::new(self.data, classes);
+        options.epochs = self.epochs;
+        options.batch_size = self.batch_size;
+        options.lr = self.lr;
+        options.head_lr_factor = self.head_lr_factor;
+        options.momentum = self.momentum;
+        options.weight_decay = self.weight_decay;
+        options.optimizer = if self.optimizer == "adam" {
+            zoo_train::OptimizerKind::Adam
+        } else {
+            zoo_train::OptimizerKind::Sgdm
+        };
+        options.freeze = self.freeze;
+        options.freeze_until = self.freeze_until;
+        options.unfreeze_all = self.unfreeze_all;
+        options.val_split = self.val_split;
+        options.val_per_class = self.val_per_class;
+        options.train_per_class = self.train_per_class;
+        options.val_every = self.val_every;
+        options.patience = self.patience;
+        options.seed = self.seed;
+        options.device = self.device;
+        options.augment = self.augment;
+        options.feature_cache = !self.no_feature_cache;
+        options.out = self.out;
+        Ok((options, self.json))
     }
-    let resolved = args.model.resolve()?;
-    let name = match &resolved.arg {
-        zoo_fetch::ModelArg::Card(c) => c.clone(),
-        _ => resolved
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into()),
-    };
-    let mut options = zoo_train::FinetuneOptions::new(args.data, args.classes);
-    options.epochs = args.epochs;
-    options.batch_size = args.batch_size;
-    options.lr = args.lr;
-    options.head_lr_factor = args.head_lr_factor;
-    options.momentum = args.momentum;
-    options.weight_decay = args.weight_decay;
-    options.optimizer = if args.optimizer == "adam" {
-        zoo_train::OptimizerKind::Adam
-    } else {
-        zoo_train::OptimizerKind::Sgdm
-    };
-    options.freeze = args.freeze;
-    options.freeze_until = args.freeze_until;
-    options.unfreeze_all = args.unfreeze_all;
-    options.val_split = args.val_split;
-    options.val_per_class = args.val_per_class;
-    options.val_every = args.val_every;
-    options.patience = args.patience;
-    options.seed = args.seed;
-    options.augment = args.augment;
-    options.feature_cache = !args.no_feature_cache;
-    options.out = args.out;
+}
+
+/// Runs a training job with Ctrl-C handling, the progress table, and the summary printout.
+fn run_training(
+    json: bool,
+    job: impl FnOnce(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        &CliReporter,
+    ) -> anyhow::Result<zoo_train::Summary>,
+) -> anyhow::Result<ExitCode> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -314,18 +400,10 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let reporter = CliReporter::new(args.json);
-    eprintln!("device: cpu (burn flex)");
-    let summary = zoo_app::finetune::run_finetune(
-        &resolved.path,
-        resolved.card.as_ref(),
-        &name,
-        &options,
-        Some(stop),
-        &reporter,
-    )?;
+    let reporter = CliReporter::new(json);
+    let summary = job(stop, &reporter)?;
     reporter.bar.finish_and_clear();
-    if args.json {
+    if json {
         print_json(&summary)?;
     } else {
         eprintln!(
@@ -342,6 +420,36 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
+    let resolved = args.model.resolve()?;
+    let name = match &resolved.arg {
+        zoo_fetch::ModelArg::Card(c) => c.clone(),
+        _ => resolved
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let (options, json) = args.training.options()?;
+    run_training(json, |stop, reporter| {
+        zoo_app::finetune::run_finetune(
+            &resolved.path,
+            resolved.card.as_ref(),
+            &name,
+            &options,
+            Some(stop),
+            reporter,
+        )
+    })
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let (options, json) = args.training.options()?;
+    run_training(json, |stop, reporter| {
+        zoo_train::train_from_scratch(&args.arch, &options, Some(stop), reporter)
     })
 }
 
@@ -538,15 +646,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Fetch(args) => fetch(args),
         Command::Finetune(args) => finetune(args),
+        Command::Train(args) => train(args),
+        Command::Demo { out, json } => {
+            let reporter = CliReporter::new(json);
+            let report = zoo_app::demo::run_demo(&out, None, &reporter)?;
+            reporter.bar.finish_and_clear();
+            emit(json, &report, zoo_app::demo::render)?;
+            Ok(if report.parity_pass && report.import_parity_pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Export {
             run,
             onnx: _,
             output,
+            opset,
             engines,
             tolerance,
             json,
         } => {
-            let report = zoo_app::export::export_run(&run, output.as_deref(), &engines, tolerance)?;
+            let report =
+                zoo_app::export::export_run(&run, output.as_deref(), opset, &engines, tolerance)?;
             warn(&report.warnings);
             if json {
                 print_json(&report)?;
@@ -576,6 +698,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             data,
             out,
+            device,
             json,
         } => {
             let resolved = model.resolve()?;
@@ -583,8 +706,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 zoo_fetch::ModelArg::RunDir(run) => run.join("evaluation"),
                 _ => PathBuf::from("evaluation"),
             });
-            let report =
-                zoo_app::evaluate::evaluate(&resolved.path, resolved.card.as_ref(), &data, &out)?;
+            use zoo_app::evaluate::EvalData;
+            let data = match (data, &resolved.arg) {
+                (Some(d), _) => EvalData::Dataset(d),
+                (None, zoo_fetch::ModelArg::RunDir(run)) => EvalData::RunValidation(run.clone()),
+                (None, _) => anyhow::bail!(
+                    "--data is needed (only a run directory brings its own validation images)"
+                ),
+            };
+            let report = zoo_app::evaluate::evaluate(
+                &resolved.path,
+                resolved.card.as_ref(),
+                &data,
+                &out,
+                device,
+            )?;
             warn(&report.warnings);
             emit(json, &report, zoo_app::evaluate::render)?;
             Ok(ExitCode::SUCCESS)
@@ -600,6 +736,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 zoo_app::predict::predict(&resolved.path, resolved.card.as_ref(), &images, top)?;
             warn(&report.warnings);
             emit(json, &report, zoo_app::predict::render)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { command } => {
+            let (picture, json) = match command {
+                ShowCommand::Filters {
+                    model,
+                    layer,
+                    output,
+                    json,
+                } => {
+                    let resolved = model.resolve()?;
+                    let p = zoo_app::show::filters(
+                        &resolved.path,
+                        resolved.card.as_ref(),
+                        layer.as_deref(),
+                        &output,
+                    )?;
+                    (p, json)
+                }
+                ShowCommand::Activations {
+                    model,
+                    image,
+                    layer,
+                    output,
+                    json,
+                } => {
+                    let resolved = model.resolve()?;
+                    let p = zoo_app::show::activations(
+                        &resolved.path,
+                        resolved.card.as_ref(),
+                        &image,
+                        layer.as_deref(),
+                        &output,
+                    )?;
+                    (p, json)
+                }
+            };
+            emit(json, &picture, zoo_app::show::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
@@ -625,6 +799,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify {
             model,
             images,
+            run,
+            data,
+            device,
             samples,
             batch,
             engines,
@@ -635,6 +812,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let resolved = model.resolve()?;
             let options = verify::VerifyOptions {
                 images,
+                run,
+                data,
+                device,
                 samples,
                 batch,
                 engines,

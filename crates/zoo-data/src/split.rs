@@ -16,6 +16,8 @@ pub enum SplitPlan {
     Fraction(f64),
     /// This many images of each class go to validation.
     PerClass(usize),
+    /// This many images of each class train; the rest validate (`--train-per-class`).
+    TrainPerClass(usize),
     /// The manifest's split column (rows without one train).
     FromManifest,
 }
@@ -55,7 +57,7 @@ pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, Da
                 }
             }
         }
-        SplitPlan::Fraction(_) | SplitPlan::PerClass(_) => {
+        SplitPlan::Fraction(_) | SplitPlan::PerClass(_) | SplitPlan::TrainPerClass(_) => {
             if let SplitPlan::Fraction(f) = plan {
                 if !(0.0..1.0).contains(&f) {
                     return Err(DataError::Split(format!(
@@ -73,7 +75,16 @@ pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, Da
                 let n_val = match plan {
                     SplitPlan::Fraction(f) => (f * members.len() as f64).round() as usize,
                     SplitPlan::PerClass(k) => k,
-                    SplitPlan::FromManifest => unreachable!(),
+                    SplitPlan::TrainPerClass(k) if k == 0 || k >= members.len() => {
+                        return Err(DataError::Split(format!(
+                            "class `{}` has {} images: --train-per-class {k} must be between 1 and {} to leave images for validation",
+                            dataset.classes[c],
+                            members.len(),
+                            members.len().saturating_sub(1)
+                        )));
+                    }
+                    SplitPlan::TrainPerClass(k) => members.len() - k,
+                    SplitPlan::FromManifest => unreachable!("handled above"),
                 };
                 if n_val >= members.len() {
                     return Err(DataError::Split(format!(

@@ -88,6 +88,24 @@ pub(crate) fn run_nodes<B: Backend>(
         .expect("the wanted value is produced by the graph")
 }
 
+/// Where a batch-norm node reports its batch statistics, when it trains with them: the
+/// network is in batch-statistics mode, on an autodiff backend, and the layer's scale trains.
+fn batch_statistics<'a, B: Backend>(
+    net: &'a Network<B>,
+    node: &Node,
+) -> Option<crate::batchnorm::Recorder<'a>> {
+    let stats = net.batch_stats.as_ref()?;
+    let plan = &net.plan;
+    let index = |i: usize| node.input(i).and_then(|n| plan.param_index.get(n)).copied();
+    let (scale, mean, var) = (index(1)?, index(3)?, index(4)?);
+    let device = net.params[scale].val().device();
+    (B::ad_enabled(&device) && net.trainable[scale]).then_some(crate::batchnorm::Recorder {
+        sink: stats,
+        mean_param: mean,
+        var_param: var,
+    })
+}
+
 /// `[batch, features]` view of a value.
 pub(crate) fn as_matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
     let dims = v.dims();
@@ -145,13 +163,32 @@ fn run_node<B: Backend>(
         } => Value::new(avg_pool(get(0).t, pool, *count_include_pad), 4),
         Op::GlobalAveragePool => get(0).map(|t| t.mean_dim(3).mean_dim(2)),
         Op::GlobalMaxPool => get(0).map(|t| t.max_dim(3).max_dim(2)),
-        Op::BatchNorm { epsilon } => {
+        Op::BatchNorm { epsilon, momentum } => {
             let x = get(0);
             let channels = x.dims()[1];
+            let channel_axis = x.axis(1);
             let mut shape = [1usize; 4];
-            shape[x.axis(1)] = channels;
-            let [scale, bias, mean, var] =
+            shape[channel_axis] = channels;
+            let [scale, bias, mut mean, mut var] =
                 [1, 2, 3, 4].map(|i| param_1d(i).expect("validated").reshape(shape));
+            if let Some(recorder) = batch_statistics(net, node) {
+                // Training a batch-norm layer: normalise with this batch's statistics (as
+                // PyTorch and MATLAB do) and hand them to the trainer for the running ones.
+                let per_channel = x.t.dims().iter().product::<usize>() / channels;
+                let reduce = |t: Tensor<B, 4>| {
+                    (0..4)
+                        .filter(|&a| a != channel_axis)
+                        .fold(t, |t, a| t.mean_dim(a))
+                };
+                mean = reduce(x.t.clone());
+                var = reduce((x.t.clone() - mean.clone()).powi_scalar(2));
+                recorder.record(
+                    &mean.clone().detach(),
+                    &var.clone().detach(),
+                    per_channel,
+                    *momentum,
+                );
+            }
             let inv_std = scale * (var + *epsilon as f64).sqrt().recip();
             let shift = bias - mean * inv_std.clone();
             x.map(|t| t * inv_std + shift)

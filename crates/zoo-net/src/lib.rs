@@ -4,6 +4,7 @@
 //! `fc8`, ...) that freeze plans refer to. The network is generic over burn's `Backend`, so
 //! the same import trains on CPU (`Autodiff<Flex>`) or CUDA.
 
+pub mod batchnorm;
 mod error;
 mod exec;
 mod export;

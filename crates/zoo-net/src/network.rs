@@ -60,6 +60,9 @@ pub struct Network<B: Backend> {
     /// Which parameters train; kept here because backends without autodiff drop the flag.
     #[module(skip)]
     pub(crate) trainable: Vec<bool>,
+    /// Set while training with batch statistics (see [`crate::batchnorm`]).
+    #[module(skip)]
+    pub(crate) batch_stats: Option<crate::batchnorm::Sink>,
 }
 
 impl<B: Backend> Network<B> {
@@ -90,6 +93,7 @@ impl<B: Backend> Network<B> {
             params,
             plan: Arc::new(plan),
             trainable,
+            batch_stats: None,
         }
     }
 
@@ -113,20 +117,21 @@ impl<B: Backend> Network<B> {
     /// in a Softmax (training needs them; the exported model keeps the Softmax).
     pub fn forward_logits(&self, input: Tensor<B, 4>) -> Result<Tensor<B, 2>, NetError> {
         let want = self.logits_value().to_string();
-        let act = self.forward_to(input, &want)?;
-        Ok(as_matrix(act.value))
+        self.forward_matrix(input, &want)
+    }
+
+    /// Runs to `value` and returns it as `[batch, features]`.
+    pub fn forward_matrix(
+        &self,
+        input: Tensor<B, 4>,
+        value: &str,
+    ) -> Result<Tensor<B, 2>, NetError> {
+        Ok(as_matrix(self.forward_to(input, value)?.value))
     }
 
     /// The value holding the logits: the Softmax input when the graph ends in a Softmax.
     pub fn logits_value(&self) -> &str {
-        let graph = &self.plan.graph;
-        graph
-            .nodes
-            .iter()
-            .find(|n| n.outputs[0] == graph.output.name)
-            .filter(|n| matches!(n.op, zoo_onnx::Op::Softmax { .. }))
-            .and_then(|n| n.input(0))
-            .unwrap_or(&graph.output.name)
+        self.plan.graph.logits_value()
     }
 
     fn check_input(&self, input: &Tensor<B, 4>) -> Result<(), NetError> {

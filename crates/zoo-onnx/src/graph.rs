@@ -58,6 +58,17 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The value holding the logits: the Softmax input when the graph ends in a Softmax, else
+    /// the output.
+    pub fn logits_value(&self) -> &str {
+        self.nodes
+            .iter()
+            .find(|n| n.outputs[0] == self.output.name)
+            .filter(|n| matches!(n.op, crate::Op::Softmax { .. }))
+            .and_then(|n| n.input(0))
+            .unwrap_or(&self.output.name)
+    }
+
     /// The input's `[C, H, W]`.
     pub fn input_chw(&self) -> [usize; 3] {
         let d = &self.input.dims;

@@ -15,5 +15,6 @@ pub use shapes::{ReshapeTarget, ShapeInfo};
 pub use tensor::{ConstData, Constant};
 pub use tract_onnx::pb;
 pub mod builder;
+pub mod opset;
 pub mod standin;
 pub mod write;

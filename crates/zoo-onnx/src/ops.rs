@@ -107,6 +107,8 @@ pub enum Op {
     GlobalMaxPool,
     BatchNorm {
         epsilon: f32,
+        /// Running statistics keep this much of their old value per training step.
+        momentum: f32,
     },
     Lrn {
         size: usize,
@@ -355,6 +357,7 @@ pub fn parse_op(node: &NodeProto, label: &str, opset: i64) -> Result<Op> {
             }
             Op::BatchNorm {
                 epsilon: a.float("epsilon", 1e-5)?,
+                momentum: a.float("momentum", 0.9)?,
             }
         }
         "LRN" => {

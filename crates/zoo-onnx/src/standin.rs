@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::pb::{ModelProto, OperatorSetIdProto};
+use tract_onnx::pb::ModelProto;
 
 use crate::builder::SeededRng;
 use crate::error::{OnnxError, Result};
+use crate::graph::MIN_OPSET;
 use crate::tensor::{checked_dims, f32_proto, take_constant, ConstData};
 
 /// Replaces every `ConstantOfShape` that produces a weight with a seeded random initializer of
@@ -60,32 +61,12 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
     Ok(model)
 }
 
-/// Moves a model to `opset` for the ops that changed between 7 and 12 in these classifiers:
-/// Dropout lost `is_test` (7) and took `ratio` as an input (12).
-pub fn upgrade_opset(mut model: ModelProto, opset: i64) -> Result<ModelProto> {
-    let graph = model.graph.as_mut().ok_or(OnnxError::NoGraph)?;
-    if opset >= 12 {
-        let mut ratios = Vec::new();
-        for node in graph.node.iter_mut().filter(|n| n.op_type == "Dropout") {
-            if let Some(pos) = node.attribute.iter().position(|a| a.name == "ratio") {
-                let ratio = node.attribute.remove(pos).f;
-                let name = format!("{}_ratio", node.output[0]);
-                node.input.push(name.clone());
-                ratios.push(f32_proto(&name, &[], &[ratio]));
-            }
-            node.attribute.retain(|a| a.name != "is_test");
-        }
-        graph.initializer.extend(ratios);
-    }
-    model
+/// Moves a model to `opset` (see [`crate::opset::convert`]).
+pub fn upgrade_opset(model: ModelProto, opset: i64) -> Result<ModelProto> {
+    let from = model
         .opset_import
-        .retain(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"));
-    model.opset_import.push(OperatorSetIdProto {
-        domain: String::new(),
-        version: opset,
-    });
-    if opset >= 12 && model.ir_version < 7 {
-        model.ir_version = 7;
-    }
-    Ok(model)
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(MIN_OPSET, |o| o.version);
+    crate::opset::convert(model, from, opset, &|_| None)
 }

@@ -8,4 +8,7 @@ pub mod verify;
 pub use compare::{compare, Agreement};
 pub use ort_engine::{find_onnxruntime, OrtEngine};
 pub use tract_engine::{TractEngine, TractError};
-pub use verify::{run_network, verify, Engine, EngineReport, VerifyReport, DEFAULT_TOLERANCE};
+pub use verify::{
+    run_network, verify, verify_outputs, with_first_output, ClassAgreement, Engine, EngineReport,
+    SampleClasses, VerifyReport, DEFAULT_TOLERANCE,
+};

@@ -64,6 +64,8 @@ fn environment() -> Result<&'static Environment, String> {
 pub struct OrtEngine {
     session: Mutex<Session>,
     chw: [usize; 3],
+    /// The file's input has a symbolic batch axis.
+    any_batch: bool,
 }
 
 impl OrtEngine {
@@ -73,9 +75,15 @@ impl OrtEngine {
         let session = Session::builder(env)
             .and_then(|mut b| b.commit_from_memory(bytes))
             .map_err(|e| format!("ONNX Runtime could not load the model: {e}"))?;
+        let any_batch = session.inputs().first().is_some_and(|i| {
+            i.dtype()
+                .tensor_shape()
+                .is_some_and(|s| s.first().is_some_and(|&d| d < 0))
+        });
         Ok(Self {
             session: Mutex::new(session),
             chw,
+            any_batch,
         })
     }
 
@@ -85,24 +93,35 @@ impl OrtEngine {
         Self::from_bytes(&bytes, chw)
     }
 
-    /// Runs one image at a time (zoo files often fix the batch to 1).
-    pub fn run_batch(&self, images: &[f32]) -> Result<Vec<Vec<f32>>, String> {
+    /// The batch size a request for `batch` really runs at (1 when the file fixes it).
+    pub fn effective_batch(&self, batch: usize) -> usize {
+        if self.any_batch {
+            batch.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Runs images `batch` at a time.
+    pub fn run_batch(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, String> {
         let [c, h, w] = self.chw;
         let mut session = self
             .session
             .lock()
             .map_err(|_| "ONNX Runtime session poisoned".to_string())?;
         let mut rows = Vec::new();
-        for image in images.chunks(c * h * w) {
-            let input = Tensor::from_array(([1usize, c, h, w], image.to_vec()))
-                .map_err(|e| e.to_string())?;
+        for chunk in images.chunks(c * h * w * self.effective_batch(batch)) {
+            let n = chunk.len() / (c * h * w);
+            let input =
+                Tensor::from_array(([n, c, h, w], chunk.to_vec())).map_err(|e| e.to_string())?;
             let outputs = session
                 .run(ort::inputs![input])
                 .map_err(|e| format!("ONNX Runtime failed: {e}"))?;
             let (_, values) = outputs[0]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| e.to_string())?;
-            rows.push(values.to_vec());
+            let per = values.len() / n.max(1);
+            rows.extend(values.chunks(per.max(1)).map(<[f32]>::to_vec));
         }
         Ok(rows)
     }
@@ -113,7 +132,11 @@ impl crate::Engine for OrtEngine {
         "ort"
     }
 
-    fn run(&self, images: &[f32]) -> Result<Vec<Vec<f32>>, String> {
-        self.run_batch(images)
+    fn effective_batch(&self, batch: usize) -> usize {
+        OrtEngine::effective_batch(self, batch)
+    }
+
+    fn run(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, String> {
+        self.run_batch(images, batch)
     }
 }

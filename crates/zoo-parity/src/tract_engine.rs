@@ -13,44 +13,77 @@ fn err(e: impl std::fmt::Display) -> TractError {
     TractError(format!("{e:#}"))
 }
 
-/// An optimised tract plan for one image at a time (`[1, C, H, W]`).
+/// An optimised tract plan: for one image at a time (`[1, C, H, W]`), or for any batch
+/// (`[N, C, H, W]`, files with a dynamic batch axis such as zoo's exports).
 pub struct TractEngine {
     plan: Arc<TypedRunnableModel>,
     chw: [usize; 3],
+    any_batch: bool,
 }
 
 impl TractEngine {
-    pub fn from_path(path: &Path, chw: [usize; 3]) -> Result<Self, TractError> {
+    pub fn from_path(path: &Path, chw: [usize; 3], any_batch: bool) -> Result<Self, TractError> {
         let bytes = std::fs::read(path).map_err(err)?;
-        Self::from_bytes(&bytes, chw)
+        Self::from_bytes(&bytes, chw, any_batch)
     }
 
-    pub fn from_bytes(bytes: &[u8], chw: [usize; 3]) -> Result<Self, TractError> {
+    pub fn from_bytes(bytes: &[u8], chw: [usize; 3], any_batch: bool) -> Result<Self, TractError> {
         let [c, h, w] = chw;
-        let plan = tract_onnx::onnx()
+        let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
-            .map_err(err)?
-            .with_input_fact(0, f32::fact([1, c, h, w]).into())
+            .map_err(err)?;
+        let batch: TDim = if any_batch {
+            model.sym("N").into()
+        } else {
+            1.into()
+        };
+        let fact = f32::fact([batch, c.into(), h.into(), w.into()]);
+        let plan = model
+            .with_input_fact(0, fact.into())
             .map_err(err)?
             .into_optimized()
             .map_err(err)?
             .into_runnable()
             .map_err(err)?;
-        Ok(Self { plan, chw })
+        Ok(Self {
+            plan,
+            chw,
+            any_batch,
+        })
     }
 
     /// Runs one image (`C*H*W` values) and returns the flattened output.
     pub fn run_one(&self, image: &[f32]) -> Result<Vec<f32>, TractError> {
-        let [c, h, w] = self.chw;
-        let input = Tensor::from_shape(&[1, c, h, w], image).map_err(err)?;
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(err)?;
-        let view = outputs[0].to_plain_array_view::<f32>().map_err(err)?;
-        Ok(view.iter().copied().collect())
+        Ok(self.run_chunk(image)?.pop().unwrap_or_default())
     }
 
-    /// Runs a batch by running each image in turn (zoo files often fix the batch to 1).
-    pub fn run_batch(&self, images: &[f32]) -> Result<Vec<Vec<f32>>, TractError> {
+    /// The batch size a request for `batch` really runs at.
+    pub fn effective_batch(&self, batch: usize) -> usize {
+        if self.any_batch {
+            batch.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Runs images `batch` at a time (one at a time for a fixed-batch-1 plan).
+    pub fn run_batch(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, TractError> {
         let size = self.chw.iter().product::<usize>();
-        images.chunks(size).map(|img| self.run_one(img)).collect()
+        let mut rows = Vec::with_capacity(images.len() / size.max(1));
+        for chunk in images.chunks(size * self.effective_batch(batch)) {
+            rows.extend(self.run_chunk(chunk)?);
+        }
+        Ok(rows)
+    }
+
+    fn run_chunk(&self, chunk: &[f32]) -> Result<Vec<Vec<f32>>, TractError> {
+        let [c, h, w] = self.chw;
+        let n = chunk.len() / (c * h * w);
+        let input = Tensor::from_shape(&[n, c, h, w], chunk).map_err(err)?;
+        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(err)?;
+        let view = outputs[0].to_plain_array_view::<f32>().map_err(err)?;
+        let flat: Vec<f32> = view.iter().copied().collect();
+        let per = flat.len() / n.max(1);
+        Ok(flat.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
     }
 }

@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 use zoo_net::{NetError, Network};
 
-use crate::compare::{compare, Agreement};
+use crate::compare::{argmax, compare, Agreement};
 
 /// Default tolerance on `max_rel_diff`.
 pub const DEFAULT_TOLERANCE: f64 = 1e-4;
@@ -13,8 +13,11 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-4;
 /// A reference runtime (tract, ONNX Runtime).
 pub trait Engine {
     fn name(&self) -> &str;
-    /// Outputs for `images` (a flat run of `C*H*W` samples), one row per sample.
-    fn run(&self, images: &[f32]) -> Result<Vec<Vec<f32>>, String>;
+    /// The batch size a request for `batch` really runs at (1 for files that fix it).
+    fn effective_batch(&self, batch: usize) -> usize;
+    /// Outputs for `images` (a flat run of `C*H*W` samples) run `batch` at a time, one row
+    /// per sample.
+    fn run(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, String>;
 }
 
 impl Engine for crate::TractEngine {
@@ -22,17 +25,69 @@ impl Engine for crate::TractEngine {
         "tract"
     }
 
-    fn run(&self, images: &[f32]) -> Result<Vec<Vec<f32>>, String> {
-        self.run_batch(images).map_err(|e| e.to_string())
+    fn effective_batch(&self, batch: usize) -> usize {
+        crate::TractEngine::effective_batch(self, batch)
     }
+
+    fn run(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, String> {
+        self.run_batch(images, batch).map_err(|e| e.to_string())
+    }
+}
+
+/// The true class of each sample, to report agreement per class.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleClasses<'a> {
+    pub of_sample: &'a [usize],
+    pub names: &'a [String],
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassAgreement {
+    pub class: String,
+    pub samples: usize,
+    pub top1_agreement: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineReport {
     pub name: String,
     pub pass: bool,
+    /// The batch size this engine ran at.
+    pub batch: usize,
     #[serde(flatten)]
     pub agreement: Agreement,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<ClassAgreement>,
+}
+
+fn per_class(
+    ours: &[Vec<f32>],
+    reference: &[Vec<f32>],
+    classes: SampleClasses<'_>,
+) -> Vec<ClassAgreement> {
+    classes
+        .names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let picked: Vec<usize> = (0..ours.len())
+                .filter(|&i| classes.of_sample.get(i) == Some(&k))
+                .collect();
+            let same = picked
+                .iter()
+                .filter(|&&i| argmax(&ours[i]) == argmax(&reference[i]))
+                .count();
+            ClassAgreement {
+                class: name.clone(),
+                samples: picked.len(),
+                top1_agreement: if picked.is_empty() {
+                    1.0
+                } else {
+                    same as f64 / picked.len() as f64
+                },
+            }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -44,14 +99,19 @@ pub struct VerifyReport {
     pub max_abs_diff: f64,
     pub max_rel_diff: f64,
     pub top1_agreement: f64,
+    /// The lowest top-1 agreement of any engine, per true class (when classes are known).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<ClassAgreement>,
     pub engines: Vec<EngineReport>,
 }
 
-/// Runs `net` on `images` in batches of `batch` and returns one output row per sample.
+/// Runs `net` on `images` in batches of `batch` up to `value` (the graph output, or the logits)
+/// and returns one row per sample.
 pub fn run_network<B: Backend>(
     net: &Network<B>,
     images: &[f32],
     batch: usize,
+    value: &str,
     device: &B::Device,
 ) -> Result<Vec<Vec<f32>>, NetError> {
     let [c, h, w] = net.plan().graph.input_chw();
@@ -61,7 +121,7 @@ pub fn run_network<B: Backend>(
         let n = chunk.len() / size;
         let input =
             Tensor::<B, 4>::from_data(TensorData::new(chunk.to_vec(), [n, c, h, w]), device);
-        let out = net.forward(input)?;
+        let out = net.forward_matrix(input, value)?;
         let [_, classes] = out.dims();
         let flat = out
             .into_data()
@@ -73,26 +133,79 @@ pub fn run_network<B: Backend>(
     Ok(rows)
 }
 
-/// Compares the network with every engine on the same images.
+/// The ONNX file with `value` added as its first graph output, so engines report it (the
+/// logits: a saturated Softmax would hide differences in them).
+pub fn with_first_output(bytes: &[u8], value: &str) -> Result<Vec<u8>, String> {
+    use prost::Message;
+    let mut model = zoo_onnx::pb::ModelProto::decode(bytes).map_err(|e| e.to_string())?;
+    let graph = model.graph.as_mut().ok_or("the model has no graph")?;
+    if graph.output.first().is_some_and(|o| o.name == value) {
+        return Ok(bytes.to_vec());
+    }
+    let elem_f32 = 1;
+    graph
+        .output
+        .insert(0, zoo_onnx::builder::typed_value_info(value, &[], elem_f32));
+    // Leave the output's shape unset: engines infer it.
+    if let Some(t) = graph.output[0].r#type.as_mut() {
+        if let Some(zoo_onnx::pb::type_proto::Value::TensorType(tt)) = t.value.as_mut() {
+            tt.shape = None;
+        }
+    }
+    Ok(model.encode_to_vec())
+}
+
+/// Compares the network with every engine on the same images, both run `batch` at a time.
 pub fn verify<B: Backend>(
     net: &Network<B>,
     engines: &[&dyn Engine],
     images: &[f32],
+    classes: Option<SampleClasses<'_>>,
     batch: usize,
     tolerance: f64,
     device: &B::Device,
 ) -> Result<VerifyReport, String> {
-    let ours = run_network(net, images, batch, device).map_err(|e| e.to_string())?;
+    let value = net.plan().graph.output.name.clone();
+    let ours = run_network(net, images, batch, &value, device).map_err(|e| e.to_string())?;
+    verify_outputs(&ours, engines, images, classes, batch, tolerance)
+}
+
+/// Compares outputs already computed by zoo (`ours`, one row per image, at `batch`) with every
+/// engine run on the same images.
+pub fn verify_outputs(
+    ours: &[Vec<f32>],
+    engines: &[&dyn Engine],
+    images: &[f32],
+    classes: Option<SampleClasses<'_>>,
+    batch: usize,
+    tolerance: f64,
+) -> Result<VerifyReport, String> {
     let mut reports = Vec::new();
     for engine in engines {
-        let reference = engine.run(images)?;
-        let agreement = compare(&ours, &reference);
+        let reference = engine.run(images, batch)?;
+        let agreement = compare(ours, &reference);
         reports.push(EngineReport {
             name: engine.name().to_string(),
             pass: agreement.max_rel_diff <= tolerance && agreement.top1_agreement == 1.0,
+            batch: engine.effective_batch(batch),
+            per_class: classes
+                .map(|c| per_class(ours, &reference, c))
+                .unwrap_or_default(),
             agreement,
         });
     }
+    let worst_per_class: Vec<ClassAgreement> = match reports.first() {
+        Some(first) => (0..first.per_class.len())
+            .map(|k| {
+                let mut worst = first.per_class[k].clone();
+                for r in &reports[1..] {
+                    worst.top1_agreement = worst.top1_agreement.min(r.per_class[k].top1_agreement);
+                }
+                worst
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let worst =
         |f: fn(&Agreement) -> f64| reports.iter().map(|r| f(&r.agreement)).fold(0.0, f64::max);
     Ok(VerifyReport {
@@ -106,6 +219,7 @@ pub fn verify<B: Backend>(
             .iter()
             .map(|r| r.agreement.top1_agreement)
             .fold(1.0, f64::min),
+        per_class: worst_per_class,
         engines: reports,
     })
 }

@@ -16,11 +16,12 @@ fn assert_parity(model: &ModelProto, batch: usize) -> f64 {
     let chw = onnx.graph.input_chw();
     let device = Default::default();
     let net = Network::<Flex>::from_model(onnx, &device);
-    let tract = TractEngine::from_bytes(&bytes, chw).expect("tract loads the model");
+    let tract = TractEngine::from_bytes(&bytes, chw, false).expect("tract loads the model");
     let mut rng = SeededRng::new(7);
     let images = rng.values(batch * chw.iter().product::<usize>(), 2.0);
-    let ours = run_network(&net, &images, batch, &device).expect("forward");
-    let reference = tract.run_batch(&images).expect("tract runs");
+    let ours =
+        run_network(&net, &images, batch, &net.plan().graph.output.name, &device).expect("forward");
+    let reference = tract.run_batch(&images, 1).expect("tract runs");
     let agreement = compare(&ours, &reference);
     assert!(
         agreement.max_rel_diff <= 1e-4 && agreement.top1_agreement == 1.0,
@@ -339,7 +340,14 @@ fn gemm_trans_a_runs_at_declared_batch_and_refuses_others() {
     let onnx = OnnxModel::from_bytes(model.encode_to_vec()).unwrap();
     let device = Default::default();
     let net = Network::<Flex>::from_model(onnx, &device);
-    let err = run_network(&net, &vec![0.5; 2 * 30], 2, &device).unwrap_err();
+    let err = run_network(
+        &net,
+        &vec![0.5; 2 * 30],
+        2,
+        &net.plan().graph.output.name,
+        &device,
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("only runs at batch size 1"),
         "{err}"

@@ -37,10 +37,10 @@ fn check_parity(bytes: Vec<u8>, scale: f32, samples: usize) {
     let chw = onnx.graph.input_chw();
     let device = Default::default();
     let net = Network::<Flex>::from_model(onnx, &device);
-    let tract = TractEngine::from_bytes(&bytes, chw).unwrap();
+    let tract = TractEngine::from_bytes(&bytes, chw, false).unwrap();
     let images = SeededRng::new(11).values(samples * chw.iter().product::<usize>(), scale);
     for batch in [1, 8] {
-        let report = verify(&net, &[&tract], &images, batch, 1e-4, &device).unwrap();
+        let report = verify(&net, &[&tract], &images, None, batch, 1e-4, &device).unwrap();
         println!("batch {batch}: {}", serde_json::to_string(&report).unwrap());
         assert!(report.pass, "batch {batch}: {report:?}");
         assert_eq!(report.samples, samples);

@@ -11,6 +11,9 @@ pub struct Metadata {
     pub preprocessing: Preprocessing,
     pub labels: Vec<String>,
     pub base_sha256: String,
+    /// The default freeze plan and head for a later finetune of these weights.
+    pub freeze: Vec<String>,
+    pub head: String,
 }
 
 pub fn encode<B: Backend>(net: &Network<B>, meta: &Metadata) -> Vec<u8> {
@@ -34,5 +37,10 @@ pub fn encode<B: Backend>(net: &Network<B>, meta: &Metadata) -> Vec<u8> {
         serde_json::to_string(&meta.labels).unwrap_or_default(),
     );
     set("zoo.base_sha256", meta.base_sha256.clone());
+    set(
+        "zoo.freeze",
+        serde_json::to_string(&meta.freeze).unwrap_or_default(),
+    );
+    set("zoo.head", meta.head.clone());
     proto.encode_to_vec()
 }

@@ -1,18 +1,22 @@
 //! `zoo finetune`: data → split → import → new head → freeze → (feature cache) → train →
 //! run directory with weights, logs and a freeze audit.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use prost::Message;
 use serde::Serialize;
 use zoo_cards::Preprocessing;
 use zoo_data::{split, Skipped, SplitPlan};
 use zoo_net::{HeadChange, Network, ParamRole};
+use zoo_onnx::pb::ModelProto;
 
+use crate::device::Device;
 use crate::options::FinetuneOptions;
 use crate::rundir;
 use crate::trainer::{
@@ -51,6 +55,8 @@ pub struct Summary {
     pub classes: Vec<String>,
     pub train_images: usize,
     pub val_images: usize,
+    /// Before training: the imported network with its new, untrained head.
+    pub initial_val_accuracy: f64,
     pub best_val_accuracy: f64,
     pub best_val_loss: f64,
     pub best_epoch: usize,
@@ -73,20 +79,23 @@ pub struct Summary {
     pub freeze_audit: FreezeAudit,
 }
 
-/// How a run splits its data: `--val-per-class`, else `--val-split`, else the manifest's split
-/// column, else 20 % per class. `zoo export` rebuilds a run's validation set with it.
+/// How a run splits its data: `--train-per-class`, else `--val-per-class`, else `--val-split`,
+/// else the manifest's split column, else 20 % per class. `zoo export` rebuilds a run's
+/// validation set with it.
 pub fn split_plan(
+    train_per_class: Option<usize>,
     val_per_class: Option<usize>,
     val_split: Option<f64>,
     dataset: &zoo_data::Dataset,
 ) -> SplitPlan {
-    match (val_per_class, val_split) {
-        (Some(k), _) => SplitPlan::PerClass(k),
-        (None, Some(f)) => SplitPlan::Fraction(f),
-        (None, None) if dataset.samples.iter().any(|s| s.split.is_some()) => {
+    match (train_per_class, val_per_class, val_split) {
+        (Some(k), _, _) => SplitPlan::TrainPerClass(k),
+        (None, Some(k), _) => SplitPlan::PerClass(k),
+        (None, None, Some(f)) => SplitPlan::Fraction(f),
+        (None, None, None) if dataset.samples.iter().any(|s| s.split.is_some()) => {
             SplitPlan::FromManifest
         }
-        (None, None) => SplitPlan::Fraction(0.2),
+        (None, None, None) => SplitPlan::Fraction(0.2),
     }
 }
 
@@ -110,14 +119,89 @@ fn context<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> anyhow::Resu
     r.map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
+/// What a run starts from.
+#[derive(Clone, Debug)]
+pub enum BaseModel {
+    /// An ONNX file (a fetched zoo model, a local file, a run's weights).
+    File(PathBuf),
+    /// A network `zoo train` built from scratch.
+    Built { arch: String, model: ModelProto },
+}
+
+impl BaseModel {
+    /// sha256 of the ONNX bytes, and the parsed model.
+    fn load(&self) -> anyhow::Result<(String, zoo_onnx::OnnxModel)> {
+        match self {
+            BaseModel::File(path) => {
+                let sha = context(
+                    zoo_fetch::sha256_file(path),
+                    &format!("cannot read {}", path.display()),
+                )?;
+                Ok((sha, zoo_onnx::OnnxModel::load(path)?))
+            }
+            BaseModel::Built { model, .. } => {
+                use sha2::Digest;
+                let sha = hex::encode(sha2::Sha256::digest(model.encode_to_vec()));
+                Ok((sha, zoo_onnx::OnnxModel::from_proto(model.clone())?))
+            }
+        }
+    }
+
+    /// For config.json: the file, or the architecture.
+    fn describe(&self) -> String {
+        match self {
+            BaseModel::File(path) => path.display().to_string(),
+            BaseModel::Built { arch, .. } => format!("{arch} (built from scratch)"),
+        }
+    }
+}
+
+/// Finetunes on the device `options.device` resolves to.
 pub fn finetune(
-    model_path: &Path,
+    base: &BaseModel,
     profile: &TrainProfile,
     options: &FinetuneOptions,
     stop: Option<Arc<AtomicBool>>,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Summary> {
     options.validate().map_err(anyhow::Error::msg)?;
+    let (device, note) = crate::device::resolve(options.device).map_err(anyhow::Error::msg)?;
+    reporter.info(&note.unwrap_or_else(|| format!("device: {}", device.backend_name())));
+    match device {
+        Device::Cpu => finetune_on::<CpuTrain>(
+            Default::default(),
+            Device::Cpu,
+            base,
+            profile,
+            options,
+            stop,
+            reporter,
+        ),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => crate::device::on_cuda(|cuda| {
+            finetune_on::<Autodiff<crate::device::CudaBackend>>(
+                cuda,
+                Device::Cuda,
+                base,
+                profile,
+                options,
+                stop,
+                reporter,
+            )
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finetune_on<B: AutodiffBackend>(
+    device: B::Device,
+    device_kind: Device,
+    base: &BaseModel,
+    profile: &TrainProfile,
+    options: &FinetuneOptions,
+    stop: Option<Arc<AtomicBool>>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Summary> {
     // config.json records where the data is, absolutely, so `zoo export` finds the validation
     // images again from any working directory.
     let options = &FinetuneOptions {
@@ -138,7 +222,12 @@ pub fn finetune(
             dataset.classes.join(", ")
         );
     }
-    let split_plan = split_plan(options.val_per_class, options.val_split, &dataset);
+    let split_plan = split_plan(
+        options.train_per_class,
+        options.val_per_class,
+        options.val_split,
+        &dataset,
+    );
     let splits = split(&dataset, split_plan, options.seed)?;
     for w in &splits.warnings {
         reporter.warn(w);
@@ -168,11 +257,7 @@ pub fn finetune(
     ));
 
     // Model: import, new head, freeze plan.
-    let base_sha256 = context(
-        zoo_fetch::sha256_file(model_path),
-        &format!("cannot read {}", model_path.display()),
-    )?;
-    let mut onnx = zoo_onnx::OnnxModel::load(model_path)?;
+    let (base_sha256, mut onnx) = base.load()?;
     let chw = onnx.graph.input_chw();
     if chw != train_t.chw {
         anyhow::bail!(
@@ -182,8 +267,7 @@ pub fn finetune(
         );
     }
     let head = zoo_net::replace_head(&mut onnx, &profile.head, options.classes, options.seed)?;
-    let device = Default::default();
-    let net = Network::<CpuTrain>::from_model(onnx, &device);
+    let net = Network::<B>::from_model(onnx, &device);
     let layer_names: Vec<String> = net.plan().layers.iter().map(|l| l.name.clone()).collect();
     let frozen: Vec<String> = if options.unfreeze_all {
         Vec::new()
@@ -206,11 +290,17 @@ pub fn finetune(
             profile.head
         );
     }
-    let net = net.set_layers_trainable(&frozen, false)?;
+    let net = net
+        .set_layers_trainable(&frozen, false)?
+        .with_batch_statistics();
     let plan = net.plan();
+    // Frozen: every parameter of a frozen layer, and every buffer except the running
+    // statistics of batch-norm layers that train.
+    let running = net.running_statistics_params();
     let frozen_idx: Vec<usize> = (0..plan.params.len())
         .filter(|&i| {
-            frozen.contains(&plan.params[i].layer) || plan.params[i].role == ParamRole::Buffer
+            frozen.contains(&plan.params[i].layer)
+                || (plan.params[i].role == ParamRole::Buffer && !running.contains(&i))
         })
         .collect();
     let snapshot: Vec<Vec<f32>> = frozen_idx.iter().map(|&i| net.param_value(i)).collect();
@@ -295,7 +385,8 @@ pub fn finetune(
             head_params,
             options,
             stop,
-            device,
+            device: device.clone(),
+            host_optimizer: device_kind == Device::Cpu,
             setup_seconds,
         },
         reporter,
@@ -313,7 +404,7 @@ pub fn finetune(
         cut.as_ref(),
         &val_in,
         options.batch_size,
-        &Default::default(),
+        &device,
     )?;
     let _ = final_loss;
     let best_row = trained.best_row.clone().unwrap_or(ValidationRow {
@@ -340,6 +431,8 @@ pub fn finetune(
         preprocessing: profile.preprocessing.clone(),
         labels: dataset.classes.clone(),
         base_sha256: base_sha256.clone(),
+        freeze: profile.freeze.clone(),
+        head: profile.head.clone(),
     };
     io(rundir::write(
         &run_dir,
@@ -374,7 +467,7 @@ pub fn finetune(
     ))?;
     let config = serde_json::json!({
         "model": profile.name,
-        "model_path": model_path,
+        "model_path": base.describe(),
         "base_sha256": base_sha256,
         "profile": profile,
         "options": options,
@@ -382,7 +475,7 @@ pub fn finetune(
         "frozen_layers": frozen,
         "head": head,
         "seed": options.seed,
-        "versions": { "zoo": env!("CARGO_PKG_VERSION"), "burn": "0.21", "backend": "flex (CPU)" },
+        "versions": { "zoo": env!("CARGO_PKG_VERSION"), "burn": "0.21", "backend": device_kind.backend_name() },
     });
     io(rundir::write_json(&run_dir, "config.json", &config))?;
     let wall = started.elapsed().as_secs_f64();
@@ -392,6 +485,7 @@ pub fn finetune(
         classes: dataset.classes.clone(),
         train_images: train_in.tensors.len(),
         val_images: val_in.tensors.len(),
+        initial_val_accuracy: trained.initial_val_accuracy,
         best_val_accuracy: best_row.val_accuracy,
         best_val_loss: best_row.val_loss,
         best_epoch: best_row.epoch,
@@ -422,4 +516,31 @@ pub fn finetune(
         io(rundir::link_latest(&run_dir))?;
     }
     Ok(summary)
+}
+
+/// `zoo train ARCH`: builds the architecture with `options.classes` outputs and seeded
+/// weights, then trains every layer with the finetuning loop.
+pub fn train_from_scratch(
+    arch: &str,
+    options: &FinetuneOptions,
+    stop: Option<Arc<AtomicBool>>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Summary> {
+    let built = crate::arch::build(arch, options.classes, options.seed)?;
+    let profile = TrainProfile {
+        name: arch.to_string(),
+        card: None,
+        preprocessing: built.preprocessing,
+        freeze: built.freeze,
+        head: built.head,
+    };
+    let options = FinetuneOptions {
+        unfreeze_all: options.freeze.is_none() && options.freeze_until.is_none(),
+        ..options.clone()
+    };
+    let base = BaseModel::Built {
+        arch: arch.to_string(),
+        model: built.model,
+    };
+    finetune(&base, &profile, &options, stop, reporter)
 }

@@ -2,6 +2,8 @@
 //! N-way one, the card's early layers are frozen, the frozen prefix can be run once and cached,
 //! and each run leaves a directory with weights (ONNX), logs and a freeze audit.
 
+pub mod arch;
+pub mod device;
 pub mod export;
 pub mod finetune;
 pub mod host_sgd;
@@ -11,8 +13,10 @@ pub mod report;
 pub mod rundir;
 pub mod trainer;
 
+pub use device::{Device, DeviceChoice};
 pub use finetune::{
-    finetune, frozen_unchanged, split_plan, CpuTrain, FreezeAudit, Summary, TrainProfile,
+    finetune, frozen_unchanged, split_plan, train_from_scratch, BaseModel, CpuTrain, FreezeAudit,
+    Summary, TrainProfile,
 };
 pub use options::{FinetuneOptions, OptimizerKind};
 pub use trainer::{Reporter, ValidationRow};

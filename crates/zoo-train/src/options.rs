@@ -30,6 +30,8 @@ pub struct FinetuneOptions {
     pub unfreeze_all: bool,
     pub val_split: Option<f64>,
     pub val_per_class: Option<usize>,
+    /// Train on this many images per class; the rest validate.
+    pub train_per_class: Option<usize>,
     /// Validate every this many iterations (default: once per epoch).
     pub val_every: Option<usize>,
     /// Stop after this many validations without a better accuracy.
@@ -37,6 +39,7 @@ pub struct FinetuneOptions {
     pub seed: u64,
     pub augment: bool,
     pub feature_cache: bool,
+    pub device: crate::device::DeviceChoice,
     pub out: Option<PathBuf>,
 }
 
@@ -57,11 +60,13 @@ impl FinetuneOptions {
             unfreeze_all: false,
             val_split: None,
             val_per_class: None,
+            train_per_class: None,
             val_every: None,
             patience: None,
             seed: 0,
             augment: false,
             feature_cache: true,
+            device: crate::device::DeviceChoice::Auto,
             out: None,
         }
     }
@@ -84,6 +89,14 @@ impl FinetuneOptions {
         ];
         if freezes.iter().filter(|&&b| b).count() > 1 {
             return Err("use only one of --freeze, --freeze-until, --unfreeze-all".into());
+        }
+        let splits = [
+            self.val_split.is_some(),
+            self.val_per_class.is_some(),
+            self.train_per_class.is_some(),
+        ];
+        if splits.iter().filter(|&&b| b).count() > 1 {
+            return Err("use only one of --val-split, --val-per-class, --train-per-class".into());
         }
         Ok(())
     }

@@ -12,31 +12,34 @@ pub fn timestamp() -> String {
         .collect()
 }
 
+/// A new directory name under `root`: `<name>-<timestamp>`, with `-2`, `-3`... when taken.
+pub fn fresh(root: &Path, name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = root.join(format!("{safe}-{}", timestamp()));
+    let mut dir = base.clone();
+    let mut k = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{k}", base.display()));
+        k += 1;
+    }
+    dir
+}
+
 /// Creates the run directory (default `runs/<model>-<timestamp>`), refusing to reuse a
 /// non-empty one so no earlier run is overwritten.
 pub fn create(out: Option<&Path>, model: &str) -> std::io::Result<PathBuf> {
     let dir = match out {
         Some(p) => p.to_path_buf(),
-        None => {
-            let safe: String = model
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let base = PathBuf::from("runs").join(format!("{safe}-{}", timestamp()));
-            let mut dir = base.clone();
-            let mut k = 2;
-            while dir.exists() {
-                dir = PathBuf::from(format!("{}-{k}", base.display()));
-                k += 1;
-            }
-            dir
-        }
+        None => fresh(Path::new("runs"), model),
     };
     if dir.is_dir() && std::fs::read_dir(&dir)?.next().is_some() {
         return Err(std::io::Error::new(

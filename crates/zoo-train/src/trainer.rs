@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -189,6 +190,8 @@ pub struct Trained<B: AutodiffBackend> {
     pub images_seen: usize,
     pub stopped_early: bool,
     pub interrupted: bool,
+    /// Validation accuracy before the first step (the new head untrained).
+    pub initial_val_accuracy: f64,
 }
 
 pub struct LoopInputs<'a, B: AutodiffBackend> {
@@ -200,6 +203,8 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub options: &'a FinetuneOptions,
     pub stop: Option<Arc<AtomicBool>>,
     pub device: B::Device,
+    /// SGD-momentum as one fused host loop (CPU); on a GPU burn's optimizer keeps it there.
+    pub host_optimizer: bool,
     /// Seconds already spent before the first iteration (feature caching), counted in epoch 1.
     pub setup_seconds: f64,
 }
@@ -210,6 +215,25 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<Trained<B>, zoo_net::NetError> {
     let o = job.options;
     match o.optimizer {
+        OptimizerKind::Sgdm if !job.host_optimizer => {
+            // PyTorch's rule, as the host loop: no dampening, L2 weight decay.
+            let config = SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(o.momentum)
+                        .with_dampening(0.0),
+                ))
+                .with_weight_decay(
+                    (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32)),
+                );
+            let ids = job.net.param_ids();
+            let updater = BurnUpdater {
+                body: config.init(),
+                head: config.init(),
+                head_ids: job.head_params.iter().map(|&i| ids[i]).collect(),
+            };
+            run(job, updater, reporter)
+        }
         OptimizerKind::Sgdm => {
             let updater = HostSgdUpdater {
                 sgd: crate::host_sgd::HostSgd::new(o.momentum, o.weight_decay),
@@ -311,6 +335,13 @@ fn run<B: AutodiffBackend, U: Updater<B>>(
     let val_every = o.val_every.unwrap_or(per_epoch).max(1);
     let augment =
         (o.augment && job.cut.is_none()).then(|| Augment::standard(job.train.tensors.chw));
+    let (_, initial_val_accuracy, _) = evaluate(
+        &net.valid(),
+        job.cut.as_ref(),
+        job.val,
+        o.batch_size,
+        &device,
+    )?;
     let started = Instant::now();
     let mut out = Trained {
         best: net.clone(),
@@ -322,6 +353,7 @@ fn run<B: AutodiffBackend, U: Updater<B>>(
         images_seen: 0,
         stopped_early: false,
         interrupted: false,
+        initial_val_accuracy,
     };
     let mut since_best = 0;
     let mut iteration = 0;
@@ -358,7 +390,9 @@ fn run<B: AutodiffBackend, U: Updater<B>>(
             let preds = predictions(logits);
             let correct = preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
             let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = updater.update(net, grads, o.lr, o.head_lr_factor);
+            net = updater
+                .update(net, grads, o.lr, o.head_lr_factor)
+                .update_running_statistics();
             out.images_seen += picked.len();
             recent_loss += loss_value as f64 * picked.len() as f64;
             recent_correct += correct;

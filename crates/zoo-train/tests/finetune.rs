@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
-use zoo_train::{finetune, FinetuneOptions, Reporter, TrainProfile, ValidationRow};
+use zoo_train::{finetune, BaseModel, FinetuneOptions, Reporter, TrainProfile, ValidationRow};
 
 struct Quiet;
 
@@ -129,7 +129,7 @@ fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
     base_model(&model);
     dataset(&t.join("data"), 10);
     let cached = finetune(
-        &model,
+        &BaseModel::File(model.clone()),
         &profile(),
         &options(&t.join("data"), &t.join("run-cached"), true),
         None,
@@ -137,7 +137,7 @@ fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
     )
     .unwrap();
     let plain = finetune(
-        &model,
+        &BaseModel::File(model.clone()),
         &profile(),
         &options(&t.join("data"), &t.join("run-plain"), false),
         None,
@@ -218,7 +218,14 @@ fn unfreezing_everything_changes_the_conv_and_the_audit_sees_no_frozen_layer() {
     dataset(&t.join("data"), 6);
     let mut o = options(&t.join("data"), &t.join("run"), true);
     o.unfreeze_all = true;
-    let s = finetune(&model, &profile(), &o, None, &Quiet).unwrap();
+    let s = finetune(
+        &BaseModel::File(model.clone()),
+        &profile(),
+        &o,
+        None,
+        &Quiet,
+    )
+    .unwrap();
     assert!(s.freeze_audit.frozen_layers.is_empty());
     assert_eq!(s.feature_cache, None, "nothing frozen, nothing to cache");
     let base = weights(&t, "base.onnx");
@@ -235,23 +242,41 @@ fn class_count_mismatch_lists_the_classes() {
     dataset(&t.join("data"), 3);
     let mut o = options(&t.join("data"), &t.join("run"), true);
     o.classes = 5;
-    let err = finetune(&model, &profile(), &o, None, &Quiet)
-        .unwrap_err()
-        .to_string();
+    let err = finetune(
+        &BaseModel::File(model.clone()),
+        &profile(),
+        &o,
+        None,
+        &Quiet,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("--classes 5") && err.contains("3 classes (blue, green, red)"),
         "{err}"
     );
     let mut o = options(&t.join("data"), &t.join("run2"), true);
     o.freeze = Some(vec!["fc2".into()]);
-    let err = finetune(&model, &profile(), &o, None, &Quiet)
-        .unwrap_err()
-        .to_string();
+    let err = finetune(
+        &BaseModel::File(model.clone()),
+        &profile(),
+        &o,
+        None,
+        &Quiet,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("is the head"), "{err}");
     o.freeze = Some(vec!["conv9".into()]);
-    let err = finetune(&model, &profile(), &o, None, &Quiet)
-        .unwrap_err()
-        .to_string();
+    let err = finetune(
+        &BaseModel::File(model.clone()),
+        &profile(),
+        &o,
+        None,
+        &Quiet,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("conv9") && err.contains("conv1, fc1, fc2"),
         "{err}"
@@ -267,7 +292,7 @@ fn ctrl_c_before_the_first_step_still_writes_the_run() {
     dataset(&t.join("data"), 4);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let s = finetune(
-        &model,
+        &BaseModel::File(model.clone()),
         &profile(),
         &options(&t.join("data"), &t.join("run"), true),
         Some(stop),

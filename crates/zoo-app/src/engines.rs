@@ -1,0 +1,93 @@
+//! The reference engines a parity check runs (tract always, ONNX Runtime when asked and
+//! available), and zoo's own outputs on the device the user picked.
+
+use zoo_net::Network;
+use zoo_onnx::OnnxModel;
+use zoo_parity::{run_network, Engine, OrtEngine, TractEngine};
+use zoo_train::{Device, DeviceChoice};
+
+pub struct Engines {
+    tract: Option<TractEngine>,
+    ort: Option<OrtEngine>,
+    /// Why an asked-for engine is missing (ONNX Runtime not installed, say).
+    pub warnings: Vec<String>,
+}
+
+impl Engines {
+    /// Opens the named engines (`tract`, `ort`) on an ONNX file's bytes, reporting the value
+    /// `compared_at` (the logits). tract is used when nothing else could be opened, so a check
+    /// always has a reference.
+    pub fn open(
+        bytes: &[u8],
+        chw: [usize; 3],
+        any_batch: bool,
+        names: &[String],
+        compared_at: &str,
+    ) -> anyhow::Result<Self> {
+        let probe =
+            zoo_parity::with_first_output(bytes, compared_at).map_err(anyhow::Error::msg)?;
+        let bytes = &probe[..];
+        let mut engines = Self {
+            tract: None,
+            ort: None,
+            warnings: Vec::new(),
+        };
+        for name in names {
+            match name.as_str() {
+                "tract" => engines.tract = Some(TractEngine::from_bytes(bytes, chw, any_batch)?),
+                "ort" => match OrtEngine::from_bytes(bytes, chw) {
+                    Ok(o) => engines.ort = Some(o),
+                    Err(why) => engines
+                        .warnings
+                        .push(format!("{why}; carrying on with tract")),
+                },
+                other => anyhow::bail!("unknown engine `{other}`; engines: tract, ort"),
+            }
+        }
+        if engines.tract.is_none() && engines.ort.is_none() {
+            engines.tract = Some(TractEngine::from_bytes(bytes, chw, any_batch)?);
+        }
+        Ok(engines)
+    }
+
+    pub fn list(&self) -> Vec<&dyn Engine> {
+        let mut list: Vec<&dyn Engine> = Vec::new();
+        if let Some(t) = &self.tract {
+            list.push(t);
+        }
+        if let Some(o) = &self.ort {
+            list.push(o);
+        }
+        list
+    }
+}
+
+/// zoo's logits for `images` (see [`zoo_onnx::Graph::logits_value`]), run `batch` at a time
+/// on the chosen device. The note says what `auto` picked.
+pub fn network_outputs(
+    model: OnnxModel,
+    images: &[f32],
+    batch: usize,
+    choice: DeviceChoice,
+) -> anyhow::Result<(Vec<Vec<f32>>, Device, Option<String>)> {
+    let (device, note) = zoo_train::device::resolve(choice).map_err(anyhow::Error::msg)?;
+    let value = model.graph.logits_value().to_string();
+    let rows = match device {
+        Device::Cpu => {
+            let d = Default::default();
+            run_network(
+                &Network::<crate::CpuBackend>::from_model(model, &d),
+                images,
+                batch,
+                &value,
+                &d,
+            )?
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda => zoo_train::device::on_cuda(|d| {
+            let net = Network::<zoo_train::device::CudaBackend>::from_model(model, &d);
+            Ok(run_network(&net, images, batch, &value, &d)?)
+        })?,
+    };
+    Ok((rows, device, note))
+}

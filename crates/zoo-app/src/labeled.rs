@@ -1,0 +1,131 @@
+//! Labelled, preprocessed images for checks: a run's own validation set, or a dataset whose
+//! classes are matched to a model's labels.
+
+use std::path::{Path, PathBuf};
+
+use zoo_cards::Preprocessing;
+use zoo_parity::SampleClasses;
+
+pub struct LabeledImages {
+    /// `C*H*W` values per image, one image after another.
+    pub values: Vec<f32>,
+    /// The model output each image should get.
+    pub labels: Vec<usize>,
+    /// The name of each model output.
+    pub classes: Vec<String>,
+    pub skipped: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Where the images came from, in words.
+    pub source: String,
+}
+
+impl LabeledImages {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn sample_classes(&self) -> SampleClasses<'_> {
+        SampleClasses {
+            of_sample: &self.labels,
+            names: &self.classes,
+        }
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A run's validation images, split and preprocessed exactly as in training.
+pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Result<LabeledImages> {
+    let config = read_json(&run.join("config.json"))?;
+    let o = &config["options"];
+    let data =
+        PathBuf::from(o["data"].as_str().ok_or_else(|| {
+            anyhow::anyhow!("{}: config.json has no options.data", run.display())
+        })?);
+    let dataset = zoo_data::open(&data)?;
+    let plan = zoo_train::split_plan(
+        o["train_per_class"].as_u64().map(|v| v as usize),
+        o["val_per_class"].as_u64().map(|v| v as usize),
+        o["val_split"].as_f64(),
+        &dataset,
+    );
+    let splits = zoo_data::split(&dataset, plan, o["seed"].as_u64().unwrap_or(0))?;
+    let (tensors, skipped) = zoo_data::load(&dataset, &splits.val, preprocessing);
+    if tensors.is_empty() {
+        anyhow::bail!(
+            "the run {} has no readable validation images to check on (use --data)",
+            run.display()
+        );
+    }
+    Ok(LabeledImages {
+        source: format!(
+            "{} validation images of run {} ({})",
+            tensors.len(),
+            run.display(),
+            data.display()
+        ),
+        values: tensors.values,
+        labels: tensors.labels,
+        classes: dataset.classes,
+        skipped: skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.path, s.reason))
+            .collect(),
+        warnings: Vec::new(),
+    })
+}
+
+/// Every image of a dataset, its classes matched to the model's labels by name when the model
+/// has labels (data class i is output i otherwise, with a warning).
+pub fn dataset_images(
+    data: &Path,
+    preprocessing: &Preprocessing,
+    model_labels: Option<&[String]>,
+) -> anyhow::Result<LabeledImages> {
+    let dataset = zoo_data::open(data)?;
+    let mut warnings = Vec::new();
+    let to_output: Vec<usize> = match model_labels {
+        Some(labels) => dataset
+            .classes
+            .iter()
+            .map(|c| {
+                labels.iter().position(|l| l == c).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "class `{c}` of the data is not one of the model's labels ({})",
+                        labels.join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => {
+            warnings.push("the model has no labels: data class i is taken as output i".into());
+            (0..dataset.classes.len()).collect()
+        }
+    };
+    let all: Vec<usize> = (0..dataset.samples.len()).collect();
+    let (tensors, skipped) = zoo_data::load(&dataset, &all, preprocessing);
+    if tensors.is_empty() {
+        anyhow::bail!("none of the images in {} could be decoded", data.display());
+    }
+    Ok(LabeledImages {
+        source: format!("{} images from {}", tensors.len(), data.display()),
+        labels: tensors.labels.iter().map(|&l| to_output[l]).collect(),
+        values: tensors.values,
+        classes: model_labels
+            .map(<[String]>::to_vec)
+            .unwrap_or_else(|| dataset.classes.clone()),
+        skipped: skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.path, s.reason))
+            .collect(),
+        warnings,
+    })
+}

@@ -1,0 +1,232 @@
+//! `zoo show filters` and `zoo show activations`: what conv layers learned, as PNG grids.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use serde::Serialize;
+use zoo_cards::{Card, ColorOrder};
+use zoo_net::Network;
+
+use crate::profile::profile_of_model;
+use crate::CpuBackend;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Picture {
+    pub output: PathBuf,
+    pub layer: String,
+    /// Tiles in the grid (filters or feature maps).
+    pub tiles: usize,
+    /// Each tile's source size `[height, width]` before upscaling.
+    pub tile_size: [usize; 2],
+    pub rgb: bool,
+    pub grid: [usize; 2],
+    pub image_size: [u32; 2],
+}
+
+/// One tile: `channels` planes of `h*w` values (1 = gray, 3 = RGB).
+struct Tile {
+    planes: Vec<Vec<f32>>,
+}
+
+fn load(
+    path: &Path,
+    card: Option<&Card>,
+) -> anyhow::Result<(crate::profile::Profile, Network<CpuBackend>)> {
+    let model = zoo_onnx::OnnxModel::load(path)?;
+    let profile = profile_of_model(card, &model);
+    Ok((profile, Network::from_model(model, &Default::default())))
+}
+
+/// The layer to show: the one named, else the first convolution.
+fn pick_layer<'a>(
+    net: &'a Network<CpuBackend>,
+    name: Option<&str>,
+) -> anyhow::Result<&'a zoo_net::Layer> {
+    let plan = net.plan();
+    let convs: Vec<&str> = plan
+        .layers
+        .iter()
+        .filter(|l| l.op == "Conv")
+        .map(|l| l.name.as_str())
+        .collect();
+    match name {
+        Some(n) => plan.layer(n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no layer `{n}`; layers: {}",
+                plan.layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+        None => convs
+            .first()
+            .and_then(|n| plan.layer(n))
+            .ok_or_else(|| anyhow::anyhow!("the model has no convolution layer")),
+    }
+}
+
+/// The kernels of a conv layer: RGB tiles when it reads 3 channels (in the model's colour
+/// order, shown as RGB), else the mean over its input channels.
+pub fn filters(
+    path: &Path,
+    card: Option<&Card>,
+    layer: Option<&str>,
+    output: &Path,
+) -> anyhow::Result<Picture> {
+    let (profile, net) = load(path, card)?;
+    let layer = pick_layer(&net, layer)?;
+    if layer.op != "Conv" {
+        anyhow::bail!(
+            "`{}` is a {} layer; filters are shown for Conv layers",
+            layer.name,
+            layer.op
+        );
+    }
+    let plan = net.plan();
+    let weight = layer
+        .params
+        .iter()
+        .copied()
+        .find(|&i| plan.params[i].dims.len() == 4)
+        .ok_or_else(|| anyhow::anyhow!("`{}` has no 4-D weight", layer.name))?;
+    let [o, i, kh, kw] = <[usize; 4]>::try_from(plan.params[weight].dims.as_slice())?;
+    let values = net.param_value(weight);
+    let plane = kh * kw;
+    let rgb = i == 3;
+    let tiles: Vec<Tile> = (0..o)
+        .map(|f| {
+            let kernel = &values[f * i * plane..(f + 1) * i * plane];
+            let channel = |c: usize| kernel[c * plane..(c + 1) * plane].to_vec();
+            let planes = if rgb {
+                let order = if profile.preprocessing.color == ColorOrder::Bgr {
+                    [2, 1, 0]
+                } else {
+                    [0, 1, 2]
+                };
+                order.iter().map(|&c| channel(c)).collect()
+            } else {
+                vec![(0..plane)
+                    .map(|p| (0..i).map(|c| kernel[c * plane + p]).sum::<f32>() / i as f32)
+                    .collect()]
+            };
+            Tile { planes }
+        })
+        .collect();
+    save_grid(&tiles, [kh, kw], &layer.name, output)
+}
+
+/// The feature maps of one image after a layer.
+pub fn activations(
+    path: &Path,
+    card: Option<&Card>,
+    image: &Path,
+    layer: Option<&str>,
+    output: &Path,
+) -> anyhow::Result<Picture> {
+    let (profile, net) = load(path, card)?;
+    let layer = pick_layer(&net, layer)?;
+    let value = net
+        .plan()
+        .graph
+        .node(&layer.node)
+        .map(|n| n.outputs[0].clone())
+        .ok_or_else(|| anyhow::anyhow!("layer `{}` has no node", layer.name))?;
+    let decoded = zoo_data::decode(image)?;
+    let pixels = zoo_data::preprocess(&decoded, &profile.preprocessing);
+    let [c, h, w] = net.plan().graph.input_chw();
+    let input = Tensor::<CpuBackend, 4>::from_data(
+        TensorData::new(pixels, [1, c, h, w]),
+        &Default::default(),
+    );
+    let act = net.forward_to(input, &value)?;
+    let dims = act.dims();
+    if dims.len() != 4 {
+        anyhow::bail!(
+            "`{}` outputs {:?}, not feature maps; pick a conv or pooling layer",
+            layer.name,
+            dims
+        );
+    }
+    let (maps, mh, mw) = (dims[1], dims[2], dims[3]);
+    let values = act.to_vec();
+    let plane = mh * mw;
+    let tiles: Vec<Tile> = (0..maps)
+        .map(|m| Tile {
+            planes: vec![values[m * plane..(m + 1) * plane].to_vec()],
+        })
+        .collect();
+    save_grid(&tiles, [mh, mw], &layer.name, output)
+}
+
+/// Lays tiles out in a near-square grid, each normalised to its own min..max and upscaled
+/// (nearest) to at least 32 pixels, with 2-pixel gaps.
+fn save_grid(
+    tiles: &[Tile],
+    [th, tw]: [usize; 2],
+    layer: &str,
+    output: &Path,
+) -> anyhow::Result<Picture> {
+    let n = tiles.len();
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let scale = (32usize.div_ceil(th.min(tw).max(1))).max(1);
+    let gap = 2;
+    let (cell_h, cell_w) = (th * scale + gap, tw * scale + gap);
+    let (width, height) = ((cols * cell_w + gap) as u32, (rows * cell_h + gap) as u32);
+    let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let rgb = tiles.first().is_some_and(|t| t.planes.len() == 3);
+    for (k, tile) in tiles.iter().enumerate() {
+        let (lo, hi) = tile
+            .planes
+            .iter()
+            .flatten()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let to_u8 = |v: f32| (((v - lo) / span) * 255.0).round().clamp(0.0, 255.0) as u8;
+        let (r0, c0) = ((k / cols) * cell_h + gap, (k % cols) * cell_w + gap);
+        for y in 0..th * scale {
+            for x in 0..tw * scale {
+                let p = (y / scale) * tw + x / scale;
+                let px = if rgb {
+                    [0, 1, 2].map(|c| to_u8(tile.planes[c][p]))
+                } else {
+                    [to_u8(tile.planes[0][p]); 3]
+                };
+                img.put_pixel((c0 + x) as u32, (r0 + y) as u32, image::Rgb(px));
+            }
+        }
+    }
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    zoo_onnx::write::write_atomic(output, &png)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    Ok(Picture {
+        output: output.to_path_buf(),
+        layer: layer.to_string(),
+        tiles: n,
+        tile_size: [th, tw],
+        rgb,
+        grid: [rows, cols],
+        image_size: [width, height],
+    })
+}
+
+pub fn render(p: &Picture) -> String {
+    format!(
+        "{}: {} {} tiles of {}x{} in a {}x{} grid ({}x{} pixels): {}\n",
+        p.layer,
+        p.tiles,
+        if p.rgb { "RGB" } else { "gray" },
+        p.tile_size[0],
+        p.tile_size[1],
+        p.grid[0],
+        p.grid[1],
+        p.image_size[0],
+        p.image_size[1],
+        p.output.display()
+    )
+}

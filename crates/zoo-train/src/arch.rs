@@ -1,0 +1,293 @@
+//! Architectures `zoo train` builds from scratch, as ONNX graphs with seeded initial weights:
+//! training them is then the same code path as finetuning an imported file.
+
+use zoo_cards::Preprocessing;
+use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+use zoo_onnx::pb::ModelProto;
+
+/// A freshly initialised network and how to feed and (later) finetune it.
+pub struct Architecture {
+    pub model: ModelProto,
+    pub preprocessing: Preprocessing,
+    /// Layers a later finetune freezes by default (its feature extractor).
+    pub freeze: Vec<String>,
+    /// The classifier layer a later finetune replaces.
+    pub head: String,
+}
+
+pub const ARCHITECTURES: &[&str] = &["lenet5", "mnist-cnn"];
+
+/// White digits on black, 28x28 grayscale, scaled to 0..1 (as the lenet card).
+fn mnist_preprocessing() -> Preprocessing {
+    Preprocessing {
+        resize: zoo_cards::ResizeMode::Direct,
+        size: [28, 28],
+        resize_shorter: None,
+        interpolation: zoo_cards::Interpolation::Bilinear,
+        color: zoo_cards::ColorOrder::Gray,
+        scale: 1.0 / 255.0,
+        mean: vec![0.0],
+        std: vec![1.0],
+    }
+}
+
+pub fn build(arch: &str, classes: usize, seed: u64) -> anyhow::Result<Architecture> {
+    if classes < 2 {
+        anyhow::bail!("a classifier needs at least 2 classes, not {classes}");
+    }
+    match arch {
+        "lenet5" => Ok(lenet5(classes, seed)),
+        "mnist-cnn" => Ok(mnist_cnn(classes, seed)),
+        other => anyhow::bail!(
+            "unknown architecture `{other}`; architectures: {}",
+            ARCHITECTURES.join(", ")
+        ),
+    }
+}
+
+/// He-uniform weights (ReLU networks), zero biases.
+struct Init(SeededRng);
+
+impl Init {
+    fn weights(&mut self, n: usize, fan_in: usize) -> Vec<f32> {
+        let bound = (6.0 / fan_in as f32).sqrt();
+        self.0.values(n, bound)
+    }
+}
+
+/// The lecture's MATLAB LeNet-5: three 3x3 conv + batch norm + ReLU blocks (16, 32, 64
+/// channels, 2x2 max-pooling after the first two), fully connected 50 + ReLU, fully connected
+/// `classes`, softmax.
+fn lenet5(classes: usize, seed: u64) -> Architecture {
+    let mut init = Init(SeededRng::new(seed));
+    let mut b = GraphBuilder::new("input", &[Some(1), Some(1), Some(28), Some(28)]);
+    let mut x = "input".to_string();
+    let mut in_ch = 1;
+    for (i, out_ch) in [16usize, 32, 64].into_iter().enumerate() {
+        let n = i + 1;
+        let (conv, bn) = (format!("conv{n}"), format!("bn{n}"));
+        b.init_f32(
+            &format!("{conv}_w_0"),
+            &[out_ch, in_ch, 3, 3],
+            init.weights(out_ch * in_ch * 9, in_ch * 9),
+        );
+        b.init_f32(&format!("{conv}_b_0"), &[out_ch], vec![0.0; out_ch]);
+        for (suffix, value) in [("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)] {
+            b.init_f32(&format!("{bn}_{suffix}"), &[out_ch], vec![value; out_ch]);
+        }
+        let c_out = format!("{conv}_out");
+        b.node(
+            &conv,
+            "Conv",
+            &[&x, &format!("{conv}_w_0"), &format!("{conv}_b_0")],
+            &[&c_out],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![3, 3])),
+                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+            ],
+        );
+        let bn_out = format!("{bn}_out");
+        b.node(
+            &bn,
+            "BatchNormalization",
+            &[
+                &c_out,
+                &format!("{bn}_scale"),
+                &format!("{bn}_bias"),
+                &format!("{bn}_mean"),
+                &format!("{bn}_var"),
+            ],
+            &[&bn_out],
+            vec![
+                ("epsilon", Attr::Float(1e-5)),
+                ("momentum", Attr::Float(0.9)),
+            ],
+        );
+        let relu = format!("relu{n}");
+        b.node(&relu, "Relu", &[&bn_out], &[&format!("{relu}_out")], vec![]);
+        x = format!("{relu}_out");
+        if n < 3 {
+            let pool = format!("pool{n}");
+            b.node(
+                &pool,
+                "MaxPool",
+                &[&x],
+                &[&format!("{pool}_out")],
+                vec![
+                    ("kernel_shape", Attr::Ints(vec![2, 2])),
+                    ("strides", Attr::Ints(vec![2, 2])),
+                ],
+            );
+            x = format!("{pool}_out");
+        }
+        in_ch = out_ch;
+    }
+    let flat = 64 * 7 * 7;
+    b.node(
+        "flatten",
+        "Flatten",
+        &[&x],
+        &["flat"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.init_f32("fc1_w_0", &[50, flat], init.weights(50 * flat, flat));
+    b.init_f32("fc1_b_0", &[50], vec![0.0; 50]);
+    b.init_f32("fc2_w_0", &[classes, 50], init.weights(classes * 50, 50));
+    b.init_f32("fc2_b_0", &[classes], vec![0.0; classes]);
+    let gemm = || vec![("transB", Attr::Int(1))];
+    b.node(
+        "fc1",
+        "Gemm",
+        &["flat", "fc1_w_0", "fc1_b_0"],
+        &["fc1_out"],
+        gemm(),
+    );
+    b.node("relu4", "Relu", &["fc1_out"], &["relu4_out"], vec![]);
+    b.node(
+        "fc2",
+        "Gemm",
+        &["relu4_out", "fc2_w_0", "fc2_b_0"],
+        &["fc2_out"],
+        gemm(),
+    );
+    b.node(
+        "softmax",
+        "Softmax",
+        &["fc2_out"],
+        &["prob"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.output("prob", &[Some(1), Some(classes)]);
+    Architecture {
+        model: b.build(13),
+        preprocessing: mnist_preprocessing(),
+        freeze: ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]
+            .map(String::from)
+            .to_vec(),
+        head: "fc2".into(),
+    }
+}
+
+/// The ONNX Model Zoo's MNIST CNN (mnist-8), with its node and initializer names, so the lenet
+/// card's freeze plan and head apply: 5x5 conv 8 + ReLU + 2x2 pool, 5x5 conv 16 + ReLU + 3x3
+/// pool, a 256 x `classes` matrix product.
+fn mnist_cnn(classes: usize, seed: u64) -> Architecture {
+    let mut init = Init(SeededRng::new(seed));
+    let mut b = GraphBuilder::new("Input3", &[Some(1), Some(1), Some(28), Some(28)]);
+    b.init_f32("Parameter5", &[8, 1, 5, 5], init.weights(200, 25));
+    b.init_f32("Parameter6", &[8, 1, 1], vec![0.0; 8]);
+    b.init_f32("Parameter87", &[16, 8, 5, 5], init.weights(3200, 200));
+    b.init_f32("Parameter88", &[16, 1, 1], vec![0.0; 16]);
+    b.init_f32(
+        "Parameter193",
+        &[16, 4, 4, classes],
+        init.weights(256 * classes, 256),
+    );
+    b.init_f32("Parameter194", &[1, classes], vec![0.0; classes]);
+    b.init_i64("Pooling160_Output_0_reshape0_shape", &[1, 256]);
+    b.init_i64("Parameter193_reshape1_shape", &[256, classes as i64]);
+    let conv = |k: i64| {
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k, k])),
+            ("strides", Attr::Ints(vec![1, 1])),
+            ("auto_pad", Attr::Str("SAME_UPPER")),
+        ]
+    };
+    let pool = |k: i64| {
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k, k])),
+            ("strides", Attr::Ints(vec![k, k])),
+        ]
+    };
+    b.node(
+        "Times212_reshape1",
+        "Reshape",
+        &["Parameter193", "Parameter193_reshape1_shape"],
+        &["Parameter193_reshape1"],
+        vec![],
+    );
+    b.node(
+        "Convolution28",
+        "Conv",
+        &["Input3", "Parameter5"],
+        &["Convolution28_Output_0"],
+        conv(5),
+    );
+    b.node(
+        "Plus30",
+        "Add",
+        &["Convolution28_Output_0", "Parameter6"],
+        &["Plus30_Output_0"],
+        vec![],
+    );
+    b.node(
+        "ReLU32",
+        "Relu",
+        &["Plus30_Output_0"],
+        &["ReLU32_Output_0"],
+        vec![],
+    );
+    b.node(
+        "Pooling66",
+        "MaxPool",
+        &["ReLU32_Output_0"],
+        &["Pooling66_Output_0"],
+        pool(2),
+    );
+    b.node(
+        "Convolution110",
+        "Conv",
+        &["Pooling66_Output_0", "Parameter87"],
+        &["Convolution110_Output_0"],
+        conv(5),
+    );
+    b.node(
+        "Plus112",
+        "Add",
+        &["Convolution110_Output_0", "Parameter88"],
+        &["Plus112_Output_0"],
+        vec![],
+    );
+    b.node(
+        "ReLU114",
+        "Relu",
+        &["Plus112_Output_0"],
+        &["ReLU114_Output_0"],
+        vec![],
+    );
+    b.node(
+        "Pooling160",
+        "MaxPool",
+        &["ReLU114_Output_0"],
+        &["Pooling160_Output_0"],
+        pool(3),
+    );
+    b.node(
+        "Times212_reshape0",
+        "Reshape",
+        &["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
+        &["Pooling160_Output_0_reshape0"],
+        vec![],
+    );
+    b.node(
+        "Times212",
+        "MatMul",
+        &["Pooling160_Output_0_reshape0", "Parameter193_reshape1"],
+        &["Times212_Output_0"],
+        vec![],
+    );
+    b.node(
+        "Plus214",
+        "Add",
+        &["Times212_Output_0", "Parameter194"],
+        &["Plus214_Output_0"],
+        vec![],
+    );
+    b.output("Plus214_Output_0", &[Some(1), Some(classes)]);
+    Architecture {
+        model: b.build(8),
+        preprocessing: mnist_preprocessing(),
+        freeze: vec!["Convolution28".into(), "Convolution110".into()],
+        head: "Times212".into(),
+    }
+}
