@@ -293,3 +293,45 @@ fn alexnet_standin_conv1_filters_are_a_96_tile_rgb_grid() {
     assert_eq!(j["grid"], serde_json::json!([10, 10]));
     assert_eq!(image::open(&png).unwrap().color(), image::ColorType::Rgb8);
 }
+
+#[test]
+#[ignore = "needs ../shared"]
+fn lenet5_from_scratch_on_750_per_class_reaches_98_percent() {
+    let t = TempDir::new("lenet5-mnist");
+    let out = t.path().join("run");
+    let run = zoo(
+        &[
+            "train",
+            "lenet5",
+            "--data",
+            shared("data/mnist").to_str().unwrap(),
+            "--train-per-class",
+            "750",
+            "--epochs",
+            "8",
+            "--lr",
+            "0.01",
+            "--head-lr-factor",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = run.json();
+    println!(
+        "lenet5 on MNIST: {} train / {} validation images, best {:.4} at epoch {}, {:.0} s",
+        j["train_images"],
+        j["val_images"],
+        j["best_val_accuracy"],
+        j["best_epoch"],
+        j["wall_time_s"]
+    );
+    assert_eq!(j["train_images"], 7500);
+    assert_eq!(j["val_images"], 2500);
+    assert!(j["best_val_accuracy"].as_f64().unwrap() >= 0.98, "{j}");
+}

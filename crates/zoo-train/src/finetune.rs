@@ -125,7 +125,10 @@ pub enum BaseModel {
     /// An ONNX file (a fetched zoo model, a local file, a run's weights).
     File(PathBuf),
     /// A network `zoo train` built from scratch.
-    Built { arch: String, model: ModelProto },
+    Built {
+        arch: String,
+        model: Box<ModelProto>,
+    },
 }
 
 impl BaseModel {
@@ -142,7 +145,7 @@ impl BaseModel {
             BaseModel::Built { model, .. } => {
                 use sha2::Digest;
                 let sha = hex::encode(sha2::Sha256::digest(model.encode_to_vec()));
-                Ok((sha, zoo_onnx::OnnxModel::from_proto(model.clone())?))
+                Ok((sha, zoo_onnx::OnnxModel::from_proto((**model).clone())?))
             }
         }
     }
@@ -540,7 +543,7 @@ pub fn train_from_scratch(
     };
     let base = BaseModel::Built {
         arch: arch.to_string(),
-        model: built.model,
+        model: Box::new(built.model),
     };
     finetune(&base, &profile, &options, stop, reporter)
 }

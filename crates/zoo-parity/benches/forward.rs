@@ -1,0 +1,133 @@
+//! Forward-pass and import benchmarks: zoo (burn flex) next to tract and ONNX Runtime on the
+//! same machine, same inputs, same threads. Median of 5 timed runs after one warm-up.
+//!
+//! Needs the AlexNet graph and the MNIST CNN: `ZOO_SHARED` (default ../shared from the
+//! workspace root). Prints one JSON object per measurement (scripts/bench.sh tabulates them).
+//! Run: cargo bench -p zoo-parity --bench forward
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use prost::Message;
+use zoo_net::Network;
+use zoo_onnx::builder::SeededRng;
+use zoo_onnx::OnnxModel;
+use zoo_parity::{OrtEngine, TractEngine};
+
+const RUNS: usize = 5;
+
+fn shared(path: &str) -> PathBuf {
+    std::env::var_os("ZOO_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join(path)
+}
+
+/// Median seconds of `RUNS` calls after a warm-up.
+fn median(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[RUNS / 2]
+}
+
+fn report(workload: &str, engine: &str, batch: usize, seconds: f64) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": workload, "engine": engine, "batch": batch,
+            "seconds": seconds, "images_per_s": batch as f64 / seconds,
+        })
+    );
+}
+
+fn forward(workload: &str, bytes: &[u8], batches: &[usize]) {
+    let model = OnnxModel::from_bytes(bytes.to_vec()).unwrap();
+    let chw = model.graph.input_chw();
+    let size: usize = chw.iter().product();
+    let device = Default::default();
+    let net = Network::<Flex>::from_model(model, &device);
+    let dynamic = net.to_model_proto_dynamic_batch().encode_to_vec();
+    let tract = TractEngine::from_bytes(&dynamic, chw, true).unwrap();
+    let ort = OrtEngine::from_bytes(&dynamic, chw);
+    if let Err(why) = &ort {
+        eprintln!("ONNX Runtime not measured: {why}");
+    }
+    let [c, h, w] = chw;
+    for &batch in batches {
+        let images = SeededRng::new(1).values(batch * size, 1.0);
+        let s = median(|| {
+            let data = TensorData::new(images.clone(), [batch, c, h, w]);
+            let x = Tensor::<Flex, 4>::from_data(data, &device);
+            let _ = net.forward(x).unwrap().into_data();
+        });
+        report(workload, "zoo (burn flex)", batch, s);
+        let s = median(|| {
+            tract.run_batch(&images, batch).unwrap();
+        });
+        report(workload, "tract 0.23", batch, s);
+        if let Ok(o) = &ort {
+            let s = median(|| {
+                o.run_batch(&images, batch).unwrap();
+            });
+            report(workload, "ONNX Runtime (ort)", batch, s);
+        }
+    }
+}
+
+fn main() {
+    let light = shared("models/light_bvlc_alexnet.onnx");
+    let mnist = shared("models/mnist-8.onnx");
+    if !light.is_file() || !mnist.is_file() {
+        eprintln!(
+            "benchmarks need {} and {} (set ZOO_SHARED)",
+            light.display(),
+            mnist.display()
+        );
+        return;
+    }
+    let proto = zoo_onnx::decode_proto(std::fs::read(&light).unwrap()).unwrap();
+    let alexnet = zoo_onnx::standin::materialize_weights(proto, 0)
+        .unwrap()
+        .encode_to_vec();
+
+    // Import of the 244 MB file: parse, validate, build the trainable network.
+    let dir = std::env::temp_dir().join(format!("zoo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("alexnet.onnx");
+    std::fs::write(&path, &alexnet).unwrap();
+    let import = |engine: &str, seconds: f64| {
+        println!(
+            "{}",
+            serde_json::json!({"workload": "import AlexNet (244 MB)", "engine": engine, "seconds": seconds})
+        );
+    };
+    import(
+        "zoo (burn flex)",
+        median(|| {
+            std::hint::black_box(Network::<Flex>::load(&path, &Default::default()).unwrap());
+        }),
+    );
+    import(
+        "tract 0.23 (load + optimise)",
+        median(|| {
+            std::hint::black_box(TractEngine::from_path(&path, [3, 224, 224], false).unwrap());
+        }),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    forward("AlexNet forward 224x224", &alexnet, &[1, 32]);
+    forward(
+        "MNIST CNN forward 28x28",
+        &std::fs::read(&mnist).unwrap(),
+        &[256],
+    );
+}
