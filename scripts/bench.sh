@@ -26,7 +26,8 @@ echo "finetune epochs (scripts/bench-finetune.sh)..." >&2
 scripts/bench-finetune.sh "$ZOO_SHARED" >"$work/finetune.txt"
 if python3 -c 'import torch' 2>/dev/null; then
     echo "PyTorch..." >&2
-    python3 scripts/torch_alexnet_train.py --device cpu --frozen --batch 32 --epochs 3 >"$work/torch-finetune.txt"
+    python3 scripts/torch_alexnet_train.py --device cpu --frozen --batch 32 --epochs 3 \
+        --data "$ZOO_SHARED/data/flowers5" >"$work/torch-finetune.txt"
     python3 scripts/torch_forward.py >"$work/torch-forward.jsonl"
 fi
 python3 scripts/bench_report.py "$work" > BENCHMARKS.md

@@ -75,7 +75,7 @@ out.append("```")
 out.extend(lines("finetune.txt"))
 out.append("```\n")
 torch = lines("torch-finetune.txt")
-out.append("PyTorch, same workload on random inputs: " + (torch[0] if torch else "not measured in this run") + "\n")
+out.append("PyTorch, same workload (scripts/torch_alexnet_train.py --frozen --data): " + (torch[0] if torch else "not measured in this run") + "\n")
 
 out.append("## Decode + preprocess (flowers5, 400 JPEGs to 224x224, AlexNet recipe)\n")
 out.append("```")
