@@ -45,7 +45,13 @@ fn demo_runs_offline_and_evaluate_reproduces_the_finetune_accuracy_to_the_image(
     let finetune_correct = (summary["best_val_accuracy"].as_f64().unwrap() * val).round();
     let eval = zoo(&["evaluate", run_dir.to_str().unwrap(), "--json"], t.path());
     assert_eq!(eval.code, 0, "{}", eval.stderr);
+    assert!(
+        !eval.stderr.contains("warning"),
+        "CPU is not a warning: {}",
+        eval.stderr
+    );
     let e = eval.json();
+    assert_eq!(e["engine"], "tract (CPU)");
     assert_eq!(e["samples"].as_u64().unwrap() as f64, val);
     assert_eq!(
         e["correct"].as_u64().unwrap() as f64,

@@ -156,6 +156,7 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
         args.extend(extra.iter().copied());
         let v = zoo(&args, t.path());
         assert_eq!(v.code, 0, "{}", v.stderr);
+        assert!(!v.stderr.contains("warning"), "{}", v.stderr);
         let j = v.json();
         for field in [
             "pass",

@@ -63,14 +63,13 @@ impl Engines {
 }
 
 /// zoo's logits for `images` (see [`zoo_onnx::Graph::logits_value`]), run `batch` at a time
-/// on the chosen device. The note says what `auto` picked.
+/// on `device`.
 pub fn network_outputs(
     model: OnnxModel,
     images: &[f32],
     batch: usize,
-    choice: DeviceChoice,
-) -> anyhow::Result<(Vec<Vec<f32>>, Device, Option<String>)> {
-    let (device, note) = zoo_train::device::resolve(choice).map_err(anyhow::Error::msg)?;
+    device: Device,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let value = model.graph.logits_value().to_string();
     let rows = match device {
         Device::Cpu => {
@@ -89,5 +88,13 @@ pub fn network_outputs(
             Ok(run_network(&net, images, batch, &value, &d)?)
         })?,
     };
-    Ok((rows, device, note))
+    Ok(rows)
+}
+
+/// The device `choice` stands for. What `auto` picked is reported as the report's device or
+/// engine, not as a warning: falling back to the CPU is the normal case.
+pub fn resolve_device(choice: DeviceChoice) -> anyhow::Result<Device> {
+    Ok(zoo_train::device::resolve(choice)
+        .map_err(anyhow::Error::msg)?
+        .0)
 }

@@ -85,9 +85,8 @@ pub fn evaluate(
     };
     warnings.extend(images.warnings.iter().cloned());
     // tract on CPU (the independent runtime); zoo's own network when a GPU was asked for.
-    let (rows, engine) = match zoo_train::device::resolve(device).map_err(anyhow::Error::msg)? {
-        (Device::Cpu, note) => {
-            warnings.extend(note);
+    let (rows, engine) = match crate::engines::resolve_device(device)? {
+        Device::Cpu => {
             drop(model);
             let tract = TractEngine::from_path(path, chw, any_batch)?;
             (
@@ -96,10 +95,8 @@ pub fn evaluate(
             )
         }
         #[cfg(feature = "cuda")]
-        (Device::Cuda, note) => {
-            warnings.extend(note);
-            let (rows, _, _) =
-                crate::engines::network_outputs(model, &images.values, BATCH, DeviceChoice::Cuda)?;
+        Device::Cuda => {
+            let rows = crate::engines::network_outputs(model, &images.values, BATCH, Device::Cuda)?;
             (rows, "zoo (CUDA)".to_string())
         }
     };

@@ -213,9 +213,8 @@ pub fn verify_file(
             skipped,
         } => (values, None, source, skipped),
     };
-    let (ours, device, note) =
-        network_outputs(reference_model, values, options.batch, options.device)?;
-    warnings.extend(note);
+    let device = crate::engines::resolve_device(options.device)?;
+    let ours = network_outputs(reference_model, values, options.batch, device)?;
     let report = verify_outputs(
         &ours,
         &engines.list(),
