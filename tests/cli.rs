@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{shared, small_rgb_classifier, write_images, zoo, TempDir};
+use common::{alexnet_standin, shared, small_rgb_classifier, write_images, zoo, TempDir};
 
 #[test]
 fn inspect_json_lists_layers_params_and_op_support() {
@@ -234,24 +234,6 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
         "{}",
         run.stderr
     );
-}
-
-fn alexnet_standin(dir: &std::path::Path, opset: &str) -> std::path::PathBuf {
-    let out = dir.join(format!("alexnet-{opset}.onnx"));
-    let light = shared("models/light_bvlc_alexnet.onnx");
-    let run = zoo(
-        &[
-            "materialize",
-            light.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--opset",
-            opset,
-        ],
-        dir,
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    out
 }
 
 #[test]

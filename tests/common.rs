@@ -156,3 +156,42 @@ pub fn shared(path: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
     root.join(path)
 }
+
+/// The AlexNet stand-in: ../shared's weight-stripped zoo graph filled with seeded weights by
+/// `zoo materialize`, at `opset`.
+pub fn alexnet_standin(dir: &Path, opset: &str) -> PathBuf {
+    let out = dir.join(format!("alexnet-{opset}.onnx"));
+    let light = shared("models/light_bvlc_alexnet.onnx");
+    let run = zoo(
+        &[
+            "materialize",
+            light.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--opset",
+            opset,
+        ],
+        dir,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    out
+}
+
+/// Every file a finetune or train run directory holds.
+pub const RUN_FILES: &[&str] = &[
+    "config.json",
+    "labels.txt",
+    "metrics.csv",
+    "confusion.csv",
+    "best.onnx",
+    "last.onnx",
+    "summary.json",
+    "training-progress.png",
+    "confusion.png",
+];
+
+pub fn assert_run_files(run: &Path) {
+    for f in RUN_FILES {
+        assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+    }
+}

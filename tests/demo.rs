@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{shared, zoo, TempDir};
+use common::{alexnet_standin, assert_run_files, shared, zoo, TempDir};
 
 fn demo_asset(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,6 +36,7 @@ fn demo_runs_offline_and_evaluate_reproduces_the_finetune_accuracy_to_the_image(
     assert!(after >= 0.90, "accuracy after finetuning {after}");
     assert!(before < 0.5, "an untrained head is near chance: {before}");
     let run_dir = PathBuf::from(d["run_dir"].as_str().unwrap());
+    assert_run_files(&run_dir);
     assert!(run_dir.join("model.onnx").is_file() && run_dir.join("parity.json").is_file());
 
     // The exported file, evaluated by tract on the run's own validation images, gets exactly
@@ -101,6 +102,7 @@ fn train_builds_lenet5_and_mnist_cnn_and_refuses_bad_requests() {
         );
         assert_eq!(j["classes"], serde_json::json!(["5", "6", "7", "8", "9"]));
         // The weights carry the plan a later finetune uses.
+        assert_run_files(&out);
         let best = zoo_onnx::OnnxModel::load(out.join("best.onnx")).unwrap();
         assert_eq!(best.metadata["zoo.head"], head);
         let freeze: Vec<String> = serde_json::from_str(&best.metadata["zoo.freeze"]).unwrap();
@@ -263,18 +265,7 @@ fn show_filters_and_activations_draw_one_tile_per_kernel_or_map() {
 #[ignore = "needs ../shared"]
 fn alexnet_standin_conv1_filters_are_a_96_tile_rgb_grid() {
     let t = TempDir::new("show-alexnet");
-    let model = t.path().join("alexnet.onnx");
-    let light = shared("models/light_bvlc_alexnet.onnx");
-    let m = zoo(
-        &[
-            "materialize",
-            light.to_str().unwrap(),
-            "-o",
-            model.to_str().unwrap(),
-        ],
-        t.path(),
-    );
-    assert_eq!(m.code, 0, "{}", m.stderr);
+    let model = alexnet_standin(t.path(), "9");
     let png = t.path().join("conv1.png");
     let f = zoo(
         &[

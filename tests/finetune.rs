@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{shared, small_rgb_classifier, write_images, zoo, TempDir};
+use common::{
+    alexnet_standin, assert_run_files, shared, small_rgb_classifier, write_images, zoo, TempDir,
+};
 
 #[test]
 fn finetune_writes_a_complete_run_directory_and_links_latest() {
@@ -41,19 +43,7 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
     let run = t.path().join(String::from_utf8_lossy(&out.stdout).trim());
     let latest = std::fs::canonicalize(t.path().join("runs/latest")).unwrap();
     assert_eq!(latest, std::fs::canonicalize(&run).unwrap());
-    for f in [
-        "config.json",
-        "labels.txt",
-        "metrics.csv",
-        "confusion.csv",
-        "best.onnx",
-        "last.onnx",
-        "summary.json",
-        "training-progress.png",
-        "confusion.png",
-    ] {
-        assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
-    }
+    assert_run_files(&run);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["frozen_params_unchanged"], true);
@@ -304,23 +294,8 @@ fn finetune_refuses_a_class_count_that_does_not_match() {
 #[ignore = "needs ../shared"]
 fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
     let t = TempDir::new("alexnet-finetune");
-    let model = t.path().join("alexnet.onnx");
+    let model = alexnet_standin(t.path(), "12");
     let light = shared("models/light_bvlc_alexnet.onnx");
-    assert_eq!(
-        zoo(
-            &[
-                "materialize",
-                light.to_str().unwrap(),
-                "-o",
-                model.to_str().unwrap(),
-                "--opset",
-                "12"
-            ],
-            t.path()
-        )
-        .code,
-        0
-    );
     let out = t.path().join("run");
     let run = zoo(
         &[
@@ -352,19 +327,7 @@ fn alexnet_standin_finetunes_on_flowers5_with_the_freeze_audit_holding() {
         j["frozen_layers"],
         serde_json::json!(["conv1", "conv2", "conv3", "conv4", "conv5"])
     );
-    for f in [
-        "config.json",
-        "labels.txt",
-        "metrics.csv",
-        "confusion.csv",
-        "best.onnx",
-        "last.onnx",
-        "summary.json",
-        "training-progress.png",
-        "confusion.png",
-    ] {
-        assert!(out.join(f).is_file(), "{f}");
-    }
+    assert_run_files(&out);
     let export = zoo(
         &["export", out.to_str().unwrap(), "--onnx", "--json"],
         t.path(),
