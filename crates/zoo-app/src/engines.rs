@@ -1,7 +1,9 @@
 //! The reference engines a parity check runs (tract always, ONNX Runtime when asked and
 //! available), and zoo's own outputs on the device the user picked.
 
+use prost::Message;
 use zoo_net::Network;
+use zoo_onnx::pb::ModelProto;
 use zoo_onnx::OnnxModel;
 use zoo_parity::{run_network, Engine, OrtEngine, TractEngine};
 use zoo_train::{Device, DeviceChoice};
@@ -14,19 +16,19 @@ pub struct Engines {
 }
 
 impl Engines {
-    /// Opens the named engines (`tract`, `ort`) on an ONNX file's bytes, reporting the value
-    /// `compared_at` (the logits). tract is used when nothing else could be opened, so a check
-    /// always has a reference.
+    /// Opens the named engines (`tract`, `ort`) on a model, reporting the value `compared_at`
+    /// (the logits). tract is used when nothing else could be opened, so a check always has a
+    /// reference.
     pub fn open(
-        bytes: &[u8],
+        mut model: ModelProto,
         chw: [usize; 3],
         any_batch: bool,
         names: &[String],
         compared_at: &str,
     ) -> anyhow::Result<Self> {
-        let probe =
-            zoo_parity::with_first_output(bytes, compared_at).map_err(anyhow::Error::msg)?;
-        let bytes = &probe[..];
+        zoo_parity::expose_first_output(&mut model, compared_at);
+        let bytes = &model.encode_to_vec()[..];
+        drop(model);
         let mut engines = Self {
             tract: None,
             ort: None,

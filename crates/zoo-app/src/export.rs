@@ -68,7 +68,8 @@ pub fn export_run(
     let images = crate::labeled::run_validation(run, &profile.preprocessing)?;
     // Compared at the logits: a saturated final Softmax would hide differences.
     let compared_at = net.logits_value().to_string();
-    let engines = Engines::open(&bytes, chw, true, engines, &compared_at)?;
+    drop(bytes);
+    let engines = Engines::open(proto, chw, true, engines, &compared_at)?;
     let check = |batch| -> anyhow::Result<VerifyReport> {
         let ours = run_network(&net, &images.values, batch, &compared_at, &device)?;
         verify_outputs(

@@ -197,13 +197,12 @@ pub fn verify_file(
     // Compared at the logits: a saturated final Softmax would hide differences.
     let compared_at = reference_model.graph.logits_value().to_string();
     let engines = Engines::open(
-        &bytes,
+        zoo_onnx::decode_proto(bytes)?,
         chw,
         any_batch,
         &options.engines,
         model_logits.as_str(),
     )?;
-    drop(bytes);
     warnings.extend(engines.warnings.iter().cloned());
     let (values, classes, source, skipped) = match &inputs {
         Inputs::Labeled(l) => (&l.values, Some(l.sample_classes()), &l.source, &l.skipped),

@@ -133,26 +133,31 @@ pub fn run_network<B: Backend>(
     Ok(rows)
 }
 
-/// The ONNX file with `value` added as its first graph output, so engines report it (the
-/// logits: a saturated Softmax would hide differences in them).
-pub fn with_first_output(bytes: &[u8], value: &str) -> Result<Vec<u8>, String> {
-    use prost::Message;
-    let mut model = zoo_onnx::pb::ModelProto::decode(bytes).map_err(|e| e.to_string())?;
-    let graph = model.graph.as_mut().ok_or("the model has no graph")?;
+/// Makes `value` the model's first graph output (its shape left to the engines), so engines
+/// report it: the logits, which a saturated final Softmax would hide.
+pub fn expose_first_output(model: &mut zoo_onnx::pb::ModelProto, value: &str) {
+    use zoo_onnx::pb::{type_proto, TypeProto, ValueInfoProto};
+    let Some(graph) = model.graph.as_mut() else {
+        return;
+    };
     if graph.output.first().is_some_and(|o| o.name == value) {
-        return Ok(bytes.to_vec());
+        return;
     }
-    let elem_f32 = 1;
-    graph
-        .output
-        .insert(0, zoo_onnx::builder::typed_value_info(value, &[], elem_f32));
-    // Leave the output's shape unset: engines infer it.
-    if let Some(t) = graph.output[0].r#type.as_mut() {
-        if let Some(zoo_onnx::pb::type_proto::Value::TensorType(tt)) = t.value.as_mut() {
-            tt.shape = None;
-        }
-    }
-    Ok(model.encode_to_vec())
+    let float = 1; // TensorProto.DataType.FLOAT
+    graph.output.insert(
+        0,
+        ValueInfoProto {
+            name: value.to_string(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: float,
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
 }
 
 /// Compares the network with every engine on the same images, both run `batch` at a time.
