@@ -95,11 +95,7 @@ impl OrtEngine {
 
     /// The batch size a request for `batch` really runs at (1 when the file fixes it).
     pub fn effective_batch(&self, batch: usize) -> usize {
-        if self.any_batch {
-            batch.max(1)
-        } else {
-            1
-        }
+        crate::verify::batch_for(self.any_batch, batch)
     }
 
     /// Runs images `batch` at a time.

@@ -59,11 +59,7 @@ impl TractEngine {
 
     /// The batch size a request for `batch` really runs at.
     pub fn effective_batch(&self, batch: usize) -> usize {
-        if self.any_batch {
-            batch.max(1)
-        } else {
-            1
-        }
+        crate::verify::batch_for(self.any_batch, batch)
     }
 
     /// Runs images `batch` at a time (one at a time for a fixed-batch-1 plan).

@@ -34,6 +34,16 @@ impl Engine for crate::TractEngine {
     }
 }
 
+/// The batch an engine really runs a request for `batch` at: files with a symbolic batch axis
+/// take it, files that fix it run one image at a time.
+pub(crate) fn batch_for(any_batch: bool, batch: usize) -> usize {
+    if any_batch {
+        batch.max(1)
+    } else {
+        1
+    }
+}
+
 /// The true class of each sample, to report agreement per class.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleClasses<'a> {
