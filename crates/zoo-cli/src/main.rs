@@ -169,31 +169,27 @@ enum Command {
 #[derive(Subcommand)]
 enum ShowCommand {
     /// A grid of a conv layer's kernels (RGB when it reads 3 channels), each normalised.
-    Filters {
-        #[command(flatten)]
-        model: ModelOpts,
-        /// Conv layer (default: the first).
-        #[arg(long)]
-        layer: Option<String>,
-        #[arg(long, short)]
-        output: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Filters(ShowArgs),
     /// A grid of the feature maps one image produces after a layer.
     Activations {
         #[command(flatten)]
-        model: ModelOpts,
+        show: ShowArgs,
         #[arg(long)]
         image: PathBuf,
-        /// Layer (default: the first conv).
-        #[arg(long)]
-        layer: Option<String>,
-        #[arg(long, short)]
-        output: PathBuf,
-        #[arg(long)]
-        json: bool,
     },
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    model: ModelOpts,
+    /// Layer (default: the first conv).
+    #[arg(long)]
+    layer: Option<String>,
+    #[arg(long, short)]
+    output: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -739,41 +735,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { command } => {
-            let (picture, json) = match command {
-                ShowCommand::Filters {
-                    model,
-                    layer,
-                    output,
-                    json,
-                } => {
-                    let resolved = model.resolve()?;
-                    let p = zoo_app::show::filters(
-                        &resolved.path,
-                        resolved.card.as_ref(),
-                        layer.as_deref(),
-                        &output,
-                    )?;
-                    (p, json)
-                }
-                ShowCommand::Activations {
-                    model,
-                    image,
-                    layer,
-                    output,
-                    json,
-                } => {
-                    let resolved = model.resolve()?;
-                    let p = zoo_app::show::activations(
-                        &resolved.path,
-                        resolved.card.as_ref(),
-                        &image,
-                        layer.as_deref(),
-                        &output,
-                    )?;
-                    (p, json)
-                }
+            let (show, image) = match command {
+                ShowCommand::Filters(show) => (show, None),
+                ShowCommand::Activations { show, image } => (show, Some(image)),
             };
-            emit(json, &picture, zoo_app::show::render)?;
+            let resolved = show.model.resolve()?;
+            let (path, card, layer) = (
+                &resolved.path,
+                resolved.card.as_ref(),
+                show.layer.as_deref(),
+            );
+            let picture = match image {
+                None => zoo_app::show::filters(path, card, layer, &show.output)?,
+                Some(image) => zoo_app::show::activations(path, card, &image, layer, &show.output)?,
+            };
+            emit(show.json, &picture, zoo_app::show::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
