@@ -138,10 +138,14 @@ mod probe {
             .ok_or("the CUDA driver library has no cuDeviceGetCount")?;
         // SAFETY: the CUDA driver API signatures: CUresult cuInit(unsigned int) and
         // CUresult cuDeviceGetCount(int*).
-        let (init, count): (
-            extern "C" fn(u32) -> c_int,
-            extern "C" fn(*mut c_int) -> c_int,
-        ) = unsafe { (std::mem::transmute(init), std::mem::transmute(count)) };
+        type CuInit = extern "C" fn(u32) -> c_int;
+        type CuDeviceGetCount = extern "C" fn(*mut c_int) -> c_int;
+        let (init, count) = unsafe {
+            (
+                std::mem::transmute::<*mut c_void, CuInit>(init),
+                std::mem::transmute::<*mut c_void, CuDeviceGetCount>(count),
+            )
+        };
         let rc = init(0);
         if rc != 0 {
             return Err(format!(
