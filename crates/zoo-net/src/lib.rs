@@ -9,6 +9,7 @@ mod error;
 mod exec;
 mod export;
 pub mod head;
+pub mod host;
 mod network;
 pub mod plan;
 

@@ -289,6 +289,16 @@ impl<B: Backend> Network<B> {
             .expect("float parameters")
     }
 
+    /// Replaces a parameter's tensor by `f` of it (same id and trainability). The tensor is
+    /// moved, not cloned, so `f` can update it in place (see [`crate::host::update_values`]).
+    pub fn map_param(&mut self, index: usize, f: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>) {
+        let device = self.params[index].val().device();
+        let id = self.params[index].id;
+        let empty = Param::initialized(id, Tensor::empty([0], &device));
+        let tensor = f(std::mem::replace(&mut self.params[index], empty).into_value());
+        self.params[index] = Param::initialized(id, tensor).set_require_grad(self.trainable[index]);
+    }
+
     /// Replaces a parameter's values (same id, so optimizer state stays attached).
     pub fn set_param_values(&mut self, index: usize, values: Vec<f32>) {
         let device = self.params[index].val().device();

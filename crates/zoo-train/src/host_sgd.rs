@@ -3,14 +3,20 @@
 //! burn's `Sgd` runs weight decay, momentum and the update as separate tensor ops, each a full
 //! pass over the parameter into a freshly allocated buffer: for AlexNet's 54.5 M trainable
 //! parameters that was 0.46 s per step on 2 cores, against 0.014 s for one fused loop over
-//! fc6. Same update rule (PyTorch's): `v = m*v + g + wd*p; p -= lr*v`. On a GPU backend burn's
+//! fc6. On CPU the parameters are updated in place (no copies) and the loop runs on all cores. Same update rule (PyTorch's): `v = m*v + g + wd*p; p -= lr*v`. On a GPU backend burn's
 //! own optimizers are the right choice (no host round trip).
 
 use std::collections::HashMap;
 
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
 use zoo_net::Network;
+
+/// Elements per parallel task: large enough to amortise scheduling, small enough to split
+/// fc-sized layers across cores.
+const CHUNK: usize = 1 << 16;
 
 pub struct HostSgd {
     momentum: f32,
@@ -42,19 +48,27 @@ impl HostSgd {
             let Some(g) = grads.remove::<B::InnerBackend, 1>(ids[i]) else {
                 continue;
             };
-            let g = g
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("float gradients");
-            let mut p = net.param_value(i);
-            let v = self.velocity.entry(i).or_insert_with(|| vec![0.0; p.len()]);
+            let v = self
+                .velocity
+                .entry(i)
+                .or_insert_with(|| vec![0.0; g.dims()[0]]);
             let (m, wd) = (self.momentum, self.weight_decay);
-            for ((pk, vk), gk) in p.iter_mut().zip(v.iter_mut()).zip(&g) {
-                *vk = m * *vk + gk + wd * *pk;
-                *pk -= lr * *vk;
-            }
-            net.set_param_values(i, p);
+            net.map_param(i, |p| {
+                let p = zoo_net::host::update_values(p.inner(), |p| {
+                    zoo_net::host::with_values(&g, |g| {
+                        p.par_chunks_mut(CHUNK)
+                            .zip(v.par_chunks_mut(CHUNK))
+                            .zip(g.par_chunks(CHUNK))
+                            .for_each(|((p, v), g)| {
+                                for ((pk, vk), gk) in p.iter_mut().zip(v.iter_mut()).zip(g) {
+                                    *vk = m * *vk + gk + wd * *pk;
+                                    *pk -= lr * *vk;
+                                }
+                            })
+                    })
+                });
+                Tensor::from_inner(p)
+            });
         }
         net
     }

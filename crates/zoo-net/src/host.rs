@@ -1,0 +1,166 @@
+//! Host access to tensors without copies on burn's `flex` CPU backend, and fused CPU kernels for
+//! ops that flex runs as chains of single-threaded element-wise passes. The kernels are used
+//! only when the backend is `Flex` itself (inference: feature caching, evaluation, parity
+//! runs); autodiff and GPU backends take the generic tensor path, and tests hold the two paths
+//! to the same results.
+
+use std::any::{Any, TypeId};
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// The flex tensor behind `x` (shared, not copied) when the backend is `Flex` and `x` is f32;
+/// `None` sends the caller to the generic path. Its `as_slice` is `None` unless contiguous.
+fn host_tensor<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<FlexTensor> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || x.dtype() != DType::F32 {
+        return None;
+    }
+    let primitive: Box<dyn Any> = Box::new(x.clone().into_primitive().tensor());
+    primitive.downcast::<FlexTensor>().ok().map(|t| *t)
+}
+
+/// Calls `f` with the f32 values of `x`: borrowed on flex, read back to the host elsewhere.
+pub fn with_values<B: Backend, const D: usize, R>(
+    x: &Tensor<B, D>,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    if let Some(flex) = host_tensor(x) {
+        if let Some(values) = flex.as_slice::<f32>() {
+            return f(values);
+        }
+    }
+    let data = x.to_data().convert::<f32>();
+    f(data.as_slice::<f32>().expect("converted to f32"))
+}
+
+/// Updates the f32 values of `x` with `f` and returns the tensor. On flex this happens in place
+/// when nothing else shares the tensor (a copy is made first when something does); elsewhere
+/// the values make a round trip through the host.
+pub fn update_values<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(&mut [f32]),
+) -> Tensor<B, D> {
+    let device = x.device();
+    let shape = x.shape();
+    if TypeId::of::<B>() == TypeId::of::<Flex>() && x.dtype() == DType::F32 {
+        let boxed: Box<dyn Any> = Box::new(x.into_primitive().tensor());
+        let mut flex = *boxed
+            .downcast::<FlexTensor>()
+            .expect("B is Flex, so its float primitive is FlexTensor");
+        if flex.layout().contiguous_offsets() != Some((0, shape.num_elements())) {
+            flex = flex.to_contiguous();
+        }
+        f(&mut flex.storage_mut::<f32>()[..shape.num_elements()]);
+        let boxed: Box<dyn Any> = Box::new(flex);
+        let primitive = *boxed
+            .downcast::<B::FloatTensorPrimitive>()
+            .expect("B is Flex");
+        return Tensor::from_primitive(TensorPrimitive::Float(primitive));
+    }
+    let mut values = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("converted to f32");
+    f(&mut values);
+    Tensor::from_data(TensorData::new(values, shape), &device)
+}
+
+/// `x^-beta`, with beta = 0.75 (every Caffe-era LRN) as two square roots instead of `powf`.
+pub(crate) fn inverse_power(d: f32, beta: f32) -> f32 {
+    if beta == 0.75 {
+        let root = d.sqrt();
+        1.0 / (root * root.sqrt())
+    } else {
+        d.powf(-beta)
+    }
+}
+
+/// Local response normalisation across channels, one output plane per task.
+pub(crate) fn lrn<B: Backend>(
+    x: &Tensor<B, 4>,
+    size: usize,
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+) -> Option<Tensor<B, 4>> {
+    let input = host_tensor(x)?;
+    let values = input.as_slice::<f32>()?;
+    let dims @ [_, c, h, w] = x.dims();
+    let plane = h * w;
+    let before = (size - 1) / 2;
+    let after = size - 1 - before;
+    let scale = alpha / size as f32;
+    let mut out = vec![0.0f32; values.len()];
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(index, out_plane)| {
+            let (image, channel) = (index / c, index % c);
+            let first = channel.saturating_sub(before);
+            let last = (channel + after).min(c - 1);
+            let at = |ch: usize| &values[(image * c + ch) * plane..][..plane];
+            let mut sums = vec![0.0f32; plane];
+            for ch in first..=last {
+                for (sum, v) in sums.iter_mut().zip(at(ch)) {
+                    *sum += v * v;
+                }
+            }
+            for ((o, v), sum) in out_plane.iter_mut().zip(at(channel)).zip(&sums) {
+                *o = v * inverse_power(bias + scale * sum, beta);
+            }
+        });
+    Some(Tensor::from_data(TensorData::new(out, dims), &x.device()))
+}
+
+/// Max pooling over the un-padded input: window cells outside it (the pads, and the extra end
+/// cells of ceil mode) are skipped, which equals padding with -inf. `pads` is
+/// `[top, left, bottom, right]` plus `extra` at the bottom and right.
+pub(crate) fn max_pool<B: Backend>(
+    x: &Tensor<B, 4>,
+    pool: &zoo_onnx::PoolSpec,
+    pads: [usize; 4],
+    extra: [usize; 2],
+) -> Option<Tensor<B, 4>> {
+    let input = host_tensor(x)?;
+    let values = input.as_slice::<f32>()?;
+    let [n, c, h, w] = x.dims();
+    let span = |i: usize| (pool.kernel[i] - 1) * pool.dilations[i] + 1;
+    let out_len = |i: usize, size: usize| {
+        (size + pads[i] + pads[i + 2] + extra[i] - span(i)) / pool.strides[i] + 1
+    };
+    let (oh, ow) = (out_len(0, h), out_len(1, w));
+    let [sh, sw] = pool.strides;
+    let [dh, dw] = pool.dilations;
+    let [kh, kw] = pool.kernel;
+    let mut out = vec![0.0f32; n * c * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .zip(values.par_chunks(h * w))
+        .for_each(|(out_plane, plane)| {
+            for i in 0..oh {
+                let rows = (0..kh)
+                    .map(|k| (i * sh + k * dh).wrapping_sub(pads[0]))
+                    .filter(|&r| r < h);
+                let rows: Vec<usize> = rows.collect();
+                for j in 0..ow {
+                    let mut best = f32::NEG_INFINITY;
+                    for &r in &rows {
+                        let row = &plane[r * w..][..w];
+                        for k in 0..kw {
+                            let col = (j * sw + k * dw).wrapping_sub(pads[1]);
+                            if col < w {
+                                best = best.max(row[col]);
+                            }
+                        }
+                    }
+                    out_plane[i * ow + j] = best;
+                }
+            }
+        });
+    Some(Tensor::from_data(
+        TensorData::new(out, [n, c, oh, ow]),
+        &x.device(),
+    ))
+}
