@@ -243,7 +243,15 @@ fn run_node<B: Backend>(
                 Value::new(a.t.matmul(b.t), rank)
             }
         }
-        Op::Add => binary(get(0), get(1), |a, b| a + b),
+        Op::Add => {
+            let (a, b) = (get(0), get(1));
+            let fused = crate::host::add_per_channel(&a.t, &b.t)
+                .or_else(|| crate::host::add_per_channel(&b.t, &a.t));
+            match fused {
+                Some(sum) => Value::new(sum, a.rank.max(b.rank)),
+                None => binary(a, b, |a, b| a + b),
+            }
+        }
         Op::Sub => binary(get(0), get(1), |a, b| a - b),
         Op::Mul => binary(get(0), get(1), |a, b| a * b),
         Op::Div => binary(get(0), get(1), |a, b| a / b),

@@ -164,3 +164,33 @@ pub(crate) fn max_pool<B: Backend>(
         &x.device(),
     ))
 }
+
+/// `x + b` where `b` holds one value per channel (`[1, C, 1, 1]`, the bias that CNTK-style
+/// exports add after a bias-free Conv); flex broadcasts this element by element on one core.
+pub(crate) fn add_per_channel<B: Backend>(
+    x: &Tensor<B, 4>,
+    bias: &Tensor<B, 4>,
+) -> Option<Tensor<B, 4>> {
+    let [_, c, h, w] = x.dims();
+    if bias.dims() != [1, c, 1, 1] {
+        return None;
+    }
+    let input = host_tensor(x)?;
+    let values = input.as_slice::<f32>()?;
+    let bias = host_tensor(bias)?;
+    let bias = bias.as_slice::<f32>()?;
+    let mut out = vec![0.0f32; values.len()];
+    out.par_chunks_mut(h * w)
+        .zip(values.par_chunks(h * w))
+        .enumerate()
+        .for_each(|(plane, (out, input))| {
+            let b = bias[plane % c];
+            for (o, v) in out.iter_mut().zip(input) {
+                *o = v + b;
+            }
+        });
+    Some(Tensor::from_data(
+        TensorData::new(out, x.dims()),
+        &x.device(),
+    ))
+}
