@@ -20,6 +20,29 @@ python3 -c 'import torch' 2>/dev/null || timeout 300 pip install -q torch || tru
 
 echo "forward + import (cargo bench -p zoo-parity --bench forward)..." >&2
 cargo bench -q -p zoo-parity --bench forward 2>"$work/forward.err" >"$work/forward.jsonl"
+echo "import peak memory..." >&2
+bench_bin=$(cargo bench -q -p zoo-parity --bench forward --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("executable") and m["target"]["name"] == "forward": print(m["executable"])')
+cargo build --release -q -p zoo-cli
+"$CARGO_TARGET_DIR/release/zoo" materialize "$ZOO_SHARED/models/light_bvlc_alexnet.onnx" \
+    -o "$work/alexnet.onnx" --opset 12 >/dev/null
+peak() { # engine, command...: one JSON line with the command's peak resident memory
+    local engine=$1; shift
+    /usr/bin/time -f "%M" -o "$work/rss" "$@" >/dev/null
+    echo "{\"engine\": \"$engine\", \"peak_rss_mb\": $(( $(cat "$work/rss") / 1024 ))}"
+}
+{
+    peak "zoo (burn flex)" "$bench_bin" --import-only zoo "$work/alexnet.onnx"
+    peak "tract 0.23 (load + optimise)" "$bench_bin" --import-only tract "$work/alexnet.onnx"
+    if python3 -c 'import onnxruntime' 2>/dev/null; then
+        peak "ONNX Runtime (Python session)" python3 -c \
+            'import sys, onnxruntime as o; o.InferenceSession(sys.argv[1])' "$work/alexnet.onnx"
+    fi
+} >"$work/import-rss.jsonl"
+rm -f "$work/alexnet.onnx" "$work/rss"
 echo "decode + preprocess..." >&2
 cargo bench -q -p zoo-data --bench decode -- "$ZOO_SHARED/data/flowers5" >"$work/decode.txt" 2>/dev/null
 echo "finetune epochs (scripts/bench-finetune.sh)..." >&2

@@ -83,7 +83,29 @@ fn forward(workload: &str, bytes: &[u8], batches: &[usize]) {
     }
 }
 
+/// `--import-only zoo|tract FILE`: imports one file and exits, so that scripts/bench.sh can read
+/// the import's peak memory off `/usr/bin/time`.
+fn import_only(args: &[String]) -> bool {
+    let Some(i) = args.iter().position(|a| a == "--import-only") else {
+        return false;
+    };
+    let (engine, path) = (args[i + 1].as_str(), PathBuf::from(&args[i + 2]));
+    match engine {
+        "zoo" => drop(std::hint::black_box(
+            Network::<Flex>::load(&path, &Default::default()).unwrap(),
+        )),
+        "tract" => drop(std::hint::black_box(
+            TractEngine::from_path(&path, [3, 224, 224], false).unwrap(),
+        )),
+        other => panic!("--import-only takes zoo or tract, not {other}"),
+    }
+    true
+}
+
 fn main() {
+    if import_only(&std::env::args().collect::<Vec<_>>()) {
+        return;
+    }
     let light = shared("models/light_bvlc_alexnet.onnx");
     let mnist = shared("models/mnist-8.onnx");
     if !light.is_file() || !mnist.is_file() {
