@@ -93,11 +93,25 @@ if zoo_runs:
     out.append("| engine | first epoch (s) | later epochs (s) | later epochs, images/s | zoo / this |")
     out.append("|---|---:|---:|---:|---:|")
     out.append(f"| zoo (burn flex) | {first:.2f} | {later:.2f} | {320 / later:.1f} | |")
+    t_later = float(tm[2]) if tm else None
     if tm:
-        t_first, t_later = float(tm[1]), float(tm[2])
+        t_first = float(tm[1])
         out.append(f"| PyTorch | {t_first:.2f} | {t_later:.2f} | {320 / t_later:.1f} | "
                    f"{t_later / later:.2f}x (first epoch {t_first / first:.2f}x) |")
     out.append("")
+    # fc6-fc8 work per epoch: training does forward + weight gradient for fc6 (its input is the
+    # cached features) and forward + weight and input gradients for fc7 and fc8.
+    fc = [(9216, 4096), (4096, 4096), (4096, 5)]
+    train_gflop = 320 * 2 * (2 * fc[0][0] * fc[0][1] + 3 * sum(a * b for a, b in fc[1:])) / 1e9
+    val_gflop = 80 * 2 * sum(a * b for a, b in fc) / 1e9
+    fastest = min(x for r in zoo_runs for x in r[1])
+    sustained = f"{(train_gflop + val_gflop) / later:.0f} GFLOP/s at the median and " \
+        f"{(train_gflop + val_gflop) / fastest:.0f} GFLOP/s in its fastest epoch"
+    ceiling = f" An epoch 10x faster than PyTorch's would need {train_gflop / (t_later / 10):.0f} " \
+        "GFLOP/s for the training alone." if tm else ""
+    out.append(f"Work in a later epoch: {train_gflop:.1f} GFLOP of training plus {val_gflop:.1f} GFLOP "
+               f"of validation, so zoo sustains {sustained} (this machine's float32 peak is roughly "
+               f"190 GFLOP/s).{ceiling}\n")
     out.append(f"zoo: median over {len(zoo_runs)} runs of 3 epochs (`scripts/bench-finetune.sh`, release "
                "build); its first epoch includes running the frozen conv layers once over all 400 "
                "images (the feature cache), every epoch ends with a validation pass over the 80 "
