@@ -9,6 +9,6 @@ pub use compare::{compare, Agreement};
 pub use ort_engine::{find_onnxruntime, OrtEngine};
 pub use tract_engine::{TractEngine, TractError};
 pub use verify::{
-    expose_first_output, run_network, verify, verify_outputs, ClassAgreement, Engine, EngineReport,
+    expose_first_output, run_network, verify_outputs, ClassAgreement, Engine, EngineReport,
     SampleClasses, VerifyReport, DEFAULT_TOLERANCE,
 };

@@ -170,24 +170,6 @@ pub fn expose_first_output(model: &mut zoo_onnx::pb::ModelProto, value: &str) {
     );
 }
 
-/// Compares the network's `value` with every engine's first output on the same images, both run
-/// `batch` at a time. `value` is the graph output, or (better for classifiers, whose saturated
-/// softmax hides differences) the logits, with the engines opened on a model that
-/// [`expose_first_output`] made report them.
-pub fn verify<B: Backend>(
-    net: &Network<B>,
-    value: &str,
-    engines: &[&dyn Engine],
-    images: &[f32],
-    classes: Option<SampleClasses<'_>>,
-    batch: usize,
-    tolerance: f64,
-    device: &B::Device,
-) -> Result<VerifyReport, String> {
-    let ours = run_network(net, images, batch, value, device).map_err(|e| e.to_string())?;
-    verify_outputs(&ours, engines, images, classes, batch, tolerance)
-}
-
 /// Compares outputs already computed by zoo (`ours`, one row per image, at `batch`) with every
 /// engine run on the same images.
 pub fn verify_outputs(

@@ -10,7 +10,7 @@ use zoo_onnx::builder::SeededRng;
 use zoo_onnx::pb::ModelProto;
 use zoo_onnx::standin::{materialize_weights, upgrade_opset};
 use zoo_onnx::OnnxModel;
-use zoo_parity::{expose_first_output, verify, TractEngine};
+use zoo_parity::{expose_first_output, run_network, verify_outputs, TractEngine};
 
 fn shared(path: &str) -> PathBuf {
     let root = std::env::var_os("ZOO_SHARED")
@@ -44,17 +44,8 @@ fn check_parity(bytes: Vec<u8>, scale: f32, samples: usize) {
     let tract = TractEngine::from_bytes(&with_logits.encode_to_vec(), chw, false).unwrap();
     let images = SeededRng::new(11).values(samples * chw.iter().product::<usize>(), scale);
     for batch in [1, 8] {
-        let report = verify(
-            &net,
-            &logits,
-            &[&tract],
-            &images,
-            None,
-            batch,
-            1e-4,
-            &device,
-        )
-        .unwrap();
+        let ours = run_network(&net, &images, batch, &logits, &device).unwrap();
+        let report = verify_outputs(&ours, &[&tract], &images, None, batch, 1e-4).unwrap();
         println!("batch {batch}: {}", serde_json::to_string(&report).unwrap());
         assert!(report.pass, "batch {batch}: {report:?}");
         assert_eq!(report.samples, samples);
