@@ -70,7 +70,7 @@ pub fn update_values<B: Backend, const D: usize>(
 }
 
 /// `x^-beta`, with beta = 0.75 (every Caffe-era LRN) as two square roots instead of `powf`.
-pub(crate) fn inverse_power(d: f32, beta: f32) -> f32 {
+fn inverse_power(d: f32, beta: f32) -> f32 {
     if beta == 0.75 {
         let root = d.sqrt();
         1.0 / (root * root.sqrt())
