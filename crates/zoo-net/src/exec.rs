@@ -430,16 +430,25 @@ fn lrn<B: Backend>(x: Tensor<B, 4>, size: usize, alpha: f32, beta: f32, bias: f3
         return y;
     }
     let [n, c, h, w] = x.dims();
-    let before = (size - 1) / 2;
-    let squares = (x.clone() * x.clone()).pad(
-        [(before, size - 1 - before), (0, 0), (0, 0)],
-        PadMode::Constant(0.0),
-    );
-    let sum = (1..size).fold(squares.clone().narrow(1, 0, c), |sum, offset| {
-        sum + squares.clone().narrow(1, offset, c)
-    });
-    debug_assert_eq!(sum.dims(), [n, c, h, w]);
-    let d = sum * (alpha as f64 / size as f64) + bias as f64;
+    let squares = x.clone() * x.clone();
+    let window_mean = if size % 2 == 1 {
+        // The channel window as an average pool over a [n, 1, c, h*w] view: one op forward and
+        // backward (AlexNet's first LRN at batch 32 on Autodiff<Flex>, forward + backward:
+        // 0.59 s, against 0.95 s for pad + narrow + add).
+        let view = squares.reshape([n, 1, c, h * w]);
+        avg_pool2d(view, [size, 1], [1, 1], [size / 2, 0], true, false).reshape([n, c, h, w])
+    } else {
+        let before = (size - 1) / 2;
+        let padded = squares.pad(
+            [(before, size - 1 - before), (0, 0), (0, 0)],
+            PadMode::Constant(0.0),
+        );
+        let sum = (1..size).fold(padded.clone().narrow(1, 0, c), |sum, offset| {
+            sum + padded.clone().narrow(1, offset, c)
+        });
+        sum / size as f64
+    };
+    let d = window_mean * alpha as f64 + bias as f64;
     let inverse_power = if beta == 0.75 {
         let root = d.sqrt();
         (root.clone() * root.sqrt()).recip()
