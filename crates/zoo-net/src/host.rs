@@ -1,6 +1,6 @@
 //! Host access to tensors without copies on burn's `flex` CPU backend, and fused CPU kernels for
 //! ops that flex runs as chains of single-threaded element-wise passes. The kernels are used
-//! only when the backend is `Flex` itself (inference: feature caching, evaluation, parity
+//! only when the backend is `Flex` itself (inference: feature caching, validation, parity
 //! runs); autodiff and GPU backends take the generic tensor path, and tests hold the two paths
 //! to the same results.
 
