@@ -132,30 +132,31 @@ pub(crate) fn max_pool<B: Backend>(
         (size + pads[i] + pads[i + 2] + extra[i] - span(i)) / pool.strides[i] + 1
     };
     let (oh, ow) = (out_len(0, h), out_len(1, w));
-    let [sh, sw] = pool.strides;
-    let [dh, dw] = pool.dilations;
-    let [kh, kw] = pool.kernel;
+    // Input rows (columns) each output row (column) reads, padding cells left out: the same
+    // for every plane, so computed once.
+    let windows = |axis: usize, outputs: usize, size: usize| -> Vec<Vec<usize>> {
+        (0..outputs)
+            .map(|o| {
+                (0..pool.kernel[axis])
+                    .map(|k| {
+                        (o * pool.strides[axis] + k * pool.dilations[axis]).wrapping_sub(pads[axis])
+                    })
+                    .filter(|&i| i < size)
+                    .collect()
+            })
+            .collect()
+    };
+    let (rows, cols) = (windows(0, oh, h), windows(1, ow, w));
     let mut out = vec![0.0f32; n * c * oh * ow];
     out.par_chunks_mut(oh * ow)
         .zip(values.par_chunks(h * w))
         .for_each(|(out_plane, plane)| {
-            for i in 0..oh {
-                let rows = (0..kh)
-                    .map(|k| (i * sh + k * dh).wrapping_sub(pads[0]))
-                    .filter(|&r| r < h);
-                let rows: Vec<usize> = rows.collect();
-                for j in 0..ow {
-                    let mut best = f32::NEG_INFINITY;
-                    for &r in &rows {
-                        let row = &plane[r * w..][..w];
-                        for k in 0..kw {
-                            let col = (j * sw + k * dw).wrapping_sub(pads[1]);
-                            if col < w {
-                                best = best.max(row[col]);
-                            }
-                        }
-                    }
-                    out_plane[i * ow + j] = best;
+            for (out_row, window_rows) in out_plane.chunks_mut(ow).zip(&rows) {
+                for (o, window_cols) in out_row.iter_mut().zip(&cols) {
+                    *o = window_rows
+                        .iter()
+                        .flat_map(|&r| window_cols.iter().map(move |&col| plane[r * w + col]))
+                        .fold(f32::NEG_INFINITY, f32::max);
                 }
             }
         });

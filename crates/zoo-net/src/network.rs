@@ -261,16 +261,8 @@ impl<B: Backend> Network<B> {
         self.plan
             .params
             .iter()
-            .zip(&self.params)
-            .map(|(spec, p)| {
-                let values = p
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("float parameters");
-                (spec.name.clone(), spec.dims.clone(), values)
-            })
+            .enumerate()
+            .map(|(i, spec)| (spec.name.clone(), spec.dims.clone(), self.param_value(i)))
             .collect()
     }
 

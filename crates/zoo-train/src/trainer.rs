@@ -226,12 +226,7 @@ pub fn train<B: AutodiffBackend>(
                 .with_weight_decay(
                     (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32)),
                 );
-            let ids = job.net.param_ids();
-            let updater = BurnUpdater {
-                body: config.init(),
-                head: config.init(),
-                head_ids: job.head_params.iter().map(|&i| ids[i]).collect(),
-            };
+            let updater = BurnUpdater::new(config.init(), config.init(), &job);
             run(job, updater, reporter)
         }
         OptimizerKind::Sgdm => {
@@ -250,12 +245,7 @@ pub fn train<B: AutodiffBackend>(
                 config =
                     config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
             }
-            let ids = job.net.param_ids();
-            let updater = BurnUpdater {
-                body: config.init(),
-                head: config.init(),
-                head_ids: job.head_params.iter().map(|&i| ids[i]).collect(),
-            };
+            let updater = BurnUpdater::new(config.init(), config.init(), &job);
             run(job, updater, reporter)
         }
     }
@@ -278,6 +268,17 @@ struct BurnUpdater<O1, O2> {
     body: O1,
     head: O2,
     head_ids: Vec<burn::module::ParamId>,
+}
+
+impl<O1, O2> BurnUpdater<O1, O2> {
+    fn new<B: AutodiffBackend>(body: O1, head: O2, job: &LoopInputs<'_, B>) -> Self {
+        let ids = job.net.param_ids();
+        Self {
+            body,
+            head,
+            head_ids: job.head_params.iter().map(|&i| ids[i]).collect(),
+        }
+    }
 }
 
 impl<B: AutodiffBackend, O1: Optimizer<Network<B>, B>, O2: Optimizer<Network<B>, B>> Updater<B>
