@@ -79,6 +79,7 @@ pub fn fetch_by_url(
 #[derive(Clone, Debug, Serialize)]
 pub struct ListRow {
     pub name: String,
+    pub family: String,
     pub title: String,
     pub task: String,
     pub input: String,
@@ -92,9 +93,12 @@ pub struct ListRow {
 
 pub fn list_models() -> Vec<ListRow> {
     let cache = HubCache::from_env();
-    zoo_cards::all()
+    let mut cards = zoo_cards::all();
+    cards.sort_by(|a, b| (&a.family, &a.name).cmp(&(&b.family, &b.name)));
+    cards
         .into_iter()
         .map(|c| ListRow {
+            family: c.family.clone(),
             cached: cache.cached_file(&c.source).is_some(),
             input: c.input.name.clone(),
             input_shape: c.input.shape,
@@ -103,10 +107,14 @@ pub fn list_models() -> Vec<ListRow> {
                 "hf://{}/{} @ {}",
                 c.source.repo, c.source.path, c.source.revision
             ),
-            opsets: std::iter::once(&c.source)
-                .chain(&c.variants)
-                .map(|s| s.opset)
-                .collect(),
+            opsets: {
+                let mut o: Vec<i64> = std::iter::once(&c.source)
+                    .chain(&c.variants)
+                    .map(|s| s.opset)
+                    .collect();
+                o.sort_unstable();
+                o
+            },
             name: c.name,
             title: c.title,
             task: c.task,
@@ -115,16 +123,31 @@ pub fn list_models() -> Vec<ListRow> {
         .collect()
 }
 
+/// Cards grouped by family: one table row per card, then each card's source and licence.
 pub fn render_list(rows: &[ListRow]) -> String {
+    let families: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.family.as_str()).collect();
     let mut s = format!(
-        "{:<10} {:<20} {:>12}  {:<7} {:<8} {}\n",
-        "model", "input", "bytes", "opsets", "cached", "title"
+        "{} model cards in {} families\n\n{:<19} {:<28} {:>12}  {:<12} {:<6} {}\n",
+        rows.len(),
+        families.len(),
+        "model",
+        "input",
+        "bytes",
+        "opsets",
+        "cached",
+        "title"
     );
+    let mut family = "";
     for r in rows {
+        if r.family != family {
+            family = &r.family;
+            s += &format!("{family}\n");
+        }
         let shape = r.input_shape.map(|d| d.to_string()).join("x");
         let opsets: Vec<String> = r.opsets.iter().map(|o| o.to_string()).collect();
         s += &format!(
-            "{:<10} {:<20} {:>12}  {:<7} {:<8} {}\n",
+            "  {:<17} {:<28} {:>12}  {:<12} {:<6} {}\n",
             r.name,
             format!("{} {shape}", r.input),
             crate::inspect::group_digits(r.size as usize),
@@ -133,12 +156,6 @@ pub fn render_list(rows: &[ListRow]) -> String {
             r.title
         );
     }
-    for r in rows {
-        s += &format!(
-            "\n{}: {}\n  source  {}\n  license {}",
-            r.name, r.title, r.source, r.license
-        );
-    }
-    s.push('\n');
+    s += "\nSources (Hugging Face Hub, sha256-pinned) and licences: `zoo list --json`.\n";
     s
 }

@@ -58,16 +58,28 @@ fn profile_from(
     chw: [usize; 3],
     layers: &[String],
 ) -> Profile {
+    let head = layers.last().cloned().unwrap_or_default();
+    // A card's plan: freeze patterns expanded to this file's layers; no head name means the
+    // last layer.
+    let card_plan = |c: &Card| {
+        let head = Some(c.finetune.head.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| head.clone());
+        (
+            zoo_cards::resolve_freeze(&c.finetune.freeze, layers, &head),
+            head,
+        )
+    };
     if let Some(card) = card {
+        let (freeze, head) = card_plan(card);
         return Profile {
             source: ProfileSource::Card(card.name.clone()),
             preprocessing: card.preprocessing.clone(),
-            freeze: card.finetune.freeze.clone(),
-            head: card.finetune.head.clone(),
+            freeze,
+            head,
             warning: None,
         };
     }
-    let head = layers.last().cloned().unwrap_or_default();
     let default_freeze: Vec<String> = layers[..layers.len().saturating_sub(1)].to_vec();
     if let Some(p) = from_metadata(metadata) {
         let card = metadata
@@ -78,7 +90,7 @@ fn profile_from(
             .and_then(|f| serde_json::from_str::<Vec<String>>(f).ok());
         let recorded_head = metadata.get(META_HEAD).filter(|h| layers.contains(h));
         let (freeze, head) = match (card, recorded_freeze, recorded_head) {
-            (Some(c), _, _) => (c.finetune.freeze, c.finetune.head),
+            (Some(c), _, _) => card_plan(&c),
             (None, Some(f), Some(h)) => (f, h.clone()),
             _ => (default_freeze, head),
         };

@@ -28,11 +28,38 @@ impl Source {
     }
 }
 
+/// Axis order of an image input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    #[default]
+    Nchw,
+    /// TensorFlow exports (tf2onnx): channels last.
+    Nhwc,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     pub name: String,
     pub shape: [usize; 4],
+    #[serde(default, skip_serializing_if = "is_nchw")]
+    pub layout: Layout,
+}
+
+fn is_nchw(l: &Layout) -> bool {
+    *l == Layout::Nchw
+}
+
+impl InputSpec {
+    /// `[C, H, W]` whatever the layout.
+    pub fn chw(&self) -> [usize; 3] {
+        let s = self.shape;
+        match self.layout {
+            Layout::Nchw => [s[1], s[2], s[3]],
+            Layout::Nhwc => [s[3], s[1], s[2]],
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +106,8 @@ pub struct Labels {
 }
 
 /// Which layers stay frozen when finetuning, and which one is replaced by the new head.
+/// Freeze entries are layer names or prefixes ending in `*` (`resnetv15_stage1_*`, or `*` for
+/// every layer but the head); an empty head means the last layer with weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinetunePlan {
@@ -86,10 +115,36 @@ pub struct FinetunePlan {
     pub head: String,
 }
 
+/// Whether a freeze entry (a name, or a prefix ending in `*`) names `layer`.
+pub fn layer_matches(pattern: &str, layer: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => layer.starts_with(prefix),
+        None => pattern == layer,
+    }
+}
+
+/// The layers (in `layers` order) that freeze entries name, never the head. An entry that
+/// names no layer is kept as written, so that the caller's unknown-layer error shows it.
+pub fn resolve_freeze(patterns: &[String], layers: &[String], head: &str) -> Vec<String> {
+    let mut out: Vec<String> = layers
+        .iter()
+        .filter(|l| *l != head && patterns.iter().any(|p| layer_matches(p, l)))
+        .cloned()
+        .collect();
+    for p in patterns {
+        if !layers.iter().any(|l| layer_matches(p, l)) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Card {
     pub name: String,
+    /// Architecture family (`zoo list` groups by it).
+    pub family: String,
     pub title: String,
     pub task: String,
     pub license: String,
@@ -120,7 +175,7 @@ impl Card {
         if let Err(e) = self.preprocessing.validate() {
             return bad(e);
         }
-        let [_, c, h, w] = self.input.shape;
+        let [c, h, w] = self.input.chw();
         if c != self.preprocessing.color.channels()
             || [h as u32, w as u32] != self.preprocessing.size
         {
@@ -187,7 +242,52 @@ mod tests {
     #[test]
     fn unknown_names_list_known_cards() {
         let e = crate::find("resnet").unwrap_err().to_string();
-        assert!(e.contains("alexnet, lenet"), "{e}");
+        assert!(e.contains("alexnet, caffenet"), "{e}");
+        assert!(e.contains("resnet50-v1"), "{e}");
+    }
+
+    #[test]
+    fn freeze_patterns_name_layers_in_order_and_never_the_head() {
+        let layers: Vec<String> = [
+            "conv0",
+            "stage1_conv0",
+            "stage1_conv1",
+            "stage2_conv0",
+            "dense0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            resolve_freeze(&p(&["stage1_*", "conv0"]), &layers, "dense0"),
+            p(&["conv0", "stage1_conv0", "stage1_conv1"])
+        );
+        assert_eq!(
+            resolve_freeze(&p(&["*"]), &layers, "dense0"),
+            p(&["conv0", "stage1_conv0", "stage1_conv1", "stage2_conv0"])
+        );
+        assert_eq!(
+            resolve_freeze(&p(&["nope*"]), &layers, "dense0"),
+            p(&["nope*"])
+        );
+    }
+
+    #[test]
+    fn every_card_names_a_family_and_a_fetchable_file() {
+        let cards = crate::all();
+        let families: std::collections::BTreeSet<&str> =
+            cards.iter().map(|c| c.family.as_str()).collect();
+        assert!(families.len() >= 15, "{families:?}");
+        for c in &cards {
+            assert!(c.source.opset >= 7, "{}", c.name);
+            assert!(c
+                .variants
+                .iter()
+                .all(|v| v.opset >= 7 && v.sha256 != c.source.sha256 || v.opset != c.source.opset));
+        }
+        let lite = crate::find("efficientnet-lite4").unwrap();
+        assert_eq!(lite.input.layout, Layout::Nhwc);
+        assert_eq!(lite.input.chw(), [3, 224, 224]);
     }
 
     #[test]

@@ -5,16 +5,15 @@
 mod card;
 mod preprocessing;
 
+mod embedded;
+
 pub use card::{
-    Card, CardError, FinetunePlan, InputSpec, LabelFormat, Labels, OutputKind, OutputSpec, Source,
+    layer_matches, resolve_freeze, Card, CardError, FinetunePlan, InputSpec, LabelFormat, Labels,
+    Layout, OutputKind, OutputSpec, Source,
 };
 pub use preprocessing::{ColorOrder, Interpolation, Preprocessing, ResizeMode};
 
-/// The cards in `zoo/`, compiled in.
-const EMBEDDED: &[(&str, &str)] = &[
-    ("alexnet", include_str!("../../../zoo/alexnet.toml")),
-    ("lenet", include_str!("../../../zoo/lenet.toml")),
-];
+use embedded::EMBEDDED;
 
 /// All built-in cards, sorted by name.
 pub fn all() -> Vec<Card> {

@@ -31,7 +31,7 @@ pub(crate) struct Recorder<'a> {
     pub(crate) var_param: usize,
 }
 
-fn host<B: Backend>(t: &Tensor<B, 4>) -> Vec<f32> {
+fn host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
     t.clone()
         .into_data()
         .convert::<f32>()
@@ -40,10 +40,10 @@ fn host<B: Backend>(t: &Tensor<B, 4>) -> Vec<f32> {
 }
 
 impl Recorder<'_> {
-    pub(crate) fn record<B: Backend>(
+    pub(crate) fn record<B: Backend, const D: usize>(
         &self,
-        mean: &Tensor<B, 4>,
-        var: &Tensor<B, 4>,
+        mean: &Tensor<B, D>,
+        var: &Tensor<B, D>,
         per_channel: usize,
         momentum: f32,
     ) {

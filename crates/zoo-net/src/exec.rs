@@ -14,41 +14,60 @@ use zoo_onnx::{Node, Op, PoolSpec};
 
 use crate::network::Network;
 
-/// A value flowing through the graph: the tensor padded to rank 4, and its ONNX rank.
+/// Rank every value is padded to.
+pub(crate) const PADDED: usize = zoo_onnx::shapes::MAX_RANK;
+
+/// A value flowing through the graph: the tensor padded to rank 5, and its ONNX rank.
 #[derive(Clone, Debug)]
 pub(crate) struct Value<B: Backend> {
-    pub(crate) t: Tensor<B, 4>,
+    pub(crate) t: Tensor<B, PADDED>,
     pub(crate) rank: usize,
 }
 
 impl<B: Backend> Value<B> {
-    pub(crate) fn new(t: Tensor<B, 4>, rank: usize) -> Self {
+    pub(crate) fn new(t: Tensor<B, PADDED>, rank: usize) -> Self {
         Self { t, rank }
+    }
+
+    /// An NCHW (or lower-rank, padded to 4) tensor as a value of ONNX rank `rank`.
+    pub(crate) fn from4(t: Tensor<B, 4>, rank: usize) -> Self {
+        Self::new(t.unsqueeze(), rank)
+    }
+
+    /// The value as a rank-4 tensor (its ONNX rank must be at most 4).
+    pub(crate) fn t4(&self) -> Tensor<B, 4> {
+        let [_, a, b, c, d] = self.t.dims();
+        self.t.clone().reshape([a, b, c, d])
     }
 
     /// The ONNX dims (the last `rank` dims of the padded tensor).
     pub(crate) fn dims(&self) -> Vec<usize> {
-        self.t.dims()[4 - self.rank..].to_vec()
+        self.t.dims()[PADDED - self.rank..].to_vec()
     }
 
     /// Builds a value from ONNX dims.
-    pub(crate) fn reshaped(t: Tensor<B, 4>, dims: &[usize]) -> Self {
-        Self::new(t.reshape(pad4(dims)), dims.len())
+    pub(crate) fn reshaped(t: Tensor<B, PADDED>, dims: &[usize]) -> Self {
+        Self::new(t.reshape(pad_dims(dims)), dims.len())
     }
 
     /// Physical axis of a logical axis.
-    fn axis(&self, logical: usize) -> usize {
-        logical + 4 - self.rank
+    pub(crate) fn axis(&self, logical: usize) -> usize {
+        logical + PADDED - self.rank
     }
 
-    fn map(self, f: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>) -> Self {
+    fn map(self, f: impl FnOnce(Tensor<B, PADDED>) -> Tensor<B, PADDED>) -> Self {
         Self::new(f(self.t), self.rank)
+    }
+
+    /// Applies a rank-4 op to an NCHW value.
+    fn map4(self, f: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>) -> Self {
+        Self::from4(f(self.t4()), 4)
     }
 }
 
-fn pad4(dims: &[usize]) -> [usize; 4] {
-    let mut out = [1; 4];
-    out[4 - dims.len()..].copy_from_slice(dims);
+pub(crate) fn pad_dims(dims: &[usize]) -> [usize; PADDED] {
+    let mut out = [1; PADDED];
+    out[PADDED - dims.len()..].copy_from_slice(dims);
     out
 }
 
@@ -72,9 +91,11 @@ pub(crate) fn run_nodes<B: Backend>(
         if i < start && plan.data_dependent[i] {
             continue;
         }
-        let out = run_node(net, node, &values);
-        values.insert(&node.outputs[0], out);
-        if node.outputs[0] == want {
+        let outs = run_node(net, node, &values);
+        for (name, out) in node.outputs.iter().zip(outs) {
+            values.insert(name, out);
+        }
+        if node.outputs.iter().any(|o| o == want) {
             break;
         }
         for dead in &plan.release_after[i] {
@@ -83,9 +104,39 @@ pub(crate) fn run_nodes<B: Backend>(
             }
         }
     }
-    values
-        .remove(want)
-        .expect("the wanted value is produced by the graph")
+    match values.remove(want) {
+        Some(v) => v,
+        // A value computed at import (an output made only of constants).
+        None => constant_value(net, want).expect("the wanted value is produced by the graph"),
+    }
+}
+
+/// A constant of the graph (parameter or plain constant) as a value.
+fn constant_value<B: Backend>(net: &Network<B>, name: &str) -> Option<Value<B>> {
+    let plan = &net.plan;
+    if let Some(&p) = plan.param_index.get(name) {
+        return Some(Value::reshaped(
+            net.params[p]
+                .val()
+                .reshape(pad_dims(&[plan.params[p].numel()])),
+            &plan.params[p].dims,
+        ));
+    }
+    let c = plan.graph.constants.get(name)?;
+    let values: Vec<f32> = match &c.data {
+        zoo_onnx::ConstData::F32(v) => v.clone(),
+        zoo_onnx::ConstData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+    };
+    let device = net
+        .params
+        .first()
+        .map(|p| p.val().device())
+        .unwrap_or_default();
+    let t = Tensor::<B, PADDED>::from_data(
+        burn::tensor::TensorData::new(values, pad_dims(&c.dims)),
+        &device,
+    );
+    Some(Value::new(t, c.dims.len()))
 }
 
 /// Where a batch-norm node reports its batch statistics, when it trains with them: the
@@ -114,36 +165,46 @@ pub(crate) fn as_matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
     v.t.reshape([batch, rest])
 }
 
+/// Runs one node; its outputs in order (one value for every op but Split).
 fn run_node<B: Backend>(
     net: &Network<B>,
     node: &Node,
     values: &HashMap<&str, Value<B>>,
-) -> Value<B> {
-    let plan = &net.plan;
+) -> Vec<Value<B>> {
     let get = |i: usize| -> Value<B> {
         let name = node.input(i).expect("inputs were validated");
-        if let Some(v) = values.get(name) {
-            return v.clone();
+        match values.get(name) {
+            Some(v) => v.clone(),
+            None => constant_value(net, name).expect("inputs were validated"),
         }
-        let p = *plan
-            .param_index
-            .get(name)
-            .expect("constants feeding ops are params");
-        Value::reshaped(net.params[p].val().unsqueeze(), &plan.params[p].dims)
     };
+    match &node.op {
+        Op::Split { axis, sizes } => {
+            crate::exec_layout::split(get(0), *axis, sizes.as_deref(), node.outputs.len())
+        }
+        _ => vec![run_single(net, node, &get)],
+    }
+}
+
+fn run_single<B: Backend>(
+    net: &Network<B>,
+    node: &Node,
+    get: &dyn Fn(usize) -> Value<B>,
+) -> Value<B> {
+    let plan = &net.plan;
     let param_1d = |i: usize| -> Option<Tensor<B, 1>> {
         let name = node.input(i)?;
         match plan.param_index.get(name) {
             Some(&p) => Some(net.params[p].val()),
-            None => Some(get(i).t.flatten(0, 3)),
+            None => Some(get(i).t.flatten(0, PADDED - 1)),
         }
     };
     match &node.op {
         Op::Conv(spec) => {
-            let x = get(0);
-            let w = get(1);
-            let [_, _, h, wd] = x.t.dims();
-            let [_, _, kh, kw] = w.t.dims();
+            let x = get(0).t4();
+            let w = get(1).t4();
+            let [_, _, h, wd] = x.dims();
+            let [_, _, kh, kw] = w.dims();
             let p = spec
                 .padding
                 .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
@@ -154,20 +215,20 @@ fn run_node<B: Backend>(
                 spec.dilations,
                 spec.group,
             );
-            Value::new(conv2d(x.t, w.t, param_1d(2), options), 4)
+            Value::from4(conv2d(x, w, param_1d(2), options), 4)
         }
-        Op::MaxPool(pool) => Value::new(max_pool(get(0).t, pool), 4),
+        Op::MaxPool(pool) => get(0).map4(|x| max_pool(x, pool)),
         Op::AveragePool {
             pool,
             count_include_pad,
-        } => Value::new(avg_pool(get(0).t, pool, *count_include_pad), 4),
-        Op::GlobalAveragePool => get(0).map(|t| t.mean_dim(3).mean_dim(2)),
-        Op::GlobalMaxPool => get(0).map(|t| t.max_dim(3).max_dim(2)),
+        } => get(0).map4(|x| avg_pool(x, pool, *count_include_pad)),
+        Op::GlobalAveragePool => get(0).map4(|t| t.mean_dim(3).mean_dim(2)),
+        Op::GlobalMaxPool => get(0).map4(|t| t.max_dim(3).max_dim(2)),
         Op::BatchNorm { epsilon, momentum } => {
             let x = get(0);
             let channels = x.dims()[1];
             let channel_axis = x.axis(1);
-            let mut shape = [1usize; 4];
+            let mut shape = [1usize; PADDED];
             shape[channel_axis] = channels;
             let [scale, bias, mut mean, mut var] =
                 [1, 2, 3, 4].map(|i| param_1d(i).expect("validated").reshape(shape));
@@ -175,8 +236,8 @@ fn run_node<B: Backend>(
                 // Training a batch-norm layer: normalise with this batch's statistics (as
                 // PyTorch and MATLAB do) and hand them to the trainer for the running ones.
                 let per_channel = x.t.dims().iter().product::<usize>() / channels;
-                let reduce = |t: Tensor<B, 4>| {
-                    (0..4)
+                let reduce = |t: Tensor<B, PADDED>| {
+                    (0..PADDED)
                         .filter(|&a| a != channel_axis)
                         .fold(t, |t, a| t.mean_dim(a))
                 };
@@ -198,7 +259,7 @@ fn run_node<B: Backend>(
             alpha,
             beta,
             bias,
-        } => get(0).map(|x| lrn(x, *size, *alpha, *beta, *bias)),
+        } => get(0).map4(|x| lrn(x, *size, *alpha, *beta, *bias)),
         Op::Gemm {
             alpha,
             beta,
@@ -219,7 +280,7 @@ fn run_node<B: Backend>(
             if *alpha != 1.0 {
                 y = y * *alpha as f64;
             }
-            let y: Tensor<B, 4> = y.unsqueeze();
+            let y: Tensor<B, PADDED> = y.unsqueeze();
             let y = match node.input(2) {
                 Some(_) if *beta != 0.0 => {
                     let c = get(2).t;
@@ -237,7 +298,7 @@ fn run_node<B: Backend>(
             let a = get(0);
             let b = get(1);
             let rank = a.rank.max(b.rank);
-            if rank == 2 {
+            if rank <= 2 {
                 Value::new(matrix(a).matmul(matrix(b)).unsqueeze(), 2)
             } else {
                 Value::new(a.t.matmul(b.t), rank)
@@ -245,10 +306,15 @@ fn run_node<B: Backend>(
         }
         Op::Add => {
             let (a, b) = (get(0), get(1));
-            let fused = crate::host::add_per_channel(&a.t, &b.t)
-                .or_else(|| crate::host::add_per_channel(&b.t, &a.t));
+            let fused = (a.rank <= 4 && b.rank <= 4)
+                .then(|| {
+                    let (a4, b4) = (a.t4(), b.t4());
+                    crate::host::add_per_channel(&a4, &b4)
+                        .or_else(|| crate::host::add_per_channel(&b4, &a4))
+                })
+                .flatten();
             match fused {
-                Some(sum) => Value::new(sum, a.rank.max(b.rank)),
+                Some(sum) => Value::from4(sum, a.rank.max(b.rank)),
                 None => binary(a, b, |a, b| a + b),
             }
         }
@@ -317,13 +383,60 @@ fn run_node<B: Backend>(
         Op::Concat { axis } => {
             let parts: Vec<Value<B>> = (0..node.inputs.len()).map(get).collect();
             let rank = parts[0].rank;
-            let axis = normalize_axis(*axis, rank).expect("validated") + 4 - rank;
+            let axis = normalize_axis(*axis, rank).expect("validated") + PADDED - rank;
             Value::new(
                 Tensor::cat(parts.into_iter().map(|v| v.t).collect(), axis),
                 rank,
             )
         }
-        Op::Constant | Op::ConstantOfShape => unreachable!("constant nodes are folded at import"),
+        Op::Unary(f) => get(0).map(|t| crate::exec_layout::unary(t, f)),
+        Op::PRelu => {
+            let (x, slope) = (get(0), get(1));
+            binary(x, slope, |x, s| {
+                x.clone().clamp_min(0.0) + x.clamp_max(0.0) * s
+            })
+        }
+        Op::Variadic(kind) => {
+            let parts: Vec<Value<B>> = (0..node.inputs.len()).map(get).collect();
+            crate::exec_layout::variadic(parts, *kind)
+        }
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => crate::exec_layout::reduce(get(0), *kind, axes, *keepdims, *noop_with_empty_axes),
+        Op::Transpose { perm } => crate::exec_layout::transpose(get(0), perm.as_deref()),
+        Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            let dims = plan
+                .graph
+                .shapes
+                .of(&node.outputs[0])
+                .expect("shapes were inferred")
+                .to_vec();
+            let x = get(0);
+            // The batch axis keeps its runtime size; the other dims are static.
+            let mut out = dims;
+            if plan.graph.shapes.batched.contains(&node.outputs[0]) {
+                out[0] = x.dims()[0];
+            }
+            Value::reshaped(x.t, &out)
+        }
+        Op::Slice { axes } => crate::exec_layout::slice(get(0), axes.as_deref().unwrap_or(&[])),
+        Op::Gather { axis } => {
+            let indices = node
+                .input(1)
+                .and_then(|n| plan.graph.constants.get(n))
+                .expect("validated");
+            crate::exec_layout::gather(get(0), *axis, indices)
+        }
+        Op::Cast { .. } => get(0),
+        Op::Pad { kind, pads } => {
+            crate::exec_layout::pad(get(0), *kind, pads.as_deref().unwrap_or(&[]))
+        }
+        Op::Constant | Op::ConstantOfShape | Op::Shape { .. } | Op::Split { .. } => {
+            unreachable!("folded at import, or run by run_node")
+        }
     }
 }
 
@@ -336,10 +449,10 @@ fn matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
     }
 }
 
-fn binary<B: Backend>(
+pub(crate) fn binary<B: Backend>(
     a: Value<B>,
     b: Value<B>,
-    f: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+    f: impl FnOnce(Tensor<B, PADDED>, Tensor<B, PADDED>) -> Tensor<B, PADDED>,
 ) -> Value<B> {
     let rank = a.rank.max(b.rank);
     Value::new(f(a.t, b.t), rank)

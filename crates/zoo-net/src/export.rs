@@ -34,7 +34,13 @@ impl<B: Backend> Network<B> {
         } else {
             Default::default()
         };
-        for (name, c) in &plan.graph.constants {
+        // Shape arithmetic computed at import stays as nodes (it follows the batch at run time).
+        let constants = plan
+            .graph
+            .constants
+            .iter()
+            .filter(|(name, _)| !plan.graph.folded.computed.contains(*name));
+        for (name, c) in constants {
             fresh.push(match &c.data {
                 ConstData::F32(v) => f32_proto(name, &c.dims, v),
                 ConstData::I64(v) if batch_shapes.contains(name) => {
@@ -48,11 +54,11 @@ impl<B: Backend> Network<B> {
         let graph = proto.graph.get_or_insert_with(Default::default);
         let fresh_names: std::collections::HashSet<String> =
             fresh.iter().map(|t| t.name.clone()).collect();
-        // Keep constant nodes only when their value is not now an initializer.
-        graph.node.retain(|n| {
-            !(matches!(n.op_type.as_str(), "Constant" | "ConstantOfShape")
-                && n.output.iter().all(|o| fresh_names.contains(o)))
-        });
+        // Nodes whose value is now an initializer give way to it: constant nodes, and an
+        // Identity of a weight (folded into a copy at import).
+        graph
+            .node
+            .retain(|n| !n.output.iter().all(|o| fresh_names.contains(o)));
         let still_read: std::collections::HashSet<&String> =
             graph.node.iter().flat_map(|n| n.input.iter()).collect();
         let keep: std::collections::HashSet<String> = fresh
@@ -99,8 +105,7 @@ impl<B: Backend> Network<B> {
             }
         }
         graph.output = vec![value_info(&plan.graph.output.name, &out_dims)];
-        // Intermediate shape annotations may be stale after a head change; they are optional.
-        graph.value_info.clear();
+        refresh_value_info(plan, &mut graph.value_info, dynamic_batch);
         proto
     }
 }
@@ -136,4 +141,34 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashSet<S
         }
     }
     keep
+}
+
+/// Intermediate shape annotations after a head change: each float value zoo knows is written
+/// with its current dims (a symbolic batch where the export has one); annotations of values
+/// the graph no longer has are dropped.
+fn refresh_value_info(
+    plan: &crate::plan::Plan,
+    infos: &mut Vec<zoo_onnx::pb::ValueInfoProto>,
+    dynamic_batch: bool,
+) {
+    let shapes = &plan.graph.shapes;
+    let float = zoo_onnx::pb::tensor_proto::DataType::Float as i32;
+    infos.retain(|v| shapes.of(&v.name).is_some() || plan.graph.constants.contains_key(&v.name));
+    for v in infos.iter_mut() {
+        let is_float = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(zoo_onnx::pb::type_proto::Value::TensorType(t)) => t.elem_type == float,
+            _ => false,
+        };
+        if !is_float || plan.graph.constants.contains_key(&v.name) {
+            continue;
+        }
+        let Some(dims) = shapes.of(&v.name) else {
+            continue;
+        };
+        let mut d: Vec<Option<usize>> = dims.iter().map(|&x| Some(x)).collect();
+        if dynamic_batch && shapes.batched.contains(&v.name) {
+            d[0] = None;
+        }
+        *v = value_info(&v.name, &d);
+    }
 }

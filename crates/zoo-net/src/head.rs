@@ -16,6 +16,20 @@ pub struct HeadChange {
     pub params: Vec<(String, Vec<usize>, Vec<usize>)>,
 }
 
+impl HeadChange {
+    /// What a user should know about the change beyond the counts: a 1001-output head (the
+    /// TensorFlow/TFLite ImageNet layout, output 0 = "background") has no background class
+    /// after the change; outputs are the dataset's classes alone.
+    pub fn note(&self) -> Option<String> {
+        (self.old_outputs == 1001).then(|| {
+            format!(
+                "the 1001-output head (ImageNet with a background class at output 0) becomes {} outputs, one per dataset class, with no background class",
+                self.new_outputs
+            )
+        })
+    }
+}
+
 fn head_error(layer: &str, reason: impl Into<String>) -> NetError {
     NetError::Head {
         layer: layer.to_string(),
@@ -225,11 +239,15 @@ pub fn replace_head(
             .params
             .push(resize(&a.param, graph, axis, 1, false, 2)?);
     }
-    if let Some(d) = graph.output.dims.iter_mut().rev().nth(axis_from_end - 1) {
-        if *d == Some(old) {
-            *d = Some(classes);
+    graph.refresh_shapes()?;
+    // The declared output shape follows the new head, whatever lies between them (a Conv head
+    // reaches the output through pooling and Flatten); a symbolic batch stays symbolic.
+    if let Some(inferred) = graph.shapes.of(&graph.output.name) {
+        let symbolic_batch = graph.output.dims.first() == Some(&None);
+        graph.output.dims = inferred.iter().map(|&d| Some(d)).collect();
+        if symbolic_batch {
+            graph.output.dims[0] = None;
         }
     }
-    graph.refresh_shapes()?;
     Ok(change)
 }

@@ -7,6 +7,7 @@
 pub mod batchnorm;
 mod error;
 mod exec;
+mod exec_layout;
 mod export;
 pub mod head;
 pub mod host;

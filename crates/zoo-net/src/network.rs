@@ -42,9 +42,11 @@ impl<B: Backend> Activation<B> {
     }
 
     pub fn from_vec(values: Vec<f32>, dims: &[usize], device: &B::Device) -> Self {
-        let mut padded = [1usize; 4];
-        padded[4 - dims.len()..].copy_from_slice(dims);
-        let t = Tensor::<B, 4>::from_data(TensorData::new(values, padded), device);
+        let padded = crate::exec::pad_dims(dims);
+        let t = Tensor::<B, { crate::exec::PADDED }>::from_data(
+            TensorData::new(values, padded),
+            device,
+        );
         Self {
             value: Value::new(t, dims.len()),
         }
@@ -106,7 +108,7 @@ impl<B: Backend> Network<B> {
         self.check_input(&input)?;
         let out = run_nodes(
             self,
-            (&self.plan.graph.input.name, Value::new(input, 4)),
+            (&self.plan.graph.input.name, Value::from4(input, 4)),
             0,
             &self.plan.graph.output.name,
         );
@@ -165,7 +167,7 @@ impl<B: Backend> Network<B> {
         self.check_input(&input)?;
         let v = run_nodes(
             self,
-            (&self.plan.graph.input.name, Value::new(input, 4)),
+            (&self.plan.graph.input.name, Value::from4(input, 4)),
             0,
             value,
         );

@@ -88,12 +88,13 @@ pub fn assign_layers(graph: &Graph) -> Vec<Assignment> {
             let Some(c) = graph.constants.get(input) else {
                 continue;
             };
-            if !c.is_float() || seen.contains(input) {
+            if !c.is_float() || seen.contains(input) || graph.folded.computed.contains(input) {
                 continue;
             }
             let role = match (&node.op, i) {
                 (Op::BatchNorm { .. }, 3 | 4) => Some(ParamRole::Buffer),
-                (Op::Dropout { .. }, _) | (Op::Reshape { .. }, 1..) => None,
+                (Op::Dropout { .. }, _) => None,
+                (op, i) if op.is_setting_input(i) => None,
                 _ => Some(ParamRole::Learnable),
             };
             if let Some(role) = role {
@@ -238,8 +239,14 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
                 break;
             };
             owner = Some(reader);
-            let passthrough = matches!(reader.op, Op::Reshape { .. } | Op::Identity)
-                && !graph.shapes.batched.contains(&reader.outputs[0]);
+            let passthrough = matches!(
+                reader.op,
+                Op::Reshape { .. }
+                    | Op::Identity
+                    | Op::Squeeze { .. }
+                    | Op::Unsqueeze { .. }
+                    | Op::Transpose { .. }
+            ) && !graph.shapes.batched.contains(&reader.outputs[0]);
             if !passthrough {
                 break;
             }

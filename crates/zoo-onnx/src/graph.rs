@@ -7,8 +7,9 @@ use prost::Message;
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, NodeProto, ValueInfoProto};
 
 use crate::error::{bad_node, OnnxError, Result};
+use crate::fold::{bake_settings, evaluate, is_foldable, Folded};
 use crate::ops::{parse_op, Attrs, Op};
-use crate::shapes::{infer_shapes, ShapeInfo};
+use crate::shapes::{infer_node, infer_shapes, ShapeInfo};
 use crate::tensor::{checked_dims, take_constant, ConstData, Constant};
 
 pub const MIN_OPSET: i64 = 7;
@@ -55,6 +56,8 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Shapes and batch tracking, computed at the declared batch size.
     pub shapes: ShapeInfo,
+    /// Constants that import computed from nodes (shape arithmetic).
+    pub folded: Folded,
 }
 
 impl Graph {
@@ -95,6 +98,74 @@ impl Graph {
 }
 
 impl Graph {
+    /// One node in execution order: a constant node or foldable shape arithmetic becomes a
+    /// constant; anything else is validated, shaped and kept.
+    fn fold_or_infer(
+        &mut self,
+        proto_node: &NodeProto,
+        node: &mut Node,
+        info: &mut ShapeInfo,
+        probes: &mut BTreeMap<String, Constant>,
+    ) -> Result<()> {
+        let value = match node.op {
+            Op::Constant => Some(constant_node(proto_node, &node.label)?),
+            Op::ConstantOfShape => {
+                Some(constant_of_shape(proto_node, &node.label, &self.constants)?)
+            }
+            _ => {
+                bake_settings(node, &self.constants)?;
+                if is_foldable(node, &self.constants, &self.folded) {
+                    let dims = |n: &str| info.dims.get(n).cloned();
+                    Some(evaluate(node, &|n| self.constants.get(n), &dims)?)
+                } else {
+                    None
+                }
+            }
+        };
+        let Some(value) = value else {
+            infer_node(&self.constants, &self.folded.batch_dependent, node, info)?;
+            self.nodes.push(node.clone());
+            return Ok(());
+        };
+        let out = single_output(proto_node, &node.label)?.to_string();
+        let reads_computed = node.inputs.iter().any(|i| self.folded.computed.contains(i));
+        // Computed from the graph (not just a constant node or a copied weight): the node
+        // stays in exported files.
+        let computed = matches!(node.op, Op::Shape { .. }) || reads_computed || !value.is_float();
+        if computed && !matches!(node.op, Op::Constant) {
+            self.folded.computed.insert(out.clone());
+            // The same node at a probe batch one larger: what differs follows the batch.
+            let probe_dims = |n: &str| {
+                let mut d = info.dims.get(n).cloned()?;
+                if info.batched.contains(n) {
+                    d[0] += 1;
+                }
+                Some(d)
+            };
+            let probe = match node.op {
+                Op::ConstantOfShape => match node.input(0).and_then(|i| probes.get(i)) {
+                    Some(shape) => {
+                        let only = BTreeMap::from([(node.inputs[0].clone(), shape.clone())]);
+                        constant_of_shape(proto_node, &node.label, &only)?
+                    }
+                    None => value.clone(),
+                },
+                _ => evaluate(
+                    node,
+                    &|n| probes.get(n).or_else(|| self.constants.get(n)),
+                    &probe_dims,
+                )?,
+            };
+            if probe != value {
+                self.folded.batch_dependent.insert(out.clone());
+            }
+            probes.insert(out.clone(), probe);
+        }
+        info.dims.insert(out.clone(), value.dims.clone());
+        self.constants.insert(out, value);
+        Ok(())
+    }
+
     /// Re-validates and re-infers shapes after an edit (e.g. a replaced head).
     pub fn refresh_shapes(&mut self) -> Result<()> {
         self.shapes = infer_shapes(self)?;
@@ -148,7 +219,19 @@ impl OnnxModel {
             constants.insert(init.name.clone(), c);
         }
 
-        let input = image_input(&graph_proto.input, &constants)?;
+        // Inputs no node reads (Caffe2 exports list a data-queue blob) are not the image.
+        let read: HashSet<&str> = graph_proto
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
+        let inputs: Vec<ValueInfoProto> = graph_proto
+            .input
+            .iter()
+            .filter(|i| read.contains(i.name.as_str()) || graph_proto.input.len() == 1)
+            .cloned()
+            .collect();
+        let input = image_input(&inputs, &constants)?;
         let output = match graph_proto.output.as_slice() {
             [one] => value_spec(one)?,
             [] => return Err(OnnxError::BadInterface("the graph has no output".into())),
@@ -176,27 +259,37 @@ impl OnnxModel {
         }
 
         let sorted = topological_order(&nodes, &input.name, &constants)?;
-        let mut graph_nodes = Vec::with_capacity(sorted.len());
+        check_dropout_masks(&nodes, &output.name)?;
+        let mut graph = Graph {
+            opset,
+            input,
+            output,
+            constants,
+            nodes: Vec::with_capacity(sorted.len()),
+            shapes: ShapeInfo::default(),
+            folded: Folded::default(),
+        };
+        let mut info = ShapeInfo::start(&graph);
+        let mut probes = BTreeMap::new();
         for index in sorted {
             let (proto_node, label, op) = &nodes[index];
-            match op {
-                Op::Constant => {
-                    let c = constant_node(proto_node, label)?;
-                    constants.insert(single_output(proto_node, label)?.to_string(), c);
-                }
-                Op::ConstantOfShape => {
-                    let c = constant_of_shape(proto_node, label, &constants)?;
-                    constants.insert(single_output(proto_node, label)?.to_string(), c);
-                }
-                _ => graph_nodes.push(Node {
-                    name: proto_node.name.clone(),
-                    label: label.clone(),
-                    op: op.clone(),
-                    inputs: proto_node.input.clone(),
-                    outputs: proto_node.output.clone(),
-                }),
-            }
+            let mut node = Node {
+                name: proto_node.name.clone(),
+                label: label.clone(),
+                op: op.clone(),
+                inputs: proto_node.input.clone(),
+                outputs: proto_node.output.clone(),
+            };
+            graph.fold_or_infer(proto_node, &mut node, &mut info, &mut probes)?;
         }
+        let Graph {
+            input,
+            output,
+            constants,
+            nodes: graph_nodes,
+            folded,
+            ..
+        } = graph;
         let labels: HashSet<&str> = graph_nodes.iter().map(|n| n.label.as_str()).collect();
         if labels.len() != graph_nodes.len() {
             return Err(OnnxError::BadInterface("two nodes share a name".into()));
@@ -215,15 +308,15 @@ impl OnnxModel {
             )));
         }
 
-        let mut graph = Graph {
+        let graph = Graph {
             opset,
             input,
             output,
             constants,
             nodes: graph_nodes,
-            shapes: ShapeInfo::default(),
+            shapes: info,
+            folded,
         };
-        graph.shapes = infer_shapes(&graph)?;
         Ok(Self {
             proto,
             graph,
@@ -326,6 +419,24 @@ pub fn format_dims(dims: &[Option<usize>]) -> String {
         .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
         .collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// Dropout's mask output is a training-time value; zoo runs Dropout inference-style.
+fn check_dropout_masks(nodes: &[(&NodeProto, String, Op)], output: &str) -> Result<()> {
+    for (node, label, op) in nodes {
+        let Some(mask) = node.output.get(1).filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let used = mask == output || nodes.iter().any(|(n, _, _)| n.input.contains(mask));
+        if matches!(op, Op::Dropout { .. }) && used {
+            return Err(bad_node(
+                label,
+                "Dropout",
+                "the dropout mask output is used; zoo supports inference-style Dropout only",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn single_output<'a>(node: &'a NodeProto, label: &str) -> Result<&'a str> {

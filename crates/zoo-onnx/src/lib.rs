@@ -3,6 +3,7 @@
 //! shapes, and writes ONNX back. Protobuf types come from `tract-onnx`'s generated `pb` module.
 
 pub mod error;
+pub mod fold;
 pub mod graph;
 pub mod ops;
 pub mod shapes;
@@ -15,6 +16,7 @@ pub use shapes::{ReshapeTarget, ShapeInfo};
 pub use tensor::{ConstData, Constant};
 pub use tract_onnx::pb;
 pub mod builder;
+pub mod check;
 pub mod opset;
 pub mod standin;
 pub mod write;

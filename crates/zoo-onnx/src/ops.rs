@@ -9,29 +9,127 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Add",
     "AveragePool",
     "BatchNormalization",
+    "Cast",
+    "Clip",
     "Concat",
     "Constant",
     "ConstantOfShape",
     "Conv",
     "Div",
     "Dropout",
+    "Elu",
     "Flatten",
+    "Gather",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
     "Identity",
     "LeakyRelu",
     "LRN",
     "MatMul",
+    "Max",
     "MaxPool",
+    "Mean",
+    "Min",
     "Mul",
+    "Pad",
+    "PRelu",
+    "ReduceMax",
+    "ReduceMean",
     "Relu",
     "Reshape",
+    "Selu",
+    "Shape",
     "Sigmoid",
+    "Slice",
     "Softmax",
+    "Softplus",
+    "Split",
+    "Squeeze",
     "Sub",
+    "Sum",
     "Tanh",
+    "Transpose",
+    "Unsqueeze",
 ];
+
+/// Element-wise functions of one tensor whose parameters are fixed at import.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    /// `min(max(x, min), max)`; ReLU6 is `Clip(0, 6)`. Opset 11 moved the bounds to inputs.
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// `max(0, min(1, alpha x + beta))`.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x * HardSigmoid(x)` with alpha 1/6, beta 0.5.
+    HardSwish,
+    Elu {
+        alpha: f32,
+    },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    /// `ln(1 + e^x)`.
+    Softplus,
+}
+
+impl Unary {
+    /// The function on one value (constant folding and tests use it; tensors use `exec`).
+    pub fn apply(&self, x: f32) -> f32 {
+        match *self {
+            Unary::Clip { min, max } => x.max(min).min(max),
+            Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::Elu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * (x.exp() - 1.0)
+                }
+            }
+            Unary::Selu { alpha, gamma } => {
+                gamma * if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }
+            }
+            Unary::Softplus => x.exp().ln_1p(),
+        }
+    }
+}
+
+/// Element-wise reductions over any number of broadcast inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variadic {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+/// Reductions over axes of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    Mean,
+    Max,
+}
+
+/// Pad modes (ONNX `Pad`'s `mode`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadKind {
+    Constant(f32),
+    Reflect,
+    Edge,
+}
+
+/// Slice ranges per axis: `(axis, start, end, step)` with ONNX's clamping rules applied at
+/// import (see [`crate::shapes::slice_range`]).
+pub type SliceAxes = Vec<(i64, i64, i64, i64)>;
 
 /// How a convolution or pooling window is padded.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,9 +253,96 @@ pub enum Op {
     },
     Constant,
     ConstantOfShape,
+    Unary(Unary),
+    /// `x` where positive, `slope * x` elsewhere; the slope (input 1) is a learnable parameter.
+    PRelu,
+    Variadic(Variadic),
+    /// `axes: None` reduces every axis (or none, with `noop_with_empty_axes`).
+    Reduce {
+        kind: Reduction,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
+    /// `perm: None` reverses the axes.
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    /// `axes: None` removes every axis of size 1.
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
+    /// Ranges from attributes (opset < 10) or, once baked at import, from the inputs.
+    Slice {
+        axes: Option<SliceAxes>,
+    },
+    /// Output sizes along `axis`; `None` splits evenly into as many parts as outputs.
+    Split {
+        axis: i64,
+        sizes: Option<Vec<i64>>,
+    },
+    Gather {
+        axis: i64,
+    },
+    /// Target element type (`TensorProto` data type code).
+    Cast {
+        to: i32,
+    },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    /// `pads` in ONNX order (all begins, then all ends); `None` until baked from input 1.
+    Pad {
+        kind: PadKind,
+        pads: Option<Vec<i64>>,
+    },
 }
 
 impl Op {
+    /// Inputs that carry settings rather than data (shapes, axes, bounds, ratios): they are
+    /// read at import, never become parameters and never carry the batch.
+    pub fn is_setting_input(&self, index: usize) -> bool {
+        match self {
+            Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Split { .. }
+            | Op::Reduce { .. }
+            | Op::Gather { .. } => index >= 1,
+            Op::Dropout { .. } | Op::Slice { .. } | Op::Pad { .. } => index >= 1,
+            Op::Unary(Unary::Clip { .. }) => index >= 1,
+            Op::ConstantOfShape => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the op only moves or selects values (shape arithmetic folds through these).
+    pub fn is_shape_arithmetic(&self) -> bool {
+        matches!(
+            self,
+            Op::Shape { .. }
+                | Op::Gather { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Squeeze { .. }
+                | Op::Concat { .. }
+                | Op::Slice { .. }
+                | Op::Cast { .. }
+                | Op::Add
+                | Op::Sub
+                | Op::Mul
+                | Op::Div
+                | Op::Identity
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::ConstantOfShape
+                | Op::Constant
+        )
+    }
+
     pub fn onnx_type(&self) -> &'static str {
         match self {
             Op::Conv(_) => "Conv",
@@ -185,6 +370,34 @@ impl Op {
             Op::Concat { .. } => "Concat",
             Op::Constant => "Constant",
             Op::ConstantOfShape => "ConstantOfShape",
+            Op::Unary(Unary::Clip { .. }) => "Clip",
+            Op::Unary(Unary::HardSigmoid { .. }) => "HardSigmoid",
+            Op::Unary(Unary::HardSwish) => "HardSwish",
+            Op::Unary(Unary::Elu { .. }) => "Elu",
+            Op::Unary(Unary::Selu { .. }) => "Selu",
+            Op::Unary(Unary::Softplus) => "Softplus",
+            Op::PRelu => "PRelu",
+            Op::Variadic(Variadic::Sum) => "Sum",
+            Op::Variadic(Variadic::Mean) => "Mean",
+            Op::Variadic(Variadic::Max) => "Max",
+            Op::Variadic(Variadic::Min) => "Min",
+            Op::Reduce {
+                kind: Reduction::Mean,
+                ..
+            } => "ReduceMean",
+            Op::Reduce {
+                kind: Reduction::Max,
+                ..
+            } => "ReduceMax",
+            Op::Transpose { .. } => "Transpose",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Slice { .. } => "Slice",
+            Op::Split { .. } => "Split",
+            Op::Gather { .. } => "Gather",
+            Op::Cast { .. } => "Cast",
+            Op::Shape { .. } => "Shape",
+            Op::Pad { .. } => "Pad",
         }
     }
 }
@@ -421,9 +634,109 @@ pub fn parse_op(node: &NodeProto, label: &str, opset: i64) -> Result<Op> {
         },
         "Constant" => Op::Constant,
         "ConstantOfShape" => Op::ConstantOfShape,
-        _ => return Err(unsupported(node, label)),
+        other => match parse_more(other, &a, opset)? {
+            Some(op) => op,
+            None => return Err(unsupported(node, label)),
+        },
     };
     Ok(op)
+}
+
+/// The activations, reductions and layout ops. Settings that later opsets moved from
+/// attributes to inputs are read here in their attribute form and baked from the inputs at
+/// import ([`crate::fold::bake_settings`]).
+fn parse_more(op_type: &str, a: &Attrs, opset: i64) -> Result<Option<Op>> {
+    let op = match op_type {
+        "Clip" => Op::Unary(Unary::Clip {
+            min: a.float("min", f32::NEG_INFINITY)?,
+            max: a.float("max", f32::INFINITY)?,
+        }),
+        "HardSigmoid" => Op::Unary(Unary::HardSigmoid {
+            alpha: a.float("alpha", 0.2)?,
+            beta: a.float("beta", 0.5)?,
+        }),
+        "HardSwish" => Op::Unary(Unary::HardSwish),
+        "Elu" => Op::Unary(Unary::Elu {
+            alpha: a.float("alpha", 1.0)?,
+        }),
+        "Selu" => Op::Unary(Unary::Selu {
+            alpha: a.float("alpha", 1.673_263_2)?,
+            gamma: a.float("gamma", 1.050_701)?,
+        }),
+        "Softplus" => Op::Unary(Unary::Softplus),
+        "PRelu" => Op::PRelu,
+        "Sum" => Op::Variadic(Variadic::Sum),
+        "Mean" => Op::Variadic(Variadic::Mean),
+        "Max" => Op::Variadic(Variadic::Max),
+        "Min" => Op::Variadic(Variadic::Min),
+        "ReduceMean" | "ReduceMax" => Op::Reduce {
+            kind: if op_type == "ReduceMean" {
+                Reduction::Mean
+            } else {
+                Reduction::Max
+            },
+            axes: a.ints("axes")?,
+            keepdims: a.int("keepdims", 1)? != 0,
+            noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
+        },
+        "Transpose" => Op::Transpose {
+            perm: a.ints("perm")?,
+        },
+        "Squeeze" => Op::Squeeze {
+            axes: a.ints("axes")?,
+        },
+        "Unsqueeze" => Op::Unsqueeze {
+            axes: a.ints("axes")?,
+        },
+        "Slice" => Op::Slice {
+            axes: match (a.ints("starts")?, a.ints("ends")?) {
+                (Some(starts), Some(ends)) if opset < 10 => {
+                    let axes = a
+                        .ints("axes")?
+                        .unwrap_or_else(|| (0..starts.len() as i64).collect());
+                    if starts.len() != ends.len() || axes.len() != starts.len() {
+                        return Err(a.err("`starts`, `ends` and `axes` differ in length"));
+                    }
+                    Some(
+                        axes.iter()
+                            .zip(starts.iter().zip(&ends))
+                            .map(|(&ax, (&s, &e))| (ax, s, e, 1))
+                            .collect(),
+                    )
+                }
+                _ => None,
+            },
+        },
+        "Split" => Op::Split {
+            axis: a.int("axis", 0)?,
+            sizes: a.ints("split")?,
+        },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0)?,
+        },
+        "Cast" => Op::Cast {
+            to: a.int("to", 0)? as i32,
+        },
+        "Shape" => Op::Shape {
+            start: a.int("start", 0)?,
+            end: Some(a.int("end", i64::MAX)?).filter(|&e| e != i64::MAX),
+        },
+        "Pad" => {
+            let mode = a.string("mode")?.unwrap_or_else(|| "constant".into());
+            let kind = match mode.as_str() {
+                "constant" => PadKind::Constant(a.float("value", 0.0)?),
+                "reflect" => PadKind::Reflect,
+                "edge" => PadKind::Edge,
+                other => return Err(a.err(format!("pad mode `{other}` is not supported"))),
+            };
+            Op::Pad {
+                kind,
+                pads: if opset < 11 { a.ints("pads")? } else { None },
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(op))
 }
 
 fn unsupported(node: &NodeProto, label: &str) -> OnnxError {

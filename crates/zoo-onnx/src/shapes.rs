@@ -3,14 +3,17 @@
 //! gives `zoo inspect` its output shapes, and tracks which values carry the batch axis so that
 //! graphs exported with batch 1 baked in run at any batch size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::error::{bad_node, OnnxError, Result};
+use crate::fold::{squeeze_dims, unsqueeze_dims};
 use crate::graph::{Graph, Node};
-use crate::ops::{Op, Padding, PoolSpec};
+use crate::ops::{Op, Padding, PoolSpec, Reduction};
+use crate::tensor::Constant;
 
-/// Tensors are executed as rank-4 arrays (leading 1s added), which keeps numpy broadcasting exact.
-pub const MAX_RANK: usize = 4;
+/// Tensors are executed as rank-5 arrays (leading 1s added), which keeps numpy broadcasting
+/// exact; rank 5 is what channel shuffles reshape through.
+pub const MAX_RANK: usize = 5;
 
 /// Where a Reshape sends its input, resolved at import.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,26 +100,87 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..r.max(1)).contains(&a).then_some(a as usize)
 }
 
-pub(crate) fn infer_shapes(graph: &Graph) -> Result<ShapeInfo> {
-    let declared_batch = graph.input.dims[0].unwrap_or(1);
-    let mut info = ShapeInfo {
-        declared_batch,
-        ..Default::default()
-    };
-    let mut input_dims = vec![declared_batch];
-    input_dims.extend(graph.input.dims[1..].iter().map(|d| d.unwrap_or(1)));
-    info.dims.insert(graph.input.name.clone(), input_dims);
-    info.batched.insert(graph.input.name.clone());
-    for (name, c) in &graph.constants {
-        info.dims.insert(name.clone(), c.dims.clone());
+/// The elements `start..end` by `step` of an axis of `size`, clamped as ONNX Slice does.
+pub fn slice_range(
+    size: usize,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> std::result::Result<Vec<usize>, String> {
+    if step == 0 {
+        return Err("a slice step of 0".into());
     }
+    let n = size as i64;
+    let resolve = |v: i64| if v < 0 { v.saturating_add(n) } else { v };
+    let (s, e) = (resolve(start), resolve(end));
+    let out: Vec<usize> = if step > 0 {
+        let (s, e) = (s.clamp(0, n), e.clamp(0, n));
+        (s..e).step_by(step as usize).map(|i| i as usize).collect()
+    } else {
+        let (s, e) = (s.clamp(-1, n - 1), e.clamp(-1, n - 1));
+        let mut v = Vec::new();
+        let mut i = s;
+        while i > e {
+            v.push(i as usize);
+            i += step;
+        }
+        v
+    };
+    Ok(out)
+}
+
+impl ShapeInfo {
+    /// The shapes known before any node runs: the input (at its declared batch) and constants.
+    pub(crate) fn start(graph: &Graph) -> Self {
+        let declared_batch = graph.input.dims[0].unwrap_or(1);
+        let mut info = ShapeInfo {
+            declared_batch,
+            ..Default::default()
+        };
+        let mut input_dims = vec![declared_batch];
+        input_dims.extend(graph.input.dims[1..].iter().map(|d| d.unwrap_or(1)));
+        info.dims.insert(graph.input.name.clone(), input_dims);
+        info.batched.insert(graph.input.name.clone());
+        for (name, c) in &graph.constants {
+            info.dims.insert(name.clone(), c.dims.clone());
+        }
+        info
+    }
+}
+
+pub(crate) fn infer_shapes(graph: &Graph) -> Result<ShapeInfo> {
+    let mut info = ShapeInfo::start(graph);
     for node in &graph.nodes {
-        infer_node(graph, node, &mut info)?;
+        infer_node(
+            &graph.constants,
+            &graph.folded.batch_dependent,
+            node,
+            &mut info,
+        )?;
     }
     Ok(info)
 }
 
-fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
+/// Validates one node and records the dims (and batch tracking) of its outputs.
+pub(crate) fn infer_node(
+    constants: &BTreeMap<String, Constant>,
+    batch_dependent: &BTreeSet<String>,
+    node: &Node,
+    info: &mut ShapeInfo,
+) -> Result<()> {
+    if let Some((i, name)) = node.inputs.iter().enumerate().find(|(i, n)| {
+        batch_dependent.contains(*n) && !matches!((&node.op, i), (Op::Reshape { .. }, 1))
+    }) {
+        let _ = i;
+        mark_fixed(
+            info,
+            node,
+            &format!("reads `{name}`, a value computed from the batch size"),
+        );
+    }
+    if let Op::Split { axis, sizes } = &node.op {
+        return infer_split(node, *axis, sizes.as_deref(), info);
+    }
     let err = |reason: String| bad_node(&node.label, node.op.onnx_type(), reason);
     let dims_of = |i: usize| -> Result<Vec<usize>> {
         let name = node
@@ -138,7 +202,7 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             Err(err(format!("{what} must be NCHW (rank 4), got {d:?}")))
         }
     };
-    let constant = |i: usize| node.input(i).and_then(|n| graph.constants.get(n));
+    let constant = |i: usize| node.input(i).and_then(|n| constants.get(n));
 
     let mut batched = is_batched(0);
     let out: Vec<usize> = match &node.op {
@@ -283,8 +347,14 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             let b = dims_of(1)?;
             let out = broadcast(&a, &b)
                 .ok_or_else(|| err(format!("{a:?} and {b:?} do not broadcast")))?;
-            batched =
-                (is_batched(0) && out.len() == a.len()) || (is_batched(1) && out.len() == b.len());
+            batched = batch_follows(&[(&a, is_batched(0)), (&b, is_batched(1))], &out);
+            if !batched && (is_batched(0) || is_batched(1)) {
+                mark_fixed(
+                    info,
+                    node,
+                    "the broadcast does not keep the batch axis first",
+                );
+            }
             out
         }
         Op::Relu
@@ -292,16 +362,179 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
         | Op::Sigmoid
         | Op::Tanh
         | Op::Identity
-        | Op::Dropout { .. } => {
-            if matches!(node.op, Op::Dropout { .. }) {
-                let mask = node.outputs.get(1).filter(|m| !m.is_empty());
-                if let Some(mask) = mask {
-                    if graph.consumers(mask).next().is_some() || graph.output.name == *mask {
-                        return Err(err("the dropout mask output is used; zoo supports inference-style Dropout only".into()));
-                    }
+        | Op::Unary(_)
+        | Op::Dropout { .. } => dims_of(0)?,
+        Op::PRelu => {
+            let x = dims_of(0)?;
+            let slope = dims_of(1)?;
+            if broadcast(&x, &slope).as_deref() != Some(&x[..]) {
+                return Err(err(format!("slope {slope:?} does not broadcast to {x:?}")));
+            }
+            x
+        }
+        Op::Variadic(_) => {
+            let mut out = dims_of(0)?;
+            for i in 1..node.inputs.len() {
+                let d = dims_of(i)?;
+                out = broadcast(&out, &d)
+                    .ok_or_else(|| err(format!("{out:?} and {d:?} do not broadcast")))?;
+            }
+            let all: Vec<(Vec<usize>, bool)> = (0..node.inputs.len())
+                .map(|i| Ok((dims_of(i)?, is_batched(i))))
+                .collect::<Result<_>>()?;
+            let refs: Vec<(&Vec<usize>, bool)> = all.iter().map(|(d, b)| (d, *b)).collect();
+            batched = batch_follows(&refs, &out);
+            if !batched && all.iter().any(|(_, b)| *b) {
+                mark_fixed(
+                    info,
+                    node,
+                    "the broadcast does not keep the batch axis first",
+                );
+            }
+            out
+        }
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            let x = dims_of(0)?;
+            let _: &Reduction = kind;
+            let axes = reduce_axes(&x, axes.as_deref(), *noop_with_empty_axes).map_err(err)?;
+            if axes.contains(&0) && batched {
+                mark_fixed(info, node, "reduces over the batch axis");
+                batched = false;
+            }
+            if *keepdims {
+                (0..x.len())
+                    .map(|i| if axes.contains(&i) { 1 } else { x[i] })
+                    .collect()
+            } else {
+                (0..x.len())
+                    .filter(|i| !axes.contains(i))
+                    .map(|i| x[i])
+                    .collect()
+            }
+        }
+        Op::Transpose { perm } => {
+            let x = dims_of(0)?;
+            let perm = transpose_perm(x.len(), perm.as_deref()).map_err(err)?;
+            if perm[0] != 0 && batched {
+                mark_fixed(info, node, "Transpose moves the batch axis");
+                batched = false;
+            }
+            perm.iter().map(|&p| x[p]).collect()
+        }
+        Op::Squeeze { axes } => {
+            let x = dims_of(0)?;
+            let out = squeeze_dims(&x, axes.as_deref()).map_err(err)?;
+            let drops_batch = match axes {
+                None => x[0] == 1,
+                Some(a) => a.iter().any(|&v| normalize_axis(v, x.len()) == Some(0)),
+            };
+            if drops_batch && batched {
+                mark_fixed(info, node, "Squeeze removes the batch axis");
+                batched = false;
+            }
+            out
+        }
+        Op::Unsqueeze { axes } => {
+            let x = dims_of(0)?;
+            let axes = axes.as_deref().unwrap_or(&[]);
+            let out = unsqueeze_dims(&x, axes).map_err(err)?;
+            if batched && out[0] != x[0]
+                || axes
+                    .iter()
+                    .any(|&a| normalize_axis(a, out.len()) == Some(0))
+            {
+                if batched {
+                    mark_fixed(info, node, "Unsqueeze moves the batch axis");
                 }
+                batched = false;
+            }
+            out
+        }
+        Op::Slice { axes } => {
+            let x = dims_of(0)?;
+            let ranges = axes
+                .as_ref()
+                .ok_or_else(|| err("slice ranges are unknown".into()))?;
+            let mut out = x.clone();
+            for &(axis, start, end, step) in ranges {
+                let a = normalize_axis(axis, x.len())
+                    .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
+                let picked = slice_range(x[a], start, end, step).map_err(err)?;
+                if step != 1 {
+                    return Err(err(format!(
+                        "a step of {step} on a computed tensor is not supported (only 1)"
+                    )));
+                }
+                if a == 0 && batched && picked.len() != x[0] {
+                    mark_fixed(info, node, "Slice selects from the batch axis");
+                    batched = false;
+                }
+                if picked.is_empty() {
+                    return Err(err(format!("the slice of axis {a} of {x:?} is empty")));
+                }
+                out[a] = picked.len();
+            }
+            out
+        }
+        Op::Gather { axis } => {
+            let x = dims_of(0)?;
+            let a = normalize_axis(*axis, x.len())
+                .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
+            let idx = constant(1)
+                .filter(|c| !c.is_float() && c.dims.len() <= 1)
+                .ok_or_else(|| err("indices must be a constant integer scalar or vector".into()))?;
+            let size = x[a] as i64;
+            if idx
+                .as_i64()
+                .unwrap_or_default()
+                .iter()
+                .any(|&i| i < -size || i >= size)
+            {
+                return Err(err(format!(
+                    "indices are out of range for axis {a} of {x:?}"
+                )));
+            }
+            if a == 0 && batched {
+                mark_fixed(info, node, "Gather selects from the batch axis");
+                batched = false;
+            }
+            let mut out = x[..a].to_vec();
+            out.extend(&idx.dims);
+            out.extend(&x[a + 1..]);
+            out
+        }
+        Op::Cast { to } => {
+            use tract_onnx::pb::tensor_proto::DataType as T;
+            if ![T::Float as i32, T::Double as i32].contains(to) {
+                return Err(err(format!(
+                    "Cast of a computed tensor to type {to} is not supported (zoo computes in float32)"
+                )));
             }
             dims_of(0)?
+        }
+        Op::Pad { kind: _, pads } => {
+            let x = dims_of(0)?;
+            let pads = pads
+                .as_ref()
+                .ok_or_else(|| err("pads are unknown".into()))?;
+            if pads.len() != 2 * x.len() || pads.iter().any(|&p| !(0..=1 << 16).contains(&p)) {
+                return Err(err(format!(
+                    "pads {pads:?} must be {} non-negative values for {x:?}",
+                    2 * x.len()
+                )));
+            }
+            if (pads[0] != 0 || pads[x.len()] != 0) && batched {
+                mark_fixed(info, node, "Pad pads the batch axis");
+                batched = false;
+            }
+            (0..x.len())
+                .map(|i| x[i] + (pads[i] + pads[i + x.len()]) as usize)
+                .collect()
         }
         Op::Softmax { axis, legacy } => {
             let x = dims_of(0)?;
@@ -335,8 +568,7 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             let x = dims_of(0)?;
             let target: Vec<i64> = match (shape, node.input(1)) {
                 (Some(s), None) => s.clone(),
-                (_, Some(name)) => graph
-                    .constants
+                (_, Some(name)) => constants
                     .get(name)
                     .and_then(|c| c.as_i64())
                     .map(<[i64]>::to_vec)
@@ -389,7 +621,9 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
             }
             out
         }
-        Op::Constant | Op::ConstantOfShape => unreachable!("constant nodes are folded at load"),
+        Op::Constant | Op::ConstantOfShape | Op::Shape { .. } | Op::Split { .. } => {
+            unreachable!("folded at load, or handled above")
+        }
     };
     if out.len() > MAX_RANK || out.is_empty() {
         return Err(err(format!(
@@ -407,6 +641,115 @@ fn infer_node(graph: &Graph, node: &Node, info: &mut ShapeInfo) -> Result<()> {
     }
     info.dims.insert(first.clone(), out);
     Ok(())
+}
+
+/// `Split`: several outputs along one axis.
+fn infer_split(node: &Node, axis: i64, sizes: Option<&[i64]>, info: &mut ShapeInfo) -> Result<()> {
+    let err = |reason: String| bad_node(&node.label, "Split", reason);
+    let name = node
+        .input(0)
+        .ok_or_else(|| err("input 0 is missing".into()))?;
+    let x = info
+        .dims
+        .get(name)
+        .cloned()
+        .ok_or_else(|| OnnxError::DanglingEdge {
+            node: node.label.clone(),
+            value: name.to_string(),
+        })?;
+    let a = normalize_axis(axis, x.len())
+        .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
+    let parts = node.outputs.len();
+    let sizes: Vec<usize> = match sizes {
+        Some(s) if s.len() == parts && s.iter().all(|&v| v > 0) => {
+            s.iter().map(|&v| v as usize).collect()
+        }
+        Some(s) => return Err(err(format!("split sizes {s:?} do not fit {parts} outputs"))),
+        None if parts > 0 && x[a].is_multiple_of(parts) => vec![x[a] / parts; parts],
+        None => {
+            return Err(err(format!(
+                "axis {a} of {x:?} does not split evenly into {parts} outputs"
+            )))
+        }
+    };
+    if sizes.iter().sum::<usize>() != x[a] {
+        return Err(err(format!(
+            "split sizes {sizes:?} do not add up to {}",
+            x[a]
+        )));
+    }
+    let batched = info.batched.contains(name);
+    if a == 0 && batched {
+        mark_fixed(info, node, "Split cuts the batch axis");
+    }
+    for (out, size) in node.outputs.iter().zip(sizes) {
+        if out.is_empty() {
+            continue;
+        }
+        let mut d = x.clone();
+        d[a] = size;
+        if batched && a != 0 {
+            info.batched.insert(out.clone());
+        }
+        info.dims.insert(out.clone(), d);
+    }
+    Ok(())
+}
+
+/// The axes a reduction runs over, normalised; no axes means all (or none with the flag).
+fn reduce_axes(
+    x: &[usize],
+    axes: Option<&[i64]>,
+    noop_with_empty_axes: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    match axes {
+        None | Some([]) if noop_with_empty_axes => Ok(Vec::new()),
+        None | Some([]) => Ok((0..x.len()).collect()),
+        Some(a) => a
+            .iter()
+            .map(|&v| {
+                normalize_axis(v, x.len()).ok_or(format!("axis {v} is out of range for {x:?}"))
+            })
+            .collect(),
+    }
+}
+
+/// A Transpose permutation, validated (`None` reverses the axes).
+pub fn transpose_perm(
+    rank: usize,
+    perm: Option<&[i64]>,
+) -> std::result::Result<Vec<usize>, String> {
+    let p: Vec<usize> = match perm {
+        None => (0..rank).rev().collect(),
+        Some(v) => v
+            .iter()
+            .map(|&a| normalize_axis(a, rank).ok_or(format!("perm {v:?} is out of range")))
+            .collect::<std::result::Result<_, _>>()?,
+    };
+    let mut sorted = p.clone();
+    sorted.sort_unstable();
+    if sorted != (0..rank).collect::<Vec<_>>() {
+        return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
+    }
+    Ok(p)
+}
+
+/// Public for `zoo-net`: the reduced axes of a validated Reduce node.
+pub fn reduced_axes(x: &[usize], axes: Option<&[i64]>, noop_with_empty_axes: bool) -> Vec<usize> {
+    reduce_axes(x, axes, noop_with_empty_axes).unwrap_or_default()
+}
+
+/// Whether an element-wise result carries the batch on axis 0 at every batch size: every
+/// batched operand has the output's rank, and no other operand has a non-1 leading dim there.
+fn batch_follows(operands: &[(&Vec<usize>, bool)], out: &[usize]) -> bool {
+    operands.iter().any(|(_, b)| *b)
+        && operands.iter().all(|(d, b)| {
+            if *b {
+                d.len() == out.len()
+            } else {
+                d.len() < out.len() || d[0] == 1
+            }
+        })
 }
 
 fn mark_fixed(info: &mut ShapeInfo, node: &Node, why: &str) {

@@ -24,6 +24,43 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
             }
         }
     }
+    // Batch-norm inputs need statistics a trained network could have (a variance must be
+    // positive): which BN input each value feeds, if any.
+    let mut bn_role: HashMap<String, usize> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+        .flat_map(|n| {
+            n.input
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, v)| (v.clone(), i))
+        })
+        .collect();
+    // A vector that reaches a Mul (through Unsqueeze/Reshape: Caffe2's affine after a batch
+    // norm) is a per-channel scale, like a batch norm's.
+    for node in &graph.node {
+        if node.op_type != "ConstantOfShape" {
+            continue;
+        }
+        let Some(mut value) = node.output.first().cloned() else {
+            continue;
+        };
+        for _ in 0..4 {
+            let Some(reader) = graph.node.iter().find(|n| n.input.contains(&value)) else {
+                break;
+            };
+            match reader.op_type.as_str() {
+                "Unsqueeze" | "Reshape" => value = reader.output[0].clone(),
+                "Mul" => {
+                    bn_role.entry(node.output[0].clone()).or_insert(1);
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
     let mut rng = SeededRng::new(seed);
     let mut used_shapes = Vec::new();
     let mut kept = Vec::new();
@@ -32,18 +69,8 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
         match (node.op_type.as_str(), shape, node.output.first()) {
             ("ConstantOfShape", Some(shape), Some(out)) => {
                 let (dims, count) = checked_dims(out, shape)?;
-                // Weights [out, in, kh, kw] / [out, in]: uniform with variance 1/fan_in, which
-                // keeps AlexNet's logits in the tens for inputs in the Caffe range, as the real
-                // weights do; biases small.
-                let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
-                let scale = if dims.len() >= 2 {
-                    (3.0 / fan_in as f32).sqrt()
-                } else {
-                    0.05
-                };
-                graph
-                    .initializer
-                    .push(f32_proto(out, &dims, &rng.values(count, scale)));
+                let values = standin_values(&dims, count, bn_role.get(out).copied(), &mut rng);
+                graph.initializer.push(f32_proto(out, &dims, &values));
                 used_shapes.push(node.input[0].clone());
             }
             _ => kept.push(node),
@@ -59,6 +86,34 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
     graph.initializer.retain(|t| !dropped.contains(&t.name));
     graph.input.retain(|i| !dropped.contains(&i.name));
     Ok(model)
+}
+
+/// Seeded values for one stand-in weight. Weights `[out, in, ...]`: uniform with variance
+/// 2/fan_in (He), so that activations keep their scale through deep ReLU stacks (DenseNet's
+/// 121 layers) and the logits stay far from zero; batch-norm scale near 1, shift and mean near
+/// 0, variance in [1, 1.2]; other vectors (biases) small.
+fn standin_values(
+    dims: &[usize],
+    count: usize,
+    bn_input: Option<usize>,
+    rng: &mut SeededRng,
+) -> Vec<f32> {
+    let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
+    match bn_input {
+        Some(1) => rng
+            .values(count, 0.1)
+            .into_iter()
+            .map(|v| 1.0 + v)
+            .collect(),
+        Some(4) => rng
+            .values(count, 0.1)
+            .into_iter()
+            .map(|v| 1.1 + v)
+            .collect(),
+        Some(_) => rng.values(count, 0.05),
+        None if dims.len() >= 2 => rng.values(count, (6.0 / fan_in as f32).sqrt()),
+        None => rng.values(count, 0.05),
+    }
 }
 
 /// Moves a model to `opset` (see [`crate::opset::convert`]).

@@ -43,18 +43,21 @@ fn caffe_like() -> Vec<u8> {
     b.build(9).encode_to_vec()
 }
 
-fn roundtrip(bytes: Vec<u8>, head: &str, classes: usize) {
+fn roundtrip(bytes: Vec<u8>, head: &str, classes: usize) -> zoo_net::HeadChange {
     let mut model = OnnxModel::from_bytes(bytes).unwrap();
     let change = replace_head(&mut model, head, classes, 3).unwrap();
     assert_eq!(change.new_outputs, classes);
     let device = Default::default();
     let net = Network::<Flex>::from_model(model, &device);
-    let exported = net.to_model_proto().encode_to_vec();
+    let proto = net.to_model_proto();
+    let problems = zoo_onnx::check::declared_shape_mismatches(&proto).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let exported = proto.encode_to_vec();
     let again = OnnxModel::from_bytes(exported.clone()).unwrap();
     let chw = again.graph.input_chw();
     let reimported = Network::<Flex>::from_model(again, &device);
     assert_eq!(net.param_values(), reimported.param_values());
-    let images = SeededRng::new(2).values(5 * 24, 1.0);
+    let images = SeededRng::new(2).values(5 * chw.iter().product::<usize>(), 1.0);
     let ours = run_network(&net, &images, 5, &net.plan().graph.output.name, &device).unwrap();
     assert_eq!(ours[0].len(), classes);
     let tract = TractEngine::from_bytes(&exported, chw, false)
@@ -63,6 +66,94 @@ fn roundtrip(bytes: Vec<u8>, head: &str, classes: usize) {
         .unwrap();
     let a = compare(&ours, &tract);
     assert!(a.max_rel_diff <= 1e-5 && a.top1_agreement == 1.0, "{a:?}");
+    change
+}
+
+/// Conv heads: `Conv -> Relu -> GlobalAveragePool -> Flatten` (torchvision SqueezeNet),
+/// `Conv -> Relu -> GlobalAveragePool -> Softmax` with an [N, C, 1, 1] output (SqueezeNet 1.0
+/// Caffe), and `GlobalAveragePool -> Conv` with an [N, C, 1, 1] output (DenseNet-121 Caffe2).
+fn conv_head(kind: &str, classes_before: usize) -> Vec<u8> {
+    let mut rng = SeededRng::new(7);
+    let mut b = GraphBuilder::new("data", &[Some(1), Some(3), Some(8), Some(8)]);
+    b.init_f32("features_w_0", &[6, 3, 3, 3], rng.values(162, 0.3));
+    b.init_f32(
+        "head_w_0",
+        &[classes_before, 6, 1, 1],
+        rng.values(classes_before * 6, 0.3),
+    );
+    b.init_f32(
+        "head_b_0",
+        &[classes_before],
+        rng.values(classes_before, 0.1),
+    );
+    b.node(
+        "f",
+        "Conv",
+        &["data", "features_w_0"],
+        &["c"],
+        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+    );
+    b.node("fr", "Relu", &["c"], &["cr"], vec![]);
+    let out_dims = match kind {
+        "flatten" | "softmax" => {
+            b.node("h", "Conv", &["cr", "head_w_0", "head_b_0"], &["h"], vec![]);
+            b.node("hr", "Relu", &["h"], &["hr"], vec![]);
+            b.node("gap", "GlobalAveragePool", &["hr"], &["g"], vec![]);
+            if kind == "flatten" {
+                b.node(
+                    "flat",
+                    "Flatten",
+                    &["g"],
+                    &["y"],
+                    vec![("axis", Attr::Int(1))],
+                );
+                vec![Some(1), Some(classes_before)]
+            } else {
+                b.node("sm", "Softmax", &["g"], &["y"], vec![]);
+                vec![Some(1), Some(classes_before), Some(1), Some(1)]
+            }
+        }
+        _ => {
+            b.node("gap", "GlobalAveragePool", &["cr"], &["g"], vec![]);
+            b.node("h", "Conv", &["g", "head_w_0", "head_b_0"], &["y"], vec![]);
+            vec![Some(1), Some(classes_before), Some(1), Some(1)]
+        }
+    };
+    b.output("y", &out_dims);
+    // A stale annotation of the head's output, as exporters write them.
+    b.graph.value_info.push(zoo_onnx::builder::value_info(
+        "g",
+        &[
+            Some(1),
+            Some(if kind == "densenet" {
+                6
+            } else {
+                classes_before
+            }),
+            Some(1),
+            Some(1),
+        ],
+    ));
+    b.build(9).encode_to_vec()
+}
+
+#[test]
+fn conv_heads_of_every_shape_are_replaced_with_every_declared_shape_updated() {
+    for kind in ["flatten", "softmax", "densenet"] {
+        let change = roundtrip(conv_head(kind, 12), "head", 3);
+        assert_eq!((change.old_outputs, change.new_outputs), (12, 3), "{kind}");
+    }
+}
+
+#[test]
+fn a_1001_class_head_with_background_becomes_n_outputs() {
+    let change = roundtrip(conv_head("flatten", 1001), "head", 4);
+    assert_eq!(change.old_outputs, 1001);
+    assert!(
+        change.note().unwrap().contains("background"),
+        "{:?}",
+        change.note()
+    );
 }
 
 #[test]

@@ -270,6 +270,9 @@ fn finetune_on<B: AutodiffBackend>(
         );
     }
     let head = zoo_net::replace_head(&mut onnx, &profile.head, options.classes, options.seed)?;
+    if let Some(note) = head.note() {
+        reporter.info(&note);
+    }
     let net = Network::<B>::from_model(onnx, &device);
     let layer_names: Vec<String> = net.plan().layers.iter().map(|l| l.name.clone()).collect();
     let frozen: Vec<String> = if options.unfreeze_all {
