@@ -80,21 +80,21 @@ fn inspect_reports_unsupported_ops_with_tract_support() {
     small_rgb_classifier(&model);
     let bytes = std::fs::read(&model).unwrap();
     let mut proto = zoo_onnx::decode_proto(bytes).unwrap();
-    proto.graph.as_mut().unwrap().node[1].op_type = "Elu".into();
+    proto.graph.as_mut().unwrap().node[1].op_type = "Erf".into();
     zoo_onnx::write::save_atomic(&proto, &model).unwrap();
     let run = zoo(&["inspect", model.to_str().unwrap(), "--json"], t.path());
     assert_eq!(run.code, 2);
     let j = run.json();
     let err = j["import_error"].as_str().unwrap();
     assert!(
-        err.contains("Elu") && err.contains("n1") && err.contains("supported ops"),
+        err.contains("Erf") && err.contains("n1") && err.contains("supported ops"),
         "{err}"
     );
     let elu = j["ops"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|o| o["op"] == "Elu")
+        .find(|o| o["op"] == "Erf")
         .unwrap();
     assert_eq!(elu["import"], false);
     assert_eq!(elu["tract"], true);
@@ -204,7 +204,11 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
     let run = zoo(&["inspect", "resnet50"], t.path());
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("unknown model `resnet50`") && run.stderr.contains("alexnet, lenet"),
+        run.stderr.contains("unknown model `resnet50`")
+            && run
+                .stderr
+                .contains("did you mean resnet50-caffe2, resnet50-v1, resnet50-v2?")
+            && run.stderr.contains("alexnet, caffenet"),
         "{}",
         run.stderr
     );
@@ -230,7 +234,9 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
     );
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("known models: alexnet, lenet"),
+        run.stderr
+            .contains("(did you mean vgg16, vgg16-bn, vgg19, vgg19-bn, vgg19-caffe2?)")
+            && run.stderr.contains("known models: alexnet, caffenet"),
         "{}",
         run.stderr
     );
@@ -370,5 +376,80 @@ fn verify_mnist_cnn_at_batch_1_and_8() {
         let j = run.json();
         assert_eq!(j["pass"], true);
         assert_eq!(j["top1_agreement"], 1.0);
+    }
+}
+
+/// Every family with a light graph in ../shared: the card's freeze plan and head name layers
+/// of the real graph (patterns resolve, nothing unknown), as `zoo inspect FILE --like CARD`.
+#[test]
+#[ignore = "needs ../shared"]
+fn cards_freeze_plans_and_heads_resolve_on_the_light_zoo_graphs() {
+    let t = TempDir::new("cards-light");
+    for (light, card) in [
+        ("bvlc_alexnet", "alexnet"),
+        ("zfnet512", "zfnet512"),
+        ("vgg19", "vgg19-caffe2"),
+        ("inception_v1", "inception-v1"),
+        ("inception_v2", "inception-v2"),
+        ("squeezenet", "squeezenet1.0"),
+        ("resnet50", "resnet50-caffe2"),
+        ("shufflenet", "shufflenet"),
+        ("densenet121", "densenet121"),
+    ] {
+        let out = t.path().join(format!("{light}.onnx"));
+        let src = common::shared(&format!("models/light/light_{light}.onnx"));
+        let m = zoo(
+            &[
+                "materialize",
+                src.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            t.path(),
+        );
+        assert_eq!(m.code, 0, "{light}: {}", m.stderr);
+        let run = zoo(
+            &["inspect", out.to_str().unwrap(), "--like", card, "--json"],
+            t.path(),
+        );
+        assert_eq!(run.code, 0, "{light}: {}", run.stderr);
+        let j = run.json();
+        let layers: Vec<&str> = j["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["name"].as_str())
+            .collect();
+        let head = j["profile"]["head"].as_str().unwrap();
+        assert!(
+            layers.contains(&head),
+            "{card}: head `{head}` not among {layers:?}"
+        );
+        let freeze: Vec<&str> = j["profile"]["freeze"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert!(!freeze.is_empty(), "{card}");
+        for f in &freeze {
+            assert!(
+                layers.contains(f),
+                "{card}: frozen `{f}` is not a layer of {light}"
+            );
+        }
+        let (trainable, total) = (
+            j["trainable_params"].as_u64().unwrap(),
+            j["total_params"].as_u64().unwrap(),
+        );
+        assert!(
+            trainable > 0 && trainable < total,
+            "{card}: {trainable} of {total} train"
+        );
+        println!(
+            "{card}: {} layers, {} frozen, head {head}, {trainable} of {total} parameters train",
+            layers.len(),
+            freeze.len()
+        );
     }
 }

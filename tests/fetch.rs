@@ -29,13 +29,45 @@ fn list_shows_every_card_and_cache_state() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["alexnet", "lenet"]);
-    assert_eq!(j[0]["size"], 243_863_787);
-    assert_eq!(j[0]["cached"], false);
-    assert!(j[1]["source"].as_str().unwrap().contains("mnist-8.onnx"));
+    assert_eq!(names.len(), 30);
+    let card = |n: &str| {
+        j.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(card("alexnet")["size"], 243_863_787);
+    assert_eq!(card("alexnet")["cached"], false);
+    assert_eq!(card("alexnet")["opsets"], serde_json::json!([7, 8, 9, 12]));
+    assert!(card("lenet")["source"]
+        .as_str()
+        .unwrap()
+        .contains("mnist-8.onnx"));
+    assert_eq!(card("resnet50-v1")["family"], "ResNet");
+    let families: std::collections::BTreeSet<&str> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["family"].as_str().unwrap())
+        .collect();
+    assert!(families.len() >= 15, "{families:?}");
     let table = zoo(&["list"], t.path());
     assert!(
+        table.stdout.contains("30 model cards in 15 families"),
+        "{}",
+        table.stdout
+    );
+    assert!(
         table.stdout.contains("data_0 1x3x224x224"),
+        "{}",
+        table.stdout
+    );
+    // Grouped by family: the ResNet heading, then its cards.
+    let resnet = table.stdout.find("\nResNet\n").expect("a ResNet group");
+    assert!(
+        table.stdout[resnet..].contains("  resnet18-v1"),
         "{}",
         table.stdout
     );
@@ -252,10 +284,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn unknown_model_and_unwritable_cache() {
     let t = TempDir::new("fetch-errors");
-    let run = zoo(&["fetch", "vgg16"], t.path());
+    let run = zoo(&["fetch", "vgg17"], t.path());
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("known models: alexnet, lenet"),
+        run.stderr.contains("unknown model `vgg17`")
+            && run.stderr.contains("known models: alexnet, caffenet"),
         "{}",
         run.stderr
     );

@@ -248,11 +248,10 @@ pub fn render(report: &InspectReport) -> String {
                 crate::profile::ProfileSource::Metadata => "zoo metadata in the file".into(),
                 crate::profile::ProfileSource::Default => "defaults".into(),
             };
-            let _ =
-                writeln!(
+            let _ = writeln!(
                 s,
                 "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {}",
-                if p.freeze.is_empty() { "nothing".to_string() } else { p.freeze.join(", ") },
+                zoo_cards::describe_layers(&p.freeze),
                 p.head,
                 p.preprocessing.describe()
             );

@@ -4,8 +4,13 @@ use crate::preprocessing::Preprocessing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("unknown model `{name}`; known models: {known}")]
-    Unknown { name: String, known: String },
+    #[error("unknown model `{name}`{suggestion}; known models: {known}")]
+    Unknown {
+        name: String,
+        /// ` (did you mean a, b?)` when known names contain the one asked for.
+        suggestion: String,
+        known: String,
+    },
     #[error("invalid model card: {0}")]
     Invalid(String),
 }
@@ -120,6 +125,22 @@ pub fn layer_matches(pattern: &str, layer: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => layer.starts_with(prefix),
         None => pattern == layer,
+    }
+}
+
+/// A list of layers for one line of output: all of them when few, else the count, the first
+/// and the last (a ResNet's plan freezes over a hundred).
+pub fn describe_layers(layers: &[String]) -> String {
+    match layers {
+        [] => "nothing".to_string(),
+        few if few.len() <= 8 => few.join(", "),
+        many => format!(
+            "{} layers ({}, {}, ... {})",
+            many.len(),
+            many[0],
+            many[1],
+            many[many.len() - 1]
+        ),
     }
 }
 

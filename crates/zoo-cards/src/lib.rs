@@ -8,8 +8,8 @@ mod preprocessing;
 mod embedded;
 
 pub use card::{
-    layer_matches, resolve_freeze, Card, CardError, FinetunePlan, InputSpec, LabelFormat, Labels,
-    Layout, OutputKind, OutputSpec, Source,
+    describe_layers, layer_matches, resolve_freeze, Card, CardError, FinetunePlan, InputSpec,
+    LabelFormat, Labels, Layout, OutputKind, OutputSpec, Source,
 };
 pub use preprocessing::{ColorOrder, Interpolation, Preprocessing, ResizeMode};
 
@@ -32,11 +32,19 @@ pub fn names() -> Vec<&'static str> {
 
 /// Looks a card up by name; the error lists the known names.
 pub fn find(name: &str) -> Result<Card, CardError> {
-    all()
-        .into_iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| CardError::Unknown {
+    all().into_iter().find(|c| c.name == name).ok_or_else(|| {
+        let close: Vec<&str> = names()
+            .into_iter()
+            .filter(|n| !name.is_empty() && n.contains(&name.to_lowercase()))
+            .collect();
+        CardError::Unknown {
             name: name.to_string(),
+            suggestion: if close.is_empty() {
+                String::new()
+            } else {
+                format!(" (did you mean {}?)", close.join(", "))
+            },
             known: names().join(", "),
-        })
+        }
+    })
 }

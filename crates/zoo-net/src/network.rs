@@ -108,7 +108,7 @@ impl<B: Backend> Network<B> {
         self.check_input(&input)?;
         let out = run_nodes(
             self,
-            (&self.plan.graph.input.name, Value::from4(input, 4)),
+            (&self.plan.graph.input.name, self.entry(input)),
             0,
             &self.plan.graph.output.name,
         );
@@ -134,6 +134,14 @@ impl<B: Backend> Network<B> {
     /// The value holding the logits: the Softmax input when the graph ends in a Softmax.
     pub fn logits_value(&self) -> &str {
         self.plan.graph.logits_value()
+    }
+
+    /// The NCHW batch as the graph's input value (channels last for an NHWC graph).
+    fn entry(&self, input: Tensor<B, 4>) -> Value<B> {
+        match self.plan.graph.layout {
+            zoo_onnx::InputLayout::Nchw => Value::from4(input, 4),
+            zoo_onnx::InputLayout::Nhwc => Value::from4(input.permute([0, 2, 3, 1]), 4),
+        }
     }
 
     fn check_input(&self, input: &Tensor<B, 4>) -> Result<(), NetError> {
@@ -167,7 +175,7 @@ impl<B: Backend> Network<B> {
         self.check_input(&input)?;
         let v = run_nodes(
             self,
-            (&self.plan.graph.input.name, Value::from4(input, 4)),
+            (&self.plan.graph.input.name, self.entry(input)),
             0,
             value,
         );

@@ -44,11 +44,36 @@ pub struct ValueSpec {
     pub dims: Vec<Option<usize>>,
 }
 
-/// A classifier graph: one image input (NCHW), one output, constants and ops.
+/// Axis order of the image input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputLayout {
+    #[default]
+    Nchw,
+    /// Channels last, as TensorFlow exports (tf2onnx) take it: the graph's first op transposes
+    /// the input to NCHW.
+    Nhwc,
+}
+
+/// The layout of an `[N, A, B, C]` input: NHWC when every reader transposes it to NCHW.
+fn input_layout(nodes: &[(&NodeProto, String, Op)], input: &str) -> InputLayout {
+    let mut readers = nodes
+        .iter()
+        .filter(|(n, _, _)| n.input.iter().any(|i| i == input))
+        .peekable();
+    let to_nchw = |op: &Op| matches!(op, Op::Transpose { perm: Some(p) } if p == &[0, 3, 1, 2]);
+    if readers.peek().is_some() && readers.all(|(_, _, op)| to_nchw(op)) {
+        InputLayout::Nhwc
+    } else {
+        InputLayout::Nchw
+    }
+}
+
+/// A classifier graph: one image input (NCHW or NHWC), one output, constants and ops.
 #[derive(Clone, Debug)]
 pub struct Graph {
     pub opset: i64,
     pub input: ValueSpec,
+    pub layout: InputLayout,
     pub output: ValueSpec,
     /// Initializers and folded constant nodes, by value name.
     pub constants: BTreeMap<String, Constant>,
@@ -72,10 +97,13 @@ impl Graph {
             .unwrap_or(&self.output.name)
     }
 
-    /// The input's `[C, H, W]`.
+    /// The input's `[C, H, W]`, whatever its layout.
     pub fn input_chw(&self) -> [usize; 3] {
-        let d = &self.input.dims;
-        [d[1].unwrap_or(0), d[2].unwrap_or(0), d[3].unwrap_or(0)]
+        let d: Vec<usize> = self.input.dims.iter().map(|d| d.unwrap_or(0)).collect();
+        match self.layout {
+            InputLayout::Nchw => [d[1], d[2], d[3]],
+            InputLayout::Nhwc => [d[3], d[1], d[2]],
+        }
     }
 
     pub fn node(&self, label: &str) -> Option<&Node> {
@@ -260,8 +288,10 @@ impl OnnxModel {
 
         let sorted = topological_order(&nodes, &input.name, &constants)?;
         check_dropout_masks(&nodes, &output.name)?;
+        let layout = input_layout(&nodes, &input.name);
         let mut graph = Graph {
             opset,
+            layout,
             input,
             output,
             constants,
@@ -310,6 +340,7 @@ impl OnnxModel {
 
         let graph = Graph {
             opset,
+            layout,
             input,
             output,
             constants,

@@ -10,7 +10,7 @@ pub mod shapes;
 pub mod tensor;
 
 pub use error::{OnnxError, Result};
-pub use graph::{decode_proto, Graph, Node, OnnxModel, ValueSpec};
+pub use graph::{decode_proto, Graph, InputLayout, Node, OnnxModel, ValueSpec};
 pub use ops::{Op, Padding, PoolSpec, SUPPORTED_OPS};
 pub use shapes::{ReshapeTarget, ShapeInfo};
 pub use tensor::{ConstData, Constant};

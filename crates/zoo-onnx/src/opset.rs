@@ -5,7 +5,9 @@
 //! Changes handled (ONNX operator changelog): BatchNormalization lost `spatial` (9) and
 //! `is_test` (7); Dropout lost `is_test` (7) and took `ratio` as an input (12); Softmax's axis
 //! changed meaning and default (13); MaxPool/AveragePool gained `ceil_mode` (10) and MaxPool
-//! `dilations` (10).
+//! `dilations` (10); settings moved from attributes to inputs for Slice (10), Clip and Pad (11),
+//! Squeeze, Unsqueeze and Split (13), ReduceMean/ReduceMax (18); Split gained `num_outputs`
+//! (18); HardSwish exists from 14.
 
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
@@ -50,6 +52,151 @@ fn scalar_f32(t: &TensorProto) -> Option<f32> {
     })
 }
 
+/// Ops whose settings an opset moved from attributes to inputs: the opset of the move and the
+/// settings in input order (`true` for float scalars, `false` for integer lists).
+const MOVED_SETTINGS: &[(&str, i64, &[(&str, bool)])] = &[
+    ("Clip", 11, &[("min", true), ("max", true)]),
+    (
+        "Slice",
+        10,
+        &[("starts", false), ("ends", false), ("axes", false)],
+    ),
+    ("Pad", 11, &[("pads", false), ("value", true)]),
+    ("Squeeze", 13, &[("axes", false)]),
+    ("Unsqueeze", 13, &[("axes", false)]),
+    ("Split", 13, &[("split", false)]),
+    ("ReduceMean", 18, &[("axes", false)]),
+    ("ReduceMax", 18, &[("axes", false)]),
+];
+
+/// Ops that do not exist below an opset.
+const INTRODUCED: &[(&str, i64)] = &[("HardSwish", 14)];
+
+/// Constant values the graph holds (initializers and `Constant` nodes), for reading settings.
+fn constant_values(
+    graph: &tract_onnx::pb::GraphProto,
+) -> std::collections::HashMap<String, crate::Constant> {
+    let mut out = std::collections::HashMap::new();
+    for t in &graph.initializer {
+        if let Ok(c) = crate::tensor::take_constant(&mut t.clone()) {
+            out.insert(t.name.clone(), c);
+        }
+    }
+    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        let value = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "value")
+            .and_then(|a| a.t.clone());
+        if let (Some(mut t), Some(o)) = (value, n.output.first()) {
+            if let Ok(c) = crate::tensor::take_constant(&mut t) {
+                out.insert(o.clone(), c);
+            }
+        }
+    }
+    out
+}
+
+/// Moves settings between attributes and inputs when the conversion crosses the opset that
+/// moved them; refuses settings that are computed (no constant to turn into an attribute) and
+/// ops the target opset does not have.
+fn move_settings(
+    node: &mut NodeProto,
+    from: i64,
+    to: i64,
+    constants: &std::collections::HashMap<String, crate::Constant>,
+    new_initializers: &mut Vec<TensorProto>,
+) -> Result<()> {
+    let name = if node.name.is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name.clone()
+    };
+    let op = node.op_type.clone();
+    let refuse = |why: String| Err(bad_node(&name, &op, why));
+    if let Some((_, since)) = INTRODUCED.iter().find(|(op, _)| *op == node.op_type) {
+        if to < *since {
+            return refuse(format!(
+                "{} needs opset {since} or later, not {to}",
+                node.op_type
+            ));
+        }
+    }
+    if node.op_type == "Split" {
+        // Opset 18 wants the output count when no sizes are given.
+        remove_attr(node, "num_outputs");
+        if to >= 18
+            && node.input.get(1).is_none_or(String::is_empty)
+            && attr(node, "split").is_none()
+        {
+            node.attribute
+                .push(int_attr("num_outputs", node.output.len() as i64));
+        }
+    }
+    let Some((_, since, settings)) = MOVED_SETTINGS.iter().find(|(op, _, _)| *op == node.op_type)
+    else {
+        return Ok(());
+    };
+    if from < *since && to >= *since {
+        let mut inputs = vec![node.input.first().cloned().unwrap_or_default()];
+        for (setting, float) in settings.iter() {
+            let input = match remove_attr(node, setting) {
+                Some(a) => {
+                    let value = format!("{}_{setting}", node.output[0]);
+                    new_initializers.push(if *float {
+                        f32_proto(&value, &[], &[a.f])
+                    } else {
+                        crate::tensor::i64_proto(&value, &[a.ints.len()], &a.ints)
+                    });
+                    value
+                }
+                None => String::new(),
+            };
+            inputs.push(input);
+        }
+        while inputs.last().is_some_and(String::is_empty) {
+            inputs.pop();
+        }
+        node.input = inputs;
+    } else if from >= *since && to < *since {
+        for (k, (setting, float)) in settings.iter().enumerate() {
+            let Some(input) = node.input.get(k + 1).filter(|i| !i.is_empty()) else {
+                continue;
+            };
+            let Some(c) = constants.get(input) else {
+                return refuse(format!(
+                    "its {setting} `{input}` is computed, so it cannot become an attribute in opset {to}"
+                ));
+            };
+            node.attribute.push(match (*float, &c.data) {
+                (true, crate::ConstData::F32(v)) if v.len() == 1 => float_attr(setting, v[0]),
+                (false, crate::ConstData::I64(v)) => AttributeProto {
+                    name: setting.to_string(),
+                    r#type: 7, // INTS
+                    ints: v.clone(),
+                    ..Default::default()
+                },
+                _ => return refuse(format!("its {setting} `{input}` has an unexpected type")),
+            });
+        }
+        if node.op_type == "Slice" {
+            let steps = node.input.get(4).filter(|i| !i.is_empty());
+            if steps.is_some_and(|s| {
+                constants
+                    .get(s)
+                    .and_then(|c| c.as_i64())
+                    .is_none_or(|v| v.iter().any(|&x| x != 1))
+            }) {
+                return refuse(format!(
+                    "slice steps other than 1 need opset 10 or later, not {to}"
+                ));
+            }
+        }
+        node.input.truncate(1);
+    }
+    Ok(())
+}
+
 /// The smallest IR version that may carry `opset` (ONNX versioning table).
 fn min_ir_version(opset: i64) -> i64 {
     match opset {
@@ -82,7 +229,9 @@ pub fn convert(
     let graph = model.graph.as_mut().ok_or(OnnxError::NoGraph)?;
     let mut new_initializers = Vec::new();
     let initializers = graph.initializer.clone();
+    let constants = constant_values(graph);
     for node in graph.node.iter_mut() {
+        move_settings(node, from, to, &constants, &mut new_initializers)?;
         let name = if node.name.is_empty() {
             node.output.first().cloned().unwrap_or_default()
         } else {

@@ -1,6 +1,7 @@
 //! `zoo-parity`: proves a zoo network computes what an independent ONNX runtime computes.
 
 pub mod compare;
+pub mod layout;
 mod ort_engine;
 mod tract_engine;
 pub mod verify;

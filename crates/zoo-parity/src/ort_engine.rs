@@ -66,6 +66,8 @@ pub struct OrtEngine {
     chw: [usize; 3],
     /// The file's input has a symbolic batch axis.
     any_batch: bool,
+    /// The file takes channels last.
+    nhwc: bool,
 }
 
 impl OrtEngine {
@@ -80,10 +82,17 @@ impl OrtEngine {
                 .tensor_shape()
                 .is_some_and(|s| s.first().is_some_and(|&d| d < 0))
         });
+        let nhwc = session.inputs().first().is_some_and(|i| {
+            i.dtype().tensor_shape().is_some_and(|s| {
+                let dims: Vec<Option<i64>> = s.iter().map(|&d| (d >= 0).then_some(d)).collect();
+                crate::layout::is_nhwc(&dims, chw)
+            })
+        });
         Ok(Self {
             session: Mutex::new(session),
             chw,
             any_batch,
+            nhwc,
         })
     }
 
@@ -108,8 +117,12 @@ impl OrtEngine {
         let mut rows = Vec::new();
         for chunk in images.chunks(c * h * w * self.effective_batch(batch)) {
             let n = chunk.len() / (c * h * w);
-            let input =
-                Tensor::from_array(([n, c, h, w], chunk.to_vec())).map_err(|e| e.to_string())?;
+            let input = if self.nhwc {
+                Tensor::from_array(([n, h, w, c], crate::layout::to_nhwc(chunk, self.chw)))
+            } else {
+                Tensor::from_array(([n, c, h, w], chunk.to_vec()))
+            }
+            .map_err(|e| e.to_string())?;
             let outputs = session
                 .run(ort::inputs![input])
                 .map_err(|e| format!("ONNX Runtime failed: {e}"))?;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 #[derive(Debug, thiserror::Error)]
 #[error("tract could not run the model: {0}")]
@@ -19,6 +20,8 @@ pub struct TractEngine {
     plan: Arc<TypedRunnableModel>,
     chw: [usize; 3],
     any_batch: bool,
+    /// The file takes channels last: NCHW images are transposed before each run.
+    nhwc: bool,
 }
 
 impl TractEngine {
@@ -37,7 +40,21 @@ impl TractEngine {
         } else {
             1.into()
         };
-        let fact = f32::fact([batch, c.into(), h.into(), w.into()]);
+        let declared: Vec<Option<i64>> = model
+            .input_fact(0)
+            .map(|f| {
+                f.shape
+                    .dims()
+                    .map(|d| d.concretize().and_then(|x| x.to_i64().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let nhwc = crate::layout::is_nhwc(&declared, chw);
+        let fact = if nhwc {
+            f32::fact([batch, h.into(), w.into(), c.into()])
+        } else {
+            f32::fact([batch, c.into(), h.into(), w.into()])
+        };
         let plan = model
             .with_input_fact(0, fact.into())
             .map_err(err)?
@@ -49,6 +66,7 @@ impl TractEngine {
             plan,
             chw,
             any_batch,
+            nhwc,
         })
     }
 
@@ -75,7 +93,12 @@ impl TractEngine {
     fn run_chunk(&self, chunk: &[f32]) -> Result<Vec<Vec<f32>>, TractError> {
         let [c, h, w] = self.chw;
         let n = chunk.len() / (c * h * w);
-        let input = Tensor::from_shape(&[n, c, h, w], chunk).map_err(err)?;
+        let input = if self.nhwc {
+            Tensor::from_shape(&[n, h, w, c], &crate::layout::to_nhwc(chunk, self.chw))
+                .map_err(err)?
+        } else {
+            Tensor::from_shape(&[n, c, h, w], chunk).map_err(err)?
+        };
         let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(err)?;
         let view = outputs[0].to_plain_array_view::<f32>().map_err(err)?;
         let flat: Vec<f32> = view.iter().copied().collect();

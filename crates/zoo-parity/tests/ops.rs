@@ -937,3 +937,117 @@ fn float_cast_of_a_computed_tensor_is_identity_and_other_casts_are_refused() {
     let e = OnnxModel::from_bytes(finish(&mut b, "z", 13).encode_to_vec()).unwrap_err();
     assert!(e.to_string().contains("Cast of a computed tensor"), "{e}");
 }
+
+/// Settings that moved from attributes to inputs survive `zoo export --opset` both ways.
+#[test]
+fn moved_settings_convert_between_opsets_both_ways() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [4, 6, 5]);
+    b.node(
+        "clip",
+        "Clip",
+        &["x"],
+        &["c"],
+        vec![("min", Attr::Float(-0.2)), ("max", Attr::Float(0.7))],
+    );
+    b.node(
+        "pad",
+        "Pad",
+        &["c"],
+        &["p"],
+        vec![("pads", Attr::Ints(vec![0, 0, 1, 0, 0, 0, 1, 1]))],
+    );
+    b.node(
+        "slice",
+        "Slice",
+        &["p"],
+        &["s"],
+        vec![
+            ("starts", Attr::Ints(vec![1])),
+            ("ends", Attr::Ints(vec![4])),
+            ("axes", Attr::Ints(vec![1])),
+        ],
+    );
+    b.node(
+        "split",
+        "Split",
+        &["s"],
+        &["s1", "s2"],
+        vec![("axis", Attr::Int(2))],
+    );
+    b.node(
+        "cat",
+        "Concat",
+        &["s2", "s1"],
+        &["sc"],
+        vec![("axis", Attr::Int(2))],
+    );
+    b.node(
+        "mean",
+        "ReduceMean",
+        &["sc"],
+        &["m"],
+        vec![("axes", Attr::Ints(vec![3])), ("keepdims", Attr::Int(0))],
+    );
+    b.node(
+        "un",
+        "Unsqueeze",
+        &["m"],
+        &["u"],
+        vec![("axes", Attr::Ints(vec![3]))],
+    );
+    b.node(
+        "sq",
+        "Squeeze",
+        &["u"],
+        &["q"],
+        vec![("axes", Attr::Ints(vec![3]))],
+    );
+    b.output("q", &[None, None, None]);
+    let m9 = b.build(9);
+    assert_parity(&m9, 2);
+    for to in [13, 18, 21] {
+        let up = zoo_onnx::opset::convert(m9.clone(), 9, to, &|_| None).unwrap();
+        assert_parity(&up, 2);
+        let down = zoo_onnx::opset::convert(up, to, 9, &|_| None).unwrap();
+        assert_parity(&down, 2);
+    }
+}
+
+/// A tf2onnx-style file: NHWC input transposed to NCHW first, TF "SAME" padding on a stride-2
+/// conv, ReLU6 as Clip. zoo and tract are both fed NCHW images; the engines transpose.
+#[test]
+fn channels_last_input_of_tensorflow_exports() {
+    let mut rng = SeededRng::new(12);
+    let mut b = GraphBuilder::new("images:0", &[None, Some(9), Some(7), Some(3)]);
+    weights(&mut b, &mut rng, "conv/kernel", &[4, 3, 3, 3]);
+    b.node(
+        "to_nchw",
+        "Transpose",
+        &["images:0"],
+        &["x"],
+        vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))],
+    );
+    b.node(
+        "conv",
+        "Conv",
+        &["x", "conv/kernel"],
+        &["c"],
+        vec![
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("auto_pad", Attr::Str("SAME_UPPER")),
+        ],
+    );
+    b.node(
+        "relu6",
+        "Clip",
+        &["c"],
+        &["r"],
+        vec![("min", Attr::Float(0.0)), ("max", Attr::Float(6.0))],
+    );
+    let m = finish(&mut b, "r", 9);
+    let onnx = OnnxModel::from_bytes(m.encode_to_vec()).unwrap();
+    assert_eq!(onnx.graph.layout, zoo_onnx::InputLayout::Nhwc);
+    assert_eq!(onnx.graph.input_chw(), [3, 9, 7]);
+    assert_parity(&m, 3);
+}

@@ -324,11 +324,7 @@ fn finetune_on<B: AutodiffBackend>(
         profile.name,
         options.classes,
         profile.head,
-        if frozen.is_empty() {
-            "nothing".to_string()
-        } else {
-            frozen.join(", ")
-        },
+        zoo_cards::describe_layers(&frozen),
         trainable_params
     ));
 
