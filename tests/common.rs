@@ -196,97 +196,10 @@ pub fn assert_run_files(run: &Path) {
     }
 }
 
-/// A small classifier whose head has one of the shapes the zoo's files use: `gemm-1001` (a
-/// fully connected head with 1001 outputs, output 0 = background, as TF/TFLite files have),
-/// `conv-flatten` (Conv -> Relu -> GlobalAveragePool -> Flatten, torchvision SqueezeNet),
-/// `conv-softmax` (the same ending in Softmax with an [N, C, 1, 1] output, SqueezeNet 1.0
-/// Caffe) and `pool-conv` (GlobalAveragePool -> Conv, [N, C, 1, 1] logits, DenseNet Caffe2).
+/// A small classifier with one of the head shapes of the zoo's files
+/// (`zoo_onnx::builder::head_shape_classifier`), written to `path`.
 pub fn head_shape_classifier(path: &Path, kind: &str) {
-    let mut rng = SeededRng::new(31);
-    let mut b = GraphBuilder::new("data", &[Some(1), Some(3), Some(12), Some(12)]);
     let outputs = if kind == "gemm-1001" { 1001 } else { 10 };
-    b.init_f32("conv1_w_0", &[8, 3, 3, 3], rng.values(216, 0.3));
-    b.init_f32("conv1_b_0", &[8], rng.values(8, 0.1));
-    b.node(
-        "c1",
-        "Conv",
-        &["data", "conv1_w_0", "conv1_b_0"],
-        &["c"],
-        vec![
-            ("strides", Attr::Ints(vec![2, 2])),
-            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
-        ],
-    );
-    b.node("r1", "Relu", &["c"], &["r"], vec![]);
-    let head_in = if kind == "gemm-1001" || kind == "pool-conv" {
-        b.node("gap", "GlobalAveragePool", &["r"], &["g"], vec![]);
-        "g"
-    } else {
-        "r"
-    };
-    let out_dims = match kind {
-        "gemm-1001" => {
-            b.init_f32("logits_w_0", &[outputs, 8], rng.values(outputs * 8, 0.3));
-            b.init_f32("logits_b_0", &[outputs], rng.values(outputs, 0.1));
-            b.node(
-                "flat",
-                "Flatten",
-                &[head_in],
-                &["f"],
-                vec![("axis", Attr::Int(1))],
-            );
-            b.node(
-                "fc",
-                "Gemm",
-                &["f", "logits_w_0", "logits_b_0"],
-                &["y"],
-                vec![("transB", Attr::Int(1))],
-            );
-            vec![Some(1), Some(outputs)]
-        }
-        "pool-conv" => {
-            b.init_f32("fc6_w_0", &[outputs, 8, 1, 1], rng.values(outputs * 8, 0.3));
-            b.init_f32("fc6_b_0", &[outputs], rng.values(outputs, 0.1));
-            b.node(
-                "fc6",
-                "Conv",
-                &[head_in, "fc6_w_0", "fc6_b_0"],
-                &["y"],
-                vec![],
-            );
-            vec![Some(1), Some(outputs), Some(1), Some(1)]
-        }
-        _ => {
-            b.init_f32(
-                "conv10_w_0",
-                &[outputs, 8, 1, 1],
-                rng.values(outputs * 8, 0.3),
-            );
-            b.init_f32("conv10_b_0", &[outputs], rng.values(outputs, 0.1));
-            b.node(
-                "c10",
-                "Conv",
-                &[head_in, "conv10_w_0", "conv10_b_0"],
-                &["h"],
-                vec![],
-            );
-            b.node("r10", "Relu", &["h"], &["hr"], vec![]);
-            b.node("gap", "GlobalAveragePool", &["hr"], &["g"], vec![]);
-            if kind == "conv-flatten" {
-                b.node(
-                    "flat",
-                    "Flatten",
-                    &["g"],
-                    &["y"],
-                    vec![("axis", Attr::Int(1))],
-                );
-                vec![Some(1), Some(outputs)]
-            } else {
-                b.node("sm", "Softmax", &["g"], &["y"], vec![]);
-                vec![Some(1), Some(outputs), Some(1), Some(1)]
-            }
-        }
-    };
-    b.output("y", &out_dims);
-    std::fs::write(path, b.build(9).encode_to_vec()).unwrap();
+    let model = zoo_onnx::builder::head_shape_classifier(kind, outputs);
+    std::fs::write(path, model.encode_to_vec()).unwrap();
 }

@@ -38,12 +38,24 @@ fn finetune_export_verify(kind: &str) {
         );
     }
     let run = finetune.json()["run_dir"].as_str().unwrap().to_string();
+    // A failed export writes nothing a later command would take for the model.
+    let bad = zoo(&["export", &run, "--onnx", "--engines", "bogus"], t.path());
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        !std::path::Path::new(&run).join("model.onnx").exists(),
+        "{kind}"
+    );
     let export = zoo(
         &["export", &run, "--onnx", "--engines", "tract", "--json"],
         t.path(),
     );
     assert_eq!(export.code, 0, "{kind}: {}", export.stderr);
     assert_eq!(export.json()["pass"], true, "{kind}");
+    assert_eq!(
+        export.json()["shape_mismatches"],
+        serde_json::json!([]),
+        "{kind}"
+    );
     let written = std::fs::read(std::path::Path::new(&run).join("model.onnx")).unwrap();
     let proto = <zoo_onnx::pb::ModelProto as prost::Message>::decode(written.as_slice()).unwrap();
     let problems = zoo_onnx::check::declared_shape_mismatches(&proto).unwrap();

@@ -26,6 +26,9 @@ pub struct ExportReport {
     /// Zoo's burn network at batch 1 and at batch 7 against each engine.
     pub batch_1: VerifyReport,
     pub batch_7: VerifyReport,
+    /// Declared shapes of the written file that its graph does not compute (a full shape
+    /// check, as `onnx.checker`'s); empty when the file is consistent.
+    pub shape_mismatches: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -58,18 +61,20 @@ pub fn export_run(
             value: summary,
         });
     }
+    // Everything that can fail runs before the file is written, so a failed export leaves no
+    // model.onnx that later commands would prefer.
+    let shape_mismatches = zoo_onnx::check::declared_shape_mismatches(&proto)?;
+    let images = crate::labeled::run_validation(run, &profile.preprocessing)?;
+    // Compared at the logits: a saturated final Softmax would hide differences.
+    let compared_at = net.logits_value().to_string();
     let bytes = proto.encode_to_vec();
+    let engines = Engines::open(proto, chw, true, engines, &compared_at)?;
     let output = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.join("model.onnx"));
     zoo_onnx::write::write_atomic(&output, &bytes)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
-
-    let images = crate::labeled::run_validation(run, &profile.preprocessing)?;
-    // Compared at the logits: a saturated final Softmax would hide differences.
-    let compared_at = net.logits_value().to_string();
     drop(bytes);
-    let engines = Engines::open(proto, chw, true, engines, &compared_at)?;
     let check = |batch| -> anyhow::Result<VerifyReport> {
         let ours = run_network(&net, &images.values, batch, &compared_at, &device)?;
         verify_outputs(
@@ -85,7 +90,8 @@ pub fn export_run(
     let batch_1 = check(1)?;
     let batch_7 = check(7)?;
     let report = ExportReport {
-        pass: batch_1.pass && batch_7.pass,
+        pass: batch_1.pass && batch_7.pass && shape_mismatches.is_empty(),
+        shape_mismatches,
         output: output.clone(),
         opset: opset.unwrap_or(from_opset),
         compared_at,

@@ -666,6 +666,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report =
                 zoo_app::export::export_run(&run, output.as_deref(), opset, &engines, tolerance)?;
             warn(&report.warnings);
+            for m in &report.shape_mismatches {
+                eprintln!("error: the written file's declared shape is wrong: {m}");
+            }
             if json {
                 print_json(&report)?;
             } else {

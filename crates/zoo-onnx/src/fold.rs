@@ -421,28 +421,33 @@ fn concat(parts: &[&Constant], axis: i64) -> std::result::Result<Constant, Strin
             ));
         }
     }
-    let chunk = |p: &Constant| p.dims[a..].iter().product::<usize>();
+    let chunks: Vec<usize> = parts.iter().map(|p| p.dims[a..].iter().product()).collect();
+    // Interleaves the parts' slices of each outer index.
+    fn join<T: Copy>(slices: &[&[T]], chunks: &[usize], outer: usize) -> Vec<T> {
+        (0..outer)
+            .flat_map(|o| {
+                slices
+                    .iter()
+                    .zip(chunks)
+                    .flat_map(move |(v, &c)| v[o * c..(o + 1) * c].iter().copied())
+            })
+            .collect()
+    }
     let data = match first.data {
-        ConstData::I64(_) => ConstData::I64(
-            (0..outer)
-                .flat_map(|o| {
-                    parts.iter().flat_map(move |p| {
-                        let v = p.as_i64().unwrap_or_default();
-                        v[o * chunk(p)..(o + 1) * chunk(p)].to_vec()
-                    })
-                })
-                .collect(),
-        ),
-        ConstData::F32(_) => ConstData::F32(
-            (0..outer)
-                .flat_map(|o| {
-                    parts.iter().flat_map(move |p| {
-                        let v = p.as_f32().unwrap_or_default();
-                        v[o * chunk(p)..(o + 1) * chunk(p)].to_vec()
-                    })
-                })
-                .collect(),
-        ),
+        ConstData::I64(_) => {
+            let v: Vec<&[i64]> = parts
+                .iter()
+                .map(|p| p.as_i64().unwrap_or_default())
+                .collect();
+            ConstData::I64(join(&v, &chunks, outer))
+        }
+        ConstData::F32(_) => {
+            let v: Vec<&[f32]> = parts
+                .iter()
+                .map(|p| p.as_f32().unwrap_or_default())
+                .collect();
+            ConstData::F32(join(&v, &chunks, outer))
+        }
     };
     Ok(Constant { dims, data })
 }

@@ -52,9 +52,21 @@ fn scalar_f32(t: &TensorProto) -> Option<f32> {
     })
 }
 
+/// How errors name a node: its name, or its first output when it has none.
+fn node_label(node: &NodeProto) -> String {
+    if node.name.is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name.clone()
+    }
+}
+
+/// A setting's name and whether it is a float scalar (else an integer list).
+type Setting = (&'static str, bool);
+
 /// Ops whose settings an opset moved from attributes to inputs: the opset of the move and the
-/// settings in input order (`true` for float scalars, `false` for integer lists).
-const MOVED_SETTINGS: &[(&str, i64, &[(&str, bool)])] = &[
+/// settings in input order.
+const MOVED_SETTINGS: &[(&str, i64, &[Setting])] = &[
     ("Clip", 11, &[("min", true), ("max", true)]),
     (
         "Slice",
@@ -107,11 +119,7 @@ fn move_settings(
     constants: &std::collections::HashMap<String, crate::Constant>,
     new_initializers: &mut Vec<TensorProto>,
 ) -> Result<()> {
-    let name = if node.name.is_empty() {
-        node.output.first().cloned().unwrap_or_default()
-    } else {
-        node.name.clone()
-    };
+    let name = node_label(node);
     let op = node.op_type.clone();
     let refuse = |why: String| Err(bad_node(&name, &op, why));
     if let Some((_, since)) = INTRODUCED.iter().find(|(op, _)| *op == node.op_type) {
@@ -232,11 +240,7 @@ pub fn convert(
     let constants = constant_values(graph);
     for node in graph.node.iter_mut() {
         move_settings(node, from, to, &constants, &mut new_initializers)?;
-        let name = if node.name.is_empty() {
-            node.output.first().cloned().unwrap_or_default()
-        } else {
-            node.name.clone()
-        };
+        let name = node_label(node);
         let op = node.op_type.clone();
         let refuse = |why: String| Err(bad_node(&name, &op, why));
         match op.as_str() {

@@ -69,85 +69,22 @@ fn roundtrip(bytes: Vec<u8>, head: &str, classes: usize) -> zoo_net::HeadChange 
     change
 }
 
-/// Conv heads: `Conv -> Relu -> GlobalAveragePool -> Flatten` (torchvision SqueezeNet),
-/// `Conv -> Relu -> GlobalAveragePool -> Softmax` with an [N, C, 1, 1] output (SqueezeNet 1.0
-/// Caffe), and `GlobalAveragePool -> Conv` with an [N, C, 1, 1] output (DenseNet-121 Caffe2).
 fn conv_head(kind: &str, classes_before: usize) -> Vec<u8> {
-    let mut rng = SeededRng::new(7);
-    let mut b = GraphBuilder::new("data", &[Some(1), Some(3), Some(8), Some(8)]);
-    b.init_f32("features_w_0", &[6, 3, 3, 3], rng.values(162, 0.3));
-    b.init_f32(
-        "head_w_0",
-        &[classes_before, 6, 1, 1],
-        rng.values(classes_before * 6, 0.3),
-    );
-    b.init_f32(
-        "head_b_0",
-        &[classes_before],
-        rng.values(classes_before, 0.1),
-    );
-    b.node(
-        "f",
-        "Conv",
-        &["data", "features_w_0"],
-        &["c"],
-        vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
-    );
-    b.node("fr", "Relu", &["c"], &["cr"], vec![]);
-    let out_dims = match kind {
-        "flatten" | "softmax" => {
-            b.node("h", "Conv", &["cr", "head_w_0", "head_b_0"], &["h"], vec![]);
-            b.node("hr", "Relu", &["h"], &["hr"], vec![]);
-            b.node("gap", "GlobalAveragePool", &["hr"], &["g"], vec![]);
-            if kind == "flatten" {
-                b.node(
-                    "flat",
-                    "Flatten",
-                    &["g"],
-                    &["y"],
-                    vec![("axis", Attr::Int(1))],
-                );
-                vec![Some(1), Some(classes_before)]
-            } else {
-                b.node("sm", "Softmax", &["g"], &["y"], vec![]);
-                vec![Some(1), Some(classes_before), Some(1), Some(1)]
-            }
-        }
-        _ => {
-            b.node("gap", "GlobalAveragePool", &["cr"], &["g"], vec![]);
-            b.node("h", "Conv", &["g", "head_w_0", "head_b_0"], &["y"], vec![]);
-            vec![Some(1), Some(classes_before), Some(1), Some(1)]
-        }
-    };
-    b.output("y", &out_dims);
-    // A stale annotation of the head's output, as exporters write them.
-    b.graph.value_info.push(zoo_onnx::builder::value_info(
-        "g",
-        &[
-            Some(1),
-            Some(if kind == "densenet" {
-                6
-            } else {
-                classes_before
-            }),
-            Some(1),
-            Some(1),
-        ],
-    ));
-    b.build(9).encode_to_vec()
+    zoo_onnx::builder::head_shape_classifier(kind, classes_before).encode_to_vec()
 }
 
 #[test]
 fn conv_heads_of_every_shape_are_replaced_with_every_declared_shape_updated() {
-    for kind in ["flatten", "softmax", "densenet"] {
-        let change = roundtrip(conv_head(kind, 12), "head", 3);
+    for kind in ["conv-flatten", "conv-softmax", "pool-conv"] {
+        let head = if kind == "pool-conv" { "fc6" } else { "conv10" };
+        let change = roundtrip(conv_head(kind, 12), head, 3);
         assert_eq!((change.old_outputs, change.new_outputs), (12, 3), "{kind}");
     }
 }
 
 #[test]
 fn a_1001_class_head_with_background_becomes_n_outputs() {
-    let change = roundtrip(conv_head("flatten", 1001), "head", 4);
+    let change = roundtrip(conv_head("gemm-1001", 1001), "logits", 4);
     assert_eq!(change.old_outputs, 1001);
     assert!(
         change.note().unwrap().contains("background"),
