@@ -453,3 +453,43 @@ fn cards_freeze_plans_and_heads_resolve_on_the_light_zoo_graphs() {
         );
     }
 }
+
+/// Hostile names and counts: a 70,000-character node name is cut in the table (the JSON keeps
+/// it), and zero samples, batches or validation intervals are refused by the parser.
+#[test]
+fn huge_names_and_zero_counts_are_handled_without_panics() {
+    let t = TempDir::new("hostile");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let bytes = std::fs::read(&model).unwrap();
+    let mut proto = zoo_onnx::decode_proto(bytes).unwrap();
+    let long = "n".repeat(70_000);
+    proto.graph.as_mut().unwrap().node[1].name = long.clone();
+    zoo_onnx::write::save_atomic(&proto, &model).unwrap();
+    let run = zoo(&["inspect", model.to_str().unwrap()], t.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("nnn...nnn") && !run.stdout.contains(&long));
+    let json = zoo(&["inspect", model.to_str().unwrap(), "--json"], t.path());
+    assert!(json.stdout.contains(&long));
+    for args in [
+        vec!["verify", model.to_str().unwrap(), "--samples", "0"],
+        vec!["verify", model.to_str().unwrap(), "--batch", "0"],
+        vec!["verify", model.to_str().unwrap(), "--samples", "100000000"],
+    ] {
+        let run = zoo(&args, t.path());
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    let run = zoo(
+        &[
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            t.path().to_str().unwrap(),
+            "--val-every",
+            "0",
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}

@@ -464,3 +464,50 @@ fn hub_errors_name_url_and_status() {
         run.stderr
     );
 }
+
+/// Names given for things inside a cache cannot reach outside it: nothing outside is deleted,
+/// written or created, even when the server is down.
+#[test]
+fn names_and_revisions_cannot_escape_the_cache() {
+    let t = TempDir::new("fetch-escape");
+    let victim = t.path().join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let sha = "0".repeat(64);
+    let url = "http://127.0.0.1:9/files/model.onnx";
+    for name in [
+        victim.to_str().unwrap(),
+        "../../victim.txt",
+        "..",
+        "a/b.onnx",
+    ] {
+        let run = zoo(
+            &["fetch", "--url", url, "--sha256", &sha, "--name", name],
+            t.path(),
+        );
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        assert!(run.stderr.contains("invalid file name"), "{}", run.stderr);
+        assert!(!run.stderr.contains("panicked"));
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    for revision in ["../../../../x/y", "/abs", "a//b", ".git"] {
+        let run = zoo(
+            &["fetch", "lenet", "--revision", revision, "--offline"],
+            t.path(),
+        );
+        assert_eq!(run.code, 2, "{revision}: {}", run.stderr);
+        assert!(run.stderr.contains("invalid revision"), "{}", run.stderr);
+    }
+    // Nothing appeared beside the caches.
+    let mut entries: Vec<String> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert!(
+        entries
+            .iter()
+            .all(|e| ["victim.txt", "hf", "zoo"].contains(&e.as_str())),
+        "{entries:?}"
+    );
+    assert!(!t.path().parent().unwrap().join("x").exists());
+}

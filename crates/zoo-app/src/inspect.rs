@@ -208,6 +208,12 @@ pub fn render(report: &InspectReport) -> String {
                 ]
             })
             .collect();
+        // Cells are cut for the table (a hostile file can have names of any length); the JSON
+        // report keeps them whole.
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|r| r.into_iter().map(|c| shorten(&c, 60)).collect())
+            .collect();
         let header = ["layer", "op", "output", "params", "trains"];
         let widths: Vec<usize> = (0..5)
             .map(|i| {
@@ -287,4 +293,16 @@ pub fn group_digits(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// `text` cut to at most `max` characters, the middle replaced by `...`.
+fn shorten(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let keep = (max - 3) / 2;
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(n - keep).collect();
+    format!("{head}...{tail}")
 }

@@ -131,11 +131,11 @@ enum Command {
         /// Where zoo's side runs: auto, cpu or cuda.
         #[arg(long, default_value = "auto")]
         device: zoo_train::DeviceChoice,
-        /// Number of inputs (default: 8 random ones, or every image in --images).
-        #[arg(long)]
+        /// Number of inputs (default: 8 random ones, or every image in --images), 1 to 100000.
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         samples: Option<usize>,
-        /// Batch size for zoo's forward pass.
-        #[arg(long, default_value_t = 8)]
+        /// Batch size for zoo's forward pass (1 to 4096).
+        #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
         batch: usize,
         /// Reference engines, comma separated: tract, ort.
         #[arg(long, value_delimiter = ',', default_value = "tract")]
@@ -252,8 +252,8 @@ struct TrainingArgs {
     /// Images of each class to train on; the rest validate.
     #[arg(long)]
     train_per_class: Option<usize>,
-    /// Validate every this many iterations (default: each epoch).
-    #[arg(long)]
+    /// Validate every this many iterations (default: each epoch; at least 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     val_every: Option<usize>,
     /// Stop after this many validations without improvement.
     #[arg(long)]

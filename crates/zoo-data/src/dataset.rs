@@ -305,6 +305,12 @@ fn open_csv(path: &Path) -> Result<Dataset, DataError> {
         };
         rows.push((file, row.label, split));
     }
+    if rows.is_empty() {
+        return Err(DataError::Manifest {
+            path: path.to_path_buf(),
+            reason: "it has a header but no rows: list one `path,label` line per image".into(),
+        });
+    }
     let mut classes: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
     classes.sort();
     classes.dedup();

@@ -62,12 +62,27 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(found)
 }
 
-/// Every regular file below `dir`, hidden files excluded.
+/// Every regular file below `dir` (symlinks followed), hidden files excluded. Special files
+/// (FIFOs, sockets, devices) are never listed: reading one can block forever. A folder reached
+/// twice (a symlink loop, or two links to one folder) is read once.
 pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Unreadable {
+    let mut seen = std::collections::HashSet::new();
+    walk_once(dir, out, &mut seen)
+}
+
+fn walk_once(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), DataError> {
+    let unreadable = |e: std::io::Error| DataError::Unreadable {
         path: dir.to_path_buf(),
         reason: e.to_string(),
-    })?;
+    };
+    if !seen.insert(std::fs::canonicalize(dir).map_err(unreadable)?) {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(unreadable)?;
     for entry in entries.flatten() {
         let path = entry.path();
         if path
@@ -77,10 +92,11 @@ pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> 
         {
             continue;
         }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
+        // `metadata` follows symlinks: a dangling link or a loop is simply not listed.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => walk_once(&path, out, seen)?,
+            Ok(m) if m.is_file() => out.push(path),
+            _ => {}
         }
     }
     Ok(())

@@ -147,3 +147,29 @@ fn batches_cover_every_image_once_per_epoch() {
     assert_eq!(a, b, "augmentation is seeded");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_manifest_with_a_header_and_no_rows_is_an_error() {
+    let root = tmp("empty-manifest");
+    std::fs::create_dir_all(&root).unwrap();
+    let csv = root.join("m.csv");
+    std::fs::write(&csv, "path,label\n").unwrap();
+    let e = open(&csv).unwrap_err().to_string();
+    assert!(e.contains("no rows"), "{e}");
+}
+
+/// Special files are never opened (a FIFO blocks a reader forever) and a symlink loop is read
+/// once: a folder of 3 images stays 3 images.
+#[cfg(unix)]
+#[test]
+fn fifos_are_skipped_and_symlink_loops_are_not_followed() {
+    let root = tmp("special-files");
+    folder(&root, &[("a", 3), ("b", 2)]);
+    let fifo = root.join("a").join("x.jpg");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    std::os::unix::fs::symlink(root.join("a"), root.join("a").join("loop")).unwrap();
+    let d = open(&root).unwrap();
+    assert_eq!(d.samples.len(), 5, "{:?}", d.samples);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -22,4 +22,10 @@ pub enum FetchError {
     Offline { name: String, cache: PathBuf },
     #[error("cannot write to the cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    #[error("invalid {what} `{name}`: {reason}")]
+    BadName {
+        what: String,
+        name: String,
+        reason: String,
+    },
 }

@@ -180,6 +180,7 @@ pub fn fetch_card(
         .revision
         .clone()
         .unwrap_or_else(|| source.revision.clone());
+    crate::names::check_revision(&revision)?;
     let pinned = Source {
         revision: revision.clone(),
         ..source.clone()
@@ -389,12 +390,18 @@ pub fn fetch_url(
             reason: format!("--sha256 must be 64 hex digits, got `{sha256}`"),
         });
     }
+    // A name the user gives must be a plain file name; one taken from the URL falls back to
+    // `model.onnx` when it is not.
+    if let Some(n) = name {
+        crate::names::check_file_name(n)?;
+    }
     let file_name = name
         .map(str::to_string)
         .or_else(|| {
-            url.rsplit('/')
+            url.split(['?', '#'])
                 .next()
-                .filter(|s| !s.is_empty())
+                .and_then(|u| u.rsplit('/').next())
+                .filter(|s| crate::names::check_file_name(s).is_ok())
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "model.onnx".to_string());

@@ -6,6 +6,7 @@
 mod cache;
 mod error;
 mod fetch;
+mod names;
 mod resolve;
 mod verify;
 
@@ -15,5 +16,6 @@ pub use fetch::{
     download_url, ensure_writable, fetch_card, fetch_url, FetchOptions, FetchStatus, Fetched,
     ProgressFn,
 };
+pub use names::{check_file_name, check_revision};
 pub use resolve::{resolve_model, ModelArg, ResolveError, ResolvedModel};
 pub use verify::{check_file, sha256_file, Check};

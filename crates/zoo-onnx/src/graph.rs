@@ -338,6 +338,24 @@ impl OnnxModel {
             )));
         }
 
+        let mut reached: HashSet<&str> = HashSet::from([input.name.as_str()]);
+        for n in &graph_nodes {
+            if n.inputs.iter().any(|i| reached.contains(i.as_str())) {
+                reached.extend(n.outputs.iter().map(String::as_str));
+            }
+        }
+        if !reached.contains(output.name.as_str()) {
+            return Err(OnnxError::BadInterface(format!(
+                "output `{}` is computed from constants only: it does not depend on the input image",
+                output.name
+            )));
+        }
+        let mut info = info;
+        if !info.batched.contains(&output.name) {
+            info.fixed_batch.get_or_insert_with(|| {
+                format!("output `{}` does not carry the batch axis", output.name)
+            });
+        }
         let graph = Graph {
             opset,
             layout,

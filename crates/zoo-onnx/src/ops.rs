@@ -493,6 +493,16 @@ impl<'a> Attrs<'a> {
 
     fn padding(&self) -> Result<Padding> {
         let auto_pad = self.string("auto_pad")?.unwrap_or_default();
+        // ONNX forbids `pads` beside `auto_pad`; tolerated only as four zeros (some exporters
+        // write them).
+        let explicit = !matches!(auto_pad.as_str(), "" | "NOTSET");
+        if let (true, Some(p)) = (explicit, self.ints("pads")?) {
+            if p.len() != 4 || p.iter().any(|&x| x != 0) {
+                return Err(self.err(format!(
+                    "`pads` = {p:?} cannot be combined with auto_pad `{auto_pad}`"
+                )));
+            }
+        }
         match auto_pad.as_str() {
             "" | "NOTSET" => match self.ints("pads")? {
                 None => Ok(Padding::Explicit([0; 4])),

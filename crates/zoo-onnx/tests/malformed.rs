@@ -186,3 +186,42 @@ fn interface_problems() {
     m.graph = None;
     assert!(matches!(load(&m), Err(OnnxError::NoGraph)));
 }
+
+#[test]
+fn auto_pad_with_pads_outputs_of_constants_and_outputs_without_batch_are_handled() {
+    // auto_pad with a 3-element pads (tract panicked on it): refused, naming both.
+    let mut m = small_model();
+    let conv = &mut m.graph.as_mut().unwrap().node[0];
+    conv.attribute
+        .push(zoo_onnx::builder::attr("auto_pad", Attr::Str("SAME_UPPER")));
+    conv.attribute
+        .push(zoo_onnx::builder::attr("pads", Attr::Ints(vec![1, 1, 1])));
+    let e = error_text(&m);
+    assert!(e.contains("cannot be combined with auto_pad"), "{e}");
+
+    // An output made of initializers only does not depend on the image.
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(6), Some(6)]);
+    b.init_f32("a", &[1, 3], vec![1.0; 3]);
+    b.init_f32("k", &[1, 3], vec![2.0; 3]);
+    b.node("relu", "Relu", &["x"], &["r"], vec![]);
+    b.node("add", "Add", &["a", "k"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(3)]);
+    let e = error_text(&b.build(11));
+    assert!(e.contains("does not depend on the input image"), "{e}");
+
+    // An output whose axis 0 is not the batch (a parameter broadcast in front of it) runs at
+    // its declared batch only, and says why.
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(6), Some(6)]);
+    b.init_f32("p", &[16, 1, 1], vec![0.5; 16]);
+    b.node("gap", "GlobalAveragePool", &["x"], &["g"], vec![]);
+    b.init_i64("s", &[1, 2]);
+    b.node("flat", "Reshape", &["g", "s"], &["f"], vec![]);
+    b.node("add", "Add", &["f", "p"], &["y"], vec![]);
+    b.output("y", &[Some(16), Some(1), Some(2)]);
+    let m = load(&b.build(11)).unwrap();
+    let why = m.graph.shapes.fixed_batch.clone().unwrap();
+    assert!(
+        why.contains("broadcast") || why.contains("batch axis"),
+        "{why}"
+    );
+}

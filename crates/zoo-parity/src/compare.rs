@@ -27,14 +27,24 @@ pub fn argmax(values: &[f32]) -> usize {
         .0
 }
 
+/// Rows that do not pair up (another count, another width) and non-finite values on either
+/// side are disagreements, never a silent pass.
 pub fn compare(ours: &[Vec<f32>], reference: &[Vec<f32>]) -> Agreement {
-    assert_eq!(ours.len(), reference.len(), "one reference row per sample");
+    if ours.len() != reference.len() {
+        return Agreement {
+            samples: ours.len(),
+            max_abs_diff: f64::INFINITY,
+            max_rel_diff: f64::INFINITY,
+            top1_agreement: 0.0,
+        };
+    }
     let mut max_abs: f64 = 0.0;
     let mut max_rel: f64 = 0.0;
     let mut same_top1 = 0;
     for (a, b) in ours.iter().zip(reference) {
         let scale = b.iter().fold(1.0f64, |m, &v| m.max((v as f64).abs()));
-        let diff = if a.len() != b.len() {
+        let finite = a.iter().chain(b).all(|v| v.is_finite());
+        let diff = if a.len() != b.len() || !finite {
             f64::INFINITY
         } else {
             a.iter()
@@ -51,7 +61,11 @@ pub fn compare(ours: &[Vec<f32>], reference: &[Vec<f32>]) -> Agreement {
                 .fold(0.0, f64::max)
         };
         max_abs = max_abs.max(diff);
-        max_rel = max_rel.max(diff / scale);
+        max_rel = max_rel.max(if diff.is_finite() {
+            diff / scale
+        } else {
+            f64::INFINITY
+        });
         if a.len() == b.len() && argmax(a) == argmax(b) {
             same_top1 += 1;
         }
@@ -88,5 +102,15 @@ mod tests {
         );
         assert!(a.max_abs_diff.is_infinite());
         assert_eq!(a.top1_agreement, 0.5);
+    }
+
+    #[test]
+    fn infinite_outputs_on_both_sides_and_missing_rows_fail() {
+        let inf = compare(&[vec![f32::INFINITY, 0.0]], &[vec![f32::INFINITY, 0.0]]);
+        assert!(inf.max_rel_diff.is_infinite(), "{inf:?}");
+        let nan = compare(&[vec![f32::NAN]], &[vec![f32::NAN]]);
+        assert!(nan.max_rel_diff.is_infinite(), "{nan:?}");
+        let short = compare(&[vec![1.0], vec![2.0]], &[vec![1.0]]);
+        assert!(short.max_rel_diff.is_infinite() && short.top1_agreement == 0.0);
     }
 }
