@@ -511,3 +511,46 @@ fn names_and_revisions_cannot_escape_the_cache() {
     );
     assert!(!t.path().parent().unwrap().join("x").exists());
 }
+
+/// A server that accepts and never answers, answers headers and no body, or drips a byte every
+/// 100 ms: every fetch (Hub and --url) fails within its limits, naming the URL and what stalled.
+#[test]
+fn stalled_and_dripping_servers_fail_within_the_timeouts() {
+    for mode in [Mode::Silent, Mode::NoBody, Mode::Drip] {
+        let t = TempDir::new("fetch-stall");
+        let server = HubServer::start(mode);
+        server.add(LENET_REPO, LENET_PATH, vec![7u8; 26_454], LENET_SHA);
+        server.add_plain("/files/m.onnx", vec![7u8; 50_000]);
+        let url = format!("{}/files/m.onnx", server.endpoint());
+        let sha = "0".repeat(64);
+        let endpoint = server.endpoint();
+        for args in [
+            vec!["fetch", "lenet", "--endpoint", endpoint.as_str()],
+            vec!["fetch", "--url", url.as_str(), "--sha256", sha.as_str()],
+        ] {
+            let started = std::time::Instant::now();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))
+                .args(&args)
+                .env("HF_HOME", t.path().join("hf"))
+                .env("ZOO_CACHE", t.path().join("zoo"))
+                .env_remove("HF_HUB_CACHE")
+                .env("ZOO_FETCH_TIMEOUT", "1")
+                .env("ZOO_LOW_SPEED_LIMIT", "1000")
+                .env("ZOO_LOW_SPEED_TIME", "2")
+                .output()
+                .unwrap();
+            let took = started.elapsed().as_secs_f64();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{mode:?} {args:?}: {stderr}");
+            assert!(took < 15.0, "{mode:?} {args:?} took {took:.1} s");
+            assert!(stderr.contains(&server.endpoint()), "{mode:?}: {stderr}");
+            assert!(
+                ["stalled", "too slow", "timed out", "timeout"]
+                    .iter()
+                    .any(|w| stderr.contains(w)),
+                "{mode:?} {args:?}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}

@@ -23,7 +23,16 @@ pub enum Mode {
     Status(u16),
     /// Headers announce the full length, half the body is sent, then the socket closes.
     CutHalfway,
+    /// Every request is read and never answered (for at most 20 s).
+    Silent,
+    /// GETs get their headers and then no body (for at most 20 s); HEADs are answered.
+    NoBody,
+    /// GETs get their headers, then one byte every 100 ms (for at most 20 s).
+    Drip,
 }
+
+/// How long a misbehaving mode keeps a connection before giving up (tests stay bounded).
+const MISBEHAVE_FOR: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Default)]
 struct State {
@@ -155,6 +164,10 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         };
         (s.mode.unwrap_or(Mode::Normal), s.files.get(&key).cloned())
     };
+    if mode == Mode::Silent {
+        std::thread::sleep(MISBEHAVE_FOR);
+        return;
+    }
     if let Mode::Status(code) = mode {
         let body = format!("status {code}");
         let _ = write!(
@@ -203,6 +216,22 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         body.len()
     );
     if conn.write_all(head.as_bytes()).is_err() || method == "HEAD" {
+        return;
+    }
+    if mode == Mode::NoBody {
+        let _ = conn.flush();
+        std::thread::sleep(MISBEHAVE_FOR);
+        return;
+    }
+    if mode == Mode::Drip {
+        let started = std::time::Instant::now();
+        for b in body {
+            if started.elapsed() > MISBEHAVE_FOR || conn.write_all(&[*b]).is_err() {
+                return;
+            }
+            let _ = conn.flush();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         return;
     }
     if mode == Mode::CutHalfway {

@@ -498,9 +498,39 @@ struct FetchArgs {
     /// File name for the --url model in the cache.
     #[arg(long)]
     name: Option<String>,
+    /// Seconds to connect, and without any data before a download is given up (default 30,
+    /// or ZOO_FETCH_TIMEOUT).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Give up when fewer than this many bytes per second arrive over --low-speed-time
+    /// (default 1024, or ZOO_LOW_SPEED_LIMIT; 0 turns it off).
+    #[arg(long, value_name = "BYTES")]
+    low_speed_limit: Option<u64>,
+    /// Seconds over which --low-speed-limit is measured (default 30, or ZOO_LOW_SPEED_TIME).
+    #[arg(long, value_name = "SECS")]
+    low_speed_time: Option<f64>,
     /// Print one JSON object (the path is in it).
     #[arg(long)]
     json: bool,
+}
+
+impl FetchArgs {
+    /// Flags override the environment, which overrides the defaults.
+    fn limits(&self) -> zoo_fetch::NetLimits {
+        let mut limits = zoo_fetch::NetLimits::from_env();
+        let secs = |v: f64| std::time::Duration::from_secs_f64(v.clamp(0.001, 86_400.0));
+        if let Some(t) = self.timeout {
+            limits.connect = secs(t);
+            limits.stall = secs(t);
+        }
+        if let Some(b) = self.low_speed_limit {
+            limits.low_speed_bytes = b;
+        }
+        if let Some(t) = self.low_speed_time {
+            limits.low_speed_window = secs(t);
+        }
+        limits
+    }
 }
 
 #[derive(Args)]
@@ -575,6 +605,7 @@ fn progress_bar(quiet: bool) -> Option<zoo_fetch::ProgressFn> {
 }
 
 fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.limits();
     let options = zoo_fetch::FetchOptions {
         revision: args.revision,
         opset: args.opset,
@@ -582,6 +613,7 @@ fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         offline: args.offline,
         endpoint: args.endpoint,
         progress: progress_bar(args.quiet || args.json),
+        limits,
     };
     let check = !args.no_check;
     let report = match (&args.model, &args.url) {

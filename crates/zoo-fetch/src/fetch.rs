@@ -26,6 +26,8 @@ pub struct FetchOptions {
     /// Hub mirror; `HF_ENDPOINT` when `None`.
     pub endpoint: Option<String>,
     pub progress: Option<ProgressFn>,
+    /// Timeouts and the low-speed limit of every download.
+    pub limits: crate::limits::NetLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -137,6 +139,9 @@ fn reject(path: &Path, what: &str, size: u64, sha256: &str) -> Result<(), FetchE
     }
 }
 
+/// Downloads one Hub file. The HTTP client has connect and read timeouts; a watchdog also
+/// bounds the phases no read timeout covers (hf-hub's metadata request) and applies the
+/// low-speed limit, from the download's progress events.
 fn hub_download(
     hub: &HubCache,
     options: &FetchOptions,
@@ -145,26 +150,64 @@ fn hub_download(
     revision: &str,
 ) -> Result<PathBuf, String> {
     let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
+    let limits = options.limits;
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("zoo/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(limits.connect)
+        .read_timeout(limits.stall)
+        .build()
+        .map_err(|e| e.to_string())?;
     let client = HFClient::builder()
         .endpoint(endpoint(options))
         .cache_dir(&hub.root)
+        .client(http)
         .retry_max_attempts(3)
         .retry_base_delay(std::time::Duration::from_millis(200))
         .build_sync()
         .map_err(|e| e.to_string())?;
-    let progress = options
-        .progress
-        .clone()
-        .map(|p| hf_hub::progress::Progress::new(HubProgress(p)));
-    client
-        .model(owner, name)
-        .download_file()
-        .filename(path)
-        .revision(revision.to_string())
-        .force_download(options.force)
-        .maybe_progress(progress)
-        .send()
-        .map_err(|e| e.to_string())
+    let watch = Arc::new(std::sync::Mutex::new(crate::limits::Watch::new(limits)));
+    let user = options.progress.clone();
+    let seen = watch.clone();
+    let on_bytes: ProgressFn = Arc::new(move |done, total| {
+        if let Ok(mut w) = seen.lock() {
+            w.progress(done);
+        }
+        if let Some(p) = &user {
+            p(done, total);
+        }
+    });
+    let progress = hf_hub::progress::Progress::new(HubProgress(on_bytes));
+    let (path, revision, force) = (path.to_string(), revision.to_string(), options.force);
+    let (owner, name) = (owner.to_string(), name.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = client
+            .model(&owner, &name)
+            .download_file()
+            .filename(&path)
+            .revision(revision)
+            .force_download(force)
+            .maybe_progress(Some(progress))
+            .send()
+            .map_err(|e| e.to_string());
+        let _ = tx.send(result);
+    });
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(result) => return result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let verdict = watch.lock().ok().and_then(|mut w| w.verdict());
+                if let Some(why) = verdict {
+                    // The download thread is left behind; the partial file stays
+                    // `.incomplete`, which nothing takes as valid.
+                    return Err(why);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("the download stopped without a result".into())
+            }
+        }
+    }
 }
 
 /// Fetches a card's model file (and its label file), verified by size and sha256.
@@ -281,7 +324,7 @@ fn fetch_labels(
         }
     }
     if let Some(url) = &labels.url {
-        match download_url(url, &target, None) {
+        match download_url(url, &target, None, &options.limits) {
             Ok(()) => {
                 reject(&target, url, size, sha)?;
                 return Ok(Some(target));
@@ -312,6 +355,7 @@ pub fn download_url(
     url: &str,
     target: &Path,
     progress: Option<&ProgressFn>,
+    limits: &crate::limits::NetLimits,
 ) -> Result<(), FetchError> {
     let fail = |reason: String| FetchError::Download {
         url: url.to_string(),
@@ -326,15 +370,17 @@ pub fn download_url(
     }
     let part = PathBuf::from(format!("{}.part", target.display()));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    // `timeout` bounds the request up to its headers and then each read of the body.
     let client = reqwest::blocking::Client::builder()
-        .timeout(None)
+        .connect_timeout(limits.connect)
+        .timeout(limits.stall)
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let mut request = client.get(url);
     if have > 0 {
         request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let mut response = request.send().map_err(|e| fail(e.to_string()))?;
+    let mut response = request.send().map_err(|e| fail(describe(&e, limits)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(fail(format!("HTTP {status}")));
@@ -353,14 +399,22 @@ pub fn download_url(
         .map_err(cache_fail)?;
     let mut done = if resumed { have } else { 0 };
     let mut buf = vec![0u8; 1 << 16];
+    let mut watch = crate::limits::Watch::new(*limits);
     loop {
-        let n = std::io::Read::read(&mut response, &mut buf)
-            .map_err(|e| fail(format!("connection lost after {done} bytes: {e}")))?;
+        let n = std::io::Read::read(&mut response, &mut buf).map_err(|e| {
+            fail(format!(
+                "connection lost or stalled after {done} bytes: {e}"
+            ))
+        })?;
         if n == 0 {
             break;
         }
         file.write_all(&buf[..n]).map_err(cache_fail)?;
         done += n as u64;
+        watch.progress(done);
+        if let Some(why) = watch.verdict() {
+            return Err(fail(why));
+        }
         if let Some(p) = progress {
             p(done, total);
         }
@@ -372,6 +426,23 @@ pub fn download_url(
         )));
     }
     std::fs::rename(&part, target).map_err(cache_fail)
+}
+
+/// A request error in words, saying when it was a timeout and which limit applied.
+fn describe(e: &reqwest::Error, limits: &crate::limits::NetLimits) -> String {
+    if e.is_timeout() {
+        return format!(
+            "timed out: no answer within {:.0} s (stalled; ZOO_FETCH_TIMEOUT or --timeout sets the limit)",
+            limits.stall.as_secs_f64()
+        );
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// `zoo fetch --url URL --sha256 HEX`: a model without a card, cached under its checksum.
@@ -427,7 +498,7 @@ pub fn fetch_url(
         });
     }
     let _ = std::fs::remove_file(&target);
-    download_url(url, &target, options.progress.as_ref())?;
+    download_url(url, &target, options.progress.as_ref(), &options.limits)?;
     let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
     // No expected size for a plain URL: the checksum alone decides.
     reject(&target, url, size, &sha)?;

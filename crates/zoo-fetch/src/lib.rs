@@ -6,6 +6,7 @@
 mod cache;
 mod error;
 mod fetch;
+mod limits;
 mod names;
 mod resolve;
 mod verify;
@@ -16,6 +17,7 @@ pub use fetch::{
     download_url, ensure_writable, fetch_card, fetch_url, FetchOptions, FetchStatus, Fetched,
     ProgressFn,
 };
+pub use limits::NetLimits;
 pub use names::{check_file_name, check_revision};
 pub use resolve::{resolve_model, ModelArg, ResolveError, ResolvedModel};
 pub use verify::{check_file, sha256_file, Check};
