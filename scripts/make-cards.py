@@ -83,8 +83,10 @@ CARDS = {
                     "", [], "Apache-2.0 (ONNX Model Zoo)"),
     "shufflenet": ("ShuffleNet v1", "ShuffleNet v1 (Caffe2), ImageNet 1000 classes", "shufflenet", "shufflenet-", 9,
                    "probabilities", CAFFE, UNESTABLISHED, "gpu_0/pred",
-                   ["gpu_0/conv3_0*", "gpu_0/gconv1_0*", "gpu_0/gconv1_1*", "gpu_0/gconv1_2*", "gpu_0/gconv1_3*",
-                    "gpu_0/gconv2_0*", "gpu_0/gconv2_1*", "gpu_0/gconv2_2*", "gpu_0/gconv2_3*"], "Apache-2.0 (ONNX Model Zoo)"),
+                   # Stem and stages 2-3 (units 0-11 of 16: gconv1_0..23, gconv3_0..11, each with its
+                   # batch norm); stage 4 (units 12-15) and pred train.
+                   ["gpu_0/conv3_0*"] + [f"gpu_0/gconv1_{i}{bn}" for i in range(24) for bn in ("", "_bn")]
+                   + [f"gpu_0/gconv3_{i}{bn}" for i in range(12) for bn in ("", "_bn")], "Apache-2.0 (ONNX Model Zoo)"),
     "shufflenet-v2": ("ShuffleNet v2", "ShuffleNet v2 x1.0 (torchvision export), ImageNet 1000 classes", "shufflenet",
                       "shufflenet-v2-", 12, "logits", IMAGENET, "torchvision recipe (README and its export script: "
                       "Resize(256), CenterCrop(224), ImageNet mean/std). Head initializer names are not verified, so "

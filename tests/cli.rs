@@ -493,3 +493,36 @@ fn huge_names_and_zero_counts_are_handled_without_panics() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+/// A learning rate that makes the loss explode stops the run with the reason, instead of
+/// reporting a model full of NaN as trained.
+#[test]
+fn a_diverging_learning_rate_is_an_error_not_a_nan_model() {
+    let t = TempDir::new("diverge");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for class in ["a", "b"] {
+        write_images(&t.path().join("data").join(class), 6);
+    }
+    let run = zoo(
+        &[
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            t.path().join("data").to_str().unwrap(),
+            "--lr",
+            "1e30",
+            "--epochs",
+            "2",
+            "--out",
+            t.path().join("runs").to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("training diverged") && run.stderr.contains("lower --lr"),
+        "{}",
+        run.stderr
+    );
+}

@@ -42,6 +42,15 @@ pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| unreadable(e.to_string()))?;
+    // Checked from the header, before any pixel buffer exists: not every decoder honours
+    // `max_alloc` (16-bit RGBA PNGs did not).
+    let (w, h) = decoder.dimensions();
+    if w > MAX_SIDE || h > MAX_SIDE || decoder.total_bytes() > MAX_DECODE_BYTES {
+        return Err(unreadable(format!(
+            "{w}x{h} needs {} bytes to decode, over the limits ({MAX_SIDE} px a side, {MAX_DECODE_BYTES} bytes)",
+            decoder.total_bytes()
+        )));
+    }
     let orientation = decoder.orientation().ok();
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| unreadable(e.to_string()))?;
     if let Some(o) = orientation {

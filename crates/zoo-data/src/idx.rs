@@ -7,6 +7,13 @@ use image::{DynamicImage, GrayImage};
 
 use crate::error::DataError;
 
+/// Most images one IDX file may hold (MNIST has 70,000, EMNIST 814,255): each becomes a sample,
+/// so a tiny gzipped file declaring 10^9 1x1 images is refused before anything is allocated.
+pub const MAX_IDX_IMAGES: usize = 10_000_000;
+
+/// Largest IDX payload read (MNIST's training images are 47 MB).
+const MAX_PAYLOAD: usize = 1 << 30;
+
 /// Images of an IDX file, all in memory (MNIST's test set is 7.8 MB).
 #[derive(Debug)]
 pub struct IdxImages {
@@ -34,22 +41,22 @@ impl IdxImages {
     }
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::Unreadable {
+/// Opens an IDX file, gunzipping when it starts with the gzip magic bytes.
+fn open_stream(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    let unreadable = |e: std::io::Error| DataError::Unreadable {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            // MNIST's largest file is 47 MB unpacked; refuse gzip bombs.
-            .take(1 << 30)
-            .read_to_end(&mut out)
-            .map_err(|e| idx_error(path, format!("bad gzip data: {e}")))?;
-        Ok(out)
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic).map_err(unreadable)?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let raw = head.chain(file);
+    Ok(if magic[..n] == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(raw))
     } else {
-        Ok(raw)
-    }
+        Box::new(raw)
+    })
 }
 
 fn idx_error(path: &Path, reason: impl Into<String>) -> DataError {
@@ -59,63 +66,82 @@ fn idx_error(path: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
-/// Parses the header: magic `0 0 type ndim`, then `ndim` big-endian u32 dims; u8 data only.
-fn parse(path: &Path, bytes: &[u8], ndim: u8) -> Result<(Vec<usize>, usize), DataError> {
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+/// Reads an IDX file: the header (magic `0 0 type ndim`, then `ndim` big-endian u32 dims, u8
+/// data only) is checked first, and the payload is read only when its declared size is within
+/// the limits; then it must have exactly that size. A small gzipped file declaring a huge
+/// payload is refused without allocating it.
+fn read_idx(path: &Path, ndim: u8, max_items: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let mut stream = open_stream(path)?;
+    let mut header = vec![0u8; 4 + 4 * ndim as usize];
+    stream
+        .read_exact(&mut header)
+        .map_err(|_| idx_error(path, "truncated header"))?;
+    if header[0] != 0 || header[1] != 0 {
         return Err(idx_error(path, "bad magic number"));
     }
-    if bytes[2] != 0x08 {
+    if header[2] != 0x08 {
         return Err(idx_error(
             path,
-            format!("element type 0x{:02x} is not unsigned bytes", bytes[2]),
+            format!("element type 0x{:02x} is not unsigned bytes", header[2]),
         ));
     }
-    if bytes[3] != ndim {
+    if header[3] != ndim {
         return Err(idx_error(
             path,
-            format!("{} dimensions, expected {ndim}", bytes[3]),
+            format!("{} dimensions, expected {ndim}", header[3]),
         ));
-    }
-    let header = 4 + 4 * ndim as usize;
-    if bytes.len() < header {
-        return Err(idx_error(path, "truncated header"));
     }
     let dims: Vec<usize> = (0..ndim as usize)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .map(|i| u32::from_be_bytes(header[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
+    if dims[0] > max_items {
+        return Err(idx_error(
+            path,
+            format!("{} items, more than the limit of {max_items}", dims[0]),
+        ));
+    }
     let count = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| idx_error(path, "dims overflow"))?;
-    if bytes.len() - header != count {
+        .filter(|&c| c <= MAX_PAYLOAD)
+        .ok_or_else(|| {
+            idx_error(
+                path,
+                format!("dims {dims:?} need more than {MAX_PAYLOAD} bytes"),
+            )
+        })?;
+    let mut data = Vec::with_capacity(count);
+    stream
+        .take(count as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| idx_error(path, format!("bad data: {e}")))?;
+    if data.len() != count {
         return Err(idx_error(
             path,
             format!(
-                "holds {} data bytes, its header says {count}",
-                bytes.len() - header
+                "holds {}{} data bytes, its header says {count}",
+                data.len().min(count),
+                if data.len() > count { "+" } else { "" }
             ),
         ));
     }
-    Ok((dims, header))
+    Ok((dims, data))
 }
 
 pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let (dims, header) = parse(path, &bytes, 3)?;
+    let (dims, pixels) = read_idx(path, 3, MAX_IDX_IMAGES)?;
     if dims[1] == 0 || dims[2] == 0 {
         return Err(idx_error(path, "zero-sized images"));
     }
     Ok(IdxImages {
         rows: dims[1],
         cols: dims[2],
-        pixels: bytes[header..].to_vec(),
+        pixels,
     })
 }
 
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let (_, header) = parse(path, &bytes, 1)?;
-    Ok(bytes[header..].to_vec())
+    Ok(read_idx(path, 1, MAX_IDX_IMAGES)?.1)
 }
 
 /// Whether a file name looks like an IDX images file.

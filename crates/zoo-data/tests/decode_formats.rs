@@ -92,3 +92,29 @@ fn decompression_bombs_are_refused() {
     assert!(zoo_data::decode(&path).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A PNG whose header claims 16384x16384 16-bit RGBA (2 GiB to decode) is refused from its
+/// header, before any pixel buffer is allocated.
+#[test]
+fn a_png_declaring_gigabytes_is_refused_from_its_header() {
+    let dir = std::env::temp_dir().join(format!("zoo-png-bomb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bomb.png");
+    let img = image::ImageBuffer::<image::Rgba<u16>, Vec<u16>>::from_pixel(
+        1,
+        1,
+        image::Rgba([1, 2, 3, 4]),
+    );
+    img.save(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // IHDR data starts at byte 16: width, height (big-endian); its CRC covers bytes 12..29.
+    bytes[16..20].copy_from_slice(&16_384u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&16_384u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = zoo_data::decode(&path).unwrap_err().to_string();
+    assert!(e.contains("over the limits"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

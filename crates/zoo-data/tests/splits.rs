@@ -173,3 +173,47 @@ fn fifos_are_skipped_and_symlink_loops_are_not_followed() {
     assert_eq!(d.samples.len(), 5, "{:?}", d.samples);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+fn idx_header(count: u32, rows: u32, cols: u32) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 3];
+    for d in [count, rows, cols] {
+        v.extend(d.to_be_bytes());
+    }
+    v
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Counts are checked against the limits and the payload before anything is allocated.
+#[test]
+fn idx_files_with_absurd_or_wrong_counts_are_refused() {
+    let root = tmp("idx-limits");
+    std::fs::create_dir_all(&root).unwrap();
+    let images = root.join("x-images-idx3-ubyte.gz");
+    let labels = root.join("x-labels-idx1-ubyte.gz");
+    let mut label_file = vec![0, 0, 8, 1];
+    label_file.extend(500_000_000u32.to_be_bytes());
+    std::fs::write(&labels, gzip(&label_file)).unwrap();
+    std::fs::write(&images, gzip(&idx_header(500_000_000, 1, 1))).unwrap();
+    let e = open(&images).unwrap_err().to_string();
+    assert!(e.contains("more than the limit"), "{e}");
+    // A header that promises more pixels than the file holds.
+    let mut short = idx_header(3, 2, 2);
+    short.extend([1u8; 7]);
+    std::fs::write(&images, gzip(&short)).unwrap();
+    let mut three = vec![0, 0, 8, 1];
+    three.extend(3u32.to_be_bytes());
+    three.extend([0u8, 1, 0]);
+    std::fs::write(&labels, gzip(&three)).unwrap();
+    let e = open(&images).unwrap_err().to_string();
+    assert!(e.contains("holds 7 data bytes, its header says 12"), "{e}");
+    let mut good = idx_header(3, 2, 2);
+    good.extend([9u8; 12]);
+    std::fs::write(&images, gzip(&good)).unwrap();
+    assert_eq!(open(&images).unwrap().samples.len(), 3);
+}

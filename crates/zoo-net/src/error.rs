@@ -10,4 +10,12 @@ pub enum NetError {
     Head { layer: String, reason: String },
     #[error("no layer named `{name}`; layers: {known}")]
     UnknownLayer { name: String, known: String },
+    #[error(
+        "training diverged: the loss is {loss} at iteration {iteration}; lower --lr (it is {lr})"
+    )]
+    Diverged {
+        iteration: usize,
+        loss: f32,
+        lr: f64,
+    },
 }

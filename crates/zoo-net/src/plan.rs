@@ -239,14 +239,8 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
                 break;
             };
             owner = Some(reader);
-            let passthrough = matches!(
-                reader.op,
-                Op::Reshape { .. }
-                    | Op::Identity
-                    | Op::Squeeze { .. }
-                    | Op::Unsqueeze { .. }
-                    | Op::Transpose { .. }
-            ) && !graph.shapes.batched.contains(&reader.outputs[0]);
+            let passthrough =
+                is_passthrough(&reader.op) && !graph.shapes.batched.contains(&reader.outputs[0]);
             if !passthrough {
                 break;
             }
@@ -274,26 +268,41 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
 /// Suffixes that mark a weight initializer: `conv1_w_0` names layer `conv1`.
 const WEIGHT_SUFFIXES: &[&str] = &[
     "_w_0", "_W_0", "_w", "_W", ".weight", "_weight", "/weight", "/weights", "_weights", "/kernel",
-    "_kernel",
+    "_kernel", "_gamma", "_scale_0", "_s_0",
 ];
 
+/// Ops that only change a parameter's shape on its way to the node that uses it.
+fn is_passthrough(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Reshape { .. }
+            | Op::Identity
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Transpose { .. }
+    )
+}
+
 fn layer_name(node: &Node, graph: &Graph, params: &HashSet<String>) -> String {
-    let weight = node
-        .inputs
-        .iter()
-        .find(|i| params.contains(*i))
-        .or_else(|| {
-            // A MatMul reading a reshaped parameter: use the parameter's own name.
-            node.inputs.iter().find_map(|i| {
-                graph
-                    .nodes
-                    .iter()
-                    .find(|n| n.outputs.first() == Some(i) && matches!(n.op, Op::Reshape { .. }))
-                    .and_then(|n| n.inputs.first())
-                    .filter(|p| params.contains(*p))
-            })
-        });
-    if let Some(w) = weight {
+    // The node's parameters, each seen through a Reshape of a parameter (Caffe2 heads and
+    // the CNTK MNIST MatMul reshape their weight); the first that reads as a weight names
+    // the layer (a bias listed first, as `loss3/classifier_b_0`, does not).
+    let reshaped_source = |value: &String| {
+        graph
+            .nodes
+            .iter()
+            .find(|n| n.outputs.first() == Some(value) && is_passthrough(&n.op))
+            .and_then(|n| n.inputs.first())
+            .filter(|p| params.contains(*p))
+    };
+    let candidates = node.inputs.iter().filter_map(|i| {
+        if params.contains(i) {
+            Some(i)
+        } else {
+            reshaped_source(i)
+        }
+    });
+    for w in candidates {
         for suffix in WEIGHT_SUFFIXES {
             if let Some(prefix) = w.strip_suffix(suffix).filter(|p| !p.is_empty()) {
                 return prefix.to_string();

@@ -15,6 +15,9 @@ use crate::tensor::{checked_dims, take_constant, ConstData, Constant};
 pub const MIN_OPSET: i64 = 7;
 pub const MAX_OPSET: i64 = 25;
 
+/// Largest model file read: protobuf messages cannot exceed 2 GiB.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// One operator of the graph.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -211,18 +214,40 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
+    /// Reads a model file: a regular file (after following links) of at most
+    /// [`MAX_FILE_BYTES`], checked before anything is read.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        let io = |source| OnnxError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let refuse = |why: String| {
+            Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                why,
+            )))
+        };
+        if !meta.is_file() {
+            return refuse("not a regular file (a device, FIFO or folder)".into());
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return refuse(format!(
+                "{} bytes, more than the {MAX_FILE_BYTES}-byte limit (protobuf files are at most 2 GiB)",
+                meta.len()
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         Self::from_bytes(bytes)
     }
 
     /// Parses ONNX bytes. Takes ownership so the file buffer is freed before weights are
     /// decoded: peak memory stays near twice the file size.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(OnnxError::Decode("the file is empty (0 bytes)".into()));
+        }
         Self::from_proto(decode_proto(bytes)?)
     }
 

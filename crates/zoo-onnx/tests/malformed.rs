@@ -225,3 +225,14 @@ fn auto_pad_with_pads_outputs_of_constants_and_outputs_without_batch_are_handled
         "{why}"
     );
 }
+
+#[test]
+fn empty_files_and_non_regular_files_are_named_errors() {
+    let e = OnnxModel::from_bytes(Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("empty (0 bytes)"), "{e}");
+    #[cfg(unix)]
+    {
+        let e = OnnxModel::load("/dev/zero").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

@@ -388,6 +388,13 @@ fn run<B: AutodiffBackend, U: Updater<B>>(
             )?;
             let loss = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, &device));
             let loss_value: f32 = loss.clone().into_scalar().elem();
+            if !loss_value.is_finite() {
+                return Err(zoo_net::NetError::Diverged {
+                    iteration: out.iterations.len() + 1,
+                    loss: loss_value,
+                    lr: o.lr,
+                });
+            }
             let preds = predictions(logits);
             let correct = preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
             let grads = GradientsParams::from_grads(loss.backward(), &net);
