@@ -513,7 +513,7 @@ fn a_diverging_learning_rate_is_an_error_not_a_nan_model() {
             "--lr",
             "1e30",
             "--epochs",
-            "2",
+            "5",
             "--out",
             t.path().join("runs").to_str().unwrap(),
         ],

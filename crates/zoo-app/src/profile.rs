@@ -104,11 +104,10 @@ fn profile_from(
     }
     let preprocessing = Preprocessing::default_for(chw);
     let warning = format!(
-        "no model card and no zoo metadata: assuming preprocessing \"{}\" and freeze plan \"freeze {}; replace {}\". Pass --like CARD (e.g. --like {}) to use a card's instead.",
+        "no model card and no zoo metadata: assuming preprocessing \"{}\" and freeze plan \"freeze {}; replace {}\". Pass --like CARD (a card of the same family, e.g. --like alexnet or --like resnet18-v1; `zoo list` shows them all) to use a card's instead.",
         preprocessing.describe(),
-        if default_freeze.is_empty() { "nothing".to_string() } else { default_freeze.join(", ") },
+        zoo_cards::describe_layers(&default_freeze),
         if head.is_empty() { "nothing" } else { &head },
-        zoo_cards::names().join(" or --like "),
     );
     Profile {
         source: ProfileSource::Default,

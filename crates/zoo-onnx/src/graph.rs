@@ -375,7 +375,6 @@ impl OnnxModel {
                 output.name
             )));
         }
-        let mut info = info;
         if !info.batched.contains(&output.name) {
             info.fixed_batch.get_or_insert_with(|| {
                 format!("output `{}` does not carry the batch axis", output.name)

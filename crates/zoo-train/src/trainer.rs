@@ -417,6 +417,13 @@ fn run<B: AutodiffBackend, U: Updater<B>>(
                 let valid = net.valid();
                 let (val_loss, val_accuracy, _) =
                     evaluate(&valid, job.cut.as_ref(), job.val, o.batch_size, &device)?;
+                if !val_loss.is_finite() && job.val.len() > 0 {
+                    return Err(zoo_net::NetError::Diverged {
+                        iteration,
+                        loss: val_loss as f32,
+                        lr: o.lr,
+                    });
+                }
                 let row = ValidationRow {
                     epoch,
                     iteration,
