@@ -14,7 +14,15 @@ use crate::tensor::{checked_dims, f32_proto, take_constant, ConstData};
 
 /// Replaces every `ConstantOfShape` that produces a weight with a seeded random initializer of
 /// the same name and shape, and drops the shape initializers and inputs it no longer needs.
-pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProto> {
+pub fn materialize_weights(model: ModelProto, seed: u64) -> Result<ModelProto> {
+    materialize_with_gain(model, seed, 1.0)
+}
+
+/// [`materialize_weights`] with weight variance `gain / fan_in`: 1 keeps AlexNet's logits in
+/// the tens for inputs in the Caffe range, as the real weights do (and trains at the default
+/// learning rate); 2 (He) keeps activations from vanishing through deep ReLU stacks
+/// (DenseNet-121, Inception v2), which parity checks of those graphs want.
+pub fn materialize_with_gain(mut model: ModelProto, seed: u64, gain: f32) -> Result<ModelProto> {
     let graph = model.graph.as_mut().ok_or(OnnxError::NoGraph)?;
     let mut shapes: HashMap<String, Vec<i64>> = HashMap::new();
     for init in &graph.initializer {
@@ -69,7 +77,8 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
         match (node.op_type.as_str(), shape, node.output.first()) {
             ("ConstantOfShape", Some(shape), Some(out)) => {
                 let (dims, count) = checked_dims(out, shape)?;
-                let values = standin_values(&dims, count, bn_role.get(out).copied(), &mut rng);
+                let values =
+                    standin_values(&dims, count, bn_role.get(out).copied(), gain, &mut rng);
                 graph.initializer.push(f32_proto(out, &dims, &values));
                 used_shapes.push(node.input[0].clone());
             }
@@ -89,13 +98,13 @@ pub fn materialize_weights(mut model: ModelProto, seed: u64) -> Result<ModelProt
 }
 
 /// Seeded values for one stand-in weight. Weights `[out, in, ...]`: uniform with variance
-/// 2/fan_in (He), so that activations keep their scale through deep ReLU stacks (DenseNet's
-/// 121 layers) and the logits stay far from zero; batch-norm scale near 1, shift and mean near
-/// 0, variance in [1, 1.2]; other vectors (biases) small.
+/// `gain / fan_in`; batch-norm scale (and a per-channel Mul scale) near 1, shift and mean near
+/// 0, variance in [1, 1.2] (it must be positive); other vectors (biases) small.
 fn standin_values(
     dims: &[usize],
     count: usize,
     bn_input: Option<usize>,
+    gain: f32,
     rng: &mut SeededRng,
 ) -> Vec<f32> {
     let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
@@ -111,7 +120,7 @@ fn standin_values(
             .map(|v| 1.1 + v)
             .collect(),
         Some(_) => rng.values(count, 0.05),
-        None if dims.len() >= 2 => rng.values(count, (6.0 / fan_in as f32).sqrt()),
+        None if dims.len() >= 2 => rng.values(count, (3.0 * gain / fan_in as f32).sqrt()),
         None => rng.values(count, 0.05),
     }
 }

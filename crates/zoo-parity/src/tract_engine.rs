@@ -10,6 +10,18 @@ use tract_onnx::tract_hir::infer::Factoid;
 #[error("tract could not run the model: {0}")]
 pub struct TractError(String);
 
+/// Runs `f`, turning a panic into an error that names tract.
+fn contained<T>(f: impl FnOnce() -> Result<T, TractError>) -> Result<T, TractError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        Err(TractError(format!("tract panicked: {what}")))
+    })
+}
+
 fn err(e: impl std::fmt::Display) -> TractError {
     TractError(format!("{e:#}"))
 }
@@ -30,7 +42,13 @@ impl TractEngine {
         Self::from_bytes(&bytes, chw, any_batch)
     }
 
+    /// Loads and optimises the model. A panic inside tract (it has some on hostile files) is
+    /// contained and reported as an error.
     pub fn from_bytes(bytes: &[u8], chw: [usize; 3], any_batch: bool) -> Result<Self, TractError> {
+        contained(|| Self::load(bytes, chw, any_batch))
+    }
+
+    fn load(bytes: &[u8], chw: [usize; 3], any_batch: bool) -> Result<Self, TractError> {
         let [c, h, w] = chw;
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
@@ -91,6 +109,10 @@ impl TractEngine {
     }
 
     fn run_chunk(&self, chunk: &[f32]) -> Result<Vec<Vec<f32>>, TractError> {
+        contained(|| self.run_contained(chunk))
+    }
+
+    fn run_contained(&self, chunk: &[f32]) -> Result<Vec<Vec<f32>>, TractError> {
         let [c, h, w] = self.chw;
         let n = chunk.len() / (c * h * w);
         let input = if self.nhwc {
@@ -104,5 +126,17 @@ impl TractEngine {
         let flat: Vec<f32> = view.iter().copied().collect();
         let per = flat.len() / n.max(1);
         Ok(flat.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_engine_is_an_error() {
+        let r: Result<(), TractError> = contained(|| panic!("index out of bounds"));
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("tract panicked: index out of bounds"), "{e}");
     }
 }
