@@ -74,8 +74,8 @@ fn read_idx(path: &Path, ndim: u8, max_items: usize) -> Result<(Vec<usize>, Vec<
     let mut stream = open_stream(path)?;
     let mut header = vec![0u8; 4 + 4 * ndim as usize];
     stream
-        .read_exact(&mut header)
-        .map_err(|_| idx_error(path, "truncated header"))?;
+        .read_exact(&mut header[..4])
+        .map_err(|_| idx_error(path, "bad magic number"))?;
     if header[0] != 0 || header[1] != 0 {
         return Err(idx_error(path, "bad magic number"));
     }
@@ -91,6 +91,9 @@ fn read_idx(path: &Path, ndim: u8, max_items: usize) -> Result<(Vec<usize>, Vec<
             format!("{} dimensions, expected {ndim}", header[3]),
         ));
     }
+    stream
+        .read_exact(&mut header[4..])
+        .map_err(|_| idx_error(path, "truncated header"))?;
     let dims: Vec<usize> = (0..ndim as usize)
         .map(|i| u32::from_be_bytes(header[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();

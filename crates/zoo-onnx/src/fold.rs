@@ -242,15 +242,10 @@ pub(crate) fn evaluate<'a>(
 fn cast(x: &Constant, to: i32) -> std::result::Result<Constant, String> {
     use tract_onnx::pb::tensor_proto::DataType as T;
     let to = T::try_from(to).unwrap_or(T::Undefined);
-    let data = match (to, &x.data) {
-        (T::Float | T::Double | T::Float16 | T::Bfloat16, ConstData::F32(v)) => {
-            ConstData::F32(v.clone())
-        }
-        (T::Float | T::Double | T::Float16 | T::Bfloat16, ConstData::I64(v)) => {
-            ConstData::F32(v.iter().map(|&x| x as f32).collect())
-        }
-        (
-            T::Int64
+    let float = matches!(to, T::Float | T::Double | T::Float16 | T::Bfloat16);
+    let integer = matches!(
+        to,
+        T::Int64
             | T::Int32
             | T::Int16
             | T::Int8
@@ -258,22 +253,16 @@ fn cast(x: &Constant, to: i32) -> std::result::Result<Constant, String> {
             | T::Uint16
             | T::Uint32
             | T::Uint64
-            | T::Bool,
-            ConstData::I64(v),
-        ) => ConstData::I64(v.clone()),
-        (
-            T::Int64
-            | T::Int32
-            | T::Int16
-            | T::Int8
-            | T::Uint8
-            | T::Uint16
-            | T::Uint32
-            | T::Uint64
-            | T::Bool,
-            ConstData::F32(v),
-        ) => ConstData::I64(v.iter().map(|&x| x.trunc() as i64).collect()),
-        (other, _) => return Err(format!("Cast to {other:?} is not supported")),
+            | T::Bool
+    );
+    let data = match (float, integer, &x.data) {
+        (true, _, ConstData::F32(v)) => ConstData::F32(v.clone()),
+        (true, _, ConstData::I64(v)) => ConstData::F32(v.iter().map(|&x| x as f32).collect()),
+        (_, true, ConstData::I64(v)) => ConstData::I64(v.clone()),
+        (_, true, ConstData::F32(v)) => {
+            ConstData::I64(v.iter().map(|&x| x.trunc() as i64).collect())
+        }
+        _ => return Err(format!("Cast to {to:?} is not supported")),
     };
     Ok(Constant {
         dims: x.dims.clone(),
