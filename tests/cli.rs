@@ -525,4 +525,14 @@ fn a_diverging_learning_rate_is_an_error_not_a_nan_model() {
         "{}",
         run.stderr
     );
+    // The run folder says it failed, and why.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("runs/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "failed", "{summary}");
+    assert!(
+        summary["error"].as_str().unwrap().contains("diverged"),
+        "{summary}"
+    );
+    assert!(!t.path().join("runs/best.onnx").exists() || summary["best"].is_object());
 }

@@ -1,7 +1,7 @@
 //! The `zoo` command line: parses arguments, calls `zoo-app`, prints reports.
 //! Exit status: 0 success, 1 a check failed (e.g. parity beyond tolerance), 2 an error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -194,8 +194,15 @@ struct ShowArgs {
 
 #[derive(Args)]
 struct FinetuneArgs {
-    #[command(flatten)]
-    model: ModelOpts,
+    /// A model card name (alexnet, lenet), an ONNX file, or a run directory.
+    #[arg(required_unless_present = "resume")]
+    model: Option<String>,
+    /// Use this card's preprocessing and freeze plan for a local file.
+    #[arg(long, value_name = "CARD")]
+    like: Option<String>,
+    /// Pick the card's file for this opset.
+    #[arg(long)]
+    opset: Option<i64>,
     #[command(flatten)]
     training: TrainingArgs,
 }
@@ -204,7 +211,8 @@ struct FinetuneArgs {
 struct TrainArgs {
     /// Architecture: lenet5 (the lecture's MATLAB LeNet-5 with batch norm) or mnist-cnn (the
     /// ONNX zoo's MNIST graph).
-    arch: String,
+    #[arg(required_unless_present = "resume")]
+    arch: Option<String>,
     #[command(flatten)]
     training: TrainingArgs,
 }
@@ -213,8 +221,12 @@ struct TrainArgs {
 #[derive(Args)]
 struct TrainingArgs {
     /// Training images: a folder of class folders, a CSV manifest, or MNIST IDX.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
+    /// Continue an interrupted or killed run from its last checkpoint; the model, data and
+    /// every option are the run's own (config.json).
+    #[arg(long, value_name = "RUN", conflicts_with = "data")]
+    resume: Option<PathBuf>,
     /// Number of classes; must match the data (default: the classes found in the data).
     #[arg(long)]
     classes: Option<usize>,
@@ -345,11 +357,12 @@ impl zoo_train::Reporter for CliReporter {
 
 impl TrainingArgs {
     fn options(self) -> anyhow::Result<(zoo_train::FinetuneOptions, bool)> {
+        let data = self.data.expect("clap requires --data without --resume");
         let classes = match self.classes {
             Some(n) => n,
-            None => zoo_data::open(&self.data)?.classes.len(),
+            None => zoo_data::open(&data)?.classes.len(),
         };
-        let mut options = zoo_train::FinetuneOptions::new(self.data, classes);
+        let mut options = zoo_train::FinetuneOptions::new(data, classes);
         options.epochs = self.epochs;
         options.batch_size = self.batch_size;
         options.lr = self.lr;
@@ -378,6 +391,35 @@ impl TrainingArgs {
     }
 }
 
+/// The one line a finished or interrupted run ends with.
+fn summary_line(s: &zoo_train::Summary) -> String {
+    let audit = s.freeze_audit.frozen_params_unchanged;
+    let mut line = if s.validations == 0 {
+        format!(
+            "no validation ran (stopped at iteration {})",
+            s.best_iteration
+        )
+    } else {
+        format!(
+            "best validation accuracy {:.2}% (epoch {}, iteration {})",
+            100.0 * s.best_val_accuracy,
+            s.best_epoch,
+            s.best_iteration
+        )
+    };
+    if s.images_per_s > 0.0 {
+        line += &format!("; {:.1} images/s", s.images_per_s);
+    }
+    line += &format!("; frozen parameters unchanged: {audit}");
+    if s.resumable {
+        line += &format!(
+            "\ninterrupted: continue with `zoo finetune --resume {}`",
+            s.run_dir.display()
+        );
+    }
+    line
+}
+
 /// Runs a training job with Ctrl-C handling, the progress table, and the summary printout.
 fn run_training(
     json: bool,
@@ -402,14 +444,7 @@ fn run_training(
     if json {
         print_json(&summary)?;
     } else {
-        eprintln!(
-            "best validation accuracy {:.2}% (epoch {}, iteration {}); {:.1} images/s; frozen parameters unchanged: {}",
-            100.0 * summary.best_val_accuracy,
-            summary.best_epoch,
-            summary.best_iteration,
-            summary.images_per_s,
-            summary.freeze_audit.frozen_params_unchanged
-        );
+        eprintln!("{}", summary_line(&summary));
         println!("{}", summary.run_dir.display());
     }
     Ok(if summary.interrupted {
@@ -419,8 +454,26 @@ fn run_training(
     })
 }
 
+/// `--resume RUN`: the run's own model, data and options.
+fn resume(run: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    run_training(json, |stop, reporter| {
+        zoo_train::resume(run, Some(stop), reporter)
+    })
+}
+
 fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
-    let resolved = args.model.resolve()?;
+    if let Some(run) = &args.training.resume {
+        return resume(run, args.training.json);
+    }
+    let model = ModelOpts {
+        model: args
+            .model
+            .clone()
+            .expect("clap requires MODEL without --resume"),
+        like: args.like.clone(),
+        opset: args.opset,
+    };
+    let resolved = model.resolve()?;
     let name = match &resolved.arg {
         zoo_fetch::ModelArg::Card(c) => c.clone(),
         _ => resolved
@@ -443,9 +496,13 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    if let Some(run) = &args.training.resume {
+        return resume(run, args.training.json);
+    }
+    let arch = args.arch.expect("clap requires ARCH without --resume");
     let (options, json) = args.training.options()?;
     run_training(json, |stop, reporter| {
-        zoo_train::train_from_scratch(&args.arch, &options, Some(stop), reporter)
+        zoo_train::train_from_scratch(&arch, &options, Some(stop), reporter)
     })
 }
 

@@ -67,6 +67,12 @@ pub struct Network<B: Backend> {
     pub(crate) batch_stats: Option<crate::batchnorm::Sink>,
 }
 
+/// Parameter ids follow plan order, so an optimizer's saved state (keyed by id) attaches to
+/// the same parameters when a run is resumed in a new process.
+fn param_id(index: usize) -> burn::module::ParamId {
+    burn::module::ParamId::from(index as u64 + 1)
+}
+
 impl<B: Backend> Network<B> {
     /// Imports an ONNX file.
     pub fn load(path: impl AsRef<std::path::Path>, device: &B::Device) -> Result<Self, NetError> {
@@ -80,10 +86,12 @@ impl<B: Backend> Network<B> {
         let params = values
             .into_iter()
             .zip(&plan.params)
-            .map(|(v, spec)| {
+            .enumerate()
+            .map(|(i, (v, spec))| {
                 let len = v.len();
                 let tensor = Tensor::<B, 1>::from_data(TensorData::new(v, [len]), device);
-                Param::from_tensor(tensor).set_require_grad(spec.role == ParamRole::Learnable)
+                Param::initialized(param_id(i), tensor)
+                    .set_require_grad(spec.role == ParamRole::Learnable)
             })
             .collect();
         let trainable = plan

@@ -33,6 +33,17 @@ impl HostSgd {
         }
     }
 
+    /// The momentum buffers by plan index (for checkpoints), in index order.
+    pub fn velocity(&self) -> Vec<(usize, Vec<f32>)> {
+        let mut v: Vec<_> = self.velocity.iter().map(|(&i, v)| (i, v.clone())).collect();
+        v.sort_by_key(|(i, _)| *i);
+        v
+    }
+
+    pub fn set_velocity(&mut self, velocity: Vec<(usize, Vec<f32>)>) {
+        self.velocity = velocity.into_iter().collect();
+    }
+
     /// Applies one step to the parameters in `params` (plan indices) with learning rate `lr`,
     /// taking their gradients out of `grads`.
     pub fn step<B: AutodiffBackend>(

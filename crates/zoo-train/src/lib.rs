@@ -3,20 +3,24 @@
 //! and each run leaves a directory with weights (ONNX), logs and a freeze audit.
 
 pub mod arch;
+pub mod checkpoint;
 pub mod device;
 pub mod export;
 pub mod finetune;
 pub mod host_sgd;
+pub mod journal;
 pub mod options;
 pub mod plot;
 pub mod report;
 pub mod rundir;
 pub mod trainer;
+pub mod updater;
 
 pub use device::{Device, DeviceChoice};
 pub use finetune::{
-    finetune, frozen_unchanged, split_plan, train_from_scratch, BaseModel, CpuTrain, FreezeAudit,
-    Summary, TrainProfile,
+    finetune, frozen_unchanged, resume, split_plan, train_from_scratch, BaseModel, CpuTrain,
+    FreezeAudit, Summary, TrainProfile,
 };
+pub use journal::RunStatus;
 pub use options::{FinetuneOptions, OptimizerKind};
 pub use trainer::{Reporter, ValidationRow};

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD with momentum (MATLAB's `sgdm`, the PyTorch finetuning tutorial's choice).
@@ -11,7 +11,7 @@ pub enum OptimizerKind {
 }
 
 /// Every finetuning option; written to `config.json` as given.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneOptions {
     pub data: PathBuf,
     pub classes: usize,

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zoo_data::{Augment, Tensors};
 use zoo_net::{Activation, FeatureCut, Network};
 
-use crate::options::{FinetuneOptions, OptimizerKind};
+use crate::checkpoint::{Checkpoint, LoopState};
+use crate::options::FinetuneOptions;
+use crate::updater::Updater;
 
 /// What the caller sees while training runs.
 pub trait Reporter {
@@ -27,25 +27,34 @@ pub trait Reporter {
 }
 
 /// One validation: a row of the MATLAB-style verbose table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ValidationRow {
     pub epoch: usize,
     pub iteration: usize,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub elapsed_s: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub train_loss: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub train_accuracy: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub val_loss: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub val_accuracy: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub lr: f64,
 }
 
 /// One training iteration (for metrics.csv and the progress plot).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IterationRow {
     pub epoch: usize,
     pub iteration: usize,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub elapsed_s: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub train_loss: f64,
+    #[serde(with = "crate::checkpoint::nan_as_null")]
     pub train_accuracy: f64,
 }
 
@@ -183,19 +192,32 @@ pub fn evaluate<B: Backend>(
 pub struct Trained<B: AutodiffBackend> {
     pub last: Network<B>,
     pub best: Network<B>,
-    pub best_row: Option<ValidationRow>,
-    pub rows: Vec<ValidationRow>,
-    pub iterations: Vec<IterationRow>,
-    pub epoch_seconds: Vec<f64>,
-    pub images_seen: usize,
+    pub state: LoopState,
     pub stopped_early: bool,
     pub interrupted: bool,
-    /// Validation accuracy before the first step (the new head untrained).
-    pub initial_val_accuracy: f64,
+}
+
+/// Where the loop writes as it goes, so a killed run keeps what it did.
+pub trait Journal<B: AutodiffBackend> {
+    /// After each iteration (and its validation, when one ran).
+    fn iteration(
+        &mut self,
+        row: &IterationRow,
+        validation: Option<&ValidationRow>,
+    ) -> std::io::Result<()>;
+    /// A validation beat every earlier one.
+    fn new_best(&mut self, best: &Network<B>, state: &LoopState) -> std::io::Result<()>;
+    /// At every validation and epoch end: weights and optimizer state to resume from.
+    fn checkpoint(
+        &mut self,
+        last: &Network<B>,
+        best: &Network<B>,
+        state: &LoopState,
+        optimizer: Vec<u8>,
+    ) -> std::io::Result<()>;
 }
 
 pub struct LoopInputs<'a, B: AutodiffBackend> {
-    pub net: Network<B>,
     pub cut: Option<FeatureCut>,
     pub train: &'a Inputs,
     pub val: &'a Inputs,
@@ -207,270 +229,354 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub host_optimizer: bool,
     /// Seconds already spent before the first iteration (feature caching), counted in epoch 1.
     pub setup_seconds: f64,
+    /// Continue from this checkpoint instead of from the first step.
+    pub resume: Option<Checkpoint>,
 }
 
+/// The seed of one iteration's random draws (dropout): a function of the run's seed and the
+/// iteration alone, so a resumed run draws what an uninterrupted one would.
+fn iteration_seed(seed: u64, iteration: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (iteration as u64).wrapping_add(1)
+}
+
+fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+        seed.wrapping_add(epoch as u64),
+    ));
+    order
+}
+
+/// The loop's fixed facts and its running state.
+struct Loop<'a, B: AutodiffBackend> {
+    job: LoopInputs<'a, B>,
+    /// `None` only during an update, which takes the network by value so the host optimizer
+    /// can change its tensors in place.
+    net: Option<Network<B>>,
+    updater: Box<dyn Updater<B>>,
+    state: LoopState,
+    best: Network<B>,
+    per_epoch: usize,
+    total: usize,
+    val_every: usize,
+    augment: Option<Augment>,
+    /// Wall time of earlier sessions of this run is in `state.elapsed_s`.
+    session_started: Instant,
+    elapsed_before: f64,
+}
+
+/// Trains `job.net` (from its checkpoint when resuming), writing to `journal` as it goes.
 pub fn train<B: AutodiffBackend>(
-    job: LoopInputs<'_, B>,
+    mut net: Network<B>,
+    mut job: LoopInputs<'_, B>,
+    journal: &mut dyn Journal<B>,
     reporter: &dyn Reporter,
-) -> Result<Trained<B>, zoo_net::NetError> {
+) -> anyhow::Result<Trained<B>> {
     let o = job.options;
-    match o.optimizer {
-        OptimizerKind::Sgdm if !job.host_optimizer => {
-            // PyTorch's rule, as the host loop: no dampening, L2 weight decay.
-            let config = SgdConfig::new()
-                .with_momentum(Some(
-                    MomentumConfig::new()
-                        .with_momentum(o.momentum)
-                        .with_dampening(0.0),
-                ))
-                .with_weight_decay(
-                    (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32)),
-                );
-            let updater = BurnUpdater::new(config.init(), config.init(), &job);
-            run(job, updater, reporter)
-        }
-        OptimizerKind::Sgdm => {
-            let updater = HostSgdUpdater {
-                sgd: crate::host_sgd::HostSgd::new(o.momentum, o.weight_decay),
-                head: job.head_params.clone(),
-                body: (0..job.net.plan().params.len())
-                    .filter(|i| job.net.is_trainable(*i) && !job.head_params.contains(i))
-                    .collect(),
-            };
-            run(job, updater, reporter)
-        }
-        OptimizerKind::Adam => {
-            let mut config = AdamConfig::new();
-            if o.weight_decay > 0.0 {
-                config =
-                    config.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
+    let mut updater = crate::updater::for_options(o, &net, &job.head_params, job.host_optimizer);
+    let mut best = net.clone();
+    let state = match job.resume.take() {
+        Some(c) => {
+            for (i, v) in c.last {
+                net.set_param_values(i, v);
             }
-            let updater = BurnUpdater::new(config.init(), config.init(), &job);
-            run(job, updater, reporter)
+            for (i, v) in c.best {
+                best.set_param_values(i, v);
+            }
+            updater
+                .restore(&c.optimizer, &job.device)
+                .map_err(|e| anyhow::anyhow!("the checkpoint's optimizer state: {e}"))?;
+            c.state
         }
-    }
-}
-
-/// Applies one optimisation step, the new head at `lr * head_lr_factor`.
-trait Updater<B: AutodiffBackend> {
-    fn update(
-        &mut self,
-        net: Network<B>,
-        grads: GradientsParams,
-        lr: f64,
-        head_factor: f64,
-    ) -> Network<B>;
-}
-
-/// burn's optimizers, one instance for the body and one for the head (their state is per
-/// parameter, so each sees only its own).
-struct BurnUpdater<O1, O2> {
-    body: O1,
-    head: O2,
-    head_ids: Vec<burn::module::ParamId>,
-}
-
-impl<O1, O2> BurnUpdater<O1, O2> {
-    fn new<B: AutodiffBackend>(body: O1, head: O2, job: &LoopInputs<'_, B>) -> Self {
-        let ids = job.net.param_ids();
-        Self {
-            body,
-            head,
-            head_ids: job.head_params.iter().map(|&i| ids[i]).collect(),
-        }
-    }
-}
-
-impl<B: AutodiffBackend, O1: Optimizer<Network<B>, B>, O2: Optimizer<Network<B>, B>> Updater<B>
-    for BurnUpdater<O1, O2>
-{
-    fn update(
-        &mut self,
-        net: Network<B>,
-        mut grads: GradientsParams,
-        lr: f64,
-        head_factor: f64,
-    ) -> Network<B> {
-        let mut head_grads = GradientsParams::new();
-        for &id in &self.head_ids {
-            if let Some(g) = grads.remove::<B::InnerBackend, 1>(id) {
-                head_grads.register(id, g);
+        None => {
+            let (_, initial, _) = evaluate(
+                &net.valid(),
+                job.cut.as_ref(),
+                job.val,
+                o.batch_size,
+                &job.device,
+            )?;
+            LoopState {
+                initial_val_accuracy: initial,
+                current_epoch_s: job.setup_seconds,
+                elapsed_s: job.setup_seconds,
+                ..Default::default()
             }
         }
-        let net = self.body.step(lr, net, grads);
-        self.head.step(lr * head_factor, net, head_grads)
-    }
-}
-
-/// The fused host SGD-momentum (CPU).
-struct HostSgdUpdater {
-    sgd: crate::host_sgd::HostSgd,
-    head: Vec<usize>,
-    body: Vec<usize>,
-}
-
-impl<B: AutodiffBackend> Updater<B> for HostSgdUpdater {
-    fn update(
-        &mut self,
-        net: Network<B>,
-        mut grads: GradientsParams,
-        lr: f64,
-        head_factor: f64,
-    ) -> Network<B> {
-        let net = self.sgd.step(net, &mut grads, &self.body, lr);
-        self.sgd.step(net, &mut grads, &self.head, lr * head_factor)
-    }
-}
-
-fn run<B: AutodiffBackend, U: Updater<B>>(
-    job: LoopInputs<'_, B>,
-    mut updater: U,
-    reporter: &dyn Reporter,
-) -> Result<Trained<B>, zoo_net::NetError> {
-    let o = job.options;
-    let device = job.device.clone();
-    let mut net = job.net;
-    let n_train = job.train.len();
-    let per_epoch = n_train.div_ceil(o.batch_size);
-    let total = per_epoch * o.epochs;
-    let val_every = o.val_every.unwrap_or(per_epoch).max(1);
+    };
+    let per_epoch = job.train.len().div_ceil(o.batch_size);
+    let elapsed_before = state.elapsed_s;
     let augment =
         (o.augment && job.cut.is_none()).then(|| Augment::standard(job.train.tensors.chw));
-    let (_, initial_val_accuracy, _) = evaluate(
-        &net.valid(),
-        job.cut.as_ref(),
-        job.val,
-        o.batch_size,
-        &device,
-    )?;
-    let started = Instant::now();
-    let mut out = Trained {
-        best: net.clone(),
-        last: net.clone(),
-        best_row: None,
-        rows: Vec::new(),
-        iterations: Vec::new(),
-        epoch_seconds: Vec::new(),
-        images_seen: 0,
-        stopped_early: false,
-        interrupted: false,
-        initial_val_accuracy,
+    let mut run = Loop {
+        per_epoch,
+        total: per_epoch * o.epochs,
+        val_every: o.val_every.unwrap_or(per_epoch).max(1),
+        augment,
+        job,
+        net: Some(net),
+        updater,
+        state,
+        best,
+        session_started: Instant::now(),
+        elapsed_before,
     };
-    let mut since_best = 0;
-    let mut iteration = 0;
-    let (mut recent_loss, mut recent_correct, mut recent_n) = (0.0, 0usize, 0usize);
-    'epochs: for epoch in 1..=o.epochs {
-        let epoch_started = Instant::now();
-        let mut order: Vec<usize> = (0..n_train).collect();
-        {
-            use rand::seq::SliceRandom;
-            use rand::SeedableRng;
-            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
-                o.seed.wrapping_add(epoch as u64),
-            ));
+    let (stopped_early, interrupted) = run.epochs(journal, reporter)?;
+    Ok(Trained {
+        last: run.net.take().expect("network present"),
+        best: run.best,
+        state: run.state,
+        stopped_early,
+        interrupted,
+    })
+}
+
+enum Flow {
+    Continue,
+    StopEarly,
+}
+
+impl<B: AutodiffBackend> Loop<'_, B> {
+    fn net(&self) -> &Network<B> {
+        self.net.as_ref().expect("network present")
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.session_started.elapsed().as_secs_f64()
+    }
+
+    /// Returns (stopped early, interrupted).
+    fn epochs(
+        &mut self,
+        journal: &mut dyn Journal<B>,
+        reporter: &dyn Reporter,
+    ) -> anyhow::Result<(bool, bool)> {
+        if self.state.stopped_early {
+            return Ok((true, false));
         }
-        for picked in order.chunks(o.batch_size) {
-            if job.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
-                out.interrupted = true;
-                break 'epochs;
-            }
-            iteration += 1;
-            let labels: Vec<usize> = picked
-                .iter()
-                .map(|&i| job.train.tensors.labels[i])
-                .collect();
-            let logits = job.train.batch(
-                &net,
-                job.cut.as_ref(),
-                picked,
-                augment.map(|a| (a, o.seed, epoch)),
-                &device,
-            )?;
-            let loss = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, &device));
-            let loss_value: f32 = loss.clone().into_scalar().elem();
-            if !loss_value.is_finite() {
-                return Err(zoo_net::NetError::Diverged {
-                    iteration: out.iterations.len() + 1,
-                    loss: loss_value,
-                    lr: o.lr,
-                });
-            }
-            let preds = predictions(logits);
-            let correct = preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = updater
-                .update(net, grads, o.lr, o.head_lr_factor)
-                .update_running_statistics();
-            out.images_seen += picked.len();
-            recent_loss += loss_value as f64 * picked.len() as f64;
-            recent_correct += correct;
-            recent_n += picked.len();
-            out.iterations.push(IterationRow {
-                epoch,
-                iteration,
-                elapsed_s: started.elapsed().as_secs_f64() + job.setup_seconds,
-                train_loss: loss_value as f64,
-                train_accuracy: correct as f64 / picked.len() as f64,
-            });
-            reporter.progress(iteration, total);
-            if iteration % val_every == 0 || iteration == total {
-                let valid = net.valid();
-                let (val_loss, val_accuracy, _) =
-                    evaluate(&valid, job.cut.as_ref(), job.val, o.batch_size, &device)?;
-                if !val_loss.is_finite() && job.val.len() > 0 {
-                    return Err(zoo_net::NetError::Diverged {
-                        iteration,
-                        loss: val_loss as f32,
-                        lr: o.lr,
-                    });
+        let first_epoch = self.state.iteration / self.per_epoch.max(1) + 1;
+        for epoch in first_epoch..=self.job.options.epochs {
+            let epoch_started =
+                Instant::now() - std::time::Duration::from_secs_f64(self.state.current_epoch_s);
+            let done_in_epoch = self.state.iteration - (epoch - 1) * self.per_epoch;
+            let order = shuffled(self.job.train.len(), self.job.options.seed, epoch);
+            let mut checkpointed = false;
+            let batches = order
+                .chunks(self.job.options.batch_size)
+                .skip(done_in_epoch);
+            for (k, picked) in batches.enumerate() {
+                if self
+                    .job
+                    .stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::SeqCst))
+                {
+                    self.state
+                        .epoch_seconds
+                        .push(epoch_started.elapsed().as_secs_f64());
+                    return Ok((false, true));
                 }
-                let row = ValidationRow {
+                let ends_epoch = done_in_epoch + k + 1 == self.per_epoch;
+                let (flow, validated) = self.iteration(
                     epoch,
-                    iteration,
-                    elapsed_s: started.elapsed().as_secs_f64() + job.setup_seconds,
-                    train_loss: recent_loss / recent_n.max(1) as f64,
-                    train_accuracy: recent_correct as f64 / recent_n.max(1) as f64,
-                    val_loss,
-                    val_accuracy,
-                    lr: o.lr,
-                };
-                (recent_loss, recent_correct, recent_n) = (0.0, 0, 0);
-                reporter.row(&row);
-                let better = match &out.best_row {
-                    None => true,
-                    Some(b) => {
-                        val_accuracy > b.val_accuracy
-                            || (val_accuracy == b.val_accuracy && val_loss < b.val_loss)
+                    picked,
+                    (epoch_started, ends_epoch),
+                    journal,
+                    reporter,
+                )?;
+                checkpointed = validated;
+                if let Flow::StopEarly = flow {
+                    if !ends_epoch {
+                        self.state
+                            .epoch_seconds
+                            .push(epoch_started.elapsed().as_secs_f64());
                     }
-                };
-                if better {
-                    out.best = net.clone();
-                    out.best_row = Some(row.clone());
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                }
-                out.rows.push(row);
-                if o.patience.is_some_and(|p| since_best >= p) {
-                    out.stopped_early = true;
-                    out.epoch_seconds.push(
-                        epoch_started.elapsed().as_secs_f64()
-                            + if epoch == 1 { job.setup_seconds } else { 0.0 },
-                    );
-                    break 'epochs;
+                    return Ok((true, false));
                 }
             }
+            if !checkpointed {
+                self.checkpoint(journal)?;
+            }
         }
-        out.epoch_seconds.push(
-            epoch_started.elapsed().as_secs_f64()
-                + if epoch == 1 { job.setup_seconds } else { 0.0 },
+        Ok((false, false))
+    }
+
+    /// One step, then a validation and a checkpoint when one is due (returned as `true`).
+    /// `clock` is the epoch's start and whether this step ends it.
+    fn iteration(
+        &mut self,
+        epoch: usize,
+        picked: &[usize],
+        clock: (Instant, bool),
+        journal: &mut dyn Journal<B>,
+        reporter: &dyn Reporter,
+    ) -> anyhow::Result<(Flow, bool)> {
+        let o = self.job.options;
+        let device = self.job.device.clone();
+        self.state.iteration += 1;
+        let iteration = self.state.iteration;
+        B::seed(&device, iteration_seed(o.seed, iteration));
+        let labels: Vec<usize> = picked
+            .iter()
+            .map(|&i| self.job.train.tensors.labels[i])
+            .collect();
+        let logits = self.job.train.batch(
+            self.net(),
+            self.job.cut.as_ref(),
+            picked,
+            self.augment.map(|a| (a, o.seed, epoch)),
+            &device,
+        )?;
+        let loss = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, &device));
+        let loss_value: f32 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            return Err(zoo_net::NetError::Diverged {
+                iteration,
+                loss: loss_value,
+                lr: o.lr,
+            }
+            .into());
+        }
+        let correct = predictions(logits)
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        let grads = GradientsParams::from_grads(loss.backward(), self.net());
+        let net = self.net.take().expect("network present");
+        self.net = Some(
+            self.updater
+                .update(net, grads, o.lr, o.head_lr_factor)
+                .update_running_statistics(),
         );
+        self.state.images_seen += picked.len();
+        self.state.recent_loss += loss_value as f64 * picked.len() as f64;
+        self.state.recent_correct += correct;
+        self.state.recent_n += picked.len();
+        let row = IterationRow {
+            epoch,
+            iteration,
+            elapsed_s: self.elapsed(),
+            train_loss: loss_value as f64,
+            train_accuracy: correct as f64 / picked.len() as f64,
+        };
+        self.state.iterations.push(row.clone());
+        reporter.progress(iteration, self.total);
+        let (epoch_started, ends_epoch) = clock;
+        if ends_epoch {
+            self.state
+                .epoch_seconds
+                .push(epoch_started.elapsed().as_secs_f64());
+            self.state.current_epoch_s = 0.0;
+        } else {
+            self.state.current_epoch_s = epoch_started.elapsed().as_secs_f64();
+        }
+        if !iteration.is_multiple_of(self.val_every) && iteration != self.total {
+            journal.iteration(&row, None)?;
+            return Ok((Flow::Continue, false));
+        }
+        let (validation, flow) = self.validate(epoch, journal, reporter)?;
+        journal.iteration(&row, Some(&validation))?;
+        self.checkpoint(journal)?;
+        Ok((flow, true))
     }
-    if out.best_row.is_none() {
-        out.best = net.clone();
+
+    fn validate(
+        &mut self,
+        epoch: usize,
+        journal: &mut dyn Journal<B>,
+        reporter: &dyn Reporter,
+    ) -> anyhow::Result<(ValidationRow, Flow)> {
+        let o = self.job.options;
+        let (val_loss, val_accuracy, _) = evaluate(
+            &self.net().valid(),
+            self.job.cut.as_ref(),
+            self.job.val,
+            o.batch_size,
+            &self.job.device,
+        )?;
+        if !val_loss.is_finite() && self.job.val.len() > 0 {
+            return Err(zoo_net::NetError::Diverged {
+                iteration: self.state.iteration,
+                loss: val_loss as f32,
+                lr: o.lr,
+            }
+            .into());
+        }
+        let s = &mut self.state;
+        let row = ValidationRow {
+            epoch,
+            iteration: s.iteration,
+            elapsed_s: self.elapsed_before + self.session_started.elapsed().as_secs_f64(),
+            train_loss: s.recent_loss / s.recent_n.max(1) as f64,
+            train_accuracy: s.recent_correct as f64 / s.recent_n.max(1) as f64,
+            val_loss,
+            val_accuracy,
+            lr: o.lr,
+        };
+        (s.recent_loss, s.recent_correct, s.recent_n) = (0.0, 0, 0);
+        reporter.row(&row);
+        let better = match &s.best_row {
+            None => true,
+            Some(b) => {
+                val_accuracy > b.val_accuracy
+                    || (val_accuracy == b.val_accuracy && val_loss < b.val_loss)
+            }
+        };
+        s.rows.push(row.clone());
+        if better {
+            s.best_row = Some(row.clone());
+            s.since_best = 0;
+            self.best = self.net().clone();
+            self.state.elapsed_s = self.elapsed();
+            journal.new_best(&self.best, &self.state)?;
+        } else {
+            s.since_best += 1;
+        }
+        let stop = o.patience.is_some_and(|p| self.state.since_best >= p);
+        self.state.stopped_early = stop;
+        Ok((
+            row,
+            if stop {
+                Flow::StopEarly
+            } else {
+                Flow::Continue
+            },
+        ))
     }
-    out.last = net;
-    Ok(out)
+
+    fn checkpoint(&mut self, journal: &mut dyn Journal<B>) -> anyhow::Result<()> {
+        self.state.elapsed_s = self.elapsed();
+        let optimizer = self
+            .updater
+            .save()
+            .map_err(|e| anyhow::anyhow!("cannot save the optimizer state: {e}"))?;
+        journal.checkpoint(self.net(), &self.best, &self.state, optimizer)?;
+        Ok(())
+    }
+}
+
+/// A journal that keeps nothing (library callers that only want the weights).
+pub struct NoJournal;
+
+impl<B: AutodiffBackend> Journal<B> for NoJournal {
+    fn iteration(&mut self, _: &IterationRow, _: Option<&ValidationRow>) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn new_best(&mut self, _: &Network<B>, _: &LoopState) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn checkpoint(
+        &mut self,
+        _: &Network<B>,
+        _: &Network<B>,
+        _: &LoopState,
+        _: Vec<u8>,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 use burn::tensor::ElementConversion;

@@ -300,7 +300,19 @@ fn ctrl_c_before_the_first_step_still_writes_the_run() {
     )
     .unwrap();
     assert!(s.interrupted);
+    assert_eq!(s.status, zoo_train::RunStatus::Interrupted);
+    // No step and no validation: no rate and no best accuracy, not a huge or NaN figure.
+    assert_eq!((s.validations, s.images_per_s), (0, 0.0));
+    assert!(
+        !s.resumable,
+        "nothing to resume before the first checkpoint"
+    );
     assert!(t.join("run/best.onnx").is_file() && t.join("run/summary.json").is_file());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("run/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "interrupted");
+    assert!(summary["best_val_accuracy"].is_null(), "{summary}");
     std::fs::remove_dir_all(&t).unwrap();
 }
 

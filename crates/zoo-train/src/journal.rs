@@ -1,0 +1,178 @@
+//! What a run writes while it trains, so that a crash (kill -9, OOM, power loss) leaves a run
+//! that can be read and resumed: metrics.csv appended at every iteration, best.onnx and
+//! summary.json at every new best, last.onnx and checkpoint.bin at every validation and epoch
+//! end. summary.json always says where the run stands (`status`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+use zoo_net::Network;
+
+use crate::checkpoint::{Checkpoint, LoopState, Weights};
+use crate::export::Metadata;
+use crate::report::{metrics_line, METRICS_HEADER};
+use crate::rundir;
+use crate::trainer::{IterationRow, Journal, ValidationRow};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Interrupted,
+    Failed,
+}
+
+/// summary.json while the run is not finished (the final summary replaces it).
+#[derive(Serialize)]
+struct Progress<'a> {
+    status: RunStatus,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    iteration: usize,
+    total_iterations: usize,
+    epochs_done: usize,
+    best: Option<&'a ValidationRow>,
+    /// `zoo finetune --resume RUN` continues from here.
+    resumable: bool,
+}
+
+pub struct RunJournal {
+    dir: PathBuf,
+    model: String,
+    meta: Metadata,
+    /// Parameters whose values can change in training (the rest come from the base model).
+    changing: Vec<usize>,
+    total_iterations: usize,
+    metrics: std::fs::File,
+    has_checkpoint: bool,
+    last_state: LoopState,
+}
+
+impl RunJournal {
+    /// Starts metrics.csv afresh, or, when resuming, with the rows up to the checkpoint (a
+    /// killed run may have logged iterations after it, which are run again).
+    pub fn open(
+        dir: &Path,
+        model: &str,
+        meta: Metadata,
+        changing: Vec<usize>,
+        total_iterations: usize,
+        resumed: Option<&Checkpoint>,
+    ) -> std::io::Result<Self> {
+        let mut text = String::from(METRICS_HEADER);
+        if let Some(c) = resumed {
+            for it in &c.state.iterations {
+                let val = c.state.rows.iter().find(|v| v.iteration == it.iteration);
+                text += &metrics_line(it, val);
+            }
+        }
+        rundir::write(dir, "metrics.csv", text.as_bytes())?;
+        let metrics = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("metrics.csv"))?;
+        let mut journal = Self {
+            dir: dir.to_path_buf(),
+            model: model.to_string(),
+            meta,
+            changing,
+            total_iterations,
+            metrics,
+            has_checkpoint: resumed.is_some(),
+            last_state: resumed.map(|c| c.state.clone()).unwrap_or_default(),
+        };
+        journal.progress(RunStatus::Running, None)?;
+        Ok(journal)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn meta(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// Writes a best.onnx (used when resuming, where the checkpoint holds the best weights).
+    pub fn write_best<B: AutodiffBackend>(&self, best: &Network<B>) -> std::io::Result<()> {
+        rundir::write(
+            &self.dir,
+            "best.onnx",
+            &crate::export::encode(best, &self.meta),
+        )
+    }
+
+    /// summary.json while no final summary exists: running, or failed with the error.
+    pub fn progress(&mut self, status: RunStatus, error: Option<String>) -> std::io::Result<()> {
+        let s = &self.last_state;
+        let per_epoch_done = s.epoch_seconds.len();
+        let progress = Progress {
+            status,
+            model: &self.model,
+            error,
+            iteration: s.iteration,
+            total_iterations: self.total_iterations,
+            epochs_done: per_epoch_done,
+            best: s.best_row.as_ref(),
+            resumable: self.has_checkpoint,
+        };
+        rundir::write_json(&self.dir, "summary.json", &progress)
+    }
+
+    fn values<B: AutodiffBackend>(&self, net: &Network<B>) -> Weights {
+        self.changing
+            .iter()
+            .map(|&i| (i, net.param_value(i)))
+            .collect()
+    }
+}
+
+impl<B: AutodiffBackend> Journal<B> for RunJournal {
+    fn iteration(
+        &mut self,
+        row: &IterationRow,
+        validation: Option<&ValidationRow>,
+    ) -> std::io::Result<()> {
+        // One write per row: the line reaches the OS at once (a kill loses nothing), and a
+        // power loss at most the rows since the last checkpoint, which a resume runs again.
+        self.metrics
+            .write_all(metrics_line(row, validation).as_bytes())
+    }
+
+    fn new_best(&mut self, best: &Network<B>, state: &LoopState) -> std::io::Result<()> {
+        self.write_best(best)?;
+        self.last_state = state.clone();
+        self.progress(RunStatus::Running, None)
+    }
+
+    fn checkpoint(
+        &mut self,
+        last: &Network<B>,
+        best: &Network<B>,
+        state: &LoopState,
+        optimizer: Vec<u8>,
+    ) -> std::io::Result<()> {
+        rundir::write(
+            &self.dir,
+            "last.onnx",
+            &crate::export::encode(last, &self.meta),
+        )?;
+        let checkpoint = Checkpoint {
+            state: state.clone(),
+            last: self.values(last),
+            best: self.values(best),
+            optimizer,
+        };
+        rundir::write(&self.dir, crate::checkpoint::FILE, &checkpoint.encode())?;
+        self.has_checkpoint = true;
+        self.last_state = state.clone();
+        self.progress(RunStatus::Running, None)
+    }
+}

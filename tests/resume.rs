@@ -1,0 +1,251 @@
+//! Runs survive a crash: `kill -9` mid-run leaves a run that `zoo evaluate` reads and
+//! `zoo finetune --resume` completes, with the weights of an uninterrupted run.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{small_rgb_classifier, write_images, zoo, TempDir};
+
+/// A run that validates every 3 iterations with 6 iterations per epoch, so checkpoints come
+/// both from validations and from epoch ends, with augmentation drawing per epoch.
+fn finetune_args<'a>(
+    model: &'a str,
+    data: &'a str,
+    optimizer: &'a str,
+    out: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "finetune",
+        model,
+        "--data",
+        data,
+        "--classes",
+        "3",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "4",
+        "--val-every",
+        "4",
+        "--unfreeze-all",
+        "--augment",
+        "--optimizer",
+        optimizer,
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    ]
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = zoo_onnx::OnnxModel::load(path).unwrap();
+    let mut w: Vec<_> = model
+        .graph
+        .constants
+        .iter()
+        .filter_map(|(name, t)| t.as_f32().map(|v| (name.clone(), v.to_vec())))
+        .collect();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+fn max_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|((na, va), (nb, vb))| {
+            assert_eq!(na, nb);
+            assert_eq!(va.len(), vb.len());
+            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Starts a finetune and kills it with SIGKILL once `checkpoint.bin` holds at least two
+/// validations; returns whether it was still running when killed.
+fn kill_after_checkpoints(args: &[&str], home: &Path, run: &Path) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .args(args)
+        .env("ZOO_CACHE", home.join("zoo"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let validations = std::fs::read_to_string(run.join("metrics.csv"))
+            .map(|m| {
+                m.lines()
+                    .filter(|l| !l.ends_with(",,"))
+                    .count()
+                    .saturating_sub(1)
+            })
+            .unwrap_or(0);
+        if validations >= 2 && run.join("checkpoint.bin").is_file() {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap(); // SIGKILL on unix
+    child.wait().unwrap();
+    running
+}
+
+#[test]
+fn a_killed_sgdm_finetune_resumes_to_the_weights_of_an_uninterrupted_run() {
+    killed_run_resumes_exactly("sgdm");
+}
+
+#[test]
+fn a_killed_adam_finetune_resumes_to_the_weights_of_an_uninterrupted_run() {
+    killed_run_resumes_exactly("adam");
+}
+
+fn killed_run_resumes_exactly(optimizer: &str) {
+    let t = TempDir::new(&format!("resume-{optimizer}"));
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
+        write_images(&t.path().join("data").join(class), 9 + i);
+    }
+    let (model, data) = (model.to_str().unwrap(), t.path().join("data"));
+    let data = data.to_str().unwrap();
+    let whole = t.path().join("whole");
+    let run = zoo(
+        &finetune_args(model, data, optimizer, whole.to_str().unwrap()),
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json(&whole.join("summary.json"))["status"], "finished");
+
+    let killed = t.path().join("killed");
+    let args = finetune_args(model, data, optimizer, killed.to_str().unwrap());
+    assert!(
+        kill_after_checkpoints(&args, t.path(), &killed),
+        "the run ended before it could be killed"
+    );
+    let progress = json(&killed.join("summary.json"));
+    assert_eq!(progress["status"], "running", "{progress}");
+    assert_eq!(progress["resumable"], true, "{progress}");
+    for file in [
+        "config.json",
+        "labels.txt",
+        "best.onnx",
+        "last.onnx",
+        "metrics.csv",
+    ] {
+        assert!(killed.join(file).is_file(), "{file} missing after kill -9");
+    }
+    // What a killed run holds is usable as it is.
+    let eval = zoo(
+        &[
+            "evaluate",
+            killed.to_str().unwrap(),
+            "--data",
+            data,
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(eval.code, 0, "{}", eval.stderr);
+    assert_eq!(eval.json()["samples"], 9 + 10 + 11);
+
+    let resumed = zoo(
+        &["finetune", "--resume", killed.to_str().unwrap(), "--json"],
+        t.path(),
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stderr.contains("resuming"), "{}", resumed.stderr);
+    let summary = resumed.json();
+    assert_eq!(summary["status"], "finished");
+    let whole_summary = json(&whole.join("summary.json"));
+    assert_eq!(summary["best_iteration"], whole_summary["best_iteration"]);
+    assert_eq!(
+        summary["best_val_accuracy"],
+        whole_summary["best_val_accuracy"]
+    );
+    for file in ["last.onnx", "best.onnx"] {
+        let d = max_difference(&weights(&whole.join(file)), &weights(&killed.join(file)));
+        assert!(d < 1e-6, "{file}: resumed weights differ by {d}");
+    }
+    // metrics.csv has each iteration once, as the uninterrupted run's.
+    let rows = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').nth(1).unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&whole), rows(&killed));
+
+    let again = zoo(
+        &["finetune", "--resume", killed.to_str().unwrap()],
+        t.path(),
+    );
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("nothing to resume"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn resume_refuses_a_folder_that_is_not_a_run_and_a_damaged_checkpoint() {
+    let t = TempDir::new("resume-bad");
+    let not_run = zoo(
+        &["finetune", "--resume", t.path().to_str().unwrap()],
+        t.path(),
+    );
+    assert_eq!(not_run.code, 2, "{}", not_run.stderr);
+    assert!(
+        not_run.stderr.contains("is not a zoo run"),
+        "{}",
+        not_run.stderr
+    );
+    assert!(!not_run.stderr.contains("panicked"), "{}", not_run.stderr);
+
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
+        write_images(&t.path().join("data").join(class), 6 + i);
+    }
+    let out = t.path().join("run");
+    let data = t.path().join("data");
+    let mut args = finetune_args(
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "sgdm",
+        out.to_str().unwrap(),
+    );
+    args[7] = "1"; // one epoch
+    assert_eq!(zoo(&args, t.path()).code, 0);
+    // Pretend it was killed: status running, checkpoint cut short.
+    let summary = out.join("summary.json");
+    let text = std::fs::read_to_string(&summary).unwrap();
+    std::fs::write(&summary, text.replace("\"finished\"", "\"running\"")).unwrap();
+    let ckpt = std::fs::read(out.join("checkpoint.bin")).unwrap();
+    std::fs::write(out.join("checkpoint.bin"), &ckpt[..ckpt.len() / 2]).unwrap();
+    let damaged = zoo(&["finetune", "--resume", out.to_str().unwrap()], t.path());
+    assert_eq!(damaged.code, 2, "{}", damaged.stderr);
+    assert!(
+        damaged.stderr.contains("checkpoint.bin"),
+        "{}",
+        damaged.stderr
+    );
+    assert!(damaged.stderr.contains("truncated"), "{}", damaged.stderr);
+}
