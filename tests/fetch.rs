@@ -397,6 +397,26 @@ fn fetch_lenet_from_the_hub_layout_verifies_and_second_fetch_does_not_download()
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["status"], "downloaded");
     assert_eq!(server.gets_of(LENET_PATH), 2);
+
+    // A damaged cached copy under --offline is named, with both checksums.
+    let mut damaged = std::fs::read(path).unwrap();
+    damaged.reverse();
+    std::fs::write(path, &damaged).unwrap();
+    let offline = zoo(&["fetch", "lenet", "--offline", "--no-check"], t.path());
+    assert_eq!(offline.code, 2, "{}", offline.stderr);
+    for part in [
+        "checksum mismatch",
+        LENET_SHA,
+        &sha256_hex(&damaged),
+        "without --offline",
+    ] {
+        assert!(offline.stderr.contains(part), "{part}: {}", offline.stderr);
+    }
+    assert!(
+        !offline.stderr.contains("not in the cache"),
+        "{}",
+        offline.stderr
+    );
 }
 
 #[test]

@@ -493,3 +493,46 @@ fn evaluate_mnist_cnn_reproduces_the_published_98_90_percent() {
         .sum();
     assert_eq!(diagonal, 9_890, "the CSV agrees with the report");
 }
+
+#[test]
+fn a_class_of_only_unreadable_files_is_refused_and_imbalance_counts_readable_images() {
+    let t = TempDir::new("unreadable-class");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    write_images(&t.path().join("data/cat"), 6);
+    write_images(&t.path().join("data/dog"), 6);
+    let broken = t.path().join("data/fox");
+    std::fs::create_dir_all(&broken).unwrap();
+    for i in 0..20 {
+        std::fs::write(broken.join(format!("f{i}.jpg")), b"not an image").unwrap();
+    }
+    let (data, out) = (t.path().join("data"), t.path().join("run"));
+    let args = [
+        "finetune",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = zoo(&args, t.path());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("class `fox` has no readable image")
+            && run.stderr.contains("f0.jpg")
+            && !run.stderr.contains("imbalanced"),
+        "{}",
+        run.stderr
+    );
+    // With one readable fox among the broken files, the imbalance is of readable images.
+    write_images(&broken, 1);
+    let run = zoo(&args, t.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("has 6 readable images, `fox` only 1"),
+        "{}",
+        run.stderr
+    );
+}

@@ -21,6 +21,31 @@ pub fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Whether a JPEG ends with its end-of-image marker (FF D9), allowing the trailers some cameras
+/// append: the marker must be within the last 64 KiB.
+fn jpeg_is_complete(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 << 10;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 2];
+    if file.read_exact(&mut head).is_err() || head != [0xFF, 0xD8] {
+        // Not JPEG data at all (a JPEG name only): the decoder says what it is.
+        return true;
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Vec::new();
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(TAIL)))
+        .is_err()
+        || file.take(TAIL).read_to_end(&mut tail).is_err()
+    {
+        return false;
+    }
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// Decodes an image file: format sniffed from the bytes, decode limits, EXIF orientation applied.
 pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     let unreadable = |reason: String| DataError::Unreadable {
@@ -38,6 +63,12 @@ pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     reader.limits(limits);
     if reader.format().is_none() {
         return Err(unreadable("not a recognised image format".into()));
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(path) {
+        // The decoder fills a cut JPEG with gray and reports success.
+        return Err(unreadable(
+            "truncated JPEG (no end-of-image marker): the missing part would decode as gray".into(),
+        ));
     }
     let mut decoder = reader
         .into_decoder()

@@ -110,19 +110,21 @@ pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, Da
             dataset.classes[c]
         )));
     }
-    let counts = dataset.class_counts();
-    let (min_c, max_c) = (
-        (0..counts.len()).min_by_key(|&c| counts[c]).unwrap_or(0),
-        (0..counts.len()).max_by_key(|&c| counts[c]).unwrap_or(0),
-    );
-    if counts[max_c] as f64 > IMBALANCE_RATIO * counts[min_c] as f64 {
-        out.warnings.push(format!(
-            "classes are imbalanced: `{}` has {} images, `{}` only {}; accuracy will favour the larger classes",
-            dataset.classes[max_c], counts[max_c], dataset.classes[min_c], counts[min_c]
-        ));
-    }
     out.warnings.extend(leak_warning(dataset, &out));
     Ok(out)
+}
+
+/// Warns when one class has more than [`IMBALANCE_RATIO`] times the images of another;
+/// `counts` are per class, of the images that will really be used (readable ones).
+pub fn imbalance_warning(classes: &[String], counts: &[usize]) -> Option<String> {
+    let min_c = (0..counts.len()).min_by_key(|&c| counts[c])?;
+    let max_c = (0..counts.len()).max_by_key(|&c| counts[c])?;
+    (counts[max_c] as f64 > IMBALANCE_RATIO * counts[min_c] as f64).then(|| {
+        format!(
+            "classes are imbalanced: `{}` has {} readable images, `{}` only {}; accuracy will favour the larger classes",
+            classes[max_c], counts[max_c], classes[min_c], counts[min_c]
+        )
+    })
 }
 
 /// The same file content in both train and validation inflates validation accuracy.

@@ -118,3 +118,31 @@ fn a_png_declaring_gigabytes_is_refused_from_its_header() {
     assert!(e.contains("over the limits"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_jpeg_cut_short_is_unreadable_not_silently_gray() {
+    let dir = std::env::temp_dir().join(format!("zoo-cut-jpeg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let whole = dir.join("whole.jpg");
+    image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    })
+    .save(&whole)
+    .unwrap();
+    assert!(zoo_data::decode(&whole).is_ok());
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 5]).unwrap();
+    let err = zoo_data::decode(&cut).expect_err("a cut JPEG").to_string();
+    assert!(
+        err.contains("cut.jpg") && err.contains("truncated JPEG"),
+        "{err}"
+    );
+    // A trailer after the end-of-image marker (as some cameras write) is fine.
+    let trailer = dir.join("trailer.jpg");
+    let mut with_trailer = bytes.clone();
+    with_trailer.extend_from_slice(&[0u8; 300]);
+    std::fs::write(&trailer, &with_trailer).unwrap();
+    assert!(zoo_data::decode(&trailer).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

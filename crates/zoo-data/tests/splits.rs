@@ -48,11 +48,10 @@ fn per_class_count_and_refusals() {
     let d = open(&root).unwrap();
     let s = split(&d, SplitPlan::PerClass(2), 1).unwrap();
     assert_eq!(s.val.len(), 4);
-    assert!(
-        s.warnings.iter().any(|w| w.contains("imbalanced")),
-        "{:?}",
-        s.warnings
-    );
+    let classes = d.classes.clone();
+    let w = zoo_data::imbalance_warning(&classes, &[3, 12]).unwrap();
+    assert!(w.contains("`b` has 12 readable images, `a` only 3"), "{w}");
+    assert!(zoo_data::imbalance_warning(&classes, &[6, 12]).is_none());
     let err = split(&d, SplitPlan::PerClass(3), 1)
         .unwrap_err()
         .to_string();

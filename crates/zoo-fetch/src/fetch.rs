@@ -115,6 +115,29 @@ fn verified(path: &Path, size: u64, sha256: &str) -> Option<PathBuf> {
     }
 }
 
+/// A failed Hub download; a full disk or quota is the cache's problem, named by its path.
+fn download_failure(url: &str, reason: String, cache: &Path) -> FetchError {
+    let disk_full = [
+        "os error 28",
+        "No space left",
+        "os error 122",
+        "quota exceeded",
+    ]
+    .iter()
+    .any(|s| reason.contains(s));
+    if disk_full {
+        FetchError::Cache {
+            path: cache.to_path_buf(),
+            reason: format!("{reason} (while downloading {url}); free space there or set HF_HOME"),
+        }
+    } else {
+        FetchError::Download {
+            url: url.to_string(),
+            reason,
+        }
+    }
+}
+
 /// Turns a failed check of a fresh download into an error (after removing the file).
 fn reject(path: &Path, what: &str, size: u64, sha256: &str) -> Result<(), FetchError> {
     let check = check_file(path, size, sha256).map_err(|e| FetchError::Cache {
@@ -229,6 +252,17 @@ pub fn fetch_card(
         ..source.clone()
     };
     let cached = hub.cached_file(&pinned);
+    if options.offline && !options.force {
+        // A damaged copy is named with both checksums, not reported as missing.
+        if let Some(p) = cached.as_ref().filter(|p| p.is_file()) {
+            let what = format!(
+                "the cached copy of {} at {} (run without --offline to download it again)",
+                card.name,
+                p.display()
+            );
+            reject(p, &what, source.size, &source.sha256)?;
+        }
+    }
     if options.force {
         if let Some(p) = &cached {
             remove_cached(p);
@@ -250,12 +284,8 @@ pub fn fetch_card(
         None => {
             ensure_writable(&hub.root)?;
             let url = resolve_url(&endpoint(options), source, &revision);
-            let path = hub_download(hub, options, &source.repo, &source.path, &revision).map_err(
-                |reason| FetchError::Download {
-                    url: url.clone(),
-                    reason,
-                },
-            )?;
+            let path = hub_download(hub, options, &source.repo, &source.path, &revision)
+                .map_err(|reason| download_failure(&url, reason, &hub.root))?;
             reject(&path, &url, source.size, &source.sha256)?;
             (path, FetchStatus::Downloaded)
         }
@@ -492,6 +522,14 @@ pub fn fetch_url(
         }
     }
     if options.offline {
+        if target.is_file() {
+            let what = format!(
+                "the cached copy of {url} at {} (run without --offline to download it again)",
+                target.display()
+            );
+            let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+            reject(&target, &what, size, &sha)?;
+        }
         return Err(FetchError::Offline {
             name: url.to_string(),
             cache: zoo.root.clone(),

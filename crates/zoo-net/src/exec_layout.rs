@@ -15,7 +15,8 @@ use crate::exec::{binary, Value, PADDED};
 pub(crate) fn unary<B: Backend>(t: Tensor<B, PADDED>, f: &Unary) -> Tensor<B, PADDED> {
     match *f {
         Unary::Clip { min, max } => match (min.is_finite(), max.is_finite()) {
-            (true, true) => t.clamp(min, max),
+            // Not `clamp`: ONNX sets everything to `max` when min > max; clamp would panic.
+            (true, true) => t.clamp_min(min).clamp_max(max),
             (true, false) => t.clamp_min(min),
             (false, true) => t.clamp_max(max),
             (false, false) => t,

@@ -369,6 +369,7 @@ impl OnnxModel {
                 reached.extend(n.outputs.iter().map(String::as_str));
             }
         }
+        check_weights_are_constant(&graph_nodes, &reached)?;
         if !reached.contains(output.name.as_str()) {
             return Err(OnnxError::BadInterface(format!(
                 "output `{}` is computed from constants only: it does not depend on the input image",
@@ -450,6 +451,30 @@ fn value_spec(v: &ValueInfoProto) -> Result<ValueSpec> {
         name: v.name.clone(),
         dims,
     })
+}
+
+/// Layer weights (Conv, BatchNormalization, PRelu) must be constants: zoo trains them as
+/// parameters, and their shapes fix the layer's. Computed from the image they would change
+/// with every batch.
+fn check_weights_are_constant(nodes: &[Node], from_image: &HashSet<&str>) -> Result<()> {
+    for n in nodes {
+        if !matches!(n.op, Op::Conv(_) | Op::BatchNorm { .. } | Op::PRelu) {
+            continue;
+        }
+        if let Some(w) = n
+            .inputs
+            .iter()
+            .skip(1)
+            .find(|i| from_image.contains(i.as_str()))
+        {
+            return Err(OnnxError::BadInterface(format!(
+                "node `{}` ({}) takes its weights `{w}` from the image; zoo needs layer weights as initializers",
+                n.label,
+                n.op.onnx_type()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The one graph input that is not an initializer: an NCHW image batch with known C, H, W.

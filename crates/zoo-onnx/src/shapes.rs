@@ -337,7 +337,21 @@ pub(crate) fn infer_node(
             let mut lead = broadcast(&a[..ra - 2], &b[..rb - 2])
                 .ok_or_else(|| err(format!("batch dims of {a:?} and {b:?} do not broadcast")))?;
             lead.extend([a[ra - 2], b[rb - 1]]);
-            if !is_batched(0) && is_batched(1) {
+            // The batch axis survives only where the other operand's leading dims broadcast
+            // against it as 1 (a [10, 8, 1, 1] right side turns a batch of 1 into 10).
+            let batch_kept = if ra == 2 && rb == 2 {
+                is_batched(0)
+            } else {
+                batch_follows(&[(&a, is_batched(0)), (&b, is_batched(1))], &lead)
+            };
+            if !batch_kept {
+                if is_batched(0) || is_batched(1) {
+                    mark_fixed(
+                        info,
+                        node,
+                        "the MatMul broadcast does not keep the batch axis first",
+                    );
+                }
                 batched = false;
             }
             lead
@@ -517,7 +531,7 @@ pub(crate) fn infer_node(
             }
             dims_of(0)?
         }
-        Op::Pad { kind: _, pads } => {
+        Op::Pad { kind, pads } => {
             let x = dims_of(0)?;
             let pads = pads
                 .as_ref()
@@ -526,6 +540,16 @@ pub(crate) fn infer_node(
                 return Err(err(format!(
                     "pads {pads:?} must be {} non-negative values for {x:?}",
                     2 * x.len()
+                )));
+            }
+            // Reflection mirrors inside the tensor: it needs more values than it adds.
+            let too_wide = (0..x.len()).find(|&i| {
+                (pads[i] > 0 || pads[i + x.len()] > 0)
+                    && (pads[i] as usize >= x[i] || pads[i + x.len()] as usize >= x[i])
+            });
+            if let (crate::ops::PadKind::Reflect, Some(i)) = (kind, too_wide) {
+                return Err(err(format!(
+                    "reflect pads {pads:?} must be smaller than the padded axes of {x:?} (axis {i})"
                 )));
             }
             if (pads[0] != 0 || pads[x.len()] != 0) && batched {

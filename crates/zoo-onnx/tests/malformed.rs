@@ -236,3 +236,42 @@ fn empty_files_and_non_regular_files_are_named_errors() {
         assert!(e.contains("not a regular file"), "{e}");
     }
 }
+
+#[test]
+fn mutation_test_findings_are_errors() {
+    // Reflect padding as wide as the axis (burn asserted on it).
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(2), Some(6)]);
+    b.init_i64("pads", &[0, 0, 2, 0, 0, 0, 0, 0]);
+    b.node(
+        "pad",
+        "Pad",
+        &["x", "pads"],
+        &["y"],
+        vec![("mode", Attr::Str("reflect"))],
+    );
+    b.output("y", &[Some(1), Some(2), Some(4), Some(6)]);
+    let e = error_text(&b.build(11));
+    assert!(e.contains("reflect pads") && e.contains("axis 2"), "{e}");
+
+    // A Conv whose weights are computed from the image (its output channels would change
+    // with the batch).
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(6), Some(6)]);
+    b.node("relu", "Relu", &["x"], &["r"], vec![]);
+    b.node("conv", "Conv", &["x", "r"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(1), Some(1), Some(1)]);
+    let e = error_text(&b.build(11));
+    assert!(e.contains("takes its weights `r` from the image"), "{e}");
+}
+
+#[test]
+fn a_matmul_broadcasting_the_batch_away_runs_at_its_declared_batch_only() {
+    // [N, 8, 1, 1] x [10, 8, 1, 1]: at N = 1 the leading dims broadcast to [10, 8]; at N = 2
+    // they do not broadcast at all (burn panicked).
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(8), Some(1), Some(1)]);
+    b.init_f32("w", &[10, 8, 1, 1], vec![0.1; 80]);
+    b.node("mm", "MatMul", &["x", "w"], &["y"], vec![]);
+    b.output("y", &[Some(10), Some(8), Some(1), Some(1)]);
+    let m = load(&b.build(13)).unwrap();
+    let why = m.graph.shapes.fixed_batch.clone().expect("fixed batch");
+    assert!(why.contains("MatMul broadcast"), "{why}");
+}

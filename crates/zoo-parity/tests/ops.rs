@@ -1051,3 +1051,21 @@ fn channels_last_input_of_tensorflow_exports() {
     assert_eq!(onnx.graph.input_chw(), [3, 9, 7]);
     assert_parity(&m, 3);
 }
+
+#[test]
+fn a_long_chain_beyond_tracts_optimiser_limit_still_matches() {
+    // 3,000 nodes: tract runs it unoptimised (its optimiser is quadratic in the node count).
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(2), Some(4), Some(4)]);
+    let mut last = "x".to_string();
+    for i in 0..3000 {
+        let (op, out) = if i % 2 == 0 {
+            ("Relu", format!("r{i}"))
+        } else {
+            ("Tanh", format!("t{i}"))
+        };
+        b.node(&format!("n{i}"), op, &[&last], &[&out], vec![]);
+        last = out;
+    }
+    let model = finish(&mut b, &last, 13);
+    assert!(assert_parity(&model, 2) <= 1e-4);
+}

@@ -484,6 +484,12 @@ impl Job<'_> {
         if train.is_empty() {
             anyhow::bail!("no training image could be decoded");
         }
+        let mut warnings = splits.warnings;
+        let readable = readable_per_class(&dataset, &train, &val, &skipped)?;
+        if let Some(w) = zoo_data::imbalance_warning(&dataset.classes, &readable) {
+            reporter.warn(&w);
+            warnings.push(w);
+        }
         let load_s = load_started.elapsed().as_secs_f64();
         reporter.info(&format!(
             "data: {} classes, {} training and {} validation images ({} skipped), loaded in {:.1} s",
@@ -499,7 +505,7 @@ impl Job<'_> {
             train_count: splits.train.len(),
             val_count: splits.val.len(),
             skipped,
-            warnings: splits.warnings,
+            warnings,
             load_s,
         };
         Ok((data, train, val))
@@ -668,6 +674,34 @@ impl Job<'_> {
         });
         io(rundir::write_json(dir, "config.json", &config))
     }
+}
+
+/// Decoded images per class; a class without any is an error (it would become an output the
+/// network can never learn), named with why its files failed.
+fn readable_per_class(
+    dataset: &zoo_data::Dataset,
+    train: &zoo_data::Tensors,
+    val: &zoo_data::Tensors,
+    skipped: &[Skipped],
+) -> anyhow::Result<Vec<usize>> {
+    let mut counts = vec![0usize; dataset.classes.len()];
+    for &label in train.labels.iter().chain(&val.labels) {
+        counts[label] += 1;
+    }
+    if let Some(c) = counts.iter().position(|&n| n == 0) {
+        let name = &dataset.classes[c];
+        let why = dataset
+            .samples
+            .iter()
+            .filter(|s| s.label == c)
+            .find_map(|s| skipped.iter().find(|k| k.path == s.image.name()))
+            .map(|s| format!(" (e.g. {}: {})", s.path, s.reason))
+            .unwrap_or_default();
+        anyhow::bail!(
+            "class `{name}` has no readable image{why}; fix or remove its files (see `zoo data check`)"
+        );
+    }
+    Ok(counts)
 }
 
 /// The layers to freeze: `--unfreeze-all`, `--freeze`, `--freeze-until`, else the profile's.
