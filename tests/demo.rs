@@ -44,7 +44,16 @@ fn demo_runs_offline_and_evaluate_reproduces_the_finetune_accuracy_to_the_image(
     let summary = read_json(&run_dir.join("summary.json"));
     let val = summary["val_images"].as_u64().unwrap() as f64;
     let finetune_correct = (summary["best_val_accuracy"].as_f64().unwrap() * val).round();
-    let eval = zoo(&["evaluate", run_dir.to_str().unwrap(), "--json"], t.path());
+    let eval = zoo(
+        &[
+            "evaluate",
+            run_dir.to_str().unwrap(),
+            "--engine",
+            "tract",
+            "--json",
+        ],
+        t.path(),
+    );
     assert_eq!(eval.code, 0, "{}", eval.stderr);
     assert!(
         !eval.stderr.contains("warning"),

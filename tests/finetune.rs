@@ -245,6 +245,59 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
         run.join("evaluation/confusion.csv").is_file()
             && run.join("evaluation/confusion.png").is_file()
     );
+    // zoo's own network is the default engine; tract, independent, agrees image for image.
+    assert!(ev["engine"].as_str().unwrap().starts_with("zoo"), "{ev}");
+    let data_arg = data.to_str().unwrap();
+    let tract = zoo(
+        &[
+            "evaluate",
+            run.to_str().unwrap(),
+            "--data",
+            data_arg,
+            "--engine",
+            "tract",
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(tract.code, 0, "{}", tract.stderr);
+    let tv = tract.json();
+    assert_eq!(tv["engine"], "tract (CPU)");
+    assert_eq!(
+        (tv["correct"].clone(), tv["classes"].clone()),
+        (ev["correct"].clone(), ev["classes"].clone())
+    );
+    let bad = zoo(
+        &["evaluate", run.to_str().unwrap(), "--engine", "onnx"],
+        t.path(),
+    );
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("zoo, tract or ort"), "{}", bad.stderr);
+    let image = data.join("cat/img00.png");
+    let guesses = |engine: &str| {
+        let p = zoo(
+            &[
+                "predict",
+                run.to_str().unwrap(),
+                image.to_str().unwrap(),
+                "--engine",
+                engine,
+                "--json",
+            ],
+            t.path(),
+        );
+        assert_eq!(p.code, 0, "{}", p.stderr);
+        p.json()["predictions"][0]["top"].clone()
+    };
+    let (ours, theirs) = (guesses("zoo"), guesses("tract"));
+    for k in 0..3 {
+        assert_eq!(ours[k]["label"], theirs[k]["label"]);
+        let (a, b) = (
+            ours[k]["probability"].as_f64().unwrap(),
+            theirs[k]["probability"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
 }
 
 #[test]

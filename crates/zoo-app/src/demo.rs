@@ -104,6 +104,7 @@ pub fn run_demo(
         None,
         &crate::evaluate::EvalData::RunValidation(run_dir.clone()),
         &run_dir.join("evaluation"),
+        crate::engines::Runtime::Tract,
         zoo_train::DeviceChoice::Cpu,
     )?;
     reporter.info("5/5 done");

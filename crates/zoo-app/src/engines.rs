@@ -100,3 +100,80 @@ pub fn resolve_device(choice: DeviceChoice) -> anyhow::Result<Device> {
         .map_err(anyhow::Error::msg)?
         .0)
 }
+
+/// What computes the predictions of `zoo evaluate` and `zoo predict`: zoo's own network
+/// (the default: the fast path, on CPU or CUDA), or an independent runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Runtime {
+    #[default]
+    Zoo,
+    Tract,
+    Ort,
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zoo" => Ok(Self::Zoo),
+            "tract" => Ok(Self::Tract),
+            "ort" => Ok(Self::Ort),
+            other => Err(format!("--engine must be zoo, tract or ort, not `{other}`")),
+        }
+    }
+}
+
+/// Rows of outputs for `images` (one per image, `batch` at a time where the file allows it)
+/// and a description of what computed them. zoo's rows are the logits; tract's and ONNX
+/// Runtime's are the file's output (`logits` says which).
+pub struct Outputs {
+    pub rows: Vec<Vec<f32>>,
+    pub engine: String,
+    pub logits: bool,
+}
+
+pub fn outputs(
+    path: &std::path::Path,
+    model: OnnxModel,
+    images: &[f32],
+    batch: usize,
+    runtime: Runtime,
+    device: DeviceChoice,
+) -> anyhow::Result<Outputs> {
+    let chw = model.graph.input_chw();
+    let any_batch = model.graph.input.dims[0].is_none() && model.graph.shapes.fixed_batch.is_none();
+    if runtime != Runtime::Zoo && device == DeviceChoice::Cuda {
+        anyhow::bail!("--device cuda runs zoo's own network; tract and ONNX Runtime run on the CPU here (leave --engine out)");
+    }
+    match runtime {
+        Runtime::Zoo => {
+            let device = resolve_device(device)?;
+            let batch = if any_batch { batch } else { 1 };
+            let rows = network_outputs(model, images, batch, device)?;
+            Ok(Outputs {
+                rows,
+                engine: format!("zoo network on {}", device.backend_name()),
+                logits: true,
+            })
+        }
+        Runtime::Tract => {
+            drop(model);
+            let tract = TractEngine::from_path(path, chw, any_batch)?;
+            Ok(Outputs {
+                rows: tract.run_batch(images, batch)?,
+                engine: "tract (CPU)".into(),
+                logits: false,
+            })
+        }
+        Runtime::Ort => {
+            drop(model);
+            let ort = OrtEngine::from_path(path, chw).map_err(anyhow::Error::msg)?;
+            Ok(Outputs {
+                rows: ort.run_batch(images, batch).map_err(anyhow::Error::msg)?,
+                engine: "ONNX Runtime (CPU)".into(),
+                logits: false,
+            })
+        }
+    }
+}

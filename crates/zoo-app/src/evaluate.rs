@@ -1,14 +1,15 @@
 //! `zoo evaluate`: accuracy with a 95 % Wilson interval, per-class precision and recall, and the
-//! confusion matrix (CSV and PNG), computed by tract on a labelled dataset.
+//! confusion matrix (CSV and PNG) on a labelled dataset, computed by zoo's own network (or
+//! tract / ONNX Runtime with `--engine`).
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use zoo_cards::Card;
 use zoo_parity::compare::argmax;
-use zoo_parity::TractEngine;
+use zoo_train::DeviceChoice;
 
-use zoo_train::{Device, DeviceChoice};
+use crate::engines::Runtime;
 
 use crate::profile::{model_labels, profile_of_model};
 
@@ -67,14 +68,13 @@ pub fn evaluate(
     card: Option<&Card>,
     data: &EvalData,
     out: &Path,
+    runtime: Runtime,
     device: DeviceChoice,
 ) -> anyhow::Result<EvaluateReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(card, &model);
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
     let (model_labels, _) = model_labels(&model, card);
-    let chw = model.graph.input_chw();
-    let any_batch = model.graph.input.dims[0].is_none();
     let images = match data {
         EvalData::Dataset(dir) => {
             crate::labeled::dataset_images(dir, &profile.preprocessing, model_labels.as_deref())?
@@ -84,22 +84,8 @@ pub fn evaluate(
         }
     };
     warnings.extend(images.warnings.iter().cloned());
-    // tract on CPU (the independent runtime); zoo's own network when a GPU was asked for.
-    let (rows, engine) = match crate::engines::resolve_device(device)? {
-        Device::Cpu => {
-            drop(model);
-            let tract = TractEngine::from_path(path, chw, any_batch)?;
-            (
-                tract.run_batch(&images.values, BATCH)?,
-                "tract (CPU)".to_string(),
-            )
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda => {
-            let rows = crate::engines::network_outputs(model, &images.values, BATCH, Device::Cuda)?;
-            (rows, "zoo (CUDA)".to_string())
-        }
-    };
+    let computed = crate::engines::outputs(path, model, &images.values, BATCH, runtime, device)?;
+    let (rows, engine) = (computed.rows, computed.engine);
     let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
     let truth = &images.labels;
     let names = &images.classes;

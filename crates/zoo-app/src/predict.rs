@@ -1,12 +1,14 @@
-//! `zoo predict`: labels and probabilities for images, run by tract with the preprocessing and
-//! labels from the file's zoo metadata or the model card.
+//! `zoo predict`: labels and probabilities for images, run by zoo's own network (or tract /
+//! ONNX Runtime with `--engine`) with the preprocessing and labels from the file's zoo
+//! metadata or the model card.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use zoo_cards::{Card, OutputKind};
-use zoo_parity::TractEngine;
+use zoo_train::DeviceChoice;
 
+use crate::engines::Runtime;
 use crate::profile::{model_labels, profile_of_model};
 
 #[derive(Clone, Debug, Serialize)]
@@ -25,6 +27,8 @@ pub struct Prediction {
 #[derive(Clone, Debug, Serialize)]
 pub struct PredictReport {
     pub model: String,
+    /// What computed the predictions.
+    pub engine: String,
     pub labels_from: String,
     pub predictions: Vec<Prediction>,
     pub warnings: Vec<String>,
@@ -37,11 +41,30 @@ fn softmax(v: &[f32]) -> Vec<f64> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
+/// The `top` most probable classes, named by `names` where known.
+fn top_guesses(p: &[f64], top: usize, names: Option<&[String]>) -> Vec<Guess> {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    order
+        .into_iter()
+        .take(top.max(1))
+        .map(|i| Guess {
+            index: i,
+            label: names
+                .and_then(|n| n.get(i).cloned())
+                .unwrap_or_else(|| format!("class {i}")),
+            probability: p[i],
+        })
+        .collect()
+}
+
 pub fn predict(
     path: &Path,
     card: Option<&Card>,
     images: &[PathBuf],
     top: usize,
+    runtime: Runtime,
+    device: DeviceChoice,
 ) -> anyhow::Result<PredictReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(card, &model);
@@ -52,48 +75,39 @@ pub fn predict(
     });
     let probabilities =
         ends_in_softmax || card.is_some_and(|c| c.output.kind == OutputKind::Probabilities);
-    let chw = model.graph.input_chw();
-    drop(model);
-    let engine = TractEngine::from_path(path, chw, false)?;
-    let mut predictions = Vec::new();
+    let mut decoded = Vec::new();
+    let mut read = Vec::new();
     for image in images {
-        let decoded = match zoo_data::decode(image) {
-            Ok(d) => d,
-            Err(e) => {
-                warnings.push(e.to_string());
-                continue;
+        match zoo_data::decode(image) {
+            Ok(d) => {
+                decoded.extend(zoo_data::preprocess(&d, &profile.preprocessing));
+                read.push(image.clone());
             }
-        };
-        let out = engine.run_one(&zoo_data::preprocess(&decoded, &profile.preprocessing))?;
-        let p: Vec<f64> = if probabilities {
-            out.iter().map(|&x| x as f64).collect()
-        } else {
-            softmax(&out)
-        };
-        let mut order: Vec<usize> = (0..p.len()).collect();
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-        let top = order
-            .into_iter()
-            .take(top.max(1))
-            .map(|i| Guess {
-                index: i,
-                label: names
-                    .as_ref()
-                    .and_then(|n| n.get(i).cloned())
-                    .unwrap_or_else(|| format!("class {i}")),
-                probability: p[i],
-            })
-            .collect();
-        predictions.push(Prediction {
-            image: image.clone(),
-            top,
-        });
+            Err(e) => warnings.push(e.to_string()),
+        }
     }
-    if predictions.is_empty() {
+    if read.is_empty() {
         anyhow::bail!("none of the images could be read: {}", warnings.join("; "));
     }
+    let out = crate::engines::outputs(path, model, &decoded, 32, runtime, device)?;
+    let predictions = read
+        .into_iter()
+        .zip(&out.rows)
+        .map(|(image, row)| {
+            let p: Vec<f64> = if probabilities && !out.logits {
+                row.iter().map(|&x| x as f64).collect()
+            } else {
+                softmax(row)
+            };
+            Prediction {
+                image,
+                top: top_guesses(&p, top, names.as_deref()),
+            }
+        })
+        .collect();
     Ok(PredictReport {
         model: path.display().to_string(),
+        engine: out.engine,
         labels_from,
         predictions,
         warnings,

@@ -77,7 +77,10 @@ enum Command {
         /// Where confusion.csv and confusion.png go (default RUN/evaluation or ./evaluation).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// cpu runs tract; cuda runs zoo's network on the GPU; auto picks cuda when usable.
+        /// zoo (its own network, the fast path), tract or ort (independent runtimes, CPU).
+        #[arg(long, default_value = "zoo")]
+        engine: zoo_app::engines::Runtime,
+        /// For zoo's network: auto (CUDA when usable), cpu or cuda.
         #[arg(long, default_value = "auto")]
         device: zoo_train::DeviceChoice,
         #[arg(long)]
@@ -93,6 +96,12 @@ enum Command {
         /// How many classes to show per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
+        /// zoo (its own network, the fast path), tract or ort (independent runtimes, CPU).
+        #[arg(long, default_value = "zoo")]
+        engine: zoo_app::engines::Runtime,
+        /// For zoo's network: auto (CUDA when usable), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: zoo_train::DeviceChoice,
         #[arg(long)]
         json: bool,
     },
@@ -786,6 +795,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             data,
             out,
+            engine,
             device,
             json,
         } => {
@@ -807,6 +817,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 resolved.card.as_ref(),
                 &data,
                 &out,
+                engine,
                 device,
             )?;
             warn(&report.warnings);
@@ -817,11 +828,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             images,
             top,
+            engine,
+            device,
             json,
         } => {
             let resolved = model.resolve()?;
-            let report =
-                zoo_app::predict::predict(&resolved.path, resolved.card.as_ref(), &images, top)?;
+            let report = zoo_app::predict::predict(
+                &resolved.path,
+                resolved.card.as_ref(),
+                &images,
+                top,
+                engine,
+                device,
+            )?;
             warn(&report.warnings);
             emit(json, &report, zoo_app::predict::render)?;
             Ok(ExitCode::SUCCESS)
