@@ -226,13 +226,22 @@ fn run_single<B: Backend>(
         Op::GlobalMaxPool => get(0).map4(|t| t.max_dim(3).max_dim(2)),
         Op::BatchNorm { epsilon, momentum } => {
             let x = get(0);
+            let recorder = batch_statistics(net, node);
+            if recorder.is_none() && x.rank <= 4 {
+                let params = [1, 2, 3, 4].map(|i| param_1d(i).expect("validated"));
+                let [s, b, m, v] = &params;
+                if let Some(y) = crate::host::batch_norm_inference(&x.t4(), [s, b, m, v], *epsilon)
+                {
+                    return Value::from4(y, x.rank);
+                }
+            }
             let channels = x.dims()[1];
             let channel_axis = x.axis(1);
             let mut shape = [1usize; PADDED];
             shape[channel_axis] = channels;
             let [scale, bias, mut mean, mut var] =
                 [1, 2, 3, 4].map(|i| param_1d(i).expect("validated").reshape(shape));
-            if let Some(recorder) = batch_statistics(net, node) {
+            if let Some(recorder) = recorder {
                 // Training a batch-norm layer: normalise with this batch's statistics (as
                 // PyTorch and MATLAB do) and hand them to the trainer for the running ones.
                 let per_channel = x.t.dims().iter().product::<usize>() / channels;

@@ -195,3 +195,39 @@ pub(crate) fn add_per_channel<B: Backend>(
         &x.device(),
     ))
 }
+
+/// Batch normalisation with running statistics (inference), fused: one pass computing
+/// `x * scale[c] + shift[c]` per plane on all cores, where flex would broadcast a multiply and
+/// an add through strided iterators (62 % of a LeNet-5 validation pass).
+pub(crate) fn batch_norm_inference<B: Backend>(
+    x: &Tensor<B, 4>,
+    [scale, bias, mean, var]: [&Tensor<B, 1>; 4],
+    epsilon: f32,
+) -> Option<Tensor<B, 4>> {
+    let [_, c, h, w] = x.dims();
+    let input = host_tensor(x)?;
+    let values = input.as_slice::<f32>()?;
+    let read = |t: &Tensor<B, 1>| with_values(t, |v| v.to_vec());
+    let (scale, bias, mean, var) = (read(scale), read(bias), read(mean), read(var));
+    if [scale.len(), bias.len(), mean.len(), var.len()] != [c; 4] {
+        return None;
+    }
+    let inv_std: Vec<f32> = (0..c)
+        .map(|k| scale[k] / (var[k] + epsilon).sqrt())
+        .collect();
+    let shift: Vec<f32> = (0..c).map(|k| bias[k] - mean[k] * inv_std[k]).collect();
+    let mut out = vec![0.0f32; values.len()];
+    out.par_chunks_mut((h * w).max(1))
+        .zip(values.par_chunks((h * w).max(1)))
+        .enumerate()
+        .for_each(|(plane, (out, input))| {
+            let (a, b) = (inv_std[plane % c], shift[plane % c]);
+            for (o, v) in out.iter_mut().zip(input) {
+                *o = v * a + b;
+            }
+        });
+    Some(Tensor::from_data(
+        TensorData::new(out, x.dims()),
+        &x.device(),
+    ))
+}
