@@ -53,5 +53,7 @@ if python3 -c 'import torch' 2>/dev/null; then
         --data "$ZOO_SHARED/data/flowers5" >"$work/torch-finetune.txt"
     python3 scripts/torch_forward.py >"$work/torch-forward.jsonl"
 fi
+echo "evaluate end to end (scripts/bench-evaluate.sh)..." >&2
+scripts/bench-evaluate.sh "$ZOO_SHARED" "$CARGO_TARGET_DIR/release/zoo" >"$work/evaluate.jsonl"
 python3 scripts/bench_report.py "$work" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md" >&2
