@@ -25,6 +25,10 @@ impl Run {
     }
 }
 
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Runs `zoo` with an isolated Hugging Face cache.
 pub fn zoo(args: &[&str], home: &Path) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_zoo"))

@@ -4,16 +4,12 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{alexnet_standin, assert_run_files, shared, zoo, TempDir};
+use common::{alexnet_standin, assert_run_files, read_json, shared, zoo, TempDir};
 
 fn demo_asset(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../zoo-app/assets/demo")
         .join(name)
-}
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{small_rgb_classifier, write_images, zoo, TempDir};
+use common::{read_json, small_rgb_classifier, write_images, zoo, TempDir};
 
 /// A run that validates every 3 iterations with 6 iterations per epoch, so checkpoints come
 /// both from validations and from epoch ends, with augmentation drawing per epoch.
@@ -41,10 +41,6 @@ fn finetune_args<'a>(
         "--out",
         out,
     ]
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -130,7 +126,7 @@ fn killed_run_resumes_exactly(optimizer: &str) {
         t.path(),
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(json(&whole.join("summary.json"))["status"], "finished");
+    assert_eq!(read_json(&whole.join("summary.json"))["status"], "finished");
 
     let killed = t.path().join("killed");
     let args = finetune_args(model, data, optimizer, killed.to_str().unwrap());
@@ -138,7 +134,7 @@ fn killed_run_resumes_exactly(optimizer: &str) {
         kill_after_checkpoints(&args, t.path(), &killed),
         "the run ended before it could be killed"
     );
-    let progress = json(&killed.join("summary.json"));
+    let progress = read_json(&killed.join("summary.json"));
     assert_eq!(progress["status"], "running", "{progress}");
     assert_eq!(progress["resumable"], true, "{progress}");
     for file in [
@@ -172,7 +168,7 @@ fn killed_run_resumes_exactly(optimizer: &str) {
     assert!(resumed.stderr.contains("resuming"), "{}", resumed.stderr);
     let summary = resumed.json();
     assert_eq!(summary["status"], "finished");
-    let whole_summary = json(&whole.join("summary.json"));
+    let whole_summary = read_json(&whole.join("summary.json"));
     assert_eq!(summary["best_iteration"], whole_summary["best_iteration"]);
     assert_eq!(
         summary["best_val_accuracy"],

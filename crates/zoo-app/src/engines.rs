@@ -101,6 +101,9 @@ pub fn resolve_device(choice: DeviceChoice) -> anyhow::Result<Device> {
         .0)
 }
 
+/// Images per forward call in `zoo evaluate` and `zoo predict`.
+pub const BATCH: usize = 32;
+
 /// What computes the predictions of `zoo evaluate` and `zoo predict`: zoo's own network
 /// (the default: the fast path, on CPU or CUDA), or an independent runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -39,9 +39,6 @@ pub struct EvaluateReport {
     pub warnings: Vec<String>,
 }
 
-/// Images per engine call.
-const BATCH: usize = 32;
-
 /// Wilson score interval for `k` successes in `n` trials at 95 %.
 pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
     if n == 0 {
@@ -84,7 +81,14 @@ pub fn evaluate(
         }
     };
     warnings.extend(images.warnings.iter().cloned());
-    let computed = crate::engines::outputs(path, model, &images.values, BATCH, runtime, device)?;
+    let computed = crate::engines::outputs(
+        path,
+        model,
+        &images.values,
+        crate::engines::BATCH,
+        runtime,
+        device,
+    )?;
     let (rows, engine) = (computed.rows, computed.engine);
     let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
     let truth = &images.labels;

@@ -89,7 +89,14 @@ pub fn predict(
     if read.is_empty() {
         anyhow::bail!("none of the images could be read: {}", warnings.join("; "));
     }
-    let out = crate::engines::outputs(path, model, &decoded, 32, runtime, device)?;
+    let out = crate::engines::outputs(
+        path,
+        model,
+        &decoded,
+        crate::engines::BATCH,
+        runtime,
+        device,
+    )?;
     let predictions = read
         .into_iter()
         .zip(&out.rows)

@@ -786,17 +786,23 @@ impl<B: AutodiffBackend> Results<'_, B> {
         });
         let io =
             |r: std::io::Result<()>| context(r, &format!("cannot write to {}", run_dir.display()));
+        // The journal already wrote the best weights at their validation, and the last ones at
+        // the final checkpoint unless Ctrl-C stopped the run between checkpoints.
         let meta = journal.meta();
-        io(rundir::write(
-            &run_dir,
-            "best.onnx",
-            &crate::export::encode(&trained.best, meta),
-        ))?;
-        io(rundir::write(
-            &run_dir,
-            "last.onnx",
-            &crate::export::encode(&trained.last, meta),
-        ))?;
+        if !journal.best_is_written() {
+            io(rundir::write(
+                &run_dir,
+                "best.onnx",
+                &crate::export::encode(&trained.best, meta),
+            ))?;
+        }
+        if trained.interrupted {
+            io(rundir::write(
+                &run_dir,
+                "last.onnx",
+                &crate::export::encode(&trained.last, meta),
+            ))?;
+        }
         io(rundir::write(
             &run_dir,
             "metrics.csv",

@@ -49,6 +49,8 @@ pub struct RunJournal {
     total_iterations: usize,
     metrics: std::fs::File,
     has_checkpoint: bool,
+    /// best.onnx holds the current best weights (so the results phase need not write it again).
+    best_written: bool,
     last_state: LoopState,
 }
 
@@ -82,6 +84,7 @@ impl RunJournal {
             total_iterations,
             metrics,
             has_checkpoint: resumed.is_some(),
+            best_written: false,
             last_state: resumed.map(|c| c.state.clone()).unwrap_or_default(),
         };
         journal.progress(RunStatus::Running, None)?;
@@ -101,25 +104,30 @@ impl RunJournal {
     }
 
     /// Writes a best.onnx (used when resuming, where the checkpoint holds the best weights).
-    pub fn write_best<B: AutodiffBackend>(&self, best: &Network<B>) -> std::io::Result<()> {
+    pub fn write_best<B: AutodiffBackend>(&mut self, best: &Network<B>) -> std::io::Result<()> {
         rundir::write(
             &self.dir,
             "best.onnx",
             &crate::export::encode(best, &self.meta),
-        )
+        )?;
+        self.best_written = true;
+        Ok(())
+    }
+
+    pub fn best_is_written(&self) -> bool {
+        self.best_written
     }
 
     /// summary.json while no final summary exists: running, or failed with the error.
     pub fn progress(&mut self, status: RunStatus, error: Option<String>) -> std::io::Result<()> {
         let s = &self.last_state;
-        let per_epoch_done = s.epoch_seconds.len();
         let progress = Progress {
             status,
             model: &self.model,
             error,
             iteration: s.iteration,
             total_iterations: self.total_iterations,
-            epochs_done: per_epoch_done,
+            epochs_done: s.epoch_seconds.len(),
             best: s.best_row.as_ref(),
             resumable: self.has_checkpoint,
         };

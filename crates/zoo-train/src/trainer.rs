@@ -505,11 +505,12 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             }
             .into());
         }
+        let elapsed_s = self.elapsed();
         let s = &mut self.state;
         let row = ValidationRow {
             epoch,
             iteration: s.iteration,
-            elapsed_s: self.elapsed_before + self.session_started.elapsed().as_secs_f64(),
+            elapsed_s,
             train_loss: s.recent_loss / s.recent_n.max(1) as f64,
             train_accuracy: s.recent_correct as f64 / s.recent_n.max(1) as f64,
             val_loss,
