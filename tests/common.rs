@@ -29,12 +29,14 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Runs `zoo` with an isolated Hugging Face cache.
+/// Runs `zoo` with an isolated Hugging Face cache, zoo cache and user card folder.
 pub fn zoo(args: &[&str], home: &Path) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_zoo"))
         .args(args)
         .env("HF_HOME", home.join("hf"))
         .env("ZOO_CACHE", home.join("zoo"))
+        .env("ZOO_HOME", home.join("zoo-home"))
+        .env_remove("ZOO_CARDS")
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_ENDPOINT")
         .output()

@@ -62,7 +62,7 @@ pub fn run_demo(
     reporter.info("1/5 import: LeNet-5 trained by zoo on MNIST digits 0-4, checked against tract");
     let import = crate::verify::verify_file(
         &base,
-        None,
+        &Default::default(),
         &crate::verify::VerifyOptions {
             device: zoo_train::DeviceChoice::Cpu,
             ..Default::default()
@@ -83,7 +83,14 @@ pub fn run_demo(
     options.head_lr_factor = 1.0;
     options.device = zoo_train::DeviceChoice::Cpu;
     options.out = Some(run_dir.clone());
-    let summary = crate::finetune::run_finetune(&base, None, "demo", &options, stop, reporter)?;
+    let summary = crate::finetune::run_finetune(
+        &base,
+        &Default::default(),
+        "demo",
+        &options,
+        stop,
+        reporter,
+    )?;
 
     reporter.info("3/5 export: ONNX with a dynamic batch axis, parity with tract and ONNX Runtime");
     let engines = ["tract".to_string(), "ort".to_string()];
@@ -101,7 +108,7 @@ pub fn run_demo(
     reporter.info("4/5 evaluate: the exported file, by tract, on the held-out digits");
     let evaluation = crate::evaluate::evaluate(
         &export.output,
-        None,
+        &Default::default(),
         &crate::evaluate::EvalData::RunValidation(run_dir.clone()),
         &run_dir.join("evaluation"),
         crate::engines::Runtime::Tract,

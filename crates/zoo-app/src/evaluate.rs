@@ -5,13 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use zoo_cards::Card;
 use zoo_parity::compare::argmax;
 use zoo_train::DeviceChoice;
 
 use crate::engines::Runtime;
 
-use crate::profile::{model_labels, profile_of_model};
+use crate::profile::{model_labels, profile_of_model, ModelHints};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassScore {
@@ -36,6 +35,8 @@ pub struct EvaluateReport {
     pub skipped: Vec<String>,
     /// What computed the predictions.
     pub engine: String,
+    /// The preprocessing in force, and where it came from.
+    pub preprocessing: String,
     pub warnings: Vec<String>,
 }
 
@@ -62,16 +63,16 @@ pub enum EvalData {
 
 pub fn evaluate(
     path: &Path,
-    card: Option<&Card>,
+    hints: &ModelHints,
     data: &EvalData,
     out: &Path,
     runtime: Runtime,
     device: DeviceChoice,
 ) -> anyhow::Result<EvaluateReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
-    let profile = profile_of_model(card, &model);
+    let profile = profile_of_model(hints, &model)?;
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
-    let (model_labels, _) = model_labels(&model, card);
+    let (model_labels, _) = model_labels(&model, hints)?;
     let images = match data {
         EvalData::Dataset(dir) => {
             crate::labeled::dataset_images(dir, &profile.preprocessing, model_labels.as_deref())?
@@ -150,6 +151,7 @@ pub fn evaluate(
         confusion_png,
         skipped: images.skipped.clone(),
         engine,
+        preprocessing: profile.recipe_line(),
         warnings,
     })
 }

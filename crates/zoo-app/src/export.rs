@@ -41,7 +41,7 @@ pub fn export_run(
 ) -> anyhow::Result<ExportReport> {
     let best = run.join("best.onnx");
     let model = zoo_onnx::OnnxModel::load(&best)?;
-    let profile = crate::profile::profile_of_model(None, &model);
+    let profile = crate::profile::profile_of_model(&Default::default(), &model)?;
     let chw = model.graph.input_chw();
     let from_opset = model.graph.opset;
     let device = Default::default();

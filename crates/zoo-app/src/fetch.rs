@@ -32,7 +32,11 @@ pub fn import_check(path: &std::path::Path, card: Option<&Card>) -> anyhow::Resu
         device: zoo_train::DeviceChoice::Cpu,
         ..Default::default()
     };
-    let outcome = verify_file(path, card, &options)?;
+    let outcome = verify_file(
+        path,
+        &crate::profile::ModelHints::card(card.cloned()),
+        &options,
+    )?;
     Ok(ImportCheck {
         pass: outcome.report.pass,
         samples: outcome.report.samples,
@@ -88,49 +92,90 @@ pub struct ListRow {
     pub license: String,
     pub source: String,
     pub opsets: Vec<i64>,
+    /// For a Hub card: the file is in the cache; for a user card: its file is where the card
+    /// says, with the card's size.
     pub cached: bool,
+    /// A user card (`zoo card new`), with the file it is read from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_card: Option<std::path::PathBuf>,
 }
 
-pub fn list_models() -> Vec<ListRow> {
+/// Every card, built-in ones by family, then user cards; and one line per user card file that
+/// could not be read.
+pub fn list_models() -> (Vec<ListRow>, Vec<String>) {
     let cache = HubCache::from_env();
     let mut cards = zoo_cards::all();
     cards.sort_by(|a, b| (&a.family, &a.name).cmp(&(&b.family, &b.name)));
-    cards
+    let (user, problems) = zoo_cards::user_cards();
+    let rows = cards
         .into_iter()
-        .map(|c| ListRow {
-            family: c.family.clone(),
-            cached: cache.cached_file(&c.source).is_some(),
-            input: c.input.name.clone(),
-            input_shape: c.input.shape,
-            size: c.source.size,
-            source: format!(
+        .chain(user)
+        .map(|c| list_row(c, &cache))
+        .collect();
+    (rows, problems)
+}
+
+fn list_row(c: Card, cache: &HubCache) -> ListRow {
+    let (cached, source) = match &c.source.local {
+        Some(path) => (
+            std::fs::metadata(path).is_ok_and(|m| m.len() == c.source.size),
+            format!("file://{}", path.display()),
+        ),
+        None => (
+            cache.cached_file(&c.source).is_some(),
+            format!(
                 "hf://{}/{} @ {}",
                 c.source.repo, c.source.path, c.source.revision
             ),
-            opsets: {
-                let mut o: Vec<i64> = std::iter::once(&c.source)
-                    .chain(&c.variants)
-                    .map(|s| s.opset)
-                    .collect();
-                o.sort_unstable();
-                o
-            },
-            name: c.name,
-            title: c.title,
-            task: c.task,
-            license: c.license,
-        })
-        .collect()
+        ),
+    };
+    ListRow {
+        family: if c.is_user_card() {
+            USER_FAMILY.to_string()
+        } else {
+            c.family.clone()
+        },
+        cached,
+        user_card: c.user_file.clone(),
+        input: c.input.name.clone(),
+        input_shape: c.input.shape,
+        size: c.source.size,
+        source,
+        opsets: {
+            let mut o: Vec<i64> = std::iter::once(&c.source)
+                .chain(&c.variants)
+                .map(|s| s.opset)
+                .collect();
+            o.sort_unstable();
+            o
+        },
+        name: c.name,
+        title: c.title,
+        task: c.task,
+        license: c.license,
+    }
 }
+
+/// The group `zoo list` shows user cards in.
+pub const USER_FAMILY: &str = "Your cards (zoo card new)";
 
 /// Cards grouped by family: one table row per card, then each card's source and licence.
 pub fn render_list(rows: &[ListRow]) -> String {
-    let families: std::collections::BTreeSet<&str> =
-        rows.iter().map(|r| r.family.as_str()).collect();
+    let families: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.user_card.is_none())
+        .map(|r| r.family.as_str())
+        .collect();
+    let users = rows.iter().filter(|r| r.user_card.is_some()).count();
     let mut s = format!(
-        "{} model cards in {} families\n\n{:<19} {:<28} {:>12}  {:<12} {:<6} {}\n",
-        rows.len(),
+        "{} model cards in {} families{}\n\n{:<19} {:<28} {:>12}  {:<12} {:<6} {}\n",
+        rows.len() - users,
         families.len(),
+        if users > 0 {
+            format!(", and {users} user card(s)")
+        } else {
+            String::new()
+        },
         "model",
         "input",
         "bytes",
@@ -157,5 +202,11 @@ pub fn render_list(rows: &[ListRow]) -> String {
         );
     }
     s += "\nSources (Hugging Face Hub, sha256-pinned) and licences: `zoo list --json`.\n";
+    if users > 0 {
+        s += &format!(
+            "User cards are read from {} and the folders in ZOO_CARDS; cached = the card's file is in place.\n",
+            zoo_cards::user_card_home().display()
+        );
+    }
     s
 }

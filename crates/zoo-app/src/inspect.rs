@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
-use zoo_cards::Card;
 use zoo_net::{ParamRole, Plan};
 use zoo_onnx::{OnnxModel, SUPPORTED_OPS};
 
@@ -46,6 +45,10 @@ pub struct InspectReport {
     pub ops: Vec<OpSupport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
+    /// The class names the outputs have (`--labels`, the file's metadata, the card), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    pub labels_from: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import_error: Option<String>,
 }
@@ -74,7 +77,7 @@ fn op_table(counts: BTreeMap<String, usize>) -> Vec<OpSupport> {
 
 /// Inspects a file. An import failure still yields the op-support table (from the raw
 /// protobuf) plus the error, so users see exactly which op blocks them.
-pub fn inspect(path: &Path, card: Option<&Card>) -> anyhow::Result<InspectReport> {
+pub fn inspect(path: &Path, hints: &crate::profile::ModelHints) -> anyhow::Result<InspectReport> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let raw = zoo_onnx::decode_proto(bytes)
@@ -102,14 +105,17 @@ pub fn inspect(path: &Path, card: Option<&Card>) -> anyhow::Result<InspectReport
                 trainable_params: 0,
                 ops,
                 profile: None,
+                labels: None,
+                labels_from: String::new(),
                 import_error: Some(e.to_string()),
             })
         }
     };
+    let (labels, labels_from) = crate::profile::model_labels(&model, hints)?;
     let (plan, weights) = zoo_net::plan::build_plan(model);
     drop(weights);
     let plan = &plan;
-    let profile = profile(card, plan);
+    let profile = profile(hints, plan)?;
     let layers = layer_rows(plan, &profile);
     let trainable_params = plan
         .params
@@ -129,6 +135,8 @@ pub fn inspect(path: &Path, card: Option<&Card>) -> anyhow::Result<InspectReport
         trainable_params,
         ops,
         profile: Some(profile),
+        labels,
+        labels_from,
         import_error: None,
     })
 }
@@ -256,12 +264,27 @@ pub fn render(report: &InspectReport) -> String {
             };
             let _ = writeln!(
                 s,
-                "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {}",
+                "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {} ({})",
                 zoo_cards::describe_layers(&p.freeze),
                 p.head,
-                p.preprocessing.describe()
+                p.preprocessing.describe(),
+                p.preprocessing_from
             );
         }
+        let labels = match &report.labels {
+            Some(names) => {
+                let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+                let more = if names.len() > 3 { "; ..." } else { "" };
+                format!(
+                    "{} names from {} ({}{more})",
+                    names.len(),
+                    report.labels_from,
+                    shown.join("; ")
+                )
+            }
+            None => report.labels_from.clone(),
+        };
+        let _ = writeln!(s, "labels                {labels}");
     }
     let _ = writeln!(
         s,

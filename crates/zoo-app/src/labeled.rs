@@ -1,7 +1,7 @@
 //! Labelled, preprocessed images for checks: a run's own validation set, or a dataset whose
 //! classes are matched to a model's labels.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zoo_cards::Preprocessing;
 use zoo_parity::SampleClasses;
@@ -36,28 +36,13 @@ impl LabeledImages {
     }
 }
 
-fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// A run's validation images, split and preprocessed exactly as in training.
+/// A run's validation images (its `--val-data`, or its split of `--data`), preprocessed
+/// exactly as in training.
 pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Result<LabeledImages> {
-    let config = read_json(&run.join("config.json"))?;
-    let o = &config["options"];
-    let data =
-        PathBuf::from(o["data"].as_str().ok_or_else(|| {
-            anyhow::anyhow!("{}: config.json has no options.data", run.display())
-        })?);
-    let dataset = zoo_data::open(&data)?;
-    let plan = zoo_train::split_plan(
-        o["train_per_class"].as_u64().map(|v| v as usize),
-        o["val_per_class"].as_u64().map(|v| v as usize),
-        o["val_split"].as_f64(),
-        &dataset,
-    );
-    let splits = zoo_data::split(&dataset, plan, o["seed"].as_u64().unwrap_or(0))?;
+    let options = zoo_train::run_options(run)?;
+    let (dataset, plan) = zoo_train::run_data(&options)?;
+    let data = options.val_data.unwrap_or(options.data);
+    let splits = zoo_data::split(&dataset, plan, options.seed)?;
     let (tensors, skipped) = zoo_data::load(&dataset, &splits.val, preprocessing);
     if tensors.is_empty() {
         anyhow::bail!(

@@ -1,6 +1,7 @@
 //! `zoo-app`: what each `zoo` command does, as library calls that return serialisable reports.
 //! The `zoo` binary only parses arguments and prints these reports.
 
+pub mod cards;
 pub mod data;
 pub mod demo;
 pub mod engines;

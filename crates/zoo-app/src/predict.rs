@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use zoo_cards::{Card, OutputKind};
+use zoo_cards::OutputKind;
 use zoo_train::DeviceChoice;
 
 use crate::engines::Runtime;
-use crate::profile::{model_labels, profile_of_model};
+use crate::profile::{model_labels, profile_of_model, ModelHints};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Guess {
@@ -30,6 +30,8 @@ pub struct PredictReport {
     /// What computed the predictions.
     pub engine: String,
     pub labels_from: String,
+    /// The preprocessing in force, and where it came from.
+    pub preprocessing: String,
     pub predictions: Vec<Prediction>,
     pub warnings: Vec<String>,
 }
@@ -60,21 +62,24 @@ fn top_guesses(p: &[f64], top: usize, names: Option<&[String]>) -> Vec<Guess> {
 
 pub fn predict(
     path: &Path,
-    card: Option<&Card>,
+    hints: &ModelHints,
     images: &[PathBuf],
     top: usize,
     runtime: Runtime,
     device: DeviceChoice,
 ) -> anyhow::Result<PredictReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
-    let profile = profile_of_model(card, &model);
+    let profile = profile_of_model(hints, &model)?;
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
-    let (names, labels_from) = model_labels(&model, card);
+    let (names, labels_from) = model_labels(&model, hints)?;
     let ends_in_softmax = model.graph.nodes.iter().any(|n| {
         n.outputs[0] == model.graph.output.name && matches!(n.op, zoo_onnx::Op::Softmax { .. })
     });
-    let probabilities =
-        ends_in_softmax || card.is_some_and(|c| c.output.kind == OutputKind::Probabilities);
+    let probabilities = ends_in_softmax
+        || hints
+            .card
+            .as_ref()
+            .is_some_and(|c| c.output.kind == OutputKind::Probabilities);
     let mut decoded = Vec::new();
     let mut read = Vec::new();
     for image in images {
@@ -116,6 +121,7 @@ pub fn predict(
         model: path.display().to_string(),
         engine: out.engine,
         labels_from,
+        preprocessing: profile.recipe_line(),
         predictions,
         warnings,
     })

@@ -2,9 +2,10 @@
 //! or (with a warning) from stated defaults.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
-use zoo_cards::{Card, LabelFormat, Preprocessing};
+use zoo_cards::{Card, LabelFormat, Preprocessing, RecipeChanges};
 use zoo_net::Plan;
 
 /// Metadata keys zoo writes into exported ONNX files.
@@ -22,10 +23,32 @@ pub enum ProfileSource {
     Default,
 }
 
+/// What the command line adds to a model file: the card (by name or `--like`), changes to its
+/// preprocessing (`--preprocessing`, `--mean`, ...), and a label file (`--labels`).
+#[derive(Clone, Debug, Default)]
+pub struct ModelHints {
+    pub card: Option<Card>,
+    pub recipe: RecipeChanges,
+    /// The names of `--labels FILE`, and the file.
+    pub labels: Option<(Vec<String>, PathBuf)>,
+}
+
+impl ModelHints {
+    pub fn card(card: Option<Card>) -> Self {
+        Self {
+            card,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Profile {
     pub source: ProfileSource,
     pub preprocessing: Preprocessing,
+    /// Where the preprocessing came from, in words (the card, the file's metadata, the
+    /// defaults, and the command line's changes).
+    pub preprocessing_from: String,
     /// Layers frozen by default when finetuning.
     pub freeze: Vec<String>,
     /// The layer a finetune replaces.
@@ -38,18 +61,64 @@ impl Profile {
     pub fn is_frozen(&self, layer: &str) -> bool {
         self.freeze.iter().any(|f| f == layer)
     }
+
+    /// The one line every command prints: the recipe in force and where it came from.
+    pub fn recipe_line(&self) -> String {
+        format!(
+            "preprocessing: {} ({})",
+            self.preprocessing.describe(),
+            self.preprocessing_from
+        )
+    }
 }
 
-/// Card first (by name or `--like`), then the file's zoo metadata, then defaults.
-pub fn profile(card: Option<&Card>, plan: &Plan) -> Profile {
+/// Card first (by name or `--like`), then the file's zoo metadata, then defaults; the command
+/// line's preprocessing changes over whichever applies.
+pub fn profile(hints: &ModelHints, plan: &Plan) -> anyhow::Result<Profile> {
     let layers: Vec<String> = plan.layers.iter().map(|l| l.name.clone()).collect();
-    profile_from(card, &plan.metadata, plan.graph.input_chw(), &layers)
+    with_recipe(
+        profile_from(
+            hints.card.as_ref(),
+            &plan.metadata,
+            plan.graph.input_chw(),
+            &layers,
+        ),
+        &hints.recipe,
+    )
 }
 
 /// The same, from a parsed file (no network is built).
-pub fn profile_of_model(card: Option<&Card>, model: &zoo_onnx::OnnxModel) -> Profile {
+pub fn profile_of_model(
+    hints: &ModelHints,
+    model: &zoo_onnx::OnnxModel,
+) -> anyhow::Result<Profile> {
     let layers = zoo_net::plan::layer_names(&model.graph);
-    profile_from(card, &model.metadata, model.graph.input_chw(), &layers)
+    with_recipe(
+        profile_from(
+            hints.card.as_ref(),
+            &model.metadata,
+            model.graph.input_chw(),
+            &layers,
+        ),
+        &hints.recipe,
+    )
+}
+
+fn with_recipe(mut profile: Profile, recipe: &RecipeChanges) -> anyhow::Result<Profile> {
+    if recipe.is_empty() {
+        return Ok(profile);
+    }
+    profile.preprocessing = recipe
+        .apply(&profile.preprocessing)
+        .map_err(|e| anyhow::anyhow!("preprocessing: {e}"))?;
+    profile.preprocessing_from =
+        format!("{} over {}", recipe.describe(), profile.preprocessing_from);
+    if profile.source == ProfileSource::Default {
+        // The recipe is the user's now; the freeze plan a finetune assumes is in its own
+        // "model:" line.
+        profile.warning = None;
+    }
+    Ok(profile)
 }
 
 fn profile_from(
@@ -72,9 +141,15 @@ fn profile_from(
     };
     if let Some(card) = card {
         let (freeze, head) = card_plan(card);
+        let kind = if card.is_user_card() {
+            "user card"
+        } else {
+            "card"
+        };
         return Profile {
             source: ProfileSource::Card(card.name.clone()),
             preprocessing: card.preprocessing.clone(),
+            preprocessing_from: format!("{kind} `{}`", card.name),
             freeze,
             head,
             warning: None,
@@ -97,6 +172,7 @@ fn profile_from(
         return Profile {
             source: ProfileSource::Metadata,
             preprocessing: p,
+            preprocessing_from: "the file's zoo metadata".into(),
             freeze,
             head,
             warning: None,
@@ -104,7 +180,7 @@ fn profile_from(
     }
     let preprocessing = Preprocessing::default_for(chw);
     let warning = format!(
-        "no model card and no zoo metadata: assuming preprocessing \"{}\" and freeze plan \"freeze {}; replace {}\". Pass --like CARD (a card of the same family, e.g. --like alexnet or --like resnet18-v1; `zoo list` shows them all) to use a card's instead.",
+        "no model card and no zoo metadata: assuming preprocessing \"{}\" and freeze plan \"freeze {}; replace {}\". Pass --preprocessing imagenet|caffe|inception|unit|raw (or --mean, --std, ...), or --like CARD (a card of the same family, e.g. --like alexnet or --like resnet18-v1; `zoo list` shows them all) to use a card's instead.",
         preprocessing.describe(),
         zoo_cards::describe_layers(&default_freeze),
         if head.is_empty() { "nothing" } else { &head },
@@ -112,6 +188,7 @@ fn profile_from(
     Profile {
         source: ProfileSource::Default,
         preprocessing,
+        preprocessing_from: "zoo's default for a file without card or metadata".into(),
         freeze: default_freeze,
         head,
         warning: Some(warning),
@@ -124,12 +201,32 @@ fn from_metadata(meta: &BTreeMap<String, String>) -> Option<Preprocessing> {
     p.validate().ok().map(|_| p)
 }
 
-/// Labels: the file's metadata, else the card (inline names, or its verified label file in
-/// zoo's cache after `zoo fetch`), else class numbers.
+/// The number of classes a classifier's output has, when its shape says.
+pub fn output_classes(model: &zoo_onnx::OnnxModel) -> Option<usize> {
+    model.graph.output.dims.last().copied().flatten()
+}
+
+/// Labels: `--labels FILE` (its count must be the output's), else the file's metadata, else the
+/// card (inline names, or its verified label file in zoo's cache after `zoo fetch`), else class
+/// numbers.
 pub fn model_labels(
     model: &zoo_onnx::OnnxModel,
-    card: Option<&Card>,
-) -> (Option<Vec<String>>, String) {
+    hints: &ModelHints,
+) -> anyhow::Result<(Option<Vec<String>>, String)> {
+    if let Some((names, file)) = &hints.labels {
+        if let Some(outputs) = output_classes(model).filter(|&n| n != names.len()) {
+            anyhow::bail!(
+                "the label file {} has {} names but the model has {outputs} outputs (line i names output i)",
+                file.display(),
+                names.len()
+            );
+        }
+        return Ok((Some(names.clone()), format!("{}", file.display())));
+    }
+    Ok(known_labels(model, hints.card.as_ref()))
+}
+
+fn known_labels(model: &zoo_onnx::OnnxModel, card: Option<&Card>) -> (Option<Vec<String>>, String) {
     if let Some(list) = model
         .metadata
         .get(META_LABELS)
@@ -141,6 +238,9 @@ pub fn model_labels(
         return (None, "class numbers (no labels known)".into());
     };
     match card.labels.format {
+        LabelFormat::Inline if card.labels.names.is_empty() => {
+            (None, "class numbers (no labels known)".into())
+        }
         LabelFormat::Inline => (
             Some(card.labels.names.clone()),
             format!("card `{}`", card.name),

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
-use zoo_cards::{Card, ColorOrder};
+use zoo_cards::ColorOrder;
 use zoo_net::Network;
 
-use crate::profile::profile_of_model;
+use crate::profile::{model_labels, profile_of_model, ModelHints};
 use crate::CpuBackend;
 
 #[derive(Clone, Debug, Serialize)]
@@ -21,6 +21,18 @@ pub struct Picture {
     pub rgb: bool,
     pub grid: [usize; 2],
     pub image_size: [u32; 2],
+    /// For feature maps: what the network makes of the image (top class and probability).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
+    /// The preprocessing in force, and where it came from.
+    pub preprocessing: String,
+}
+
+/// A model ready to show: its profile, network, and class names.
+struct Shown {
+    profile: crate::profile::Profile,
+    net: Network<CpuBackend>,
+    names: Option<Vec<String>>,
 }
 
 /// One tile: `channels` planes of `h*w` values (1 = gray, 3 = RGB).
@@ -28,13 +40,15 @@ struct Tile {
     planes: Vec<Vec<f32>>,
 }
 
-fn load(
-    path: &Path,
-    card: Option<&Card>,
-) -> anyhow::Result<(crate::profile::Profile, Network<CpuBackend>)> {
+fn load(path: &Path, hints: &ModelHints) -> anyhow::Result<Shown> {
     let model = zoo_onnx::OnnxModel::load(path)?;
-    let profile = profile_of_model(card, &model);
-    Ok((profile, Network::from_model(model, &Default::default())))
+    let profile = profile_of_model(hints, &model)?;
+    let (names, _) = model_labels(&model, hints)?;
+    Ok(Shown {
+        profile,
+        net: Network::from_model(model, &Default::default()),
+        names,
+    })
 }
 
 /// The layer to show: the one named, else the first convolution.
@@ -71,11 +85,11 @@ fn pick_layer<'a>(
 /// order, shown as RGB), else the mean over its input channels.
 pub fn filters(
     path: &Path,
-    card: Option<&Card>,
+    hints: &ModelHints,
     layer: Option<&str>,
     output: &Path,
 ) -> anyhow::Result<Picture> {
-    let (profile, net) = load(path, card)?;
+    let Shown { profile, net, .. } = load(path, hints)?;
     let layer = pick_layer(&net, layer)?;
     if layer.op != "Conv" {
         anyhow::bail!(
@@ -114,18 +128,26 @@ pub fn filters(
             Tile { planes }
         })
         .collect();
-    save_grid(&tiles, [kh, kw], &layer.name, output)
+    let picture = save_grid(&tiles, [kh, kw], &layer.name, output)?;
+    Ok(Picture {
+        preprocessing: profile.recipe_line(),
+        ..picture
+    })
 }
 
 /// The feature maps of one image after a layer.
 pub fn activations(
     path: &Path,
-    card: Option<&Card>,
+    hints: &ModelHints,
     image: &Path,
     layer: Option<&str>,
     output: &Path,
 ) -> anyhow::Result<Picture> {
-    let (profile, net) = load(path, card)?;
+    let Shown {
+        profile,
+        net,
+        names,
+    } = load(path, hints)?;
     let layer = pick_layer(&net, layer)?;
     let value = net
         .plan()
@@ -140,6 +162,7 @@ pub fn activations(
         TensorData::new(pixels, [1, c, h, w]),
         &Default::default(),
     );
+    let prediction = top_class(&net, input.clone(), names.as_deref())?;
     let act = net.forward_to(input, &value)?;
     let dims = act.dims();
     if dims.len() != 4 {
@@ -157,7 +180,28 @@ pub fn activations(
             planes: vec![values[m * plane..(m + 1) * plane].to_vec()],
         })
         .collect();
-    save_grid(&tiles, [mh, mw], &layer.name, output)
+    let picture = save_grid(&tiles, [mh, mw], &layer.name, output)?;
+    Ok(Picture {
+        prediction: Some(prediction),
+        preprocessing: profile.recipe_line(),
+        ..picture
+    })
+}
+
+/// `NAME (p %)` of the network's most probable class for one image.
+fn top_class(
+    net: &Network<CpuBackend>,
+    input: Tensor<CpuBackend, 4>,
+    names: Option<&[String]>,
+) -> anyhow::Result<String> {
+    let logits = net.forward_logits(input)?.into_data().to_vec::<f32>()?;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
+    let best = zoo_parity::compare::argmax(&logits);
+    let name = names
+        .and_then(|n| n.get(best).cloned())
+        .unwrap_or_else(|| format!("class {best}"));
+    Ok(format!("{name} ({:.1}%)", 100.0 / sum))
 }
 
 /// Lays tiles out in a near-square grid, each normalised to its own min..max and upscaled
@@ -212,11 +256,18 @@ fn save_grid(
         rgb,
         grid: [rows, cols],
         image_size: [width, height],
+        prediction: None,
+        preprocessing: String::new(),
     })
 }
 
 pub fn render(p: &Picture) -> String {
-    format!(
+    let seen = p
+        .prediction
+        .as_ref()
+        .map(|t| format!("network's top class for the image: {t}\n"))
+        .unwrap_or_default();
+    seen + &format!(
         "{}: {} {} tiles of {}x{} in a {}x{} grid ({}x{} pixels): {}\n",
         p.layer,
         p.tiles,

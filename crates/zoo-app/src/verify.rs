@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use zoo_cards::{Card, Preprocessing};
+use zoo_cards::Preprocessing;
 use zoo_onnx::builder::SeededRng;
 use zoo_onnx::OnnxModel;
 use zoo_parity::{verify_outputs, VerifyReport};
 use zoo_train::{Device, DeviceChoice};
 
 use crate::engines::{network_outputs, Engines};
-use crate::profile::{profile_of_model, ProfileSource};
+use crate::profile::{model_labels, profile_of_model, ModelHints, ProfileSource};
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -62,6 +62,10 @@ pub struct VerifyOutcome {
     pub device: Device,
     pub inputs: String,
     pub preprocessing_source: ProfileSource,
+    /// The preprocessing in force, and where it came from.
+    pub preprocessing: String,
+    /// Where the class names of the per-class table came from.
+    pub labels_from: String,
     pub skipped: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -119,7 +123,7 @@ pub fn image_inputs(
 
 pub fn verify_file(
     path: &Path,
-    card: Option<&Card>,
+    hints: &ModelHints,
     options: &VerifyOptions,
 ) -> anyhow::Result<VerifyOutcome> {
     if options.batch == 0 {
@@ -133,7 +137,8 @@ pub fn verify_file(
     let model = OnnxModel::from_bytes(bytes.clone())?;
     let chw = model.graph.input_chw();
     let any_batch = model.graph.input.dims[0].is_none();
-    let profile = profile_of_model(card, &model);
+    let profile = profile_of_model(hints, &model)?;
+    let (names, mut labels_from) = model_labels(&model, hints)?;
     let model_logits = model.graph.logits_value().to_string();
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
 
@@ -141,12 +146,13 @@ pub fn verify_file(
         Some(run) => {
             let best = run.join("best.onnx");
             let trained = OnnxModel::load(&best)?;
-            let trained_profile = crate::profile::profile_of_model(None, &trained);
+            let trained_profile = profile_of_model(&ModelHints::default(), &trained)?;
+            labels_from = "the run's classes".into();
             let inputs = match &options.data {
                 Some(data) => crate::labeled::dataset_images(
                     data,
                     &trained_profile.preprocessing,
-                    crate::profile::model_labels(&trained, None).0.as_deref(),
+                    model_labels(&trained, &ModelHints::default())?.0.as_deref(),
                 )?,
                 None => crate::labeled::run_validation(run, &trained_profile.preprocessing)?,
             };
@@ -214,6 +220,17 @@ pub fn verify_file(
     };
     let device = crate::engines::resolve_device(options.device)?;
     let ours = network_outputs(reference_model, values, options.batch, device)?;
+    // Unlabelled images with names known: agreement per class zoo predicts.
+    let predicted: Vec<usize> = ours
+        .iter()
+        .map(|r| zoo_parity::compare::argmax(r))
+        .collect();
+    let classes = classes.or_else(|| {
+        names.as_deref().map(|names| zoo_parity::SampleClasses {
+            of_sample: &predicted,
+            names,
+        })
+    });
     let report = verify_outputs(
         &ours,
         &engines.list(),
@@ -230,7 +247,9 @@ pub fn verify_file(
         compared_at,
         device,
         inputs: source.clone(),
-        preprocessing_source: profile.source,
+        preprocessing_source: profile.source.clone(),
+        preprocessing: profile.recipe_line(),
+        labels_from,
         skipped: skipped.clone(),
         warnings,
     })
@@ -281,7 +300,11 @@ pub fn render(o: &VerifyOutcome) -> String {
         r.samples
     );
     if !r.per_class.is_empty() {
-        let _ = writeln!(s, "\ntop-1 agreement per class (worst engine):");
+        let _ = writeln!(
+            s,
+            "\ntop-1 agreement per class (worst engine; names from {}):",
+            o.labels_from
+        );
         for c in &r.per_class {
             let _ = writeln!(
                 s,

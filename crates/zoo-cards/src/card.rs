@@ -15,13 +15,19 @@ pub enum CardError {
     Invalid(String),
 }
 
-/// A file on the Hugging Face Hub, pinned by checksum.
+/// A file on the Hugging Face Hub, or (user cards) a local file, pinned by checksum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub repo: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub revision: String,
+    /// The file's path in the Hub repo (for a local file, its file name).
     pub path: String,
+    /// An absolute path on this machine, instead of a Hub repo (cards made by `zoo card new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<std::path::PathBuf>,
     pub sha256: String,
     pub size: u64,
     pub opset: i64,
@@ -120,6 +126,24 @@ pub struct FinetunePlan {
     pub head: String,
 }
 
+/// Card names are file names in the user card folder: letters, digits, `.`, `_`, `-`, not
+/// starting with `.` (no path can hide in one).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a card name: use letters, digits, `.`, `_` and `-` (not first `.`), at most 100"
+        ))
+    }
+}
+
 /// Whether a freeze entry (a name, or a prefix ending in `*`) names `layer`.
 pub fn layer_matches(pattern: &str, layer: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -177,6 +201,9 @@ pub struct Card {
     pub preprocessing: Preprocessing,
     pub labels: Labels,
     pub finetune: FinetunePlan,
+    /// The user card file this card was read from; `None` for a built-in card.
+    #[serde(skip)]
+    pub user_file: Option<std::path::PathBuf>,
 }
 
 impl Card {
@@ -188,9 +215,23 @@ impl Card {
 
     fn validate(&self) -> Result<(), CardError> {
         let bad = |m: String| Err(CardError::Invalid(format!("{}: {m}", self.name)));
+        if let Err(e) = check_name(&self.name) {
+            return Err(CardError::Invalid(e));
+        }
         for s in std::iter::once(&self.source).chain(&self.variants) {
             if s.sha256.len() != 64 || !s.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
                 return bad(format!("sha256 of {} must be 64 hex digits", s.path));
+            }
+            match (&s.local, s.repo.is_empty()) {
+                (Some(p), true) if p.is_absolute() => {}
+                (Some(p), true) => {
+                    return bad(format!(
+                        "local file {} must be an absolute path",
+                        p.display()
+                    ))
+                }
+                (None, false) => {}
+                _ => return bad("a source names either a Hub `repo` or a `local` file".into()),
             }
         }
         if let Err(e) = self.preprocessing.validate() {
@@ -212,6 +253,11 @@ impl Card {
             return bad("downloaded labels need `url` and `sha256`".into());
         }
         Ok(())
+    }
+
+    /// A built-in card ships in the binary; a user card was made with `zoo card new`.
+    pub fn is_user_card(&self) -> bool {
+        self.user_file.is_some()
     }
 
     /// The source for an opset: the default one, or a variant.

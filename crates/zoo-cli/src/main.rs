@@ -115,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Your own cards: give a local ONNX file a name that every command accepts.
+    Card {
+        #[command(subcommand)]
+        command: CardCommand,
+    },
     /// Layers, output shapes, parameter counts, the default freeze plan and op support.
     Inspect {
         #[command(flatten)]
@@ -213,7 +218,66 @@ struct FinetuneArgs {
     #[arg(long)]
     opset: Option<i64>,
     #[command(flatten)]
+    recipe: RecipeArgs,
+    #[command(flatten)]
     training: TrainingArgs,
+}
+
+/// Preprocessing from the command line: a preset, then single fields over it; both override
+/// the card or the file's metadata. A run records the recipe in force.
+#[derive(Args, Default)]
+struct RecipeArgs {
+    /// Named recipe: imagenet (torchvision mean/std on x/255, RGB, shorter-side crop), caffe
+    /// (BGR, 0..255 minus the ImageNet means), inception ((x/255-0.5)/0.5), unit (x/255), raw
+    /// (0..255).
+    #[arg(long, value_name = "PRESET", help_heading = "Preprocessing")]
+    preprocessing: Option<zoo_cards::Preset>,
+    /// Per-channel mean subtracted after scaling: R,G,B (or one value for gray).
+    #[arg(long, value_name = "R,G,B", value_parser = channels, help_heading = "Preprocessing")]
+    mean: Option<Channels>,
+    /// Per-channel std divided by after the mean: R,G,B (or one value).
+    #[arg(long, value_name = "R,G,B", value_parser = channels, help_heading = "Preprocessing")]
+    std: Option<Channels>,
+    /// Pixel values 0..255 are multiplied by this first (1/255 = 0.00392156862745098).
+    #[arg(long, value_name = "X", help_heading = "Preprocessing")]
+    scale: Option<f32>,
+    /// Channel order: rgb, bgr or gray.
+    #[arg(long, value_name = "ORDER", help_heading = "Preprocessing")]
+    color: Option<zoo_cards::ColorOrder>,
+    /// Input size: H,W or HxW.
+    #[arg(long, value_name = "HxW", value_parser = zoo_cards::parse_size, help_heading = "Preprocessing")]
+    size: Option<[u32; 2]>,
+    /// direct (stretch to the size) or shorter-side-crop[:SHORTER] (shorter side to SHORTER,
+    /// then the centre crop).
+    #[arg(long, value_name = "MODE", value_parser = zoo_cards::parse_resize, help_heading = "Preprocessing")]
+    resize: Option<(zoo_cards::ResizeMode, Option<u32>)>,
+    /// nearest, bilinear or bicubic.
+    #[arg(long, value_name = "FILTER", help_heading = "Preprocessing")]
+    interpolation: Option<zoo_cards::Interpolation>,
+}
+
+/// One `--mean`/`--std` value list (a newtype: clap reads a bare `Vec` as repeated flags).
+#[derive(Clone)]
+struct Channels(Vec<f32>);
+
+fn channels(s: &str) -> Result<Channels, String> {
+    zoo_cards::parse_channel_values(s).map(Channels)
+}
+
+impl RecipeArgs {
+    fn changes(&self) -> zoo_cards::RecipeChanges {
+        zoo_cards::RecipeChanges {
+            preset: self.preprocessing,
+            mean: self.mean.as_ref().map(|c| c.0.clone()),
+            std: self.std.as_ref().map(|c| c.0.clone()),
+            scale: self.scale,
+            color: self.color,
+            size: self.size,
+            resize: self.resize.map(|r| r.0),
+            resize_shorter: self.resize.and_then(|r| r.1),
+            interpolation: self.interpolation,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -243,11 +307,13 @@ struct TrainingArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Learning rate of the body (the new head uses lr x head-lr-factor).
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    #[arg(long, default_value_t = 10.0)]
-    head_lr_factor: f64,
+    /// Learning rate of the body (the new head uses lr x head-lr-factor); default 1e-3 for
+    /// sgdm, 1e-4 for adam.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// How many times faster the new head learns (default 10).
+    #[arg(long)]
+    head_lr_factor: Option<f64>,
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
     #[arg(long, default_value_t = 1e-4)]
@@ -264,6 +330,10 @@ struct TrainingArgs {
     /// Train every layer.
     #[arg(long)]
     unfreeze_all: bool,
+    /// Validate on this set (class folders, CSV manifest, or MNIST IDX) instead of a split of
+    /// --data; its class names must be those of --data.
+    #[arg(long, value_name = "DIR|CSV|IDX")]
+    val_data: Option<PathBuf>,
     /// Fraction of each class held out for validation (default 0.2, or the manifest's split column).
     #[arg(long)]
     val_split: Option<f64>,
@@ -374,15 +444,18 @@ impl TrainingArgs {
         let mut options = zoo_train::FinetuneOptions::new(data, classes);
         options.epochs = self.epochs;
         options.batch_size = self.batch_size;
-        options.lr = self.lr;
-        options.head_lr_factor = self.head_lr_factor;
-        options.momentum = self.momentum;
-        options.weight_decay = self.weight_decay;
         options.optimizer = if self.optimizer == "adam" {
             zoo_train::OptimizerKind::Adam
         } else {
             zoo_train::OptimizerKind::Sgdm
         };
+        // An explicit --lr or --head-lr-factor wins over the optimizer's defaults.
+        let (lr, head_lr_factor) = options.optimizer.default_lr();
+        options.lr = self.lr.unwrap_or(lr);
+        options.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
+        options.momentum = self.momentum;
+        options.weight_decay = self.weight_decay;
+        options.val_data = self.val_data;
         options.freeze = self.freeze;
         options.freeze_until = self.freeze_until;
         options.unfreeze_all = self.unfreeze_all;
@@ -481,8 +554,10 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
             .expect("clap requires MODEL without --resume"),
         like: args.like.clone(),
         opset: args.opset,
+        recipe: args.recipe,
+        labels: None,
     };
-    let resolved = model.resolve()?;
+    let (resolved, hints) = model.resolve()?;
     let name = match &resolved.arg {
         zoo_fetch::ModelArg::Card(c) => c.clone(),
         _ => resolved
@@ -495,7 +570,7 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     run_training(json, |stop, reporter| {
         zoo_app::finetune::run_finetune(
             &resolved.path,
-            resolved.card.as_ref(),
+            &hints,
             &name,
             &options,
             Some(stop),
@@ -524,6 +599,37 @@ enum DataCommand {
         /// Also say what this model's preprocessing will do to the images.
         #[arg(long, value_name = "MODEL")]
         model: Option<String>,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CardCommand {
+    /// Write a card for a local ONNX file (its path and sha256, preprocessing, labels, head
+    /// and freeze plan) into the user card folder; then every command takes NAME.
+    New {
+        /// The ONNX file.
+        file: PathBuf,
+        /// The card's name (letters, digits, `.`, `_`, `-`; not a built-in card's).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Class names: one a line, or synset.txt form `<wnid> <name>`; line i names output i.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// The layer a finetune replaces (default: the last layer with weights).
+        #[arg(long, value_name = "LAYER")]
+        head: Option<String>,
+        /// Layers or `prefix*` patterns to freeze, comma separated (default: all but the head).
+        #[arg(long, value_delimiter = ',')]
+        freeze: Option<Vec<String>>,
+        /// Overwrite a user card of the same name.
+        #[arg(long)]
+        replace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -609,16 +715,44 @@ struct ModelOpts {
     /// Pick the card's file for this opset.
     #[arg(long)]
     opset: Option<i64>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Class names: one a line, or synset.txt form `<wnid> <name>`; line i names output i.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
 }
 
 impl ModelOpts {
-    fn resolve(&self) -> anyhow::Result<ResolvedModel> {
-        Ok(resolve_model(
+    /// The model file, and what the card and the command line say about it.
+    fn resolve(self) -> anyhow::Result<(ResolvedModel, zoo_app::profile::ModelHints)> {
+        let resolved = resolve_model(
             &self.model,
             self.like.as_deref(),
             self.opset,
             &HubCache::from_env(),
-        )?)
+        )?;
+        let hints = zoo_app::profile::ModelHints {
+            card: resolved.card.clone(),
+            recipe: self.recipe.changes(),
+            labels: read_labels(self.labels.as_deref())?,
+        };
+        Ok((resolved, hints))
+    }
+}
+
+fn read_labels(file: Option<&Path>) -> anyhow::Result<Option<(Vec<String>, PathBuf)>> {
+    file.map(|f| {
+        zoo_cards::read_label_file(f)
+            .map(|names| (names, f.to_path_buf()))
+            .map_err(anyhow::Error::msg)
+    })
+    .transpose()
+}
+
+/// The recipe line, on stderr (stdout stays the report).
+fn note_recipe(json: bool, line: &str) {
+    if !json && !line.is_empty() {
+        eprintln!("{line}");
     }
 }
 
@@ -734,8 +868,34 @@ fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::List { json } => {
-            let rows = zoo_app::fetch::list_models();
+            let (rows, problems) = zoo_app::fetch::list_models();
+            warn(&problems);
             emit(json, &rows, |r| zoo_app::fetch::render_list(r))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Card {
+            command:
+                CardCommand::New {
+                    file,
+                    name,
+                    recipe,
+                    labels,
+                    head,
+                    freeze,
+                    replace,
+                    json,
+                },
+        } => {
+            let new = zoo_app::cards::NewCard {
+                name,
+                recipe: recipe.changes(),
+                labels: read_labels(labels.as_deref())?,
+                head,
+                freeze,
+                replace,
+            };
+            let report = zoo_app::cards::new_user_card(&file, &new)?;
+            emit(json, &report, zoo_app::cards::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch(args) => fetch(args),
@@ -799,7 +959,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             device,
             json,
         } => {
-            let resolved = model.resolve()?;
+            let (resolved, hints) = model.resolve()?;
             let out = out.unwrap_or_else(|| match &resolved.arg {
                 zoo_fetch::ModelArg::RunDir(run) => run.join("evaluation"),
                 _ => PathBuf::from("evaluation"),
@@ -812,15 +972,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--data is needed (only a run directory brings its own validation images)"
                 ),
             };
-            let report = zoo_app::evaluate::evaluate(
-                &resolved.path,
-                resolved.card.as_ref(),
-                &data,
-                &out,
-                engine,
-                device,
-            )?;
+            let report =
+                zoo_app::evaluate::evaluate(&resolved.path, &hints, &data, &out, engine, device)?;
             warn(&report.warnings);
+            note_recipe(json, &report.preprocessing);
             emit(json, &report, zoo_app::evaluate::render)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -832,16 +987,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             device,
             json,
         } => {
-            let resolved = model.resolve()?;
-            let report = zoo_app::predict::predict(
-                &resolved.path,
-                resolved.card.as_ref(),
-                &images,
-                top,
-                engine,
-                device,
-            )?;
+            let (resolved, hints) = model.resolve()?;
+            let report =
+                zoo_app::predict::predict(&resolved.path, &hints, &images, top, engine, device)?;
             warn(&report.warnings);
+            note_recipe(json, &report.preprocessing);
             emit(json, &report, zoo_app::predict::render)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -850,29 +1000,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowCommand::Filters(show) => (show, None),
                 ShowCommand::Activations { show, image } => (show, Some(image)),
             };
-            let resolved = show.model.resolve()?;
-            let (path, card, layer) = (
-                &resolved.path,
-                resolved.card.as_ref(),
-                show.layer.as_deref(),
-            );
+            let (resolved, hints) = show.model.resolve()?;
+            let (path, layer) = (&resolved.path, show.layer.as_deref());
             let picture = match image {
-                None => zoo_app::show::filters(path, card, layer, &show.output)?,
-                Some(image) => zoo_app::show::activations(path, card, &image, layer, &show.output)?,
+                None => zoo_app::show::filters(path, &hints, layer, &show.output)?,
+                Some(image) => {
+                    zoo_app::show::activations(path, &hints, &image, layer, &show.output)?
+                }
             };
+            note_recipe(show.json, &picture.preprocessing);
             emit(show.json, &picture, zoo_app::show::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
-            command: DataCommand::Check { data, model, json },
+            command:
+                DataCommand::Check {
+                    data,
+                    model,
+                    recipe,
+                    json,
+                },
         } => {
-            let report = zoo_app::data::check_dataset(&data, model.as_deref())?;
+            let changes = recipe.changes();
+            if model.is_none() && !changes.is_empty() {
+                anyhow::bail!("preprocessing flags need --model (they change its recipe)");
+            }
+            let report = zoo_app::data::check_dataset(&data, model.as_deref(), &changes)?;
             emit(json, &report, zoo_data::check::render)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { model, json } => {
-            let resolved = model.resolve()?;
-            let report = inspect::inspect(&resolved.path, resolved.card.as_ref())?;
+            let (resolved, hints) = model.resolve()?;
+            let report = inspect::inspect(&resolved.path, &hints)?;
             if let Some(w) = report.profile.as_ref().and_then(|p| p.warning.clone()) {
                 warn(&[w]);
             }
@@ -896,7 +1055,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tolerance,
             json,
         } => {
-            let resolved = model.resolve()?;
+            let (resolved, hints) = model.resolve()?;
             let options = verify::VerifyOptions {
                 images,
                 run,
@@ -908,8 +1067,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed,
                 tolerance,
             };
-            let outcome = verify::verify_file(&resolved.path, resolved.card.as_ref(), &options)?;
+            let outcome = verify::verify_file(&resolved.path, &hints, &options)?;
             warn(&outcome.warnings);
+            note_recipe(json, &outcome.preprocessing);
             emit(json, &outcome, verify::render)?;
             Ok(if outcome.report.pass {
                 ExitCode::SUCCESS

@@ -45,6 +45,9 @@ pub struct CheckReport {
     pub grayscale: usize,
     pub color: usize,
     pub with_alpha: usize,
+    /// With `--model`: the model and the preprocessing its images get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_preprocessing: Option<String>,
     pub warnings: Vec<String>,
 }
 
@@ -121,6 +124,7 @@ pub fn check(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckR
         grayscale: 0,
         color: 0,
         with_alpha: 0,
+        model_preprocessing: model.map(|(name, p)| format!("{name}: {}", p.describe())),
         warnings: Vec::new(),
     };
     let mut by_hash: HashMap<String, Vec<usize>> = HashMap::new();
@@ -234,6 +238,9 @@ pub fn render(r: &CheckReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "{} ({:?})", r.root, r.source);
+    if let Some(p) = &r.model_preprocessing {
+        let _ = writeln!(s, "preprocessing for {p}");
+    }
     let _ = writeln!(s, "\n{:<24} {:>7} {:>11}", "class", "images", "unreadable");
     for c in &r.classes {
         let _ = writeln!(s, "{:<24} {:>7} {:>11}", c.name, c.count, c.unreadable);

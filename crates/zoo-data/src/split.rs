@@ -30,6 +30,45 @@ pub struct Splits {
     pub warnings: Vec<String>,
 }
 
+/// A training set and a separate validation set (`--val-data`) as one dataset whose split
+/// column says which is which: every sample of `train` trains (its manifest's test rows stay
+/// out), every sample of `val` validates. The class names must be the same; the validation
+/// labels are renumbered to the training set's order.
+pub fn with_validation_set(mut train: Dataset, val: Dataset) -> Result<Dataset, DataError> {
+    let names = |d: &Dataset| {
+        let mut n = d.classes.clone();
+        n.sort();
+        n
+    };
+    if names(&train) != names(&val) {
+        return Err(DataError::Split(format!(
+            "the validation set's classes differ from the training set's: {} has {} ({}), {} has {} ({})",
+            train.root.display(),
+            train.classes.len(),
+            train.classes.join(", "),
+            val.root.display(),
+            val.classes.len(),
+            val.classes.join(", ")
+        )));
+    }
+    let to_train: Vec<usize> = val
+        .classes
+        .iter()
+        .map(|c| train.classes.iter().position(|t| t == c).unwrap_or(0))
+        .collect();
+    train.samples.retain(|s| s.split != Some(Split::Test));
+    for s in &mut train.samples {
+        s.split = Some(Split::Train);
+    }
+    train.samples.extend(val.samples.into_iter().map(|mut s| {
+        s.label = to_train[s.label];
+        s.split = Some(Split::Val);
+        s
+    }));
+    train.ignored.extend(val.ignored);
+    Ok(train)
+}
+
 /// A class with more than this many times the images of another draws a warning.
 pub const IMBALANCE_RATIO: f64 = 3.0;
 

@@ -216,3 +216,45 @@ fn idx_files_with_absurd_or_wrong_counts_are_refused() {
     std::fs::write(&images, gzip(&good)).unwrap();
     assert_eq!(open(&images).unwrap().samples.len(), 3);
 }
+
+#[test]
+fn a_separate_validation_set_validates_and_its_classes_follow_the_training_order() {
+    let root = tmp("valdata");
+    folder(&root.join("train"), &[("a", 4), ("b", 3)]);
+    // A manifest lists its classes in first-seen order: b before a.
+    let val = root.join("val");
+    folder(&val, &[("a", 2), ("b", 1)]);
+    let csv = root.join("val.csv");
+    std::fs::write(
+        &csv,
+        "path,label\nval/b/000.png,b\nval/a/000.png,a\nval/a/001.png,a\n",
+    )
+    .unwrap();
+    let train = open(&root.join("train")).unwrap();
+    let manifest = open(&csv).unwrap();
+    let merged = zoo_data::with_validation_set(train, manifest).unwrap();
+    let s = split(&merged, SplitPlan::FromManifest, 0).unwrap();
+    assert_eq!((s.train.len(), s.val.len()), (7, 3));
+    let val_labels: Vec<(String, usize)> = s
+        .val
+        .iter()
+        .map(|&i| (merged.samples[i].image.name(), merged.samples[i].label))
+        .collect();
+    for (name, label) in &val_labels {
+        let class = if name.contains("/b/") { 1 } else { 0 };
+        assert_eq!(
+            *label, class,
+            "{name} keeps its class under the training numbering"
+        );
+    }
+    // Other class names: refused, both lists named.
+    folder(&root.join("other"), &[("a", 1), ("c", 1)]);
+    let e = zoo_data::with_validation_set(
+        open(&root.join("train")).unwrap(),
+        open(&root.join("other")).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a, b") && e.contains("a, c"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}

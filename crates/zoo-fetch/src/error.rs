@@ -22,6 +22,9 @@ pub enum FetchError {
     Offline { name: String, cache: PathBuf },
     #[error("cannot write to the cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    /// A user card's local file is missing or changed.
+    #[error("{0}")]
+    LocalFile(String),
     #[error("invalid {what} `{name}`: {reason}")]
     BadName {
         what: String,

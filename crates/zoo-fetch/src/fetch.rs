@@ -233,6 +233,21 @@ fn hub_download(
     }
 }
 
+/// A user card's own file: nothing to download, the checksum is checked.
+fn fetch_local(card: &Card, source: &Source, started: Instant) -> Result<Fetched, FetchError> {
+    let path = crate::resolve::local_card_file(card, source)
+        .map_err(|e| FetchError::LocalFile(e.to_string()))?
+        .unwrap_or_default();
+    Ok(Fetched {
+        path,
+        sha256: source.sha256.clone(),
+        size: source.size,
+        status: FetchStatus::Cached,
+        seconds: started.elapsed().as_secs_f64(),
+        labels: None,
+    })
+}
+
 /// Fetches a card's model file (and its label file), verified by size and sha256.
 pub fn fetch_card(
     card: &Card,
@@ -242,6 +257,9 @@ pub fn fetch_card(
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
     let source = card.source_for_opset(options.opset)?;
+    if source.local.is_some() {
+        return fetch_local(card, source, started);
+    }
     let revision = options
         .revision
         .clone()

@@ -19,5 +19,5 @@ pub use fetch::{
 };
 pub use limits::NetLimits;
 pub use names::{check_file_name, check_revision};
-pub use resolve::{resolve_model, ModelArg, ResolveError, ResolvedModel};
+pub use resolve::{local_card_file, resolve_model, ModelArg, ResolveError, ResolvedModel};
 pub use verify::{check_file, sha256_file, Check};

@@ -14,6 +14,48 @@ pub enum ResolveError {
     EmptyDir(PathBuf),
     #[error("`{0}` is neither a file, a directory, nor a known model; known models: {1}")]
     NotFound(String, String),
+    #[error("the file of user card `{name}` changed: {path} has sha256 {actual}, the card ({card}) says {expected}; make the card again with `zoo card new {path} --name {name} --replace`")]
+    Changed {
+        name: String,
+        path: PathBuf,
+        card: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("cannot read the file of user card `{name}` ({card}): {path}: {reason}")]
+    LocalUnreadable {
+        name: String,
+        path: PathBuf,
+        card: PathBuf,
+        reason: String,
+    },
+}
+
+/// A user card's local file, after its sha256 is checked against the card.
+pub fn local_card_file(
+    card: &Card,
+    source: &zoo_cards::Source,
+) -> Result<Option<PathBuf>, ResolveError> {
+    let Some(path) = &source.local else {
+        return Ok(None);
+    };
+    let card_file = card.user_file.clone().unwrap_or_default();
+    let actual = crate::verify::sha256_file(path).map_err(|e| ResolveError::LocalUnreadable {
+        name: card.name.clone(),
+        path: path.clone(),
+        card: card_file.clone(),
+        reason: e.to_string(),
+    })?;
+    if actual != source.sha256 {
+        return Err(ResolveError::Changed {
+            name: card.name.clone(),
+            path: path.clone(),
+            card: card_file,
+            expected: source.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(Some(path.clone()))
 }
 
 /// What the user named.
@@ -74,12 +116,15 @@ pub fn resolve_model(
         Err(e) => return Err(e.into()),
     };
     let source = card.source_for_opset(opset)?;
-    let file = cache
-        .cached_file(source)
-        .ok_or_else(|| ResolveError::NotFetched {
-            name: arg.to_string(),
-            cache: cache.root.clone(),
-        })?;
+    let file = match local_card_file(&card, source)? {
+        Some(local) => local,
+        None => cache
+            .cached_file(source)
+            .ok_or_else(|| ResolveError::NotFetched {
+                name: arg.to_string(),
+                cache: cache.root.clone(),
+            })?,
+    };
     Ok(ResolvedModel {
         arg: ModelArg::Card(arg.to_string()),
         path: file,

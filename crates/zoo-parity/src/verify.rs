@@ -79,23 +79,23 @@ fn per_class(
         .names
         .iter()
         .enumerate()
-        .map(|(k, name)| {
+        .filter_map(|(k, name)| {
             let picked: Vec<usize> = (0..ours.len())
                 .filter(|&i| classes.of_sample.get(i) == Some(&k))
                 .collect();
+            // A class no sample has says nothing (a 1000-class model on a few photos).
+            if picked.is_empty() {
+                return None;
+            }
             let same = picked
                 .iter()
                 .filter(|&&i| argmax(&ours[i]) == argmax(&reference[i]))
                 .count();
-            ClassAgreement {
+            Some(ClassAgreement {
                 class: name.clone(),
                 samples: picked.len(),
-                top1_agreement: if picked.is_empty() {
-                    1.0
-                } else {
-                    same as f64 / picked.len() as f64
-                },
-            }
+                top1_agreement: same as f64 / picked.len() as f64,
+            })
         })
         .collect()
 }

@@ -35,6 +35,9 @@ pub struct TrainProfile {
     pub name: String,
     pub card: Option<String>,
     pub preprocessing: Preprocessing,
+    /// Where the preprocessing came from, in words (printed with it when the run starts).
+    #[serde(default)]
+    pub preprocessing_from: String,
     pub freeze: Vec<String>,
     pub head: String,
 }
@@ -106,6 +109,32 @@ pub fn split_plan(
         }
         (None, None, None) => SplitPlan::Fraction(0.2),
     }
+}
+
+/// A run's images: `--data`, with `--val-data` as its validation set, or split by
+/// [`split_plan`]. `zoo export` and `zoo evaluate RUN` rebuild a run's validation set with it.
+pub fn run_data(options: &FinetuneOptions) -> anyhow::Result<(zoo_data::Dataset, SplitPlan)> {
+    let dataset = zoo_data::open(&options.data)?;
+    Ok(match &options.val_data {
+        Some(val) => (
+            zoo_data::with_validation_set(dataset, zoo_data::open(val)?)?,
+            SplitPlan::FromManifest,
+        ),
+        None => {
+            let plan = split_plan(
+                options.train_per_class,
+                options.val_per_class,
+                options.val_split,
+                &dataset,
+            );
+            (dataset, plan)
+        }
+    })
+}
+
+/// Reads the options a run was started with (its config.json).
+pub fn run_options(run: &Path) -> anyhow::Result<FinetuneOptions> {
+    Ok(RunConfig::read(run)?.options)
 }
 
 /// The freeze audit: every frozen parameter of every network equals its snapshot bit for bit.
@@ -355,9 +384,10 @@ impl Job<'_> {
     ) -> anyhow::Result<Summary> {
         // config.json records where the data is, absolutely, so `zoo export` finds the
         // validation images again from any working directory.
+        let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let options = FinetuneOptions {
-            data: std::fs::canonicalize(&self.options.data)
-                .unwrap_or_else(|_| self.options.data.clone()),
+            data: absolute(&self.options.data),
+            val_data: self.options.val_data.as_deref().map(absolute),
             ..self.options.clone()
         };
         let started = Instant::now();
@@ -450,7 +480,7 @@ impl Job<'_> {
         options: &FinetuneOptions,
     ) -> anyhow::Result<(Data, zoo_data::Tensors, zoo_data::Tensors)> {
         let reporter = self.reporter;
-        let dataset = zoo_data::open(&options.data)?;
+        let (dataset, split_plan) = run_data(options)?;
         if dataset.classes.len() != options.classes {
             anyhow::bail!(
                 "--classes {} does not match the data: {} has {} classes ({})",
@@ -460,12 +490,6 @@ impl Job<'_> {
                 dataset.classes.join(", ")
             );
         }
-        let split_plan = split_plan(
-            options.train_per_class,
-            options.val_per_class,
-            options.val_split,
-            &dataset,
-        );
         let splits = split(&dataset, split_plan, options.seed)?;
         for w in &splits.warnings {
             reporter.warn(w);
@@ -475,6 +499,11 @@ impl Job<'_> {
         }
         let load_started = Instant::now();
         let preprocessing = &self.profile.preprocessing;
+        reporter.info(&format!(
+            "preprocessing: {} ({})",
+            preprocessing.describe(),
+            self.profile.preprocessing_from
+        ));
         let (train, mut skipped) = zoo_data::load(&dataset, &splits.train, preprocessing);
         let (val, skipped_val) = zoo_data::load(&dataset, &splits.val, preprocessing);
         skipped.extend(skipped_val);
@@ -891,6 +920,7 @@ pub fn train_from_scratch(
         name: arch.to_string(),
         card: None,
         preprocessing: built.preprocessing,
+        preprocessing_from: format!("the {arch} architecture's"),
         freeze: built.freeze,
         head: built.head,
     };

@@ -18,8 +18,8 @@ pub mod updater;
 
 pub use device::{Device, DeviceChoice};
 pub use finetune::{
-    finetune, frozen_unchanged, resume, split_plan, train_from_scratch, BaseModel, CpuTrain,
-    FreezeAudit, Summary, TrainProfile,
+    finetune, frozen_unchanged, resume, run_data, run_options, train_from_scratch, BaseModel,
+    CpuTrain, FreezeAudit, Summary, TrainProfile,
 };
 pub use journal::RunStatus;
 pub use options::{FinetuneOptions, OptimizerKind};

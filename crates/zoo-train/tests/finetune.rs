@@ -96,6 +96,7 @@ fn dataset(root: &Path, per_class: usize) {
 fn profile() -> TrainProfile {
     TrainProfile {
         name: "tiny".into(),
+        preprocessing_from: "test".into(),
         card: None,
         preprocessing: zoo_cards::Preprocessing::default_for([3, 12, 12]),
         freeze: vec!["conv1".into()],

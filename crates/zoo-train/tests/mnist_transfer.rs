@@ -65,6 +65,7 @@ fn write_digits(root: &Path, digits: &[usize], train_per_digit: Option<usize>) -
 fn pretrained_profile() -> TrainProfile {
     TrainProfile {
         name: "lenet5-0to4".into(),
+        preprocessing_from: "test".into(),
         card: None,
         preprocessing: zoo_cards::find("lenet").unwrap().preprocessing,
         freeze: ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3"]

@@ -1,0 +1,175 @@
+//! `zoo card new`: a card for your own ONNX file, so that every command takes it by name.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use zoo_cards::{
+    Card, FinetunePlan, InputSpec, LabelFormat, Labels, Layout, OutputKind, OutputSpec,
+    RecipeChanges, Source,
+};
+
+use crate::profile::{model_labels, profile_of_model, ModelHints};
+
+/// What `zoo card new` is told besides the file.
+#[derive(Clone, Debug, Default)]
+pub struct NewCard {
+    pub name: String,
+    pub recipe: RecipeChanges,
+    /// `--labels FILE`: names and file.
+    pub labels: Option<(Vec<String>, PathBuf)>,
+    /// The layer a finetune replaces (default: the file's last layer with weights).
+    pub head: Option<String>,
+    /// Layers (or `prefix*` patterns) to freeze (default: every layer but the head).
+    pub freeze: Option<Vec<String>>,
+    /// Overwrite an existing user card of that name.
+    pub replace: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NewCardReport {
+    pub name: String,
+    pub card_file: PathBuf,
+    pub model: PathBuf,
+    pub sha256: String,
+    pub preprocessing: String,
+    pub labels: usize,
+    pub head: String,
+    pub freeze: Vec<String>,
+}
+
+/// Reads the file, builds its card (input and output from the graph, the recipe from the file's
+/// metadata or the defaults with the changes over it), and writes it to the user card folder.
+pub fn new_user_card(file: &Path, new: &NewCard) -> anyhow::Result<NewCardReport> {
+    zoo_cards::check_name(&new.name).map_err(anyhow::Error::msg)?;
+    if zoo_cards::is_built_in(&new.name) {
+        anyhow::bail!(
+            "`{}` is the name of a built-in card (see `zoo list`); choose another --name",
+            new.name
+        );
+    }
+    let path = std::fs::canonicalize(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let sha256 = zoo_fetch::sha256_file(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let size = std::fs::metadata(&path)?.len();
+    let model = zoo_onnx::OnnxModel::load(&path)?;
+    let hints = ModelHints {
+        card: None,
+        recipe: new.recipe.clone(),
+        labels: new.labels.clone(),
+    };
+    let profile = profile_of_model(&hints, &model)?;
+    let layers = zoo_net::plan::layer_names(&model.graph);
+    let head = new.head.clone().unwrap_or_else(|| profile.head.clone());
+    if !layers.contains(&head) {
+        anyhow::bail!(
+            "--head: no layer `{head}` with weights; layers: {}",
+            layers.join(", ")
+        );
+    }
+    let freeze = new.freeze.clone().unwrap_or_else(|| profile.freeze.clone());
+    let unknown: Vec<&String> = freeze
+        .iter()
+        .filter(|p| !layers.iter().any(|l| zoo_cards::layer_matches(p, l)))
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "--freeze: {} name no layer; layers: {}",
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            layers.join(", ")
+        );
+    }
+    let (names, _) = model_labels(&model, &hints)?;
+    let names = names.unwrap_or_default();
+    let card = Card {
+        name: new.name.clone(),
+        family: "user".into(),
+        title: format!("{} (your file {})", new.name, path.display()),
+        task: "image-classification".into(),
+        license: "as the file's own".into(),
+        source: Source {
+            repo: String::new(),
+            revision: String::new(),
+            path: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            local: Some(path.clone()),
+            sha256: sha256.clone(),
+            size,
+            opset: model.graph.opset,
+        },
+        variants: Vec::new(),
+        input: input_spec(&model),
+        output: OutputSpec {
+            name: model.graph.output.name.clone(),
+            kind: if model.graph.logits_value() != model.graph.output.name {
+                OutputKind::Probabilities
+            } else {
+                OutputKind::Logits
+            },
+        },
+        preprocessing: profile.preprocessing.clone(),
+        labels: Labels {
+            format: LabelFormat::Inline,
+            hub_path: None,
+            url: None,
+            sha256: None,
+            size: None,
+            count: names.len(),
+            names,
+        },
+        finetune: FinetunePlan {
+            freeze: freeze.clone(),
+            head: head.clone(),
+        },
+        user_file: None,
+    };
+    let card_file = zoo_cards::write_user_card(&card, new.replace)?;
+    Ok(NewCardReport {
+        name: card.name,
+        card_file,
+        model: path,
+        sha256,
+        preprocessing: profile.recipe_line(),
+        labels: card.labels.count,
+        head,
+        freeze,
+    })
+}
+
+fn input_spec(model: &zoo_onnx::OnnxModel) -> InputSpec {
+    let [c, h, w] = model.graph.input_chw();
+    let (shape, layout) = match model.graph.layout {
+        zoo_onnx::InputLayout::Nchw => ([1, c, h, w], Layout::Nchw),
+        zoo_onnx::InputLayout::Nhwc => ([1, h, w, c], Layout::Nhwc),
+    };
+    InputSpec {
+        name: model.graph.input.name.clone(),
+        shape,
+        layout,
+    }
+}
+
+pub fn render(r: &NewCardReport) -> String {
+    format!(
+        "user card `{}` written to {}\n  file           {} (sha256 {})\n  {}\n  labels         {}\n  finetune       freeze {}; replace {}\nUse it by name: zoo finetune {} --data DIR\n",
+        r.name,
+        r.card_file.display(),
+        r.model.display(),
+        r.sha256,
+        r.preprocessing,
+        if r.labels == 0 {
+            "none (class numbers)".to_string()
+        } else {
+            format!("{} names", r.labels)
+        },
+        zoo_cards::describe_layers(&r.freeze),
+        r.head,
+        r.name
+    )
+}
