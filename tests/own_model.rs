@@ -94,7 +94,7 @@ fn a_bare_file_with_a_preset_finetunes_on_its_val_folder_and_later_commands_need
         .unwrap()
         .ends_with("val"));
     // Adam without --lr takes Adam's defaults, not SGD's.
-    assert_eq!(config["options"]["lr"], 1e-4);
+    assert_eq!(config["options"]["lr"], 3e-4);
     assert_eq!(config["options"]["head_lr_factor"], 10.0);
 
     // Export rebuilds the same validation set and checks parity on it.

@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train an architecture from scratch (lenet5, mnist-cnn) with the finetune options.
+    /// Train an architecture from scratch (lenet5, mnist-cnn, mlp, linear2d) with the finetune
+    /// options.
     Train(TrainArgs),
     /// Write a run's best weights as ONNX (dynamic batch, zoo metadata) and check it against
     /// tract (and ONNX Runtime) on the run's validation images; the receipt is parity.json.
@@ -282,10 +283,20 @@ impl RecipeArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Architecture: lenet5 (the lecture's MATLAB LeNet-5 with batch norm) or mnist-cnn (the
-    /// ONNX zoo's MNIST graph).
+    /// Architecture: lenet5 (the lecture's MATLAB LeNet-5 with batch norm), mnist-cnn (the
+    /// ONNX zoo's MNIST graph), mlp (fully connected on the pixels), linear2d (one neuron on
+    /// two features of a digit: average intensity and symmetry).
     #[arg(required_unless_present = "resume")]
     arch: Option<String>,
+    /// mlp: hidden layer widths, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,30")]
+    hidden: Vec<usize>,
+    /// mlp: sigmoid, tanh or relu.
+    #[arg(long, default_value = "relu")]
+    activation: zoo_train::Activation,
+    /// Keep only these classes of the data (MNIST digits), e.g. `--digits 1,5` for linear2d.
+    #[arg(long, value_delimiter = ',')]
+    digits: Option<Vec<String>>,
     #[command(flatten)]
     training: TrainingArgs,
 }
@@ -308,7 +319,7 @@ struct TrainingArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Learning rate of the body (the new head uses lr x head-lr-factor); default 1e-3 for
-    /// sgdm, 1e-4 for adam.
+    /// sgdm, 3e-4 for adam.
     #[arg(long)]
     lr: Option<f64>,
     /// How many times faster the new head learns (default 10).
@@ -321,6 +332,10 @@ struct TrainingArgs {
     /// sgdm or adam.
     #[arg(long, default_value = "sgdm", value_parser = ["sgdm", "adam"])]
     optimizer: String,
+    /// cross-entropy, or quadratic (half the squared error of the softmax against the one-hot
+    /// target; the validation loss stays cross-entropy).
+    #[arg(long, default_value = "cross-entropy", value_parser = ["cross-entropy", "quadratic"])]
+    loss: String,
     /// Layers to freeze, comma separated (replaces the card's plan).
     #[arg(long, value_delimiter = ',')]
     freeze: Option<Vec<String>>,
@@ -435,11 +450,15 @@ impl zoo_train::Reporter for CliReporter {
 }
 
 impl TrainingArgs {
-    fn options(self) -> anyhow::Result<(zoo_train::FinetuneOptions, bool)> {
+    fn options(
+        self,
+        keep_classes: Option<Vec<String>>,
+    ) -> anyhow::Result<(zoo_train::FinetuneOptions, bool)> {
         let data = self.data.expect("clap requires --data without --resume");
-        let classes = match self.classes {
-            Some(n) => n,
-            None => zoo_data::open(&data)?.classes.len(),
+        let classes = match (self.classes, &keep_classes) {
+            (Some(n), _) => n,
+            (None, Some(keep)) => keep.len(),
+            (None, None) => zoo_data::open(&data)?.classes.len(),
         };
         let mut options = zoo_train::FinetuneOptions::new(data, classes);
         options.epochs = self.epochs;
@@ -456,6 +475,12 @@ impl TrainingArgs {
         options.momentum = self.momentum;
         options.weight_decay = self.weight_decay;
         options.val_data = self.val_data;
+        options.keep_classes = keep_classes;
+        options.loss = if self.loss == "quadratic" {
+            zoo_train::LossKind::Quadratic
+        } else {
+            zoo_train::LossKind::CrossEntropy
+        };
         options.freeze = self.freeze;
         options.freeze_until = self.freeze_until;
         options.unfreeze_all = self.unfreeze_all;
@@ -566,7 +591,7 @@ fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into()),
     };
-    let (options, json) = args.training.options()?;
+    let (options, json) = args.training.options(None)?;
     run_training(json, |stop, reporter| {
         zoo_app::finetune::run_finetune(
             &resolved.path,
@@ -583,8 +608,17 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(run) = &args.training.resume {
         return resume(run, args.training.json);
     }
-    let arch = args.arch.expect("clap requires ARCH without --resume");
-    let (options, json) = args.training.options()?;
+    let name = args.arch.expect("clap requires ARCH without --resume");
+    let arch = zoo_train::ArchSpec {
+        hidden: if name == "mlp" {
+            args.hidden
+        } else {
+            Vec::new()
+        },
+        activation: args.activation,
+        ..zoo_train::ArchSpec::named(&name)
+    };
+    let (options, json) = args.training.options(args.digits)?;
     run_training(json, |stop, reporter| {
         zoo_train::train_from_scratch(&arch, &options, Some(stop), reporter)
     })

@@ -30,6 +30,29 @@ pub struct Splits {
     pub warnings: Vec<String>,
 }
 
+/// Only the samples of the classes `keep`, in `keep`'s order (`--digits 1,5`); a name the
+/// data does not have is an error that lists the classes.
+pub fn keep_classes(mut dataset: Dataset, keep: &[String]) -> Result<Dataset, DataError> {
+    let index: Vec<usize> = keep
+        .iter()
+        .map(|k| {
+            dataset.classes.iter().position(|c| c == k).ok_or_else(|| {
+                DataError::Split(format!(
+                    "no class `{k}` in {}; its classes: {}",
+                    dataset.root.display(),
+                    dataset.classes.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    dataset.samples.retain(|s| index.contains(&s.label));
+    for s in &mut dataset.samples {
+        s.label = index.iter().position(|&i| i == s.label).unwrap_or(0);
+    }
+    dataset.classes = keep.to_vec();
+    Ok(dataset)
+}
+
 /// A training set and a separate validation set (`--val-data`) as one dataset whose split
 /// column says which is which: every sample of `train` trains (its manifest's test rows stay
 /// out), every sample of `val` validates. The class names must be the same; the validation

@@ -1,9 +1,108 @@
 //! Architectures `zoo train` builds from scratch, as ONNX graphs with seeded initial weights:
 //! training them is then the same code path as finetuning an imported file.
 
+use serde::{Deserialize, Serialize};
 use zoo_cards::Preprocessing;
 use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
 use zoo_onnx::pb::ModelProto;
+
+/// The activation of an `mlp`'s hidden layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Sigmoid,
+    Tanh,
+    #[default]
+    Relu,
+}
+
+impl Activation {
+    fn onnx_op(self) -> &'static str {
+        match self {
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Relu => "Relu",
+        }
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sigmoid" => Ok(Activation::Sigmoid),
+            "tanh" => Ok(Activation::Tanh),
+            "relu" => Ok(Activation::Relu),
+            _ => Err(format!("`{s}`: expected sigmoid, tanh or relu")),
+        }
+    }
+}
+
+/// An architecture and its knobs (`--hidden`, `--activation` for `mlp`). Recorded in a run's
+/// config.json (older runs wrote just the name).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SpecRecord")]
+pub struct ArchSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SpecRecord {
+    Name(String),
+    Spec {
+        name: String,
+        #[serde(default)]
+        hidden: Vec<usize>,
+        #[serde(default)]
+        activation: Activation,
+    },
+}
+
+impl From<SpecRecord> for ArchSpec {
+    fn from(r: SpecRecord) -> Self {
+        match r {
+            SpecRecord::Name(name) => ArchSpec::named(&name),
+            SpecRecord::Spec {
+                name,
+                hidden,
+                activation,
+            } => ArchSpec {
+                name,
+                hidden,
+                activation,
+            },
+        }
+    }
+}
+
+impl ArchSpec {
+    /// An architecture with its default knobs (`mlp`: 100 and 30 hidden units, ReLU).
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            hidden: if name == "mlp" { vec![100, 30] } else { Vec::new() },
+            activation: Activation::Relu,
+        }
+    }
+
+    /// `mlp-100-30-relu`, `lenet5`: for run directory names and messages.
+    pub fn label(&self) -> String {
+        if self.name != "mlp" {
+            return self.name.clone();
+        }
+        let widths: Vec<String> = self.hidden.iter().map(|h| h.to_string()).collect();
+        format!(
+            "mlp-{}-{}",
+            widths.join("-"),
+            self.activation.onnx_op().to_lowercase()
+        )
+    }
+}
 
 /// A freshly initialised network and how to feed and (later) finetune it.
 pub struct Architecture {
@@ -13,9 +112,11 @@ pub struct Architecture {
     pub freeze: Vec<String>,
     /// The classifier layer a later finetune replaces.
     pub head: String,
+    /// Layers that stay fixed even when trained from scratch (`linear2d`'s hand-made features).
+    pub fixed: Vec<String>,
 }
 
-pub const ARCHITECTURES: &[&str] = &["lenet5", "mnist-cnn"];
+pub const ARCHITECTURES: &[&str] = &["lenet5", "mnist-cnn", "mlp", "linear2d"];
 
 /// White digits on black, 28x28 grayscale, scaled to 0..1 (as the lenet card).
 fn mnist_preprocessing() -> Preprocessing {
@@ -31,13 +132,15 @@ fn mnist_preprocessing() -> Preprocessing {
     }
 }
 
-pub fn build(arch: &str, classes: usize, seed: u64) -> anyhow::Result<Architecture> {
+pub fn build(spec: &ArchSpec, classes: usize, seed: u64) -> anyhow::Result<Architecture> {
     if classes < 2 {
         anyhow::bail!("a classifier needs at least 2 classes, not {classes}");
     }
-    match arch {
+    match spec.name.as_str() {
         "lenet5" => Ok(lenet5(classes, seed)),
         "mnist-cnn" => Ok(mnist_cnn(classes, seed)),
+        "mlp" => mlp(&spec.hidden, spec.activation, classes, seed),
+        "linear2d" => Ok(linear2d(classes, seed)),
         other => anyhow::bail!(
             "unknown architecture `{other}`; architectures: {}",
             ARCHITECTURES.join(", ")
@@ -165,8 +268,137 @@ fn lenet5(classes: usize, seed: u64) -> Architecture {
             .map(String::from)
             .to_vec(),
         head: "fc2".into(),
+        fixed: Vec::new(),
     }
 }
+
+/// A multilayer perceptron on the flattened 28x28 pixels: `hidden` widths with `activation`,
+/// then `classes` outputs and a softmax (the lecture's 784-100-30-10 by default).
+fn mlp(
+    hidden: &[usize],
+    activation: Activation,
+    classes: usize,
+    seed: u64,
+) -> anyhow::Result<Architecture> {
+    if hidden.is_empty() || hidden.iter().any(|&h| h == 0 || h > 65_536) {
+        anyhow::bail!("--hidden needs one or more widths from 1 to 65536, e.g. 100,30");
+    }
+    let mut init = Init(SeededRng::new(seed));
+    let mut b = GraphBuilder::new("input", &[Some(1), Some(1), Some(28), Some(28)]);
+    b.node(
+        "flatten",
+        "Flatten",
+        &["input"],
+        &["flat"],
+        vec![("axis", Attr::Int(1))],
+    );
+    let widths: Vec<usize> = std::iter::once(28 * 28)
+        .chain(hidden.iter().copied())
+        .chain(std::iter::once(classes))
+        .collect();
+    let mut x = "flat".to_string();
+    let layers = widths.len() - 1;
+    for (i, pair) in widths.windows(2).enumerate() {
+        let (fan_in, out) = (pair[0], pair[1]);
+        let fc = format!("fc{}", i + 1);
+        // Glorot-uniform for sigmoid/tanh, He for ReLU (what Keras and PyTorch users pick).
+        let w = match activation {
+            Activation::Relu => init.weights(out * fan_in, fan_in),
+            _ => init
+                .0
+                .values(out * fan_in, (6.0 / (fan_in + out) as f32).sqrt()),
+        };
+        b.init_f32(&format!("{fc}_w_0"), &[out, fan_in], w);
+        b.init_f32(&format!("{fc}_b_0"), &[out], vec![0.0; out]);
+        let out_name = format!("{fc}_out");
+        b.node(
+            &fc,
+            "Gemm",
+            &[&x, &format!("{fc}_w_0"), &format!("{fc}_b_0")],
+            &[&out_name],
+            vec![("transB", Attr::Int(1))],
+        );
+        x = out_name;
+        if i + 1 < layers {
+            let act = format!("act{}", i + 1);
+            b.node(&act, activation.onnx_op(), &[&x], &[&format!("{act}_out")], vec![]);
+            x = format!("{act}_out");
+        }
+    }
+    b.node("softmax", "Softmax", &[&x], &["prob"], vec![("axis", Attr::Int(1))]);
+    b.output("prob", &[Some(1), Some(classes)]);
+    let head = format!("fc{layers}");
+    Ok(Architecture {
+        model: b.build(13),
+        preprocessing: mnist_preprocessing(),
+        freeze: (1..layers).map(|i| format!("fc{i}")).collect(),
+        head,
+        fixed: Vec::new(),
+    })
+}
+
+/// The lecture's single neuron: two hand-made features of a digit, its average intensity and
+/// its symmetry (the mean squared difference between the image and its left-right mirror),
+/// computed by fixed matrix products in the graph, then one linear layer. The feature layers
+/// never train; only `neuron` does.
+fn linear2d(classes: usize, seed: u64) -> Architecture {
+    const PIXELS: usize = 28 * 28;
+    let mut init = Init(SeededRng::new(seed));
+    let mut b = GraphBuilder::new("input", &[Some(1), Some(1), Some(28), Some(28)]);
+    b.node(
+        "flatten",
+        "Flatten",
+        &["input"],
+        &["flat"],
+        vec![("axis", Attr::Int(1))],
+    );
+    let mean = vec![1.0 / PIXELS as f32; PIXELS];
+    b.init_f32("intensity_w", &[PIXELS, 1], mean.clone());
+    b.init_f32("symmetry_w", &[PIXELS, 1], mean);
+    // x (I - M): each pixel minus its mirror image in the same row.
+    let mut mirror = vec![0f32; PIXELS * PIXELS];
+    for r in 0..28 {
+        for c in 0..28 {
+            let (i, m) = (r * 28 + c, r * 28 + (27 - c));
+            mirror[i * PIXELS + i] += 1.0;
+            mirror[m * PIXELS + i] -= 1.0;
+        }
+    }
+    b.init_f32("mirror_w", &[PIXELS, PIXELS], mirror);
+    b.node("intensity", "MatMul", &["flat", "intensity_w"], &["intensity_out"], vec![]);
+    b.node("mirror", "MatMul", &["flat", "mirror_w"], &["mirror_out"], vec![]);
+    b.node("squared", "Mul", &["mirror_out", "mirror_out"], &["squared_out"], vec![]);
+    b.node("symmetry", "MatMul", &["squared_out", "symmetry_w"], &["symmetry_out"], vec![]);
+    b.node(
+        "features",
+        "Concat",
+        &["intensity_out", "symmetry_out"],
+        &[FEATURES],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.init_f32("neuron_w_0", &[classes, 2], init.0.values(classes * 2, 1.0));
+    b.init_f32("neuron_b_0", &[classes], vec![0.0; classes]);
+    b.node(
+        "neuron",
+        "Gemm",
+        &[FEATURES, "neuron_w_0", "neuron_b_0"],
+        &["neuron_out"],
+        vec![("transB", Attr::Int(1))],
+    );
+    b.node("softmax", "Softmax", &["neuron_out"], &["prob"], vec![("axis", Attr::Int(1))]);
+    b.output("prob", &[Some(1), Some(classes)]);
+    let fixed: Vec<String> = ["intensity", "mirror", "symmetry"].map(String::from).to_vec();
+    Architecture {
+        model: b.build(13),
+        preprocessing: mnist_preprocessing(),
+        freeze: fixed.clone(),
+        head: "neuron".into(),
+        fixed,
+    }
+}
+
+/// The value holding `linear2d`'s two features, `[N, 2]`.
+pub const FEATURES: &str = "features_out";
 
 /// The ONNX Model Zoo's MNIST CNN (mnist-8), with its node and initializer names, so the lenet
 /// card's freeze plan and head apply: 5x5 conv 8 + ReLU + 2x2 pool, 5x5 conv 16 + ReLU + 3x3
@@ -289,5 +521,6 @@ fn mnist_cnn(classes: usize, seed: u64) -> Architecture {
         preprocessing: mnist_preprocessing(),
         freeze: vec!["Convolution28".into(), "Convolution110".into()],
         head: "Times212".into(),
+        fixed: Vec::new(),
     }
 }

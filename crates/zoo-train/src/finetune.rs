@@ -114,10 +114,17 @@ pub fn split_plan(
 /// A run's images: `--data`, with `--val-data` as its validation set, or split by
 /// [`split_plan`]. `zoo export` and `zoo evaluate RUN` rebuild a run's validation set with it.
 pub fn run_data(options: &FinetuneOptions) -> anyhow::Result<(zoo_data::Dataset, SplitPlan)> {
-    let dataset = zoo_data::open(&options.data)?;
+    let open = |path: &Path| -> anyhow::Result<zoo_data::Dataset> {
+        let dataset = zoo_data::open(path)?;
+        Ok(match &options.keep_classes {
+            Some(keep) => zoo_data::keep_classes(dataset, keep)?,
+            None => dataset,
+        })
+    };
+    let dataset = open(&options.data)?;
     Ok(match &options.val_data {
         Some(val) => (
-            zoo_data::with_validation_set(dataset, zoo_data::open(val)?)?,
+            zoo_data::with_validation_set(dataset, open(val)?)?,
             SplitPlan::FromManifest,
         ),
         None => {
@@ -164,7 +171,7 @@ pub enum BaseModel {
     File(PathBuf),
     /// A network `zoo train` built from scratch.
     Built {
-        arch: String,
+        arch: crate::arch::ArchSpec,
         model: Box<ModelProto>,
     },
 }
@@ -199,7 +206,7 @@ impl BaseModel {
     fn describe(&self) -> String {
         match self {
             BaseModel::File(path) => path.display().to_string(),
-            BaseModel::Built { arch, .. } => format!("{arch} (built from scratch)"),
+            BaseModel::Built { arch, .. } => format!("{} (built from scratch)", arch.label()),
         }
     }
 }
@@ -285,7 +292,7 @@ struct Resume {
 #[serde(rename_all = "lowercase")]
 enum BaseSource {
     File(PathBuf),
-    Arch(String),
+    Arch(crate::arch::ArchSpec),
 }
 
 /// The parts of config.json a resume needs.
@@ -910,27 +917,43 @@ impl<B: AutodiffBackend> Results<'_, B> {
 /// `zoo train ARCH`: builds the architecture with `options.classes` outputs and seeded
 /// weights, then trains every layer with the finetuning loop.
 pub fn train_from_scratch(
-    arch: &str,
+    arch: &crate::arch::ArchSpec,
     options: &FinetuneOptions,
     stop: Option<Arc<AtomicBool>>,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Summary> {
     let built = crate::arch::build(arch, options.classes, options.seed)?;
     let profile = TrainProfile {
-        name: arch.to_string(),
+        name: arch.label(),
         card: None,
         preprocessing: built.preprocessing,
-        preprocessing_from: format!("the {arch} architecture's"),
+        preprocessing_from: format!("the {} architecture's", arch.name),
         freeze: built.freeze,
         head: built.head,
     };
+    // Every layer trains, except an architecture's fixed ones (linear2d's features).
+    let chosen = options.freeze.is_some() || options.freeze_until.is_some();
     let options = FinetuneOptions {
-        unfreeze_all: options.freeze.is_none() && options.freeze_until.is_none(),
+        unfreeze_all: !chosen && built.fixed.is_empty(),
+        freeze: match (&options.freeze, chosen || built.fixed.is_empty()) {
+            (_, true) => options.freeze.clone(),
+            (None, false) => Some(built.fixed.clone()),
+            (Some(f), false) => Some(f.clone()),
+        },
         ..options.clone()
     };
     let base = BaseModel::Built {
-        arch: arch.to_string(),
+        arch: arch.clone(),
         model: Box::new(built.model),
     };
-    finetune(&base, &profile, &options, stop, reporter)
+    let summary = finetune(&base, &profile, &options, stop, reporter)?;
+    if arch.name == "linear2d" && summary.validations > 0 {
+        let picture = summary.run_dir.join(crate::plot::DECISION_PNG);
+        crate::decision::draw(&summary.run_dir, &options, &profile.preprocessing, &picture)?;
+        reporter.info(&format!(
+            "the two features and the decision line: {}",
+            picture.display()
+        ));
+    }
+    Ok(summary)
 }

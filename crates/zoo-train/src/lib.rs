@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod checkpoint;
+pub mod decision;
 pub mod device;
 pub mod export;
 pub mod finetune;
@@ -16,11 +17,12 @@ pub mod rundir;
 pub mod trainer;
 pub mod updater;
 
+pub use arch::{Activation, ArchSpec};
 pub use device::{Device, DeviceChoice};
 pub use finetune::{
     finetune, frozen_unchanged, resume, run_data, run_options, train_from_scratch, BaseModel,
     CpuTrain, FreezeAudit, Summary, TrainProfile,
 };
 pub use journal::RunStatus;
-pub use options::{FinetuneOptions, OptimizerKind};
+pub use options::{FinetuneOptions, LossKind, OptimizerKind};
 pub use trainer::{Reporter, ValidationRow};

@@ -10,6 +10,18 @@ pub enum OptimizerKind {
     Adam,
 }
 
+/// What training minimises (`--loss`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Mean negative log-likelihood of the softmax (the default everywhere).
+    #[default]
+    CrossEntropy,
+    /// Half the squared error between the softmax and the one-hot target (the lecture's
+    /// quadratic cost; its gradient vanishes when the softmax saturates on a wrong class).
+    Quadratic,
+}
+
 impl OptimizerKind {
     /// The default body learning rate and head factor of each optimizer, chosen by measured
     /// transfer runs (README, "Optimizer defaults"): Adam's steps are normalised, so SGD's
@@ -17,7 +29,7 @@ impl OptimizerKind {
     pub fn default_lr(self) -> (f64, f64) {
         match self {
             OptimizerKind::Sgdm => (1e-3, 10.0),
-            OptimizerKind::Adam => (1e-4, 10.0),
+            OptimizerKind::Adam => (3e-4, 10.0),
         }
     }
 }
@@ -35,11 +47,16 @@ pub struct FinetuneOptions {
     pub momentum: f64,
     pub weight_decay: f64,
     pub optimizer: OptimizerKind,
+    #[serde(default)]
+    pub loss: LossKind,
     /// Explicit layers to freeze (replaces the card's plan).
     pub freeze: Option<Vec<String>>,
     /// Freeze every layer up to and including this one.
     pub freeze_until: Option<String>,
     pub unfreeze_all: bool,
+    /// Keep only these classes of the data, in this order (`zoo train linear2d --digits 1,5`).
+    #[serde(default)]
+    pub keep_classes: Option<Vec<String>>,
     /// A separate validation set (class folders, CSV, IDX) instead of a split of `data`.
     #[serde(default)]
     pub val_data: Option<PathBuf>,
@@ -70,9 +87,11 @@ impl FinetuneOptions {
             momentum: 0.9,
             weight_decay: 1e-4,
             optimizer: OptimizerKind::Sgdm,
+            loss: LossKind::CrossEntropy,
             freeze: None,
             freeze_until: None,
             unfreeze_all: false,
+            keep_classes: None,
             val_data: None,
             val_split: None,
             val_per_class: None,

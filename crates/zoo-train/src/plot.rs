@@ -224,3 +224,116 @@ pub fn confusion(path: &Path, m: &[Vec<usize>], names: &[String]) -> std::io::Re
     }
     root.present().map_err(err)
 }
+
+/// Where `zoo train linear2d` draws its two features and the learned line.
+pub const DECISION_PNG: &str = "decision.png";
+
+/// A line `a x + b y + c = 0` drawn across a scatter plot.
+#[derive(Clone, Copy, Debug)]
+pub struct Line {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+}
+
+/// What a scatter plot shows: one point per image, coloured by class, with a legend.
+pub struct Scatter<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    /// `(x, y, class)`.
+    pub points: &'a [(f64, f64, usize)],
+    pub classes: &'a [String],
+    pub line: Option<Line>,
+}
+
+/// Distinct colours for up to 10 classes (Tableau 10), then repeating.
+pub fn class_color(k: usize) -> RGBColor {
+    const TABLEAU: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = TABLEAU[k % TABLEAU.len()];
+    RGBColor(r, g, b)
+}
+
+fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-6);
+    (lo - pad, hi + pad)
+}
+
+pub fn scatter(path: &Path, s: &Scatter<'_>) -> std::io::Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (800, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (x0, x1) = span(s.points.iter().map(|p| p.0));
+    let (y0, y1) = span(s.points.iter().map(|p| p.1));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(s.title, ("sans-serif", 18))
+        .margin(14)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(s.x_label)
+        .y_desc(s.y_label)
+        .draw()
+        .map_err(err)?;
+    for (k, name) in s.classes.iter().enumerate() {
+        let color = class_color(k);
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .filter(|p| p.2 == k)
+                    .map(|p| Circle::new((p.0, p.1), 3, color.mix(0.7).filled())),
+            )
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+    }
+    if let Some(l) = s.line.filter(|l| l.b.abs() > 1e-12 || l.a.abs() > 1e-12) {
+        // Sampled across the plot and clipped to it: steep lines stay visible.
+        let pts: Vec<(f64, f64)> = (0..=400)
+            .filter_map(|i| {
+                if l.b.abs() > 1e-12 {
+                    let x = x0 + (x1 - x0) * i as f64 / 400.0;
+                    Some((x, -(l.a * x + l.c) / l.b))
+                } else {
+                    let y = y0 + (y1 - y0) * i as f64 / 400.0;
+                    Some((-(l.b * y + l.c) / l.a, y))
+                }
+            })
+            .filter(|(x, y)| (x0..=x1).contains(x) && (y0..=y1).contains(y))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, BLACK.stroke_width(2)))
+            .map_err(err)?
+            .label("decision line")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}

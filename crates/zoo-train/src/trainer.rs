@@ -139,6 +139,31 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
         .neg()
 }
 
+/// The training loss `kind` of a batch (validation loss is always cross-entropy, so runs with
+/// either loss compare).
+pub fn training_loss<B: Backend>(
+    kind: crate::options::LossKind,
+    logits: Tensor<B, 2>,
+    labels: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    match kind {
+        crate::options::LossKind::CrossEntropy => {
+            cross_entropy(logits, labels_tensor::<B>(labels, device))
+        }
+        crate::options::LossKind::Quadratic => {
+            let [n, k] = logits.dims();
+            let mut one_hot = vec![0f32; n * k];
+            for (i, &l) in labels.iter().enumerate() {
+                one_hot[i * k + l] = 1.0;
+            }
+            let target = Tensor::<B, 2>::from_data(TensorData::new(one_hot, [n, k]), device);
+            let diff = burn::tensor::activation::softmax(logits, 1) - target;
+            (diff.clone() * diff).sum_dim(1).mean().mul_scalar(0.5)
+        }
+    }
+}
+
 fn labels_tensor<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Tensor::from_data(TensorData::new(v, [labels.len()]), device)
@@ -429,7 +454,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             self.augment.map(|a| (a, o.seed, epoch)),
             &device,
         )?;
-        let loss = cross_entropy(logits.clone(), labels_tensor::<B>(&labels, &device));
+        let loss = training_loss(o.loss, logits.clone(), &labels, &device);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         if !loss_value.is_finite() {
             return Err(zoo_net::NetError::Diverged {

@@ -90,7 +90,7 @@ fn pretrained_on_0_to_4_transfers_to_5_to_9_and_beats_scratch() {
     o.lr = 0.01;
     o.head_lr_factor = 1.0;
     o.out = Some(t.join("pretrain"));
-    let pre = train_from_scratch("lenet5", &o, None, &Log).unwrap();
+    let pre = train_from_scratch(&zoo_train::ArchSpec::named("lenet5"), &o, None, &Log).unwrap();
     eprintln!(
         "pretraining on 0-4: validation accuracy {:.4}",
         pre.best_val_accuracy
@@ -118,7 +118,7 @@ fn pretrained_on_0_to_4_transfers_to_5_to_9_and_beats_scratch() {
     // head).
     let mut o = same("scratch");
     o.head_lr_factor = 1.0;
-    let scratch = train_from_scratch("lenet5", &o, None, &Log).unwrap();
+    let scratch = train_from_scratch(&zoo_train::ArchSpec::named("lenet5"), &o, None, &Log).unwrap();
 
     println!(
         "MNIST transfer (lenet5): pretrain(0-4) {:.4}; finetune(5-9, 250 images, all layers) {:.4}; scratch(5-9, 250 images) {:.4}; on {} held-out digits 5-9",
