@@ -13,6 +13,8 @@ pub struct LabeledImages {
     pub labels: Vec<usize>,
     /// The name of each model output.
     pub classes: Vec<String>,
+    /// Each image's file (or `file#index` for IDX), in order.
+    pub paths: Vec<String>,
     pub skipped: Vec<String>,
     pub warnings: Vec<String>,
     /// Where the images came from, in words.
@@ -57,6 +59,7 @@ pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Resu
             run.display(),
             data.display()
         ),
+        paths: names(&dataset, &tensors),
         values: tensors.values,
         labels: tensors.labels,
         classes: dataset.classes,
@@ -66,6 +69,14 @@ pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Resu
             .collect(),
         warnings: Vec::new(),
     })
+}
+
+fn names(dataset: &zoo_data::Dataset, tensors: &zoo_data::Tensors) -> Vec<String> {
+    tensors
+        .samples
+        .iter()
+        .map(|&i| dataset.samples[i].image.name())
+        .collect()
 }
 
 /// Every image of a dataset, its classes matched to the model's labels by name when the model
@@ -103,6 +114,7 @@ pub fn dataset_images(
     Ok(LabeledImages {
         source: format!("{} images from {}", tensors.len(), data.display()),
         labels: tensors.labels.iter().map(|&l| to_output[l]).collect(),
+        paths: names(&dataset, &tensors),
         values: tensors.values,
         classes: model_labels
             .map(<[String]>::to_vec)

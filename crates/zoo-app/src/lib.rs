@@ -1,12 +1,14 @@
 //! `zoo-app`: what each `zoo` command does, as library calls that return serialisable reports.
 //! The `zoo` binary only parses arguments and prints these reports.
 
+pub mod cam;
 pub mod cards;
 pub mod data;
 pub mod demo;
 pub mod engines;
 pub mod evaluate;
 pub mod export;
+pub mod features;
 pub mod fetch;
 pub mod finetune;
 pub mod inspect;

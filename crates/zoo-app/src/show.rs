@@ -281,3 +281,76 @@ pub fn render(p: &Picture) -> String {
         p.output.display()
     )
 }
+
+/// A 2-D map of a dataset at one layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeatureMap {
+    pub output: PathBuf,
+    pub layer: String,
+    pub images: usize,
+    pub width: usize,
+    /// The fraction of the variance the two axes explain.
+    pub explained: [f64; 2],
+    pub preprocessing: String,
+}
+
+/// The images of a dataset at `layer`, projected on their first two principal components, one
+/// colour per class with a legend: do the classes separate there?
+pub fn feature_map(
+    path: &Path,
+    hints: &ModelHints,
+    images: &crate::features::Images,
+    layer: &str,
+    pool: crate::features::Pool,
+    output: &Path,
+) -> anyhow::Result<FeatureMap> {
+    let f = crate::features::compute(path, hints, images, layer, pool)?;
+    if f.paths.len() < 3 {
+        anyhow::bail!("a map needs at least 3 images, not {}", f.paths.len());
+    }
+    let (points, explained) = crate::features::pca2(&f.values, f.paths.len(), f.width);
+    let points: Vec<(f64, f64, usize)> = points
+        .iter()
+        .zip(&f.labels)
+        .map(|(p, &l)| (p[0], p[1], l))
+        .collect();
+    let title = format!(
+        "{layer}: {} images, {} values each, first two principal components",
+        f.paths.len(),
+        f.width
+    );
+    let x_label = format!("PC 1 ({:.0} % of the variance)", 100.0 * explained[0]);
+    let y_label = format!("PC 2 ({:.0} %)", 100.0 * explained[1]);
+    zoo_train::plot::scatter(
+        output,
+        &zoo_train::plot::Scatter {
+            title: &title,
+            x_label: &x_label,
+            y_label: &y_label,
+            points: &points,
+            classes: &f.classes,
+            line: None,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    Ok(FeatureMap {
+        output: output.to_path_buf(),
+        layer: layer.to_string(),
+        images: f.paths.len(),
+        width: f.width,
+        explained,
+        preprocessing: f.preprocessing,
+    })
+}
+
+pub fn render_map(m: &FeatureMap) -> String {
+    format!(
+        "{}: {} images x {} values, PCA (axes explain {:.0} % and {:.0} % of the variance): {}\n",
+        m.layer,
+        m.images,
+        m.width,
+        100.0 * m.explained[0],
+        100.0 * m.explained[1],
+        m.output.display()
+    )
+}

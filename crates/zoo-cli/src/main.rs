@@ -106,7 +106,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pictures of what a network learned: conv filters, or one image's feature maps.
+    /// One row per image of a layer's activations (any layer or node output, e.g. fc7), as
+    /// CSV or .npy, computed by zoo's network.
+    Features {
+        #[command(flatten)]
+        model: ModelOpts,
+        #[command(flatten)]
+        features: FeatureArgs,
+        /// A layer name (see `zoo inspect`) or any node output, e.g. fc7 or a Concat's output.
+        #[arg(long)]
+        layer: String,
+        /// Output file: .csv (path,label,f0,...) or .npy (float32 [N, width], with
+        /// OUT.rows.csv beside it).
+        #[arg(long, short, default_value = "features.csv")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pictures of what a network learned: conv filters, one image's feature maps, a dataset's
+    /// map at a layer.
     Show {
         #[command(subcommand)]
         command: ShowCommand,
@@ -192,6 +210,50 @@ enum ShowCommand {
         #[arg(long)]
         image: PathBuf,
     },
+    /// Grad-CAM: where the network looks for a class in one image (the class score's gradient
+    /// at a conv layer's maps, through zoo's autodiff), as a heat map over the image.
+    Cam {
+        #[command(flatten)]
+        show: ShowArgs,
+        #[arg(long)]
+        image: PathBuf,
+        /// The class: a label name or an output number (default: the predicted class).
+        #[arg(long)]
+        class: Option<zoo_app::cam::ClassChoice>,
+    },
+    /// A 2-D map (first two principal components) of a dataset's images at a layer, one colour
+    /// per class: where the classes separate, from conv1 to fc7.
+    Features {
+        #[command(flatten)]
+        show: ShowArgs,
+        #[command(flatten)]
+        features: FeatureArgs,
+    },
+}
+
+/// Which images and how their activations become rows.
+#[derive(Args)]
+struct FeatureArgs {
+    /// Labelled images: class folders, CSV manifest, or MNIST IDX (default for a run directory:
+    /// its validation images).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// none (the activations flattened) or avg (each channel's mean over its map).
+    #[arg(long, default_value = "none")]
+    pool: zoo_app::features::Pool,
+}
+
+impl FeatureArgs {
+    fn images(&self, arg: &zoo_fetch::ModelArg) -> anyhow::Result<zoo_app::features::Images> {
+        use zoo_app::features::Images;
+        Ok(match (&self.data, arg) {
+            (Some(d), _) => Images::Dataset(d.clone()),
+            (None, zoo_fetch::ModelArg::RunDir(run)) => Images::RunValidation(run.clone()),
+            (None, _) => anyhow::bail!(
+                "--data is needed (only a run directory brings its own validation images)"
+            ),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -899,6 +961,58 @@ fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `zoo show filters|activations|features`.
+fn show(command: ShowCommand) -> anyhow::Result<ExitCode> {
+    let (show, image) = match command {
+        ShowCommand::Features { show, features } => return show_features(show, features),
+        ShowCommand::Cam { show, image, class } => {
+            let (resolved, hints) = show.model.resolve()?;
+            let report = zoo_app::cam::grad_cam(
+                &resolved.path,
+                &hints,
+                &image,
+                class.as_ref(),
+                show.layer.as_deref(),
+                &show.output,
+            )?;
+            note_recipe(show.json, &report.preprocessing);
+            emit(show.json, &report, zoo_app::cam::render)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        ShowCommand::Filters(show) => (show, None),
+        ShowCommand::Activations { show, image } => (show, Some(image)),
+    };
+    let (resolved, hints) = show.model.resolve()?;
+    let (path, layer) = (&resolved.path, show.layer.as_deref());
+    let picture = match image {
+        None => zoo_app::show::filters(path, &hints, layer, &show.output)?,
+        Some(image) => zoo_app::show::activations(path, &hints, &image, layer, &show.output)?,
+    };
+    note_recipe(show.json, &picture.preprocessing);
+    emit(show.json, &picture, zoo_app::show::render)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_features(show: ShowArgs, features: FeatureArgs) -> anyhow::Result<ExitCode> {
+    let layer = show
+        .layer
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--layer is needed: which layer's map to draw"))?;
+    let (resolved, hints) = show.model.resolve()?;
+    let images = features.images(&resolved.arg)?;
+    let map = zoo_app::show::feature_map(
+        &resolved.path,
+        &hints,
+        &images,
+        &layer,
+        features.pool,
+        &show.output,
+    )?;
+    note_recipe(show.json, &map.preprocessing);
+    emit(show.json, &map, zoo_app::show::render_map)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::List { json } => {
@@ -1029,23 +1143,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(json, &report, zoo_app::predict::render)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { command } => {
-            let (show, image) = match command {
-                ShowCommand::Filters(show) => (show, None),
-                ShowCommand::Activations { show, image } => (show, Some(image)),
-            };
-            let (resolved, hints) = show.model.resolve()?;
-            let (path, layer) = (&resolved.path, show.layer.as_deref());
-            let picture = match image {
-                None => zoo_app::show::filters(path, &hints, layer, &show.output)?,
-                Some(image) => {
-                    zoo_app::show::activations(path, &hints, &image, layer, &show.output)?
-                }
-            };
-            note_recipe(show.json, &picture.preprocessing);
-            emit(show.json, &picture, zoo_app::show::render)?;
+        Command::Features {
+            model,
+            features,
+            layer,
+            out,
+            json,
+        } => {
+            let (resolved, hints) = model.resolve()?;
+            let images = features.images(&resolved.arg)?;
+            let report = zoo_app::features::write(
+                &resolved.path,
+                &hints,
+                &images,
+                &layer,
+                features.pool,
+                &out,
+            )?;
+            note_recipe(json, &report.preprocessing);
+            emit(json, &report, zoo_app::features::render)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Show { command } => show(command),
         Command::Data {
             command:
                 DataCommand::Check {

@@ -18,6 +18,4 @@ pub use decode::{decode, list_images, EXTENSIONS};
 pub use error::DataError;
 pub use loader::{load, Skipped, Tensors};
 pub use preprocess::preprocess;
-pub use split::{
-    imbalance_warning, keep_classes, split, with_validation_set, SplitPlan, Splits,
-};
+pub use split::{imbalance_warning, keep_classes, split, with_validation_set, SplitPlan, Splits};

@@ -79,6 +79,20 @@ pub(crate) fn run_nodes<B: Backend>(
     start: usize,
     want: &str,
 ) -> Value<B> {
+    run_nodes_tapped(net, seed, start, want, None)
+}
+
+/// A change applied to one value as soon as it is computed (e.g. making it a gradient leaf).
+pub(crate) type Tap<'a, B> = (&'a str, &'a mut dyn FnMut(Tensor<B, 4>) -> Tensor<B, 4>);
+
+/// [`run_nodes`], with `tap` applied to its value when the graph computes it.
+pub(crate) fn run_nodes_tapped<B: Backend>(
+    net: &Network<B>,
+    seed: (&str, Value<B>),
+    start: usize,
+    want: &str,
+    mut tap: Option<Tap<'_, B>>,
+) -> Value<B> {
     let plan = &net.plan;
     let graph = &plan.graph;
     let mut values: HashMap<&str, Value<B>> = HashMap::new();
@@ -93,6 +107,12 @@ pub(crate) fn run_nodes<B: Backend>(
         }
         let outs = run_node(net, node, &values);
         for (name, out) in node.outputs.iter().zip(outs) {
+            let out = match &mut tap {
+                Some((tapped, f)) if *tapped == name.as_str() && out.rank == 4 => {
+                    Value::from4(f(out.t4()), 4)
+                }
+                _ => out,
+            };
             values.insert(name, out);
         }
         if node.outputs.iter().any(|o| o == want) {

@@ -123,6 +123,25 @@ impl<B: Backend> Network<B> {
         Ok(as_matrix(out))
     }
 
+    /// The logits, with the 4-D `value` passed through `tap` as soon as it is computed: how
+    /// Grad-CAM makes a layer's feature maps a gradient leaf and reads their gradient.
+    pub fn forward_logits_tapped(
+        &self,
+        input: Tensor<B, 4>,
+        value: &str,
+        tap: &mut dyn FnMut(Tensor<B, 4>) -> Tensor<B, 4>,
+    ) -> Result<Tensor<B, 2>, NetError> {
+        self.check_input(&input)?;
+        let out = crate::exec::run_nodes_tapped(
+            self,
+            (&self.plan.graph.input.name, self.entry(input)),
+            0,
+            self.logits_value(),
+            Some((value, tap)),
+        );
+        Ok(as_matrix(out))
+    }
+
     /// Like [`forward`](Self::forward) but returns the pre-softmax logits when the graph ends
     /// in a Softmax (training needs them; the exported model keeps the Softmax).
     pub fn forward_logits(&self, input: Tensor<B, 4>) -> Result<Tensor<B, 2>, NetError> {

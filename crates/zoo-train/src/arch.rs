@@ -85,7 +85,11 @@ impl ArchSpec {
     pub fn named(name: &str) -> Self {
         Self {
             name: name.to_string(),
-            hidden: if name == "mlp" { vec![100, 30] } else { Vec::new() },
+            hidden: if name == "mlp" {
+                vec![100, 30]
+            } else {
+                Vec::new()
+            },
             activation: Activation::Relu,
         }
     }
@@ -321,11 +325,23 @@ fn mlp(
         x = out_name;
         if i + 1 < layers {
             let act = format!("act{}", i + 1);
-            b.node(&act, activation.onnx_op(), &[&x], &[&format!("{act}_out")], vec![]);
+            b.node(
+                &act,
+                activation.onnx_op(),
+                &[&x],
+                &[&format!("{act}_out")],
+                vec![],
+            );
             x = format!("{act}_out");
         }
     }
-    b.node("softmax", "Softmax", &[&x], &["prob"], vec![("axis", Attr::Int(1))]);
+    b.node(
+        "softmax",
+        "Softmax",
+        &[&x],
+        &["prob"],
+        vec![("axis", Attr::Int(1))],
+    );
     b.output("prob", &[Some(1), Some(classes)]);
     let head = format!("fc{layers}");
     Ok(Architecture {
@@ -365,10 +381,34 @@ fn linear2d(classes: usize, seed: u64) -> Architecture {
         }
     }
     b.init_f32("mirror_w", &[PIXELS, PIXELS], mirror);
-    b.node("intensity", "MatMul", &["flat", "intensity_w"], &["intensity_out"], vec![]);
-    b.node("mirror", "MatMul", &["flat", "mirror_w"], &["mirror_out"], vec![]);
-    b.node("squared", "Mul", &["mirror_out", "mirror_out"], &["squared_out"], vec![]);
-    b.node("symmetry", "MatMul", &["squared_out", "symmetry_w"], &["symmetry_out"], vec![]);
+    b.node(
+        "intensity",
+        "MatMul",
+        &["flat", "intensity_w"],
+        &["intensity_out"],
+        vec![],
+    );
+    b.node(
+        "mirror",
+        "MatMul",
+        &["flat", "mirror_w"],
+        &["mirror_out"],
+        vec![],
+    );
+    b.node(
+        "squared",
+        "Mul",
+        &["mirror_out", "mirror_out"],
+        &["squared_out"],
+        vec![],
+    );
+    b.node(
+        "symmetry",
+        "MatMul",
+        &["squared_out", "symmetry_w"],
+        &["symmetry_out"],
+        vec![],
+    );
     b.node(
         "features",
         "Concat",
@@ -385,9 +425,17 @@ fn linear2d(classes: usize, seed: u64) -> Architecture {
         &["neuron_out"],
         vec![("transB", Attr::Int(1))],
     );
-    b.node("softmax", "Softmax", &["neuron_out"], &["prob"], vec![("axis", Attr::Int(1))]);
+    b.node(
+        "softmax",
+        "Softmax",
+        &["neuron_out"],
+        &["prob"],
+        vec![("axis", Attr::Int(1))],
+    );
     b.output("prob", &[Some(1), Some(classes)]);
-    let fixed: Vec<String> = ["intensity", "mirror", "symmetry"].map(String::from).to_vec();
+    let fixed: Vec<String> = ["intensity", "mirror", "symmetry"]
+        .map(String::from)
+        .to_vec();
     Architecture {
         model: b.build(13),
         preprocessing: mnist_preprocessing(),

@@ -268,7 +268,9 @@ pub fn class_color(k: usize) -> RGBColor {
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -311,13 +313,13 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> std::io::Result<()> {
     if let Some(l) = s.line.filter(|l| l.b.abs() > 1e-12 || l.a.abs() > 1e-12) {
         // Sampled across the plot and clipped to it: steep lines stay visible.
         let pts: Vec<(f64, f64)> = (0..=400)
-            .filter_map(|i| {
+            .map(|i| {
                 if l.b.abs() > 1e-12 {
                     let x = x0 + (x1 - x0) * i as f64 / 400.0;
-                    Some((x, -(l.a * x + l.c) / l.b))
+                    (x, -(l.a * x + l.c) / l.b)
                 } else {
                     let y = y0 + (y1 - y0) * i as f64 / 400.0;
-                    Some((-(l.b * y + l.c) / l.a, y))
+                    (-(l.b * y + l.c) / l.a, y)
                 }
             })
             .filter(|(x, y)| (x0..=x1).contains(x) && (y0..=y1).contains(y))
@@ -336,4 +338,43 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> std::io::Result<()> {
         .draw()
         .map_err(err)?;
     root.present().map_err(err)
+}
+
+/// An RGB picture (`width x height`, row-major) with one line of caption under it, as PNG.
+pub fn captioned(
+    path: &Path,
+    rgb: &[u8],
+    (width, height): (u32, u32),
+    caption: &str,
+) -> std::io::Result<()> {
+    register_font();
+    let band = 28;
+    // The DejaVu Sans Mono glyphs at 14 px are 8-9 px wide.
+    let canvas_width = width.max(9 * caption.chars().count() as u32 + 12);
+    let root = BitMapBackend::new(path, (canvas_width, height + band)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    for y in 0..height {
+        for x in 0..width {
+            let i = ((y * width + x) * 3) as usize;
+            root.draw_pixel(
+                (x as i32, y as i32),
+                &RGBColor(rgb[i], rgb[i + 1], rgb[i + 2]),
+            )
+            .map_err(err)?;
+        }
+    }
+    root.draw(&Text::new(
+        caption.to_string(),
+        (6, height as i32 + 7),
+        ("sans-serif", 14).into_font().color(&BLACK),
+    ))
+    .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// The "jet" colour map at `t` in 0..1: blue (low) through green to red (high).
+pub fn jet(t: f32) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let channel = |c: f32| ((1.5 - (4.0 * t - c).abs()).clamp(0.0, 1.0) * 255.0) as u8;
+    [channel(3.0), channel(2.0), channel(1.0)]
 }

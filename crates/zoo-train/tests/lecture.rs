@@ -69,7 +69,8 @@ fn quadratic_loss_is_half_the_squared_softmax_error_with_matching_gradients() {
     // quadratic loss learns slowly).
     let wrong = [10.0f32, 0.0, 0.0, 10.0, 0.0, 0.0];
     let slope = |kind| {
-        let x = Tensor::<Ad, 2>::from_data(TensorData::new(wrong.to_vec(), [2, 3]), &d).require_grad();
+        let x =
+            Tensor::<Ad, 2>::from_data(TensorData::new(wrong.to_vec(), [2, 3]), &d).require_grad();
         let grads = training_loss(kind, x.clone(), &[1, 1], &d).backward();
         let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
         g.iter().map(|v| v.abs()).fold(0.0f32, f32::max)
@@ -91,7 +92,13 @@ fn mlp_has_the_widths_and_activation_asked_for() {
     assert_eq!(ops.iter().filter(|o| **o == "Tanh").count(), 2);
     assert_eq!(ops.iter().filter(|o| **o == "Gemm").count(), 3);
     let dims = |name: &str| -> Vec<i64> {
-        graph.initializer.iter().find(|t| t.name == name).unwrap().dims.clone()
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .dims
+            .clone()
     };
     assert_eq!(dims("fc1_w_0"), [7, 784]);
     assert_eq!(dims("fc2_w_0"), [5, 7]);
@@ -136,7 +143,10 @@ fn linear2d_computes_intensity_and_mirror_difference() {
         assert!((f[2 * k] - mean(img)).abs() < 1e-6, "intensity of {k}");
         assert!((f[2 * k + 1] - asym(img)).abs() < 1e-6, "symmetry of {k}");
     }
-    assert_eq!(f[1], 0.0, "a mirror-symmetric digit has no mirror difference");
+    assert_eq!(
+        f[1], 0.0,
+        "a mirror-symmetric digit has no mirror difference"
+    );
 }
 
 /// Class folders of 28x28 "digits": `1` thin centred bars (symmetric, dark), `5` a bright
@@ -174,11 +184,18 @@ fn linear2d_learns_one_against_five_with_its_features_fixed_and_draws_the_line()
     o.head_lr_factor = 1.0;
     o.out = Some(root.join("run"));
     let s = train_from_scratch(&ArchSpec::named("linear2d"), &o, None, &Quiet).unwrap();
-    assert_eq!(s.classes, ["1", "5"], "--digits keeps those classes, in that order");
+    assert_eq!(
+        s.classes,
+        ["1", "5"],
+        "--digits keeps those classes, in that order"
+    );
     assert_eq!(s.train_images + s.val_images, 80, "the 7s are left out");
     assert!(s.best_val_accuracy >= 0.9, "{}", s.best_val_accuracy);
     assert!(s.freeze_audit.frozen_params_unchanged);
-    assert_eq!(s.freeze_audit.frozen_layers, ["intensity", "mirror", "symmetry"]);
+    assert_eq!(
+        s.freeze_audit.frozen_layers,
+        ["intensity", "mirror", "symmetry"]
+    );
     let picture: PathBuf = root.join("run").join(zoo_train::plot::DECISION_PNG);
     let png = image::open(&picture).unwrap();
     assert_eq!((png.width(), png.height()), (800, 640));

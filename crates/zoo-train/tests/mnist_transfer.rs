@@ -118,7 +118,8 @@ fn pretrained_on_0_to_4_transfers_to_5_to_9_and_beats_scratch() {
     // head).
     let mut o = same("scratch");
     o.head_lr_factor = 1.0;
-    let scratch = train_from_scratch(&zoo_train::ArchSpec::named("lenet5"), &o, None, &Log).unwrap();
+    let scratch =
+        train_from_scratch(&zoo_train::ArchSpec::named("lenet5"), &o, None, &Log).unwrap();
 
     println!(
         "MNIST transfer (lenet5): pretrain(0-4) {:.4}; finetune(5-9, 250 images, all layers) {:.4}; scratch(5-9, 250 images) {:.4}; on {} held-out digits 5-9",
