@@ -32,12 +32,27 @@ pub struct EvaluateReport {
     pub classes: Vec<ClassScore>,
     pub confusion_csv: PathBuf,
     pub confusion_png: PathBuf,
+    /// The class pairs mixed up most often, largest first.
+    pub most_confused: Vec<zoo_train::report::ConfusedPair>,
+    pub misclassified: usize,
+    /// The worst misclassified images (lowest probability on the true class).
+    pub worst: Vec<WorstImage>,
+    pub misclassified_png: PathBuf,
     pub skipped: Vec<String>,
     /// What computed the predictions.
     pub engine: String,
     /// The preprocessing in force, and where it came from.
     pub preprocessing: String,
     pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorstImage {
+    pub path: String,
+    pub truth: String,
+    pub predicted: String,
+    pub p_predicted: f64,
+    pub p_true: f64,
 }
 
 /// Wilson score interval for `k` successes in `n` trials at 95 %.
@@ -82,6 +97,8 @@ pub fn evaluate(
         }
     };
     warnings.extend(images.warnings.iter().cloned());
+    let ends_in_softmax = model.graph.logits_value() != model.graph.output.name;
+    let chw = model.graph.input_chw();
     let computed = crate::engines::outputs(
         path,
         model,
@@ -90,6 +107,17 @@ pub fn evaluate(
         runtime,
         device,
     )?;
+    let probabilities: Vec<Vec<f64>> = computed
+        .rows
+        .iter()
+        .map(|r| {
+            if ends_in_softmax && !computed.logits {
+                r.iter().map(|&p| p as f64).collect()
+            } else {
+                zoo_train::report::softmax(r)
+            }
+        })
+        .collect();
     let (rows, engine) = (computed.rows, computed.engine);
     let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
     let truth = &images.labels;
@@ -138,6 +166,28 @@ pub fn evaluate(
         zoo_train::report::confusion_csv(&m, &all_names).as_bytes(),
     )?;
     zoo_train::plot::confusion(&confusion_png, &m, &all_names)?;
+    let mistakes = zoo_train::report::mistakes(&probabilities, truth);
+    let misclassified_png = out.join(zoo_train::pictures::MISCLASSIFIED_PNG);
+    let shown = zoo_train::pictures::Shown {
+        values: &images.values,
+        chw,
+        preprocessing: &profile.preprocessing,
+        names: &all_names,
+        paths: &images.paths,
+    };
+    zoo_train::pictures::misclassified(&mistakes, &shown, &misclassified_png)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
+    let worst = mistakes
+        .iter()
+        .take(zoo_train::pictures::GALLERY_MAX)
+        .map(|x| WorstImage {
+            path: images.paths.get(x.index).cloned().unwrap_or_default(),
+            truth: all_names[x.truth].clone(),
+            predicted: all_names[x.predicted].clone(),
+            p_predicted: x.p_predicted,
+            p_true: x.p_true,
+        })
+        .collect();
     let n = truth.len();
     Ok(EvaluateReport {
         model: path.display().to_string(),
@@ -149,6 +199,10 @@ pub fn evaluate(
         classes,
         confusion_csv,
         confusion_png,
+        most_confused: zoo_train::report::most_confused(&m, &all_names, 5),
+        misclassified: mistakes.len(),
+        worst,
+        misclassified_png,
         skipped: images.skipped.clone(),
         engine,
         preprocessing: profile.recipe_line(),
@@ -178,10 +232,18 @@ pub fn render(r: &EvaluateReport) -> String {
             100.0 * c.recall
         );
     }
+    if !r.most_confused.is_empty() {
+        s += "\nmost confused (true -> predicted):\n";
+        for p in &r.most_confused {
+            s += &format!("  {} -> {}: {}\n", p.truth, p.predicted, p.count);
+        }
+    }
     s += &format!(
-        "\nconfusion matrix: {} and {}\n",
+        "\nconfusion matrix: {} and {}\nmisclassified ({}, worst first): {}\n",
         r.confusion_csv.display(),
-        r.confusion_png.display()
+        r.confusion_png.display(),
+        r.misclassified,
+        r.misclassified_png.display()
     );
     s
 }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
-use zoo_cards::ColorOrder;
 use zoo_net::Network;
+use zoo_train::pictures::Tile;
 
 use crate::profile::{model_labels, profile_of_model, ModelHints};
 use crate::CpuBackend;
@@ -33,11 +33,6 @@ struct Shown {
     profile: crate::profile::Profile,
     net: Network<CpuBackend>,
     names: Option<Vec<String>>,
-}
-
-/// One tile: `channels` planes of `h*w` values (1 = gray, 3 = RGB).
-struct Tile {
-    planes: Vec<Vec<f32>>,
 }
 
 fn load(path: &Path, hints: &ModelHints) -> anyhow::Result<Shown> {
@@ -91,44 +86,9 @@ pub fn filters(
 ) -> anyhow::Result<Picture> {
     let Shown { profile, net, .. } = load(path, hints)?;
     let layer = pick_layer(&net, layer)?;
-    if layer.op != "Conv" {
-        anyhow::bail!(
-            "`{}` is a {} layer; filters are shown for Conv layers",
-            layer.name,
-            layer.op
-        );
-    }
-    let plan = net.plan();
-    let weight = layer
-        .params
-        .iter()
-        .copied()
-        .find(|&i| plan.params[i].dims.len() == 4)
-        .ok_or_else(|| anyhow::anyhow!("`{}` has no 4-D weight", layer.name))?;
-    let [o, i, kh, kw] = <[usize; 4]>::try_from(plan.params[weight].dims.as_slice())?;
-    let values = net.param_value(weight);
-    let plane = kh * kw;
-    let rgb = i == 3;
-    let tiles: Vec<Tile> = (0..o)
-        .map(|f| {
-            let kernel = &values[f * i * plane..(f + 1) * i * plane];
-            let channel = |c: usize| kernel[c * plane..(c + 1) * plane].to_vec();
-            let planes = if rgb {
-                let order = if profile.preprocessing.color == ColorOrder::Bgr {
-                    [2, 1, 0]
-                } else {
-                    [0, 1, 2]
-                };
-                order.iter().map(|&c| channel(c)).collect()
-            } else {
-                vec![(0..plane)
-                    .map(|p| (0..i).map(|c| kernel[c * plane + p]).sum::<f32>() / i as f32)
-                    .collect()]
-            };
-            Tile { planes }
-        })
-        .collect();
-    let picture = save_grid(&tiles, [kh, kw], &layer.name, output)?;
+    let (tiles, size) = zoo_train::pictures::filter_tiles(&net, layer, profile.preprocessing.color)
+        .map_err(anyhow::Error::msg)?;
+    let picture = save_grid(&tiles, size, &layer.name, output)?;
     Ok(Picture {
         preprocessing: profile.recipe_line(),
         ..picture
@@ -204,58 +164,22 @@ fn top_class(
     Ok(format!("{name} ({:.1}%)", 100.0 / sum))
 }
 
-/// Lays tiles out in a near-square grid, each normalised to its own min..max and upscaled
-/// (nearest) to at least 32 pixels, with 2-pixel gaps.
 fn save_grid(
     tiles: &[Tile],
-    [th, tw]: [usize; 2],
+    size: [usize; 2],
     layer: &str,
     output: &Path,
 ) -> anyhow::Result<Picture> {
-    let n = tiles.len();
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let scale = (32usize.div_ceil(th.min(tw).max(1))).max(1);
-    let gap = 2;
-    let (cell_h, cell_w) = (th * scale + gap, tw * scale + gap);
-    let (width, height) = ((cols * cell_w + gap) as u32, (rows * cell_h + gap) as u32);
-    let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
-    let rgb = tiles.first().is_some_and(|t| t.planes.len() == 3);
-    for (k, tile) in tiles.iter().enumerate() {
-        let (lo, hi) = tile
-            .planes
-            .iter()
-            .flatten()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-        let span = if hi > lo { hi - lo } else { 1.0 };
-        let to_u8 = |v: f32| (((v - lo) / span) * 255.0).round().clamp(0.0, 255.0) as u8;
-        let (r0, c0) = ((k / cols) * cell_h + gap, (k % cols) * cell_w + gap);
-        for y in 0..th * scale {
-            for x in 0..tw * scale {
-                let p = (y / scale) * tw + x / scale;
-                let px = if rgb {
-                    [0, 1, 2].map(|c| to_u8(tile.planes[c][p]))
-                } else {
-                    [to_u8(tile.planes[0][p]); 3]
-                };
-                img.put_pixel((c0 + x) as u32, (r0 + y) as u32, image::Rgb(px));
-            }
-        }
-    }
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    zoo_onnx::write::write_atomic(output, &png)
+    let grid = zoo_train::pictures::save_grid(tiles, size, output)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
     Ok(Picture {
         output: output.to_path_buf(),
         layer: layer.to_string(),
-        tiles: n,
-        tile_size: [th, tw],
-        rgb,
-        grid: [rows, cols],
-        image_size: [width, height],
+        tiles: grid.tiles,
+        tile_size: grid.tile_size,
+        rgb: grid.rgb,
+        grid: grid.grid,
+        image_size: grid.image_size,
         prediction: None,
         preprocessing: String::new(),
     })

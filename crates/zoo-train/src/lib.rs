@@ -11,6 +11,7 @@ pub mod finetune;
 pub mod host_sgd;
 pub mod journal;
 pub mod options;
+pub mod pictures;
 pub mod plot;
 pub mod report;
 pub mod rundir;

@@ -10,7 +10,7 @@ use crate::trainer::{IterationRow, ValidationRow};
 
 /// The font ships with zoo (DejaVu Sans Mono, Bitstream Vera licence: assets/), so plots have
 /// labels on machines without any font installed.
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = plotters::style::register_font(

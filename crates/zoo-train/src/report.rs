@@ -48,3 +48,112 @@ pub fn confusion_csv(m: &[Vec<usize>], names: &[String]) -> String {
     }
     s
 }
+
+/// Two classes the network mixes up: how often `truth` was predicted as `predicted`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConfusedPair {
+    pub truth: String,
+    pub predicted: String,
+    pub count: usize,
+}
+
+/// The `top` largest off-diagonal cells of the confusion matrix, largest first (fastai's
+/// `most_confused`).
+pub fn most_confused(m: &[Vec<usize>], names: &[String], top: usize) -> Vec<ConfusedPair> {
+    let mut cells: Vec<(usize, usize, usize)> = m
+        .iter()
+        .enumerate()
+        .flat_map(|(t, row)| {
+            row.iter()
+                .enumerate()
+                .filter(move |&(p, &c)| p != t && c > 0)
+                .map(move |(p, &c)| (t, p, c))
+        })
+        .collect();
+    cells.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+    let name = |i: usize| {
+        names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
+    };
+    cells
+        .into_iter()
+        .take(top)
+        .map(|(t, p, count)| ConfusedPair {
+            truth: name(t),
+            predicted: name(p),
+            count,
+        })
+        .collect()
+}
+
+/// A misclassified image: which one, its true and predicted class, and the probabilities the
+/// network gave both.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Mistake {
+    pub index: usize,
+    pub truth: usize,
+    pub predicted: usize,
+    pub p_predicted: f64,
+    pub p_true: f64,
+}
+
+/// The misclassified images, worst first: lowest probability on the true class (fastai's
+/// `plot_top_losses` order: the highest cross-entropy).
+pub fn mistakes(probabilities: &[Vec<f64>], truth: &[usize]) -> Vec<Mistake> {
+    let mut out: Vec<Mistake> = probabilities
+        .iter()
+        .zip(truth)
+        .enumerate()
+        .filter_map(|(index, (p, &t))| {
+            let predicted = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]))?;
+            (predicted != t).then(|| Mistake {
+                index,
+                truth: t,
+                predicted,
+                p_predicted: p[predicted],
+                p_true: p.get(t).copied().unwrap_or(0.0),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.p_true.total_cmp(&b.p_true).then(a.index.cmp(&b.index)));
+    out
+}
+
+pub fn softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let exp: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mistakes_come_worst_first_and_confusions_largest_first() {
+        let p = vec![
+            vec![0.9, 0.1, 0.0],   // right
+            vec![0.2, 0.7, 0.1],   // true 0, predicted 1, p_true 0.2
+            vec![0.05, 0.9, 0.05], // true 0, predicted 1, p_true 0.05
+            vec![0.1, 0.3, 0.6],   // true 1, predicted 2
+        ];
+        let m = mistakes(&p, &[0, 0, 0, 1]);
+        assert_eq!(m.iter().map(|x| x.index).collect::<Vec<_>>(), [2, 3, 1]);
+        assert_eq!((m[0].truth, m[0].predicted), (0, 1));
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let conf = confusion(&[0, 1, 1, 2], &[0, 0, 0, 1], 3);
+        let top = most_confused(&conf, &names, 5);
+        assert_eq!(
+            (
+                top[0].truth.as_str(),
+                top[0].predicted.as_str(),
+                top[0].count
+            ),
+            ("a", "b", 2)
+        );
+        assert_eq!(top.len(), 2);
+    }
+}
