@@ -194,6 +194,9 @@ pub const RUN_FILES: &[&str] = &[
     "summary.json",
     "training-progress.png",
     "confusion.png",
+    "misclassified.png",
+    "filters.png",
+    "report.html",
 ];
 
 pub fn assert_run_files(run: &Path) {

@@ -146,6 +146,16 @@ fn killed_run_resumes_exactly(optimizer: &str) {
     ] {
         assert!(killed.join(file).is_file(), "{file} missing after kill -9");
     }
+    // The live page: written at each validation, reloading itself while the run trains.
+    let page = std::fs::read_to_string(killed.join("report.html")).unwrap();
+    assert!(
+        page.contains("http-equiv=\"refresh\""),
+        "a running run's page reloads"
+    );
+    assert!(
+        page.contains("data:image/png;base64,"),
+        "with the training curves so far"
+    );
     // What a killed run holds is usable as it is.
     let eval = zoo(
         &[
@@ -168,6 +178,11 @@ fn killed_run_resumes_exactly(optimizer: &str) {
     assert!(resumed.stderr.contains("resuming"), "{}", resumed.stderr);
     let summary = resumed.json();
     assert_eq!(summary["status"], "finished");
+    let page = std::fs::read_to_string(killed.join("report.html")).unwrap();
+    assert!(
+        !page.contains("http-equiv"),
+        "a finished run's page stays still"
+    );
     let whole_summary = read_json(&whole.join("summary.json"));
     assert_eq!(summary["best_iteration"], whole_summary["best_iteration"]);
     assert_eq!(

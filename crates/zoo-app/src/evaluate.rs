@@ -175,7 +175,7 @@ pub fn evaluate(
         names: &all_names,
         paths: &images.paths,
     };
-    zoo_train::pictures::misclassified(&mistakes, &shown, &misclassified_png)
+    zoo_train::pictures::misclassified(&mistakes, mistakes.len(), &shown, &misclassified_png)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
     let worst = mistakes
         .iter()

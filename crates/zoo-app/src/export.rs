@@ -105,5 +105,10 @@ pub fn export_run(
     let text = serde_json::to_string_pretty(&report)?;
     zoo_onnx::write::write_atomic(&receipt, format!("{text}\n").as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", receipt.display()))?;
+    // The run's page shows the receipt when it sits in the run directory.
+    if receipt.parent() == Some(run) {
+        zoo_train::run_report::write(run)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", run.display()))?;
+    }
     Ok(report)
 }

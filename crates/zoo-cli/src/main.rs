@@ -67,6 +67,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a run's report.html (one self-contained page: progress, confusion, mistakes,
+    /// filters, freeze audit, parity) from its files.
+    Report {
+        /// Run directory (default runs/latest).
+        #[arg(default_value = "runs/latest")]
+        run: PathBuf,
+    },
     /// Accuracy (95 % Wilson interval), per-class precision and recall, confusion matrix.
     Evaluate {
         #[command(flatten)]
@@ -1047,6 +1054,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch(args) => fetch(args),
+        Command::Report { run } => {
+            if !run.join("config.json").is_file() {
+                anyhow::bail!("{} is not a zoo run (it has no config.json)", run.display());
+            }
+            let page = zoo_train::run_report::write(&run)
+                .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", run.display()))?;
+            println!("{}", page.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Finetune(args) => finetune(args),
         Command::Train(args) => train(args),
         Command::Demo { out, json } => {

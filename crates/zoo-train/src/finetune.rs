@@ -465,6 +465,7 @@ impl Job<'_> {
             }
             let results = Results {
                 options: &options,
+                preprocessing: &self.profile.preprocessing,
                 data: &data,
                 model: &model,
                 cut: cut.as_ref(),
@@ -774,6 +775,7 @@ fn frozen_layers<B: AutodiffBackend>(
 /// The results phase: final evaluation, freeze audit, weights, logs, plots, summary.
 struct Results<'a, B: AutodiffBackend> {
     options: &'a FinetuneOptions,
+    preprocessing: &'a Preprocessing,
     data: &'a Data,
     model: &'a Model<B>,
     cut: Option<&'a FeatureCut>,
@@ -853,7 +855,7 @@ impl<B: AutodiffBackend> Results<'_, B> {
             crate::report::confusion_csv(&confusion, classes).as_bytes(),
         ))?;
         io(crate::plot::training_progress(
-            &run_dir.join("training-progress.png"),
+            &run_dir.join(crate::plot::PROGRESS_PNG),
             &state.iterations,
             &state.rows,
         ))?;
@@ -862,6 +864,7 @@ impl<B: AutodiffBackend> Results<'_, B> {
             &confusion,
             classes,
         ))?;
+        io(self.pictures(&best_inner, device, &run_dir))?;
         let train_seconds: f64 = state.epoch_seconds.iter().sum();
         let summary = Summary {
             status: if trained.interrupted {
@@ -907,10 +910,80 @@ impl<B: AutodiffBackend> Results<'_, B> {
             },
         };
         io(rundir::write_json(&run_dir, "summary.json", &summary))?;
+        io(crate::run_report::write(&run_dir).map(|_| ()))?;
         if options.out.is_none() {
             io(rundir::link_latest(&run_dir))?;
         }
         Ok(summary)
+    }
+
+    /// The report's pictures of the best weights: the first convolution's filters, and the
+    /// misclassified validation images (decoded again: the feature cache dropped them).
+    fn pictures(
+        &self,
+        best: &Network<B::InnerBackend>,
+        device: &B::Device,
+        run_dir: &Path,
+    ) -> std::io::Result<()> {
+        use crate::pictures;
+        if let Some(layer) = pictures::first_conv(best) {
+            if let Ok((tiles, size)) = pictures::filter_tiles(best, layer, self.preprocessing.color)
+            {
+                pictures::save_grid(&tiles, size, &run_dir.join(crate::run_report::FILTERS_PNG))?;
+            }
+        }
+        let val = &self.val_in.tensors;
+        if val.is_empty() {
+            return Ok(());
+        }
+        let probabilities = crate::trainer::probabilities(
+            best,
+            self.cut,
+            self.val_in,
+            self.options.batch_size,
+            device,
+        )
+        .map_err(std::io::Error::other)?;
+        let mistakes = crate::report::mistakes(&probabilities, &val.labels);
+        let worst: Vec<usize> = mistakes
+            .iter()
+            .take(pictures::GALLERY_MAX)
+            .map(|m| val.samples[m.index])
+            .collect();
+        let dataset = &self.data.dataset;
+        let (images, _) = zoo_data::load(dataset, &worst, self.preprocessing);
+        // The gallery's images, renumbered to the reloaded ones (all decoded before).
+        let shown_mistakes: Vec<crate::report::Mistake> = mistakes
+            .iter()
+            .take(pictures::GALLERY_MAX)
+            .filter_map(|m| {
+                let at = images
+                    .samples
+                    .iter()
+                    .position(|&s| s == val.samples[m.index])?;
+                Some(crate::report::Mistake {
+                    index: at,
+                    ..m.clone()
+                })
+            })
+            .collect();
+        let paths: Vec<String> = images
+            .samples
+            .iter()
+            .map(|&i| dataset.samples[i].image.name())
+            .collect();
+        pictures::misclassified(
+            &shown_mistakes,
+            mistakes.len(),
+            &pictures::Shown {
+                values: &images.values,
+                chw: images.chw,
+                preprocessing: self.preprocessing,
+                names: &dataset.classes,
+                paths: &paths,
+            },
+            &run_dir.join(pictures::MISCLASSIFIED_PNG),
+        )
     }
 }
 

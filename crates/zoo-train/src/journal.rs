@@ -131,7 +131,16 @@ impl RunJournal {
             best: s.best_row.as_ref(),
             resumable: self.has_checkpoint,
         };
-        rundir::write_json(&self.dir, "summary.json", &progress)
+        rundir::write_json(&self.dir, "summary.json", &progress)?;
+        // The live view: the curves so far and the page that shows them.
+        if !s.iterations.is_empty() {
+            crate::plot::training_progress(
+                &self.dir.join(crate::plot::PROGRESS_PNG),
+                &s.iterations,
+                &s.rows,
+            )?;
+        }
+        crate::run_report::write(&self.dir).map(|_| ())
     }
 
     fn values<B: AutodiffBackend>(&self, net: &Network<B>) -> Weights {

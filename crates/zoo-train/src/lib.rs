@@ -14,6 +14,7 @@ pub mod options;
 pub mod pictures;
 pub mod plot;
 pub mod report;
+pub mod run_report;
 pub mod rundir;
 pub mod trainer;
 pub mod updater;

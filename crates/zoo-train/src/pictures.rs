@@ -236,10 +236,11 @@ pub struct Shown<'a> {
     pub paths: &'a [String],
 }
 
-/// The worst misclassified images (up to [`GALLERY_MAX`]), each with its true and predicted
-/// class and their probabilities.
+/// The worst misclassified images (up to [`GALLERY_MAX`] of `mistakes`, out of `total`), each
+/// with its true and predicted class and their probabilities.
 pub fn misclassified(
     mistakes: &[crate::report::Mistake],
+    total: usize,
     shown: &Shown<'_>,
     output: &Path,
 ) -> std::io::Result<()> {
@@ -286,14 +287,13 @@ pub fn misclassified(
             }
         })
         .collect();
-    let title = if mistakes.is_empty() {
+    let title = if total == 0 {
         "no misclassified images".to_string()
     } else {
         format!(
-            "{} misclassified, worst first (lowest probability on the true class){}",
-            mistakes.len(),
-            if mistakes.len() > GALLERY_MAX {
-                format!("; the first {GALLERY_MAX}")
+            "{total} misclassified, worst first (lowest probability on the true class){}",
+            if total > entries.len() {
+                format!("; the first {}", entries.len())
             } else {
                 String::new()
             }

@@ -97,6 +97,9 @@ fn draw_panel(
         .map_err(err)
 }
 
+/// The training-progress plot of a run.
+pub const PROGRESS_PNG: &str = "training-progress.png";
+
 pub fn training_progress(
     path: &Path,
     iterations: &[IterationRow],

@@ -213,6 +213,29 @@ pub fn evaluate<B: Backend>(
     Ok((loss_sum / n as f64, correct as f64 / n as f64, preds))
 }
 
+/// Class probabilities (softmax of the logits) of every input of a split, batched.
+pub fn probabilities<B: Backend>(
+    net: &Network<B>,
+    cut: Option<&FeatureCut>,
+    inputs: &Inputs,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<f64>>, zoo_net::NetError> {
+    let order: Vec<usize> = (0..inputs.len()).collect();
+    let mut out = Vec::with_capacity(order.len());
+    for picked in order.chunks(batch_size.max(1)) {
+        let logits = inputs.batch(net, cut, picked, None, device)?;
+        let [_, k] = logits.dims();
+        let values: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float logits");
+        out.extend(values.chunks(k).map(crate::report::softmax));
+    }
+    Ok(out)
+}
+
 /// Everything the loop returns.
 pub struct Trained<B: AutodiffBackend> {
     pub last: Network<B>,
