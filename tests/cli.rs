@@ -536,3 +536,107 @@ fn a_diverging_learning_rate_is_an_error_not_a_nan_model() {
     );
     assert!(!t.path().join("runs/best.onnx").exists() || summary["best"].is_object());
 }
+
+/// 28x28 gray "digits" in class folders: bars and blocks that an MLP separates at once.
+fn gray_digits(root: &std::path::Path) {
+    for (k, class) in ["0", "1", "2"].iter().enumerate() {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..8u32 {
+            let img = image::GrayImage::from_fn(28, 28, |x, y| {
+                let on = match k {
+                    0 => (4 + i % 3..10 + i % 3).contains(&x),
+                    1 => (4 + i % 3..10 + i % 3).contains(&y),
+                    _ => x > 18 && y > 18,
+                };
+                image::Luma([if on { 230 } else { 10 }])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn train_mlp_with_chosen_widths_activation_and_quadratic_loss_records_them_and_resumes_them() {
+    let t = TempDir::new("train-mlp");
+    gray_digits(&t.path().join("digits"));
+    let run = t.path().join("run");
+    let digits = t.path().join("digits");
+    let r = zoo(
+        &[
+            "train",
+            "mlp",
+            "--hidden",
+            "12,6",
+            "--activation",
+            "tanh",
+            "--loss",
+            "quadratic",
+            "--data",
+            digits.to_str().unwrap(),
+            "--val-per-class",
+            "2",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.5",
+            "--head-lr-factor",
+            "1",
+            "--out",
+            run.to_str().unwrap(),
+            "--json",
+        ],
+        t.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["model"], "mlp-12-6-tanh");
+    let config = common::read_json(&run.join("config.json"));
+    assert_eq!(
+        config["base"]["arch"],
+        serde_json::json!({"name": "mlp", "hidden": [12, 6], "activation": "tanh"})
+    );
+    assert_eq!(config["options"]["loss"], "quadratic");
+    let best = zoo_onnx::OnnxModel::load(run.join("best.onnx")).unwrap();
+    let tanh = best
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, zoo_onnx::Op::Tanh))
+        .count();
+    assert_eq!(tanh, 2);
+    assert!(run.join("report.html").is_file());
+    let bad = zoo(
+        &[
+            "train",
+            "mlp",
+            "--activation",
+            "swish",
+            "--data",
+            digits.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    assert!(
+        bad.code == 2 && bad.stderr.contains("sigmoid, tanh or relu"),
+        "{}",
+        bad.stderr
+    );
+    let digits_missing = zoo(
+        &[
+            "train",
+            "linear2d",
+            "--digits",
+            "1,9",
+            "--data",
+            digits.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    assert!(
+        digits_missing.code == 2 && digits_missing.stderr.contains("no class `9`"),
+        "{}",
+        digits_missing.stderr
+    );
+}

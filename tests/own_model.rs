@@ -118,6 +118,13 @@ fn a_bare_file_with_a_preset_finetunes_on_its_val_folder_and_later_commands_need
     assert_eq!(eval.code, 0, "{}", eval.stderr);
     let ev = eval.json();
     assert_eq!(ev["samples"], val_count);
+    // Mistakes: the gallery, and the count the accuracy implies.
+    assert!(Path::new(ev["misclassified_png"].as_str().unwrap()).is_file());
+    assert_eq!(
+        ev["misclassified"].as_u64().unwrap() + ev["correct"].as_u64().unwrap(),
+        val_count as u64
+    );
+    assert!(ev["most_confused"].as_array().unwrap().len() <= 5);
     assert!(
         ev["preprocessing"]
             .as_str()

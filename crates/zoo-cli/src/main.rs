@@ -639,6 +639,9 @@ fn resume(run: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 fn finetune(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     if let Some(run) = &args.training.resume {
+        if !args.recipe.changes().is_empty() {
+            anyhow::bail!("--resume continues with the run's own preprocessing (config.json); leave the preprocessing flags out");
+        }
         return resume(run, args.training.json);
     }
     let model = ModelOpts {

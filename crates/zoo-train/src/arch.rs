@@ -276,6 +276,19 @@ fn lenet5(classes: usize, seed: u64) -> Architecture {
     }
 }
 
+/// A 28x28 gray digit input, flattened to `flat` (`[N, 784]`).
+fn flat_digits() -> GraphBuilder {
+    let mut b = GraphBuilder::new("input", &[Some(1), Some(1), Some(28), Some(28)]);
+    b.node(
+        "flatten",
+        "Flatten",
+        &["input"],
+        &["flat"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b
+}
+
 /// A multilayer perceptron on the flattened 28x28 pixels: `hidden` widths with `activation`,
 /// then `classes` outputs and a softmax (the lecture's 784-100-30-10 by default).
 fn mlp(
@@ -288,14 +301,7 @@ fn mlp(
         anyhow::bail!("--hidden needs one or more widths from 1 to 65536, e.g. 100,30");
     }
     let mut init = Init(SeededRng::new(seed));
-    let mut b = GraphBuilder::new("input", &[Some(1), Some(1), Some(28), Some(28)]);
-    b.node(
-        "flatten",
-        "Flatten",
-        &["input"],
-        &["flat"],
-        vec![("axis", Attr::Int(1))],
-    );
+    let mut b = flat_digits();
     let widths: Vec<usize> = std::iter::once(28 * 28)
         .chain(hidden.iter().copied())
         .chain(std::iter::once(classes))
@@ -360,14 +366,7 @@ fn mlp(
 fn linear2d(classes: usize, seed: u64) -> Architecture {
     const PIXELS: usize = 28 * 28;
     let mut init = Init(SeededRng::new(seed));
-    let mut b = GraphBuilder::new("input", &[Some(1), Some(1), Some(28), Some(28)]);
-    b.node(
-        "flatten",
-        "Flatten",
-        &["input"],
-        &["flat"],
-        vec![("axis", Attr::Int(1))],
-    );
+    let mut b = flat_digits();
     let mean = vec![1.0 / PIXELS as f32; PIXELS];
     b.init_f32("intensity_w", &[PIXELS, 1], mean.clone());
     b.init_f32("symmetry_w", &[PIXELS, 1], mean);

@@ -141,7 +141,7 @@ mod tests {
             vec![0.1, 0.3, 0.6],   // true 1, predicted 2
         ];
         let m = mistakes(&p, &[0, 0, 0, 1]);
-        assert_eq!(m.iter().map(|x| x.index).collect::<Vec<_>>(), [2, 3, 1]);
+        assert_eq!(m.iter().map(|x| x.index).collect::<Vec<_>>(), [2, 1, 3]);
         assert_eq!((m[0].truth, m[0].predicted), (0, 1));
         let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let conf = confusion(&[0, 1, 1, 2], &[0, 0, 0, 1], 3);
