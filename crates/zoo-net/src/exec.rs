@@ -131,6 +131,45 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     }
 }
 
+/// Whether input `i` of `node` is a parameter that trains in this (autodiff) run.
+fn trains_input<B: Backend>(net: &Network<B>, node: &Node, i: usize) -> bool {
+    let plan = &net.plan;
+    node.input(i)
+        .and_then(|v| plan.param_index.get(v))
+        .is_some_and(|&p| net.trainable[p] && B::ad_enabled(&net.params[p].val().device()))
+}
+
+/// `y + bias` per channel of an NCHW batch, as `[N, C, H*W]` rows plus one scalar per row:
+/// the backend's fast broadcast, and a contiguous row sum for the gradient.
+fn add_per_channel<B: Backend>(y: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
+    let [n, c, h, w] = y.dims();
+    (y.reshape([n, c, h * w]) + bias.reshape([1, c, 1]).repeat_dim(0, n)).reshape([n, c, h, w])
+}
+
+/// Batch norm of an NCHW batch with its own statistics (training). Laid out as `[N, C, H*W]`
+/// with the per-channel vectors repeated over the batch to `[N, C, 1]`, every reduction runs
+/// along contiguous rows and every broadcast is one scalar per row: the backend's fast paths,
+/// forward and backward (a `[1, C, 1, 1]` broadcast against `[N, C, H, W]` walks strided
+/// indices, measured at over half of a LeNet-5 training step).
+fn batch_norm_train<B: Backend>(
+    x: Tensor<B, 4>,
+    [scale, bias]: [Tensor<B, 1>; 2],
+    epsilon: f32,
+    momentum: f32,
+    recorder: &crate::batchnorm::Recorder<'_>,
+) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let rows = x.reshape([n, c, h * w]);
+    let per_image = |t: Tensor<B, 3>| t.mean_dim(2).mean_dim(0);
+    let mean = per_image(rows.clone());
+    let centred = rows - mean.clone().repeat_dim(0, n);
+    let var = per_image(centred.clone().powi_scalar(2));
+    recorder.record(&mean.detach(), &var.clone().detach(), n * h * w, momentum);
+    let inv_std = scale.reshape([1, c, 1]) * (var + epsilon as f64).sqrt().recip();
+    let y = centred * inv_std.repeat_dim(0, n) + bias.reshape([1, c, 1]).repeat_dim(0, n);
+    y.reshape([n, c, h, w])
+}
+
 /// A constant of the graph (parameter or plain constant) as a value.
 fn constant_value<B: Backend>(net: &Network<B>, name: &str) -> Option<Value<B>> {
     let plan = &net.plan;
@@ -235,7 +274,14 @@ fn run_single<B: Backend>(
                 spec.dilations,
                 spec.group,
             );
-            Value::from4(conv2d(x, w, param_1d(2), options), 4)
+            let bias = param_1d(2);
+            if bias.is_some() && trains_input(net, node, 2) {
+                // Training the bias: added apart, so its gradient is a row sum (the fused
+                // conv's bias backward transposes the whole output gradient first).
+                let y = conv2d(x, w, None, options);
+                return Value::from4(add_per_channel(y, bias.expect("checked")), 4);
+            }
+            Value::from4(conv2d(x, w, bias, options), 4)
         }
         Op::MaxPool(pool) => get(0).map4(|x| max_pool(x, pool)),
         Op::AveragePool {
@@ -254,6 +300,13 @@ fn run_single<B: Backend>(
                 {
                     return Value::from4(y, x.rank);
                 }
+            }
+            if let (Some(recorder), 4) = (&recorder, x.rank) {
+                let params = [1, 2].map(|i| param_1d(i).expect("validated"));
+                return Value::from4(
+                    batch_norm_train(x.t4(), params, *epsilon, *momentum, recorder),
+                    4,
+                );
             }
             let channels = x.dims()[1];
             let channel_axis = x.axis(1);

@@ -21,9 +21,7 @@ use crate::device::Device;
 use crate::journal::{RunJournal, RunStatus};
 use crate::options::FinetuneOptions;
 use crate::rundir;
-use crate::trainer::{
-    cache_features, evaluate, train, Inputs, LoopInputs, Reporter, Trained, ValidationRow,
-};
+use crate::trainer::{cache_features, train, Inputs, LoopInputs, Reporter, Trained, ValidationRow};
 
 /// The CPU training backend: burn's flex with autodiff.
 pub type CpuTrain = Autodiff<Flex>;
@@ -804,13 +802,28 @@ impl<B: AutodiffBackend> Results<'_, B> {
             &model.snapshot,
         );
         let best_inner = trained.best.valid();
-        let (_, final_acc, preds) = evaluate(
+        // One pass over the validation set: accuracy, confusion and the mistakes gallery.
+        let probabilities = crate::trainer::probabilities(
             &best_inner,
             self.cut,
             self.val_in,
             options.batch_size,
             device,
         )?;
+        let preds: Vec<usize> = probabilities
+            .iter()
+            .map(|p| {
+                (0..p.len())
+                    .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                    .unwrap_or(0)
+            })
+            .collect();
+        let labels = &self.val_in.tensors.labels;
+        let final_acc = if preds.is_empty() {
+            f64::NAN
+        } else {
+            preds.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / preds.len() as f64
+        };
         let state = &trained.state;
         let best_row = state.best_row.clone().unwrap_or(ValidationRow {
             epoch: state.epoch_seconds.len(),
@@ -864,7 +877,7 @@ impl<B: AutodiffBackend> Results<'_, B> {
             &confusion,
             classes,
         ))?;
-        io(self.pictures(&best_inner, device, &run_dir))?;
+        io(self.pictures(&best_inner, &probabilities, &run_dir))?;
         let train_seconds: f64 = state.epoch_seconds.iter().sum();
         let summary = Summary {
             status: if trained.interrupted {
@@ -922,7 +935,7 @@ impl<B: AutodiffBackend> Results<'_, B> {
     fn pictures(
         &self,
         best: &Network<B::InnerBackend>,
-        device: &B::Device,
+        probabilities: &[Vec<f64>],
         run_dir: &Path,
     ) -> std::io::Result<()> {
         use crate::pictures;
@@ -936,15 +949,7 @@ impl<B: AutodiffBackend> Results<'_, B> {
         if val.is_empty() {
             return Ok(());
         }
-        let probabilities = crate::trainer::probabilities(
-            best,
-            self.cut,
-            self.val_in,
-            self.options.batch_size,
-            device,
-        )
-        .map_err(std::io::Error::other)?;
-        let mistakes = crate::report::mistakes(&probabilities, &val.labels);
+        let mistakes = crate::report::mistakes(probabilities, &val.labels);
         let worst: Vec<usize> = mistakes
             .iter()
             .take(pictures::GALLERY_MAX)
