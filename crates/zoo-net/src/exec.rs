@@ -274,14 +274,14 @@ fn run_single<B: Backend>(
                 spec.dilations,
                 spec.group,
             );
-            let bias = param_1d(2);
-            if bias.is_some() && trains_input(net, node, 2) {
+            match param_1d(2) {
                 // Training the bias: added apart, so its gradient is a row sum (the fused
                 // conv's bias backward transposes the whole output gradient first).
-                let y = conv2d(x, w, None, options);
-                return Value::from4(add_per_channel(y, bias.expect("checked")), 4);
+                Some(bias) if trains_input(net, node, 2) => {
+                    Value::from4(add_per_channel(conv2d(x, w, None, options), bias), 4)
+                }
+                bias => Value::from4(conv2d(x, w, bias, options), 4),
             }
-            Value::from4(conv2d(x, w, bias, options), 4)
         }
         Op::MaxPool(pool) => get(0).map4(|x| max_pool(x, pool)),
         Op::AveragePool {
