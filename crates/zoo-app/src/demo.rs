@@ -109,7 +109,7 @@ pub fn run_demo(
     let evaluation = crate::evaluate::evaluate(
         &export.output,
         &Default::default(),
-        &crate::evaluate::EvalData::RunValidation(run_dir.clone()),
+        &crate::labeled::Images::RunValidation(run_dir.clone()),
         &run_dir.join("evaluation"),
         crate::engines::Runtime::Tract,
         zoo_train::DeviceChoice::Cpu,

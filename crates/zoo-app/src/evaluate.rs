@@ -67,19 +67,10 @@ pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
     [(centre - half).max(0.0), (centre + half).min(1.0)]
 }
 
-/// What to evaluate on.
-#[derive(Clone, Debug)]
-pub enum EvalData {
-    /// A labelled dataset (class folders, CSV, IDX), classes matched to the model's labels.
-    Dataset(PathBuf),
-    /// A run's own validation images, split as in training.
-    RunValidation(PathBuf),
-}
-
 pub fn evaluate(
     path: &Path,
     hints: &ModelHints,
-    data: &EvalData,
+    data: &crate::labeled::Images,
     out: &Path,
     runtime: Runtime,
     device: DeviceChoice,
@@ -88,14 +79,7 @@ pub fn evaluate(
     let profile = profile_of_model(hints, &model)?;
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
     let (model_labels, _) = model_labels(&model, hints)?;
-    let images = match data {
-        EvalData::Dataset(dir) => {
-            crate::labeled::dataset_images(dir, &profile.preprocessing, model_labels.as_deref())?
-        }
-        EvalData::RunValidation(run) => {
-            crate::labeled::run_validation(run, &profile.preprocessing)?
-        }
-    };
+    let images = data.load(&profile.preprocessing, model_labels.as_deref())?;
     warnings.extend(images.warnings.iter().cloned());
     let ends_in_softmax = model.graph.logits_value() != model.graph.output.name;
     let chw = model.graph.input_chw();

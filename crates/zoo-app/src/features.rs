@@ -7,6 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 use zoo_net::Network;
 
+use crate::labeled::Images;
 use crate::profile::{profile_of_model, ModelHints};
 use crate::CpuBackend;
 
@@ -33,13 +34,6 @@ impl std::str::FromStr for Pool {
             _ => Err(format!("`{s}`: expected none or avg")),
         }
     }
-}
-
-/// Which images: a labelled dataset, or a run's own validation images.
-#[derive(Clone, Debug)]
-pub enum Images {
-    Dataset(PathBuf),
-    RunValidation(PathBuf),
 }
 
 /// The rows: image paths, class names, and `width` values per image.

@@ -1,7 +1,7 @@
 //! Labelled, preprocessed images for checks: a run's own validation set, or a dataset whose
 //! classes are matched to a model's labels.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use zoo_cards::Preprocessing;
 use zoo_parity::SampleClasses;
@@ -34,6 +34,40 @@ impl LabeledImages {
         SampleClasses {
             of_sample: &self.labels,
             names: &self.classes,
+        }
+    }
+}
+
+/// Which labelled images a command runs on.
+#[derive(Clone, Debug)]
+pub enum Images {
+    /// A labelled dataset (class folders, CSV, IDX).
+    Dataset(PathBuf),
+    /// A run's own validation images, split as in training.
+    RunValidation(PathBuf),
+}
+
+impl Images {
+    /// `--data` when given, else a run directory's validation images.
+    pub fn choose(data: Option<PathBuf>, run: Option<&Path>) -> anyhow::Result<Self> {
+        match (data, run) {
+            (Some(d), _) => Ok(Images::Dataset(d)),
+            (None, Some(run)) => Ok(Images::RunValidation(run.to_path_buf())),
+            (None, None) => anyhow::bail!(
+                "--data is needed (only a run directory brings its own validation images)"
+            ),
+        }
+    }
+
+    /// The images preprocessed; a dataset's classes are matched to `model_labels` when given.
+    pub fn load(
+        &self,
+        preprocessing: &Preprocessing,
+        model_labels: Option<&[String]>,
+    ) -> anyhow::Result<LabeledImages> {
+        match self {
+            Images::Dataset(dir) => dataset_images(dir, preprocessing, model_labels),
+            Images::RunValidation(run) => run_validation(run, preprocessing),
         }
     }
 }

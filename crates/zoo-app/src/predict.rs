@@ -36,13 +36,6 @@ pub struct PredictReport {
     pub warnings: Vec<String>,
 }
 
-fn softmax(v: &[f32]) -> Vec<f64> {
-    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let exp: Vec<f64> = v.iter().map(|&x| (x as f64 - max).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    exp.into_iter().map(|e| e / sum).collect()
-}
-
 /// The `top` most probable classes, named by `names` where known.
 fn top_guesses(p: &[f64], top: usize, names: Option<&[String]>) -> Vec<Guess> {
     let mut order: Vec<usize> = (0..p.len()).collect();
@@ -109,7 +102,7 @@ pub fn predict(
             let p: Vec<f64> = if probabilities && !out.logits {
                 row.iter().map(|&x| x as f64).collect()
             } else {
-                softmax(row)
+                zoo_train::report::softmax(row)
             };
             Prediction {
                 image,

@@ -76,15 +76,7 @@ impl Profile {
 /// line's preprocessing changes over whichever applies.
 pub fn profile(hints: &ModelHints, plan: &Plan) -> anyhow::Result<Profile> {
     let layers: Vec<String> = plan.layers.iter().map(|l| l.name.clone()).collect();
-    with_recipe(
-        profile_from(
-            hints.card.as_ref(),
-            &plan.metadata,
-            plan.graph.input_chw(),
-            &layers,
-        ),
-        &hints.recipe,
-    )
+    profile_for(hints, &plan.metadata, plan.graph.input_chw(), &layers)
 }
 
 /// The same, from a parsed file (no network is built).
@@ -93,13 +85,17 @@ pub fn profile_of_model(
     model: &zoo_onnx::OnnxModel,
 ) -> anyhow::Result<Profile> {
     let layers = zoo_net::plan::layer_names(&model.graph);
+    profile_for(hints, &model.metadata, model.graph.input_chw(), &layers)
+}
+
+fn profile_for(
+    hints: &ModelHints,
+    metadata: &BTreeMap<String, String>,
+    chw: [usize; 3],
+    layers: &[String],
+) -> anyhow::Result<Profile> {
     with_recipe(
-        profile_from(
-            hints.card.as_ref(),
-            &model.metadata,
-            model.graph.input_chw(),
-            &layers,
-        ),
+        profile_from(hints.card.as_ref(), metadata, chw, layers),
         &hints.recipe,
     )
 }

@@ -223,7 +223,7 @@ pub struct FeatureMap {
 pub fn feature_map(
     path: &Path,
     hints: &ModelHints,
-    images: &crate::features::Images,
+    images: &crate::labeled::Images,
     layer: &str,
     pool: crate::features::Pool,
     output: &Path,

@@ -85,16 +85,13 @@ enum Command {
         /// Where confusion.csv and confusion.png go (default RUN/evaluation or ./evaluation).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// zoo (its own network, the fast path), tract or ort (independent runtimes, CPU).
-        #[arg(long, default_value = "zoo")]
-        engine: zoo_app::engines::Runtime,
-        /// For zoo's network: auto (CUDA when usable), cpu or cuda.
-        #[arg(long, default_value = "auto")]
-        device: zoo_train::DeviceChoice,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         #[arg(long)]
         json: bool,
     },
-    /// Labels and probabilities for images (tract, with the model's own preprocessing).
+    /// Labels and probabilities for images (zoo's network by default, with the model's own
+    /// preprocessing).
     Predict {
         #[command(flatten)]
         model: ModelOpts,
@@ -104,12 +101,8 @@ enum Command {
         /// How many classes to show per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
-        /// zoo (its own network, the fast path), tract or ort (independent runtimes, CPU).
-        #[arg(long, default_value = "zoo")]
-        engine: zoo_app::engines::Runtime,
-        /// For zoo's network: auto (CUDA when usable), cpu or cuda.
-        #[arg(long, default_value = "auto")]
-        device: zoo_train::DeviceChoice,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         #[arg(long)]
         json: bool,
     },
@@ -238,6 +231,17 @@ enum ShowCommand {
     },
 }
 
+/// What computes a model's outputs (`evaluate`, `predict`).
+#[derive(Args)]
+struct RuntimeArgs {
+    /// zoo (its own network, the fast path), tract or ort (independent runtimes, CPU).
+    #[arg(long, default_value = "zoo")]
+    engine: zoo_app::engines::Runtime,
+    /// For zoo's network: auto (CUDA when usable), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: zoo_train::DeviceChoice,
+}
+
 /// Which images and how their activations become rows.
 #[derive(Args)]
 struct FeatureArgs {
@@ -250,17 +254,16 @@ struct FeatureArgs {
     pool: zoo_app::features::Pool,
 }
 
-impl FeatureArgs {
-    fn images(&self, arg: &zoo_fetch::ModelArg) -> anyhow::Result<zoo_app::features::Images> {
-        use zoo_app::features::Images;
-        Ok(match (&self.data, arg) {
-            (Some(d), _) => Images::Dataset(d.clone()),
-            (None, zoo_fetch::ModelArg::RunDir(run)) => Images::RunValidation(run.clone()),
-            (None, _) => anyhow::bail!(
-                "--data is needed (only a run directory brings its own validation images)"
-            ),
-        })
-    }
+/// `--data`, or a run directory's own validation images.
+fn labeled_images(
+    data: Option<PathBuf>,
+    arg: &zoo_fetch::ModelArg,
+) -> anyhow::Result<zoo_app::labeled::Images> {
+    let run = match arg {
+        zoo_fetch::ModelArg::RunDir(run) => Some(run.as_path()),
+        _ => None,
+    };
+    zoo_app::labeled::Images::choose(data, run)
 }
 
 #[derive(Args)]
@@ -1009,7 +1012,7 @@ fn show_features(show: ShowArgs, features: FeatureArgs) -> anyhow::Result<ExitCo
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--layer is needed: which layer's map to draw"))?;
     let (resolved, hints) = show.model.resolve()?;
-    let images = features.images(&resolved.arg)?;
+    let images = labeled_images(features.data.clone(), &resolved.arg)?;
     let map = zoo_app::show::feature_map(
         &resolved.path,
         &hints,
@@ -1122,8 +1125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             data,
             out,
-            engine,
-            device,
+            runtime: RuntimeArgs { engine, device },
             json,
         } => {
             let (resolved, hints) = model.resolve()?;
@@ -1131,14 +1133,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 zoo_fetch::ModelArg::RunDir(run) => run.join("evaluation"),
                 _ => PathBuf::from("evaluation"),
             });
-            use zoo_app::evaluate::EvalData;
-            let data = match (data, &resolved.arg) {
-                (Some(d), _) => EvalData::Dataset(d),
-                (None, zoo_fetch::ModelArg::RunDir(run)) => EvalData::RunValidation(run.clone()),
-                (None, _) => anyhow::bail!(
-                    "--data is needed (only a run directory brings its own validation images)"
-                ),
-            };
+            let data = labeled_images(data, &resolved.arg)?;
             let report =
                 zoo_app::evaluate::evaluate(&resolved.path, &hints, &data, &out, engine, device)?;
             warn(&report.warnings);
@@ -1150,8 +1145,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             images,
             top,
-            engine,
-            device,
+            runtime: RuntimeArgs { engine, device },
             json,
         } => {
             let (resolved, hints) = model.resolve()?;
@@ -1170,7 +1164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let (resolved, hints) = model.resolve()?;
-            let images = features.images(&resolved.arg)?;
+            let images = labeled_images(features.data.clone(), &resolved.arg)?;
             let report = zoo_app::features::write(
                 &resolved.path,
                 &hints,
