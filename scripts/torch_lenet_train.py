@@ -59,7 +59,7 @@ def main():
     net = lenet5()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
-    train_s, best = [], 0.0
+    train_s, val_s, best = [], [], 0.0
     for epoch in range(a.epochs):
         net.train()
         order = torch.randperm(len(xt))
@@ -75,10 +75,12 @@ def main():
             v_start = time.perf_counter()
             correct = sum((net(xv[i : i + 64]).argmax(1) == yv[i : i + 64]).sum().item() for i in range(0, len(xv), 64))
             v_s = time.perf_counter() - v_start
+        val_s.append(v_s)
         best = max(best, correct / len(xv))
         print(f"epoch {epoch + 1}: training {train_s[-1]:.2f} s, validation {v_s:.2f} s, val acc {correct / len(xv):.4f}")
     med = statistics.median(train_s)
-    print(f"PyTorch {torch.__version__} cpu, {a.threads} threads: median training epoch {med:.2f} s, {len(xt) / med:.0f} images/s, best val acc {best:.4f}")
+    print(f"PyTorch {torch.__version__} cpu, {a.threads} threads: median training epoch {med:.2f} s, "
+          f"median validation {statistics.median(val_s):.2f} s, {len(xt) / med:.0f} images/s, best val acc {best:.4f}")
 
 
 if __name__ == "__main__":

@@ -47,14 +47,25 @@ impl Recorder<'_> {
         per_channel: usize,
         momentum: f32,
     ) {
+        self.record_values(host(mean), host(var), per_channel, momentum);
+    }
+
+    /// `record` for statistics already on the host (`var` biased, over `per_channel` values).
+    pub(crate) fn record_values(
+        &self,
+        mean: Vec<f32>,
+        var: Vec<f32>,
+        per_channel: usize,
+        momentum: f32,
+    ) {
         let n = per_channel as f32;
         let unbias = if per_channel > 1 { n / (n - 1.0) } else { 1.0 };
         let stats = BatchStatistics {
             mean_param: self.mean_param,
             var_param: self.var_param,
             momentum,
-            mean: host(mean),
-            var: host(var).into_iter().map(|v| v * unbias).collect(),
+            mean,
+            var: var.into_iter().map(|v| v * unbias).collect(),
         };
         if let Ok(mut sink) = self.sink.lock() {
             sink.push(stats);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{PadMode, PaddedConvOptions};
+use burn::tensor::ops::{ConvOptions, PadMode, PaddedConvOptions};
 use burn::tensor::{Distribution, Tensor};
 use zoo_onnx::shapes::{normalize_axis, window_output, ReshapeTarget};
 use zoo_onnx::{Node, Op, PoolSpec};
@@ -159,6 +159,10 @@ fn batch_norm_train<B: Backend>(
     recorder: &crate::batchnorm::Recorder<'_>,
 ) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
+    if let Some(fused) = crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon) {
+        recorder.record_values(fused.mean, fused.var, n * h * w, momentum);
+        return fused.y;
+    }
     let rows = x.reshape([n, c, h * w]);
     let per_image = |t: Tensor<B, 3>| t.mean_dim(2).mean_dim(0);
     let mean = per_image(rows.clone());
@@ -267,6 +271,14 @@ fn run_single<B: Backend>(
             let p = spec
                 .padding
                 .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
+            let bias = param_1d(2);
+            if p[0] == p[2] && p[1] == p[3] {
+                let symmetric =
+                    ConvOptions::new(spec.strides, [p[0], p[1]], spec.dilations, spec.group);
+                if let Some(y) = crate::conv::conv2d(&x, &w, bias.as_ref(), &symmetric) {
+                    return Value::from4(y, 4);
+                }
+            }
             let options = PaddedConvOptions::asymmetric(
                 spec.strides,
                 [p[0], p[1]],
@@ -274,7 +286,7 @@ fn run_single<B: Backend>(
                 spec.dilations,
                 spec.group,
             );
-            match param_1d(2) {
+            match bias {
                 // Training the bias: added apart, so its gradient is a row sum (the fused
                 // conv's bias backward transposes the whole output gradient first).
                 Some(bias) if trains_input(net, node, 2) => {
@@ -567,7 +579,7 @@ fn pool_pads(pool: &PoolSpec, h: usize, w: usize) -> ([usize; 4], [usize; 2]) {
 fn max_pool<B: Backend>(x: Tensor<B, 4>, pool: &PoolSpec) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     let (p, extra) = pool_pads(pool, h, w);
-    if let Some(y) = crate::host::max_pool(&x, pool, p, extra) {
+    if let Some(y) = crate::max_pool::max_pool(&x, pool, p, extra) {
         return y;
     }
     let padded = if p == [0; 4] && extra == [0; 2] {

@@ -115,57 +115,6 @@ pub(crate) fn lrn<B: Backend>(
     Some(Tensor::from_data(TensorData::new(out, dims), &x.device()))
 }
 
-/// Max pooling over the un-padded input: window cells outside it (the pads, and the extra end
-/// cells of ceil mode) are skipped, which equals padding with -inf. `pads` is
-/// `[top, left, bottom, right]` plus `extra` at the bottom and right.
-pub(crate) fn max_pool<B: Backend>(
-    x: &Tensor<B, 4>,
-    pool: &zoo_onnx::PoolSpec,
-    pads: [usize; 4],
-    extra: [usize; 2],
-) -> Option<Tensor<B, 4>> {
-    let input = host_tensor(x)?;
-    let values = input.as_slice::<f32>()?;
-    let [n, c, h, w] = x.dims();
-    let span = |i: usize| (pool.kernel[i] - 1) * pool.dilations[i] + 1;
-    let out_len = |i: usize, size: usize| {
-        (size + pads[i] + pads[i + 2] + extra[i] - span(i)) / pool.strides[i] + 1
-    };
-    let (oh, ow) = (out_len(0, h), out_len(1, w));
-    // Input rows (columns) each output row (column) reads, padding cells left out: the same
-    // for every plane, so computed once.
-    let windows = |axis: usize, outputs: usize, size: usize| -> Vec<Vec<usize>> {
-        (0..outputs)
-            .map(|o| {
-                (0..pool.kernel[axis])
-                    .map(|k| {
-                        (o * pool.strides[axis] + k * pool.dilations[axis]).wrapping_sub(pads[axis])
-                    })
-                    .filter(|&i| i < size)
-                    .collect()
-            })
-            .collect()
-    };
-    let (rows, cols) = (windows(0, oh, h), windows(1, ow, w));
-    let mut out = vec![0.0f32; n * c * oh * ow];
-    out.par_chunks_mut(oh * ow)
-        .zip(values.par_chunks(h * w))
-        .for_each(|(out_plane, plane)| {
-            for (out_row, window_rows) in out_plane.chunks_mut(ow).zip(&rows) {
-                for (o, window_cols) in out_row.iter_mut().zip(&cols) {
-                    *o = window_rows
-                        .iter()
-                        .flat_map(|&r| window_cols.iter().map(move |&col| plane[r * w + col]))
-                        .fold(f32::NEG_INFINITY, f32::max);
-                }
-            }
-        });
-    Some(Tensor::from_data(
-        TensorData::new(out, [n, c, oh, ow]),
-        &x.device(),
-    ))
-}
-
 /// `x + b` where `b` holds one value per channel (`[1, C, 1, 1]`, the bias that CNTK-style
 /// exports add after a bias-free Conv); flex broadcasts this element by element on one core.
 pub(crate) fn add_per_channel<B: Backend>(

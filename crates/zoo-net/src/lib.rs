@@ -4,13 +4,17 @@
 //! `fc8`, ...) that freeze plans refer to. The network is generic over burn's `Backend`, so
 //! the same import trains on CPU (`Autodiff<Flex>`) or CUDA.
 
+pub mod batch_norm_train;
 pub mod batchnorm;
+pub mod conv;
 mod error;
 mod exec;
 mod exec_layout;
 mod export;
+mod flex_autodiff;
 pub mod head;
 pub mod host;
+pub mod max_pool;
 mod network;
 pub mod plan;
 

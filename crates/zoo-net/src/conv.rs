@@ -1,0 +1,533 @@
+//! 2-D convolution for training on burn's flex CPU backend, with gradients of its own.
+//!
+//! burn's generic convolution gradients transpose and copy both operands, then run a
+//! convolution with the output gradient as its kernel (weight gradient) and a transposed
+//! convolution (input gradient): over a quarter of a LeNet-5 training step, mostly on one core.
+//! Here each image's gradients are one gemm over its im2col matrix, images spread over all
+//! cores. The forward is flex's own convolution. Used only when the backend is `Autodiff<Flex>`
+//! and the values are f32; every other backend keeps burn's generic path, and
+//! `tests/fused_ops.rs` holds the two to the same values and gradients.
+
+use std::any::TypeId;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_flex::FlexTensor;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::flex_autodiff::{cast, contiguous, flex, values, Trained};
+
+/// `conv2d(x, w) + bias` on flex: with zoo's gradients when `B` is `Autodiff<Flex>`, forward
+/// only when `B` is `Flex`; `None` (other backends, values not f32) sends the caller to burn's
+/// generic convolution.
+pub fn conv2d<B: Backend>(
+    x: &Tensor<B, 4>,
+    w: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    options: &ConvOptions<2>,
+) -> Option<Tensor<B, 4>> {
+    let all_f32 = x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && bias.is_none_or(|b| b.dtype() == DType::F32);
+    if !all_f32 {
+        return None;
+    }
+    if TypeId::of::<B>() == TypeId::of::<Flex>() {
+        let primitive = |t: Tensor<Flex, 4>| t.into_primitive().tensor();
+        let y = forward(
+            primitive(cast(x.clone())),
+            primitive(cast(w.clone())),
+            bias.map(|b| cast::<B, Flex, 1>(b.clone()).into_primitive().tensor()),
+            options,
+        );
+        return Some(cast::<Flex, B, 4>(Tensor::from_primitive(
+            TensorPrimitive::Float(y),
+        )));
+    }
+    if TypeId::of::<B>() != TypeId::of::<Trained>() {
+        return None;
+    }
+    let geometry = Geometry::new(x.dims(), w.dims(), options);
+    let y = tracked_conv(
+        cast::<B, Trained, 4>(x.clone()),
+        cast::<B, Trained, 4>(w.clone()),
+        bias.map(|b| cast::<B, Trained, 1>(b.clone())),
+        geometry,
+        options.clone(),
+    );
+    Some(cast::<Trained, B, 4>(y))
+}
+
+/// The convolution's output: per image and group, `w @ im2col(image)` written straight into
+/// the NCHW output (flex's own convolution converts to NHWC and back around its gemm), then the
+/// bias per plane.
+fn forward(
+    x: FlexTensor,
+    w: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> FlexTensor {
+    let g = Geometry::new(dims4(&x), dims4(&w), options);
+    let (x, w) = (contiguous(x), contiguous(w));
+    let bias = bias.map(contiguous);
+    let y = forward_values(&g, values(&x), values(&w), bias.as_ref().map(values));
+    flex(y, vec![g.batch, g.c_out, g.oh, g.ow])
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let shape = t.layout().shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (_, parallelism) = split(g.batch);
+    let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
+    let mut y = vec![0.0f32; g.batch * g.output_len()];
+    y.par_chunks_mut(g.output_len().max(1))
+        .zip(x.par_chunks(g.image_len().max(1)))
+        .for_each_init(
+            || vec![0.0f32; g.matrix_len()],
+            |matrix, (out, image)| {
+                for group in 0..g.groups {
+                    let cols = if g.is_pointwise() {
+                        &image[group * patch * positions..][..patch * positions]
+                    } else {
+                        im2col(g, image, group, matrix);
+                        &matrix[..]
+                    };
+                    gemm_into(
+                        &mut out[group * cog * positions..][..cog * positions],
+                        [cog, positions, patch],
+                        View::rows(&w[group * cog * patch..][..cog * patch], patch),
+                        View::rows(cols, positions),
+                        false,
+                        parallelism,
+                    );
+                }
+                if let Some(bias) = bias {
+                    for (plane, b) in out.chunks_mut(positions.max(1)).zip(bias) {
+                        plane.iter_mut().for_each(|v| *v += b);
+                    }
+                }
+            },
+        );
+    y
+}
+
+/// Sizes of one convolution. `c_in`/`c_out` are totals; each group sees `c_in / groups`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Geometry {
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    fn new(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> Self {
+        let [batch, c_in, h, wd] = x;
+        let [c_out, _, kh, kw] = w;
+        let out = |axis: usize, size: usize, k: usize| {
+            (size + 2 * options.padding[axis] - options.dilation[axis] * (k - 1) - 1)
+                / options.stride[axis]
+                + 1
+        };
+        Self {
+            batch,
+            c_in,
+            h,
+            w: wd,
+            c_out,
+            kh,
+            kw,
+            stride: options.stride,
+            pad: options.padding,
+            dilation: options.dilation,
+            groups: options.groups,
+            oh: out(0, h, kh),
+            ow: out(1, wd, kw),
+        }
+    }
+
+    fn in_per_group(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    fn out_per_group(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// Rows of a group's im2col matrix (one per weight of an output channel).
+    fn patch(&self) -> usize {
+        self.in_per_group() * self.kh * self.kw
+    }
+
+    /// Columns of the im2col matrix (one per output position).
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn image_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+
+    fn output_len(&self) -> usize {
+        self.c_out * self.positions()
+    }
+
+    /// Values of one im2col matrix (none for a pointwise convolution, which reads the image).
+    fn matrix_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.patch() * self.positions()
+        }
+    }
+
+    /// A 1x1 convolution with unit stride and no padding: the image is its own im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// Walks the im2col matrix of group `group` in runs along output rows:
+    /// `visit(matrix_offset, len, Some((image_offset, image_step)))` for output columns whose
+    /// input cell lies inside the image, `visit(matrix_offset, len, None)` for the padding.
+    fn walk(&self, group: usize, mut visit: impl FnMut(usize, usize, Option<(usize, usize)>)) {
+        let (positions, plane) = (self.positions(), self.h * self.w);
+        for c in 0..self.in_per_group() {
+            let channel = (group * self.in_per_group() + c) * plane;
+            for ki in 0..self.kh {
+                for kj in 0..self.kw {
+                    let row = ((c * self.kh + ki) * self.kw + kj) * positions;
+                    let col_offset = (kj * self.dilation[1]) as isize - self.pad[1] as isize;
+                    let (lo, hi) = inside(self.ow, self.w, col_offset, self.stride[1]);
+                    for oy in 0..self.oh {
+                        let at = row + oy * self.ow;
+                        let iy = (oy * self.stride[0] + ki * self.dilation[0]) as isize
+                            - self.pad[0] as isize;
+                        if iy < 0 || iy >= self.h as isize || lo >= hi {
+                            visit(at, self.ow, None);
+                            continue;
+                        }
+                        let ix = (lo * self.stride[1]) as isize + col_offset;
+                        let from = channel + iy as usize * self.w + ix as usize;
+                        visit(at, lo, None);
+                        visit(at + lo, hi - lo, Some((from, self.stride[1])));
+                        visit(at + hi, self.ow - hi, None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output positions `lo..hi` (of `outputs`) whose input index `o * stride + offset` lies in
+/// `0..size`.
+fn inside(outputs: usize, size: usize, offset: isize, stride: usize) -> (usize, usize) {
+    let stride = stride as isize;
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (-offset + stride - 1) / stride
+    };
+    let room = size as isize - offset;
+    let hi = if room <= 0 {
+        0
+    } else {
+        ((room + stride - 1) / stride).min(outputs as isize)
+    };
+    (lo.min(outputs as isize) as usize, hi.max(0) as usize)
+}
+
+/// Group `group`'s im2col matrix of one image: `[patch, positions]`, row-major.
+#[inline(never)]
+fn im2col(g: &Geometry, image: &[f32], group: usize, matrix: &mut [f32]) {
+    g.walk(group, |at, len, source| {
+        let dst = &mut matrix[at..at + len];
+        match source {
+            None => dst.fill(0.0),
+            Some((from, 1)) => dst.copy_from_slice(&image[from..from + len]),
+            Some((from, step)) => {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = image[from + i * step];
+                }
+            }
+        }
+    });
+}
+
+/// Adds a group's im2col-shaped gradient back onto the image cells it was read from.
+#[inline(never)]
+fn col2im_add(g: &Geometry, matrix: &[f32], group: usize, image: &mut [f32]) {
+    g.walk(group, |at, len, source| {
+        if let Some((to, step)) = source {
+            for (i, v) in matrix[at..at + len].iter().enumerate() {
+                image[to + i * step] += v;
+            }
+        }
+    });
+}
+
+/// A row-major matrix view for gemm: its start and (row, column) strides.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    row_step: isize,
+    col_step: isize,
+}
+
+impl View {
+    fn rows(values: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: values.as_ptr(),
+            row_step: cols as isize,
+            col_step: 1,
+        }
+    }
+
+    /// The transpose of a row-major `[_, cols]` matrix.
+    fn transposed(values: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: values.as_ptr(),
+            row_step: 1,
+            col_step: cols as isize,
+        }
+    }
+}
+
+/// `dst (+)= lhs @ rhs`, `dst` row-major `[m, n]`, `k` the inner size.
+fn gemm_into(
+    dst: &mut [f32],
+    [m, n, k]: [usize; 3],
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    // SAFETY: `dst` holds m x n values (asserted); `lhs` and `rhs` were built from slices
+    // covering m x k and k x n values at their strides (every caller sizes them from one
+    // `Geometry`), and nothing else touches these buffers during the call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_step,
+            lhs.row_step,
+            rhs.ptr,
+            rhs.col_step,
+            rhs.row_step,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How to spread `images` over the cores: by image when there are enough of them (each gemm
+/// on one core), else image by image with each gemm using every core.
+fn split(images: usize) -> (usize, Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    if images >= threads {
+        (images.div_ceil(threads), Parallelism::None)
+    } else {
+        (1, Parallelism::Rayon(0))
+    }
+}
+
+/// Gradient of the weights, `[c_out, patch]` per group stacked: sum over images of
+/// `grad_image @ im2col(image)^T`.
+fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let (per_task, parallelism) = split(g.batch);
+    let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
+    let weights = g.c_out * patch;
+    let partial = |images: std::ops::Range<usize>| {
+        let mut sum = vec![0.0f32; weights];
+        let mut matrix = vec![0.0f32; g.matrix_len()];
+        for n in images {
+            let image = &x[n * g.image_len()..][..g.image_len()];
+            for group in 0..g.groups {
+                let cols = if g.is_pointwise() {
+                    &image[group * patch * positions..][..patch * positions]
+                } else {
+                    im2col(g, image, group, &mut matrix);
+                    &matrix[..]
+                };
+                let out = &grad[n * g.output_len() + group * cog * positions..][..cog * positions];
+                gemm_into(
+                    &mut sum[group * cog * patch..][..cog * patch],
+                    [cog, patch, positions],
+                    View::rows(out, positions),
+                    View::transposed(cols, positions),
+                    true,
+                    parallelism,
+                );
+            }
+        }
+        sum
+    };
+    let tasks: Vec<_> = (0..g.batch)
+        .step_by(per_task)
+        .map(|start| start..(start + per_task).min(g.batch))
+        .collect();
+    tasks.into_par_iter().map(partial).reduce(
+        || vec![0.0f32; weights],
+        |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        },
+    )
+}
+
+/// Gradient of the input: per image and group, `w^T @ grad_image` scattered back (col2im).
+fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
+    let (_, parallelism) = split(g.batch);
+    let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
+    let mut dx = vec![0.0f32; g.batch * g.image_len()];
+    dx.par_chunks_mut(g.image_len())
+        .zip(grad.par_chunks(g.output_len()))
+        .for_each_init(
+            || vec![0.0f32; g.matrix_len()],
+            |matrix, (image, out)| {
+                for group in 0..g.groups {
+                    let lhs = View::transposed(&w[group * cog * patch..][..cog * patch], patch);
+                    let rhs = View::rows(
+                        &out[group * cog * positions..][..cog * positions],
+                        positions,
+                    );
+                    if g.is_pointwise() {
+                        let dst = &mut image[group * patch * positions..][..patch * positions];
+                        gemm_into(dst, [patch, positions, cog], lhs, rhs, false, parallelism);
+                    } else {
+                        gemm_into(
+                            matrix,
+                            [patch, positions, cog],
+                            lhs,
+                            rhs,
+                            false,
+                            parallelism,
+                        );
+                        col2im_add(g, matrix, group, image);
+                    }
+                }
+            },
+        );
+    dx
+}
+
+/// Gradient of the bias: the output gradient summed over images and positions.
+fn bias_grad(g: &Geometry, grad: &[f32]) -> Vec<f32> {
+    let mut sums = vec![0.0f32; g.c_out];
+    for (i, plane) in grad.chunks(g.positions()).enumerate() {
+        sums[i % g.c_out] += plane.iter().sum::<f32>();
+    }
+    sums
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    /// Input, weights, geometry.
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, w_node, b_node] = ops.parents.map(|p| p.map(|node| node.id));
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, g) = ops.state;
+        let grad = values(&grad);
+        if let Some(id) = x_node {
+            let w = contiguous(w);
+            let dx = input_grad(&g, values(&w), grad);
+            grads.register::<Flex>(id, flex(dx, vec![g.batch, g.c_in, g.h, g.w]));
+        }
+        if let Some(id) = w_node {
+            let x = contiguous(x);
+            let dw = weight_grad(&g, values(&x), grad);
+            let dims = vec![g.c_out, g.in_per_group(), g.kh, g.kw];
+            grads.register::<Flex>(id, flex(dw, dims));
+        }
+        if let Some(id) = b_node {
+            grads.register::<Flex>(id, flex(bias_grad(&g, grad), vec![g.c_out]));
+        }
+    }
+}
+
+fn tracked_conv(
+    x: Tensor<Trained, 4>,
+    w: Tensor<Trained, 4>,
+    bias: Option<Tensor<Trained, 1>>,
+    geometry: Geometry,
+    options: ConvOptions<2>,
+) -> Tensor<Trained, 4> {
+    let has_bias = bias.is_some();
+    // An untracked zero stands in for a missing bias: one op shape (three parents) for both.
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([geometry.c_out], &Default::default()));
+    let (x, w, b) = (
+        x.into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        bias.into_primitive().tensor(),
+    );
+    let run = |x, w, b| forward(x, w, has_bias.then_some(b), &options);
+    let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
+    let out = match ConvBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = (x.primitive.clone(), w.primitive.clone(), geometry);
+            prep.finish(state, run(x.primitive, w.primitive, b.primitive))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run(x.primitive, w.primitive, b.primitive)),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_keeps_exactly_the_positions_that_read_the_image() {
+        for (outputs, size, offset, stride) in
+            [(5, 5, -1, 1), (3, 7, -2, 2), (4, 4, 2, 1), (2, 3, 5, 1)]
+        {
+            let (lo, hi) = inside(outputs, size, offset, stride);
+            for o in 0..outputs {
+                let i = o as isize * stride as isize + offset;
+                let reads = (0..size as isize).contains(&i);
+                assert_eq!(
+                    reads,
+                    (lo..hi).contains(&o),
+                    "{outputs} {size} {offset} {stride} {o}"
+                );
+            }
+        }
+    }
+}

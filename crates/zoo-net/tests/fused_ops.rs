@@ -1,0 +1,361 @@
+//! zoo's own training ops on `Autodiff<Flex>` compute what burn's generic ops compute: the
+//! convolution (im2col + gemm gradients) the same output and gradients of the input, weights
+//! and bias over strides, padding, dilation, groups, 1x1 kernels and batch sizes; batch norm
+//! with batch statistics (one op, own backward) the same output, statistics and gradients as
+//! the composed formula; max pooling (argmax kept for the backward) the same output and input
+//! gradient as burn's max_pool2d over -inf padding.
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, TensorData};
+use zoo_onnx::builder::SeededRng;
+
+type B = Autodiff<Flex>;
+
+struct Case {
+    x: [usize; 4],
+    w: [usize; 4],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+    bias: bool,
+    input_grad: bool,
+}
+
+fn case(x: [usize; 4], w: [usize; 4]) -> Case {
+    Case {
+        x,
+        w,
+        stride: [1, 1],
+        pad: [0, 0],
+        dilation: [1, 1],
+        groups: 1,
+        bias: true,
+        input_grad: true,
+    }
+}
+
+fn tensor<const D: usize>(values: &[f32], dims: [usize; D], grad: bool) -> Tensor<B, D> {
+    let t = Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), dims), &Default::default());
+    if grad {
+        t.require_grad()
+    } else {
+        t
+    }
+}
+
+fn host<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+fn close(name: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{name}: lengths");
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= 2e-5 * scale, "{name}[{i}]: {x} vs {y}");
+    }
+}
+
+/// Output, then the gradients of x, w and b, of `sum(conv(x) * probe)` (a probe makes every
+/// output cell's gradient different).
+fn run(c: &Case, fast: bool) -> Vec<Vec<f32>> {
+    let mut rng = SeededRng::new(5);
+    let x_values = rng.values(c.x.iter().product(), 1.0);
+    let w_values = rng.values(c.w.iter().product(), 0.5);
+    let b_values = rng.values(c.w[0], 0.5);
+    let (x, w) = (
+        tensor(&x_values, c.x, c.input_grad),
+        tensor(&w_values, c.w, true),
+    );
+    let b = c.bias.then(|| tensor(&b_values, [c.w[0]], true));
+    let options = ConvOptions::new(c.stride, c.pad, c.dilation, c.groups);
+    let y = if fast {
+        zoo_net::conv::conv2d(&x, &w, b.as_ref(), &options).expect("the fast path takes f32 flex")
+    } else {
+        conv2d(x.clone(), w.clone(), b.clone(), options)
+    };
+    let probe = Tensor::<B, 4>::from_data(
+        TensorData::new(rng.values(y.dims().iter().product(), 1.0), y.dims()),
+        &Default::default(),
+    );
+    let grads = (y.clone() * probe).sum().backward();
+    let mut out = vec![host(y.inner())];
+    if c.input_grad {
+        out.push(host(x.grad(&grads).expect("x grad")));
+    }
+    out.push(host(w.grad(&grads).expect("w grad")));
+    if let Some(b) = &b {
+        out.push(host(b.grad(&grads).expect("b grad")));
+    }
+    out
+}
+
+fn check(name: &str, c: Case) {
+    let (fast, generic) = (run(&c, true), run(&c, false));
+    assert_eq!(fast.len(), generic.len());
+    for (i, (a, b)) in fast.iter().zip(&generic).enumerate() {
+        close(&format!("{name} part {i}"), a, b);
+    }
+}
+
+#[test]
+fn padded_3x3_matches_the_generic_convolution() {
+    check(
+        "3x3 pad 1",
+        Case {
+            pad: [1, 1],
+            ..case([4, 3, 7, 6], [5, 3, 3, 3])
+        },
+    );
+}
+
+#[test]
+fn strided_padded_and_dilated_kernels_match() {
+    check(
+        "5x5 stride 2 pad 2",
+        Case {
+            stride: [2, 2],
+            pad: [2, 1],
+            ..case([3, 2, 9, 8], [4, 2, 5, 5])
+        },
+    );
+    check(
+        "3x3 dilation 2",
+        Case {
+            pad: [2, 2],
+            dilation: [2, 2],
+            ..case([2, 2, 8, 7], [3, 2, 3, 3])
+        },
+    );
+    check(
+        "7x3 stride (3, 1), no pad",
+        Case {
+            stride: [3, 1],
+            ..case([2, 3, 11, 6], [2, 3, 7, 3])
+        },
+    );
+}
+
+#[test]
+fn grouped_depthwise_and_pointwise_kernels_match() {
+    check(
+        "groups 2",
+        Case {
+            pad: [1, 1],
+            groups: 2,
+            ..case([3, 4, 6, 5], [6, 2, 3, 3])
+        },
+    );
+    check(
+        "depthwise",
+        Case {
+            pad: [1, 1],
+            stride: [2, 2],
+            groups: 3,
+            ..case([2, 3, 7, 7], [3, 1, 3, 3])
+        },
+    );
+    check("pointwise", case([3, 4, 5, 5], [6, 4, 1, 1]));
+    check(
+        "1x1 stride 2",
+        Case {
+            stride: [2, 2],
+            ..case([2, 3, 6, 5], [2, 3, 1, 1])
+        },
+    );
+}
+
+#[test]
+fn one_image_no_bias_and_an_input_without_gradient_match() {
+    check(
+        "one image",
+        Case {
+            pad: [1, 1],
+            ..case([1, 2, 6, 6], [3, 2, 3, 3])
+        },
+    );
+    check(
+        "no bias, input not trained",
+        Case {
+            bias: false,
+            input_grad: false,
+            ..case([3, 1, 8, 8], [4, 1, 3, 3])
+        },
+    );
+}
+
+#[test]
+fn inference_on_flex_matches_the_generic_convolution() {
+    let mut rng = SeededRng::new(9);
+    for (x_dims, w_dims, options) in [
+        (
+            [2, 3, 9, 8],
+            [4, 3, 3, 3],
+            ConvOptions::new([2, 1], [1, 1], [1, 1], 1),
+        ),
+        (
+            [1, 4, 6, 6],
+            [4, 1, 3, 3],
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
+        ),
+        (
+            [3, 5, 4, 4],
+            [2, 5, 1, 1],
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        ),
+    ] {
+        let device = Default::default();
+        let make = |dims: Vec<usize>, rng: &mut SeededRng| {
+            let n = dims.iter().product();
+            TensorData::new(rng.values(n, 1.0), dims)
+        };
+        let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
+        let w = Tensor::<Flex, 4>::from_data(make(w_dims.to_vec(), &mut rng), &device);
+        let b = Tensor::<Flex, 1>::from_data(make(vec![w_dims[0]], &mut rng), &device);
+        let fast = zoo_net::conv::conv2d(&x, &w, Some(&b), &options).expect("flex f32");
+        let generic = conv2d(x, w, Some(b), options);
+        close(&format!("{x_dims:?}"), &host(fast), &host(generic));
+    }
+}
+
+#[test]
+fn values_that_are_not_f32_take_the_generic_path() {
+    let x =
+        Tensor::<Flex, 4>::zeros([1, 1, 3, 3], &Default::default()).cast(burn::tensor::DType::F64);
+    let w =
+        Tensor::<Flex, 4>::zeros([1, 1, 1, 1], &Default::default()).cast(burn::tensor::DType::F64);
+    let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    assert!(zoo_net::conv::conv2d(&x, &w, None, &options).is_none());
+}
+
+/// Output, mean, biased variance, then the gradients of x, scale and bias.
+fn batch_norm(dims: [usize; 4], fused: bool) -> Vec<Vec<f32>> {
+    const EPS: f32 = 1e-5;
+    let mut rng = SeededRng::new(23);
+    let c = dims[1];
+    let x = tensor(&rng.values(dims.iter().product(), 2.0), dims, true);
+    let scale = tensor(&rng.values(c, 1.0), [c], true);
+    let bias = tensor(&rng.values(c, 1.0), [c], true);
+    let (y, mean, var) = if fused {
+        let out = zoo_net::batch_norm_train::batch_norm_train(&x, &scale, &bias, EPS)
+            .expect("the fused op takes f32 flex");
+        (out.y, out.mean, out.var)
+    } else {
+        let per_channel = |t: Tensor<B, 4>| t.mean_dim(0).mean_dim(2).mean_dim(3);
+        let mean = per_channel(x.clone());
+        let centred = x.clone() - mean.clone();
+        let var = per_channel(centred.clone().powi_scalar(2));
+        let y = centred / (var.clone() + EPS as f64).sqrt() * scale.clone().reshape([1, c, 1, 1])
+            + bias.clone().reshape([1, c, 1, 1]);
+        (y, host(mean.inner()), host(var.inner()))
+    };
+    let probe = Tensor::<B, 4>::from_data(
+        TensorData::new(rng.values(dims.iter().product(), 1.0), dims),
+        &Default::default(),
+    );
+    let grads = (y.clone() * probe).sum().backward();
+    vec![
+        host(y.inner()),
+        mean,
+        var,
+        host(x.grad(&grads).unwrap()),
+        host(scale.grad(&grads).unwrap()),
+        host(bias.grad(&grads).unwrap()),
+    ]
+}
+
+#[test]
+fn batch_norm_with_batch_statistics_matches_the_composed_formula() {
+    for dims in [[4, 3, 5, 6], [1, 2, 3, 3], [6, 5, 1, 1]] {
+        let (fused, composed) = (batch_norm(dims, true), batch_norm(dims, false));
+        let parts = [
+            "output",
+            "mean",
+            "variance",
+            "x grad",
+            "scale grad",
+            "bias grad",
+        ];
+        for ((a, b), part) in fused.iter().zip(&composed).zip(parts) {
+            close(&format!("{dims:?} {part}"), a, b);
+        }
+    }
+}
+
+/// Output and input gradient of max pooling: zoo's, or burn's over an input padded with -inf.
+fn max_pool(
+    dims: [usize; 4],
+    spec: &zoo_onnx::PoolSpec,
+    pads: [usize; 4],
+    extra: [usize; 2],
+    zoo: bool,
+) -> Vec<Vec<f32>> {
+    let mut rng = SeededRng::new(31);
+    let x = tensor(&rng.values(dims.iter().product(), 3.0), dims, true);
+    let y = if zoo {
+        zoo_net::max_pool::max_pool(&x, spec, pads, extra).expect("flex f32")
+    } else {
+        let padded = x.clone().pad(
+            [(pads[0], pads[2] + extra[0]), (pads[1], pads[3] + extra[1])],
+            burn::tensor::ops::PadMode::Constant(f32::NEG_INFINITY),
+        );
+        burn::tensor::module::max_pool2d(
+            padded,
+            spec.kernel,
+            spec.strides,
+            [0, 0],
+            spec.dilations,
+            false,
+        )
+    };
+    let probe = Tensor::<B, 4>::from_data(
+        TensorData::new(rng.values(y.dims().iter().product(), 1.0), y.dims()),
+        &Default::default(),
+    );
+    let grads = (y.clone() * probe).sum().backward();
+    vec![host(y.inner()), host(x.grad(&grads).unwrap())]
+}
+
+#[test]
+fn max_pooling_matches_burn_with_padding_overlap_and_ceil_mode() {
+    let spec = |k: usize, s: usize| zoo_onnx::PoolSpec {
+        kernel: [k, k],
+        strides: [s, s],
+        dilations: [1, 1],
+        padding: zoo_onnx::Padding::Explicit([0; 4]),
+        ceil_mode: false,
+    };
+    for (name, dims, spec, pads, extra) in [
+        ("2x2 stride 2", [3, 4, 8, 6], spec(2, 2), [0; 4], [0; 2]),
+        (
+            "3x3 stride 2 pad 1",
+            [2, 3, 9, 7],
+            spec(3, 2),
+            [1, 1, 1, 1],
+            [0; 2],
+        ),
+        (
+            "3x3 stride 2 ceil mode",
+            [2, 2, 12, 12],
+            spec(3, 2),
+            [0; 4],
+            [1, 1],
+        ),
+        (
+            "3x3 stride 1 pad 1",
+            [1, 2, 5, 5],
+            spec(3, 1),
+            [1, 1, 1, 1],
+            [0; 2],
+        ),
+    ] {
+        let (ours, burn) = (
+            max_pool(dims, &spec, pads, extra, true),
+            max_pool(dims, &spec, pads, extra, false),
+        );
+        close(&format!("{name} output"), &ours[0], &burn[0]);
+        close(&format!("{name} input gradient"), &ours[1], &burn[1]);
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Training through conv layers (issue #16), zoo beside PyTorch in the same run, same machine:
+#   1. `zoo train lenet5`, the README command (7,500 MNIST digits, batch 64), vs
+#      scripts/torch_lenet_train.py (same architecture, optimizer, data and batch);
+#   2. SqueezeNet 1.0 (../shared/models/pretrained) `--unfreeze-all` on flowers5 at 224x224,
+#      batch 32, vs scripts/torch_squeezenet_train.py (torchvision's SqueezeNet 1.0).
+# Prints markdown table rows (scripts/bench.sh puts them into BENCHMARKS.md).
+# Usage: scripts/bench-training.sh [SHARED_DIR] [ZOO_BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${1:-../shared}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/zoo-target}"
+zoo="${2:-}"
+if [ -z "$zoo" ]; then
+    cargo build --release -q -p zoo-cli
+    zoo="$CARGO_TARGET_DIR/release/zoo"
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+export ZOO_HOME="$work/home"
+
+# Median seconds of the epochs after the first (the first pays allocation warm-up), and the
+# best validation accuracy, from a --json summary.
+summary() {
+    python3 - "$1" <<'PY'
+import json, statistics, sys
+s = json.load(open(sys.argv[1]))
+e = s["epoch_seconds"]
+later = e[1:] or e
+print(f"{statistics.median(later):.2f} {s['images_per_s']:.0f} {100 * s['best_val_accuracy']:.2f}")
+PY
+}
+
+"$zoo" train lenet5 --data "$shared/data/mnist" --train-per-class 750 --epochs 8 --lr 0.01 \
+    --head-lr-factor 1 --batch-size 64 --out "$work/lenet" --json 2>/dev/null >"$work/lenet.json"
+read -r zoo_epoch zoo_rate zoo_acc < <(summary "$work/lenet.json")
+torch_lenet=$(python3 scripts/torch_lenet_train.py "$shared/data/mnist" --epochs 8 | tail -1)
+torch_train=$(sed -n 's/.*median training epoch \([0-9.]*\) s.*/\1/p' <<<"$torch_lenet")
+torch_val=$(sed -n 's/.*median validation \([0-9.]*\) s.*/\1/p' <<<"$torch_lenet")
+python3 - "$zoo_epoch" "$zoo_rate" "$zoo_acc" "$torch_train" "$torch_val" "$torch_lenet" <<'PY'
+import sys
+zoo_epoch, zoo_rate, zoo_acc, torch_train, torch_val = (float(v) for v in sys.argv[1:6])
+torch_epoch = torch_train + torch_val
+print(f"| `zoo train lenet5` (README command; epoch = 7,500 training + 2,500 validation digits) "
+      f"| {zoo_epoch:.2f} s/epoch ({zoo_rate:.0f} images/s over the run, best val {zoo_acc:.2f} %) "
+      f"| {torch_epoch:.2f} s/epoch ({torch_train:.2f} training + {torch_val:.2f} validation) "
+      f"| **{torch_epoch / zoo_epoch:.2f}x** |")
+PY
+
+squeezenet="$shared/models/pretrained/squeezenet1.0-tflite-imagenet1001-opset9.onnx"
+"$zoo" finetune "$squeezenet" --data "$shared/data/flowers5" --classes 5 --unfreeze-all \
+    --epochs 3 --batch-size 32 --out "$work/squeezenet" --json 2>/dev/null >"$work/squeezenet.json"
+read -r zoo_epoch zoo_rate _ < <(summary "$work/squeezenet.json")
+torch_squeeze=$(python3 scripts/torch_squeezenet_train.py --images 320 --epochs 3 | tail -1)
+torch_epoch=$(sed -n 's/.*median epoch \([0-9.]*\) s.*/\1/p' <<<"$torch_squeeze")
+python3 - "$zoo_epoch" "$zoo_rate" "$torch_epoch" <<'PY'
+import sys
+zoo_epoch, zoo_rate, torch_epoch = (float(v) for v in sys.argv[1:4])
+print(f"| SqueezeNet 1.0 `--unfreeze-all`, flowers5 at 224x224, batch 32 (zoo: 320 training + "
+      f"80 validation photos; PyTorch: 320 training) | {zoo_epoch:.2f} s/epoch "
+      f"| {torch_epoch:.2f} s/epoch | **{torch_epoch / zoo_epoch:.2f}x** |")
+PY
