@@ -38,13 +38,17 @@ fn tensor<const D: usize>(rng: &mut SeededRng, dims: [usize; D], grad: bool) -> 
     }
 }
 
-/// Times `op` forward alone and forward + backward (of `sum(y)`).
+/// Times `op` forward alone and forward + backward of `sum(y * probe)`: the probe makes the
+/// gradient reaching `op` a plain contiguous tensor, as inside a network (the gradient of a bare
+/// `sum` is a broadcast view). The probe's multiply and sum are in both sides' step times.
 fn time_op(op: &dyn Fn() -> Tensor<B, 4>) -> (f64, f64) {
+    let dims = op().dims();
+    let probe = Tensor::<B, 4>::ones(dims, &Default::default());
     let forward = median_ms(|| {
         let _ = op().inner();
     });
     let step = median_ms(|| {
-        let _ = op().sum().backward();
+        let _ = (op() * probe.clone()).sum().backward();
     });
     (forward, step)
 }
@@ -72,7 +76,8 @@ fn bench_conv(c: &Conv, rng: &mut SeededRng) {
     let w = tensor(rng, c.w, true);
     let b = tensor(rng, [c.w[0]], true);
     let options = ConvOptions::new([c.stride; 2], [c.pad; 2], [1, 1], 1);
-    let zoo = time_op(&|| zoo_net::conv::conv2d(&x, &w, Some(&b), &options).expect("flex"));
+    let zoo =
+        time_op(&|| zoo_net::conv::conv2d(&x, &w, Some(&b), &(&options).into()).expect("flex"));
     let generic = time_op(&|| conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone()));
     let shape = format!("x {:?} w {:?} stride {} pad {}", c.x, c.w, c.stride, c.pad);
     report(c.model, "conv", shape, zoo, generic);
@@ -103,7 +108,7 @@ fn bench_batch_norm(model: &str, dims: [usize; 4], rng: &mut SeededRng) {
     );
 }
 
-/// ReLU, which zoo leaves to flex, timed for the profile.
+/// ReLU, left to flex (its single-core SIMD pass beat a multi-threaded one here).
 fn bench_relu(model: &str, dims: [usize; 4], rng: &mut SeededRng) {
     let x = tensor(rng, dims, true);
     let (forward, step) = time_op(&|| burn::tensor::activation::relu(x.clone()));

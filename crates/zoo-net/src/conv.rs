@@ -24,6 +24,28 @@ use rayon::prelude::*;
 
 use crate::flex_autodiff::{cast, contiguous, flex, values, Trained};
 
+/// A convolution's settings; the pads may differ per side (TensorFlow's SAME padding).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvSettings {
+    pub stride: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl From<&ConvOptions<2>> for ConvSettings {
+    fn from(o: &ConvOptions<2>) -> Self {
+        let [ph, pw] = o.padding;
+        Self {
+            stride: o.stride,
+            pads: [ph, pw, ph, pw],
+            dilation: o.dilation,
+            groups: o.groups,
+        }
+    }
+}
+
 /// `conv2d(x, w) + bias` on flex: with zoo's gradients when `B` is `Autodiff<Flex>`, forward
 /// only when `B` is `Flex`; `None` (other backends, values not f32) sends the caller to burn's
 /// generic convolution.
@@ -31,7 +53,7 @@ pub fn conv2d<B: Backend>(
     x: &Tensor<B, 4>,
     w: &Tensor<B, 4>,
     bias: Option<&Tensor<B, 1>>,
-    options: &ConvOptions<2>,
+    settings: &ConvSettings,
 ) -> Option<Tensor<B, 4>> {
     let all_f32 = x.dtype() == DType::F32
         && w.dtype() == DType::F32
@@ -39,13 +61,14 @@ pub fn conv2d<B: Backend>(
     if !all_f32 {
         return None;
     }
+    let geometry = Geometry::new(x.dims(), w.dims(), settings);
     if TypeId::of::<B>() == TypeId::of::<Flex>() {
         let primitive = |t: Tensor<Flex, 4>| t.into_primitive().tensor();
         let y = forward(
             primitive(cast(x.clone())),
             primitive(cast(w.clone())),
             bias.map(|b| cast::<B, Flex, 1>(b.clone()).into_primitive().tensor()),
-            options,
+            &geometry,
         );
         return Some(cast::<Flex, B, 4>(Tensor::from_primitive(
             TensorPrimitive::Float(y),
@@ -54,13 +77,11 @@ pub fn conv2d<B: Backend>(
     if TypeId::of::<B>() != TypeId::of::<Trained>() {
         return None;
     }
-    let geometry = Geometry::new(x.dims(), w.dims(), options);
     let y = tracked_conv(
         cast::<B, Trained, 4>(x.clone()),
         cast::<B, Trained, 4>(w.clone()),
         bias.map(|b| cast::<B, Trained, 1>(b.clone())),
         geometry,
-        options.clone(),
     );
     Some(cast::<Trained, B, 4>(y))
 }
@@ -68,22 +89,11 @@ pub fn conv2d<B: Backend>(
 /// The convolution's output: per image and group, `w @ im2col(image)` written straight into
 /// the NCHW output (flex's own convolution converts to NHWC and back around its gemm), then the
 /// bias per plane.
-fn forward(
-    x: FlexTensor,
-    w: FlexTensor,
-    bias: Option<FlexTensor>,
-    options: &ConvOptions<2>,
-) -> FlexTensor {
-    let g = Geometry::new(dims4(&x), dims4(&w), options);
+fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry) -> FlexTensor {
     let (x, w) = (contiguous(x), contiguous(w));
     let bias = bias.map(contiguous);
-    let y = forward_values(&g, values(&x), values(&w), bias.as_ref().map(values));
+    let y = forward_values(g, values(&x), values(&w), bias.as_ref().map(values));
     flex(y, vec![g.batch, g.c_out, g.oh, g.ow])
-}
-
-fn dims4(t: &FlexTensor) -> [usize; 4] {
-    let shape = t.layout().shape();
-    [shape[0], shape[1], shape[2], shape[3]]
 }
 
 fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
@@ -132,6 +142,7 @@ pub(crate) struct Geometry {
     kh: usize,
     kw: usize,
     stride: [usize; 2],
+    /// Top and left pads (the bottom and right ones only shape the output).
     pad: [usize; 2],
     dilation: [usize; 2],
     groups: usize,
@@ -140,12 +151,12 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> Self {
+    fn new(x: [usize; 4], w: [usize; 4], s: &ConvSettings) -> Self {
         let [batch, c_in, h, wd] = x;
         let [c_out, _, kh, kw] = w;
         let out = |axis: usize, size: usize, k: usize| {
-            (size + 2 * options.padding[axis] - options.dilation[axis] * (k - 1) - 1)
-                / options.stride[axis]
+            (size + s.pads[axis] + s.pads[axis + 2] - s.dilation[axis] * (k - 1) - 1)
+                / s.stride[axis]
                 + 1
         };
         Self {
@@ -156,10 +167,10 @@ impl Geometry {
             c_out,
             kh,
             kw,
-            stride: options.stride,
-            pad: options.padding,
-            dilation: options.dilation,
-            groups: options.groups,
+            stride: s.stride,
+            pad: [s.pads[0], s.pads[1]],
+            dilation: s.dilation,
+            groups: s.groups,
             oh: out(0, h, kh),
             ow: out(1, wd, kw),
         }
@@ -202,7 +213,11 @@ impl Geometry {
 
     /// A 1x1 convolution with unit stride and no padding: the image is its own im2col matrix.
     fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && [self.oh, self.ow] == [self.h, self.w]
     }
 
     /// Walks the im2col matrix of group `group` in runs along output rows:
@@ -483,7 +498,6 @@ fn tracked_conv(
     w: Tensor<Trained, 4>,
     bias: Option<Tensor<Trained, 1>>,
     geometry: Geometry,
-    options: ConvOptions<2>,
 ) -> Tensor<Trained, 4> {
     let has_bias = bias.is_some();
     // An untracked zero stands in for a missing bias: one op shape (three parents) for both.
@@ -493,7 +507,7 @@ fn tracked_conv(
         w.into_primitive().tensor(),
         bias.into_primitive().tensor(),
     );
-    let run = |x, w, b| forward(x, w, has_bias.then_some(b), &options);
+    let run = |x, w, b| forward(x, w, has_bias.then_some(b), &geometry);
     let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
     let out = match ConvBackward
         .prepare::<NoCheckpointing>(nodes)

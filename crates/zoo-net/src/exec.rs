@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, PadMode, PaddedConvOptions};
+use burn::tensor::ops::{PadMode, PaddedConvOptions};
 use burn::tensor::{Distribution, Tensor};
 use zoo_onnx::shapes::{normalize_axis, window_output, ReshapeTarget};
 use zoo_onnx::{Node, Op, PoolSpec};
@@ -272,12 +272,14 @@ fn run_single<B: Backend>(
                 .padding
                 .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
             let bias = param_1d(2);
-            if p[0] == p[2] && p[1] == p[3] {
-                let symmetric =
-                    ConvOptions::new(spec.strides, [p[0], p[1]], spec.dilations, spec.group);
-                if let Some(y) = crate::conv::conv2d(&x, &w, bias.as_ref(), &symmetric) {
-                    return Value::from4(y, 4);
-                }
+            let settings = crate::conv::ConvSettings {
+                stride: spec.strides,
+                pads: [p[0], p[1], p[2], p[3]],
+                dilation: spec.dilations,
+                groups: spec.group,
+            };
+            if let Some(y) = crate::conv::conv2d(&x, &w, bias.as_ref(), &settings) {
+                return Value::from4(y, 4);
             }
             let options = PaddedConvOptions::asymmetric(
                 spec.strides,
@@ -479,7 +481,7 @@ fn run_single<B: Backend>(
             let rank = parts[0].rank;
             let axis = normalize_axis(*axis, rank).expect("validated") + PADDED - rank;
             Value::new(
-                Tensor::cat(parts.into_iter().map(|v| v.t).collect(), axis),
+                crate::concat::concat(parts.into_iter().map(|v| v.t).collect(), axis),
                 rank,
             )
         }

@@ -6,6 +6,7 @@
 
 pub mod batch_norm_train;
 pub mod batchnorm;
+pub mod concat;
 pub mod conv;
 mod error;
 mod exec;

@@ -36,6 +36,8 @@ struct Windows {
     cols: Vec<Span>,
     steps: [usize; 2],
     width: usize,
+    /// 2x2 windows at stride 2 wholly inside the input.
+    pairs: bool,
 }
 
 impl Windows {
@@ -59,11 +61,17 @@ impl Windows {
                 })
                 .collect()
         };
+        let (rows, cols) = (axis(0, h), axis(1, w));
+        let pairs = pool.kernel == [2, 2]
+            && pool.strides == [2, 2]
+            && pool.dilations == [1, 1]
+            && rows.iter().chain(&cols).all(|span| span.count == 2);
         Self {
-            rows: axis(0, h),
-            cols: axis(1, w),
+            rows,
+            cols,
             steps: pool.dilations,
             width: w,
+            pairs,
         }
     }
 
@@ -73,7 +81,41 @@ impl Windows {
 
     /// Pools one plane into `out`, and the flat index of each maximum into `argmax` if given.
     /// The first maximum of a window wins.
-    fn pool_plane(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
+    fn pool_plane(&self, plane: &[f32], out: &mut [f32], argmax: Option<&mut [u32]>) {
+        if self.pairs {
+            self.pool_pairs(plane, out, argmax);
+        } else {
+            self.pool_windows(plane, out, argmax);
+        }
+    }
+
+    /// The common 2x2, stride 2, unpadded case: two input rows per output row, no spans.
+    fn pool_pairs(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
+        let (w, ow) = (self.width, self.cols.len());
+        for oy in 0..self.rows.len() {
+            let (top, bottom) = (2 * oy * w, (2 * oy + 1) * w);
+            for ox in 0..ow {
+                let cells = [
+                    top + 2 * ox,
+                    top + 2 * ox + 1,
+                    bottom + 2 * ox,
+                    bottom + 2 * ox + 1,
+                ];
+                let (mut best, mut index) = (plane[cells[0]], cells[0]);
+                for &cell in &cells[1..] {
+                    let greater = plane[cell] > best;
+                    best = if greater { plane[cell] } else { best };
+                    index = if greater { cell } else { index };
+                }
+                out[oy * ow + ox] = best;
+                if let Some(argmax) = argmax.as_deref_mut() {
+                    argmax[oy * ow + ox] = index as u32;
+                }
+            }
+        }
+    }
+
+    fn pool_windows(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
         let [row_step, col_step] = self.steps;
         let mut at = 0;
         for r in &self.rows {

@@ -3,7 +3,8 @@
 //! and bias over strides, padding, dilation, groups, 1x1 kernels and batch sizes; batch norm
 //! with batch statistics (one op, own backward) the same output, statistics and gradients as
 //! the composed formula; max pooling (argmax kept for the backward) the same output and input
-//! gradient as burn's max_pool2d over -inf padding.
+//! gradient as burn's max_pool2d over -inf padding; concatenation the same values and input
+//! gradients as `Tensor::cat`.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;
@@ -72,7 +73,8 @@ fn run(c: &Case, fast: bool) -> Vec<Vec<f32>> {
     let b = c.bias.then(|| tensor(&b_values, [c.w[0]], true));
     let options = ConvOptions::new(c.stride, c.pad, c.dilation, c.groups);
     let y = if fast {
-        zoo_net::conv::conv2d(&x, &w, b.as_ref(), &options).expect("the fast path takes f32 flex")
+        zoo_net::conv::conv2d(&x, &w, b.as_ref(), &(&options).into())
+            .expect("the fast path takes f32 flex")
     } else {
         conv2d(x.clone(), w.clone(), b.clone(), options)
     };
@@ -214,7 +216,7 @@ fn inference_on_flex_matches_the_generic_convolution() {
         let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
         let w = Tensor::<Flex, 4>::from_data(make(w_dims.to_vec(), &mut rng), &device);
         let b = Tensor::<Flex, 1>::from_data(make(vec![w_dims[0]], &mut rng), &device);
-        let fast = zoo_net::conv::conv2d(&x, &w, Some(&b), &options).expect("flex f32");
+        let fast = zoo_net::conv::conv2d(&x, &w, Some(&b), &(&options).into()).expect("flex f32");
         let generic = conv2d(x, w, Some(b), options);
         close(&format!("{x_dims:?}"), &host(fast), &host(generic));
     }
@@ -227,7 +229,7 @@ fn values_that_are_not_f32_take_the_generic_path() {
     let w =
         Tensor::<Flex, 4>::zeros([1, 1, 1, 1], &Default::default()).cast(burn::tensor::DType::F64);
     let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-    assert!(zoo_net::conv::conv2d(&x, &w, None, &options).is_none());
+    assert!(zoo_net::conv::conv2d(&x, &w, None, &(&options).into()).is_none());
 }
 
 /// Output, mean, biased variance, then the gradients of x, scale and bias.
@@ -357,5 +359,88 @@ fn max_pooling_matches_burn_with_padding_overlap_and_ceil_mode() {
         );
         close(&format!("{name} output"), &ours[0], &burn[0]);
         close(&format!("{name} input gradient"), &ours[1], &burn[1]);
+    }
+}
+
+#[test]
+fn asymmetric_padding_matches_a_convolution_of_the_padded_input() {
+    let mut rng = SeededRng::new(47);
+    let (x_values, w_values) = (
+        rng.values(2 * 3 * 9 * 8, 1.0),
+        rng.values(4 * 3 * 7 * 7, 0.5),
+    );
+    let run = |zoo: bool| {
+        let x = tensor(&x_values, [2, 3, 9, 8], true);
+        let w = tensor(&w_values, [4, 3, 7, 7], true);
+        let y = if zoo {
+            let settings = zoo_net::conv::ConvSettings {
+                stride: [2, 2],
+                pads: [2, 1, 3, 2],
+                dilation: [1, 1],
+                groups: 1,
+            };
+            zoo_net::conv::conv2d(&x, &w, None, &settings).expect("flex f32")
+        } else {
+            let padded = x
+                .clone()
+                .pad([(2, 3), (1, 2)], burn::tensor::ops::PadMode::Constant(0.0));
+            conv2d(
+                padded,
+                w.clone(),
+                None,
+                ConvOptions::new([2, 2], [0, 0], [1, 1], 1),
+            )
+        };
+        let grads = (y.clone() * y.clone()).sum().backward();
+        [
+            host(y.inner()),
+            host(x.grad(&grads).unwrap()),
+            host(w.grad(&grads).unwrap()),
+        ]
+    };
+    let (ours, burn) = (run(true), run(false));
+    for (part, (a, b)) in ["output", "x grad", "w grad"]
+        .iter()
+        .zip(ours.iter().zip(&burn))
+    {
+        close(&format!("asymmetric pads {part}"), a, b);
+    }
+}
+
+#[test]
+fn concatenation_matches_tensor_cat_for_two_to_five_inputs() {
+    let mut rng = SeededRng::new(53);
+    for (count, axis) in [(2, 1), (3, 1), (4, 2), (5, 1), (2, 0)] {
+        let dims: Vec<[usize; 4]> = (0..count)
+            .map(|i| {
+                let mut d = [3, 2, 4, 5];
+                d[axis] = i + 1;
+                d
+            })
+            .collect();
+        let values: Vec<Vec<f32>> = dims
+            .iter()
+            .map(|d| rng.values(d.iter().product(), 1.0))
+            .collect();
+        let run = |zoo: bool| {
+            let parts: Vec<Tensor<B, 4>> = values
+                .iter()
+                .zip(&dims)
+                .map(|(v, d)| tensor(v, *d, true))
+                .collect();
+            let y = if zoo {
+                zoo_net::concat::concat(parts.clone(), axis)
+            } else {
+                Tensor::cat(parts.clone(), axis)
+            };
+            let grads = (y.clone() * y.clone()).sum().backward();
+            let mut out = vec![host(y.inner())];
+            out.extend(parts.iter().map(|p| host(p.grad(&grads).unwrap())));
+            out
+        };
+        let (ours, burn) = (run(true), run(false));
+        for (i, (a, b)) in ours.iter().zip(&burn).enumerate() {
+            close(&format!("{count} parts on axis {axis}, part {i}"), a, b);
+        }
     }
 }

@@ -1,0 +1,123 @@
+//! Concatenation on `Autodiff<Flex>` whose backward hands each input a contiguous gradient.
+//! burn's backward gives each input a strided slice of the output gradient (along the channel
+//! axis: one gap per image), and flex then walks every op behind it (the ReLUs of SqueezeNet's
+//! fire modules, the convolutions' own copies) element by element through a strided iterator:
+//! a quarter of a SqueezeNet training step. Here the slices are copied out as blocks once.
+//! Other backends and more than four inputs keep `Tensor::cat`; `tests/fused_ops.rs` holds the
+//! two to the same values and gradients.
+
+use std::any::TypeId;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use rayon::prelude::*;
+
+use crate::flex_autodiff::{cast, contiguous, flex, values, Trained};
+
+/// `Tensor::cat(parts, axis)`, with the contiguous-gradient backward on `Autodiff<Flex>`.
+pub fn concat<B: Backend, const D: usize>(parts: Vec<Tensor<B, D>>, axis: usize) -> Tensor<B, D> {
+    let all_f32 = parts.iter().all(|p| p.dtype() == DType::F32);
+    if TypeId::of::<B>() != TypeId::of::<Trained>() || !all_f32 {
+        return Tensor::cat(parts, axis);
+    }
+    let primitives: Vec<FloatTensor<Trained>> = parts
+        .into_iter()
+        .map(|p| cast::<B, Trained, D>(p).into_primitive().tensor())
+        .collect();
+    let out = match primitives.len() {
+        2 => tracked::<2>(primitives, axis),
+        3 => tracked::<3>(primitives, axis),
+        4 => tracked::<4>(primitives, axis),
+        _ => {
+            let parts = primitives
+                .into_iter()
+                .map(|p| Tensor::<Trained, D>::from_primitive(TensorPrimitive::Float(p)))
+                .collect();
+            return cast::<Trained, B, D>(Tensor::cat(parts, axis));
+        }
+    };
+    cast::<Trained, B, D>(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+fn tracked<const N: usize>(parts: Vec<FloatTensor<Trained>>, axis: usize) -> FloatTensor<Trained> {
+    let parts: [FloatTensor<Trained>; N] = parts.try_into().ok().expect("N parts");
+    let dims: Vec<usize> = parts[0]
+        .primitive
+        .layout()
+        .shape()
+        .iter()
+        .copied()
+        .collect();
+    let sizes: Vec<usize> = parts
+        .iter()
+        .map(|p| p.primitive.layout().shape()[axis])
+        .collect();
+    let layout = Layout {
+        outer: dims[..axis].iter().product(),
+        inner: dims[axis + 1..].iter().product(),
+        sizes,
+        dims,
+        axis,
+    };
+    let nodes = parts.each_ref().map(|p| p.node.clone());
+    let forward = <Flex as FloatTensorOps<Flex>>::float_cat(
+        parts.iter().map(|p| p.primitive.clone()).collect(),
+        axis,
+    );
+    match ConcatBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(layout, forward),
+        OpsKind::UnTracked(prep) => prep.finish(forward),
+    }
+}
+
+/// Where each input sits in the output: `outer` blocks (the dims before `axis`), each holding
+/// every input's `sizes[i] * inner` values in turn.
+#[derive(Clone, Debug)]
+struct Layout {
+    outer: usize,
+    inner: usize,
+    sizes: Vec<usize>,
+    /// The first input's dims (the others differ only along `axis`).
+    dims: Vec<usize>,
+    axis: usize,
+}
+
+#[derive(Debug)]
+struct ConcatBackward;
+
+impl<const N: usize> Backward<Flex, N> for ConcatBackward {
+    type State = Layout;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (grad, l) = (values(&grad), ops.state);
+        let block: usize = l.sizes.iter().sum::<usize>() * l.inner;
+        let mut offset = 0;
+        for (id, &size) in parents.iter().zip(&l.sizes) {
+            let part = size * l.inner;
+            if let Some(id) = id {
+                let mut dx = vec![0.0f32; l.outer * part];
+                dx.par_chunks_mut(part.max(1))
+                    .enumerate()
+                    .for_each(|(o, out)| {
+                        out.copy_from_slice(&grad[o * block + offset..][..part]);
+                    });
+                let mut dims = l.dims.clone();
+                dims[l.axis] = size;
+                grads.register::<Flex>(*id, flex(dx, dims));
+            }
+            offset += part;
+        }
+    }
+}
