@@ -46,7 +46,9 @@ pub fn concat<B: Backend, const D: usize>(parts: Vec<Tensor<B, D>>, axis: usize)
 }
 
 fn tracked<const N: usize>(parts: Vec<FloatTensor<Trained>>, axis: usize) -> FloatTensor<Trained> {
-    let parts: [FloatTensor<Trained>; N] = parts.try_into().ok().expect("N parts");
+    let Ok(parts) = <[FloatTensor<Trained>; N]>::try_from(parts) else {
+        unreachable!("the caller matched the count")
+    };
     let dims: Vec<usize> = parts[0]
         .primitive
         .layout()
