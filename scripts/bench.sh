@@ -55,5 +55,10 @@ if python3 -c 'import torch' 2>/dev/null; then
 fi
 echo "evaluate end to end (scripts/bench-evaluate.sh)..." >&2
 scripts/bench-evaluate.sh "$ZOO_SHARED" "$CARGO_TARGET_DIR/release/zoo" >"$work/evaluate.jsonl"
+echo "training through conv layers (scripts/bench-training.sh, cargo bench -p zoo-net)..." >&2
+if python3 -c 'import torch' 2>/dev/null; then
+    scripts/bench-training.sh "$ZOO_SHARED" "$CARGO_TARGET_DIR/release/zoo" >"$work/training.md"
+fi
+cargo bench -q -p zoo-net --bench train_ops >"$work/train_ops.jsonl" 2>/dev/null
 python3 scripts/bench_report.py "$work" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md" >&2

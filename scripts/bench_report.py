@@ -141,3 +141,29 @@ if evaluations:
     for r in sorted(evaluations, key=lambda r: r["seconds"]):
         tail.append(f"| {r['engine']} | {r['seconds']:.2f} | {r['seconds'] / default:.2f}x |")
     print("\n".join(tail))
+
+training = [l for l in lines("training.md") if l.startswith("|")]
+ops = [json.loads(l) for l in lines("train_ops.jsonl") if l.startswith("{")]
+if training or ops:
+    tail = ["\n## Training through conv layers: LeNet-5 from scratch, SqueezeNet 1.0 full unfreeze\n"]
+    if training:
+        tail.append("`scripts/bench-training.sh`: zoo (release build) and PyTorch (same architecture, "
+                    "optimizer, batch; 2 threads) one after the other in this run. zoo's epoch is the "
+                    "median of the epochs after the first and includes its validation pass.\n")
+        tail.append("| workload | zoo | PyTorch | zoo's speed / PyTorch's |")
+        tail.append("|---|---:|---:|---:|")
+        tail.extend(training)
+    if ops:
+        tail.append("\nPer-op profile of a training step on `Autodiff<Flex>` (`cargo bench -p zoo-net "
+                    "--bench train_ops`: milliseconds, median of 7; step = forward + backward of "
+                    "`sum(y * probe)`), zoo's own op beside burn's generic one:\n")
+        tail.append("| model | op | shape | zoo forward | zoo step | generic forward | generic step |")
+        tail.append("|---|---|---|---:|---:|---:|---:|")
+        for r in ops:
+            if "zoo_step_ms" in r:
+                tail.append(f"| {r['model']} | {r['op']} | {r['shape']} | {r['zoo_forward_ms']:.2f} | "
+                            f"{r['zoo_step_ms']:.2f} | {r['generic_forward_ms']:.2f} | {r['generic_step_ms']:.2f} |")
+            else:
+                tail.append(f"| {r['model']} | {r['op']} | {r['shape']} | {r['forward_ms']:.2f} | "
+                            f"{r['step_ms']:.2f} | (same op) | |")
+    print("\n".join(tail))

@@ -16,7 +16,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 use gemm::Parallelism;
@@ -88,12 +88,37 @@ pub fn conv2d<B: Backend>(
 
 /// The convolution's output: per image and group, `w @ im2col(image)` written straight into
 /// the NCHW output (flex's own convolution converts to NHWC and back around its gemm), then the
-/// bias per plane.
+/// bias per plane. Fewer images than cores (a single `predict`) go to flex's convolution, which
+/// spreads one image's tiles over the cores.
 fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry) -> FlexTensor {
-    let (x, w) = (contiguous(x), contiguous(w));
     let bias = bias.map(contiguous);
+    if g.batch < rayon::current_num_threads() && g.pad == g.pad_end {
+        let options = ConvOptions::new(g.stride, g.pad, g.dilation, g.groups);
+        let mut y = contiguous(<Flex as ModuleOps<Flex>>::conv2d(x, w, None, options));
+        if let Some(bias) = &bias {
+            // The fresh output is not shared: copy-on-write writes in place.
+            let len = g.batch * g.output_len();
+            add_bias(
+                &mut y.storage_mut::<f32>()[..len],
+                values(bias),
+                g.positions(),
+            );
+        }
+        return y;
+    }
+    let (x, w) = (contiguous(x), contiguous(w));
     let y = forward_values(g, values(&x), values(&w), bias.as_ref().map(values));
     flex(y, vec![g.batch, g.c_out, g.oh, g.ow])
+}
+
+/// Adds `bias[c]` to every plane of channel `c` (planes of `positions` values, NCHW order).
+fn add_bias(y: &mut [f32], bias: &[f32], positions: usize) {
+    y.par_chunks_mut(positions.max(1))
+        .enumerate()
+        .for_each(|(i, plane)| {
+            let b = bias[i % bias.len()];
+            plane.iter_mut().for_each(|v| *v += b);
+        });
 }
 
 fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
@@ -144,6 +169,7 @@ pub(crate) struct Geometry {
     stride: [usize; 2],
     /// Top and left pads (the bottom and right ones only shape the output).
     pad: [usize; 2],
+    pad_end: [usize; 2],
     dilation: [usize; 2],
     groups: usize,
     oh: usize,
@@ -169,6 +195,7 @@ impl Geometry {
             kw,
             stride: s.stride,
             pad: [s.pads[0], s.pads[1]],
+            pad_end: [s.pads[2], s.pads[3]],
             dilation: s.dilation,
             groups: s.groups,
             oh: out(0, h, kh),

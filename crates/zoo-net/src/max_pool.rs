@@ -82,10 +82,39 @@ impl Windows {
     /// Pools one plane into `out`, and the flat index of each maximum into `argmax` if given.
     /// The first maximum of a window wins.
     fn pool_plane(&self, plane: &[f32], out: &mut [f32], argmax: Option<&mut [u32]>) {
-        if self.pairs {
-            self.pool_pairs(plane, out, argmax);
-        } else {
-            self.pool_windows(plane, out, argmax);
+        match argmax {
+            _ if self.pairs => self.pool_pairs(plane, out, argmax),
+            None => self.pool_separable(plane, out),
+            Some(_) => self.pool_windows(plane, out, argmax),
+        }
+    }
+
+    /// Values only (inference): the window maximum as a maximum over its rows of the row
+    /// maxima, so a 3x3 window costs 3 + 3 comparisons instead of 9, and the second pass runs
+    /// along contiguous rows (SqueezeNet's 3x3 pools were 18 % of an evaluate).
+    fn pool_separable(&self, plane: &[f32], out: &mut [f32]) {
+        let (w, ow, col_step) = (self.width, self.cols.len(), self.steps[1]);
+        let height = plane.len() / w.max(1);
+        let mut row_max = vec![f32::NEG_INFINITY; height * ow];
+        for (r, maxima) in row_max.chunks_mut(ow.max(1)).enumerate() {
+            let row = &plane[r * w..][..w];
+            for (m, c) in maxima.iter_mut().zip(&self.cols) {
+                if c.count > 0 {
+                    *m = (1..c.count)
+                        .map(|j| row[c.first + j * col_step])
+                        .fold(row[c.first], |best, v| if v > best { v } else { best });
+                }
+            }
+        }
+        for (out_row, r) in out.chunks_mut(ow.max(1)).zip(&self.rows) {
+            out_row.fill(f32::NEG_INFINITY);
+            for i in 0..r.count {
+                let maxima = &row_max[(r.first + i * self.steps[0]) * ow..][..ow];
+                for (o, &m) in out_row.iter_mut().zip(maxima) {
+                    // The first row's value is taken as is (a NaN there stays, as below).
+                    *o = if i == 0 || m > *o { m } else { *o };
+                }
+            }
         }
     }
 

@@ -359,6 +359,13 @@ fn max_pooling_matches_burn_with_padding_overlap_and_ceil_mode() {
         );
         close(&format!("{name} output"), &ours[0], &burn[0]);
         close(&format!("{name} input gradient"), &ours[1], &burn[1]);
+        // Inference on flex (values only: separable maxima) gives the same values.
+        let x = Tensor::<Flex, 4>::from_data(
+            TensorData::new(SeededRng::new(31).values(dims.iter().product(), 3.0), dims),
+            &Default::default(),
+        );
+        let inference = zoo_net::max_pool::max_pool(&x, &spec, pads, extra).expect("flex f32");
+        close(&format!("{name} inference"), &host(inference), &burn[0]);
     }
 }
 
