@@ -3,7 +3,9 @@
 #   1. `zoo train lenet5`, the README command (7,500 MNIST digits, batch 64), vs
 #      scripts/torch_lenet_train.py (same architecture, optimizer, data and batch);
 #   2. SqueezeNet 1.0 (../shared/models/pretrained) `--unfreeze-all` on flowers5 at 224x224,
-#      batch 32, vs scripts/torch_squeezenet_train.py (torchvision's SqueezeNet 1.0).
+#      batch 32, vs scripts/torch_squeezenet_train.py (torchvision's SqueezeNet 1.0);
+#   3. the same SqueezeNet head only with `--augment` (the frozen layers run every step) vs
+#      scripts/torch_squeezenet_train.py --frozen.
 # Prints markdown table rows (scripts/bench.sh puts them into BENCHMARKS.md).
 # Usage: scripts/bench-training.sh [SHARED_DIR] [ZOO_BINARY]
 set -euo pipefail
@@ -59,4 +61,17 @@ zoo_epoch, zoo_rate, torch_epoch = (float(v) for v in sys.argv[1:4])
 print(f"| SqueezeNet 1.0 `--unfreeze-all`, flowers5 at 224x224, batch 32 (zoo: 320 training + "
       f"80 validation photos; PyTorch: 320 training) | {zoo_epoch:.2f} s/epoch "
       f"| {torch_epoch:.2f} s/epoch | **{torch_epoch / zoo_epoch:.2f}x** |")
+PY
+
+"$zoo" finetune "$squeezenet" --data "$shared/data/flowers5" --classes 5 --augment \
+    --epochs 3 --batch-size 32 --out "$work/augment" --json 2>/dev/null >"$work/augment.json"
+read -r zoo_epoch zoo_rate _ < <(summary "$work/augment.json")
+torch_frozen=$(python3 scripts/torch_squeezenet_train.py --images 320 --epochs 3 --frozen | tail -1)
+torch_epoch=$(sed -n 's/.*median epoch \([0-9.]*\) s.*/\1/p' <<<"$torch_frozen")
+python3 - "$zoo_epoch" "$torch_epoch" <<'PY'
+import sys
+zoo_epoch, torch_epoch = (float(v) for v in sys.argv[1:3])
+print(f"| SqueezeNet 1.0 head only with `--augment` (no feature cache: the frozen layers run "
+      f"forward every step), same data | {zoo_epoch:.2f} s/epoch | {torch_epoch:.2f} s/epoch "
+      f"(classifier only, features frozen) | **{torch_epoch / zoo_epoch:.2f}x** |")
 PY
