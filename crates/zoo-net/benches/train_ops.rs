@@ -88,7 +88,7 @@ fn bench_batch_norm(model: &str, dims: [usize; 4], rng: &mut SeededRng) {
     let x = tensor(rng, dims, true);
     let (scale, bias) = (tensor(rng, [c], true), tensor(rng, [c], true));
     let zoo = time_op(&|| {
-        zoo_net::batch_norm_train::batch_norm_train(&x, &scale, &bias, 1e-5)
+        zoo_net::batch_norm_train::batch_norm_train(&x, &scale, &bias, 1e-5, false)
             .expect("flex")
             .y
     });

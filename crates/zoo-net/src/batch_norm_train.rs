@@ -27,13 +27,15 @@ pub struct BatchNormTrained<B: Backend> {
 }
 
 /// `(x - mean) / sqrt(var + epsilon) * scale + bias` per channel of an NCHW batch, with the
-/// batch's own statistics, when `B` is `Autodiff<Flex>` and all values are f32; `None` sends
-/// the caller to the composed form.
+/// batch's own statistics, followed by a ReLU when `relu` (fused: the ReLU that follows batch
+/// norm in most CNNs costs no pass of its own), when `B` is `Autodiff<Flex>` and all values are
+/// f32; `None` sends the caller to the composed form.
 pub fn batch_norm_train<B: Backend>(
     x: &Tensor<B, 4>,
     scale: &Tensor<B, 1>,
     bias: &Tensor<B, 1>,
     epsilon: f32,
+    relu: bool,
 ) -> Option<BatchNormTrained<B>> {
     let all_f32 = [x.dtype(), scale.dtype(), bias.dtype()]
         .iter()
@@ -59,8 +61,9 @@ pub fn batch_norm_train<B: Backend>(
     let stats = statistics(values(&input), shape, epsilon);
     let gamma = values(&contiguous(scale.primitive.clone())).to_vec();
     let beta = values(&contiguous(bias.primitive.clone())).to_vec();
-    let y = normalize(values(&input), &stats, &gamma, &beta, shape);
+    let y = normalize(values(&input), &stats, &gamma, &beta, shape, relu);
     let y = flex(y, vec![n, c, h, w]);
+    let relu_output = relu.then(|| y.clone());
     let (mean, var) = (stats.mean.clone(), stats.var.clone());
     let nodes = [x.node.clone(), scale.node.clone(), bias.node.clone()];
     let out = match BatchNormBackward
@@ -68,7 +71,7 @@ pub fn batch_norm_train<B: Backend>(
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((input, stats, gamma, shape), y),
+        OpsKind::Tracked(prep) => prep.finish((input, stats, gamma, shape, relu_output), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     let y = Tensor::<Trained, 4>::from_primitive(TensorPrimitive::Float(out));
@@ -134,7 +137,14 @@ fn statistics(x: &[f32], s: Shape, epsilon: f32) -> Statistics {
     Statistics { mean, var, inv_std }
 }
 
-fn normalize(x: &[f32], stats: &Statistics, gamma: &[f32], beta: &[f32], s: Shape) -> Vec<f32> {
+fn normalize(
+    x: &[f32],
+    stats: &Statistics,
+    gamma: &[f32],
+    beta: &[f32],
+    s: Shape,
+    relu: bool,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(s.plane.max(1))
         .zip(x.par_chunks(s.plane.max(1)))
@@ -144,7 +154,9 @@ fn normalize(x: &[f32], stats: &Statistics, gamma: &[f32], beta: &[f32], s: Shap
             let a = gamma[c] * stats.inv_std[c];
             let b = beta[c] - stats.mean[c] * a;
             for (o, v) in out.iter_mut().zip(input) {
-                *o = v * a + b;
+                let y = v * a + b;
+                // `y < 0` rather than `max`: a NaN stays NaN, so divergence shows in the loss.
+                *o = if relu && y < 0.0 { 0.0 } else { y };
             }
         });
     y
@@ -154,14 +166,27 @@ fn normalize(x: &[f32], stats: &Statistics, gamma: &[f32], beta: &[f32], s: Shap
 struct BatchNormBackward;
 
 impl Backward<Flex, 3> for BatchNormBackward {
-    /// The input, its statistics, the scale, the shape.
-    type State = (FlexTensor, Statistics, Vec<f32>, Shape);
+    /// The input, its statistics, the scale, the shape, and the output when a ReLU is fused.
+    type State = (FlexTensor, Statistics, Vec<f32>, Shape, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x_node, scale_node, bias_node] = ops.parents.map(|p| p.map(|node| node.id));
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (input, stats, gamma, s) = ops.state;
-        let (dy, x) = (values(&grad), values(&input));
+        let (input, stats, gamma, s, relu_output) = ops.state;
+        // Through the fused ReLU first: the gradient passes where the output is positive.
+        let masked: Option<Vec<f32>> = relu_output.map(|y| {
+            let mut g = values(&grad).to_vec();
+            g.par_chunks_mut(s.plane.max(1))
+                .zip(values(&y).par_chunks(s.plane.max(1)))
+                .for_each(|(g, y)| {
+                    for (g, y) in g.iter_mut().zip(y) {
+                        *g = if *y > 0.0 { *g } else { 0.0 };
+                    }
+                });
+            g
+        });
+        let dy = masked.as_deref().unwrap_or(values(&grad));
+        let x = values(&input);
         // Per channel: sum of dy (the bias gradient) and of dy * x_hat (the scale gradient).
         let sums: Vec<(f32, f32)> = (0..s.channels)
             .into_par_iter()

@@ -101,11 +101,21 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     if let Some(v) = values.get(want) {
         return v.clone();
     }
+    // A ReLU whose input is already its output (fused into the batch norm before it).
+    let mut pass_through = None;
     for (i, node) in graph.nodes.iter().enumerate() {
         if i < start && plan.data_dependent[i] {
             continue;
         }
-        let outs = run_node(net, node, &values);
+        let tapped = tap.as_ref().map(|(name, _)| *name);
+        let outs = if pass_through == Some(i) {
+            vec![values[node.inputs[0].as_str()].clone()]
+        } else if let Some(y) = batch_norm_relu(net, i, &values, want, tapped) {
+            pass_through = Some(i + 1);
+            vec![y]
+        } else {
+            run_node(net, node, &values)
+        };
         for (name, out) in node.outputs.iter().zip(outs) {
             let out = match &mut tap {
                 Some((tapped, f)) if *tapped == name.as_str() && out.rank == 4 => {
@@ -129,6 +139,47 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
         // A value computed at import (an output made only of constants).
         None => constant_value(net, want).expect("the wanted value is produced by the graph"),
     }
+}
+
+/// Node `i`, a batch norm with batch statistics, and the ReLU right after it as one op
+/// (`batch_norm_train` with `relu`), when the ReLU is all that reads the batch norm's output:
+/// the value to store as the batch norm's output (already through the ReLU, which then passes
+/// it on). `None` leaves both nodes to run on their own.
+fn batch_norm_relu<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    want: &str,
+    tapped: Option<&str>,
+) -> Option<Value<B>> {
+    let graph = &net.plan.graph;
+    let (node, next) = (&graph.nodes[i], graph.nodes.get(i + 1)?);
+    let Op::BatchNorm { epsilon, momentum } = node.op else {
+        return None;
+    };
+    let out = node.outputs[0].as_str();
+    let sole_reader = matches!(next.op, Op::Relu)
+        && next.input(0) == Some(out)
+        && want != out
+        && tapped != Some(out);
+    if !sole_reader {
+        return None;
+    }
+    let recorder = batch_statistics(net, node)?;
+    let x = values.get(node.input(0)?)?;
+    let param = |k: usize| {
+        let p = *net.plan.param_index.get(node.input(k)?)?;
+        Some(net.params[p].val())
+    };
+    let (scale, bias) = (param(1)?, param(2)?);
+    if x.rank != 4 || graph.consumers(out).count() != 1 {
+        return None;
+    }
+    let x = x.t4();
+    let fused = crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon, true)?;
+    let [n, _, h, w] = x.dims();
+    recorder.record_values(fused.mean, fused.var, n * h * w, momentum);
+    Some(Value::from4(fused.y, 4))
 }
 
 /// Whether input `i` of `node` is a parameter that trains in this (autodiff) run.
@@ -159,7 +210,9 @@ fn batch_norm_train<B: Backend>(
     recorder: &crate::batchnorm::Recorder<'_>,
 ) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    if let Some(fused) = crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon) {
+    if let Some(fused) =
+        crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon, false)
+    {
         recorder.record_values(fused.mean, fused.var, n * h * w, momentum);
         return fused.y;
     }

@@ -233,7 +233,7 @@ fn values_that_are_not_f32_take_the_generic_path() {
 }
 
 /// Output, mean, biased variance, then the gradients of x, scale and bias.
-fn batch_norm(dims: [usize; 4], fused: bool) -> Vec<Vec<f32>> {
+fn batch_norm(dims: [usize; 4], fused: bool, relu: bool) -> Vec<Vec<f32>> {
     const EPS: f32 = 1e-5;
     let mut rng = SeededRng::new(23);
     let c = dims[1];
@@ -241,7 +241,7 @@ fn batch_norm(dims: [usize; 4], fused: bool) -> Vec<Vec<f32>> {
     let scale = tensor(&rng.values(c, 1.0), [c], true);
     let bias = tensor(&rng.values(c, 1.0), [c], true);
     let (y, mean, var) = if fused {
-        let out = zoo_net::batch_norm_train::batch_norm_train(&x, &scale, &bias, EPS)
+        let out = zoo_net::batch_norm_train::batch_norm_train(&x, &scale, &bias, EPS, relu)
             .expect("the fused op takes f32 flex");
         (out.y, out.mean, out.var)
     } else {
@@ -251,6 +251,7 @@ fn batch_norm(dims: [usize; 4], fused: bool) -> Vec<Vec<f32>> {
         let var = per_channel(centred.clone().powi_scalar(2));
         let y = centred / (var.clone() + EPS as f64).sqrt() * scale.clone().reshape([1, c, 1, 1])
             + bias.clone().reshape([1, c, 1, 1]);
+        let y = if relu { burn::tensor::activation::relu(y) } else { y };
         (y, host(mean.inner()), host(var.inner()))
     };
     let probe = Tensor::<B, 4>::from_data(
@@ -270,18 +271,13 @@ fn batch_norm(dims: [usize; 4], fused: bool) -> Vec<Vec<f32>> {
 
 #[test]
 fn batch_norm_with_batch_statistics_matches_the_composed_formula() {
-    for dims in [[4, 3, 5, 6], [1, 2, 3, 3], [6, 5, 1, 1]] {
-        let (fused, composed) = (batch_norm(dims, true), batch_norm(dims, false));
-        let parts = [
-            "output",
-            "mean",
-            "variance",
-            "x grad",
-            "scale grad",
-            "bias grad",
-        ];
-        for ((a, b), part) in fused.iter().zip(&composed).zip(parts) {
-            close(&format!("{dims:?} {part}"), a, b);
+    for relu in [false, true] {
+        for dims in [[4, 3, 5, 6], [1, 2, 3, 3], [6, 5, 1, 1]] {
+            let (fused, composed) = (batch_norm(dims, true, relu), batch_norm(dims, false, relu));
+            let parts = ["output", "mean", "variance", "x grad", "scale grad", "bias grad"];
+            for ((a, b), part) in fused.iter().zip(&composed).zip(parts) {
+                close(&format!("{dims:?} relu {relu} {part}"), a, b);
+            }
         }
     }
 }

@@ -15,7 +15,8 @@ type B = Autodiff<Flex>;
 const X: [usize; 4] = [3, 2, 5, 4];
 const EPS: f32 = 1e-5;
 
-fn conv_bn(w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Network<B> {
+/// conv -> batch norm (-> ReLU when `relu`: zoo fuses the two) -> flatten.
+fn conv_bn(w: &[f32], b: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Network<B> {
     let [_, c, h, wd] = X;
     let mut g = GraphBuilder::new("x", &[Some(1), Some(c), Some(h), Some(wd)]);
     g.init_f32("conv_w_0", &[3, c, 3, 3], w.to_vec());
@@ -38,10 +39,13 @@ fn conv_bn(w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Network<B> {
         &["n"],
         vec![("epsilon", Attr::Float(EPS))],
     );
+    if relu {
+        g.node("relu", "Relu", &["n"], &["r"], vec![]);
+    }
     g.node(
         "flat",
         "Flatten",
-        &["n"],
+        &[if relu { "r" } else { "n" }],
         &["y"],
         vec![("axis", Attr::Int(1))],
     );
@@ -69,6 +73,12 @@ fn close(name: &str, a: &[f32], b: &[f32]) {
 
 #[test]
 fn conv_bias_and_batch_statistics_match_the_generic_ops_in_values_and_gradients() {
+    for relu in [false, true] {
+        conv_bn_matches_the_generic_ops(relu);
+    }
+}
+
+fn conv_bn_matches_the_generic_ops(relu: bool) {
     let mut rng = SeededRng::new(17);
     let n: usize = X.iter().product();
     let (x, w, b) = (
@@ -86,7 +96,7 @@ fn conv_bias_and_batch_statistics_match_the_generic_ops_in_values_and_gradients(
     };
 
     // zoo's network.
-    let net = conv_bn(&w, &b, &scale, &shift);
+    let net = conv_bn(&w, &b, &scale, &shift, relu);
     let x1 = leaf(&x, X);
     let y1 = net.forward(x1.clone()).unwrap();
     let grads = (y1.clone() * target()).sum().backward();
@@ -113,6 +123,11 @@ fn conv_bias_and_batch_statistics_match_the_generic_ops_in_values_and_gradients(
         .mean_dim(3);
     let y = centred / (var + EPS as f64).sqrt() * s2.clone().reshape([1, 3, 1, 1])
         + t2.clone().reshape([1, 3, 1, 1]);
+    let y = if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    };
     let y2: Tensor<B, 2> = y.reshape([3, 60]);
     let grads = (y2.clone() * target()).sum().backward();
     let generic: Vec<Vec<f32>> = [
@@ -132,7 +147,7 @@ fn conv_bias_and_batch_statistics_match_the_generic_ops_in_values_and_gradients(
         .iter()
         .enumerate()
     {
-        close(&format!("gradient of {name}"), &ours[k], &generic[k]);
+        close(&format!("relu {relu}: gradient of {name}"), &ours[k], &generic[k]);
     }
     // The statistics the trainer folds in are the batch's (unbiased variance).
     let net = net.update_running_statistics();
