@@ -251,7 +251,11 @@ fn batch_norm(dims: [usize; 4], fused: bool, relu: bool) -> Vec<Vec<f32>> {
         let var = per_channel(centred.clone().powi_scalar(2));
         let y = centred / (var.clone() + EPS as f64).sqrt() * scale.clone().reshape([1, c, 1, 1])
             + bias.clone().reshape([1, c, 1, 1]);
-        let y = if relu { burn::tensor::activation::relu(y) } else { y };
+        let y = if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        };
         (y, host(mean.inner()), host(var.inner()))
     };
     let probe = Tensor::<B, 4>::from_data(
@@ -274,7 +278,14 @@ fn batch_norm_with_batch_statistics_matches_the_composed_formula() {
     for relu in [false, true] {
         for dims in [[4, 3, 5, 6], [1, 2, 3, 3], [6, 5, 1, 1]] {
             let (fused, composed) = (batch_norm(dims, true, relu), batch_norm(dims, false, relu));
-            let parts = ["output", "mean", "variance", "x grad", "scale grad", "bias grad"];
+            let parts = [
+                "output",
+                "mean",
+                "variance",
+                "x grad",
+                "scale grad",
+                "bias grad",
+            ];
             for ((a, b), part) in fused.iter().zip(&composed).zip(parts) {
                 close(&format!("{dims:?} relu {relu} {part}"), a, b);
             }

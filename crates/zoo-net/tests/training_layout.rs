@@ -147,7 +147,11 @@ fn conv_bn_matches_the_generic_ops(relu: bool) {
         .iter()
         .enumerate()
     {
-        close(&format!("relu {relu}: gradient of {name}"), &ours[k], &generic[k]);
+        close(
+            &format!("relu {relu}: gradient of {name}"),
+            &ours[k],
+            &generic[k],
+        );
     }
     // The statistics the trainer folds in are the batch's (unbiased variance).
     let net = net.update_running_statistics();
