@@ -141,8 +141,8 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     }
 }
 
-/// Node `i`, a batch norm with batch statistics, and the ReLU right after it as one op
-/// (`batch_norm_train` with `relu`), when the ReLU is all that reads the batch norm's output:
+/// Node `i`, a batch norm with batch statistics, and the ReLU right after it as one step
+/// (`batch_norm_train` with `relu`: one op on flex), when the ReLU is all that reads the batch norm's output:
 /// the value to store as the batch norm's output (already through the ReLU, which then passes
 /// it on). `None` leaves both nodes to run on their own.
 fn batch_norm_relu<B: Backend>(
@@ -175,11 +175,8 @@ fn batch_norm_relu<B: Backend>(
     if x.rank != 4 || graph.consumers(out).count() != 1 {
         return None;
     }
-    let x = x.t4();
-    let fused = crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon, true)?;
-    let [n, _, h, w] = x.dims();
-    recorder.record_values(fused.mean, fused.var, n * h * w, momentum);
-    Some(Value::from4(fused.y, 4))
+    let y = batch_norm_train(x.t4(), [scale, bias], epsilon, momentum, &recorder, true);
+    Some(Value::from4(y, 4))
 }
 
 /// Whether input `i` of `node` is a parameter that trains in this (autodiff) run.
@@ -208,10 +205,10 @@ fn batch_norm_train<B: Backend>(
     epsilon: f32,
     momentum: f32,
     recorder: &crate::batchnorm::Recorder<'_>,
+    relu: bool,
 ) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    if let Some(fused) =
-        crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon, false)
+    if let Some(fused) = crate::batch_norm_train::batch_norm_train(&x, &scale, &bias, epsilon, relu)
     {
         recorder.record_values(fused.mean, fused.var, n * h * w, momentum);
         return fused.y;
@@ -224,7 +221,12 @@ fn batch_norm_train<B: Backend>(
     recorder.record(&mean.detach(), &var.clone().detach(), n * h * w, momentum);
     let inv_std = scale.reshape([1, c, 1]) * (var + epsilon as f64).sqrt().recip();
     let y = centred * inv_std.repeat_dim(0, n) + bias.reshape([1, c, 1]).repeat_dim(0, n);
-    y.reshape([n, c, h, w])
+    let y = y.reshape([n, c, h, w]);
+    if relu {
+        activation::relu(y)
+    } else {
+        y
+    }
 }
 
 /// A constant of the graph (parameter or plain constant) as a value.
@@ -371,7 +373,7 @@ fn run_single<B: Backend>(
             if let (Some(recorder), 4) = (&recorder, x.rank) {
                 let params = [1, 2].map(|i| param_1d(i).expect("validated"));
                 return Value::from4(
-                    batch_norm_train(x.t4(), params, *epsilon, *momentum, recorder),
+                    batch_norm_train(x.t4(), params, *epsilon, *momentum, recorder, false),
                     4,
                 );
             }
