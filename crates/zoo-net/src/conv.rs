@@ -9,6 +9,7 @@
 //! `tests/fused_ops.rs` holds the two to the same values and gradients.
 
 use std::any::TypeId;
+use std::ops::Range;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -22,7 +23,10 @@ use burn_flex::FlexTensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::flex_autodiff::{cast, contiguous, flex, values, Trained};
+use std::mem::MaybeUninit;
+
+use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, written, Trained};
+use crate::image_parallel::inside_image_task;
 
 /// A convolution's settings; the pads may differ per side (TensorFlow's SAME padding).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,6 +36,8 @@ pub struct ConvSettings {
     pub pads: [usize; 4],
     pub dilation: [usize; 2],
     pub groups: usize,
+    /// A ReLU on the output (the graph's ReLU after the convolution, run in the same pass).
+    pub relu: bool,
 }
 
 impl From<&ConvOptions<2>> for ConvSettings {
@@ -42,11 +48,12 @@ impl From<&ConvOptions<2>> for ConvSettings {
             pads: [ph, pw, ph, pw],
             dilation: o.dilation,
             groups: o.groups,
+            relu: false,
         }
     }
 }
 
-/// `conv2d(x, w) + bias` on flex: with zoo's gradients when `B` is `Autodiff<Flex>`, forward
+/// `conv2d(x, w) + bias` (then ReLU if `settings.relu`) on flex: with zoo's gradients when `B` is `Autodiff<Flex>`, forward
 /// only when `B` is `Flex`; `None` (other backends, values not f32) sends the caller to burn's
 /// generic convolution.
 pub fn conv2d<B: Backend>(
@@ -92,17 +99,18 @@ pub fn conv2d<B: Backend>(
 /// spreads one image's tiles over the cores.
 fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry) -> FlexTensor {
     let bias = bias.map(contiguous);
-    if g.batch < rayon::current_num_threads() && g.pad == g.pad_end {
+    let few_images = g.batch < rayon::current_num_threads() && !inside_image_task();
+    if few_images && g.pad == g.pad_end {
         let options = ConvOptions::new(g.stride, g.pad, g.dilation, g.groups);
         let mut y = contiguous(<Flex as ModuleOps<Flex>>::conv2d(x, w, None, options));
-        if let Some(bias) = &bias {
+        if bias.is_some() || g.relu {
             // The fresh output is not shared: copy-on-write writes in place.
             let len = g.batch * g.output_len();
-            add_bias(
-                &mut y.storage_mut::<f32>()[..len],
-                values(bias),
-                g.positions(),
-            );
+            let bias = bias.as_ref().map(values);
+            y.storage_mut::<f32>()[..len]
+                .par_chunks_mut(g.positions().max(1))
+                .enumerate()
+                .for_each(|(plane, values)| finish_plane(values, bias, plane % g.c_out, g.relu));
         }
         return y;
     }
@@ -111,49 +119,69 @@ fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry)
     flex(y, vec![g.batch, g.c_out, g.oh, g.ow])
 }
 
-/// Adds `bias[c]` to every plane of channel `c` (planes of `positions` values, NCHW order).
-fn add_bias(y: &mut [f32], bias: &[f32], positions: usize) {
-    y.par_chunks_mut(positions.max(1))
-        .enumerate()
-        .for_each(|(i, plane)| {
-            let b = bias[i % bias.len()];
-            plane.iter_mut().for_each(|v| *v += b);
-        });
+/// The end of a convolution on one output plane of channel `channel`: its bias, then the
+/// fused ReLU (one pass, while the plane is in cache).
+fn finish_plane(plane: &mut [f32], bias: Option<&[f32]>, channel: usize, relu: bool) {
+    let b = bias.map_or(0.0, |b| b[channel]);
+    if relu {
+        plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+    } else if bias.is_some() {
+        plane.iter_mut().for_each(|v| *v += b);
+    }
 }
+
+/// Values of one block of the inference convolution's columns (512 KB): a block of output
+/// rows is unfolded, multiplied and finished while its im2col columns and its output are still
+/// in the core's L2 cache (a whole image's unfolding is 7 MB for SqueezeNet's first layer).
+const BLOCK_VALUES: usize = 1 << 17;
 
 fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (_, parallelism) = split(g.batch);
     let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-    let mut y = vec![0.0f32; g.batch * g.output_len()];
-    y.par_chunks_mut(g.output_len().max(1))
-        .zip(x.par_chunks(g.image_len().max(1)))
-        .for_each_init(
-            || vec![0.0f32; g.matrix_len()],
-            |matrix, (out, image)| {
-                for group in 0..g.groups {
-                    let cols = if g.is_pointwise() {
-                        &image[group * patch * positions..][..patch * positions]
-                    } else {
-                        im2col(g, image, group, matrix);
-                        &matrix[..]
-                    };
-                    gemm_into(
-                        &mut out[group * cog * positions..][..cog * positions],
-                        [cog, positions, patch],
-                        View::rows(&w[group * cog * patch..][..cog * patch], patch),
-                        View::rows(cols, positions),
-                        false,
-                        parallelism,
-                    );
+    let block_rows = (BLOCK_VALUES / (patch.max(cog) * g.ow).max(1)).max(1);
+    let scratch = || vec![0.0f32; g.matrix_len()];
+    let image_output = |n: usize, matrix: &mut Vec<f32>, out: &mut [MaybeUninit<f32>]| {
+        let image = &x[n * g.image_len()..][..g.image_len()];
+        for group in 0..g.groups {
+            let weights = View::rows(&w[group * cog * patch..][..cog * patch], patch);
+            for first in (0..g.oh).step_by(block_rows) {
+                let rows = first..(first + block_rows).min(g.oh);
+                let (start, count) = (rows.start * g.ow, rows.len() * g.ow);
+                let cols = if g.is_pointwise() {
+                    &image[group * patch * positions + start..]
+                } else {
+                    im2col(g, image, group, matrix, rows);
+                    &matrix[start..]
+                };
+                let first_channel = group * cog;
+                gemm_write(
+                    &mut out[first_channel * positions + start..],
+                    [cog, count, patch],
+                    weights,
+                    View::rows(cols, positions),
+                    positions,
+                    parallelism,
+                );
+                if bias.is_none() && !g.relu {
+                    continue;
                 }
-                if let Some(bias) = bias {
-                    for (plane, b) in out.chunks_mut(positions.max(1)).zip(bias) {
-                        plane.iter_mut().for_each(|v| *v += b);
-                    }
+                for channel in first_channel..first_channel + cog {
+                    let block = &mut out[channel * positions + start..][..count];
+                    // SAFETY: the gemm above wrote this row of the block.
+                    finish_plane(unsafe { written(block) }, bias, channel, g.relu);
                 }
-            },
-        );
-    y
+            }
+        }
+    };
+    // SAFETY: `image_output` writes every value of its image's output (above).
+    unsafe {
+        par_fill(
+            g.batch * g.output_len(),
+            g.output_len(),
+            scratch,
+            image_output,
+        )
+    }
 }
 
 /// Sizes of one convolution. `c_in`/`c_out` are totals; each group sees `c_in / groups`.
@@ -174,6 +202,7 @@ pub(crate) struct Geometry {
     groups: usize,
     oh: usize,
     ow: usize,
+    relu: bool,
 }
 
 impl Geometry {
@@ -200,6 +229,7 @@ impl Geometry {
             groups: s.groups,
             oh: out(0, h, kh),
             ow: out(1, wd, kw),
+            relu: s.relu,
         }
     }
 
@@ -247,10 +277,56 @@ impl Geometry {
             && [self.oh, self.ow] == [self.h, self.w]
     }
 
-    /// Walks the im2col matrix of group `group` in runs along output rows:
+    /// Stride 1 with output rows as wide as the image ("same" padding across): each matrix
+    /// row is the image channel shifted, so its cells over many output rows are one run.
+    fn is_shifted_image(&self) -> bool {
+        self.stride == [1, 1] && self.ow == self.w
+    }
+
+    /// For a [`is_shifted_image`](Self::is_shifted_image) geometry, every matrix row of group
+    /// `group` over output rows `rows`, as a [`ShiftedRow`].
+    fn shifted_rows(&self, group: usize, rows: Range<usize>, mut visit: impl FnMut(ShiftedRow)) {
+        let (positions, plane) = (self.positions(), self.h * self.w);
+        for c in 0..self.in_per_group() {
+            let channel = (group * self.in_per_group() + c) * plane;
+            for ki in 0..self.kh {
+                let row_offset = (ki * self.dilation[0]) as isize - self.pad[0] as isize;
+                let (top, bottom) = inside(self.oh, self.h, row_offset, 1);
+                let (top, bottom) = (top.max(rows.start), bottom.min(rows.end));
+                for kj in 0..self.kw {
+                    let col_offset = (kj * self.dilation[1]) as isize - self.pad[1] as isize;
+                    let (lo, hi) = inside(self.ow, self.w, col_offset, 1);
+                    let row = ((c * self.kh + ki) * self.kw + kj) * positions;
+                    let reads = (top < bottom && lo < hi).then(|| {
+                        let first = row + top * self.ow + lo;
+                        let last = row + (bottom - 1) * self.ow + hi;
+                        let from = channel as isize
+                            + (top as isize + row_offset) * self.w as isize
+                            + lo as isize
+                            + col_offset;
+                        (first..last, from as usize)
+                    });
+                    visit(ShiftedRow {
+                        start: row,
+                        rows: rows.clone(),
+                        inside: top..bottom,
+                        columns: lo..hi,
+                        reads,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Walks output rows `rows` of the im2col matrix of group `group` in runs along each row:
     /// `visit(matrix_offset, len, Some((image_offset, image_step)))` for output columns whose
     /// input cell lies inside the image, `visit(matrix_offset, len, None)` for the padding.
-    fn walk(&self, group: usize, mut visit: impl FnMut(usize, usize, Option<(usize, usize)>)) {
+    fn walk(
+        &self,
+        group: usize,
+        rows: Range<usize>,
+        mut visit: impl FnMut(usize, usize, Option<(usize, usize)>),
+    ) {
         let (positions, plane) = (self.positions(), self.h * self.w);
         for c in 0..self.in_per_group() {
             let channel = (group * self.in_per_group() + c) * plane;
@@ -259,7 +335,7 @@ impl Geometry {
                     let row = ((c * self.kh + ki) * self.kw + kj) * positions;
                     let col_offset = (kj * self.dilation[1]) as isize - self.pad[1] as isize;
                     let (lo, hi) = inside(self.ow, self.w, col_offset, self.stride[1]);
-                    for oy in 0..self.oh {
+                    for oy in rows.clone() {
                         let at = row + oy * self.ow;
                         let iy = (oy * self.stride[0] + ki * self.dilation[0]) as isize
                             - self.pad[0] as isize;
@@ -276,6 +352,56 @@ impl Geometry {
                 }
             }
         }
+    }
+}
+
+/// One matrix row of a stride-1 "same"-width convolution over some output rows.
+struct ShiftedRow {
+    /// Offset of the matrix row.
+    start: usize,
+    /// The output rows asked for, and those among them whose input row is in the image.
+    rows: Range<usize>,
+    inside: Range<usize>,
+    /// The output columns whose input column is in the image.
+    columns: Range<usize>,
+    /// The matrix cells from the first inside cell to the last, and the image offset of the
+    /// first: one contiguous run of the image, the wrapped cells between rows included.
+    reads: Option<(Range<usize>, usize)>,
+}
+
+impl ShiftedRow {
+    /// Calls `pad(offset, len)` for every run of padding cells of the row.
+    fn padding(&self, ow: usize, mut pad: impl FnMut(usize, usize)) {
+        let at = |oy: usize| self.start + oy * ow;
+        if self.inside.is_empty() || self.columns.is_empty() {
+            pad(at(self.rows.start), self.rows.len() * ow);
+            return;
+        }
+        if self.rows.start < self.inside.start {
+            pad(
+                at(self.rows.start),
+                (self.inside.start - self.rows.start) * ow,
+            );
+        }
+        for oy in self.inside.clone() {
+            if self.columns.start > 0 {
+                pad(at(oy), self.columns.start);
+            }
+            if self.columns.end < ow {
+                pad(at(oy) + self.columns.end, ow - self.columns.end);
+            }
+        }
+        if self.inside.end < self.rows.end {
+            pad(at(self.inside.end), (self.rows.end - self.inside.end) * ow);
+        }
+    }
+}
+
+/// Zeroes `len` cells; the common single cell without a `memset` call.
+fn zero(cells: &mut [f32]) {
+    match cells {
+        [one] => *one = 0.0,
+        many => many.fill(0.0),
     }
 }
 
@@ -297,30 +423,62 @@ fn inside(outputs: usize, size: usize, offset: isize, stride: usize) -> (usize, 
     (lo.min(outputs as isize) as usize, hi.max(0) as usize)
 }
 
-/// Group `group`'s im2col matrix of one image: `[patch, positions]`, row-major. The cells that
-/// read padding are the same for every image of a geometry, so they are not written: `matrix`
-/// must hold zeros there (a zeroed buffer, reused only for this geometry). Filling them for
-/// each image was a `memset` call per output row and side, 7 % of a LeNet-5 step.
+/// Group `group`'s im2col matrix of one image, the columns of output rows `rows`:
+/// `[patch, positions]`, row-major. A stride-1 "same"-width geometry writes every cell (a
+/// copy per matrix row, then its few padding cells). Otherwise the cells that read padding
+/// are the same for every image of a geometry, so they are not written: `matrix` must hold
+/// zeros there (a zeroed buffer, reused only for this geometry); filling them for each image
+/// was a `memset` call per output row and side, 7 % of a LeNet-5 step.
 #[inline(never)]
-fn im2col(g: &Geometry, image: &[f32], group: usize, matrix: &mut [f32]) {
-    g.walk(group, |at, len, source| {
+fn im2col(g: &Geometry, image: &[f32], group: usize, matrix: &mut [f32], rows: Range<usize>) {
+    if g.is_shifted_image() {
+        // One copy per matrix row, then the wrapped and padding cells zeroed (all written).
+        return g.shifted_rows(group, rows, |row| {
+            if let Some((cells, from)) = &row.reads {
+                matrix[cells.clone()].copy_from_slice(&image[*from..][..cells.len()]);
+            }
+            row.padding(g.ow, |at, len| zero(&mut matrix[at..at + len]));
+        });
+    }
+    g.walk(group, rows, |at, len, source| {
         let dst = &mut matrix[at..at + len];
         match source {
             None => debug_assert!(dst.iter().all(|&v| v == 0.0), "padding cells stay zero"),
             Some((from, 1)) => dst.copy_from_slice(&image[from..from + len]),
+            // Stride 2 over a slice the compiler can bound (no check per cell: an indexed
+            // gather was most of a stride-2 first layer's unfolding).
+            Some((from, 2)) => {
+                let src = &image[from..from + 2 * len - 1];
+                dst.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, d)| *d = src[2 * i]);
+            }
             Some((from, step)) => {
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = image[from + i * step];
-                }
+                let cells = image[from..from + step * (len - 1) + 1].chunks(step);
+                dst.iter_mut().zip(cells).for_each(|(d, cell)| *d = cell[0]);
             }
         }
     });
 }
 
-/// Adds a group's im2col-shaped gradient back onto the image cells it was read from.
+/// Adds a group's im2col-shaped gradient back onto the image cells it was read from. The
+/// padding cells of `matrix` may be zeroed on the way.
 #[inline(never)]
-fn col2im_add(g: &Geometry, matrix: &[f32], group: usize, image: &mut [f32]) {
-    g.walk(group, |at, len, source| {
+fn col2im_add(g: &Geometry, matrix: &mut [f32], group: usize, image: &mut [f32]) {
+    if g.is_shifted_image() {
+        // Padding cells zeroed, each matrix row is one contiguous add onto the image.
+        return g.shifted_rows(group, 0..g.oh, |row| {
+            row.padding(g.ow, |at, len| zero(&mut matrix[at..at + len]));
+            if let Some((cells, to)) = &row.reads {
+                let target = &mut image[*to..][..cells.len()];
+                target
+                    .iter_mut()
+                    .zip(&matrix[cells.clone()])
+                    .for_each(|(t, v)| *t += v);
+            }
+        });
+    }
+    g.walk(group, 0..g.oh, |at, len, source| {
         if let Some((to, step)) = source {
             for (i, v) in matrix[at..at + len].iter().enumerate() {
                 image[to + i * step] += v;
@@ -359,24 +517,78 @@ impl View {
 /// `dst (+)= lhs @ rhs`, `dst` row-major `[m, n]`, `k` the inner size.
 fn gemm_into(
     dst: &mut [f32],
-    [m, n, k]: [usize; 3],
+    mnk: [usize; 3],
     lhs: View,
     rhs: View,
     accumulate: bool,
     parallelism: Parallelism,
 ) {
-    assert!(dst.len() >= m * n, "gemm destination too small");
-    // SAFETY: `dst` holds m x n values (asserted); `lhs` and `rhs` were built from slices
-    // covering m x k and k x n values at their strides (every caller sizes them from one
-    // `Geometry`), and nothing else touches these buffers during the call.
+    let dst = Destination {
+        ptr: dst.as_mut_ptr(),
+        len: dst.len(),
+        row_step: mnk[1],
+    };
+    // SAFETY: `dst` is a slice of initialised values, its length passed with it.
+    unsafe { gemm_raw(dst, mnk, [lhs, rhs], accumulate, parallelism) }
+}
+
+/// `dst = lhs @ rhs` into values not yet written, `dst` rows `dst_row_step` apart: gemm
+/// writes all `m x n` of them.
+fn gemm_write(
+    dst: &mut [MaybeUninit<f32>],
+    mnk: [usize; 3],
+    lhs: View,
+    rhs: View,
+    dst_row_step: usize,
+    parallelism: Parallelism,
+) {
+    let dst = Destination {
+        ptr: dst.as_mut_ptr().cast::<f32>(),
+        len: dst.len(),
+        row_step: dst_row_step,
+    };
+    // SAFETY: `dst` is a slice, its length passed with it; gemm without `accumulate` only
+    // writes the destination.
+    unsafe { gemm_raw(dst, mnk, [lhs, rhs], false, parallelism) }
+}
+
+/// Where a gemm writes: `len` values from `ptr`, rows `row_step` apart.
+struct Destination {
+    ptr: *mut f32,
+    len: usize,
+    row_step: usize,
+}
+
+/// # Safety
+/// `dst` points to `dst.len` values this call may write (and read when `accumulate`).
+unsafe fn gemm_raw(
+    dst: Destination,
+    [m, n, k]: [usize; 3],
+    [lhs, rhs]: [View; 2],
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    let reach = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * dst.row_step + n
+    };
+    assert!(
+        dst.len >= reach && dst.row_step >= n,
+        "gemm destination too small"
+    );
+    // SAFETY: `dst` holds the m rows of n values at its row step (asserted, and the caller's
+    // promise); `lhs` and `rhs` were built from slices covering m x k and k x n values at
+    // their strides (every caller sizes them from one `Geometry`), and nothing else touches
+    // these buffers during the call.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.ptr,
             1,
-            n as isize,
+            dst.row_step as isize,
             accumulate,
             lhs.ptr,
             lhs.col_step,
@@ -398,7 +610,7 @@ fn gemm_into(
 /// on one core), else image by image with each gemm using every core.
 fn split(images: usize) -> (usize, Parallelism) {
     let threads = rayon::current_num_threads().max(1);
-    if images >= threads {
+    if images >= threads || inside_image_task() {
         (images.div_ceil(threads), Parallelism::None)
     } else {
         (1, Parallelism::Rayon(0))
@@ -420,7 +632,7 @@ fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
                 let cols = if g.is_pointwise() {
                     &image[group * patch * positions..][..patch * positions]
                 } else {
-                    im2col(g, image, group, &mut matrix);
+                    im2col(g, image, group, &mut matrix, 0..g.oh);
                     &matrix[..]
                 };
                 let out = &grad[n * g.output_len() + group * cog * positions..][..cog * positions];
@@ -477,7 +689,7 @@ fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
                             false,
                             parallelism,
                         );
-                        col2im_add(g, matrix, group, image);
+                        col2im_add(g, &mut matrix[..], group, image);
                     }
                 }
             },
@@ -498,14 +710,15 @@ fn bias_grad(g: &Geometry, grad: &[f32]) -> Vec<f32> {
 struct ConvBackward;
 
 impl Backward<Flex, 3> for ConvBackward {
-    /// Input, weights, geometry.
-    type State = (FlexTensor, FlexTensor, Geometry);
+    /// Input, weights, geometry, and the output when a ReLU was fused (its mask).
+    type State = (FlexTensor, FlexTensor, Geometry, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x_node, w_node, b_node] = ops.parents.map(|p| p.map(|node| node.id));
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, g) = ops.state;
-        let grad = values(&grad);
+        let (x, w, g, relu_output) = ops.state;
+        let masked = relu_output.map(|y| through_relu(values(&grad), values(&contiguous(y))));
+        let grad = masked.as_deref().unwrap_or(values(&grad));
         if let Some(id) = x_node {
             let w = contiguous(w);
             let dx = input_grad(&g, values(&w), grad);
@@ -521,6 +734,20 @@ impl Backward<Flex, 3> for ConvBackward {
             grads.register::<Flex>(id, flex(bias_grad(&g, grad), vec![g.c_out]));
         }
     }
+}
+
+/// The gradient before a fused ReLU: zero where the ReLU's output is (the ReLU's own rule).
+fn through_relu(grad: &[f32], output: &[f32]) -> Vec<f32> {
+    let mut masked = vec![0.0f32; grad.len()];
+    masked
+        .par_chunks_mut(1 << 14)
+        .zip(grad.par_chunks(1 << 14).zip(output.par_chunks(1 << 14)))
+        .for_each(|(m, (g, y))| {
+            for ((m, &g), &y) in m.iter_mut().zip(g).zip(y) {
+                *m = if y > 0.0 { g } else { 0.0 };
+            }
+        });
+    masked
 }
 
 fn tracked_conv(
@@ -545,8 +772,10 @@ fn tracked_conv(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let state = (x.primitive.clone(), w.primitive.clone(), geometry);
-            prep.finish(state, run(x.primitive, w.primitive, b.primitive))
+            let (x_kept, w_kept) = (x.primitive.clone(), w.primitive.clone());
+            let y = run(x.primitive, w.primitive, b.primitive);
+            let relu_output = geometry.relu.then(|| y.clone());
+            prep.finish((x_kept, w_kept, geometry, relu_output), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(run(x.primitive, w.primitive, b.primitive)),
     };

@@ -101,7 +101,7 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     if let Some(v) = values.get(want) {
         return v.clone();
     }
-    // A ReLU whose input is already its output (fused into the batch norm before it).
+    // A ReLU whose input is already its output (fused into the node before it).
     let mut pass_through = None;
     for (i, node) in graph.nodes.iter().enumerate() {
         if i < start && plan.data_dependent[i] {
@@ -110,7 +110,7 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
         let tapped = tap.as_ref().map(|(name, _)| *name);
         let outs = if pass_through == Some(i) {
             vec![values[node.inputs[0].as_str()].clone()]
-        } else if let Some(y) = batch_norm_relu(net, i, &values, want, tapped) {
+        } else if let Some(y) = with_relu(net, i, &values, want, tapped) {
             pass_through = Some(i + 1);
             vec![y]
         } else {
@@ -141,42 +141,41 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     }
 }
 
-/// Node `i`, a batch norm with batch statistics, and the ReLU right after it as one step
-/// (`batch_norm_train` with `relu`: one op on flex), when the ReLU is all that reads the batch norm's output:
-/// the value to store as the batch norm's output (already through the ReLU, which then passes
-/// it on). `None` leaves both nodes to run on their own.
-fn batch_norm_relu<B: Backend>(
+/// Node `i` and the ReLU right after it as one op, when the ReLU is all that reads node `i`'s
+/// output (`Plan::relu_follows`) and that output is neither wanted nor tapped: a convolution
+/// on flex (ReLU in the bias pass, and in its own backward), or a batch norm with batch
+/// statistics. The value to store as node `i`'s output, already through the ReLU (which then
+/// passes it on); `None` leaves both nodes to run on their own.
+fn with_relu<B: Backend>(
     net: &Network<B>,
     i: usize,
     values: &HashMap<&str, Value<B>>,
     want: &str,
     tapped: Option<&str>,
 ) -> Option<Value<B>> {
-    let graph = &net.plan.graph;
-    let (node, next) = (&graph.nodes[i], graph.nodes.get(i + 1)?);
-    let Op::BatchNorm { epsilon, momentum } = node.op else {
-        return None;
-    };
+    let node = &net.plan.graph.nodes[i];
     let out = node.outputs[0].as_str();
-    let sole_reader = matches!(next.op, Op::Relu)
-        && next.input(0) == Some(out)
-        && want != out
-        && tapped != Some(out);
-    if !sole_reader {
+    if !net.plan.relu_follows[i] || want == out || tapped == Some(out) {
         return None;
     }
-    let recorder = batch_statistics(net, node)?;
-    let x = values.get(node.input(0)?)?;
-    let param = |k: usize| {
-        let p = *net.plan.param_index.get(node.input(k)?)?;
-        Some(net.params[p].val())
-    };
-    let (scale, bias) = (param(1)?, param(2)?);
-    if x.rank != 4 || graph.consumers(out).count() != 1 {
-        return None;
+    match node.op {
+        Op::Conv(_) => fast_conv(net, node, &|k| input(net, node, values, k), true),
+        Op::BatchNorm { epsilon, momentum } => {
+            let recorder = batch_statistics(net, node)?;
+            let x = values.get(node.input(0)?)?;
+            let param = |k: usize| {
+                let p = *net.plan.param_index.get(node.input(k)?)?;
+                Some(net.params[p].val())
+            };
+            let (scale, bias) = (param(1)?, param(2)?);
+            if x.rank != 4 {
+                return None;
+            }
+            let y = batch_norm_train(x.t4(), [scale, bias], epsilon, momentum, &recorder, true);
+            Some(Value::from4(y, 4))
+        }
+        _ => None,
     }
-    let y = batch_norm_train(x.t4(), [scale, bias], epsilon, momentum, &recorder, true);
-    Some(Value::from4(y, 4))
 }
 
 /// Whether input `i` of `node` is a parameter that trains in this (autodiff) run.
@@ -284,23 +283,82 @@ pub(crate) fn as_matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
 }
 
 /// Runs one node; its outputs in order (one value for every op but Split).
+/// Input `i` of `node`: a computed value, or a parameter or constant of the graph.
+fn input<B: Backend>(
+    net: &Network<B>,
+    node: &Node,
+    values: &HashMap<&str, Value<B>>,
+    i: usize,
+) -> Value<B> {
+    let name = node.input(i).expect("inputs were validated");
+    match values.get(name) {
+        Some(v) => v.clone(),
+        None => constant_value(net, name).expect("inputs were validated"),
+    }
+}
+
 fn run_node<B: Backend>(
     net: &Network<B>,
     node: &Node,
     values: &HashMap<&str, Value<B>>,
 ) -> Vec<Value<B>> {
-    let get = |i: usize| -> Value<B> {
-        let name = node.input(i).expect("inputs were validated");
-        match values.get(name) {
-            Some(v) => v.clone(),
-            None => constant_value(net, name).expect("inputs were validated"),
-        }
-    };
+    let get = |i: usize| input(net, node, values, i);
     match &node.op {
         Op::Split { axis, sizes } => {
             crate::exec_layout::split(get(0), *axis, sizes.as_deref(), node.outputs.len())
         }
         _ => vec![run_single(net, node, &get)],
+    }
+}
+
+/// A convolution node's pads, `[top, left, bottom, right]`, for this input and kernel.
+fn conv_pads<B: Backend>(
+    spec: &zoo_onnx::ops::ConvSpec,
+    x: &Tensor<B, 4>,
+    w: &Tensor<B, 4>,
+) -> [usize; 4] {
+    let [_, _, h, wd] = x.dims();
+    let [_, _, kh, kw] = w.dims();
+    let p = spec
+        .padding
+        .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
+    [p[0], p[1], p[2], p[3]]
+}
+
+/// A convolution node (then a ReLU if `relu`) on zoo's own flex kernel; `None` where that
+/// kernel does not serve the backend or dtype.
+fn fast_conv<B: Backend>(
+    net: &Network<B>,
+    node: &Node,
+    get: &dyn Fn(usize) -> Value<B>,
+    relu: bool,
+) -> Option<Value<B>> {
+    let Op::Conv(spec) = &node.op else {
+        return None;
+    };
+    let (x, w) = (get(0).t4(), get(1).t4());
+    let settings = crate::conv::ConvSettings {
+        stride: spec.strides,
+        pads: conv_pads(spec, &x, &w),
+        dilation: spec.dilations,
+        groups: spec.group,
+        relu,
+    };
+    let bias = param_1d(net, node, get, 2);
+    crate::conv::conv2d(&x, &w, bias.as_ref(), &settings).map(|y| Value::from4(y, 4))
+}
+
+/// Input `i` of `node` as a vector: the parameter itself when it is one (so it trains).
+fn param_1d<B: Backend>(
+    net: &Network<B>,
+    node: &Node,
+    get: &dyn Fn(usize) -> Value<B>,
+    i: usize,
+) -> Option<Tensor<B, 1>> {
+    let name = node.input(i)?;
+    match net.plan.param_index.get(name) {
+        Some(&p) => Some(net.params[p].val()),
+        None => Some(get(i).t.flatten(0, PADDED - 1)),
     }
 }
 
@@ -310,32 +368,14 @@ fn run_single<B: Backend>(
     get: &dyn Fn(usize) -> Value<B>,
 ) -> Value<B> {
     let plan = &net.plan;
-    let param_1d = |i: usize| -> Option<Tensor<B, 1>> {
-        let name = node.input(i)?;
-        match plan.param_index.get(name) {
-            Some(&p) => Some(net.params[p].val()),
-            None => Some(get(i).t.flatten(0, PADDED - 1)),
-        }
-    };
+    let param_1d = |i: usize| param_1d(net, node, get, i);
     match &node.op {
         Op::Conv(spec) => {
-            let x = get(0).t4();
-            let w = get(1).t4();
-            let [_, _, h, wd] = x.dims();
-            let [_, _, kh, kw] = w.dims();
-            let p = spec
-                .padding
-                .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
-            let bias = param_1d(2);
-            let settings = crate::conv::ConvSettings {
-                stride: spec.strides,
-                pads: [p[0], p[1], p[2], p[3]],
-                dilation: spec.dilations,
-                groups: spec.group,
-            };
-            if let Some(y) = crate::conv::conv2d(&x, &w, bias.as_ref(), &settings) {
-                return Value::from4(y, 4);
+            if let Some(y) = fast_conv(net, node, get, false) {
+                return y;
             }
+            let (x, w) = (get(0).t4(), get(1).t4());
+            let p = conv_pads(spec, &x, &w);
             let options = PaddedConvOptions::asymmetric(
                 spec.strides,
                 [p[0], p[1]],
@@ -343,7 +383,7 @@ fn run_single<B: Backend>(
                 spec.dilations,
                 spec.group,
             );
-            match bias {
+            match param_1d(2) {
                 // Training the bias: added apart, so its gradient is a row sum (the fused
                 // conv's bias backward transposes the whole output gradient first).
                 Some(bias) if trains_input(net, node, 2) => {

@@ -2,11 +2,13 @@
 //! backend check by type, and flex tensors to and from host values.
 
 use std::any::Any;
+use std::mem::MaybeUninit;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 
 /// The training backend zoo's own ops serve.
 pub(crate) type Trained = Autodiff<Flex>;
@@ -37,4 +39,37 @@ pub(crate) fn values(t: &FlexTensor) -> &[f32] {
 
 pub(crate) fn flex(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, dims))
+}
+
+/// `len` values made in chunks of `chunk` on all cores: `fill(index, scratch, dst)` writes
+/// chunk `index`, with `scratch` from `init` once per task. Nothing is zeroed first: that
+/// serial `memset` of each fresh output was 8 % of a SqueezeNet evaluate.
+///
+/// # Safety
+/// `fill` must write every value of every `dst` it is given.
+pub(crate) unsafe fn par_fill<S>(
+    len: usize,
+    chunk: usize,
+    init: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(usize, &mut S, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` values need no initialisation.
+    unsafe { out.set_len(len) };
+    out.par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each_init(init, |scratch, (i, dst)| fill(i, scratch, dst));
+    let mut out = std::mem::ManuallyDrop::new(out);
+    // SAFETY: every value was written (the caller's promise); `MaybeUninit<f32>` has the
+    // layout of `f32`, and the allocation moves over whole.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), len, out.capacity()) }
+}
+
+/// A chunk `par_fill` handed out, once its every value is written.
+///
+/// # Safety
+/// Every value of `dst` must have been written.
+pub(crate) unsafe fn written(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller's promise; `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }

@@ -15,6 +15,7 @@ mod export;
 mod flex_autodiff;
 pub mod head;
 pub mod host;
+mod image_parallel;
 pub mod max_pool;
 mod network;
 pub mod plan;

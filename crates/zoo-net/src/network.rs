@@ -113,14 +113,8 @@ impl<B: Backend> Network<B> {
 
     /// Runs the graph on an NCHW batch and returns `[batch, outputs]`.
     pub fn forward(&self, input: Tensor<B, 4>) -> Result<Tensor<B, 2>, NetError> {
-        self.check_input(&input)?;
-        let out = run_nodes(
-            self,
-            (&self.plan.graph.input.name, self.entry(input)),
-            0,
-            &self.plan.graph.output.name,
-        );
-        Ok(as_matrix(out))
+        let output = self.plan.graph.output.name.clone();
+        self.forward_matrix(input, &output)
     }
 
     /// The logits, with the 4-D `value` passed through `tap` as soon as it is computed: how
@@ -200,6 +194,9 @@ impl<B: Backend> Network<B> {
     /// Runs from the input until `value` is computed.
     pub fn forward_to(&self, input: Tensor<B, 4>, value: &str) -> Result<Activation<B>, NetError> {
         self.check_input(&input)?;
+        if let Some(activation) = crate::image_parallel::forward_to(self, &input, value) {
+            return activation;
+        }
         let v = run_nodes(
             self,
             (&self.plan.graph.input.name, self.entry(input)),

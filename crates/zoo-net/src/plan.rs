@@ -56,6 +56,9 @@ pub struct Plan {
     pub(crate) release_after: Vec<Vec<String>>,
     /// Per node: whether it depends on the image input (others only transform parameters).
     pub data_dependent: Vec<bool>,
+    /// Per node: whether the next node is a ReLU and the only reader of this node's output,
+    /// so the two may run as one op.
+    pub(crate) relu_follows: Vec<bool>,
 }
 
 impl Plan {
@@ -207,6 +210,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     layers.sort_by_key(|l| position.get(l.node.as_str()).copied().unwrap_or(usize::MAX));
     let release_after = release_schedule(&graph);
     let data_dependent = data_dependence(&graph);
+    let relu_follows = relu_follows(&graph);
     (
         Plan {
             graph,
@@ -217,6 +221,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             layers,
             release_after,
             data_dependent,
+            relu_follows,
         },
         values,
     )
@@ -327,6 +332,21 @@ fn data_dependence(graph: &Graph) -> Vec<bool> {
                 reached.extend(n.outputs.iter().map(String::as_str));
             }
             dep
+        })
+        .collect()
+}
+
+fn relu_follows(graph: &Graph) -> Vec<bool> {
+    let nodes = &graph.nodes;
+    (0..nodes.len())
+        .map(|i| {
+            let [out] = nodes[i].outputs.as_slice() else {
+                return false;
+            };
+            let next_is_relu = nodes.get(i + 1).is_some_and(|next| {
+                matches!(next.op, Op::Relu) && next.input(0) == Some(out.as_str())
+            });
+            next_is_relu && *out != graph.output.name && graph.consumers(out).count() == 1
         })
         .collect()
 }

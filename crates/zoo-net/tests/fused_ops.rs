@@ -23,6 +23,7 @@ struct Case {
     groups: usize,
     bias: bool,
     input_grad: bool,
+    relu: bool,
 }
 
 fn case(x: [usize; 4], w: [usize; 4]) -> Case {
@@ -35,6 +36,7 @@ fn case(x: [usize; 4], w: [usize; 4]) -> Case {
         groups: 1,
         bias: true,
         input_grad: true,
+        relu: false,
     }
 }
 
@@ -73,10 +75,18 @@ fn run(c: &Case, fast: bool) -> Vec<Vec<f32>> {
     let b = c.bias.then(|| tensor(&b_values, [c.w[0]], true));
     let options = ConvOptions::new(c.stride, c.pad, c.dilation, c.groups);
     let y = if fast {
-        zoo_net::conv::conv2d(&x, &w, b.as_ref(), &(&options).into())
-            .expect("the fast path takes f32 flex")
+        let settings = zoo_net::conv::ConvSettings {
+            relu: c.relu,
+            ..(&options).into()
+        };
+        zoo_net::conv::conv2d(&x, &w, b.as_ref(), &settings).expect("the fast path takes f32 flex")
     } else {
-        conv2d(x.clone(), w.clone(), b.clone(), options)
+        let y = conv2d(x.clone(), w.clone(), b.clone(), options);
+        if c.relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
     };
     let probe = Tensor::<B, 4>::from_data(
         TensorData::new(rng.values(y.dims().iter().product(), 1.0), y.dims()),
@@ -189,6 +199,34 @@ fn one_image_no_bias_and_an_input_without_gradient_match() {
 }
 
 #[test]
+fn a_fused_relu_matches_conv_then_relu_in_values_and_gradients() {
+    check(
+        "3x3 pad 1 + ReLU",
+        Case {
+            pad: [1, 1],
+            relu: true,
+            ..case([4, 3, 7, 6], [5, 3, 3, 3])
+        },
+    );
+    check(
+        "pointwise + ReLU",
+        Case {
+            relu: true,
+            ..case([3, 4, 5, 5], [6, 4, 1, 1])
+        },
+    );
+    check(
+        "one image, no bias + ReLU",
+        Case {
+            pad: [1, 1],
+            bias: false,
+            relu: true,
+            ..case([1, 2, 6, 6], [3, 2, 3, 3])
+        },
+    );
+}
+
+#[test]
 fn inference_on_flex_matches_the_generic_convolution() {
     let mut rng = SeededRng::new(9);
     for (x_dims, w_dims, options) in [
@@ -216,9 +254,54 @@ fn inference_on_flex_matches_the_generic_convolution() {
         let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
         let w = Tensor::<Flex, 4>::from_data(make(w_dims.to_vec(), &mut rng), &device);
         let b = Tensor::<Flex, 1>::from_data(make(vec![w_dims[0]], &mut rng), &device);
-        let fast = zoo_net::conv::conv2d(&x, &w, Some(&b), &(&options).into()).expect("flex f32");
-        let generic = conv2d(x, w, Some(b), options);
-        close(&format!("{x_dims:?}"), &host(fast), &host(generic));
+        let generic = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+        for relu in [false, true] {
+            let settings = zoo_net::conv::ConvSettings {
+                relu,
+                ..(&options).into()
+            };
+            let fast = zoo_net::conv::conv2d(&x, &w, Some(&b), &settings).expect("flex f32");
+            let expected = if relu {
+                burn::tensor::activation::relu(generic.clone())
+            } else {
+                generic.clone()
+            };
+            close(
+                &format!("{x_dims:?} relu {relu}"),
+                &host(fast),
+                &host(expected),
+            );
+        }
+    }
+}
+
+/// Large images run in blocks of output rows (the first and last blocks meet the padding);
+/// inside a rayon task zoo's own kernel runs whatever the batch and the core count.
+#[test]
+fn inference_in_blocks_of_output_rows_matches_the_generic_convolution() {
+    let mut rng = SeededRng::new(71);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (x_dims, stride) in [([3, 64, 30, 30], 1), ([2, 64, 31, 31], 2)] {
+        let device = Default::default();
+        let make = |dims: Vec<usize>, rng: &mut SeededRng| {
+            let n = dims.iter().product();
+            TensorData::new(rng.values(n, 1.0), dims)
+        };
+        let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
+        let w = Tensor::<Flex, 4>::from_data(make(vec![8, 64, 3, 3], &mut rng), &device);
+        let b = Tensor::<Flex, 1>::from_data(make(vec![8], &mut rng), &device);
+        let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+        let settings = zoo_net::conv::ConvSettings {
+            relu: true,
+            ..(&options).into()
+        };
+        let fast = pool.install(|| zoo_net::conv::conv2d(&x, &w, Some(&b), &settings));
+        let generic = burn::tensor::activation::relu(conv2d(x, w, Some(b), options));
+        let name = format!("{x_dims:?} stride {stride}");
+        close(&name, &host(fast.expect("flex f32")), &host(generic));
     }
 }
 
@@ -392,6 +475,7 @@ fn asymmetric_padding_matches_a_convolution_of_the_padded_input() {
                 pads: [2, 1, 3, 2],
                 dilation: [1, 1],
                 groups: 1,
+                relu: false,
             };
             zoo_net::conv::conv2d(&x, &w, None, &settings).expect("flex f32")
         } else {
@@ -456,5 +540,16 @@ fn concatenation_matches_tensor_cat_for_two_to_five_inputs() {
         for (i, (a, b)) in ours.iter().zip(&burn).enumerate() {
             close(&format!("{count} parts on axis {axis}, part {i}"), a, b);
         }
+        let inference: Vec<Tensor<Flex, 4>> = values
+            .iter()
+            .zip(&dims)
+            .map(|(v, d)| Tensor::from_data(TensorData::new(v.clone(), *d), &Default::default()))
+            .collect();
+        let flex_cat = zoo_net::concat::concat(inference, axis);
+        close(
+            &format!("{count} parts on axis {axis}, inference"),
+            &host(flex_cat),
+            &burn[0],
+        );
     }
 }

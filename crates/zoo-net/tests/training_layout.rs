@@ -164,6 +164,13 @@ fn conv_bn_matches_the_generic_ops(relu: bool) {
 
 #[test]
 fn a_trained_conv_bias_gets_the_generic_gradient_without_batch_norm_after_it() {
+    // With a ReLU after the convolution zoo runs the two as one op (its own backward).
+    for relu in [false, true] {
+        conv_bias_matches_the_generic_ops(relu);
+    }
+}
+
+fn conv_bias_matches_the_generic_ops(relu: bool) {
     let [_, c, h, wd] = X;
     let mut rng = SeededRng::new(23);
     let (x, w, b) = (
@@ -181,10 +188,13 @@ fn a_trained_conv_bias_gets_the_generic_gradient_without_batch_norm_after_it() {
         &["c"],
         vec![("pads", Attr::Ints(vec![0, 1, 1, 0]))],
     );
+    if relu {
+        g.node("relu", "Relu", &["c"], &["r"], vec![]);
+    }
     g.node(
         "flat",
         "Flatten",
-        &["c"],
+        &[if relu { "r" } else { "c" }],
         &["y"],
         vec![("axis", Attr::Int(1))],
     );
@@ -206,11 +216,24 @@ fn a_trained_conv_bias_gets_the_generic_gradient_without_batch_norm_after_it() {
     let options =
         burn::tensor::ops::PaddedConvOptions::asymmetric([1, 1], [0, 1], [1, 0], [1, 1], 1);
     let y2: Tensor<B, 4> = conv2d(x2.clone(), w2, Some(b2.clone()), options);
+    let y2 = if relu {
+        burn::tensor::activation::relu(y2)
+    } else {
+        y2
+    };
     let y2 = y2.reshape([3, width]);
     let grads = (y2.clone() * target).sum().backward();
     close("output", &host(y1.inner()), &host(y2.inner()));
-    close("gradient of conv_b_0", &b1, &host(b2.grad(&grads).unwrap()));
-    close("gradient of x", &x1g, &host(x2.grad(&grads).unwrap()));
+    close(
+        &format!("relu {relu}: gradient of conv_b_0"),
+        &b1,
+        &host(b2.grad(&grads).unwrap()),
+    );
+    close(
+        &format!("relu {relu}: gradient of x"),
+        &x1g,
+        &host(x2.grad(&grads).unwrap()),
+    );
     assert!(
         b1.iter().any(|v| v.abs() > 0.1),
         "a bias gradient that is not trivially zero: {b1:?}"

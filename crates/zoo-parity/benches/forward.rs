@@ -3,7 +3,9 @@
 //!
 //! Needs the AlexNet graph and the MNIST CNN: `ZOO_SHARED` (default ../shared from the
 //! workspace root). Prints one JSON object per measurement (scripts/bench.sh tabulates them).
-//! Run: cargo bench -p zoo-parity --bench forward
+//! The real SqueezeNet 1.0 of `models/pretrained` is measured too when present.
+//! Run: cargo bench -p zoo-parity --bench forward [-- WORKLOAD_PART] (only workloads whose
+//! name contains WORKLOAD_PART, import skipped)
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -103,9 +105,13 @@ fn import_only(args: &[String]) -> bool {
 }
 
 fn main() {
-    if import_only(&std::env::args().collect::<Vec<_>>()) {
+    let args: Vec<String> = std::env::args().collect();
+    if import_only(&args) {
         return;
     }
+    // `cargo bench` passes `--bench` itself; a plain argument picks workloads.
+    let only = args[1..].iter().find(|a| !a.starts_with("--")).cloned();
+    let wanted = |workload: &str| only.as_ref().is_none_or(|o| workload.contains(o.as_str()));
     let light = shared("models/light_bvlc_alexnet.onnx");
     let mnist = shared("models/mnist-8.onnx");
     if !light.is_file() || !mnist.is_file() {
@@ -120,6 +126,27 @@ fn main() {
     let alexnet = zoo_onnx::standin::materialize_weights(proto, 0)
         .unwrap()
         .encode_to_vec();
+
+    let squeezenet = shared("models/pretrained/squeezenet1.0-tflite-imagenet1001-opset9.onnx");
+    if squeezenet.is_file() && wanted("SqueezeNet") {
+        let bytes = std::fs::read(&squeezenet).unwrap();
+        forward("SqueezeNet 1.0 forward 224x224 (real)", &bytes, &[32]);
+    }
+    if only.is_some() {
+        for (workload, bytes, batches) in [
+            ("AlexNet forward 224x224", alexnet.clone(), vec![1, 32]),
+            (
+                "MNIST CNN forward 28x28",
+                std::fs::read(&mnist).unwrap(),
+                vec![256],
+            ),
+        ] {
+            if wanted(workload) {
+                forward(workload, &bytes, &batches);
+            }
+        }
+        return;
+    }
 
     // Import of the 244 MB file: parse, validate, build the trainable network.
     let dir = std::env::temp_dir().join(format!("zoo-bench-{}", std::process::id()));

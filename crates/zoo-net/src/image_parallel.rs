@@ -1,0 +1,61 @@
+//! Inference on flex with one image per task: each core runs the whole graph on its own images,
+//! so an image's activations stay in that core's caches from layer to layer. Layer by layer
+//! over a batch of 32, every activation (SqueezeNet's first one alone is 146 MB) went out to
+//! memory and back, and the element-wise ops between the gemms waited on it.
+
+use std::any::{Any, TypeId};
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use crate::error::NetError;
+use crate::exec::{Value, PADDED};
+use crate::flex_autodiff::cast;
+use crate::network::{Activation, Network};
+
+/// Input values per image below which a batch runs layer by layer: small images' activations
+/// stay in cache across a batch anyway, and the graph's per-run overhead (some 15 op
+/// dispatches and allocations) would outweigh a LeNet-5 image's 4 MFLOP.
+const MIN_IMAGE_VALUES: usize = 64 * 64 * 3;
+
+/// Whether this thread already runs one task of an image-parallel forward (its ops then keep
+/// to this core).
+pub(crate) fn inside_image_task() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// `net.forward_to(input, value)` image by image on all cores, when `B` is `Flex`, the batch
+/// has more than one image of at least [`MIN_IMAGE_VALUES`], no task of this kind is running,
+/// and the value keeps the batch as its first axis; `None` otherwise (the caller runs the
+/// batch layer by layer).
+pub(crate) fn forward_to<B: Backend>(
+    net: &Network<B>,
+    input: &Tensor<B, 4>,
+    value: &str,
+) -> Option<Result<Activation<B>, NetError>> {
+    let [n, c, h, w] = input.dims();
+    let small = c * h * w < MIN_IMAGE_VALUES;
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || n < 2 || small || inside_image_task() {
+        return None;
+    }
+    let net = (net as &dyn Any).downcast_ref::<Network<Flex>>()?;
+    let batch = cast::<B, Flex, 4>(input.clone());
+    let images: Result<Vec<Activation<Flex>>, NetError> = (0..n)
+        .into_par_iter()
+        .map(|i| net.forward_to(batch.clone().slice(i..i + 1), value))
+        .collect();
+    let images = match images {
+        Ok(images) => images,
+        Err(e) => return Some(Err(e)),
+    };
+    if images.iter().any(|a| a.dims().first() != Some(&1)) {
+        return None;
+    }
+    let rank = images[0].value.rank;
+    let parts = images.into_iter().map(|a| a.value.t).collect();
+    let joined = crate::concat::concat(parts, PADDED - rank);
+    let value = Value::new(cast::<Flex, B, PADDED>(joined), rank);
+    Some(Ok(Activation { value }))
+}
