@@ -16,7 +16,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::flex_autodiff::{cast, contiguous, flex, values, Trained};
+use crate::flex_autodiff::{cast, contiguous, flex, par_zeroed, values, Trained};
 
 /// The normalised batch and the statistics it was normalised with (the variance biased, over
 /// the `N * H * W` values of each channel).
@@ -145,21 +145,17 @@ fn normalize(
     s: Shape,
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(s.plane.max(1))
-        .zip(x.par_chunks(s.plane.max(1)))
-        .enumerate()
-        .for_each(|(i, (out, input))| {
-            let c = i % s.channels;
-            let a = gamma[c] * stats.inv_std[c];
-            let b = beta[c] - stats.mean[c] * a;
-            for (o, v) in out.iter_mut().zip(input) {
-                let y = v * a + b;
-                // `y < 0` rather than `max`: a NaN stays NaN, so divergence shows in the loss.
-                *o = if relu && y < 0.0 { 0.0 } else { y };
-            }
-        });
-    y
+    let plane = s.plane.max(1);
+    par_zeroed(x.len(), plane, |i, out| {
+        let c = i % s.channels;
+        let a = gamma[c] * stats.inv_std[c];
+        let b = beta[c] - stats.mean[c] * a;
+        for (o, v) in out.iter_mut().zip(&x[i * plane..]) {
+            let y = v * a + b;
+            // `y < 0` rather than `max`: a NaN stays NaN, so divergence shows in the loss.
+            *o = if relu && y < 0.0 { 0.0 } else { y };
+        }
+    })
 }
 
 #[derive(Debug)]
@@ -175,15 +171,13 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (input, stats, gamma, s, relu_output) = ops.state;
         // Through the fused ReLU first: the gradient passes where the output is positive.
         let masked: Option<Vec<f32>> = relu_output.map(|y| {
-            let mut g = values(&grad).to_vec();
-            g.par_chunks_mut(s.plane.max(1))
-                .zip(values(&y).par_chunks(s.plane.max(1)))
-                .for_each(|(g, y)| {
-                    for (g, y) in g.iter_mut().zip(y) {
-                        *g = if *y > 0.0 { *g } else { 0.0 };
-                    }
-                });
-            g
+            let (y, g, plane) = (values(&y), values(&grad), s.plane.max(1));
+            par_zeroed(g.len(), plane, |i, out| {
+                let (g, y) = (&g[i * plane..], &y[i * plane..]);
+                for ((o, g), y) in out.iter_mut().zip(g).zip(y) {
+                    *o = if *y > 0.0 { *g } else { 0.0 };
+                }
+            })
         });
         let dy = masked.as_deref().unwrap_or(values(&grad));
         let x = values(&input);
@@ -203,24 +197,18 @@ impl Backward<Flex, 3> for BatchNormBackward {
             .collect();
         let (dbias, dscale): (Vec<f32>, Vec<f32>) = sums.iter().copied().unzip();
         if let Some(id) = x_node {
-            let count = s.count as f32;
-            let mut dx = vec![0.0f32; x.len()];
-            dx.par_chunks_mut(s.plane.max(1))
-                .zip(
-                    dy.par_chunks(s.plane.max(1))
-                        .zip(x.par_chunks(s.plane.max(1))),
-                )
-                .enumerate()
-                .for_each(|(i, (out, (g, v)))| {
-                    let c = i % s.channels;
-                    let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
-                    let k = gamma[c] * inv_std;
-                    let (mean_dy, mean_dot) = (dbias[c] / count, dscale[c] / count);
-                    for ((o, g), v) in out.iter_mut().zip(g).zip(v) {
-                        let x_hat = (v - mean) * inv_std;
-                        *o = k * (g - mean_dy - x_hat * mean_dot);
-                    }
-                });
+            let (count, plane) = (s.count as f32, s.plane.max(1));
+            let dx = par_zeroed(x.len(), plane, |i, out| {
+                let c = i % s.channels;
+                let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
+                let k = gamma[c] * inv_std;
+                let (mean_dy, mean_dot) = (dbias[c] / count, dscale[c] / count);
+                let (g, v) = (&dy[i * plane..], &x[i * plane..]);
+                for ((o, g), v) in out.iter_mut().zip(g).zip(v) {
+                    let x_hat = (v - mean) * inv_std;
+                    *o = k * (g - mean_dy - x_hat * mean_dot);
+                }
+            });
             grads.register::<Flex>(id, flex(dx, s.dims.to_vec()));
         }
         if let Some(id) = scale_node {

@@ -1,12 +1,14 @@
-//! 2-D convolution for training on burn's flex CPU backend, with gradients of its own.
+//! 2-D convolution on burn's flex CPU backend, for inference (`Flex`) and for training
+//! (`Autodiff<Flex>`, with gradients of its own), optionally with the ReLU after it fused in.
 //!
 //! burn's generic convolution gradients transpose and copy both operands, then run a
 //! convolution with the output gradient as its kernel (weight gradient) and a transposed
 //! convolution (input gradient): over a quarter of a LeNet-5 training step, mostly on one core.
 //! Here each image's gradients are one gemm over its im2col matrix, images spread over all
-//! cores. The forward is flex's own convolution. Used only when the backend is `Autodiff<Flex>`
-//! and the values are f32; every other backend keeps burn's generic path, and
-//! `tests/fused_ops.rs` holds the two to the same values and gradients.
+//! cores. The forward is im2col + gemm straight into NCHW, in blocks of output rows that stay
+//! in cache, with bias and ReLU applied to each block as it is made. Used only when the values
+//! are f32 on flex; every other backend keeps burn's generic path, and `tests/fused_ops.rs`
+//! holds the two to the same values and gradients.
 
 use std::any::TypeId;
 use std::ops::Range;
@@ -25,7 +27,9 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, written, Trained};
+use crate::flex_autodiff::{
+    cast, contiguous, flex, par_fill, par_zeroed, values, written, Trained,
+};
 use crate::image_parallel::inside_image_task;
 
 /// A convolution's settings; the pads may differ per side (TensorFlow's SAME padding).
@@ -95,8 +99,9 @@ pub fn conv2d<B: Backend>(
 
 /// The convolution's output: per image and group, `w @ im2col(image)` written straight into
 /// the NCHW output (flex's own convolution converts to NHWC and back around its gemm), then the
-/// bias per plane. Fewer images than cores (a single `predict`) go to flex's convolution, which
-/// spreads one image's tiles over the cores.
+/// bias and ReLU per plane. Fewer images than cores (a single `predict`), outside an
+/// image-by-image task, go to flex's convolution, which spreads one image's tiles over the
+/// cores.
 fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry) -> FlexTensor {
     let bias = bias.map(contiguous);
     let few_images = g.batch < rayon::current_num_threads() && !inside_image_task();
@@ -665,7 +670,8 @@ fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
 fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
     let (_, parallelism) = split(g.batch);
     let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-    let mut dx = vec![0.0f32; g.batch * g.image_len()];
+    // The image gradients are zeroed by their own tasks (col2im adds onto them).
+    let mut dx = par_zeroed(g.batch * g.image_len(), g.image_len(), |_, _| {});
     dx.par_chunks_mut(g.image_len())
         .zip(grad.par_chunks(g.output_len()))
         .for_each_init(
@@ -738,16 +744,13 @@ impl Backward<Flex, 3> for ConvBackward {
 
 /// The gradient before a fused ReLU: zero where the ReLU's output is (the ReLU's own rule).
 fn through_relu(grad: &[f32], output: &[f32]) -> Vec<f32> {
-    let mut masked = vec![0.0f32; grad.len()];
-    masked
-        .par_chunks_mut(1 << 14)
-        .zip(grad.par_chunks(1 << 14).zip(output.par_chunks(1 << 14)))
-        .for_each(|(m, (g, y))| {
-            for ((m, &g), &y) in m.iter_mut().zip(g).zip(y) {
-                *m = if y > 0.0 { g } else { 0.0 };
-            }
-        });
-    masked
+    const CHUNK: usize = 1 << 14;
+    par_zeroed(grad.len(), CHUNK, |i, masked| {
+        let (g, y) = (&grad[i * CHUNK..], &output[i * CHUNK..]);
+        for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
+            *m = if y > 0.0 { g } else { 0.0 };
+        }
+    })
 }
 
 fn tracked_conv(

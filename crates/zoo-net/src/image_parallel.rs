@@ -10,6 +10,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use zoo_onnx::Op;
+
 use crate::error::NetError;
 use crate::exec::{Value, PADDED};
 use crate::flex_autodiff::cast;
@@ -20,6 +22,25 @@ use crate::network::{Activation, Network};
 /// dispatches and allocations) would outweigh a LeNet-5 image's 4 MFLOP.
 const MIN_IMAGE_VALUES: usize = 64 * 64 * 3;
 
+/// Values of the largest fully connected weight up to which a batch runs image by image
+/// (16 MB): a bigger one (AlexNet's fc6 is 151 MB) would be read from memory once per image
+/// instead of once per batch.
+const MAX_MATMUL_WEIGHT: usize = 1 << 22;
+
+/// The values of the graph's largest matrix-multiply weight.
+fn largest_matmul_weight<B: Backend>(net: &Network<B>) -> usize {
+    let plan = net.plan();
+    plan.graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Gemm { .. } | Op::MatMul))
+        .flat_map(|n| &n.inputs)
+        .filter_map(|i| plan.param_index.get(i))
+        .map(|&p| plan.params[p].numel())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Whether this thread already runs one task of an image-parallel forward (its ops then keep
 /// to this core).
 pub(crate) fn inside_image_task() -> bool {
@@ -27,9 +48,9 @@ pub(crate) fn inside_image_task() -> bool {
 }
 
 /// `net.forward_to(input, value)` image by image on all cores, when `B` is `Flex`, the batch
-/// has more than one image of at least [`MIN_IMAGE_VALUES`], no task of this kind is running,
-/// and the value keeps the batch as its first axis; `None` otherwise (the caller runs the
-/// batch layer by layer).
+/// has more than one image of at least [`MIN_IMAGE_VALUES`], no fully connected weight is over
+/// [`MAX_MATMUL_WEIGHT`], no task of this kind is running, and the value keeps the batch as
+/// its first axis; `None` otherwise (the caller runs the batch layer by layer).
 pub(crate) fn forward_to<B: Backend>(
     net: &Network<B>,
     input: &Tensor<B, 4>,
@@ -38,6 +59,9 @@ pub(crate) fn forward_to<B: Backend>(
     let [n, c, h, w] = input.dims();
     let small = c * h * w < MIN_IMAGE_VALUES;
     if TypeId::of::<B>() != TypeId::of::<Flex>() || n < 2 || small || inside_image_task() {
+        return None;
+    }
+    if largest_matmul_weight(net) > MAX_MATMUL_WEIGHT {
         return None;
     }
     let net = (net as &dyn Any).downcast_ref::<Network<Flex>>()?;

@@ -17,7 +17,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use rayon::prelude::*;
 use zoo_onnx::PoolSpec;
 
-use crate::flex_autodiff::{cast, contiguous, flex, values, Trained};
+use crate::flex_autodiff::{cast, contiguous, flex, par_zeroed, values, Trained};
 
 /// An output cell whose window lies wholly in the padding: no input cell to send gradient to.
 const NO_INPUT: u32 = u32::MAX;
@@ -259,18 +259,18 @@ fn pool_batch(
 ) -> (Vec<f32>, Vec<u32>) {
     let out_plane = windows.output_plane();
     let planes = x.len() / plane.max(1);
-    let mut y = vec![0.0f32; planes * out_plane];
-    let mut argmax = vec![0u32; if with_argmax { planes * out_plane } else { 0 }];
-    if with_argmax {
-        y.par_chunks_mut(out_plane)
-            .zip(argmax.par_chunks_mut(out_plane))
-            .zip(x.par_chunks(plane))
-            .for_each(|((out, arg), input)| windows.pool_plane(input, out, Some(arg)));
-    } else {
-        y.par_chunks_mut(out_plane)
-            .zip(x.par_chunks(plane))
-            .for_each(|(out, input)| windows.pool_plane(input, out, None));
+    if !with_argmax {
+        let y = par_zeroed(planes * out_plane, out_plane, |i, out| {
+            windows.pool_plane(&x[i * plane..][..plane], out, None)
+        });
+        return (y, Vec::new());
     }
+    let mut y = vec![0.0f32; planes * out_plane];
+    let mut argmax = vec![0u32; planes * out_plane];
+    y.par_chunks_mut(out_plane)
+        .zip(argmax.par_chunks_mut(out_plane))
+        .zip(x.par_chunks(plane))
+        .for_each(|((out, arg), input)| windows.pool_plane(input, out, Some(arg)));
     (y, argmax)
 }
 
