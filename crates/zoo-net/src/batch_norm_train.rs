@@ -146,16 +146,21 @@ fn normalize(
     relu: bool,
 ) -> Vec<f32> {
     let plane = s.plane.max(1);
-    par_zeroed(x.len(), plane, |i, out| {
-        let c = i % s.channels;
-        let a = gamma[c] * stats.inv_std[c];
-        let b = beta[c] - stats.mean[c] * a;
-        for (o, v) in out.iter_mut().zip(&x[i * plane..]) {
-            let y = v * a + b;
-            // `y < 0` rather than `max`: a NaN stays NaN, so divergence shows in the loss.
-            *o = if relu && y < 0.0 { 0.0 } else { y };
-        }
-    })
+    par_zeroed(
+        x.len(),
+        plane,
+        || (),
+        |i, _, out| {
+            let c = i % s.channels;
+            let a = gamma[c] * stats.inv_std[c];
+            let b = beta[c] - stats.mean[c] * a;
+            for (o, v) in out.iter_mut().zip(&x[i * plane..]) {
+                let y = v * a + b;
+                // `y < 0` rather than `max`: a NaN stays NaN, so divergence shows in the loss.
+                *o = if relu && y < 0.0 { 0.0 } else { y };
+            }
+        },
+    )
 }
 
 #[derive(Debug)]
@@ -172,12 +177,17 @@ impl Backward<Flex, 3> for BatchNormBackward {
         // Through the fused ReLU first: the gradient passes where the output is positive.
         let masked: Option<Vec<f32>> = relu_output.map(|y| {
             let (y, g, plane) = (values(&y), values(&grad), s.plane.max(1));
-            par_zeroed(g.len(), plane, |i, out| {
-                let (g, y) = (&g[i * plane..], &y[i * plane..]);
-                for ((o, g), y) in out.iter_mut().zip(g).zip(y) {
-                    *o = if *y > 0.0 { *g } else { 0.0 };
-                }
-            })
+            par_zeroed(
+                g.len(),
+                plane,
+                || (),
+                |i, _, out| {
+                    let (g, y) = (&g[i * plane..], &y[i * plane..]);
+                    for ((o, g), y) in out.iter_mut().zip(g).zip(y) {
+                        *o = if *y > 0.0 { *g } else { 0.0 };
+                    }
+                },
+            )
         });
         let dy = masked.as_deref().unwrap_or(values(&grad));
         let x = values(&input);
@@ -198,17 +208,22 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (dbias, dscale): (Vec<f32>, Vec<f32>) = sums.iter().copied().unzip();
         if let Some(id) = x_node {
             let (count, plane) = (s.count as f32, s.plane.max(1));
-            let dx = par_zeroed(x.len(), plane, |i, out| {
-                let c = i % s.channels;
-                let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
-                let k = gamma[c] * inv_std;
-                let (mean_dy, mean_dot) = (dbias[c] / count, dscale[c] / count);
-                let (g, v) = (&dy[i * plane..], &x[i * plane..]);
-                for ((o, g), v) in out.iter_mut().zip(g).zip(v) {
-                    let x_hat = (v - mean) * inv_std;
-                    *o = k * (g - mean_dy - x_hat * mean_dot);
-                }
-            });
+            let dx = par_zeroed(
+                x.len(),
+                plane,
+                || (),
+                |i, _, out| {
+                    let c = i % s.channels;
+                    let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
+                    let k = gamma[c] * inv_std;
+                    let (mean_dy, mean_dot) = (dbias[c] / count, dscale[c] / count);
+                    let (g, v) = (&dy[i * plane..], &x[i * plane..]);
+                    for ((o, g), v) in out.iter_mut().zip(g).zip(v) {
+                        let x_hat = (v - mean) * inv_std;
+                        *o = k * (g - mean_dy - x_hat * mean_dot);
+                    }
+                },
+            );
             grads.register::<Flex>(id, flex(dx, s.dims.to_vec()));
         }
         if let Some(id) = scale_node {

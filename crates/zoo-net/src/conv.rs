@@ -670,37 +670,37 @@ fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
 fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
     let (_, parallelism) = split(g.batch);
     let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-    // The image gradients are zeroed by their own tasks (col2im adds onto them).
-    let mut dx = par_zeroed(g.batch * g.image_len(), g.image_len(), |_, _| {});
-    dx.par_chunks_mut(g.image_len())
-        .zip(grad.par_chunks(g.output_len()))
-        .for_each_init(
-            || vec![0.0f32; g.matrix_len()],
-            |matrix, (image, out)| {
-                for group in 0..g.groups {
-                    let lhs = View::transposed(&w[group * cog * patch..][..cog * patch], patch);
-                    let rhs = View::rows(
-                        &out[group * cog * positions..][..cog * positions],
-                        positions,
+    // Each image's gradient is zeroed by the task that adds onto it (col2im).
+    let scratch = || vec![0.0f32; g.matrix_len()];
+    par_zeroed(
+        g.batch * g.image_len(),
+        g.image_len(),
+        scratch,
+        |n, matrix, image| {
+            let out = &grad[n * g.output_len()..][..g.output_len()];
+            for group in 0..g.groups {
+                let lhs = View::transposed(&w[group * cog * patch..][..cog * patch], patch);
+                let rhs = View::rows(
+                    &out[group * cog * positions..][..cog * positions],
+                    positions,
+                );
+                if g.is_pointwise() {
+                    let dst = &mut image[group * patch * positions..][..patch * positions];
+                    gemm_into(dst, [patch, positions, cog], lhs, rhs, false, parallelism);
+                } else {
+                    gemm_into(
+                        matrix,
+                        [patch, positions, cog],
+                        lhs,
+                        rhs,
+                        false,
+                        parallelism,
                     );
-                    if g.is_pointwise() {
-                        let dst = &mut image[group * patch * positions..][..patch * positions];
-                        gemm_into(dst, [patch, positions, cog], lhs, rhs, false, parallelism);
-                    } else {
-                        gemm_into(
-                            matrix,
-                            [patch, positions, cog],
-                            lhs,
-                            rhs,
-                            false,
-                            parallelism,
-                        );
-                        col2im_add(g, &mut matrix[..], group, image);
-                    }
+                    col2im_add(g, &mut matrix[..], group, image);
                 }
-            },
-        );
-    dx
+            }
+        },
+    )
 }
 
 /// Gradient of the bias: the output gradient summed over images and positions.
@@ -745,12 +745,17 @@ impl Backward<Flex, 3> for ConvBackward {
 /// The gradient before a fused ReLU: zero where the ReLU's output is (the ReLU's own rule).
 fn through_relu(grad: &[f32], output: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 1 << 14;
-    par_zeroed(grad.len(), CHUNK, |i, masked| {
-        let (g, y) = (&grad[i * CHUNK..], &output[i * CHUNK..]);
-        for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
-            *m = if y > 0.0 { g } else { 0.0 };
-        }
-    })
+    par_zeroed(
+        grad.len(),
+        CHUNK,
+        || (),
+        |i, _, masked| {
+            let (g, y) = (&grad[i * CHUNK..], &output[i * CHUNK..]);
+            for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
+                *m = if y > 0.0 { g } else { 0.0 };
+            }
+        },
+    )
 }
 
 fn tracked_conv(

@@ -159,7 +159,10 @@ fn with_relu<B: Backend>(
         return None;
     }
     match node.op {
-        Op::Conv(_) => fast_conv(net, node, &|k| input(net, node, values, k), true),
+        Op::Conv(ref spec) => {
+            let get = |k: usize| input(net, node, values, k);
+            fast_conv(spec, &conv_inputs(net, node, spec, &get), true)
+        }
         Op::BatchNorm { epsilon, momentum } => {
             let recorder = batch_statistics(net, node)?;
             let x = values.get(node.input(0)?)?;
@@ -282,7 +285,6 @@ pub(crate) fn as_matrix<B: Backend>(v: Value<B>) -> Tensor<B, 2> {
     v.t.reshape([batch, rest])
 }
 
-/// Runs one node; its outputs in order (one value for every op but Split).
 /// Input `i` of `node`: a computed value, or a parameter or constant of the graph.
 fn input<B: Backend>(
     net: &Network<B>,
@@ -297,6 +299,7 @@ fn input<B: Backend>(
     }
 }
 
+/// Runs one node; its outputs in order (one value for every op but Split).
 fn run_node<B: Backend>(
     net: &Network<B>,
     node: &Node,
@@ -311,41 +314,50 @@ fn run_node<B: Backend>(
     }
 }
 
-/// A convolution node's pads, `[top, left, bottom, right]`, for this input and kernel.
-fn conv_pads<B: Backend>(
+/// A convolution node's operands, read once for whichever kernel runs it.
+struct ConvInputs<B: Backend> {
+    x: Tensor<B, 4>,
+    w: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    /// `[top, left, bottom, right]`, resolved for this input and kernel.
+    pads: [usize; 4],
+}
+
+fn conv_inputs<B: Backend>(
+    net: &Network<B>,
+    node: &Node,
     spec: &zoo_onnx::ops::ConvSpec,
-    x: &Tensor<B, 4>,
-    w: &Tensor<B, 4>,
-) -> [usize; 4] {
+    get: &dyn Fn(usize) -> Value<B>,
+) -> ConvInputs<B> {
+    let (x, w) = (get(0).t4(), get(1).t4());
     let [_, _, h, wd] = x.dims();
     let [_, _, kh, kw] = w.dims();
     let p = spec
         .padding
         .resolve([h, wd], [kh, kw], spec.strides, spec.dilations);
-    [p[0], p[1], p[2], p[3]]
+    ConvInputs {
+        x,
+        w,
+        bias: param_1d(net, node, get, 2),
+        pads: [p[0], p[1], p[2], p[3]],
+    }
 }
 
-/// A convolution node (then a ReLU if `relu`) on zoo's own flex kernel; `None` where that
-/// kernel does not serve the backend or dtype.
+/// A convolution (then a ReLU if `relu`) on zoo's own flex kernel; `None` where that kernel
+/// does not serve the backend or dtype.
 fn fast_conv<B: Backend>(
-    net: &Network<B>,
-    node: &Node,
-    get: &dyn Fn(usize) -> Value<B>,
+    spec: &zoo_onnx::ops::ConvSpec,
+    c: &ConvInputs<B>,
     relu: bool,
 ) -> Option<Value<B>> {
-    let Op::Conv(spec) = &node.op else {
-        return None;
-    };
-    let (x, w) = (get(0).t4(), get(1).t4());
     let settings = crate::conv::ConvSettings {
         stride: spec.strides,
-        pads: conv_pads(spec, &x, &w),
+        pads: c.pads,
         dilation: spec.dilations,
         groups: spec.group,
         relu,
     };
-    let bias = param_1d(net, node, get, 2);
-    crate::conv::conv2d(&x, &w, bias.as_ref(), &settings).map(|y| Value::from4(y, 4))
+    crate::conv::conv2d(&c.x, &c.w, c.bias.as_ref(), &settings).map(|y| Value::from4(y, 4))
 }
 
 /// Input `i` of `node` as a vector: the parameter itself when it is one (so it trains).
@@ -371,19 +383,19 @@ fn run_single<B: Backend>(
     let param_1d = |i: usize| param_1d(net, node, get, i);
     match &node.op {
         Op::Conv(spec) => {
-            if let Some(y) = fast_conv(net, node, get, false) {
+            let inputs = conv_inputs(net, node, spec, get);
+            if let Some(y) = fast_conv(spec, &inputs, false) {
                 return y;
             }
-            let (x, w) = (get(0).t4(), get(1).t4());
-            let p = conv_pads(spec, &x, &w);
+            let ConvInputs { x, w, bias, pads } = inputs;
             let options = PaddedConvOptions::asymmetric(
                 spec.strides,
-                [p[0], p[1]],
-                [p[2], p[3]],
+                [pads[0], pads[1]],
+                [pads[2], pads[3]],
                 spec.dilations,
                 spec.group,
             );
-            match param_1d(2) {
+            match bias {
                 // Training the bias: added apart, so its gradient is a row sum (the fused
                 // conv's bias backward transposes the whole output gradient first).
                 Some(bias) if trains_input(net, node, 2) => {

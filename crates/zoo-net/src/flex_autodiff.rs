@@ -74,19 +74,20 @@ pub(crate) unsafe fn written(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
-/// `len` values made in chunks of `chunk` on all cores by `fill(index, dst)`, each chunk
-/// zeroed by its own task just before (in cache, on every core: a fresh `vec![0.0; len]` is
-/// one core's `memset` while the others wait, 5 % of a LeNet-5 step).
-pub(crate) fn par_zeroed(
+/// [`par_fill`] with each chunk zeroed by its own task just before `fill` (in cache, on every
+/// core: a fresh `vec![0.0; len]` is one core's `memset` while the others wait, 5 % of a
+/// LeNet-5 step), so `fill` may leave values as zero.
+pub(crate) fn par_zeroed<S>(
     len: usize,
     chunk: usize,
-    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+    init: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(usize, &mut S, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let zero_then_fill = |i: usize, _: &mut (), dst: &mut [MaybeUninit<f32>]| {
+    let zero_then_fill = |i: usize, scratch: &mut S, dst: &mut [MaybeUninit<f32>]| {
         dst.fill(MaybeUninit::new(0.0));
         // SAFETY: every value was just written.
-        fill(i, unsafe { written(dst) });
+        fill(i, scratch, unsafe { written(dst) });
     };
     // SAFETY: `zero_then_fill` writes every value of its chunk first.
-    unsafe { par_fill(len, chunk, || (), zero_then_fill) }
+    unsafe { par_fill(len, chunk, init, zero_then_fill) }
 }

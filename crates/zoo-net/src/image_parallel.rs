@@ -10,8 +10,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use zoo_onnx::Op;
-
 use crate::error::NetError;
 use crate::exec::{Value, PADDED};
 use crate::flex_autodiff::cast;
@@ -26,20 +24,6 @@ const MIN_IMAGE_VALUES: usize = 64 * 64 * 3;
 /// (16 MB): a bigger one (AlexNet's fc6 is 151 MB) would be read from memory once per image
 /// instead of once per batch.
 const MAX_MATMUL_WEIGHT: usize = 1 << 22;
-
-/// The values of the graph's largest matrix-multiply weight.
-fn largest_matmul_weight<B: Backend>(net: &Network<B>) -> usize {
-    let plan = net.plan();
-    plan.graph
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.op, Op::Gemm { .. } | Op::MatMul))
-        .flat_map(|n| &n.inputs)
-        .filter_map(|i| plan.param_index.get(i))
-        .map(|&p| plan.params[p].numel())
-        .max()
-        .unwrap_or(0)
-}
 
 /// Whether this thread already runs one task of an image-parallel forward (its ops then keep
 /// to this core).
@@ -61,7 +45,7 @@ pub(crate) fn forward_to<B: Backend>(
     if TypeId::of::<B>() != TypeId::of::<Flex>() || n < 2 || small || inside_image_task() {
         return None;
     }
-    if largest_matmul_weight(net) > MAX_MATMUL_WEIGHT {
+    if net.plan().largest_matmul_weight > MAX_MATMUL_WEIGHT {
         return None;
     }
     let net = (net as &dyn Any).downcast_ref::<Network<Flex>>()?;

@@ -260,9 +260,12 @@ fn pool_batch(
     let out_plane = windows.output_plane();
     let planes = x.len() / plane.max(1);
     if !with_argmax {
-        let y = par_zeroed(planes * out_plane, out_plane, |i, out| {
-            windows.pool_plane(&x[i * plane..][..plane], out, None)
-        });
+        let y = par_zeroed(
+            planes * out_plane,
+            out_plane,
+            || (),
+            |i, _, out| windows.pool_plane(&x[i * plane..][..plane], out, None),
+        );
         return (y, Vec::new());
     }
     let mut y = vec![0.0f32; planes * out_plane];

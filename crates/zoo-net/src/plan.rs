@@ -59,6 +59,8 @@ pub struct Plan {
     /// Per node: whether the next node is a ReLU and the only reader of this node's output,
     /// so the two may run as one op.
     pub(crate) relu_follows: Vec<bool>,
+    /// Values of the largest weight a Gemm or MatMul multiplies by.
+    pub(crate) largest_matmul_weight: usize,
 }
 
 impl Plan {
@@ -211,6 +213,15 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     let release_after = release_schedule(&graph);
     let data_dependent = data_dependence(&graph);
     let relu_follows = relu_follows(&graph);
+    let largest_matmul_weight = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Gemm { .. } | Op::MatMul))
+        .flat_map(|n| &n.inputs)
+        .filter_map(|i| param_index.get(i))
+        .map(|&p| params[p].numel())
+        .max()
+        .unwrap_or(0);
     (
         Plan {
             graph,
@@ -222,6 +233,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             release_after,
             data_dependent,
             relu_follows,
+            largest_matmul_weight,
         },
         values,
     )
