@@ -16,7 +16,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::flex_autodiff::{cast, contiguous, flex, par_zeroed, values, Trained};
+use crate::flex_autodiff::{cast, contiguous, flex, par_zeroed, relu_backward, values, Trained};
 
 /// The normalised batch and the statistics it was normalised with (the variance biased, over
 /// the `N * H * W` values of each channel).
@@ -175,20 +175,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (input, stats, gamma, s, relu_output) = ops.state;
         // Through the fused ReLU first: the gradient passes where the output is positive.
-        let masked: Option<Vec<f32>> = relu_output.map(|y| {
-            let (y, g, plane) = (values(&y), values(&grad), s.plane.max(1));
-            par_zeroed(
-                g.len(),
-                plane,
-                || (),
-                |i, _, out| {
-                    let (g, y) = (&g[i * plane..], &y[i * plane..]);
-                    for ((o, g), y) in out.iter_mut().zip(g).zip(y) {
-                        *o = if *y > 0.0 { *g } else { 0.0 };
-                    }
-                },
-            )
-        });
+        let masked = relu_output.map(|y| relu_backward(values(&grad), values(&y)));
         let dy = masked.as_deref().unwrap_or(values(&grad));
         let x = values(&input);
         // Per channel: sum of dy (the bias gradient) and of dy * x_hat (the scale gradient).

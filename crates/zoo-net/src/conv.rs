@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::flex_autodiff::{
-    cast, contiguous, flex, par_fill, par_zeroed, values, written, Trained,
+    cast, contiguous, flex, par_fill, par_zeroed, relu_backward, values, written, Trained,
 };
 use crate::image_parallel::inside_image_task;
 
@@ -723,7 +723,7 @@ impl Backward<Flex, 3> for ConvBackward {
         let [x_node, w_node, b_node] = ops.parents.map(|p| p.map(|node| node.id));
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (x, w, g, relu_output) = ops.state;
-        let masked = relu_output.map(|y| through_relu(values(&grad), values(&contiguous(y))));
+        let masked = relu_output.map(|y| relu_backward(values(&grad), values(&contiguous(y))));
         let grad = masked.as_deref().unwrap_or(values(&grad));
         if let Some(id) = x_node {
             let w = contiguous(w);
@@ -740,22 +740,6 @@ impl Backward<Flex, 3> for ConvBackward {
             grads.register::<Flex>(id, flex(bias_grad(&g, grad), vec![g.c_out]));
         }
     }
-}
-
-/// The gradient before a fused ReLU: zero where the ReLU's output is (the ReLU's own rule).
-fn through_relu(grad: &[f32], output: &[f32]) -> Vec<f32> {
-    const CHUNK: usize = 1 << 14;
-    par_zeroed(
-        grad.len(),
-        CHUNK,
-        || (),
-        |i, _, masked| {
-            let (g, y) = (&grad[i * CHUNK..], &output[i * CHUNK..]);
-            for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
-                *m = if y > 0.0 { g } else { 0.0 };
-            }
-        },
-    )
 }
 
 fn tracked_conv(

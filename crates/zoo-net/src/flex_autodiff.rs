@@ -91,3 +91,20 @@ pub(crate) fn par_zeroed<S>(
     // SAFETY: `zero_then_fill` writes every value of its chunk first.
     unsafe { par_fill(len, chunk, init, zero_then_fill) }
 }
+
+/// The gradient before a fused ReLU, from the one after it and the ReLU's output: it passes
+/// where the output is positive (the ReLU's own rule).
+pub(crate) fn relu_backward(grad: &[f32], output: &[f32]) -> Vec<f32> {
+    const CHUNK: usize = 1 << 14;
+    par_zeroed(
+        grad.len(),
+        CHUNK,
+        || (),
+        |i, _, masked| {
+            let (g, y) = (&grad[i * CHUNK..], &output[i * CHUNK..]);
+            for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
+                *m = if y > 0.0 { g } else { 0.0 };
+            }
+        },
+    )
+}
