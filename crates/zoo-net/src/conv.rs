@@ -32,6 +32,8 @@ use crate::flex_autodiff::{
 };
 use crate::image_parallel::inside_image_task;
 
+mod winograd;
+
 /// A convolution's settings; the pads may differ per side (TensorFlow's SAME padding).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvSettings {
@@ -140,30 +142,34 @@ fn finish_plane(plane: &mut [f32], bias: Option<&[f32]>, channel: usize, relu: b
 /// in the core's L2 cache (a whole image's unfolding is 7 MB for SqueezeNet's first layer).
 const BLOCK_VALUES: usize = 1 << 17;
 
+/// gemm multiplies a block without repacking its columns when their count is a multiple of
+/// its 16 lanes (measured 85-89 GFLOP/s per core unaligned, 100-103 aligned).
+const GEMM_LANES: usize = 16;
+
 fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (_, parallelism) = split(g.batch);
     let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-    let block_rows = (BLOCK_VALUES / (patch.max(cog) * g.ow).max(1)).max(1);
-    let scratch = || vec![0.0f32; g.matrix_len()];
-    let image_output = |n: usize, matrix: &mut Vec<f32>, out: &mut [MaybeUninit<f32>]| {
-        let image = &x[n * g.image_len()..][..g.image_len()];
+    let blocks = g.blocks();
+    let block_len = blocks.iter().map(|b| b.len()).max().unwrap_or(0) * patch;
+    let block_len = if g.is_pointwise() { 0 } else { block_len };
+    let image_blocks = |image: &[f32], matrix: &mut [f32], out: &mut [MaybeUninit<f32>]| {
         for group in 0..g.groups {
             let weights = View::rows(&w[group * cog * patch..][..cog * patch], patch);
-            for first in (0..g.oh).step_by(block_rows) {
-                let rows = first..(first + block_rows).min(g.oh);
-                let (start, count) = (rows.start * g.ow, rows.len() * g.ow);
+            for block in &blocks {
+                let (start, count) = (block.start, block.len());
                 let cols = if g.is_pointwise() {
-                    &image[group * patch * positions + start..]
+                    View::rows(&image[group * patch * positions + start..], positions)
                 } else {
-                    im2col(g, image, group, matrix, rows);
-                    &matrix[start..]
+                    let rows = start / g.ow..(start + count) / g.ow;
+                    im2col(g, image, group, matrix, rows, Padding::Write);
+                    View::rows(matrix, count)
                 };
                 let first_channel = group * cog;
                 gemm_write(
                     &mut out[first_channel * positions + start..],
                     [cog, count, patch],
                     weights,
-                    View::rows(cols, positions),
+                    cols,
                     positions,
                     parallelism,
                 );
@@ -178,15 +184,43 @@ fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
             }
         }
     };
+    let winograd = winograd::serves(g);
+    let image_output = |n: usize, _: &mut (), out: &mut [MaybeUninit<f32>]| {
+        let image = &x[n * g.image_len()..][..g.image_len()];
+        if winograd {
+            winograd::image_output(g, image, w, bias, out);
+        } else {
+            with_scratch(block_len, |matrix| image_blocks(image, matrix, out));
+        }
+    };
     // SAFETY: `image_output` writes every value of its image's output (above).
     unsafe {
         par_fill(
             g.batch * g.output_len(),
             g.output_len(),
-            scratch,
+            || (),
             image_output,
         )
     }
+}
+
+thread_local! {
+    /// This thread's inference im2col block, kept between convolutions and images (a fresh
+    /// zeroed one per image and layer was 4 % of a SqueezeNet evaluate in `memset`).
+    static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f` on `len` scratch values of unspecified contents. The buffer is taken out while `f`
+/// runs, so a nested call (rayon may run another convolution on this thread while a gemm
+/// waits) gets a fresh one instead of the same.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buffer = BLOCK.take();
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    let result = f(&mut buffer[..len]);
+    BLOCK.set(buffer);
+    result
 }
 
 /// Sizes of one convolution. `c_in`/`c_out` are totals; each group sees `c_in / groups`.
@@ -264,6 +298,33 @@ impl Geometry {
         self.c_out * self.positions()
     }
 
+    /// The inference forward's blocks of output positions: about [`BLOCK_VALUES`] columns or
+    /// outputs each, their counts multiples of [`GEMM_LANES`] where the geometry allows (a
+    /// pointwise convolution reads any positions; im2col unfolds whole output rows, so a
+    /// block takes as many rows as alignment needs, up to twice the size).
+    fn blocks(&self) -> Vec<Range<usize>> {
+        let positions = self.positions();
+        let target = (BLOCK_VALUES / self.patch().max(self.out_per_group()).max(1)).max(1);
+        let step = if self.is_pointwise() {
+            target.next_multiple_of(GEMM_LANES)
+        } else {
+            let rows = (target / self.ow.max(1)).max(1);
+            let align = GEMM_LANES / gcd(self.ow, GEMM_LANES);
+            let aligned = rows.next_multiple_of(align);
+            if aligned * self.ow <= 2 * target {
+                aligned
+            } else {
+                rows
+            }
+            .min(self.oh)
+                * self.ow
+        };
+        (0..positions)
+            .step_by(step.max(1))
+            .map(|start| start..(start + step).min(positions))
+            .collect()
+    }
+
     /// Values of one im2col matrix (none for a pointwise convolution, which reads the image).
     fn matrix_len(&self) -> usize {
         if self.is_pointwise() {
@@ -289,9 +350,9 @@ impl Geometry {
     }
 
     /// For a [`is_shifted_image`](Self::is_shifted_image) geometry, every matrix row of group
-    /// `group` over output rows `rows`, as a [`ShiftedRow`].
+    /// `group` over output rows `rows` (a matrix of those rows only), as a [`ShiftedRow`].
     fn shifted_rows(&self, group: usize, rows: Range<usize>, mut visit: impl FnMut(ShiftedRow)) {
-        let (positions, plane) = (self.positions(), self.h * self.w);
+        let (row_len, plane) = (rows.len() * self.ow, self.h * self.w);
         for c in 0..self.in_per_group() {
             let channel = (group * self.in_per_group() + c) * plane;
             for ki in 0..self.kh {
@@ -301,10 +362,10 @@ impl Geometry {
                 for kj in 0..self.kw {
                     let col_offset = (kj * self.dilation[1]) as isize - self.pad[1] as isize;
                     let (lo, hi) = inside(self.ow, self.w, col_offset, 1);
-                    let row = ((c * self.kh + ki) * self.kw + kj) * positions;
+                    let row = ((c * self.kh + ki) * self.kw + kj) * row_len;
                     let reads = (top < bottom && lo < hi).then(|| {
-                        let first = row + top * self.ow + lo;
-                        let last = row + (bottom - 1) * self.ow + hi;
+                        let first = row + (top - rows.start) * self.ow + lo;
+                        let last = row + (bottom - 1 - rows.start) * self.ow + hi;
                         let from = channel as isize
                             + (top as isize + row_offset) * self.w as isize
                             + lo as isize
@@ -323,25 +384,26 @@ impl Geometry {
         }
     }
 
-    /// Walks output rows `rows` of the im2col matrix of group `group` in runs along each row:
-    /// `visit(matrix_offset, len, Some((image_offset, image_step)))` for output columns whose
-    /// input cell lies inside the image, `visit(matrix_offset, len, None)` for the padding.
+    /// Walks the im2col matrix of group `group` over output rows `rows` (a matrix of those rows
+    /// only) in runs along each row: `visit(matrix_offset, len, Some((image_offset,
+    /// image_step)))` for output columns whose input cell lies inside the image,
+    /// `visit(matrix_offset, len, None)` for the padding.
     fn walk(
         &self,
         group: usize,
         rows: Range<usize>,
         mut visit: impl FnMut(usize, usize, Option<(usize, usize)>),
     ) {
-        let (positions, plane) = (self.positions(), self.h * self.w);
+        let (row_len, plane) = (rows.len() * self.ow, self.h * self.w);
         for c in 0..self.in_per_group() {
             let channel = (group * self.in_per_group() + c) * plane;
             for ki in 0..self.kh {
                 for kj in 0..self.kw {
-                    let row = ((c * self.kh + ki) * self.kw + kj) * positions;
+                    let row = ((c * self.kh + ki) * self.kw + kj) * row_len;
                     let col_offset = (kj * self.dilation[1]) as isize - self.pad[1] as isize;
                     let (lo, hi) = inside(self.ow, self.w, col_offset, self.stride[1]);
                     for oy in rows.clone() {
-                        let at = row + oy * self.ow;
+                        let at = row + (oy - rows.start) * self.ow;
                         let iy = (oy * self.stride[0] + ki * self.dilation[0]) as isize
                             - self.pad[0] as isize;
                         if iy < 0 || iy >= self.h as isize || lo >= hi {
@@ -377,7 +439,7 @@ struct ShiftedRow {
 impl ShiftedRow {
     /// Calls `pad(offset, len)` for every run of padding cells of the row.
     fn padding(&self, ow: usize, mut pad: impl FnMut(usize, usize)) {
-        let at = |oy: usize| self.start + oy * ow;
+        let at = |oy: usize| self.start + (oy - self.rows.start) * ow;
         if self.inside.is_empty() || self.columns.is_empty() {
             pad(at(self.rows.start), self.rows.len() * ow);
             return;
@@ -399,6 +461,14 @@ impl ShiftedRow {
         if self.inside.end < self.rows.end {
             pad(at(self.inside.end), (self.rows.end - self.inside.end) * ow);
         }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -428,14 +498,30 @@ fn inside(outputs: usize, size: usize, offset: isize, stride: usize) -> (usize, 
     (lo.min(outputs as isize) as usize, hi.max(0) as usize)
 }
 
-/// Group `group`'s im2col matrix of one image, the columns of output rows `rows`:
-/// `[patch, positions]`, row-major. A stride-1 "same"-width geometry writes every cell (a
-/// copy per matrix row, then its few padding cells). Otherwise the cells that read padding
-/// are the same for every image of a geometry, so they are not written: `matrix` must hold
-/// zeros there (a zeroed buffer, reused only for this geometry); filling them for each image
-/// was a `memset` call per output row and side, 7 % of a LeNet-5 step.
+/// What an im2col matrix holds at its padding cells before [`im2col`] fills it.
+#[derive(Clone, Copy, PartialEq)]
+enum Padding {
+    /// Zeros: a zeroed buffer, reused only for this geometry's whole-image matrices, whose
+    /// padding cells are the same for every image. Filling them for each image was a `memset`
+    /// call per output row and side, 7 % of a LeNet-5 step.
+    Zero,
+    /// Anything (a reused block buffer): they are written.
+    Write,
+}
+
+/// Group `group`'s im2col matrix of one image over output rows `rows`: `[patch, rows.len() *
+/// ow]`, row-major. A stride-1 "same"-width geometry writes every cell (a copy per matrix
+/// row, then its few padding cells); otherwise `padding` says whether the padding cells are
+/// written.
 #[inline(never)]
-fn im2col(g: &Geometry, image: &[f32], group: usize, matrix: &mut [f32], rows: Range<usize>) {
+fn im2col(
+    g: &Geometry,
+    image: &[f32],
+    group: usize,
+    matrix: &mut [f32],
+    rows: Range<usize>,
+    padding: Padding,
+) {
     if g.is_shifted_image() {
         // One copy per matrix row, then the wrapped and padding cells zeroed (all written).
         return g.shifted_rows(group, rows, |row| {
@@ -448,6 +534,7 @@ fn im2col(g: &Geometry, image: &[f32], group: usize, matrix: &mut [f32], rows: R
     g.walk(group, rows, |at, len, source| {
         let dst = &mut matrix[at..at + len];
         match source {
+            None if padding == Padding::Write => zero(dst),
             None => debug_assert!(dst.iter().all(|&v| v == 0.0), "padding cells stay zero"),
             Some((from, 1)) => dst.copy_from_slice(&image[from..from + len]),
             // Stride 2 over a slice the compiler can bound (no check per cell: an indexed
@@ -637,7 +724,7 @@ fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
                 let cols = if g.is_pointwise() {
                     &image[group * patch * positions..][..patch * positions]
                 } else {
-                    im2col(g, image, group, &mut matrix, 0..g.oh);
+                    im2col(g, image, group, &mut matrix, 0..g.oh, Padding::Zero);
                     &matrix[..]
                 };
                 let out = &grad[n * g.output_len() + group * cog * positions..][..cog * positions];
@@ -793,6 +880,41 @@ mod tests {
                     "{outputs} {size} {offset} {stride} {o}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn blocks_cover_every_position_once_in_whole_rows_aligned_where_they_can_be() {
+        let settings = |pad| ConvSettings {
+            stride: [1, 1],
+            pads: [pad; 4],
+            dilation: [1, 1],
+            groups: 1,
+            relu: false,
+        };
+        // SqueezeNet's 3x3 expand at 55x55 and 27x27, a pointwise 13x13, a small image.
+        for (x, w, pad) in [
+            ([1, 32, 55, 55], [128, 32, 3, 3], 1),
+            ([1, 64, 27, 27], [256, 64, 3, 3], 1),
+            ([1, 512, 13, 13], [1001, 512, 1, 1], 0),
+            ([1, 1, 5, 5], [2, 1, 3, 3], 1),
+        ] {
+            let g = Geometry::new(x, w, &settings(pad));
+            let blocks = g.blocks();
+            let mut next = 0;
+            for (i, b) in blocks.iter().enumerate() {
+                assert_eq!(b.start, next, "{x:?}: contiguous");
+                next = b.end;
+                if !g.is_pointwise() {
+                    assert_eq!(b.start % g.ow + b.len() % g.ow, 0, "{x:?}: whole rows");
+                }
+                let last = i + 1 == blocks.len();
+                if !last && blocks.len() > 1 {
+                    assert_eq!(b.len() % GEMM_LANES, 0, "{x:?}: aligned block {b:?}");
+                }
+                assert!(b.len() * g.patch() <= 2 * BLOCK_VALUES + g.ow * g.patch());
+            }
+            assert_eq!(next, g.positions(), "{x:?}: every position");
         }
     }
 }

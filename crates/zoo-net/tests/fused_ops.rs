@@ -284,24 +284,86 @@ fn inference_in_blocks_of_output_rows_matches_the_generic_convolution() {
         .num_threads(2)
         .build()
         .unwrap();
-    for (x_dims, stride) in [([3, 64, 30, 30], 1), ([2, 64, 31, 31], 2)] {
+    // The last case follows others on the same threads: its blocks reuse their scratch.
+    let cases = [
+        ([3, 64, 30, 30], 3, 1, 1),
+        ([2, 64, 31, 31], 3, 2, 1),
+        ([2, 16, 45, 45], 5, 2, 2),
+    ];
+    for (x_dims, kernel, stride, pad) in cases {
         let device = Default::default();
         let make = |dims: Vec<usize>, rng: &mut SeededRng| {
             let n = dims.iter().product();
             TensorData::new(rng.values(n, 1.0), dims)
         };
         let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
-        let w = Tensor::<Flex, 4>::from_data(make(vec![8, 64, 3, 3], &mut rng), &device);
+        let w_dims = vec![8, x_dims[1], kernel, kernel];
+        let w = Tensor::<Flex, 4>::from_data(make(w_dims, &mut rng), &device);
         let b = Tensor::<Flex, 1>::from_data(make(vec![8], &mut rng), &device);
-        let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
         let settings = zoo_net::conv::ConvSettings {
             relu: true,
             ..(&options).into()
         };
         let fast = pool.install(|| zoo_net::conv::conv2d(&x, &w, Some(&b), &settings));
         let generic = burn::tensor::activation::relu(conv2d(x, w, Some(b), options));
-        let name = format!("{x_dims:?} stride {stride}");
+        let name = format!("{x_dims:?} {kernel}x{kernel} stride {stride} pad {pad}");
         close(&name, &host(fast.expect("flex f32")), &host(generic));
+    }
+}
+
+/// 3x3 stride-1 convolutions with enough channels run by Winograd's F(2x2, 3x3): odd and even
+/// sizes (a last half tile), no, symmetric and asymmetric padding, several tile blocks, with
+/// and without bias and ReLU, against the direct convolution of the padded input.
+#[test]
+fn winograd_convolutions_match_the_generic_convolution() {
+    let mut rng = SeededRng::new(33);
+    let device = Default::default();
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let make = |dims: Vec<usize>, rng: &mut SeededRng| {
+        let n = dims.iter().product();
+        TensorData::new(rng.values(n, 1.0), dims)
+    };
+    for (x_dims, c_out, pads) in [
+        ([2, 8, 9, 9], 8, [1, 1, 1, 1]),
+        ([1, 16, 8, 11], 12, [0, 0, 0, 0]),
+        ([2, 32, 27, 27], 64, [1, 1, 1, 1]),
+        ([1, 64, 55, 55], 16, [1, 1, 1, 1]),
+        ([2, 8, 10, 7], 9, [1, 0, 2, 1]),
+    ] {
+        let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
+        let w_dims = vec![c_out, x_dims[1], 3, 3];
+        let w = Tensor::<Flex, 4>::from_data(make(w_dims, &mut rng), &device);
+        let b = Tensor::<Flex, 1>::from_data(make(vec![c_out], &mut rng), &device);
+        let [top, left, bottom, right] = pads;
+        let padded = x.clone().pad(
+            [(top, bottom), (left, right)],
+            burn::tensor::ops::PadMode::Constant(0.0),
+        );
+        let plain = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        for (bias, relu) in [(true, false), (false, true), (true, true)] {
+            let settings = zoo_net::conv::ConvSettings {
+                stride: [1, 1],
+                pads,
+                dilation: [1, 1],
+                groups: 1,
+                relu,
+            };
+            let bias = bias.then(|| b.clone());
+            // One thread: one image is not handed to flex's convolution.
+            let fast =
+                one_thread.install(|| zoo_net::conv::conv2d(&x, &w, bias.as_ref(), &settings));
+            let fast = fast.expect("flex f32");
+            let mut expected = conv2d(padded.clone(), w.clone(), bias, plain.clone());
+            if relu {
+                expected = burn::tensor::activation::relu(expected);
+            }
+            let name = format!("winograd {x_dims:?} -> {c_out} pads {pads:?} relu {relu}");
+            close(&name, &host(fast), &host(expected));
+        }
     }
 }
 
