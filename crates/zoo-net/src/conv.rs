@@ -149,7 +149,12 @@ const GEMM_LANES: usize = 16;
 fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (_, parallelism) = split(g.batch);
     let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-    let blocks = g.blocks();
+    let winograd = winograd::Winograd::plan(g, w);
+    let blocks = if winograd.is_some() {
+        Vec::new()
+    } else {
+        g.blocks()
+    };
     let block_len = blocks.iter().map(|b| b.len()).max().unwrap_or(0) * patch;
     let block_len = if g.is_pointwise() { 0 } else { block_len };
     let image_blocks = |image: &[f32], matrix: &mut [f32], out: &mut [MaybeUninit<f32>]| {
@@ -184,11 +189,10 @@ fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
             }
         }
     };
-    let winograd = winograd::serves(g);
     let image_output = |n: usize, _: &mut (), out: &mut [MaybeUninit<f32>]| {
         let image = &x[n * g.image_len()..][..g.image_len()];
-        if winograd {
-            winograd::image_output(g, image, w, bias, out);
+        if let Some(winograd) = &winograd {
+            winograd.image_output(g, image, bias, out);
         } else {
             with_scratch(block_len, |matrix| image_blocks(image, matrix, out));
         }
@@ -205,8 +209,9 @@ fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
 }
 
 thread_local! {
-    /// This thread's inference im2col block, kept between convolutions and images (a fresh
-    /// zeroed one per image and layer was 4 % of a SqueezeNet evaluate in `memset`).
+    /// This thread's inference scratch (im2col block, Winograd tiles), kept between
+    /// convolutions and images (a fresh zeroed one per image and layer was 4 % of a SqueezeNet
+    /// evaluate in `memset`).
     static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -308,16 +313,7 @@ impl Geometry {
         let step = if self.is_pointwise() {
             target.next_multiple_of(GEMM_LANES)
         } else {
-            let rows = (target / self.ow.max(1)).max(1);
-            let align = GEMM_LANES / gcd(self.ow, GEMM_LANES);
-            let aligned = rows.next_multiple_of(align);
-            if aligned * self.ow <= 2 * target {
-                aligned
-            } else {
-                rows
-            }
-            .min(self.oh)
-                * self.ow
+            aligned_rows(target, self.ow, self.oh) * self.ow
         };
         (0..positions)
             .step_by(step.max(1))
@@ -462,6 +458,20 @@ impl ShiftedRow {
             pad(at(self.inside.end), (self.rows.end - self.inside.end) * ow);
         }
     }
+}
+
+/// Rows of `row_len` items per block for about `target` items (at least one row, at most
+/// `total`): rounded up to make the block a multiple of [`GEMM_LANES`] items where that costs
+/// at most twice the target.
+fn aligned_rows(target: usize, row_len: usize, total: usize) -> usize {
+    let rows = (target / row_len.max(1)).max(1);
+    let aligned = rows.next_multiple_of(GEMM_LANES / gcd(row_len, GEMM_LANES));
+    let rows = if aligned * row_len <= 2 * target {
+        aligned
+    } else {
+        rows
+    };
+    rows.min(total)
 }
 
 fn gcd(a: usize, b: usize) -> usize {

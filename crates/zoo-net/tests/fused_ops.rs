@@ -314,7 +314,8 @@ fn inference_in_blocks_of_output_rows_matches_the_generic_convolution() {
 
 /// 3x3 stride-1 convolutions with enough channels run by Winograd's F(2x2, 3x3): odd and even
 /// sizes (a last half tile), no, symmetric and asymmetric padding, several tile blocks, with
-/// and without bias and ReLU, against the direct convolution of the padded input.
+/// and without bias and ReLU, new weights of a shape already seen, against the direct
+/// convolution of the padded input.
 #[test]
 fn winograd_convolutions_match_the_generic_convolution() {
     let mut rng = SeededRng::new(33);
@@ -344,7 +345,9 @@ fn winograd_convolutions_match_the_generic_convolution() {
             burn::tensor::ops::PadMode::Constant(0.0),
         );
         let plain = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-        for (bias, relu) in [(true, false), (false, true), (true, true)] {
+        // The same weights again (a hit of the transform cache), then new ones of that shape.
+        for (bias, relu, scale) in [(true, false, 1.0), (false, true, 1.0), (true, true, -0.5)] {
+            let w = w.clone() * scale;
             let settings = zoo_net::conv::ConvSettings {
                 stride: [1, 1],
                 pads,
@@ -353,7 +356,8 @@ fn winograd_convolutions_match_the_generic_convolution() {
                 relu,
             };
             let bias = bias.then(|| b.clone());
-            // One thread: one image is not handed to flex's convolution.
+            // In a one-thread pool: one image is not handed to flex's convolution, and the
+            // call runs as an image-by-image task does (the transform cache in use).
             let fast =
                 one_thread.install(|| zoo_net::conv::conv2d(&x, &w, bias.as_ref(), &settings));
             let fast = fast.expect("flex f32");

@@ -10,19 +10,33 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use super::{gemm_into, Geometry, View, BLOCK_VALUES, GEMM_LANES};
+use super::{aligned_rows, gemm_into, with_scratch, Geometry, View, BLOCK_VALUES, GEMM_LANES};
+use crate::image_parallel::inside_image_task;
 
-/// Whether a geometry is one Winograd serves here: 3x3, stride and dilation 1, one group,
-/// enough channels for the gemms to pay (a thin layer stays on im2col).
-pub(super) fn serves(g: &Geometry) -> bool {
-    [g.kh, g.kw] == [3, 3]
-        && g.stride == [1, 1]
-        && g.dilation == [1, 1]
-        && g.groups == 1
-        && g.c_in >= 8
-        && g.c_out >= 8
-        && g.oh >= 4
-        && g.ow >= 4
+/// A Winograd convolution ready to run over a batch: its transformed weights and tiling.
+pub(super) struct Winograd {
+    weights: Arc<Vec<f32>>,
+    tiles: Tiles,
+}
+
+impl Winograd {
+    /// The plan for geometry `g` and weights `w`, when Winograd serves it: 3x3, stride and
+    /// dilation 1, one group, enough channels for the gemms to pay (a thin layer stays on
+    /// im2col).
+    pub(super) fn plan(g: &Geometry, w: &[f32]) -> Option<Self> {
+        let serves = [g.kh, g.kw] == [3, 3]
+            && g.stride == [1, 1]
+            && g.dilation == [1, 1]
+            && g.groups == 1
+            && g.c_in >= 8
+            && g.c_out >= 8
+            && g.oh >= 4
+            && g.ow >= 4;
+        serves.then(|| Self {
+            weights: transformed_weights(w, g.c_out, g.c_in),
+            tiles: Tiles::new(g),
+        })
+    }
 }
 
 /// `G g G^T` of every `[c_out, c_in, 3, 3]` kernel: 16 matrices `[c_out, c_in]`, one per
@@ -57,12 +71,18 @@ struct Cached {
     transformed: Arc<Vec<f32>>,
 }
 
-/// Transformed weights of recent calls. Image-by-image inference calls every convolution once
-/// per image, so a transform per call would cost a third of the layer.
+/// Transformed weights of recent image-by-image calls, which run every convolution once per
+/// image: a transform per call would cost a third of the layer. Batched calls (training,
+/// batched inference) transform once per call and keep nothing, so a training run's changing
+/// weights never fill it.
 static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
-const CACHE_ENTRIES: usize = 64;
+/// The most weight values the cache keeps (copies and transforms together, 128 MB).
+const CACHE_VALUES: usize = 32 << 20;
 
 fn transformed_weights(w: &[f32], c_out: usize, c_in: usize) -> Arc<Vec<f32>> {
+    if !inside_image_task() {
+        return Arc::new(transform_weights(w, c_out, c_in));
+    }
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -70,13 +90,18 @@ fn transformed_weights(w: &[f32], c_out: usize, c_in: usize) -> Arc<Vec<f32>> {
         return hit.transformed.clone();
     }
     let transformed = Arc::new(transform_weights(w, c_out, c_in));
-    if cache.len() == CACHE_ENTRIES {
-        cache.remove(0);
-    }
-    cache.push(Cached {
+    let size = |c: &Cached| c.weights.len() + c.transformed.len();
+    let entry = Cached {
         weights: w.to_vec(),
         transformed: transformed.clone(),
-    });
+    };
+    let mut total = size(&entry) + cache.iter().map(size).sum::<usize>();
+    while total > CACHE_VALUES && !cache.is_empty() {
+        total -= size(&cache.remove(0));
+    }
+    if total <= CACHE_VALUES {
+        cache.push(entry);
+    }
     transformed
 }
 
@@ -87,8 +112,7 @@ struct Tiles {
     /// Tiles across and down (`ceil(ow / 2)`, `ceil(oh / 2)`).
     across: usize,
     down: usize,
-    /// Tile rows per block: a multiple of [`GEMM_LANES`] tiles where that costs at most twice
-    /// the size.
+    /// Tile rows per block (see [`aligned_rows`]).
     rows_per_block: usize,
     /// Output channels per chunk.
     channels_per_chunk: usize,
@@ -97,15 +121,7 @@ struct Tiles {
 impl Tiles {
     fn new(g: &Geometry) -> Self {
         let (across, down) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
-        let target = (BLOCK_VALUES / (16 * g.c_in)).max(1);
-        let rows = (target / across).max(1);
-        let aligned = rows.next_multiple_of(GEMM_LANES / super::gcd(across, GEMM_LANES));
-        let rows = if aligned * across <= 2 * target {
-            aligned
-        } else {
-            rows
-        }
-        .min(down);
+        let rows = aligned_rows((BLOCK_VALUES / (16 * g.c_in)).max(1), across, down);
         let channels = (BLOCK_VALUES / (16 * rows * across)).max(GEMM_LANES);
         Self {
             across,
@@ -133,33 +149,34 @@ struct Scratch<'a> {
     rows: &'a mut [f32],
 }
 
-/// One image's output `[c_out, oh, ow]`, every value written; scratch from the thread's
-/// reused buffer.
-pub(super) fn image_output(
-    g: &Geometry,
-    image: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [MaybeUninit<f32>],
-) {
-    let u = transformed_weights(w, g.c_out, g.c_in);
-    let tiles = Tiles::new(g);
-    let block = tiles.block_len();
-    let lens = [
-        16 * g.c_in * block,
-        16 * tiles.channels_per_chunk * block,
-        4 * tiles.padded_width() + 2 * (tiles.across + 1),
-    ];
-    super::with_scratch(lens.iter().sum(), |buffer| {
-        let (tiles_part, rest) = buffer.split_at_mut(lens[0]);
-        let (products, rows) = rest.split_at_mut(lens[1]);
-        let mut s = Scratch {
-            tiles: tiles_part,
-            products,
-            rows,
-        };
-        image_blocks(g, &tiles, image, &u, bias, &mut s, out);
-    });
+impl Winograd {
+    /// One image's output `[c_out, oh, ow]`, every value written; scratch from the thread's
+    /// reused buffer.
+    pub(super) fn image_output(
+        &self,
+        g: &Geometry,
+        image: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let tiles = &self.tiles;
+        let block = tiles.block_len();
+        let lens = [
+            16 * g.c_in * block,
+            16 * tiles.channels_per_chunk * block,
+            4 * tiles.padded_width() + 2 * (tiles.across + 1),
+        ];
+        with_scratch(lens.iter().sum(), |buffer| {
+            let (tiles_part, rest) = buffer.split_at_mut(lens[0]);
+            let (products, rows) = rest.split_at_mut(lens[1]);
+            let mut s = Scratch {
+                tiles: tiles_part,
+                products,
+                rows,
+            };
+            image_blocks(g, tiles, image, &self.weights, bias, &mut s, out);
+        });
+    }
 }
 
 fn image_blocks(
