@@ -10,6 +10,7 @@ mod error;
 pub mod idx;
 pub mod loader;
 pub mod preprocess;
+pub mod resize;
 pub mod split;
 
 pub use augment::Augment;

@@ -114,20 +114,31 @@ pub fn load(dataset: &Dataset, indices: &[usize], p: &Preprocessing) -> (Tensors
                 })
         })
         .collect();
-    let mut tensors = Tensors {
-        chw,
-        ..Default::default()
-    };
     let mut skipped = Vec::new();
+    let mut decoded = Vec::with_capacity(results.len());
     for r in results {
         match r {
-            Ok((i, values)) => {
-                tensors.values.extend(values);
-                tensors.labels.push(dataset.samples[i].label);
-                tensors.samples.push(i);
-            }
+            Ok(image) => decoded.push(image),
             Err(s) => skipped.push(s),
         }
     }
+    // One allocation and a copy on all cores: growing the buffer image by image on one core
+    // (reallocations and page faults of some 240 MB for 400 photos at 224x224) left the other
+    // cores idle for a tenth of a second.
+    let image_len: usize = chw.iter().product();
+    let mut values = vec![0.0f32; decoded.len() * image_len];
+    values
+        .par_chunks_mut(image_len.max(1))
+        .zip(&decoded)
+        .for_each(|(dst, (_, image))| dst.copy_from_slice(image));
+    let tensors = Tensors {
+        chw,
+        values,
+        labels: decoded
+            .iter()
+            .map(|&(i, _)| dataset.samples[i].label)
+            .collect(),
+        samples: decoded.iter().map(|&(i, _)| i).collect(),
+    };
     (tensors, skipped)
 }

@@ -19,6 +19,7 @@ mod image_parallel;
 pub mod max_pool;
 mod network;
 pub mod plan;
+pub mod simd;
 
 pub use error::NetError;
 pub use head::{replace_head, HeadChange};

@@ -6,6 +6,7 @@
 //! burn's `max_pool2d`; `tests/fused_ops.rs` holds the two to the same values and gradients.
 
 use std::any::TypeId;
+use std::ops::Range;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -18,6 +19,7 @@ use rayon::prelude::*;
 use zoo_onnx::PoolSpec;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_zeroed, values, Trained};
+use crate::simd::{every_second, wide_kernel};
 
 /// An output cell whose window lies wholly in the padding: no input cell to send gradient to.
 const NO_INPUT: u32 = u32::MAX;
@@ -39,6 +41,9 @@ struct Windows {
     width: usize,
     /// 2x2 windows at stride 2 wholly inside the input.
     pairs: bool,
+    /// The output columns whose windows lie wholly inside the input, and the column stride.
+    full_cols: Range<usize>,
+    col_stride: usize,
 }
 
 impl Windows {
@@ -67,6 +72,10 @@ impl Windows {
             && pool.strides == [2, 2]
             && pool.dilations == [1, 1]
             && rows.iter().chain(&cols).all(|span| span.count == 2);
+        let full = |c: &Span| c.count == pool.kernel[1];
+        let full_cols = cols.iter().position(full).map_or(0..0, |first| {
+            first..cols.len() - cols.iter().rev().position(full).unwrap_or(0)
+        });
         Self {
             rows,
             cols,
@@ -74,6 +83,8 @@ impl Windows {
             steps: pool.dilations,
             width: w,
             pairs,
+            full_cols,
+            col_stride: pool.strides[1],
         }
     }
 
@@ -83,6 +94,7 @@ impl Windows {
 
     /// Pools one plane into `out`, and the flat index of each maximum into `argmax` if given.
     /// The first maximum of a window wins.
+    #[inline(always)]
     fn pool_plane(&self, plane: &[f32], out: &mut [f32], argmax: Option<&mut [u32]>) {
         match argmax {
             _ if self.pairs => self.pool_pairs(plane, out, argmax),
@@ -94,8 +106,9 @@ impl Windows {
     /// Values only (inference): the window maximum as the maximum over its columns of the
     /// column maxima over its rows, so a 3x3 window costs 3 + 3 comparisons instead of 9, and
     /// the row pass runs along contiguous rows the compiler vectorises, before the stride
-    /// thins them out (SqueezeNet's 3x3 pools were 18 % of an evaluate). Comparisons are
-    /// selects that keep the first of equal values, as below.
+    /// thins them out (SqueezeNet's 3x3 pools were 18 % of an evaluate). Values only, so
+    /// `f32::max` (no index to keep; of a `0.0` and a `-0.0` either may win).
+    #[inline(always)]
     fn pool_separable(&self, plane: &[f32], out: &mut [f32]) {
         let (w, ow) = (self.width, self.cols.len());
         let (mut column_max, mut runs) = (vec![0.0f32; w], vec![0.0f32; w]);
@@ -108,7 +121,9 @@ impl Windows {
             column_max.copy_from_slice(row(0));
             for i in 1..r.count {
                 for (m, &v) in column_max.iter_mut().zip(row(i)) {
-                    *m = if v > *m { v } else { *m };
+                    // `max`, not a select on `v > m`: that one compiles to a masked store,
+                    // which stalls the next pass's loads.
+                    *m = m.max(v);
                 }
             }
             self.row_maxima(&column_max, &mut runs, out_row);
@@ -117,6 +132,7 @@ impl Windows {
 
     /// The maximum of each column window of one row. Undilated full windows read `runs`, the
     /// maximum of every `kernel`-long run of the row; windows cut by the padding fold their span.
+    #[inline(always)]
     fn row_maxima(&self, row: &[f32], runs: &mut [f32], maxima: &mut [f32]) {
         let (k, step) = (self.kernel[1], self.steps[1]);
         let fold = |c: &Span| {
@@ -137,19 +153,35 @@ impl Windows {
         runs.copy_from_slice(&row[..starts]);
         for j in 1..k {
             for (m, &v) in runs.iter_mut().zip(&row[j..j + starts]) {
-                *m = if v > *m { v } else { *m };
+                *m = m.max(v);
             }
         }
-        for (m, c) in maxima.iter_mut().zip(&self.cols) {
-            *m = match c.count {
-                0 => f32::NEG_INFINITY,
-                n if n == k => runs[c.first],
-                _ => fold(c),
+        // The full windows read every `col_stride`-th run (a strided copy, not a lookup each).
+        let full = self.full_cols.clone();
+        if let Some(first) = self.cols.get(full.start).map(|c| c.first) {
+            let dst = &mut maxima[full.clone()];
+            match self.col_stride {
+                1 => dst.copy_from_slice(&runs[first..][..dst.len()]),
+                2 => every_second(&runs[first..], dst),
+                stride => {
+                    for (i, m) in dst.iter_mut().enumerate() {
+                        *m = runs[first + i * stride];
+                    }
+                }
+            }
+        }
+        for i in (0..full.start).chain(full.end..self.cols.len()) {
+            let c = &self.cols[i];
+            maxima[i] = if c.count == 0 {
+                f32::NEG_INFINITY
+            } else {
+                fold(c)
             };
         }
     }
 
     /// The common 2x2, stride 2, unpadded case: two input rows per output row, no spans.
+    #[inline(always)]
     fn pool_pairs(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
         let (w, ow) = (self.width, self.cols.len());
         for oy in 0..self.rows.len() {
@@ -175,6 +207,7 @@ impl Windows {
         }
     }
 
+    #[inline(always)]
     fn pool_windows(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
         let [row_step, col_step] = self.steps;
         let mut at = 0;
@@ -203,6 +236,13 @@ impl Windows {
                 at += 1;
             }
         }
+    }
+}
+
+wide_kernel! {
+    /// [`Windows::pool_plane`], widened.
+    fn pool_plane(windows: &Windows, plane: &[f32], out: &mut [f32], argmax: Option<&mut [u32]>) {
+        windows.pool_plane(plane, out, argmax)
     }
 }
 
@@ -264,7 +304,7 @@ fn pool_batch(
             planes * out_plane,
             out_plane,
             || (),
-            |i, _, out| windows.pool_plane(&x[i * plane..][..plane], out, None),
+            |i, _, out| pool_plane(windows, &x[i * plane..][..plane], out, None),
         );
         return (y, Vec::new());
     }
@@ -273,7 +313,7 @@ fn pool_batch(
     y.par_chunks_mut(out_plane)
         .zip(argmax.par_chunks_mut(out_plane))
         .zip(x.par_chunks(plane))
-        .for_each(|((out, arg), input)| windows.pool_plane(input, out, Some(arg)));
+        .for_each(|((out, arg), input)| pool_plane(windows, input, out, Some(arg)));
     (y, argmax)
 }
 

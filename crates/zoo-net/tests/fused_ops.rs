@@ -508,6 +508,21 @@ fn max_pooling_matches_burn_with_padding_overlap_and_ceil_mode() {
             [1, 1, 1, 1],
             [0; 2],
         ),
+        // Rows long enough for whole 16-lane vectors of the strided reads.
+        (
+            "3x3 stride 2 pad 1, wide rows",
+            [1, 2, 7, 75],
+            spec(3, 2),
+            [1, 1, 1, 1],
+            [0; 2],
+        ),
+        (
+            "3x3 stride 3, wide rows",
+            [1, 2, 7, 50],
+            spec(3, 3),
+            [0; 4],
+            [0; 2],
+        ),
     ] {
         let (ours, burn) = (
             max_pool(dims, &spec, pads, extra, true),
@@ -618,4 +633,31 @@ fn concatenation_matches_tensor_cat_for_two_to_five_inputs() {
             &burn[0],
         );
     }
+}
+
+/// The kernels built for the baseline target (what a CPU without AVX-512 runs) pass this
+/// file's tests too: all of them again in a child process with `ZOO_CPU_KERNELS=baseline`.
+#[test]
+fn the_baseline_kernels_pass_these_tests_too() {
+    use zoo_net::simd::{cpu_kernels, CpuKernels, KERNELS_VARIABLE};
+    if std::env::var(KERNELS_VARIABLE).is_ok_and(|v| v == "baseline") {
+        assert_eq!(
+            cpu_kernels(),
+            CpuKernels::Baseline,
+            "the variable is obeyed"
+        );
+        return;
+    }
+    let this_test = "the_baseline_kernels_pass_these_tests_too";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(KERNELS_VARIABLE, "baseline")
+        .args(["--test-threads", "2"])
+        .output()
+        .expect("the test binary runs again");
+    let report = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "baseline kernels: {report}");
+    assert!(
+        report.contains(this_test),
+        "the child ran every test: {report}"
+    );
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{aligned_rows, gemm_into, with_scratch, Geometry, View, BLOCK_VALUES, GEMM_LANES};
 use crate::image_parallel::inside_image_task;
+use crate::simd::{every_second, interleave, wide_kernel};
 
 /// A Winograd convolution ready to run over a batch: its transformed weights and tiling.
 pub(super) struct Winograd {
@@ -86,7 +87,7 @@ fn transformed_weights(w: &[f32], c_out: usize, c_in: usize) -> Arc<Vec<f32>> {
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(hit) = cache.iter().find(|c| c.weights == w) {
+    if let Some(hit) = cache.iter().find(|c| bytes(&c.weights) == bytes(w)) {
         return hit.transformed.clone();
     }
     let transformed = Arc::new(transform_weights(w, c_out, c_in));
@@ -103,6 +104,13 @@ fn transformed_weights(w: &[f32], c_out: usize, c_in: usize) -> Arc<Vec<f32>> {
         cache.push(entry);
     }
     transformed
+}
+
+/// The bytes of `values`: equal bytes are one `memcmp` (an f32 comparison is a loop, and it
+/// ran once per image and layer).
+fn bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is 4 initialised bytes; u8 has no alignment to keep.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
 }
 
 /// The plan of one image's Winograd convolution: tiles, their blocks, and the output channels
@@ -145,7 +153,7 @@ impl Tiles {
 struct Scratch<'a> {
     tiles: &'a mut [f32],
     products: &'a mut [f32],
-    /// Four padded input rows, then the even and odd columns of one combined row.
+    /// One block's rearranged input rows (see [`BlockLayout`]).
     rows: &'a mut [f32],
 }
 
@@ -164,7 +172,7 @@ impl Winograd {
         let lens = [
             16 * g.c_in * block,
             16 * tiles.channels_per_chunk * block,
-            4 * tiles.padded_width() + 2 * (tiles.across + 1),
+            BlockLayout::new(tiles, tiles.rows_per_block).len(),
         ];
         with_scratch(lens.iter().sum(), |buffer| {
             let (tiles_part, rest) = buffer.split_at_mut(lens[0]);
@@ -179,6 +187,9 @@ impl Winograd {
     }
 }
 
+wide_kernel! {
+/// Every block of tile rows of one image: transformed, multiplied by the transformed weights
+/// (one output-channel chunk at a time), transformed back into `out`.
 fn image_blocks(
     g: &Geometry,
     tiles: &Tiles,
@@ -210,80 +221,134 @@ fn image_blocks(
         }
     }
 }
+}
 
 /// `B^T d B` of every tile of tile rows `rows`, per input channel, into `s.tiles`
 /// (`[16, c_in, tiles]`). `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
+///
+/// SqueezeNet's tile rows are 7 to 27 tiles long, too short for 16-lane vectors, so the block
+/// is rearranged first: its padded input rows, their even and odd columns, then per row parity
+/// and column offset (2x, 2x + 1, 2x + 2, 2x + 3) one array over the block's tiles. Each of
+/// the 16 transformed values is then one pass over all tiles of the block.
+#[inline(always)]
 fn transform_tiles(g: &Geometry, t: &Tiles, image: &[f32], rows: Range<usize>, s: &mut Scratch) {
-    let count = rows.len() * t.across;
-    let width = t.padded_width();
+    let (across, count) = (t.across, rows.len() * t.across);
+    let layout = BlockLayout::new(t, rows.len());
+    let (padded, rest) = s.rows.split_at_mut(layout.padded_len());
+    let (even, rest) = rest.split_at_mut(layout.columns_len());
+    let (odd, rest) = rest.split_at_mut(layout.columns_len());
+    let offsets = &mut rest[..8 * layout.offset_len()];
     let plane = g.h * g.w;
     for c in 0..g.c_in {
-        let channel = &image[c * plane..][..plane];
-        for ty in rows.clone() {
-            let (input, work) = s.rows.split_at_mut(4 * width);
-            // The tile row's four input rows, zero outside the image.
-            for (r, row) in input.chunks_exact_mut(width).enumerate() {
-                row.fill(0.0);
-                let iy = (2 * ty + r) as isize - g.pad[0] as isize;
-                if (0..g.h as isize).contains(&iy) {
-                    let lo = g.pad[1].min(width);
-                    let len = g.w.min(width - lo);
-                    row[lo..lo + len].copy_from_slice(&channel[iy as usize * g.w..][..len]);
-                }
+        pad_rows(
+            g,
+            &image[c * plane..][..plane],
+            2 * rows.start,
+            t.padded_width(),
+            padded,
+        );
+        every_second(padded, even);
+        every_second(&padded[1..], odd);
+        for r in 0..layout.padded_rows {
+            let at = (r / 2) * across;
+            let sources = [(&*even, 0), (&*odd, 0), (&*even, 1), (&*odd, 1)];
+            for (offset, (columns, shift)) in sources.into_iter().enumerate() {
+                let to = ((r % 2) * 4 + offset) * layout.offset_len() + at;
+                offsets[to..][..across]
+                    .copy_from_slice(&columns[r * (across + 1) + shift..][..across]);
             }
-            let r = |i: usize| &input[i * width..][..width];
-            let at = (ty - rows.start) * t.across;
-            // Down the rows (`B^T d`), then across each combined row (`. B`).
-            for (i, (a, b, sign)) in [
-                (r(0), r(2), -1.0f32),
-                (r(1), r(2), 1.0),
-                (r(2), r(1), -1.0),
-                (r(1), r(3), -1.0),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let (even, odd) = even_and_odd(a, b, sign, t.across + 1, work);
-                let (e0, e1, o0, o1) = (&even[..t.across], &even[1..], &odd[..t.across], &odd[1..]);
-                for (j, (x, y, sign)) in [
-                    (e0, e1, -1.0f32),
-                    (o0, e1, 1.0),
-                    (e1, o0, -1.0),
-                    (o0, o1, -1.0),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let dst = &mut s.tiles[((i * 4 + j) * g.c_in + c) * count + at..][..t.across];
-                    for (v, (x, y)) in dst.iter_mut().zip(x.iter().zip(y)) {
-                        *v = x + sign * y;
-                    }
+        }
+        // The cells of row parity `parity`, column offset `offset`, `down` tile rows lower.
+        let cells = |parity: usize, offset: usize, down: usize| {
+            &offsets[(parity * 4 + offset) * layout.offset_len() + down * across..][..count]
+        };
+        for (i, ((p0, d0), (p1, d1), row_sign)) in ROW_COMBINATIONS.into_iter().enumerate() {
+            for (j, (k0, k1, column_sign)) in COLUMN_COMBINATIONS.into_iter().enumerate() {
+                let (a0, b0) = (cells(p0, k0, d0), cells(p1, k0, d1));
+                let (a1, b1) = (cells(p0, k1, d0), cells(p1, k1, d1));
+                let dst = &mut s.tiles[((i * 4 + j) * g.c_in + c) * count..][..count];
+                let sources = a0.iter().zip(b0).zip(a1.iter().zip(b1));
+                for (v, ((a0, b0), (a1, b1))) in dst.iter_mut().zip(sources) {
+                    *v = (a0 + row_sign * b0) + column_sign * (a1 + row_sign * b1);
                 }
             }
         }
     }
 }
 
-/// The even and odd columns of `a + sign * b`, `n` of each, in `work`.
-fn even_and_odd<'w>(
-    a: &[f32],
-    b: &[f32],
-    sign: f32,
-    n: usize,
-    work: &'w mut [f32],
-) -> (&'w [f32], &'w [f32]) {
-    let (even, rest) = work.split_at_mut(n);
-    let odd = &mut rest[..n];
-    let pairs = a.chunks_exact(2).zip(b.chunks_exact(2)).take(n);
-    for ((e, o), (a, b)) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-        *e = a[0] + sign * b[0];
-        *o = a[1] + sign * b[1];
+/// One of a tile row's four input rows: its parity and how many tile rows down it lies (rows
+/// 0 and 2 are even, rows 2 and 3 one tile row down).
+type InputRow = (usize, usize);
+
+/// The rows of `B^T d`: `(first, second, sign)` for `first + sign * second`.
+const ROW_COMBINATIONS: [(InputRow, InputRow, f32); 4] = [
+    ((0, 0), (0, 1), -1.0),
+    ((1, 0), (0, 1), 1.0),
+    ((0, 1), (1, 0), -1.0),
+    ((1, 0), (1, 1), -1.0),
+];
+
+/// The columns of `(B^T d) B`: `(first, second, sign)`, column offsets within the tile.
+const COLUMN_COMBINATIONS: [(usize, usize, f32); 4] =
+    [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)];
+
+/// Sizes of one block's rearranged input (see [`transform_tiles`]).
+struct BlockLayout {
+    across: usize,
+    tile_rows: usize,
+    /// Input rows the block's tiles read (`2 * tile_rows + 2`).
+    padded_rows: usize,
+}
+
+impl BlockLayout {
+    fn new(t: &Tiles, tile_rows: usize) -> Self {
+        Self {
+            across: t.across,
+            tile_rows,
+            padded_rows: 2 * tile_rows + 2,
+        }
     }
-    (even, odd)
+
+    fn padded_len(&self) -> usize {
+        self.padded_rows * (2 * self.across + 2)
+    }
+
+    /// The even (or odd) columns of the padded rows.
+    fn columns_len(&self) -> usize {
+        self.padded_rows * (self.across + 1)
+    }
+
+    /// One row parity and column offset over the block: a row of tiles per input row pair.
+    fn offset_len(&self) -> usize {
+        (self.tile_rows + 1) * self.across
+    }
+
+    /// All of the above: the scratch [`transform_tiles`] needs.
+    fn len(&self) -> usize {
+        self.padded_len() + 2 * self.columns_len() + 8 * self.offset_len()
+    }
+}
+
+/// The input rows `first..` of one channel, `width` columns each with the convolution's
+/// padding around, zero outside the image, into `padded`.
+#[inline(always)]
+fn pad_rows(g: &Geometry, channel: &[f32], first: usize, width: usize, padded: &mut [f32]) {
+    for (r, row) in padded.chunks_exact_mut(width).enumerate() {
+        row.fill(0.0);
+        let iy = (first + r) as isize - g.pad[0] as isize;
+        if (0..g.h as isize).contains(&iy) {
+            let lo = g.pad[1].min(width);
+            let len = g.w.min(width - lo);
+            row[lo..lo + len].copy_from_slice(&channel[iy as usize * g.w..][..len]);
+        }
+    }
 }
 
 /// `A^T m A` of every tile's products (`[16, channels, tiles]`) into the output channels
-/// `channels`, then bias and ReLU. `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
+/// `channels`, then bias and ReLU. `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`. Each step runs over
+/// all tiles of the block at once (tile rows are short); only the final interleaving of even
+/// and odd output columns goes row by row.
+#[inline(always)]
 fn transform_products(
     g: &Geometry,
     t: &Tiles,
@@ -293,48 +358,51 @@ fn transform_products(
     bias: Option<&[f32]>,
     out: &mut [MaybeUninit<f32>],
 ) {
-    let (count, cc, n) = (rows.len() * t.across, channels.len(), t.across);
-    // Per tile row: the two rows of `A^T m` (four columns each), then the output pairs.
-    let mut sums = vec![0.0f32; 8 * n];
-    let mut pairs = vec![[0.0f32; 2]; n];
+    let (count, cc, across) = (rows.len() * t.across, channels.len(), t.across);
+    // The two rows of `A^T m` (four columns each), then the even and odd output columns.
+    let mut sums = vec![0.0f32; 8 * count];
+    let mut columns = vec![0.0f32; 2 * count];
     for (k, co) in channels.enumerate() {
         let b = bias.map_or(0.0, |b| b[co]);
-        for ty in rows.clone() {
-            let m = |xi: usize| &products[(xi * cc + k) * count + (ty - rows.start) * n..][..n];
-            let (top, bottom) = sums.split_at_mut(4 * n);
-            for j in 0..4 {
-                let (m0, m1, m2, m3) = (m(j), m(4 + j), m(8 + j), m(12 + j));
-                let top = &mut top[j * n..][..n];
-                let bottom = &mut bottom[j * n..][..n];
-                for x in 0..n {
-                    top[x] = m0[x] + m1[x] + m2[x];
-                    bottom[x] = m1[x] - m2[x] - m3[x];
-                }
+        let m = |xi: usize| &products[(xi * cc + k) * count..][..count];
+        let (top, bottom) = sums.split_at_mut(4 * count);
+        for j in 0..4 {
+            let sources = m(j)
+                .iter()
+                .zip(m(4 + j))
+                .zip(m(8 + j).iter().zip(m(12 + j)));
+            let pairs = top[j * count..][..count]
+                .iter_mut()
+                .zip(&mut bottom[j * count..][..count]);
+            for ((top, bottom), ((m0, m1), (m2, m3))) in pairs.zip(sources) {
+                *top = m0 + m1 + m2;
+                *bottom = m1 - m2 - m3;
             }
-            for half in 0..2 {
+        }
+        for half in 0..2 {
+            let s = &sums[half * 4 * count..][..4 * count];
+            let (s0, s1, s2, s3) = (
+                &s[..count],
+                &s[count..2 * count],
+                &s[2 * count..3 * count],
+                &s[3 * count..],
+            );
+            let (even, odd) = columns.split_at_mut(count);
+            let sources = s0.iter().zip(s1).zip(s2.iter().zip(s3));
+            for ((e, o), ((s0, s1), (s2, s3))) in even.iter_mut().zip(odd.iter_mut()).zip(sources) {
+                *e = s0 + s1 + s2 + b;
+                *o = s1 - s2 - s3 + b;
+            }
+            if g.relu {
+                columns.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            let (even, odd) = columns.split_at(count);
+            for ty in rows.clone() {
                 let oy = 2 * ty + half;
-                if oy >= g.oh {
-                    break;
-                }
-                let s = &sums[half * 4 * n..][..4 * n];
-                let (s0, s1, s2, s3) = (&s[..n], &s[n..2 * n], &s[2 * n..3 * n], &s[3 * n..]);
-                for (x, pair) in pairs.iter_mut().enumerate() {
-                    let left = s0[x] + s1[x] + s2[x] + b;
-                    let right = s1[x] - s2[x] - s3[x] + b;
-                    *pair = if g.relu {
-                        [left.max(0.0), right.max(0.0)]
-                    } else {
-                        [left, right]
-                    };
-                }
-                let row = &mut out[(co * g.oh + oy) * g.ow..][..g.ow];
-                let mut cells = row.chunks_exact_mut(2);
-                for (cell, pair) in (&mut cells).zip(&pairs) {
-                    cell[0].write(pair[0]);
-                    cell[1].write(pair[1]);
-                }
-                if let [last] = cells.into_remainder() {
-                    last.write(pairs[n - 1][0]);
+                if oy < g.oh {
+                    let at = (ty - rows.start) * across;
+                    let row = &mut out[(co * g.oh + oy) * g.ow..][..g.ow];
+                    interleave(&even[at..][..across], &odd[at..][..across], row);
                 }
             }
         }
