@@ -150,20 +150,108 @@ const BLOCK_VALUES: usize = 1 << 17;
 const GEMM_LANES: usize = 16;
 
 fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let (_, parallelism) = split(g.batch);
-    let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-    let winograd = winograd::Winograd::plan(g, w);
-    let blocks = if winograd.is_some() {
-        Vec::new()
-    } else {
-        g.blocks()
-    };
-    let block_len = blocks.iter().map(|b| b.len()).max().unwrap_or(0) * patch;
-    let block_len = if g.is_pointwise() { 0 } else { block_len };
-    let image_blocks = |image: &[f32], matrix: &mut [f32], out: &mut [MaybeUninit<f32>]| {
+    let conv = ImageConv::new(g, x, w, bias);
+    // SAFETY: `ImageConv::write` writes every value of its image's output.
+    unsafe {
+        par_fill(
+            g.batch * g.output_len(),
+            g.output_len(),
+            || (),
+            |n, _, out| conv.write(n, out),
+        )
+    }
+}
+
+/// `conv2d(x, w) + bias` (then ReLU if `settings.relu`) of a flex batch written straight into
+/// channels `first_channel..` of a concatenation's output (`target`, made here for the first
+/// part as `[batch, channels, oh, ow]`). `false` (nothing written) where [`conv2d`] would not
+/// run zoo's image-by-image kernel on flex, or the output does not fit the target.
+pub(crate) fn conv2d_into<B: Backend>(
+    x: &Tensor<B, 4>,
+    w: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    settings: &ConvSettings,
+    target: &mut Option<crate::concat::ChannelConcat>,
+    [first_channel, channels]: [usize; 2],
+) -> bool {
+    let all_f32 = x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && bias.is_none_or(|b| b.dtype() == DType::F32);
+    let g = Geometry::new(x.dims(), w.dims(), settings);
+    let few_images = g.batch < rayon::current_num_threads() && !inside_image_task();
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || !all_f32 || few_images {
+        return false;
+    }
+    let dims = [g.batch, channels, g.oh, g.ow];
+    let target = target.get_or_insert_with(|| crate::concat::ChannelConcat::new(dims));
+    if target.dims() != dims || first_channel + g.c_out > channels {
+        return false;
+    }
+    let values_of = |t: Tensor<B, 4>| contiguous(cast::<B, Flex, 4>(t).into_primitive().tensor());
+    let (x, w) = (values_of(x.clone()), values_of(w.clone()));
+    let bias = bias.map(|b| contiguous(cast::<B, Flex, 1>(b.clone()).into_primitive().tensor()));
+    let conv = ImageConv::new(&g, values(&x), values(&w), bias.as_ref().map(values));
+    // SAFETY: `ImageConv::write` writes every value of its image's output.
+    unsafe { target.write_channels(first_channel, g.c_out, |n, out| conv.write(n, out)) };
+    true
+}
+
+/// The inference forward of one convolution, image by image: Winograd's when it serves the
+/// geometry, else im2col + gemm in blocks of output rows.
+struct ImageConv<'a> {
+    g: &'a Geometry,
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    winograd: Option<winograd::Winograd>,
+    blocks: Vec<Range<usize>>,
+    /// Values of the largest im2col block (none for a pointwise convolution).
+    block_len: usize,
+    parallelism: Parallelism,
+}
+
+impl<'a> ImageConv<'a> {
+    fn new(g: &'a Geometry, x: &'a [f32], w: &'a [f32], bias: Option<&'a [f32]>) -> Self {
+        let winograd = winograd::Winograd::plan(g, w);
+        let blocks = if winograd.is_some() {
+            Vec::new()
+        } else {
+            g.blocks()
+        };
+        let block_len = if g.is_pointwise() {
+            0
+        } else {
+            blocks.iter().map(|b| b.len()).max().unwrap_or(0) * g.patch()
+        };
+        Self {
+            g,
+            x,
+            w,
+            bias,
+            winograd,
+            blocks,
+            block_len,
+            parallelism: split(g.batch).1,
+        }
+    }
+
+    /// Image `n`'s output `[c_out, oh, ow]`, every value written.
+    fn write(&self, n: usize, out: &mut [MaybeUninit<f32>]) {
+        let g = self.g;
+        let image = &self.x[n * g.image_len()..][..g.image_len()];
+        match &self.winograd {
+            Some(winograd) => winograd.image_output(g, image, self.bias, out),
+            None => with_scratch(self.block_len, |matrix| self.blocks_of(image, matrix, out)),
+        }
+    }
+
+    /// Per group and block of output positions: unfold (unless pointwise), multiply, finish.
+    fn blocks_of(&self, image: &[f32], matrix: &mut [f32], out: &mut [MaybeUninit<f32>]) {
+        let (g, bias) = (self.g, self.bias);
+        let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
         for group in 0..g.groups {
-            let weights = View::rows(&w[group * cog * patch..][..cog * patch], patch);
-            for block in &blocks {
+            let weights = View::rows(&self.w[group * cog * patch..][..cog * patch], patch);
+            for block in &self.blocks {
                 let (start, count) = (block.start, block.len());
                 let cols = if g.is_pointwise() {
                     View::rows(&image[group * patch * positions + start..], positions)
@@ -179,7 +267,7 @@ fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
                     weights,
                     cols,
                     positions,
-                    parallelism,
+                    self.parallelism,
                 );
                 if bias.is_none() && !g.relu {
                     continue;
@@ -191,23 +279,6 @@ fn forward_values(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
                 }
             }
         }
-    };
-    let image_output = |n: usize, _: &mut (), out: &mut [MaybeUninit<f32>]| {
-        let image = &x[n * g.image_len()..][..g.image_len()];
-        if let Some(winograd) = &winograd {
-            winograd.image_output(g, image, bias, out);
-        } else {
-            with_scratch(block_len, |matrix| image_blocks(image, matrix, out));
-        }
-    };
-    // SAFETY: `image_output` writes every value of its image's output (above).
-    unsafe {
-        par_fill(
-            g.batch * g.output_len(),
-            g.output_len(),
-            || (),
-            image_output,
-        )
     }
 }
 

@@ -12,6 +12,12 @@ use burn::tensor::{Distribution, Tensor};
 use zoo_onnx::shapes::{normalize_axis, window_output, ReshapeTarget};
 use zoo_onnx::{Node, Op, PoolSpec};
 
+use burn::backend::Flex;
+use burn::tensor::TensorPrimitive;
+
+use crate::concat::ChannelConcat;
+use crate::conv::conv2d_into;
+use crate::flex_autodiff::{cast, contiguous};
 use crate::network::Network;
 
 /// Rank every value is padded to.
@@ -103,12 +109,22 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     }
     // A ReLU whose input is already its output (fused into the node before it).
     let mut pass_through = None;
+    // Concatenations being written by their parts, and the ReLU of a part written there.
+    let mut concats: HashMap<usize, ChannelConcat> = HashMap::new();
+    let mut written_part_relu = None;
     for (i, node) in graph.nodes.iter().enumerate() {
         if i < start && plan.data_dependent[i] {
             continue;
         }
         let tapped = tap.as_ref().map(|(name, _)| *name);
-        let outs = if pass_through == Some(i) {
+        let outs = if written_part_relu == Some(i) {
+            Vec::new()
+        } else if into_concat(net, i, &values, [Some(want), tapped], &mut concats) {
+            written_part_relu = plan.relu_follows[i].then_some(i + 1);
+            Vec::new()
+        } else if let Some(y) = finish_concat(net, i, &values, &mut concats) {
+            vec![y]
+        } else if pass_through == Some(i) {
             vec![values[node.inputs[0].as_str()].clone()]
         } else if let Some(y) = with_relu(net, i, &values, want, tapped) {
             pass_through = Some(i + 1);
@@ -139,6 +155,67 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
         // A value computed at import (an output made only of constants).
         None => constant_value(net, want).expect("the wanted value is produced by the graph"),
     }
+}
+
+/// Runs convolution node `i` straight into the output of the concatenation it feeds
+/// (`Plan::concat_parts`), with its ReLU when one follows: on flex at inference, when neither
+/// its output nor the ReLU's is wanted or tapped (`looked_at`). `false` leaves it to run as usual.
+fn into_concat<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    looked_at: [Option<&str>; 2],
+    concats: &mut HashMap<usize, ChannelConcat>,
+) -> bool {
+    let (plan, node) = (&net.plan, &net.plan.graph.nodes[i]);
+    let (Some(part), Op::Conv(spec)) = (plan.concat_parts[i], &node.op) else {
+        return false;
+    };
+    let relu = plan.relu_follows[i];
+    let mut outputs = std::iter::once(&node.outputs[0]);
+    let relu_output = relu.then(|| &plan.graph.nodes[i + 1].outputs[0]);
+    if outputs.any(|o| looked_at.contains(&Some(o.as_str())))
+        || relu_output.is_some_and(|o| looked_at.contains(&Some(o.as_str())))
+    {
+        return false;
+    }
+    let get = |k: usize| input(net, node, values, k);
+    let c = conv_inputs(net, node, spec, &get);
+    let settings = crate::conv::ConvSettings {
+        stride: spec.strides,
+        pads: c.pads,
+        dilation: spec.dilations,
+        groups: spec.group,
+        relu,
+    };
+    let mut target = concats.remove(&part.concat);
+    let placed = [part.first_channel, part.channels];
+    let written = conv2d_into(&c.x, &c.w, c.bias.as_ref(), &settings, &mut target, placed);
+    if let Some(target) = target {
+        concats.insert(part.concat, target);
+    }
+    written
+}
+
+/// The output of Concat node `i` when some of its parts were written into it
+/// ([`into_concat`]): the other parts copied in. `None` for any other node.
+fn finish_concat<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    concats: &mut HashMap<usize, ChannelConcat>,
+) -> Option<Value<B>> {
+    let mut target = concats.remove(&i)?;
+    let graph = &net.plan.graph;
+    let offsets = crate::plan::channel_offsets(graph, i).expect("planned as a concatenation");
+    for (name, &first) in graph.nodes[i].inputs.iter().zip(&offsets) {
+        if let Some(v) = values.get(name.as_str()) {
+            let part = contiguous(cast::<B, Flex, 4>(v.t4()).into_primitive().tensor());
+            target.copy_part(first, crate::flex_autodiff::values(&part));
+        }
+    }
+    let y = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(target.finish()));
+    Some(Value::from4(cast::<Flex, B, 4>(y), 4))
 }
 
 /// Node `i` and the ReLU right after it as one op, when the ReLU is all that reads node `i`'s
