@@ -134,24 +134,17 @@ mod tests {
             ([1, 1], [3, 5]),
         ];
         for ([w, h], [nw, nh]) in sizes {
+            let check = |raw: &[u8], channels: usize, expected: &[u8], kind: &str| {
+                let size = [w as usize, h as usize];
+                let ours = resize_bilinear(raw, size, channels, [nw as usize, nh as usize]);
+                assert_eq!(ours, expected, "{kind} {w}x{h} -> {nw}x{nh}");
+            };
             let rgb = RgbImage::from_fn(w, h, |x, y| image::Rgb([0, 1, 2].map(|c| pixel(x, y, c))));
             let expected = resize(&rgb, nw, nh, FilterType::Triangle);
-            let ours = resize_bilinear(
-                rgb.as_raw(),
-                [w as usize, h as usize],
-                3,
-                [nw as usize, nh as usize],
-            );
-            assert_eq!(&ours, expected.as_raw(), "rgb {w}x{h} -> {nw}x{nh}");
+            check(rgb.as_raw(), 3, expected.as_raw(), "rgb");
             let gray = GrayImage::from_fn(w, h, |x, y| image::Luma([pixel(x, y, 1)]));
             let expected = resize(&gray, nw, nh, FilterType::Triangle);
-            let ours = resize_bilinear(
-                gray.as_raw(),
-                [w as usize, h as usize],
-                1,
-                [nw as usize, nh as usize],
-            );
-            assert_eq!(&ours, expected.as_raw(), "gray {w}x{h} -> {nw}x{nh}");
+            check(gray.as_raw(), 1, expected.as_raw(), "gray");
         }
     }
 

@@ -181,13 +181,7 @@ fn into_concat<B: Backend>(
     }
     let get = |k: usize| input(net, node, values, k);
     let c = conv_inputs(net, node, spec, &get);
-    let settings = crate::conv::ConvSettings {
-        stride: spec.strides,
-        pads: c.pads,
-        dilation: spec.dilations,
-        groups: spec.group,
-        relu,
-    };
+    let settings = conv_settings(spec, &c, relu);
     let mut target = concats.remove(&part.concat);
     let placed = [part.first_channel, part.channels];
     let written = conv2d_into(&c.x, &c.w, c.bias.as_ref(), &settings, &mut target, placed);
@@ -427,14 +421,23 @@ fn fast_conv<B: Backend>(
     c: &ConvInputs<B>,
     relu: bool,
 ) -> Option<Value<B>> {
-    let settings = crate::conv::ConvSettings {
+    let settings = conv_settings(spec, c, relu);
+    crate::conv::conv2d(&c.x, &c.w, c.bias.as_ref(), &settings).map(|y| Value::from4(y, 4))
+}
+
+/// zoo's convolution settings for a node's spec and resolved pads, the ReLU fused or not.
+fn conv_settings<B: Backend>(
+    spec: &zoo_onnx::ops::ConvSpec,
+    c: &ConvInputs<B>,
+    relu: bool,
+) -> crate::conv::ConvSettings {
+    crate::conv::ConvSettings {
         stride: spec.strides,
         pads: c.pads,
         dilation: spec.dilations,
         groups: spec.group,
         relu,
-    };
-    crate::conv::conv2d(&c.x, &c.w, c.bias.as_ref(), &settings).map(|y| Value::from4(y, 4))
+    }
 }
 
 /// Input `i` of `node` as a vector: the parameter itself when it is one (so it trains).
