@@ -13,7 +13,6 @@ fn filter(i: Interpolation) -> FilterType {
     }
 }
 
-/// Applies the recipe and returns `C*H*W` values in the model's channel order.
 /// `image.resize_exact(width, height, ..)` with the recipe's filter: by
 /// [`resize_bilinear`](crate::resize::resize_bilinear) for bilinear 8-bit RGB and gray images
 /// (the same bytes, several times faster), by `image` otherwise.
@@ -36,6 +35,7 @@ fn resize_exact(image: &DynamicImage, width: u32, height: u32, i: Interpolation)
     resized.unwrap_or_else(|| image.resize_exact(width, height, filter(i)))
 }
 
+/// Applies the recipe and returns `C*H*W` values in the model's channel order.
 pub fn preprocess(image: &DynamicImage, p: &Preprocessing) -> Vec<f32> {
     let [h, w] = p.size;
     let f = p.interpolation;

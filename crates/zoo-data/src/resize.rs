@@ -69,12 +69,11 @@ pub fn resize_bilinear(
         width * height * channels,
         "pixels of the stated size"
     );
-    if [width, height] == [new_width, new_height] || width == 0 || height == 0 {
-        return if [width, height] == [new_width, new_height] {
-            pixels.to_vec()
-        } else {
-            vec![0; new_width * new_height * channels]
-        };
+    if [width, height] == [new_width, new_height] {
+        return pixels.to_vec();
+    }
+    if width == 0 || height == 0 {
+        return vec![0; new_width * new_height * channels];
     }
     let stride = width * channels;
     let mut rows = vec![0.0f32; new_height * stride];

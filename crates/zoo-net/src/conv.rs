@@ -69,10 +69,7 @@ pub fn conv2d<B: Backend>(
     bias: Option<&Tensor<B, 1>>,
     settings: &ConvSettings,
 ) -> Option<Tensor<B, 4>> {
-    let all_f32 = x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && bias.is_none_or(|b| b.dtype() == DType::F32);
-    if !all_f32 {
+    if !all_f32(x, w, bias) {
         return None;
     }
     let geometry = Geometry::new(x.dims(), w.dims(), settings);
@@ -107,8 +104,7 @@ pub fn conv2d<B: Backend>(
 /// cores.
 fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry) -> FlexTensor {
     let bias = bias.map(contiguous);
-    let few_images = g.batch < rayon::current_num_threads() && !inside_image_task();
-    if few_images && g.pad == g.pad_end {
+    if g.on_flex_convolution() {
         let options = ConvOptions::new(g.stride, g.pad, g.dilation, g.groups);
         let mut y = contiguous(<Flex as ModuleOps<Flex>>::conv2d(x, w, None, options));
         if bias.is_some() || g.relu {
@@ -174,12 +170,9 @@ pub(crate) fn conv2d_into<B: Backend>(
     target: &mut Option<crate::concat::ChannelConcat>,
     [first_channel, channels]: [usize; 2],
 ) -> bool {
-    let all_f32 = x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && bias.is_none_or(|b| b.dtype() == DType::F32);
     let g = Geometry::new(x.dims(), w.dims(), settings);
-    let few_images = g.batch < rayon::current_num_threads() && !inside_image_task();
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || !all_f32 || few_images {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || !all_f32(x, w, bias) || g.on_flex_convolution()
+    {
         return false;
     }
     let dims = [g.batch, channels, g.oh, g.ow];
@@ -194,6 +187,13 @@ pub(crate) fn conv2d_into<B: Backend>(
     // SAFETY: `ImageConv::write` writes every value of its image's output.
     unsafe { target.write_channels(first_channel, g.c_out, |n, out| conv.write(n, out)) };
     true
+}
+
+/// Whether the operands are all f32 (zoo's kernels serve no other dtype).
+fn all_f32<B: Backend>(x: &Tensor<B, 4>, w: &Tensor<B, 4>, bias: Option<&Tensor<B, 1>>) -> bool {
+    x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && bias.is_none_or(|b| b.dtype() == DType::F32)
 }
 
 /// The inference forward of one convolution, image by image: Winograd's when it serves the
@@ -375,6 +375,14 @@ impl Geometry {
 
     fn output_len(&self) -> usize {
         self.c_out * self.positions()
+    }
+
+    /// Whether inference goes to flex's own convolution, which spreads one image's tiles over
+    /// the cores: fewer images than cores outside an image-by-image task, symmetric pads.
+    fn on_flex_convolution(&self) -> bool {
+        self.batch < rayon::current_num_threads()
+            && !inside_image_task()
+            && self.pad == self.pad_end
     }
 
     /// The inference forward's blocks of output positions: about [`BLOCK_VALUES`] columns or

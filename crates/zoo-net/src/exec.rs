@@ -172,11 +172,9 @@ fn into_concat<B: Backend>(
         return false;
     };
     let relu = plan.relu_follows[i];
-    let mut outputs = std::iter::once(&node.outputs[0]);
+    let looked_at = |o: &String| looked_at.contains(&Some(o.as_str()));
     let relu_output = relu.then(|| &plan.graph.nodes[i + 1].outputs[0]);
-    if outputs.any(|o| looked_at.contains(&Some(o.as_str())))
-        || relu_output.is_some_and(|o| looked_at.contains(&Some(o.as_str())))
-    {
+    if looked_at(&node.outputs[0]) || relu_output.is_some_and(looked_at) {
         return false;
     }
     let get = |k: usize| input(net, node, values, k);

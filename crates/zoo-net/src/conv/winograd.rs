@@ -3,8 +3,8 @@
 //! comes from a 4x4 input tile with 16 multiplies per input and output channel instead of 36.
 //! Per block of tiles the input tiles are transformed (`B^T d B`), the multiplies are 16 gemms
 //! of the transformed weights (`G g G^T`, made once per weight tensor) by the transformed
-//! tiles, and each output block is `A^T m A`, then bias and ReLU. Every transform runs along
-//! whole tile rows (vector arithmetic), never tile by tile.
+//! tiles, and each output block is `A^T m A`, then bias and ReLU. Every transform runs over
+//! all tiles of a block at once (vector arithmetic), never tile by tile.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -149,11 +149,15 @@ impl Tiles {
     }
 }
 
-/// Scratch of one image: transformed tiles, products, and rows of one tile row.
+/// Scratch of one image: transformed tiles, products, the output transform's sums, and one
+/// block's rearranged input rows.
 struct Scratch<'a> {
     tiles: &'a mut [f32],
     products: &'a mut [f32],
-    /// One block's rearranged input rows (see [`BlockLayout`]).
+    /// `A^T m` of a block (8 values per tile), then one output row pair's even and odd
+    /// columns (2 per tile).
+    sums: &'a mut [f32],
+    /// See [`BlockLayout`].
     rows: &'a mut [f32],
 }
 
@@ -172,14 +176,17 @@ impl Winograd {
         let lens = [
             16 * g.c_in * block,
             16 * tiles.channels_per_chunk * block,
+            10 * block,
             BlockLayout::new(tiles, tiles.rows_per_block).len(),
         ];
         with_scratch(lens.iter().sum(), |buffer| {
             let (tiles_part, rest) = buffer.split_at_mut(lens[0]);
-            let (products, rows) = rest.split_at_mut(lens[1]);
+            let (products, rest) = rest.split_at_mut(lens[1]);
+            let (sums, rows) = rest.split_at_mut(lens[2]);
             let mut s = Scratch {
                 tiles: tiles_part,
                 products,
+                sums,
                 rows,
             };
             image_blocks(g, tiles, image, &self.weights, bias, &mut s, out);
@@ -217,7 +224,7 @@ fn image_blocks(
                     gemm::Parallelism::None,
                 );
             }
-            transform_products(g, tiles, s.products, rows.clone(), channels, bias, out);
+            transform_products(g, tiles, s, rows.clone(), channels, bias, out);
         }
     }
 }
@@ -344,7 +351,7 @@ fn pad_rows(g: &Geometry, channel: &[f32], first: usize, width: usize, padded: &
     }
 }
 
-/// `A^T m A` of every tile's products (`[16, channels, tiles]`) into the output channels
+/// `A^T m A` of every tile's products (`s.products`, `[16, channels, tiles]`) into the output channels
 /// `channels`, then bias and ReLU. `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`. Each step runs over
 /// all tiles of the block at once (tile rows are short); only the final interleaving of even
 /// and odd output columns goes row by row.
@@ -352,7 +359,7 @@ fn pad_rows(g: &Geometry, channel: &[f32], first: usize, width: usize, padded: &
 fn transform_products(
     g: &Geometry,
     t: &Tiles,
-    products: &[f32],
+    s: &mut Scratch,
     rows: Range<usize>,
     channels: Range<usize>,
     bias: Option<&[f32]>,
@@ -360,8 +367,8 @@ fn transform_products(
 ) {
     let (count, cc, across) = (rows.len() * t.across, channels.len(), t.across);
     // The two rows of `A^T m` (four columns each), then the even and odd output columns.
-    let mut sums = vec![0.0f32; 8 * count];
-    let mut columns = vec![0.0f32; 2 * count];
+    let products = &*s.products;
+    let (sums, columns) = s.sums[..10 * count].split_at_mut(8 * count);
     for (k, co) in channels.enumerate() {
         let b = bias.map_or(0.0, |b| b[co]);
         let m = |xi: usize| &products[(xi * cc + k) * count..][..count];
@@ -380,12 +387,12 @@ fn transform_products(
             }
         }
         for half in 0..2 {
-            let s = &sums[half * 4 * count..][..4 * count];
+            let half_sums = &sums[half * 4 * count..][..4 * count];
             let (s0, s1, s2, s3) = (
-                &s[..count],
-                &s[count..2 * count],
-                &s[2 * count..3 * count],
-                &s[3 * count..],
+                &half_sums[..count],
+                &half_sums[count..2 * count],
+                &half_sums[2 * count..3 * count],
+                &half_sums[3 * count..],
             );
             let (even, odd) = columns.split_at_mut(count);
             let sources = s0.iter().zip(s1).zip(s2.iter().zip(s3));
