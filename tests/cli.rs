@@ -3,6 +3,7 @@
 mod common;
 
 use common::{alexnet_standin, shared, small_rgb_classifier, write_images, zoo, TempDir};
+use zoo_onnx::ops::Activation;
 
 #[test]
 fn inspect_json_lists_layers_params_and_op_support() {
@@ -603,7 +604,7 @@ fn train_mlp_with_chosen_widths_activation_and_quadratic_loss_records_them_and_r
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, zoo_onnx::Op::Tanh))
+        .filter(|n| matches!(n.op, zoo_onnx::Op::Activation(Activation::Tanh)))
         .count();
     assert_eq!(tanh, 2);
     assert!(run.join("report.html").is_file());

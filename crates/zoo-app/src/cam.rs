@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use zoo_onnx::ops::{Activation, Nn};
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::softmax;
@@ -56,7 +57,7 @@ fn default_layer(net: &Network<Ad>) -> anyhow::Result<String> {
         .iter()
         .rev()
         .find(|n| {
-            matches!(n.op, zoo_onnx::Op::Conv { .. })
+            matches!(n.op, zoo_onnx::Op::Nn(Nn::Conv { .. }))
                 && graph
                     .shapes
                     .of(&n.outputs[0])
@@ -71,7 +72,8 @@ fn default_layer(net: &Network<Ad>) -> anyhow::Result<String> {
         (Some(n), None)
             if matches!(
                 n.op,
-                zoo_onnx::Op::Relu | zoo_onnx::Op::Unary(zoo_onnx::ops::Unary::Clip { .. })
+                zoo_onnx::Op::Activation(Activation::Relu)
+                    | zoo_onnx::Op::Activation(Activation::Clip { .. })
             ) =>
         {
             n.outputs[0].clone()
@@ -165,7 +167,7 @@ pub fn grad_cam(
         100.0 * probabilities[k]
     );
     let (rgb, size) = overlay(&decoded, &cam, [mh, mw], [h, w]);
-    zoo_train::plot::captioned(output, &rgb, size, &caption)
+    zoo_train::report::plot::captioned(output, &rgb, size, &caption)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
     Ok(CamReport {
         output: output.to_path_buf(),
@@ -227,7 +229,7 @@ fn overlay(
     let mut rgb = Vec::with_capacity((ph * pw * 3) as usize);
     for y in 0..ph {
         for x in 0..pw {
-            let heat = zoo_train::plot::jet(sample(
+            let heat = zoo_train::report::plot::jet(sample(
                 (y as f32 + 0.5) / ph as f32,
                 (x as f32 + 0.5) / pw as f32,
             ));

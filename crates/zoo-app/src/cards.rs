@@ -3,12 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+pub use zoo_cards::RecipeChanges;
 use zoo_cards::{
-    Card, FinetunePlan, InputSpec, LabelFormat, Labels, Layout, OutputKind, OutputSpec,
-    RecipeChanges, Source,
+    Card, FinetunePlan, InputSpec, LabelFormat, Labels, Layout, OutputKind, OutputSpec, Source,
 };
 
 use crate::profile::{model_labels, profile_of_model, ModelHints};
+
+/// The preprocessing vocabulary a caller names recipes with.
+pub use zoo_cards::{
+    parse_channel_values, parse_resize, parse_size, ColorOrder, Interpolation, Preset, ResizeMode,
+};
 
 /// What `zoo card new` is told besides the file.
 #[derive(Clone, Debug, Default)]

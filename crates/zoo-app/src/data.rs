@@ -27,6 +27,9 @@ pub fn model_preprocessing(
     name_and_recipe(model.to_string(), &profile.preprocessing)
 }
 
+/// The text rendering of a data check.
+pub use zoo_data::check::render;
+
 pub fn check_dataset(
     path: &Path,
     model: Option<&str>,

@@ -74,7 +74,7 @@ pub fn run_demo(
     ));
     let run_dir = zoo_train::rundir::fresh(out, "run");
     let mut options = FinetuneOptions::new(images, 5);
-    options.train_per_class = Some(TRAIN_PER_DIGIT);
+    options.split = zoo_train::SplitChoice::TrainPerClass(TRAIN_PER_DIGIT);
     options.epochs = 15;
     options.batch_size = 25;
     options.lr = 0.01;
@@ -83,14 +83,8 @@ pub fn run_demo(
     options.head_lr_factor = 1.0;
     options.device = zoo_train::DeviceChoice::Cpu;
     options.out = Some(run_dir.clone());
-    let summary = crate::finetune::run_finetune(
-        &base,
-        &Default::default(),
-        "demo",
-        &options,
-        stop,
-        reporter,
-    )?;
+    let summary =
+        crate::train::run_finetune(&base, &Default::default(), "demo", &options, stop, reporter)?;
 
     reporter.info("3/5 export: ONNX with a dynamic batch axis, parity with tract and ONNX Runtime");
     let engines = ["tract".to_string(), "ort".to_string()];

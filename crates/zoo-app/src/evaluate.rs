@@ -149,21 +149,26 @@ pub fn evaluate(
         &confusion_csv,
         zoo_train::report::confusion_csv(&m, &all_names).as_bytes(),
     )?;
-    zoo_train::plot::confusion(&confusion_png, &m, &all_names)?;
+    zoo_train::report::plot::confusion(&confusion_png, &m, &all_names)?;
     let mistakes = zoo_train::report::mistakes(&probabilities, truth);
-    let misclassified_png = out.join(zoo_train::pictures::MISCLASSIFIED_PNG);
-    let shown = zoo_train::pictures::Shown {
+    let misclassified_png = out.join(zoo_train::report::pictures::MISCLASSIFIED_PNG);
+    let shown = zoo_train::report::pictures::Shown {
         values: &images.values,
         chw,
         preprocessing: &profile.preprocessing,
         names: &all_names,
         paths: &images.paths,
     };
-    zoo_train::pictures::misclassified(&mistakes, mistakes.len(), &shown, &misclassified_png)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
+    zoo_train::report::pictures::misclassified(
+        &mistakes,
+        mistakes.len(),
+        &shown,
+        &misclassified_png,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
     let worst = mistakes
         .iter()
-        .take(zoo_train::pictures::GALLERY_MAX)
+        .take(zoo_train::report::pictures::GALLERY_MAX)
         .map(|x| WorstImage {
             path: images.paths.get(x.index).cloned().unwrap_or_default(),
             truth: all_names[x.truth].clone(),

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use serde::Serialize;
 use zoo_net::Network;
-use zoo_onnx::pb::StringStringEntryProto;
 use zoo_parity::{run_network, verify_outputs, VerifyReport};
 
 use crate::engines::Engines;
@@ -53,13 +52,8 @@ pub fn export_run(
             zoo_onnx::opset::convert(proto, from_opset, to, &|v| shapes.of(v).map(<[usize]>::len))?;
     }
     if let Ok(summary) = std::fs::read_to_string(run.join("summary.json")) {
-        proto
-            .metadata_props
-            .retain(|p| p.key != "zoo.training_summary");
-        proto.metadata_props.push(StringStringEntryProto {
-            key: "zoo.training_summary".into(),
-            value: summary,
-        });
+        let key = zoo_train::export::META_TRAINING_SUMMARY;
+        zoo_train::export::set_metadata(&mut proto, key, summary);
     }
     // Everything that can fail runs before the file is written, so a failed export leaves no
     // model.onnx that later commands would prefer.
@@ -107,7 +101,7 @@ pub fn export_run(
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", receipt.display()))?;
     // The run's page shows the receipt when it sits in the run directory.
     if receipt.parent() == Some(run) {
-        zoo_train::run_report::write(run)
+        zoo_train::report::html::write(run)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", run.display()))?;
     }
     Ok(report)

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 use zoo_cards::Card;
-use zoo_fetch::{fetch_card, fetch_url, FetchOptions, Fetched, HubCache, ZooCache};
+use zoo_fetch::{fetch_card, fetch_url, Fetched, HubCache, ZooCache};
+/// Download settings and their vocabulary.
+pub use zoo_fetch::{FetchOptions, FetchStatus, NetLimits, ProgressFn};
 
 use crate::verify::{verify_file, VerifyOptions};
 

@@ -77,7 +77,10 @@ impl Images {
 pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Result<LabeledImages> {
     let options = zoo_train::run_options(run)?;
     let (dataset, plan) = zoo_train::run_data(&options)?;
-    let data = options.val_data.unwrap_or(options.data);
+    let data = match options.split {
+        zoo_train::SplitChoice::Separate(val) => val,
+        _ => options.data,
+    };
     let splits = zoo_data::split(&dataset, plan, options.seed)?;
     let (tensors, skipped) = zoo_data::load(&dataset, &splits.val, preprocessing);
     if tensors.is_empty() {

@@ -3,6 +3,7 @@
 //! metadata or the model card.
 
 use std::path::{Path, PathBuf};
+use zoo_onnx::ops::Nn;
 
 use serde::Serialize;
 use zoo_cards::OutputKind;
@@ -66,7 +67,8 @@ pub fn predict(
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();
     let (names, labels_from) = model_labels(&model, hints)?;
     let ends_in_softmax = model.graph.nodes.iter().any(|n| {
-        n.outputs[0] == model.graph.output.name && matches!(n.op, zoo_onnx::Op::Softmax { .. })
+        n.outputs[0] == model.graph.output.name
+            && matches!(n.op, zoo_onnx::Op::Nn(Nn::Softmax { .. }))
     });
     let probabilities = ends_in_softmax
         || hints

@@ -8,12 +8,8 @@ use serde::Serialize;
 use zoo_cards::{Card, LabelFormat, Preprocessing, RecipeChanges};
 use zoo_net::Plan;
 
-/// Metadata keys zoo writes into exported ONNX files.
-pub const META_CARD: &str = "zoo.card";
-pub const META_PREPROCESSING: &str = "zoo.preprocessing";
-pub const META_LABELS: &str = "zoo.labels";
-pub const META_FREEZE: &str = "zoo.freeze";
-pub const META_HEAD: &str = "zoo.head";
+/// Metadata keys zoo writes into exported ONNX files (defined with the writer).
+pub use zoo_train::export::{META_CARD, META_FREEZE, META_HEAD, META_LABELS, META_PREPROCESSING};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 use zoo_net::Network;
-use zoo_train::pictures::Tile;
+use zoo_train::report::pictures::Tile;
 
 use crate::profile::{model_labels, profile_of_model, ModelHints};
 use crate::CpuBackend;
@@ -86,8 +86,9 @@ pub fn filters(
 ) -> anyhow::Result<Picture> {
     let Shown { profile, net, .. } = load(path, hints)?;
     let layer = pick_layer(&net, layer)?;
-    let (tiles, size) = zoo_train::pictures::filter_tiles(&net, layer, profile.preprocessing.color)
-        .map_err(anyhow::Error::msg)?;
+    let (tiles, size) =
+        zoo_train::report::pictures::filter_tiles(&net, layer, profile.preprocessing.color)
+            .map_err(anyhow::Error::msg)?;
     let picture = save_grid(&tiles, size, &layer.name, output)?;
     Ok(Picture {
         preprocessing: profile.recipe_line(),
@@ -170,7 +171,7 @@ fn save_grid(
     layer: &str,
     output: &Path,
 ) -> anyhow::Result<Picture> {
-    let grid = zoo_train::pictures::save_grid(tiles, size, output)
+    let grid = zoo_train::report::pictures::save_grid(tiles, size, output)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
     Ok(Picture {
         output: output.to_path_buf(),
@@ -245,9 +246,9 @@ pub fn feature_map(
     );
     let x_label = format!("PC 1 ({:.0} % of the variance)", 100.0 * explained[0]);
     let y_label = format!("PC 2 ({:.0} %)", 100.0 * explained[1]);
-    zoo_train::plot::scatter(
+    zoo_train::report::plot::scatter(
         output,
-        &zoo_train::plot::Scatter {
+        &zoo_train::report::plot::Scatter {
             title: &title,
             x_label: &x_label,
             y_label: &y_label,

@@ -5,6 +5,7 @@
 //! trainer applies them after the step ([`Network::update_running_statistics`]).
 
 use std::sync::{Arc, Mutex};
+use zoo_onnx::ops::Nn;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -88,7 +89,7 @@ impl<B: Backend> Network<B> {
         plan.graph
             .nodes
             .iter()
-            .filter(|n| matches!(n.op, zoo_onnx::Op::BatchNorm { .. }))
+            .filter(|n| matches!(n.op, zoo_onnx::Op::Nn(Nn::BatchNorm { .. })))
             .filter_map(|n| {
                 let index = |i: usize| n.input(i).and_then(|v| plan.param_index.get(v)).copied();
                 let scale = index(1)?;

@@ -5,6 +5,7 @@
 
 use burn::tensor::backend::Backend;
 use zoo_onnx::builder::{typed_value_info, value_info};
+use zoo_onnx::ops::Array;
 use zoo_onnx::pb::{ModelProto, TensorProto};
 use zoo_onnx::tensor::{f32_proto, i64_proto};
 use zoo_onnx::ConstData;
@@ -117,7 +118,7 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashSet<S
     let graph = &plan.graph;
     let mut keep = std::collections::HashSet::new();
     for node in &graph.nodes {
-        let (Op::Reshape { .. }, Some(shape)) = (&node.op, node.input(1)) else {
+        let (Op::Array(Array::Reshape { .. }), Some(shape)) = (&node.op, node.input(1)) else {
             continue;
         };
         let keeps = matches!(
@@ -130,7 +131,7 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashSet<S
             .and_then(|c| c.as_i64())
             .and_then(|v| v.first().copied());
         let only_readers_keep = graph.consumers(shape).all(|n| {
-            matches!(n.op, Op::Reshape { .. })
+            matches!(n.op, Op::Array(Array::Reshape { .. }))
                 && matches!(
                     graph.shapes.reshape_targets.get(&n.label),
                     Some(ReshapeTarget::KeepBatch(_))

@@ -1,6 +1,7 @@
 //! Replacing the classifier head: the head layer's weights and bias get `classes` outputs,
 //! freshly initialised (seeded), and every shape downstream is re-inferred.
 
+use zoo_onnx::ops::{Array, Nn};
 use zoo_onnx::{Constant, OnnxModel, Op};
 
 use crate::error::NetError;
@@ -88,9 +89,11 @@ pub fn replace_head(
         .unwrap_or_default();
     // The axis of the output that counts classes: last for Gemm/MatMul, channels for Conv.
     let (axis_from_end, old) = match &node.op {
-        Op::Gemm { .. } | Op::MatMul => (1, *out_dims.last().unwrap_or(&0)),
-        Op::Conv(spec) if spec.group == 1 => (3, out_dims.get(1).copied().unwrap_or(0)),
-        Op::Conv(_) => return Err(head_error(layer, "a grouped convolution cannot be a head")),
+        Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul) => (1, *out_dims.last().unwrap_or(&0)),
+        Op::Nn(Nn::Conv(spec)) if spec.group == 1 => (3, out_dims.get(1).copied().unwrap_or(0)),
+        Op::Nn(Nn::Conv(_)) => {
+            return Err(head_error(layer, "a grouped convolution cannot be a head"))
+        }
         other => {
             return Err(head_error(
                 layer,
@@ -147,7 +150,7 @@ pub fn replace_head(
         .map(|c| c.dims.clone())
         .unwrap_or_default();
     match &node.op {
-        Op::Gemm { trans_b, .. } => {
+        Op::Nn(Nn::Gemm { trans_b, .. }) => {
             let (axis, fan_in) = if *trans_b {
                 (0, weight_dims.get(1).copied().unwrap_or(1))
             } else {
@@ -157,13 +160,13 @@ pub fn replace_head(
                 .params
                 .push(resize(&weight, graph, axis, fan_in, true, 1)?);
         }
-        Op::Conv(_) => {
+        Op::Nn(Nn::Conv(_)) => {
             let fan_in = weight_dims.iter().skip(1).product();
             change
                 .params
                 .push(resize(&weight, graph, 0, fan_in, true, 1)?);
         }
-        Op::MatMul => {
+        Op::Nn(Nn::MatMul) => {
             let w = weight.clone();
             if graph.constants.contains_key(&w) {
                 let wd = weight_dims.clone();
@@ -175,7 +178,7 @@ pub fn replace_head(
                 let reshape = graph
                     .nodes
                     .iter()
-                    .find(|n| n.outputs[0] == w && matches!(n.op, Op::Reshape { .. }))
+                    .find(|n| n.outputs[0] == w && matches!(n.op, Op::Array(Array::Reshape { .. })))
                     .cloned()
                     .ok_or_else(|| {
                         head_error(

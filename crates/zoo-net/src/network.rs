@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use zoo_onnx::ops::{Array, Nn};
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -239,7 +240,11 @@ impl<B: Backend> Network<B> {
                     .iter()
                     .find(|n| {
                         n.outputs[0] == *i
-                            && matches!(n.op, zoo_onnx::Op::Reshape { .. } | zoo_onnx::Op::Identity)
+                            && matches!(
+                                n.op,
+                                zoo_onnx::Op::Array(Array::Reshape { .. })
+                                    | zoo_onnx::Op::Array(Array::Identity)
+                            )
                     })
                     .is_some_and(|n| {
                         n.inputs.iter().any(|j| {
@@ -274,7 +279,7 @@ impl<B: Backend> Network<B> {
             frontier.dedup();
             let stochastic = graph.nodes[..k]
                 .iter()
-                .any(|n| matches!(n.op, zoo_onnx::Op::Dropout { .. }));
+                .any(|n| matches!(n.op, zoo_onnx::Op::Nn(Nn::Dropout { .. })));
             if frontier.len() == 1 && frontier[0] != graph.input.name && !stochastic {
                 return Some(FeatureCut {
                     value: frontier[0].to_string(),

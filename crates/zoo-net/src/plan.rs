@@ -2,6 +2,7 @@
 //! the graph the executor runs. Independent of any backend.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use zoo_onnx::ops::{Activation, Array, Math, Nn};
 
 use zoo_onnx::{Constant, Graph, Node, OnnxModel, Op};
 
@@ -110,8 +111,8 @@ pub fn assign_layers(graph: &Graph) -> Vec<Assignment> {
                 continue;
             }
             let role = match (&node.op, i) {
-                (Op::BatchNorm { .. }, 3 | 4) => Some(ParamRole::Buffer),
-                (Op::Dropout { .. }, _) => None,
+                (Op::Nn(Nn::BatchNorm { .. }), 3 | 4) => Some(ParamRole::Buffer),
+                (Op::Nn(Nn::Dropout { .. }), _) => None,
                 (op, i) if op.is_setting_input(i) => None,
                 _ => Some(ParamRole::Learnable),
             };
@@ -230,7 +231,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     let largest_matmul_weight = graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Gemm { .. } | Op::MatMul))
+        .filter(|n| matches!(n.op, Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul)))
         .flat_map(|n| &n.inputs)
         .filter_map(|i| param_index.get(i))
         .map(|&p| params[p].numel())
@@ -279,7 +280,10 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
             value = reader.outputs[0].clone();
         }
         let Some(mut owner) = owner else { continue };
-        if matches!(owner.op, Op::Add | Op::Mul | Op::Sub) {
+        if matches!(
+            owner.op,
+            Op::Math(Math::Add) | Op::Math(Math::Mul) | Op::Math(Math::Sub)
+        ) {
             let computed = owner
                 .inputs
                 .iter()
@@ -287,7 +291,12 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
                 .and_then(|i| producer.get(i.as_str()));
             if let Some(prev) = computed {
                 let single_reader = graph.consumers(&prev.outputs[0]).count() == 1;
-                if single_reader && matches!(prev.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul) {
+                if single_reader
+                    && matches!(
+                        prev.op,
+                        Op::Nn(Nn::Conv(_)) | Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul)
+                    )
+                {
                     owner = prev;
                 }
             }
@@ -307,11 +316,11 @@ const WEIGHT_SUFFIXES: &[&str] = &[
 fn is_passthrough(op: &Op) -> bool {
     matches!(
         op,
-        Op::Reshape { .. }
-            | Op::Identity
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Transpose { .. }
+        Op::Array(Array::Reshape { .. })
+            | Op::Array(Array::Identity)
+            | Op::Array(Array::Squeeze { .. })
+            | Op::Array(Array::Unsqueeze { .. })
+            | Op::Array(Array::Transpose { .. })
     )
 }
 
@@ -371,7 +380,8 @@ fn relu_follows(graph: &Graph) -> Vec<bool> {
                 return false;
             };
             let next_is_relu = nodes.get(i + 1).is_some_and(|next| {
-                matches!(next.op, Op::Relu) && next.input(0) == Some(out.as_str())
+                matches!(next.op, Op::Activation(Activation::Relu))
+                    && next.input(0) == Some(out.as_str())
             });
             next_is_relu && *out != graph.output.name && graph.consumers(out).count() == 1
         })
@@ -382,7 +392,7 @@ fn relu_follows(graph: &Graph) -> Vec<bool> {
 /// channel count last, when it joins rank-4 values along channels (shapes as inferred).
 pub(crate) fn channel_offsets(graph: &Graph, concat: usize) -> Option<Vec<usize>> {
     let node = &graph.nodes[concat];
-    let Op::Concat { axis } = node.op else {
+    let Op::Array(Array::Concat { axis }) = node.op else {
         return None;
     };
     let dims: Vec<&[usize]> = node
@@ -426,11 +436,11 @@ fn concat_parts(graph: &Graph, relu_follows: &[bool]) -> Vec<Option<ConcatPart>>
                 continue;
             };
             let conv = match graph.nodes[p].op {
-                Op::Conv(_) if !relu_follows[p] => Some(p),
-                Op::Relu if p > 0 && relu_follows[p - 1] => Some(p - 1),
+                Op::Nn(Nn::Conv(_)) if !relu_follows[p] => Some(p),
+                Op::Activation(Activation::Relu) if p > 0 && relu_follows[p - 1] => Some(p - 1),
                 _ => None,
             };
-            let conv = conv.filter(|&k| matches!(graph.nodes[k].op, Op::Conv(_)));
+            let conv = conv.filter(|&k| matches!(graph.nodes[k].op, Op::Nn(Nn::Conv(_))));
             if let Some(k) = conv.filter(|_| graph.consumers(value).count() == 1) {
                 parts[k] = Some(ConcatPart {
                     concat: j,

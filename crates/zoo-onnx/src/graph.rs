@@ -7,10 +7,10 @@ use prost::Message;
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, NodeProto, ValueInfoProto};
 
 use crate::error::{bad_node, OnnxError, Result};
-use crate::fold::{bake_settings, evaluate, is_foldable, Folded};
-use crate::ops::{parse_op, Attrs, Op};
+use crate::fold::{bake, checked, evaluate, is_foldable, Baked, Folded};
+use crate::ops::{parse_op, Array, Import, Nn, Op, Parsed};
 use crate::shapes::{infer_node, infer_shapes, ShapeInfo};
-use crate::tensor::{checked_dims, take_constant, ConstData, Constant};
+use crate::tensor::{take_constant, Constant};
 
 pub const MIN_OPSET: i64 = 7;
 pub const MAX_OPSET: i64 = 25;
@@ -58,13 +58,13 @@ pub enum InputLayout {
 }
 
 /// The layout of an `[N, A, B, C]` input: NHWC when every reader transposes it to NCHW.
-fn input_layout(nodes: &[(&NodeProto, String, Op)], input: &str) -> InputLayout {
+fn input_layout(nodes: &[(&NodeProto, String, Parsed)], input: &str) -> InputLayout {
     let mut readers = nodes
         .iter()
         .filter(|(n, _, _)| n.input.iter().any(|i| i == input))
         .peekable();
-    let to_nchw = |op: &Op| matches!(op, Op::Transpose { perm: Some(p) } if p == &[0, 3, 1, 2]);
-    if readers.peek().is_some() && readers.all(|(_, _, op)| to_nchw(op)) {
+    let to_nchw = |op: Option<&Op>| matches!(op, Some(Op::Array(Array::Transpose { perm: Some(p) })) if p == &[0, 3, 1, 2]);
+    if readers.peek().is_some() && readers.all(|(_, _, parsed)| to_nchw(parsed.ready())) {
         InputLayout::Nhwc
     } else {
         InputLayout::Nchw
@@ -95,7 +95,7 @@ impl Graph {
         self.nodes
             .iter()
             .find(|n| n.outputs[0] == self.output.name)
-            .filter(|n| matches!(n.op, crate::Op::Softmax { .. }))
+            .filter(|n| matches!(n.op, Op::Nn(Nn::Softmax { .. })))
             .and_then(|n| n.input(0))
             .unwrap_or(&self.output.name)
     }
@@ -130,40 +130,54 @@ impl Graph {
 
 impl Graph {
     /// One node in execution order: a constant node or foldable shape arithmetic becomes a
-    /// constant; anything else is validated, shaped and kept.
+    /// constant; anything else is baked, validated, shaped and kept.
     fn fold_or_infer(
         &mut self,
         proto_node: &NodeProto,
-        node: &mut Node,
+        label: &str,
+        parsed: &Parsed,
         info: &mut ShapeInfo,
         probes: &mut BTreeMap<String, Constant>,
     ) -> Result<()> {
-        let value = match node.op {
-            Op::Constant => Some(constant_node(proto_node, &node.label)?),
-            Op::ConstantOfShape => {
-                Some(constant_of_shape(proto_node, &node.label, &self.constants)?)
-            }
-            _ => {
-                bake_settings(node, &self.constants)?;
-                if is_foldable(node, &self.constants, &self.folded) {
-                    let dims = |n: &str| info.dims.get(n).cloned();
-                    Some(evaluate(node, &|n| self.constants.get(n), &dims)?)
-                } else {
-                    None
+        let import = match bake(
+            parsed,
+            label,
+            &proto_node.op_type,
+            &proto_node.input,
+            &self.constants,
+        )? {
+            Baked::Run(op) => {
+                let node = Node {
+                    name: proto_node.name.clone(),
+                    label: label.to_string(),
+                    op,
+                    inputs: proto_node.input.clone(),
+                    outputs: proto_node.output.clone(),
+                };
+                if !is_foldable(&node, &self.constants, &self.folded) {
+                    infer_node(&self.constants, &self.folded.batch_dependent, &node, info)?;
+                    self.nodes.push(node);
+                    return Ok(());
                 }
+                Folding::Node(node)
             }
+            Baked::Import(import) => Folding::Import(import, proto_node.input.first()),
         };
-        let Some(value) = value else {
-            infer_node(&self.constants, &self.folded.batch_dependent, node, info)?;
-            self.nodes.push(node.clone());
-            return Ok(());
-        };
-        let out = single_output(proto_node, &node.label)?.to_string();
-        let reads_computed = node.inputs.iter().any(|i| self.folded.computed.contains(i));
+        let value = import.evaluate(label, &|n| self.constants.get(n), &|n| {
+            info.dims.get(n).cloned()
+        })?;
+        let out = single_output(proto_node, label)?.to_string();
+        let reads_computed = proto_node
+            .input
+            .iter()
+            .any(|i| self.folded.computed.contains(i));
         // Computed from the graph (not just a constant node or a copied weight): the node
         // stays in exported files.
-        let computed = matches!(node.op, Op::Shape { .. }) || reads_computed || !value.is_float();
-        if computed && !matches!(node.op, Op::Constant) {
+        let (is_shape, is_constant) = match &import {
+            Folding::Import(i, _) => (matches!(i, Import::Shape { .. }), !i.is_computed()),
+            Folding::Node(_) => (false, false),
+        };
+        if (is_shape || reads_computed || !value.is_float()) && !is_constant {
             self.folded.computed.insert(out.clone());
             // The same node at a probe batch one larger: what differs follows the batch.
             let probe_dims = |n: &str| {
@@ -173,20 +187,8 @@ impl Graph {
                 }
                 Some(d)
             };
-            let probe = match node.op {
-                Op::ConstantOfShape => match node.input(0).and_then(|i| probes.get(i)) {
-                    Some(shape) => {
-                        let only = BTreeMap::from([(node.inputs[0].clone(), shape.clone())]);
-                        constant_of_shape(proto_node, &node.label, &only)?
-                    }
-                    None => value.clone(),
-                },
-                _ => evaluate(
-                    node,
-                    &|n| probes.get(n).or_else(|| self.constants.get(n)),
-                    &probe_dims,
-                )?,
-            };
+            let probe_constant = |n: &str| probes.get(n).or_else(|| self.constants.get(n));
+            let probe = import.evaluate(label, &probe_constant, &probe_dims)?;
             if probe != value {
                 self.folded.batch_dependent.insert(out.clone());
             }
@@ -201,6 +203,29 @@ impl Graph {
     pub fn refresh_shapes(&mut self) -> Result<()> {
         self.shapes = infer_shapes(self)?;
         Ok(())
+    }
+}
+
+/// A node computed at import: an import-only op (with its input 0), or foldable arithmetic.
+enum Folding<'p> {
+    Import(&'p Import, Option<&'p String>),
+    Node(Node),
+}
+
+impl Folding<'_> {
+    fn evaluate<'c>(
+        &self,
+        label: &str,
+        constant: &dyn Fn(&str) -> Option<&'c Constant>,
+        dims: &dyn Fn(&str) -> Option<Vec<usize>>,
+    ) -> Result<Constant> {
+        match self {
+            Folding::Import(import, input) => {
+                let input = input.map(String::as_str).filter(|s| !s.is_empty());
+                checked(import.evaluate(label, input, constant, dims)?, label)
+            }
+            Folding::Node(node) => evaluate(node, constant),
+        }
     }
 }
 
@@ -327,15 +352,8 @@ impl OnnxModel {
         let mut info = ShapeInfo::start(&graph);
         let mut probes = BTreeMap::new();
         for index in sorted {
-            let (proto_node, label, op) = &nodes[index];
-            let mut node = Node {
-                name: proto_node.name.clone(),
-                label: label.clone(),
-                op: op.clone(),
-                inputs: proto_node.input.clone(),
-                outputs: proto_node.output.clone(),
-            };
-            graph.fold_or_infer(proto_node, &mut node, &mut info, &mut probes)?;
+            let (proto_node, label, parsed) = &nodes[index];
+            graph.fold_or_infer(proto_node, label, parsed, &mut info, &mut probes)?;
         }
         let Graph {
             input,
@@ -458,7 +476,12 @@ fn value_spec(v: &ValueInfoProto) -> Result<ValueSpec> {
 /// with every batch.
 fn check_weights_are_constant(nodes: &[Node], from_image: &HashSet<&str>) -> Result<()> {
     for n in nodes {
-        if !matches!(n.op, Op::Conv(_) | Op::BatchNorm { .. } | Op::PRelu) {
+        let layer = matches!(
+            n.op,
+            Op::Nn(Nn::Conv(_) | Nn::BatchNorm { .. })
+                | Op::Activation(crate::ops::Activation::PRelu)
+        );
+        if !layer {
             continue;
         }
         if let Some(w) = n
@@ -520,13 +543,13 @@ pub fn format_dims(dims: &[Option<usize>]) -> String {
 }
 
 /// Dropout's mask output is a training-time value; zoo runs Dropout inference-style.
-fn check_dropout_masks(nodes: &[(&NodeProto, String, Op)], output: &str) -> Result<()> {
-    for (node, label, op) in nodes {
+fn check_dropout_masks(nodes: &[(&NodeProto, String, Parsed)], output: &str) -> Result<()> {
+    for (node, label, _) in nodes {
         let Some(mask) = node.output.get(1).filter(|m| !m.is_empty()) else {
             continue;
         };
         let used = mask == output || nodes.iter().any(|(n, _, _)| n.input.contains(mask));
-        if matches!(op, Op::Dropout { .. }) && used {
+        if node.op_type == "Dropout" && used {
             return Err(bad_node(
                 label,
                 "Dropout",
@@ -551,7 +574,7 @@ fn single_output<'a>(node: &'a NodeProto, label: &str) -> Result<&'a str> {
 /// Kahn's algorithm: ONNX requires sorted nodes, but a file that is not sorted still imports,
 /// while cycles and reads of values nobody produces are errors.
 fn topological_order(
-    nodes: &[(&NodeProto, String, Op)],
+    nodes: &[(&NodeProto, String, Parsed)],
     input: &str,
     constants: &BTreeMap<String, Constant>,
 ) -> Result<Vec<usize>> {
@@ -607,60 +630,4 @@ fn topological_order(
         return Err(OnnxError::Cycle(nodes[stuck].1.clone()));
     }
     Ok(order)
-}
-
-fn constant_node(node: &NodeProto, label: &str) -> Result<Constant> {
-    let a = Attrs::new(node, label);
-    if let Some(t) = a.tensor("value") {
-        let mut t = t.clone();
-        if t.name.is_empty() {
-            t.name = label.to_string();
-        }
-        return take_constant(&mut t);
-    }
-    if let Ok(Some(v)) = a.ints("value_ints") {
-        return Ok(Constant::i64(vec![v.len()], v));
-    }
-    for attr in &node.attribute {
-        match attr.name.as_str() {
-            "value_int" => return Ok(Constant::i64(vec![], vec![attr.i])),
-            "value_float" => return Ok(Constant::f32(vec![], vec![attr.f])),
-            "value_floats" => {
-                return Ok(Constant::f32(vec![attr.floats.len()], attr.floats.clone()))
-            }
-            _ => {}
-        }
-    }
-    Err(a.err("has no supported `value*` attribute"))
-}
-
-fn constant_of_shape(
-    node: &NodeProto,
-    label: &str,
-    constants: &BTreeMap<String, Constant>,
-) -> Result<Constant> {
-    let a = Attrs::new(node, label);
-    let shape_name = node
-        .input
-        .first()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| a.err("missing shape input"))?;
-    let shape = constants
-        .get(shape_name)
-        .and_then(Constant::as_i64)
-        .ok_or_else(|| {
-            a.err(format!(
-                "shape `{shape_name}` must be a constant int64 tensor"
-            ))
-        })?;
-    let (dims, count) = checked_dims(label, shape)?;
-    let fill = match a.tensor("value") {
-        None => ConstData::F32(vec![0.0]),
-        Some(t) => take_constant(&mut t.clone())?.data,
-    };
-    Ok(match fill {
-        ConstData::F32(v) if v.len() == 1 => Constant::f32(dims, vec![v[0]; count]),
-        ConstData::I64(v) if v.len() == 1 => Constant::i64(dims, vec![v[0]; count]),
-        _ => return Err(a.err("`value` must hold exactly one element")),
-    })
 }

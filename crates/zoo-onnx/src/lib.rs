@@ -5,6 +5,7 @@
 pub mod error;
 pub mod fold;
 pub mod graph;
+mod host;
 pub mod ops;
 pub mod shapes;
 pub mod tensor;

@@ -7,7 +7,9 @@
 //! changed meaning and default (13); MaxPool/AveragePool gained `ceil_mode` (10) and MaxPool
 //! `dilations` (10); settings moved from attributes to inputs for Slice (10), Clip and Pad (11),
 //! Squeeze, Unsqueeze and Split (13), ReduceMean/ReduceMax (18); Split gained `num_outputs`
-//! (18); HardSwish exists from 14.
+//! (18); HardSwish exists from 14. The general moves are here; an op whose attributes changed
+//! meaning has its own rewrite in its family module (`OpDef::convert`). Which settings moved when, and since when an op exists, are
+//! read from the op registry ([`crate::ops::OpDef`]).
 
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
@@ -18,16 +20,16 @@ use crate::tensor::f32_proto;
 /// The highest opset zoo writes (tract 0.23 and ONNX Runtime 1.32 both run it).
 pub const MAX_EXPORT_OPSET: i64 = 21;
 
-fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+pub(crate) fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
 }
 
-fn remove_attr(node: &mut NodeProto, name: &str) -> Option<AttributeProto> {
+pub(crate) fn remove_attr(node: &mut NodeProto, name: &str) -> Option<AttributeProto> {
     let pos = node.attribute.iter().position(|a| a.name == name)?;
     Some(node.attribute.remove(pos))
 }
 
-fn int_attr(name: &str, value: i64) -> AttributeProto {
+pub(crate) fn int_attr(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: 2, // INT
@@ -36,7 +38,7 @@ fn int_attr(name: &str, value: i64) -> AttributeProto {
     }
 }
 
-fn float_attr(name: &str, value: f32) -> AttributeProto {
+pub(crate) fn float_attr(name: &str, value: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: 1, // FLOAT
@@ -45,7 +47,7 @@ fn float_attr(name: &str, value: f32) -> AttributeProto {
     }
 }
 
-fn scalar_f32(t: &TensorProto) -> Option<f32> {
+pub(crate) fn scalar_f32(t: &TensorProto) -> Option<f32> {
     t.float_data.first().copied().or_else(|| {
         let b = t.raw_data.get(..4)?;
         Some(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -53,36 +55,13 @@ fn scalar_f32(t: &TensorProto) -> Option<f32> {
 }
 
 /// How errors name a node: its name, or its first output when it has none.
-fn node_label(node: &NodeProto) -> String {
+pub(crate) fn node_label(node: &NodeProto) -> String {
     if node.name.is_empty() {
         node.output.first().cloned().unwrap_or_default()
     } else {
         node.name.clone()
     }
 }
-
-/// A setting's name and whether it is a float scalar (else an integer list).
-type Setting = (&'static str, bool);
-
-/// Ops whose settings an opset moved from attributes to inputs: the opset of the move and the
-/// settings in input order.
-const MOVED_SETTINGS: &[(&str, i64, &[Setting])] = &[
-    ("Clip", 11, &[("min", true), ("max", true)]),
-    (
-        "Slice",
-        10,
-        &[("starts", false), ("ends", false), ("axes", false)],
-    ),
-    ("Pad", 11, &[("pads", false), ("value", true)]),
-    ("Squeeze", 13, &[("axes", false)]),
-    ("Unsqueeze", 13, &[("axes", false)]),
-    ("Split", 13, &[("split", false)]),
-    ("ReduceMean", 18, &[("axes", false)]),
-    ("ReduceMax", 18, &[("axes", false)]),
-];
-
-/// Ops that do not exist below an opset.
-const INTRODUCED: &[(&str, i64)] = &[("HardSwish", 14)];
 
 /// Constant values the graph holds (initializers and `Constant` nodes), for reading settings.
 fn constant_values(
@@ -122,13 +101,12 @@ fn move_settings(
     let name = node_label(node);
     let op = node.op_type.clone();
     let refuse = |why: String| Err(bad_node(&name, &op, why));
-    if let Some((_, since)) = INTRODUCED.iter().find(|(op, _)| *op == node.op_type) {
-        if to < *since {
-            return refuse(format!(
-                "{} needs opset {since} or later, not {to}",
-                node.op_type
-            ));
-        }
+    let def = crate::ops::find(&node.op_type);
+    if let Some(since) = def.map(|d| d.since).filter(|&since| to < since) {
+        return refuse(format!(
+            "{} needs opset {since} or later, not {to}",
+            node.op_type
+        ));
     }
     if node.op_type == "Split" {
         // Opset 18 wants the output count when no sizes are given.
@@ -141,11 +119,10 @@ fn move_settings(
                 .push(int_attr("num_outputs", node.output.len() as i64));
         }
     }
-    let Some((_, since, settings)) = MOVED_SETTINGS.iter().find(|(op, _, _)| *op == node.op_type)
-    else {
+    let Some((since, settings)) = def.and_then(|d| d.moved) else {
         return Ok(());
     };
-    if from < *since && to >= *since {
+    if from < since && to >= since {
         let mut inputs = vec![node.input.first().cloned().unwrap_or_default()];
         for (setting, float) in settings.iter() {
             let input = match remove_attr(node, setting) {
@@ -166,7 +143,7 @@ fn move_settings(
             inputs.pop();
         }
         node.input = inputs;
-    } else if from >= *since && to < *since {
+    } else if from >= since && to < since {
         for (k, (setting, float)) in settings.iter().enumerate() {
             let Some(input) = node.input.get(k + 1).filter(|i| !i.is_empty()) else {
                 continue;
@@ -205,6 +182,25 @@ fn move_settings(
     Ok(())
 }
 
+/// What an op's own opset rewrite ([`crate::ops::OpDef::convert`]) sees besides its node.
+pub struct ConvertCx<'a> {
+    pub from: i64,
+    pub to: i64,
+    /// The rank of a value, when known.
+    pub rank: &'a dyn Fn(&str) -> Option<usize>,
+    /// The graph's initializers as they were.
+    pub initializers: &'a [TensorProto],
+    /// Initializers the rewrite adds (settings that became inputs).
+    pub new_initializers: &'a mut Vec<TensorProto>,
+}
+
+impl ConvertCx<'_> {
+    /// An error naming the node, for what the target opset cannot express.
+    pub fn refuse(&self, node: &NodeProto, why: String) -> OnnxError {
+        bad_node(&node_label(node), &node.op_type, why)
+    }
+}
+
 /// The smallest IR version that may carry `opset` (ONNX versioning table).
 fn min_ir_version(opset: i64) -> i64 {
     match opset {
@@ -240,88 +236,17 @@ pub fn convert(
     let constants = constant_values(graph);
     for node in graph.node.iter_mut() {
         move_settings(node, from, to, &constants, &mut new_initializers)?;
-        let name = node_label(node);
-        let op = node.op_type.clone();
-        let refuse = |why: String| Err(bad_node(&name, &op, why));
-        match op.as_str() {
-            "BatchNormalization" => {
-                remove_attr(node, "is_test");
-                if to >= 9 {
-                    if attr(node, "spatial").is_some_and(|a| a.i != 1) {
-                        return refuse(format!(
-                            "spatial=0 batch norm has no equivalent in opset {to}"
-                        ));
-                    }
-                    remove_attr(node, "spatial");
-                }
-            }
-            "Dropout" => {
-                remove_attr(node, "is_test");
-                if to >= 12 {
-                    if let Some(ratio) = remove_attr(node, "ratio") {
-                        let input = format!("{}_ratio", node.output[0]);
-                        new_initializers.push(f32_proto(&input, &[], &[ratio.f]));
-                        node.input.truncate(1);
-                        node.input.push(input);
-                    }
-                } else if node.input.len() > 1 {
-                    if node.input.len() > 2 && !node.input[2].is_empty() {
-                        return refuse(format!(
-                            "a training_mode input cannot be written in opset {to}"
-                        ));
-                    }
-                    let ratio_name = node.input[1].clone();
-                    if !ratio_name.is_empty() {
-                        let ratio = initializers
-                            .iter()
-                            .find(|t| t.name == ratio_name)
-                            .and_then(scalar_f32);
-                        let Some(ratio) = ratio else {
-                            return refuse(format!(
-                                "its ratio `{ratio_name}` is not a constant, so it cannot become an attribute in opset {to}"
-                            ));
-                        };
-                        node.attribute.push(float_attr("ratio", ratio));
-                    }
-                    node.input.truncate(1);
-                }
-            }
-            "Softmax" if (from < 13) != (to < 13) => {
-                let old_default = if from < 13 { 1 } else { -1 };
-                let axis = attr(node, "axis").map_or(old_default, |a| a.i);
-                match node.input.first().and_then(|i| rank(i)) {
-                    // On a matrix both meanings agree once the axis is explicit.
-                    Some(2) => {
-                        remove_attr(node, "axis");
-                        node.attribute.push(int_attr("axis", if axis < 0 { axis + 2 } else { axis }));
-                    }
-                    Some(r) => {
-                        return refuse(format!(
-                            "Softmax on a rank-{r} tensor means something else below and above opset 13; export at opset {} instead",
-                            from
-                        ))
-                    }
-                    None => {
-                        return refuse(format!(
-                            "the rank of its input is unknown, so its meaning across opset 13 cannot be kept; export at opset {from}"
-                        ))
-                    }
-                }
-            }
-            "MaxPool" | "AveragePool" if to < 10 => {
-                if attr(node, "ceil_mode").is_some_and(|a| a.i != 0) {
-                    return refuse(format!("ceil_mode=1 needs opset 10 or later, not {to}"));
-                }
-                remove_attr(node, "ceil_mode");
-                if op == "MaxPool" {
-                    if attr(node, "dilations").is_some_and(|a| a.ints.iter().any(|&d| d != 1)) {
-                        return refuse(format!("dilations need opset 10 or later, not {to}"));
-                    }
-                    remove_attr(node, "dilations");
-                }
-            }
-            _ => {}
-        }
+        let Some(rewrite) = crate::ops::find(&node.op_type).and_then(|d| d.convert) else {
+            continue;
+        };
+        let mut cx = ConvertCx {
+            from,
+            to,
+            rank,
+            initializers: &initializers,
+            new_initializers: &mut new_initializers,
+        };
+        rewrite(node, &mut cx)?;
     }
     graph.initializer.extend(new_initializers);
     model

@@ -6,9 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::error::{bad_node, OnnxError, Result};
-use crate::fold::{squeeze_dims, unsqueeze_dims};
 use crate::graph::{Graph, Node};
-use crate::ops::{Op, Padding, PoolSpec, Reduction};
+use crate::ops::{Array, Op, PoolSpec};
 use crate::tensor::Constant;
 
 /// Tensors are executed as rank-5 arrays (leading 1s added), which keeps numpy broadcasting
@@ -161,567 +160,138 @@ pub(crate) fn infer_shapes(graph: &Graph) -> Result<ShapeInfo> {
     Ok(info)
 }
 
-/// Validates one node and records the dims (and batch tracking) of its outputs.
+/// Validates one node and records the dims (and batch tracking) of its outputs; the op's
+/// family gives the rule ([`Op::infer`]).
 pub(crate) fn infer_node(
     constants: &BTreeMap<String, Constant>,
     batch_dependent: &BTreeSet<String>,
     node: &Node,
     info: &mut ShapeInfo,
 ) -> Result<()> {
-    if let Some((i, name)) = node.inputs.iter().enumerate().find(|(i, n)| {
-        batch_dependent.contains(*n) && !matches!((&node.op, i), (Op::Reshape { .. }, 1))
-    }) {
-        let _ = i;
-        mark_fixed(
-            info,
-            node,
-            &format!("reads `{name}`, a value computed from the batch size"),
-        );
+    let reshape_target = |i: usize| matches!(node.op, Op::Array(Array::Reshape { .. })) && i == 1;
+    if let Some((_, name)) = node
+        .inputs
+        .iter()
+        .enumerate()
+        .find(|(i, n)| batch_dependent.contains(*n) && !reshape_target(*i))
+    {
+        let why = format!("reads `{name}`, a value computed from the batch size");
+        mark_fixed(info, node, &why);
     }
-    if let Op::Split { axis, sizes } = &node.op {
-        return infer_split(node, *axis, sizes.as_deref(), info);
+    let batched = node.input(0).is_some_and(|n| info.batched.contains(n));
+    let mut cx = ShapeCx {
+        node,
+        info,
+        constants,
+        batched,
+    };
+    let outs = node.op.infer(&mut cx)?;
+    let batched = cx.batched;
+    if let [out] = outs.as_slice() {
+        if out.len() > MAX_RANK || out.is_empty() {
+            return Err(cx.err(format!(
+                "produces a rank-{} tensor {out:?}; zoo supports ranks 1 to {MAX_RANK}",
+                out.len()
+            )));
+        }
+        if node.outputs.first().is_none_or(String::is_empty) {
+            return Err(cx.err("has no output"));
+        }
     }
-    let err = |reason: String| bad_node(&node.label, node.op.onnx_type(), reason);
-    let dims_of = |i: usize| -> Result<Vec<usize>> {
-        let name = node
+    for (name, dims) in node.outputs.iter().zip(outs) {
+        if name.is_empty() {
+            continue;
+        }
+        if batched {
+            info.batched.insert(name.clone());
+        }
+        info.dims.insert(name.clone(), dims);
+    }
+    Ok(())
+}
+
+/// What a family's shape rule sees of one node: its inputs' dims and batch tracking, the
+/// graph's constants, and whether its outputs carry the batch (input 0's, until the rule says
+/// otherwise).
+pub struct ShapeCx<'a> {
+    pub node: &'a Node,
+    pub info: &'a mut ShapeInfo,
+    pub constants: &'a BTreeMap<String, Constant>,
+    /// Whether the outputs carry the batch on axis 0.
+    pub batched: bool,
+}
+
+impl ShapeCx<'_> {
+    pub fn err(&self, reason: impl Into<String>) -> OnnxError {
+        bad_node(&self.node.label, self.node.op.onnx_type(), reason)
+    }
+
+    /// The dims of input `i`.
+    pub fn dims(&self, i: usize) -> Result<Vec<usize>> {
+        let name = self
+            .node
             .input(i)
-            .ok_or_else(|| err(format!("input {i} is missing")))?;
-        info.dims
+            .ok_or_else(|| self.err(format!("input {i} is missing")))?;
+        self.info
+            .dims
             .get(name)
             .cloned()
             .ok_or_else(|| OnnxError::DanglingEdge {
-                node: node.label.clone(),
+                node: self.node.label.clone(),
                 value: name.to_string(),
             })
-    };
-    let is_batched = |i: usize| node.input(i).is_some_and(|n| info.batched.contains(n));
-    let rank4 = |d: &[usize], what: &str| -> Result<()> {
+    }
+
+    /// Whether input `i` carries the batch on axis 0.
+    pub fn is_batched(&self, i: usize) -> bool {
+        self.node
+            .input(i)
+            .is_some_and(|n| self.info.batched.contains(n))
+    }
+
+    /// Input `i` as a constant of the graph, when it is one.
+    pub fn constant(&self, i: usize) -> Option<&Constant> {
+        self.node.input(i).and_then(|n| self.constants.get(n))
+    }
+
+    pub fn rank4(&self, d: &[usize], what: &str) -> Result<()> {
         if d.len() == 4 {
             Ok(())
         } else {
-            Err(err(format!("{what} must be NCHW (rank 4), got {d:?}")))
+            Err(self.err(format!("{what} must be NCHW (rank 4), got {d:?}")))
         }
-    };
-    let constant = |i: usize| node.input(i).and_then(|n| constants.get(n));
+    }
 
-    let mut batched = is_batched(0);
-    let out: Vec<usize> = match &node.op {
-        Op::Conv(spec) => {
-            let x = dims_of(0)?;
-            let w = dims_of(1)?;
-            rank4(&x, "input")?;
-            rank4(&w, "weight")?;
-            let g = spec.group;
-            if x[1] % g != 0 || w[0] % g != 0 || w[1] * g != x[1] {
-                return Err(err(format!(
-                    "input {x:?} with {g} groups does not fit weight {w:?}"
-                )));
-            }
-            let kernel = [w[2], w[3]];
-            if spec.kernel.is_some_and(|k| k != kernel) {
-                return Err(err(format!(
-                    "kernel_shape {:?} disagrees with weight {w:?}",
-                    spec.kernel.unwrap_or_default()
-                )));
-            }
-            if node.input(2).is_some() {
-                let b = dims_of(2)?;
-                if b != [w[0]] {
-                    return Err(err(format!("bias {b:?} must be [{}]", w[0])));
-                }
-            }
-            let pool = PoolSpec {
-                kernel,
-                strides: spec.strides,
-                dilations: spec.dilations,
-                padding: spec.padding.clone(),
-                ceil_mode: false,
-            };
-            let [h, wd] = window_dims(&x, &pool).ok_or_else(|| {
-                err(format!(
-                    "a {kernel:?} kernel does not fit the padded input {x:?}"
-                ))
-            })?;
-            vec![x[0], w[0], h, wd]
-        }
-        Op::MaxPool(pool) | Op::AveragePool { pool, .. } => {
-            let x = dims_of(0)?;
-            rank4(&x, "input")?;
-            if let Padding::Explicit(p) = pool.padding {
-                let span = [
-                    (pool.kernel[0] - 1) * pool.dilations[0] + 1,
-                    (pool.kernel[1] - 1) * pool.dilations[1] + 1,
-                ];
-                if p[0].max(p[2]) >= span[0] || p[1].max(p[3]) >= span[1] {
-                    return Err(err(format!(
-                        "pads {p:?} must be smaller than the window {span:?}"
-                    )));
-                }
-            }
-            let [h, w] = window_dims(&x, pool).ok_or_else(|| {
-                err(format!(
-                    "a {:?} window does not fit the input {x:?}",
-                    pool.kernel
-                ))
-            })?;
-            vec![x[0], x[1], h, w]
-        }
-        Op::GlobalAveragePool | Op::GlobalMaxPool => {
-            let x = dims_of(0)?;
-            rank4(&x, "input")?;
-            vec![x[0], x[1], 1, 1]
-        }
-        Op::Lrn { .. } => {
-            let x = dims_of(0)?;
-            rank4(&x, "input")?;
-            x
-        }
-        Op::BatchNorm { .. } => {
-            let x = dims_of(0)?;
-            if x.len() < 2 {
-                return Err(err(format!("input {x:?} has no channel axis")));
-            }
-            for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
-                let c = constant(i)
-                    .ok_or_else(|| err(format!("{what} must be a constant (initializer)")))?;
-                if c.dims != [x[1]] || !c.is_float() {
-                    return Err(err(format!("{what} {:?} must be float [{}]", c.dims, x[1])));
-                }
-            }
-            if node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err(err(
-                    "training-mode outputs (running mean/var) are not supported".into(),
-                ));
-            }
-            x
-        }
-        Op::Gemm {
-            trans_a, trans_b, ..
-        } => {
-            let a = dims_of(0)?;
-            let b = dims_of(1)?;
-            if a.len() != 2 || b.len() != 2 {
-                return Err(err(format!(
-                    "operands must be matrices, got {a:?} and {b:?}"
-                )));
-            }
-            let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
-            let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
-            if k != k2 {
-                return Err(err(format!("inner sizes differ: A {a:?}, B {b:?}")));
-            }
-            if node.input(2).is_some() {
-                let c = dims_of(2)?;
-                if broadcast(&c, &[m, n]).as_deref() != Some(&[m, n][..]) {
-                    return Err(err(format!("C {c:?} does not broadcast to [{m}, {n}]")));
-                }
-            }
-            if *trans_a && batched {
-                mark_fixed(info, node, "Gemm with transA=1 mixes the batch axis");
-                batched = false;
-            }
-            vec![m, n]
-        }
-        Op::MatMul => {
-            let a = dims_of(0)?;
-            let b = dims_of(1)?;
-            if a.len() < 2 || b.len() < 2 {
-                return Err(err(format!(
-                    "1-D MatMul operands are not supported, got {a:?} and {b:?}"
-                )));
-            }
-            let (ra, rb) = (a.len(), b.len());
-            if a[ra - 1] != b[rb - 2] {
-                return Err(err(format!("inner sizes differ: {a:?} x {b:?}")));
-            }
-            let mut lead = broadcast(&a[..ra - 2], &b[..rb - 2])
-                .ok_or_else(|| err(format!("batch dims of {a:?} and {b:?} do not broadcast")))?;
-            lead.extend([a[ra - 2], b[rb - 1]]);
-            // The batch axis survives only where the other operand's leading dims broadcast
-            // against it as 1 (a [10, 8, 1, 1] right side turns a batch of 1 into 10).
-            let batch_kept = if ra == 2 && rb == 2 {
-                is_batched(0)
-            } else {
-                batch_follows(&[(&a, is_batched(0)), (&b, is_batched(1))], &lead)
-            };
-            if !batch_kept {
-                if is_batched(0) || is_batched(1) {
-                    mark_fixed(
-                        info,
-                        node,
-                        "the MatMul broadcast does not keep the batch axis first",
-                    );
-                }
-                batched = false;
-            }
-            lead
-        }
-        Op::Add | Op::Sub | Op::Mul | Op::Div => {
-            let a = dims_of(0)?;
-            let b = dims_of(1)?;
-            let out = broadcast(&a, &b)
-                .ok_or_else(|| err(format!("{a:?} and {b:?} do not broadcast")))?;
-            batched = batch_follows(&[(&a, is_batched(0)), (&b, is_batched(1))], &out);
-            if !batched && (is_batched(0) || is_batched(1)) {
-                mark_fixed(
-                    info,
-                    node,
-                    "the broadcast does not keep the batch axis first",
-                );
-            }
-            out
-        }
-        Op::Relu
-        | Op::LeakyRelu { .. }
-        | Op::Sigmoid
-        | Op::Tanh
-        | Op::Identity
-        | Op::Unary(_)
-        | Op::Dropout { .. } => dims_of(0)?,
-        Op::PRelu => {
-            let x = dims_of(0)?;
-            let slope = dims_of(1)?;
-            if broadcast(&x, &slope).as_deref() != Some(&x[..]) {
-                return Err(err(format!("slope {slope:?} does not broadcast to {x:?}")));
-            }
-            x
-        }
-        Op::Variadic(_) => {
-            let mut out = dims_of(0)?;
-            for i in 1..node.inputs.len() {
-                let d = dims_of(i)?;
-                out = broadcast(&out, &d)
-                    .ok_or_else(|| err(format!("{out:?} and {d:?} do not broadcast")))?;
-            }
-            let all: Vec<(Vec<usize>, bool)> = (0..node.inputs.len())
-                .map(|i| Ok((dims_of(i)?, is_batched(i))))
-                .collect::<Result<_>>()?;
-            let refs: Vec<(&Vec<usize>, bool)> = all.iter().map(|(d, b)| (d, *b)).collect();
-            batched = batch_follows(&refs, &out);
-            if !batched && all.iter().any(|(_, b)| *b) {
-                mark_fixed(
-                    info,
-                    node,
-                    "the broadcast does not keep the batch axis first",
-                );
-            }
-            out
-        }
-        Op::Reduce {
-            kind,
-            axes,
-            keepdims,
-            noop_with_empty_axes,
-        } => {
-            let x = dims_of(0)?;
-            let _: &Reduction = kind;
-            let axes = reduce_axes(&x, axes.as_deref(), *noop_with_empty_axes).map_err(err)?;
-            if axes.contains(&0) && batched {
-                mark_fixed(info, node, "reduces over the batch axis");
-                batched = false;
-            }
-            if *keepdims {
-                (0..x.len())
-                    .map(|i| if axes.contains(&i) { 1 } else { x[i] })
-                    .collect()
-            } else {
-                (0..x.len())
-                    .filter(|i| !axes.contains(i))
-                    .map(|i| x[i])
-                    .collect()
-            }
-        }
-        Op::Transpose { perm } => {
-            let x = dims_of(0)?;
-            let perm = transpose_perm(x.len(), perm.as_deref()).map_err(err)?;
-            if perm[0] != 0 && batched {
-                mark_fixed(info, node, "Transpose moves the batch axis");
-                batched = false;
-            }
-            perm.iter().map(|&p| x[p]).collect()
-        }
-        Op::Squeeze { axes } => {
-            let x = dims_of(0)?;
-            let out = squeeze_dims(&x, axes.as_deref()).map_err(err)?;
-            let drops_batch = match axes {
-                None => x[0] == 1,
-                Some(a) => a.iter().any(|&v| normalize_axis(v, x.len()) == Some(0)),
-            };
-            if drops_batch && batched {
-                mark_fixed(info, node, "Squeeze removes the batch axis");
-                batched = false;
-            }
-            out
-        }
-        Op::Unsqueeze { axes } => {
-            let x = dims_of(0)?;
-            let axes = axes.as_deref().unwrap_or(&[]);
-            let out = unsqueeze_dims(&x, axes).map_err(err)?;
-            if batched && out[0] != x[0]
-                || axes
-                    .iter()
-                    .any(|&a| normalize_axis(a, out.len()) == Some(0))
-            {
-                if batched {
-                    mark_fixed(info, node, "Unsqueeze moves the batch axis");
-                }
-                batched = false;
-            }
-            out
-        }
-        Op::Slice { axes } => {
-            let x = dims_of(0)?;
-            let ranges = axes
-                .as_ref()
-                .ok_or_else(|| err("slice ranges are unknown".into()))?;
-            let mut out = x.clone();
-            for &(axis, start, end, step) in ranges {
-                let a = normalize_axis(axis, x.len())
-                    .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
-                let picked = slice_range(x[a], start, end, step).map_err(err)?;
-                if step != 1 {
-                    return Err(err(format!(
-                        "a step of {step} on a computed tensor is not supported (only 1)"
-                    )));
-                }
-                if a == 0 && batched && picked.len() != x[0] {
-                    mark_fixed(info, node, "Slice selects from the batch axis");
-                    batched = false;
-                }
-                if picked.is_empty() {
-                    return Err(err(format!("the slice of axis {a} of {x:?} is empty")));
-                }
-                out[a] = picked.len();
-            }
-            out
-        }
-        Op::Gather { axis } => {
-            let x = dims_of(0)?;
-            let a = normalize_axis(*axis, x.len())
-                .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
-            let idx = constant(1)
-                .filter(|c| !c.is_float() && c.dims.len() <= 1)
-                .ok_or_else(|| err("indices must be a constant integer scalar or vector".into()))?;
-            let size = x[a] as i64;
-            if idx
-                .as_i64()
-                .unwrap_or_default()
-                .iter()
-                .any(|&i| i < -size || i >= size)
-            {
-                return Err(err(format!(
-                    "indices are out of range for axis {a} of {x:?}"
-                )));
-            }
-            if a == 0 && batched {
-                mark_fixed(info, node, "Gather selects from the batch axis");
-                batched = false;
-            }
-            let mut out = x[..a].to_vec();
-            out.extend(&idx.dims);
-            out.extend(&x[a + 1..]);
-            out
-        }
-        Op::Cast { to } => {
-            use tract_onnx::pb::tensor_proto::DataType as T;
-            if ![T::Float as i32, T::Double as i32].contains(to) {
-                return Err(err(format!(
-                    "Cast of a computed tensor to type {to} is not supported (zoo computes in float32)"
-                )));
-            }
-            dims_of(0)?
-        }
-        Op::Pad { kind, pads } => {
-            let x = dims_of(0)?;
-            let pads = pads
-                .as_ref()
-                .ok_or_else(|| err("pads are unknown".into()))?;
-            if pads.len() != 2 * x.len() || pads.iter().any(|&p| !(0..=1 << 16).contains(&p)) {
-                return Err(err(format!(
-                    "pads {pads:?} must be {} non-negative values for {x:?}",
-                    2 * x.len()
-                )));
-            }
-            // Reflection mirrors inside the tensor: it needs more values than it adds.
-            let too_wide = (0..x.len()).find(|&i| {
-                (pads[i] > 0 || pads[i + x.len()] > 0)
-                    && (pads[i] as usize >= x[i] || pads[i + x.len()] as usize >= x[i])
-            });
-            if let (crate::ops::PadKind::Reflect, Some(i)) = (kind, too_wide) {
-                return Err(err(format!(
-                    "reflect pads {pads:?} must be smaller than the padded axes of {x:?} (axis {i})"
-                )));
-            }
-            if (pads[0] != 0 || pads[x.len()] != 0) && batched {
-                mark_fixed(info, node, "Pad pads the batch axis");
-                batched = false;
-            }
-            (0..x.len())
-                .map(|i| x[i] + (pads[i] + pads[i + x.len()]) as usize)
-                .collect()
-        }
-        Op::Softmax { axis, legacy } => {
-            let x = dims_of(0)?;
-            let a = normalize_axis(*axis, x.len())
-                .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
-            if a == 0 && batched {
-                mark_fixed(info, node, "Softmax over axis 0 mixes the batch");
-                batched = false;
-            }
-            let _ = legacy;
-            x
-        }
-        Op::Flatten { axis } => {
-            let x = dims_of(0)?;
-            let a = if *axis < 0 {
-                *axis + x.len() as i64
-            } else {
-                *axis
-            };
-            if !(0..=x.len() as i64).contains(&a) {
-                return Err(err(format!("axis {axis} is out of range for {x:?}")));
-            }
-            let a = a as usize;
-            if a != 1 && batched {
-                mark_fixed(info, node, "Flatten with axis != 1 mixes the batch");
-                batched = false;
-            }
-            vec![x[..a].iter().product(), x[a..].iter().product()]
-        }
-        Op::Reshape { shape, allow_zero } => {
-            let x = dims_of(0)?;
-            let target: Vec<i64> = match (shape, node.input(1)) {
-                (Some(s), None) => s.clone(),
-                (_, Some(name)) => constants
-                    .get(name)
-                    .and_then(|c| c.as_i64())
-                    .map(<[i64]>::to_vec)
-                    .ok_or_else(|| err(format!(
-                        "the target shape `{name}` must be a constant int64 tensor (computed shapes are not supported)"
-                    )))?,
-                (None, None) => return Err(err("missing target shape".into())),
-            };
-            let out = resolve_reshape(&x, &target, *allow_zero).map_err(err)?;
-            let keeps_batch = !out.is_empty()
-                && !x.is_empty()
-                && out[0] == x[0]
-                && out[1..].iter().product::<usize>() == x[1..].iter().product::<usize>();
-            let resolved = if batched && keeps_batch {
-                ReshapeTarget::KeepBatch(out[1..].to_vec())
-            } else {
-                if batched {
-                    mark_fixed(info, node, "Reshape moves the batch axis");
-                    batched = false;
-                }
-                ReshapeTarget::Fixed(out.clone())
-            };
-            info.reshape_targets.insert(node.label.clone(), resolved);
-            out
-        }
-        Op::Concat { axis } => {
-            let first = dims_of(0)?;
-            let a = normalize_axis(*axis, first.len())
-                .ok_or_else(|| err(format!("axis {axis} is out of range for {first:?}")))?;
-            let mut out = first.clone();
-            out[a] = 0;
-            for i in 0..node.inputs.len() {
-                let d = dims_of(i)?;
-                if d.len() != first.len()
-                    || d.iter()
-                        .zip(&first)
-                        .enumerate()
-                        .any(|(j, (p, q))| j != a && p != q)
-                {
-                    return Err(err(format!(
-                        "{d:?} does not concatenate with {first:?} on axis {a}"
-                    )));
-                }
-                out[a] += d[a];
-            }
-            batched = (0..node.inputs.len()).all(is_batched);
-            if a == 0 && batched {
-                mark_fixed(info, node, "Concat along axis 0 mixes the batch");
-                batched = false;
-            }
-            out
-        }
-        Op::Constant | Op::ConstantOfShape | Op::Shape { .. } | Op::Split { .. } => {
-            unreachable!("folded at load, or handled above")
-        }
-    };
-    if out.len() > MAX_RANK || out.is_empty() {
-        return Err(err(format!(
-            "produces a rank-{} tensor {out:?}; zoo supports ranks 1 to {MAX_RANK}",
-            out.len()
-        )));
+    /// A possibly negative axis of `dims`, normalised.
+    pub fn axis(&self, axis: i64, dims: &[usize]) -> Result<usize> {
+        normalize_axis(axis, dims.len())
+            .ok_or_else(|| self.err(format!("axis {axis} is out of range for {dims:?}")))
     }
-    let first = node
-        .outputs
-        .first()
-        .filter(|o| !o.is_empty())
-        .ok_or_else(|| err("has no output".into()))?;
-    if batched {
-        info.batched.insert(first.clone());
-    }
-    info.dims.insert(first.clone(), out);
-    Ok(())
-}
 
-/// `Split`: several outputs along one axis.
-fn infer_split(node: &Node, axis: i64, sizes: Option<&[i64]>, info: &mut ShapeInfo) -> Result<()> {
-    let err = |reason: String| bad_node(&node.label, "Split", reason);
-    let name = node
-        .input(0)
-        .ok_or_else(|| err("input 0 is missing".into()))?;
-    let x = info
-        .dims
-        .get(name)
-        .cloned()
-        .ok_or_else(|| OnnxError::DanglingEdge {
-            node: node.label.clone(),
-            value: name.to_string(),
-        })?;
-    let a = normalize_axis(axis, x.len())
-        .ok_or_else(|| err(format!("axis {axis} is out of range for {x:?}")))?;
-    let parts = node.outputs.len();
-    let sizes: Vec<usize> = match sizes {
-        Some(s) if s.len() == parts && s.iter().all(|&v| v > 0) => {
-            s.iter().map(|&v| v as usize).collect()
-        }
-        Some(s) => return Err(err(format!("split sizes {s:?} do not fit {parts} outputs"))),
-        None if parts > 0 && x[a].is_multiple_of(parts) => vec![x[a] / parts; parts],
-        None => {
-            return Err(err(format!(
-                "axis {a} of {x:?} does not split evenly into {parts} outputs"
-            )))
-        }
-    };
-    if sizes.iter().sum::<usize>() != x[a] {
-        return Err(err(format!(
-            "split sizes {sizes:?} do not add up to {}",
-            x[a]
-        )));
+    /// Records why the graph only runs at its declared batch (the first reason wins).
+    pub fn mark_fixed(&mut self, why: &str) {
+        mark_fixed(self.info, self.node, why);
     }
-    let batched = info.batched.contains(name);
-    if a == 0 && batched {
-        mark_fixed(info, node, "Split cuts the batch axis");
-    }
-    for (out, size) in node.outputs.iter().zip(sizes) {
-        if out.is_empty() {
-            continue;
+
+    /// The outputs lose the batch axis; when they had it, the graph runs at its declared batch.
+    pub fn drop_batch(&mut self, why: &str) {
+        if self.batched {
+            self.mark_fixed(why);
         }
-        let mut d = x.clone();
-        d[a] = size;
-        if batched && a != 0 {
-            info.batched.insert(out.clone());
-        }
-        info.dims.insert(out.clone(), d);
+        self.batched = false;
     }
-    Ok(())
+
+    /// Batch tracking of an element-wise result of `operands` (dims, batched) with dims `out`.
+    pub fn follow_broadcast(&mut self, operands: &[(&Vec<usize>, bool)], out: &[usize]) {
+        self.batched = batch_follows(operands, out);
+        if !self.batched && operands.iter().any(|(_, b)| *b) {
+            self.mark_fixed("the broadcast does not keep the batch axis first");
+        }
+    }
 }
 
 /// The axes a reduction runs over, normalised; no axes means all (or none with the flag).
-fn reduce_axes(
+pub(crate) fn reduce_axes(
     x: &[usize],
     axes: Option<&[i64]>,
     noop_with_empty_axes: bool,
@@ -765,7 +335,7 @@ pub fn reduced_axes(x: &[usize], axes: Option<&[i64]>, noop_with_empty_axes: boo
 
 /// Whether an element-wise result carries the batch on axis 0 at every batch size: every
 /// batched operand has the output's rank, and no other operand has a non-1 leading dim there.
-fn batch_follows(operands: &[(&Vec<usize>, bool)], out: &[usize]) -> bool {
+pub(crate) fn batch_follows(operands: &[(&Vec<usize>, bool)], out: &[usize]) -> bool {
     operands.iter().any(|(_, b)| *b)
         && operands.iter().all(|(d, b)| {
             if *b {
@@ -781,7 +351,7 @@ fn mark_fixed(info: &mut ShapeInfo, node: &Node, why: &str) {
         .get_or_insert_with(|| format!("node `{}`: {why}", node.label));
 }
 
-fn window_dims(x: &[usize], pool: &PoolSpec) -> Option<[usize; 2]> {
+pub(crate) fn window_dims(x: &[usize], pool: &PoolSpec) -> Option<[usize; 2]> {
     let pads = pool
         .padding
         .resolve([x[2], x[3]], pool.kernel, pool.strides, pool.dilations);

@@ -6,6 +6,26 @@ use zoo_cards::Preprocessing;
 use zoo_net::Network;
 use zoo_onnx::pb::StringStringEntryProto;
 
+/// The metadata keys zoo writes into ONNX files and reads back (a model's profile, `zoo
+/// inspect`): defined here only.
+pub const META_CARD: &str = "zoo.card";
+pub const META_PREPROCESSING: &str = "zoo.preprocessing";
+pub const META_LABELS: &str = "zoo.labels";
+pub const META_BASE_SHA256: &str = "zoo.base_sha256";
+pub const META_FREEZE: &str = "zoo.freeze";
+pub const META_HEAD: &str = "zoo.head";
+/// The run's summary.json, added by `zoo export`.
+pub const META_TRAINING_SUMMARY: &str = "zoo.training_summary";
+
+/// Sets `key` to `value` in a model's metadata (replacing an earlier value).
+pub fn set_metadata(proto: &mut zoo_onnx::pb::ModelProto, key: &str, value: String) {
+    proto.metadata_props.retain(|p| p.key != key);
+    proto.metadata_props.push(StringStringEntryProto {
+        key: key.into(),
+        value,
+    });
+}
+
 pub struct Metadata {
     pub card: Option<String>,
     pub preprocessing: Preprocessing,
@@ -18,29 +38,18 @@ pub struct Metadata {
 
 pub fn encode<B: Backend>(net: &Network<B>, meta: &Metadata) -> Vec<u8> {
     let mut proto = net.to_model_proto();
-    let mut set = |key: &str, value: String| {
-        proto.metadata_props.retain(|p| p.key != key);
-        proto.metadata_props.push(StringStringEntryProto {
-            key: key.into(),
-            value,
-        });
-    };
+    let mut set = |key: &str, value: String| set_metadata(&mut proto, key, value);
     if let Some(card) = &meta.card {
-        set("zoo.card", card.clone());
+        set(META_CARD, card.clone());
     }
-    set(
-        "zoo.preprocessing",
-        serde_json::to_string(&meta.preprocessing).unwrap_or_default(),
-    );
-    set(
-        "zoo.labels",
-        serde_json::to_string(&meta.labels).unwrap_or_default(),
-    );
-    set("zoo.base_sha256", meta.base_sha256.clone());
-    set(
-        "zoo.freeze",
-        serde_json::to_string(&meta.freeze).unwrap_or_default(),
-    );
-    set("zoo.head", meta.head.clone());
+    set(META_PREPROCESSING, to_json(&meta.preprocessing));
+    set(META_LABELS, to_json(&meta.labels));
+    set(META_BASE_SHA256, meta.base_sha256.clone());
+    set(META_FREEZE, to_json(&meta.freeze));
+    set(META_HEAD, meta.head.clone());
     proto.encode_to_vec()
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }

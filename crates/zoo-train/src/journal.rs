@@ -134,13 +134,13 @@ impl RunJournal {
         rundir::write_json(&self.dir, "summary.json", &progress)?;
         // The live view: the curves so far and the page that shows them.
         if !s.iterations.is_empty() {
-            crate::plot::training_progress(
-                &self.dir.join(crate::plot::PROGRESS_PNG),
+            crate::report::plot::training_progress(
+                &self.dir.join(crate::report::plot::PROGRESS_PNG),
                 &s.iterations,
                 &s.rows,
             )?;
         }
-        crate::run_report::write(&self.dir).map(|_| ())
+        crate::report::html::write(&self.dir).map(|_| ())
     }
 
     fn values<B: AutodiffBackend>(&self, net: &Network<B>) -> Weights {

@@ -4,27 +4,24 @@
 
 pub mod arch;
 pub mod checkpoint;
-pub mod decision;
 pub mod device;
 pub mod export;
-pub mod finetune;
 pub mod host_sgd;
 pub mod journal;
+pub mod losses;
 pub mod options;
-pub mod pictures;
-pub mod plot;
 pub mod report;
-pub mod run_report;
+pub mod run;
 pub mod rundir;
 pub mod trainer;
 pub mod updater;
 
 pub use arch::{Activation, ArchSpec};
 pub use device::{Device, DeviceChoice};
-pub use finetune::{
+pub use journal::RunStatus;
+pub use options::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice};
+pub use run::{
     finetune, frozen_unchanged, resume, run_data, run_options, train_from_scratch, BaseModel,
     CpuTrain, FreezeAudit, Summary, TrainProfile,
 };
-pub use journal::RunStatus;
-pub use options::{FinetuneOptions, LossKind, OptimizerKind};
-pub use trainer::{Reporter, ValidationRow};
+pub use trainer::{Reporter, StderrReporter, ValidationRow};

@@ -2,16 +2,19 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD with momentum (MATLAB's `sgdm`, the PyTorch finetuning tutorial's choice).
+    #[default]
     Sgdm,
     Adam,
 }
 
 /// What training minimises (`--loss`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Mean negative log-likelihood of the softmax (the default everywhere).
@@ -34,6 +37,117 @@ impl OptimizerKind {
     }
 }
 
+/// Which layers train. One choice, so that two cannot be asked for at once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "FreezeFields", into = "FreezeFields")]
+pub enum FreezeChoice {
+    /// The card's plan (or the file's metadata): the layers before the head freeze.
+    #[default]
+    Card,
+    /// Exactly these layers (`--freeze`; replaces the card's plan).
+    Layers(Vec<String>),
+    /// Every layer up to and including this one (`--freeze-until`).
+    Until(String),
+    /// Every layer trains (`--unfreeze-all`).
+    Nothing,
+}
+
+/// How `config.json` spells a [`FreezeChoice`] (the flags' names; older runs wrote these).
+#[derive(Default, Serialize, Deserialize)]
+struct FreezeFields {
+    freeze: Option<Vec<String>>,
+    freeze_until: Option<String>,
+    #[serde(default)]
+    unfreeze_all: bool,
+}
+
+impl From<FreezeFields> for FreezeChoice {
+    fn from(f: FreezeFields) -> Self {
+        match (f.unfreeze_all, f.freeze, f.freeze_until) {
+            (true, _, _) => FreezeChoice::Nothing,
+            (_, Some(layers), _) => FreezeChoice::Layers(layers),
+            (_, None, Some(until)) => FreezeChoice::Until(until),
+            (false, None, None) => FreezeChoice::Card,
+        }
+    }
+}
+
+impl From<FreezeChoice> for FreezeFields {
+    fn from(c: FreezeChoice) -> Self {
+        let mut f = FreezeFields::default();
+        match c {
+            FreezeChoice::Card => {}
+            FreezeChoice::Layers(layers) => f.freeze = Some(layers),
+            FreezeChoice::Until(until) => f.freeze_until = Some(until),
+            FreezeChoice::Nothing => f.unfreeze_all = true,
+        }
+        f
+    }
+}
+
+/// Which images validate. One choice, so that two cannot be asked for at once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SplitFields", into = "SplitFields")]
+pub enum SplitChoice {
+    /// A fifth of each class (or a CSV manifest's split column).
+    #[default]
+    Default,
+    /// This fraction of each class (`--val-split`).
+    Fraction(f64),
+    /// This many images of each class (`--val-per-class`).
+    ValPerClass(usize),
+    /// This many images of each class train; the rest validate (`--train-per-class`).
+    TrainPerClass(usize),
+    /// A separate set: class folders, CSV or IDX (`--val-data`).
+    Separate(PathBuf),
+}
+
+/// How `config.json` spells a [`SplitChoice`] (the flags' names; older runs wrote these).
+#[derive(Default, Serialize, Deserialize)]
+struct SplitFields {
+    #[serde(default)]
+    val_data: Option<PathBuf>,
+    val_split: Option<f64>,
+    val_per_class: Option<usize>,
+    train_per_class: Option<usize>,
+}
+
+impl From<SplitFields> for SplitChoice {
+    fn from(f: SplitFields) -> Self {
+        match f {
+            SplitFields {
+                val_data: Some(p), ..
+            } => SplitChoice::Separate(p),
+            SplitFields {
+                val_split: Some(v), ..
+            } => SplitChoice::Fraction(v),
+            SplitFields {
+                val_per_class: Some(n),
+                ..
+            } => SplitChoice::ValPerClass(n),
+            SplitFields {
+                train_per_class: Some(n),
+                ..
+            } => SplitChoice::TrainPerClass(n),
+            _ => SplitChoice::Default,
+        }
+    }
+}
+
+impl From<SplitChoice> for SplitFields {
+    fn from(c: SplitChoice) -> Self {
+        let mut f = SplitFields::default();
+        match c {
+            SplitChoice::Default => {}
+            SplitChoice::Fraction(v) => f.val_split = Some(v),
+            SplitChoice::ValPerClass(n) => f.val_per_class = Some(n),
+            SplitChoice::TrainPerClass(n) => f.train_per_class = Some(n),
+            SplitChoice::Separate(p) => f.val_data = Some(p),
+        }
+        f
+    }
+}
+
 /// Every finetuning option; written to `config.json` as given.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneOptions {
@@ -49,21 +163,16 @@ pub struct FinetuneOptions {
     pub optimizer: OptimizerKind,
     #[serde(default)]
     pub loss: LossKind,
-    /// Explicit layers to freeze (replaces the card's plan).
-    pub freeze: Option<Vec<String>>,
-    /// Freeze every layer up to and including this one.
-    pub freeze_until: Option<String>,
-    pub unfreeze_all: bool,
+    /// Which layers train (written as `freeze`, `freeze_until`, `unfreeze_all`).
+    #[serde(flatten)]
+    pub freeze: FreezeChoice,
     /// Keep only these classes of the data, in this order (`zoo train linear2d --digits 1,5`).
     #[serde(default)]
     pub keep_classes: Option<Vec<String>>,
-    /// A separate validation set (class folders, CSV, IDX) instead of a split of `data`.
-    #[serde(default)]
-    pub val_data: Option<PathBuf>,
-    pub val_split: Option<f64>,
-    pub val_per_class: Option<usize>,
-    /// Train on this many images per class; the rest validate.
-    pub train_per_class: Option<usize>,
+    /// Which images validate (written as `val_data`, `val_split`, `val_per_class`,
+    /// `train_per_class`).
+    #[serde(flatten)]
+    pub split: SplitChoice,
     /// Validate every this many iterations (default: once per epoch).
     pub val_every: Option<usize>,
     /// Stop after this many validations without a better accuracy.
@@ -88,14 +197,9 @@ impl FinetuneOptions {
             weight_decay: 1e-4,
             optimizer: OptimizerKind::Sgdm,
             loss: LossKind::CrossEntropy,
-            freeze: None,
-            freeze_until: None,
-            unfreeze_all: false,
+            freeze: FreezeChoice::Card,
             keep_classes: None,
-            val_data: None,
-            val_split: None,
-            val_per_class: None,
-            train_per_class: None,
+            split: SplitChoice::Default,
             val_every: None,
             patience: None,
             seed: 0,
@@ -116,26 +220,6 @@ impl FinetuneOptions {
         }
         if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
             return Err("--momentum must be in [0, 1) and --weight-decay non-negative".into());
-        }
-        let freezes = [
-            self.freeze.is_some(),
-            self.freeze_until.is_some(),
-            self.unfreeze_all,
-        ];
-        if freezes.iter().filter(|&&b| b).count() > 1 {
-            return Err("use only one of --freeze, --freeze-until, --unfreeze-all".into());
-        }
-        let splits = [
-            self.val_data.is_some(),
-            self.val_split.is_some(),
-            self.val_per_class.is_some(),
-            self.train_per_class.is_some(),
-        ];
-        if splits.iter().filter(|&&b| b).count() > 1 {
-            return Err(
-                "use only one of --val-data, --val-split, --val-per-class, --train-per-class"
-                    .into(),
-            );
         }
         Ok(())
     }

@@ -218,7 +218,7 @@ fn unfreezing_everything_changes_the_conv_and_the_audit_sees_no_frozen_layer() {
     base_model(&model);
     dataset(&t.join("data"), 6);
     let mut o = options(&t.join("data"), &t.join("run"), true);
-    o.unfreeze_all = true;
+    o.freeze = zoo_train::FreezeChoice::Nothing;
     let s = finetune(
         &BaseModel::File(model.clone()),
         &profile(),
@@ -257,7 +257,7 @@ fn class_count_mismatch_lists_the_classes() {
         "{err}"
     );
     let mut o = options(&t.join("data"), &t.join("run2"), true);
-    o.freeze = Some(vec!["fc2".into()]);
+    o.freeze = zoo_train::FreezeChoice::Layers(vec!["fc2".into()]);
     let err = finetune(
         &BaseModel::File(model.clone()),
         &profile(),
@@ -268,7 +268,7 @@ fn class_count_mismatch_lists_the_classes() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("is the head"), "{err}");
-    o.freeze = Some(vec!["conv9".into()]);
+    o.freeze = zoo_train::FreezeChoice::Layers(vec!["conv9".into()]);
     let err = finetune(
         &BaseModel::File(model.clone()),
         &profile(),

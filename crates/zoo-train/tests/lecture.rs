@@ -196,7 +196,7 @@ fn linear2d_learns_one_against_five_with_its_features_fixed_and_draws_the_line()
         s.freeze_audit.frozen_layers,
         ["intensity", "mirror", "symmetry"]
     );
-    let picture: PathBuf = root.join("run").join(zoo_train::plot::DECISION_PNG);
+    let picture: PathBuf = root.join("run").join(zoo_train::report::plot::DECISION_PNG);
     let png = image::open(&picture).unwrap();
     assert_eq!((png.width(), png.height()), (800, 640));
     let _ = std::fs::remove_dir_all(&root);

@@ -110,7 +110,7 @@ fn pretrained_on_0_to_4_transfers_to_5_to_9_and_beats_scratch() {
     };
     let pretrained = BaseModel::File(t.join("pretrain/best.onnx"));
     let mut o = same("transfer");
-    o.unfreeze_all = true;
+    o.freeze = zoo_train::FreezeChoice::Nothing;
     let transfer = finetune(&pretrained, &pretrained_profile(), &o, None, &Log).unwrap();
 
     // 3. The same architecture from scratch on the same 250 images, one learning rate for all

@@ -1,0 +1,58 @@
+//! `zoo finetune MODEL --data DIR`: freeze early layers, replace the head, train.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::training::{resume, TrainingArgs};
+use crate::args::{ModelOpts, RecipeArgs};
+use crate::ui::run_training;
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// A model card name (alexnet, lenet), an ONNX file, or a run directory.
+    #[arg(required_unless_present = "resume")]
+    model: Option<String>,
+    /// Use this card's preprocessing and freeze plan for a local file.
+    #[arg(long, value_name = "CARD")]
+    like: Option<String>,
+    /// Pick the card's file for this opset.
+    #[arg(long)]
+    opset: Option<i64>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+impl FinetuneArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        if let Some(run) = &self.training.resume {
+            if !self.recipe.changes().is_empty() {
+                anyhow::bail!("--resume continues with the run's own preprocessing (config.json); leave the preprocessing flags out");
+            }
+            return resume(run, self.training.json);
+        }
+        let model = ModelOpts {
+            model: self.model.expect("clap requires MODEL without --resume"),
+            like: self.like,
+            opset: self.opset,
+            recipe: self.recipe,
+            labels: None,
+        };
+        let (resolved, hints) = model.spec().resolve()?;
+        let name = zoo_app::model::run_name(&resolved);
+        let json = self.training.json;
+        let options = self.training.options(None)?;
+        run_training(json, |stop, reporter| {
+            zoo_app::train::run_finetune(
+                &resolved.path,
+                &hints,
+                &name,
+                &options,
+                Some(stop),
+                reporter,
+            )
+        })
+    }
+}

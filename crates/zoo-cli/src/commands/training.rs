@@ -1,0 +1,176 @@
+//! The options `zoo finetune` and `zoo train` share, and `--resume`. Unset options take
+//! `FinetuneOptions`' defaults (one place for each default value).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use zoo_app::train::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice};
+
+use crate::ui::run_training;
+
+#[derive(Args)]
+pub struct TrainingArgs {
+    /// Training images: a folder of class folders, a CSV manifest, or MNIST IDX.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Continue an interrupted or killed run from its last checkpoint; the model, data and
+    /// every option are the run's own (config.json).
+    #[arg(long, value_name = "RUN", conflicts_with = "data")]
+    pub resume: Option<PathBuf>,
+    /// Number of classes; must match the data (default: the classes found in the data).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Passes over the training images [default: 10].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate of the body (the new head uses lr x head-lr-factor); default 1e-3 for
+    /// sgdm, 3e-4 for adam.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// How many times faster the new head learns (default 10).
+    #[arg(long)]
+    head_lr_factor: Option<f64>,
+    /// Momentum of sgdm [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// L2 weight decay [default: 1e-4].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// The optimizer [default: sgdm].
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// cross-entropy, or quadratic (half the squared error of the softmax against the one-hot
+    /// target; the validation loss stays cross-entropy) [default: cross-entropy].
+    #[arg(long, value_enum)]
+    loss: Option<LossKind>,
+    /// Layers to freeze, comma separated (replaces the card's plan).
+    #[arg(long, value_delimiter = ',')]
+    freeze: Option<Vec<String>>,
+    /// Freeze every layer up to and including this one.
+    #[arg(long)]
+    freeze_until: Option<String>,
+    /// Train every layer.
+    #[arg(long)]
+    unfreeze_all: bool,
+    /// Validate on this set (class folders, CSV manifest, or MNIST IDX) instead of a split of
+    /// --data; its class names must be those of --data.
+    #[arg(long, value_name = "DIR|CSV|IDX")]
+    val_data: Option<PathBuf>,
+    /// Fraction of each class held out for validation (default 0.2, or the manifest's split column).
+    #[arg(long)]
+    val_split: Option<f64>,
+    /// Images of each class held out for validation.
+    #[arg(long)]
+    val_per_class: Option<usize>,
+    /// Images of each class to train on; the rest validate.
+    #[arg(long)]
+    train_per_class: Option<usize>,
+    /// Validate every this many iterations (default: each epoch; at least 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    val_every: Option<usize>,
+    /// Stop after this many validations without improvement.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Seed of the split, the shuffles, augmentation and the new head [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto (CUDA when usable, else CPU), cpu or cuda.
+    #[arg(long)]
+    device: Option<zoo_app::train::DeviceChoice>,
+    /// Random flips and shifts (disables the frozen-feature cache).
+    #[arg(long)]
+    augment: bool,
+    /// Run the frozen layers on every step instead of once per image.
+    #[arg(long)]
+    no_feature_cache: bool,
+    /// Run directory (default runs/<model>-<timestamp>, with runs/latest pointing at it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainingArgs {
+    /// The options, over `FinetuneOptions`' defaults; `keep_classes` for `zoo train --digits`.
+    pub fn options(self, keep_classes: Option<Vec<String>>) -> anyhow::Result<FinetuneOptions> {
+        let data = self
+            .data
+            .clone()
+            .expect("clap requires --data without --resume");
+        let classes = match (self.classes, &keep_classes) {
+            (Some(n), _) => n,
+            (None, Some(keep)) => keep.len(),
+            (None, None) => zoo_app::train::class_count(&data)?,
+        };
+        let mut o = FinetuneOptions::new(data, classes);
+        set(&mut o.epochs, self.epochs);
+        set(&mut o.batch_size, self.batch_size);
+        set(&mut o.optimizer, self.optimizer);
+        set(&mut o.loss, self.loss);
+        // An explicit --lr or --head-lr-factor wins over the optimizer's defaults.
+        let (lr, head_lr_factor) = o.optimizer.default_lr();
+        o.lr = self.lr.unwrap_or(lr);
+        o.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
+        set(&mut o.momentum, self.momentum);
+        set(&mut o.weight_decay, self.weight_decay);
+        set(&mut o.seed, self.seed);
+        set(&mut o.device, self.device);
+        o.freeze = self.freeze_choice()?;
+        o.split = self.split_choice()?;
+        o.keep_classes = keep_classes;
+        o.val_every = self.val_every;
+        o.patience = self.patience;
+        o.augment = self.augment;
+        o.feature_cache = !self.no_feature_cache;
+        o.out = self.out;
+        Ok(o)
+    }
+
+    fn freeze_choice(&self) -> anyhow::Result<FreezeChoice> {
+        Ok(
+            match (&self.freeze, &self.freeze_until, self.unfreeze_all) {
+                (None, None, false) => FreezeChoice::Card,
+                (Some(layers), None, false) => FreezeChoice::Layers(layers.clone()),
+                (None, Some(until), false) => FreezeChoice::Until(until.clone()),
+                (None, None, true) => FreezeChoice::Nothing,
+                _ => anyhow::bail!("use only one of --freeze, --freeze-until, --unfreeze-all"),
+            },
+        )
+    }
+
+    fn split_choice(&self) -> anyhow::Result<SplitChoice> {
+        let given = [
+            self.val_data.clone().map(SplitChoice::Separate),
+            self.val_split.map(SplitChoice::Fraction),
+            self.val_per_class.map(SplitChoice::ValPerClass),
+            self.train_per_class.map(SplitChoice::TrainPerClass),
+        ];
+        let mut given = given.into_iter().flatten();
+        match (given.next(), given.next()) {
+            (None, _) => Ok(SplitChoice::Default),
+            (Some(one), None) => Ok(one),
+            _ => anyhow::bail!(
+                "use only one of --val-data, --val-split, --val-per-class, --train-per-class"
+            ),
+        }
+    }
+}
+
+/// A given value over the default.
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// `--resume RUN`: the run's own model, data and options.
+pub fn resume(run: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    run_training(json, |stop, reporter| {
+        zoo_app::train::resume(run, Some(stop), reporter)
+    })
+}

@@ -1,0 +1,112 @@
+//! Fusions the walker applies where the plan found them (`Plan::relu_follows`,
+//! `Plan::concat_parts`): a convolution or batch norm with the ReLU after it as one op, and
+//! convolutions written straight into the channel concatenation they feed.
+
+use std::collections::HashMap;
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+use zoo_onnx::ops::Nn;
+use zoo_onnx::Op;
+
+use super::Value;
+use crate::concat::ChannelConcat;
+use crate::conv::conv2d_into;
+use crate::flex_autodiff::{cast, contiguous};
+use crate::network::Network;
+use crate::ops::nn::{batch_norm_train, batch_statistics, conv_inputs, conv_settings, fast_conv};
+use crate::ops::Cx;
+
+/// Runs convolution node `i` straight into the output of the concatenation it feeds
+/// (`Plan::concat_parts`), with its ReLU when one follows: on flex at inference, when neither
+/// its output nor the ReLU's is wanted or tapped (`looked_at`). `false` leaves it to run as usual.
+pub(super) fn into_concat<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    looked_at: [Option<&str>; 2],
+    concats: &mut HashMap<usize, ChannelConcat>,
+) -> bool {
+    let (plan, node) = (&net.plan, &net.plan.graph.nodes[i]);
+    let (Some(part), Op::Nn(Nn::Conv(spec))) = (plan.concat_parts[i], &node.op) else {
+        return false;
+    };
+    let relu = plan.relu_follows[i];
+    let looked_at = |o: &String| looked_at.contains(&Some(o.as_str()));
+    let relu_output = relu.then(|| &plan.graph.nodes[i + 1].outputs[0]);
+    if looked_at(&node.outputs[0]) || relu_output.is_some_and(looked_at) {
+        return false;
+    }
+    let cx = Cx { net, node, values };
+    let c = conv_inputs(&cx, spec);
+    let settings = conv_settings(spec, &c, relu);
+    let mut target = concats.remove(&part.concat);
+    let placed = [part.first_channel, part.channels];
+    let written = conv2d_into(&c.x, &c.w, c.bias.as_ref(), &settings, &mut target, placed);
+    if let Some(target) = target {
+        concats.insert(part.concat, target);
+    }
+    written
+}
+
+/// The output of Concat node `i` when some of its parts were written into it
+/// ([`into_concat`]): the other parts copied in. `None` for any other node.
+pub(super) fn finish_concat<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    concats: &mut HashMap<usize, ChannelConcat>,
+) -> Option<Value<B>> {
+    let mut target = concats.remove(&i)?;
+    let graph = &net.plan.graph;
+    let offsets = crate::plan::channel_offsets(graph, i).expect("planned as a concatenation");
+    for (name, &first) in graph.nodes[i].inputs.iter().zip(&offsets) {
+        if let Some(v) = values.get(name.as_str()) {
+            let part = contiguous(cast::<B, Flex, 4>(v.t4()).into_primitive().tensor());
+            target.copy_part(first, crate::flex_autodiff::values(&part));
+        }
+    }
+    let y = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(target.finish()));
+    Some(Value::from4(cast::<Flex, B, 4>(y), 4))
+}
+
+/// Node `i` and the ReLU right after it as one op, when the ReLU is all that reads node `i`'s
+/// output (`Plan::relu_follows`) and that output is neither wanted nor tapped: a convolution
+/// on flex (ReLU in the bias pass, and in its own backward), or a batch norm with batch
+/// statistics. The value to store as node `i`'s output, already through the ReLU (which then
+/// passes it on); `None` leaves both nodes to run on their own.
+pub(super) fn with_relu<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    want: &str,
+    tapped: Option<&str>,
+) -> Option<Value<B>> {
+    let node = &net.plan.graph.nodes[i];
+    let out = node.outputs[0].as_str();
+    if !net.plan.relu_follows[i] || want == out || tapped == Some(out) {
+        return None;
+    }
+    match node.op {
+        Op::Nn(Nn::Conv(ref spec)) => {
+            let cx = Cx { net, node, values };
+            fast_conv(spec, &conv_inputs(&cx, spec), true)
+        }
+        Op::Nn(Nn::BatchNorm { epsilon, momentum }) => {
+            let recorder = batch_statistics(net, node)?;
+            let x = values.get(node.input(0)?)?;
+            let param = |k: usize| {
+                let p = *net.plan.param_index.get(node.input(k)?)?;
+                Some(net.params[p].val())
+            };
+            let (scale, bias) = (param(1)?, param(2)?);
+            if x.rank != 4 {
+                return None;
+            }
+            let y = batch_norm_train(x.t4(), [scale, bias], epsilon, momentum, &recorder, true);
+            Some(Value::from4(y, 4))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,232 @@
+//! The matrix products of the convolution: the forward's gemm into NCHW, and the weight,
+//! input and bias gradients, images spread over the cores.
+
+use ::gemm::Parallelism;
+use rayon::prelude::*;
+
+use std::mem::MaybeUninit;
+
+use crate::flex_autodiff::par_zeroed;
+use crate::image_parallel::inside_image_task;
+
+use super::*;
+
+/// A row-major matrix view for gemm: its start and (row, column) strides.
+#[derive(Clone, Copy)]
+pub(super) struct View {
+    pub(super) ptr: *const f32,
+    pub(super) row_step: isize,
+    pub(super) col_step: isize,
+}
+
+impl View {
+    pub(super) fn rows(values: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: values.as_ptr(),
+            row_step: cols as isize,
+            col_step: 1,
+        }
+    }
+
+    /// The transpose of a row-major `[_, cols]` matrix.
+    pub(super) fn transposed(values: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: values.as_ptr(),
+            row_step: 1,
+            col_step: cols as isize,
+        }
+    }
+}
+
+/// `dst (+)= lhs @ rhs`, `dst` row-major `[m, n]`, `k` the inner size.
+pub(super) fn gemm_into(
+    dst: &mut [f32],
+    mnk: [usize; 3],
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    let dst = Destination {
+        ptr: dst.as_mut_ptr(),
+        len: dst.len(),
+        row_step: mnk[1],
+    };
+    // SAFETY: `dst` is a slice of initialised values, its length passed with it.
+    unsafe { gemm_raw(dst, mnk, [lhs, rhs], accumulate, parallelism) }
+}
+
+/// `dst = lhs @ rhs` into values not yet written, `dst` rows `dst_row_step` apart: gemm
+/// writes all `m x n` of them.
+pub(super) fn gemm_write(
+    dst: &mut [MaybeUninit<f32>],
+    mnk: [usize; 3],
+    lhs: View,
+    rhs: View,
+    dst_row_step: usize,
+    parallelism: Parallelism,
+) {
+    let dst = Destination {
+        ptr: dst.as_mut_ptr().cast::<f32>(),
+        len: dst.len(),
+        row_step: dst_row_step,
+    };
+    // SAFETY: `dst` is a slice, its length passed with it; gemm without `accumulate` only
+    // writes the destination.
+    unsafe { gemm_raw(dst, mnk, [lhs, rhs], false, parallelism) }
+}
+
+/// Where a gemm writes: `len` values from `ptr`, rows `row_step` apart.
+pub(super) struct Destination {
+    pub(super) ptr: *mut f32,
+    pub(super) len: usize,
+    pub(super) row_step: usize,
+}
+
+/// # Safety
+/// `dst` points to `dst.len` values this call may write (and read when `accumulate`).
+unsafe fn gemm_raw(
+    dst: Destination,
+    [m, n, k]: [usize; 3],
+    [lhs, rhs]: [View; 2],
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    let reach = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * dst.row_step + n
+    };
+    assert!(
+        dst.len >= reach && dst.row_step >= n,
+        "gemm destination too small"
+    );
+    // SAFETY: `dst` holds the m rows of n values at its row step (asserted, and the caller's
+    // promise); `lhs` and `rhs` were built from slices covering m x k and k x n values at
+    // their strides (every caller sizes them from one `Geometry`), and nothing else touches
+    // these buffers during the call.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            1,
+            dst.row_step as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_step,
+            lhs.row_step,
+            rhs.ptr,
+            rhs.col_step,
+            rhs.row_step,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How to spread `images` over the cores: by image when there are enough of them (each gemm
+/// on one core), else image by image with each gemm using every core.
+pub(super) fn split(images: usize) -> (usize, Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    if images >= threads || inside_image_task() {
+        (images.div_ceil(threads), Parallelism::None)
+    } else {
+        (1, Parallelism::Rayon(0))
+    }
+}
+
+/// Gradient of the weights, `[c_out, patch]` per group stacked: sum over images of
+/// `grad_image @ im2col(image)^T`.
+pub(super) fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let (per_task, parallelism) = split(g.batch);
+    let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
+    let weights = g.c_out * patch;
+    let partial = |images: std::ops::Range<usize>| {
+        let mut sum = vec![0.0f32; weights];
+        let mut matrix = vec![0.0f32; g.matrix_len()];
+        for n in images {
+            let image = &x[n * g.image_len()..][..g.image_len()];
+            for group in 0..g.groups {
+                let cols = if g.is_pointwise() {
+                    &image[group * patch * positions..][..patch * positions]
+                } else {
+                    im2col(g, image, group, &mut matrix, 0..g.oh, Padding::Zero);
+                    &matrix[..]
+                };
+                let out = &grad[n * g.output_len() + group * cog * positions..][..cog * positions];
+                gemm_into(
+                    &mut sum[group * cog * patch..][..cog * patch],
+                    [cog, patch, positions],
+                    View::rows(out, positions),
+                    View::transposed(cols, positions),
+                    true,
+                    parallelism,
+                );
+            }
+        }
+        sum
+    };
+    let tasks: Vec<_> = (0..g.batch)
+        .step_by(per_task)
+        .map(|start| start..(start + per_task).min(g.batch))
+        .collect();
+    tasks.into_par_iter().map(partial).reduce(
+        || vec![0.0f32; weights],
+        |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        },
+    )
+}
+
+/// Gradient of the input: per image and group, `w^T @ grad_image` scattered back (col2im).
+pub(super) fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
+    let (_, parallelism) = split(g.batch);
+    let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
+    // Each image's gradient is zeroed by the task that adds onto it (col2im).
+    let scratch = || vec![0.0f32; g.matrix_len()];
+    par_zeroed(
+        g.batch * g.image_len(),
+        g.image_len(),
+        scratch,
+        |n, matrix, image| {
+            let out = &grad[n * g.output_len()..][..g.output_len()];
+            for group in 0..g.groups {
+                let lhs = View::transposed(&w[group * cog * patch..][..cog * patch], patch);
+                let rhs = View::rows(
+                    &out[group * cog * positions..][..cog * positions],
+                    positions,
+                );
+                if g.is_pointwise() {
+                    let dst = &mut image[group * patch * positions..][..patch * positions];
+                    gemm_into(dst, [patch, positions, cog], lhs, rhs, false, parallelism);
+                } else {
+                    gemm_into(
+                        matrix,
+                        [patch, positions, cog],
+                        lhs,
+                        rhs,
+                        false,
+                        parallelism,
+                    );
+                    col2im_add(g, &mut matrix[..], group, image);
+                }
+            }
+        },
+    )
+}
+
+/// Gradient of the bias: the output gradient summed over images and positions.
+pub(super) fn bias_grad(g: &Geometry, grad: &[f32]) -> Vec<f32> {
+    let mut sums = vec![0.0f32; g.c_out];
+    for (i, plane) in grad.chunks(g.positions()).enumerate() {
+        sums[i % g.c_out] += plane.iter().sum::<f32>();
+    }
+    sums
+}

@@ -1,0 +1,11 @@
+//! zoo's own CPU kernels for burn's flex backend: each returns `None` (or `false`) where it
+//! does not serve the backend or dtype, and the caller falls back to burn's generic ops.
+//! `tests/fused_ops.rs` holds every kernel to the generic form's values and gradients.
+
+pub mod batch_norm_train;
+pub mod concat;
+pub mod conv;
+pub(crate) mod flex_autodiff;
+pub mod host;
+pub mod max_pool;
+pub mod simd;

@@ -1,0 +1,144 @@
+//! Layout and selection ops. Their settings were validated and baked at import
+//! (`zoo_onnx::ops::array`), so nothing here meets an inconsistent node.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Int, Tensor, TensorData};
+use zoo_onnx::ops::{Array, PadKind};
+use zoo_onnx::shapes::{normalize_axis, slice_range, transpose_perm, ReshapeTarget};
+use zoo_onnx::Constant;
+
+use super::Cx;
+use crate::exec::{Value, PADDED};
+
+/// Runs one node; its outputs in order (several only for Split).
+pub(crate) fn run<B: Backend>(op: &Array, cx: &Cx<B>) -> Vec<Value<B>> {
+    let one = match op {
+        Array::Split { axis, sizes } => {
+            return split(cx.get(0), *axis, sizes.as_deref(), cx.node.outputs.len())
+        }
+        Array::Identity | Array::Cast { .. } => cx.get(0),
+        Array::Flatten { axis } => {
+            let x = cx.get(0);
+            let dims = x.dims();
+            let a = if *axis < 0 {
+                *axis + dims.len() as i64
+            } else {
+                *axis
+            } as usize;
+            let out = [dims[..a].iter().product(), dims[a..].iter().product()];
+            Value::reshaped(x.t, &out)
+        }
+        Array::Reshape { .. } => reshape(cx),
+        Array::Squeeze { .. } | Array::Unsqueeze { .. } => to_inferred_shape(cx),
+        Array::Concat { axis } => {
+            let parts = cx.all();
+            let rank = parts[0].rank;
+            let axis = normalize_axis(*axis, rank).expect("validated") + PADDED - rank;
+            let t = crate::concat::concat(parts.into_iter().map(|v| v.t).collect(), axis);
+            Value::new(t, rank)
+        }
+        Array::Transpose { perm } => transpose(cx.get(0), perm.as_deref()),
+        Array::Slice { ranges } => slice(cx.get(0), ranges),
+        Array::Gather { axis } => gather(cx.get(0), *axis, cx.constant(1).expect("validated")),
+        Array::Pad { kind, pads } => pad(cx.get(0), *kind, pads),
+    };
+    vec![one]
+}
+
+/// Reshape to the target resolved at import, the batch axis at its run-time size.
+fn reshape<B: Backend>(cx: &Cx<B>) -> Value<B> {
+    let x = cx.get(0);
+    let batch = x.dims()[0];
+    let targets = &cx.net.plan.graph.shapes.reshape_targets;
+    let target = match targets.get(&cx.node.label).expect("resolved at import") {
+        ReshapeTarget::KeepBatch(rest) => {
+            std::iter::once(batch).chain(rest.iter().copied()).collect()
+        }
+        ReshapeTarget::Fixed(d) => d.clone(),
+    };
+    Value::reshaped(x.t, &target)
+}
+
+/// The output dims inferred at import; the batch axis keeps its run-time size.
+fn to_inferred_shape<B: Backend>(cx: &Cx<B>) -> Value<B> {
+    let shapes = &cx.net.plan.graph.shapes;
+    let output = &cx.node.outputs[0];
+    let mut out = shapes.of(output).expect("shapes were inferred").to_vec();
+    let x = cx.get(0);
+    if shapes.batched.contains(output) {
+        out[0] = x.dims()[0];
+    }
+    Value::reshaped(x.t, &out)
+}
+
+fn transpose<B: Backend>(x: Value<B>, perm: Option<&[i64]>) -> Value<B> {
+    let perm = transpose_perm(x.rank, perm).expect("validated");
+    let lead = PADDED - x.rank;
+    let axes: [usize; PADDED] =
+        std::array::from_fn(|i| if i < lead { i } else { perm[i - lead] + lead });
+    Value::new(x.t.permute(axes), x.rank)
+}
+
+fn slice<B: Backend>(x: Value<B>, ranges: &[(i64, i64, i64, i64)]) -> Value<B> {
+    let dims = x.dims();
+    let mut t = x.t.clone();
+    for &(axis, start, end, step) in ranges {
+        let a = normalize_axis(axis, dims.len()).expect("validated");
+        // Steps other than 1 are refused at import for computed tensors.
+        let picked = slice_range(dims[a], start, end, step).expect("validated");
+        t = t.narrow(x.axis(a), picked[0], picked.len());
+    }
+    Value::new(t, x.rank)
+}
+
+fn gather<B: Backend>(x: Value<B>, axis: i64, indices: &Constant) -> Value<B> {
+    let dims = x.dims();
+    let a = normalize_axis(axis, dims.len()).expect("validated");
+    let size = dims[a] as i64;
+    let idx: Vec<i64> = indices
+        .as_i64()
+        .expect("validated")
+        .iter()
+        .map(|&i| if i < 0 { i + size } else { i })
+        .collect();
+    let device = x.t.device();
+    let count = idx.len();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [count]), &device);
+    let picked = x.t.clone().select(x.axis(a), index);
+    let mut out = dims[..a].to_vec();
+    out.extend(&indices.dims);
+    out.extend(&dims[a + 1..]);
+    Value::reshaped(picked, &out)
+}
+
+fn pad<B: Backend>(x: Value<B>, kind: PadKind, pads: &[i64]) -> Value<B> {
+    let rank = x.rank;
+    let pairs: Vec<(usize, usize)> = (0..rank)
+        .map(|i| (pads[i] as usize, pads[i + rank] as usize))
+        .collect();
+    let mode = match kind {
+        PadKind::Constant(v) => PadMode::Constant(v),
+        PadKind::Reflect => PadMode::Reflect,
+        PadKind::Edge => PadMode::Edge,
+    };
+    Value::new(x.t.pad(pairs, mode), rank)
+}
+
+fn split<B: Backend>(x: Value<B>, axis: i64, sizes: Option<&[i64]>, parts: usize) -> Vec<Value<B>> {
+    let a = normalize_axis(axis, x.rank).expect("validated");
+    let total = x.dims()[a];
+    let sizes: Vec<usize> = match sizes {
+        Some(s) => s.iter().map(|&v| v as usize).collect(),
+        None => vec![total / parts; parts],
+    };
+    let mut start = 0;
+    sizes
+        .into_iter()
+        .map(|size| {
+            let part = x.t.clone().narrow(x.axis(a), start, size);
+            start += size;
+            Value::new(part, x.rank)
+        })
+        .collect()
+}

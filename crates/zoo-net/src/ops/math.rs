@@ -1,0 +1,93 @@
+//! Arithmetic: the binary ops, the variadic reductions and reductions over axes.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use zoo_onnx::ops::{Math, Reduction, Variadic};
+use zoo_onnx::shapes::reduced_axes;
+
+use super::{binary, Cx};
+use crate::exec::{Value, PADDED};
+
+pub(crate) fn run<B: Backend>(op: &Math, cx: &Cx<B>) -> Value<B> {
+    match op {
+        Math::Add => add(cx.get(0), cx.get(1)),
+        Math::Sub => binary(cx.get(0), cx.get(1), |a, b| a - b),
+        Math::Mul => binary(cx.get(0), cx.get(1), |a, b| a * b),
+        Math::Div => binary(cx.get(0), cx.get(1), |a, b| a / b),
+        Math::Variadic(kind) => variadic(cx.all(), *kind),
+        Math::Reduce {
+            kind,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => reduce(cx.get(0), *kind, axes, *keepdims, *noop_with_empty_axes),
+    }
+}
+
+/// A bias per channel (either side) takes flex's fused kernel; anything else broadcasts.
+fn add<B: Backend>(a: Value<B>, b: Value<B>) -> Value<B> {
+    let fused = (a.rank <= 4 && b.rank <= 4)
+        .then(|| {
+            let (a4, b4) = (a.t4(), b.t4());
+            crate::host::add_per_channel(&a4, &b4)
+                .or_else(|| crate::host::add_per_channel(&b4, &a4))
+        })
+        .flatten();
+    match fused {
+        Some(sum) => Value::from4(sum, a.rank.max(b.rank)),
+        None => binary(a, b, |a, b| a + b),
+    }
+}
+
+fn variadic<B: Backend>(parts: Vec<Value<B>>, kind: Variadic) -> Value<B> {
+    let count = parts.len();
+    let mut iter = parts.into_iter();
+    let first = iter.next().expect("at least one input");
+    let out = iter.fold(first, |acc, v| match kind {
+        Variadic::Sum | Variadic::Mean => binary(acc, v, |a, b| a + b),
+        Variadic::Max => binary(acc, v, |a, b| {
+            let shape = broadcast_shape(&a, &b);
+            a.expand(shape).max_pair(b.expand(shape))
+        }),
+        Variadic::Min => binary(acc, v, |a, b| {
+            let shape = broadcast_shape(&a, &b);
+            a.expand(shape).min_pair(b.expand(shape))
+        }),
+    });
+    match kind {
+        Variadic::Mean if count > 1 => Value::new(out.t / count as f64, out.rank),
+        _ => out,
+    }
+}
+
+fn broadcast_shape<B: Backend>(a: &Tensor<B, PADDED>, b: &Tensor<B, PADDED>) -> [usize; PADDED] {
+    let (x, y) = (a.dims(), b.dims());
+    std::array::from_fn(|i| x[i].max(y[i]))
+}
+
+fn reduce<B: Backend>(
+    x: Value<B>,
+    kind: Reduction,
+    axes: &Option<Vec<i64>>,
+    keepdims: bool,
+    noop_with_empty_axes: bool,
+) -> Value<B> {
+    let dims = x.dims();
+    let axes = reduced_axes(&dims, axes.as_deref(), noop_with_empty_axes);
+    let mut t = x.t.clone();
+    for &a in &axes {
+        let physical = x.axis(a);
+        t = match kind {
+            Reduction::Mean => t.mean_dim(physical),
+            Reduction::Max => t.max_dim(physical),
+        };
+    }
+    if keepdims {
+        return Value::new(t, x.rank);
+    }
+    let out: Vec<usize> = (0..dims.len())
+        .filter(|i| !axes.contains(i))
+        .map(|i| dims[i])
+        .collect();
+    Value::reshaped(t, &out)
+}

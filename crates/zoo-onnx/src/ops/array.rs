@@ -1,0 +1,537 @@
+//! Layout and selection: Reshape, Flatten, Identity, Concat, Transpose, Squeeze, Unsqueeze,
+//! Slice, Split, Gather, Cast, Pad. Most of them also fold shape arithmetic at import.
+
+use std::sync::Arc;
+
+use super::{node_err, Attrs, InputOf, Op, OpDef, Parsed, Settings};
+use crate::error::Result;
+use crate::graph::Node;
+use crate::host;
+use crate::shapes::{normalize_axis, resolve_reshape, slice_range, transpose_perm, ShapeCx};
+use crate::tensor::Constant;
+
+/// Pad modes (ONNX `Pad`'s `mode`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadKind {
+    Constant(f32),
+    Reflect,
+    Edge,
+}
+
+/// Slice ranges per axis: `(axis, start, end, step)`, clamped as ONNX does when applied
+/// (see [`crate::shapes::slice_range`]).
+pub type SliceAxes = Vec<(i64, i64, i64, i64)>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    /// Target shape from the attribute (opset < 5) or `None` when it is input 1; resolved at
+    /// import into [`crate::ShapeInfo::reshape_targets`].
+    Reshape {
+        shape: Option<Vec<i64>>,
+        allow_zero: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Identity,
+    Concat {
+        axis: i64,
+    },
+    /// `perm: None` reverses the axes.
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    /// `axes: None` removes every axis of size 1.
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Slice {
+        ranges: SliceAxes,
+    },
+    /// Output sizes along `axis`; `None` splits evenly into as many parts as outputs.
+    Split {
+        axis: i64,
+        sizes: Option<Vec<i64>>,
+    },
+    Gather {
+        axis: i64,
+    },
+    /// Target element type (`TensorProto` data type code).
+    Cast {
+        to: i32,
+    },
+    /// `pads` in ONNX order (all begins, then all ends).
+    Pad {
+        kind: PadKind,
+        pads: Vec<i64>,
+    },
+}
+
+pub(crate) const OPS: &[OpDef] = &[
+    OpDef::new("Reshape", |a, _| {
+        run(Array::Reshape {
+            shape: a.ints("shape")?,
+            allow_zero: a.int("allowzero", 0)? != 0,
+        })
+    }),
+    OpDef::new("Flatten", |a, _| {
+        run(Array::Flatten {
+            axis: a.int("axis", 1)?,
+        })
+    }),
+    OpDef::new("Identity", |_, _| run(Array::Identity)),
+    OpDef::new("Concat", |a, _| {
+        run(Array::Concat {
+            axis: a.int("axis", 1)?,
+        })
+    }),
+    OpDef::new("Transpose", |a, _| {
+        run(Array::Transpose {
+            perm: a.ints("perm")?,
+        })
+    }),
+    OpDef::new("Squeeze", |a, _| axes_op(a, false)).moved(13, &[("axes", false)]),
+    OpDef::new("Unsqueeze", |a, _| axes_op(a, true)).moved(13, &[("axes", false)]),
+    OpDef::new("Slice", slice).moved(10, &[("starts", false), ("ends", false), ("axes", false)]),
+    OpDef::new("Split", split).moved(13, &[("split", false)]),
+    OpDef::new("Gather", |a, _| {
+        run(Array::Gather {
+            axis: a.int("axis", 0)?,
+        })
+    }),
+    OpDef::new("Cast", |a, _| {
+        run(Array::Cast {
+            to: a.int("to", 0)? as i32,
+        })
+    }),
+    OpDef::new("Pad", pad).moved(11, &[("pads", false), ("value", true)]),
+];
+
+fn run(op: Array) -> Result<Parsed> {
+    Ok(Parsed::Run(Op::Array(op)))
+}
+
+fn bake(f: impl Fn(&Settings) -> Result<Array> + Send + Sync + 'static) -> Result<Parsed> {
+    Ok(Parsed::Bake(Arc::new(move |s| f(s).map(Op::Array))))
+}
+
+/// Squeeze and Unsqueeze: `axes` is an attribute before opset 13 and input 1 from it.
+fn axes_op(a: &Attrs, unsqueeze: bool) -> Result<Parsed> {
+    let attribute = a.ints("axes")?;
+    bake(move |s| {
+        let axes = s.ints(1, "axes")?.or_else(|| attribute.clone());
+        Ok(match unsqueeze {
+            true => Array::Unsqueeze {
+                axes: axes.unwrap_or_default(),
+            },
+            false => Array::Squeeze { axes },
+        })
+    })
+}
+
+/// Ranges are attributes before opset 10 and inputs 1-4 (starts, ends, axes, steps) from it.
+fn slice(a: &Attrs, opset: i64) -> Result<Parsed> {
+    if let (Some(starts), Some(ends), true) = (a.ints("starts")?, a.ints("ends")?, opset < 10) {
+        let axes = a
+            .ints("axes")?
+            .unwrap_or_else(|| (0..starts.len() as i64).collect());
+        if starts.len() != ends.len() || axes.len() != starts.len() {
+            return Err(a.err("`starts`, `ends` and `axes` differ in length"));
+        }
+        let ranges = (axes.iter().zip(starts.iter().zip(&ends)))
+            .map(|(&ax, (&s, &e))| (ax, s, e, 1))
+            .collect();
+        return run(Array::Slice { ranges });
+    }
+    bake(|s| {
+        let starts = s
+            .ints(1, "starts")?
+            .ok_or_else(|| s.err("missing `starts`"))?;
+        let ends = s.ints(2, "ends")?.ok_or_else(|| s.err("missing `ends`"))?;
+        let n = starts.len();
+        let axes = s
+            .ints(3, "axes")?
+            .unwrap_or_else(|| (0..n as i64).collect());
+        let steps = s.ints(4, "steps")?.unwrap_or_else(|| vec![1; n]);
+        if [ends.len(), axes.len(), steps.len()]
+            .iter()
+            .any(|&l| l != n)
+        {
+            return Err(s.err("`starts`, `ends`, `axes` and `steps` differ in length"));
+        }
+        let ranges = (0..n)
+            .map(|k| (axes[k], starts[k], ends[k], steps[k]))
+            .collect();
+        Ok(Array::Slice { ranges })
+    })
+}
+
+/// Sizes are an attribute before opset 13 and input 1 from it.
+fn split(a: &Attrs, _: i64) -> Result<Parsed> {
+    let (axis, attribute) = (a.int("axis", 0)?, a.ints("split")?);
+    bake(move |s| {
+        Ok(Array::Split {
+            axis,
+            sizes: s.ints(1, "split sizes")?.or_else(|| attribute.clone()),
+        })
+    })
+}
+
+/// `pads` and the fill value are attributes before opset 11 and inputs 1 and 2 from it.
+fn pad(a: &Attrs, opset: i64) -> Result<Parsed> {
+    let mode = a.string("mode")?.unwrap_or_else(|| "constant".into());
+    let kind = match mode.as_str() {
+        "constant" => PadKind::Constant(a.float("value", 0.0)?),
+        "reflect" => PadKind::Reflect,
+        "edge" => PadKind::Edge,
+        other => return Err(a.err(format!("pad mode `{other}` is not supported"))),
+    };
+    let attribute = if opset < 11 { a.ints("pads")? } else { None };
+    bake(move |s| {
+        let pads = match &attribute {
+            Some(p) => p.clone(),
+            None => s.ints(1, "pads")?.ok_or_else(|| s.err("missing `pads`"))?,
+        };
+        let kind = match kind {
+            PadKind::Constant(v) => PadKind::Constant(s.scalar(2, "fill value")?.unwrap_or(v)),
+            other => other,
+        };
+        if s.input(3).is_some() {
+            return Err(s.err("Pad with an `axes` input is not supported"));
+        }
+        Ok(Array::Pad { kind, pads })
+    })
+}
+
+impl Array {
+    pub fn onnx_type(&self) -> &'static str {
+        match self {
+            Array::Reshape { .. } => "Reshape",
+            Array::Flatten { .. } => "Flatten",
+            Array::Identity => "Identity",
+            Array::Concat { .. } => "Concat",
+            Array::Transpose { .. } => "Transpose",
+            Array::Squeeze { .. } => "Squeeze",
+            Array::Unsqueeze { .. } => "Unsqueeze",
+            Array::Slice { .. } => "Slice",
+            Array::Split { .. } => "Split",
+            Array::Gather { .. } => "Gather",
+            Array::Cast { .. } => "Cast",
+            Array::Pad { .. } => "Pad",
+        }
+    }
+
+    pub(crate) fn is_setting_input(&self, index: usize) -> bool {
+        let settings_from_1 = matches!(
+            self,
+            Array::Reshape { .. }
+                | Array::Squeeze { .. }
+                | Array::Unsqueeze { .. }
+                | Array::Split { .. }
+                | Array::Gather { .. }
+                | Array::Slice { .. }
+                | Array::Pad { .. }
+        );
+        settings_from_1 && index >= 1
+    }
+
+    pub(crate) fn is_shape_arithmetic(&self) -> bool {
+        !matches!(
+            self,
+            Array::Flatten { .. } | Array::Split { .. } | Array::Pad { .. }
+        )
+    }
+
+    /// Folds shape arithmetic at import.
+    pub(crate) fn evaluate(&self, node: &Node, input: InputOf) -> Option<Result<Constant>> {
+        let err = node_err(node);
+        let with_dims = |x: &Constant, dims: std::result::Result<Vec<usize>, String>| {
+            dims.map(|dims| Constant {
+                dims,
+                data: x.data.clone(),
+            })
+        };
+        let out = (|| -> Result<Constant> {
+            Ok(match self {
+                Array::Identity => input(0)?.clone(),
+                Array::Cast { to } => host::cast(input(0)?, *to).map_err(&err)?,
+                Array::Unsqueeze { axes } => {
+                    let x = input(0)?;
+                    with_dims(x, host::unsqueeze_dims(&x.dims, axes)).map_err(&err)?
+                }
+                Array::Squeeze { axes } => {
+                    let x = input(0)?;
+                    with_dims(x, host::squeeze_dims(&x.dims, axes.as_deref())).map_err(&err)?
+                }
+                Array::Reshape { shape, allow_zero } => {
+                    let x = input(0)?;
+                    let target = match (shape, node.input(1)) {
+                        (_, Some(_)) => input(1)?.as_i64().map(<[i64]>::to_vec),
+                        (Some(s), None) => Some(s.clone()),
+                        (None, None) => None,
+                    }
+                    .ok_or_else(|| err("missing an integer target shape".into()))?;
+                    with_dims(x, resolve_reshape(&x.dims, &target, *allow_zero)).map_err(&err)?
+                }
+                Array::Concat { axis } => {
+                    let parts: Vec<&Constant> =
+                        (0..node.inputs.len()).map(input).collect::<Result<_>>()?;
+                    host::concat(&parts, *axis).map_err(&err)?
+                }
+                Array::Gather { axis } => {
+                    host::gather(input(0)?, input(1)?, *axis).map_err(&err)?
+                }
+                Array::Transpose { perm } => {
+                    host::transpose(input(0)?, perm.as_deref()).map_err(&err)?
+                }
+                Array::Slice { ranges } => host::slice(input(0)?, ranges).map_err(&err)?,
+                Array::Flatten { .. } | Array::Split { .. } | Array::Pad { .. } => {
+                    return Err(err(format!("{} cannot be folded", self.onnx_type())))
+                }
+            })
+        })();
+        Some(out)
+    }
+
+    pub(crate) fn infer(&self, cx: &mut ShapeCx) -> Result<Vec<usize>> {
+        let x = cx.dims(0)?;
+        match self {
+            Array::Identity | Array::Cast { .. } => {
+                if let Array::Cast { to } = self {
+                    check_cast(cx, *to)?;
+                }
+                Ok(x)
+            }
+            Array::Transpose { perm } => {
+                let perm = transpose_perm(x.len(), perm.as_deref()).map_err(|e| cx.err(e))?;
+                if perm[0] != 0 {
+                    cx.drop_batch("Transpose moves the batch axis");
+                }
+                Ok(perm.iter().map(|&p| x[p]).collect())
+            }
+            Array::Squeeze { axes } => infer_squeeze(cx, &x, axes.as_deref()),
+            Array::Unsqueeze { axes } => infer_unsqueeze(cx, &x, axes),
+            Array::Slice { ranges } => infer_slice(cx, &x, ranges),
+            Array::Gather { axis } => infer_gather(cx, &x, *axis),
+            Array::Pad { kind, pads } => infer_pad(cx, &x, *kind, pads),
+            Array::Flatten { axis } => infer_flatten(cx, &x, *axis),
+            Array::Reshape { shape, allow_zero } => {
+                infer_reshape(cx, &x, shape.as_deref(), *allow_zero)
+            }
+            Array::Concat { axis } => infer_concat(cx, &x, *axis),
+            Array::Split { .. } => unreachable!("Op::infer sends Split to infer_split"),
+        }
+    }
+}
+
+fn check_cast(cx: &ShapeCx, to: i32) -> Result<()> {
+    use tract_onnx::pb::tensor_proto::DataType as T;
+    if [T::Float as i32, T::Double as i32].contains(&to) {
+        return Ok(());
+    }
+    Err(cx.err(format!(
+        "Cast of a computed tensor to type {to} is not supported (zoo computes in float32)"
+    )))
+}
+
+fn infer_squeeze(cx: &mut ShapeCx, x: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>> {
+    let out = host::squeeze_dims(x, axes).map_err(|e| cx.err(e))?;
+    let drops_batch = match axes {
+        None => x[0] == 1,
+        Some(a) => a.iter().any(|&v| normalize_axis(v, x.len()) == Some(0)),
+    };
+    if drops_batch {
+        cx.drop_batch("Squeeze removes the batch axis");
+    }
+    Ok(out)
+}
+
+fn infer_unsqueeze(cx: &mut ShapeCx, x: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
+    let out = host::unsqueeze_dims(x, axes).map_err(|e| cx.err(e))?;
+    let at_front = axes
+        .iter()
+        .any(|&a| normalize_axis(a, out.len()) == Some(0));
+    if (cx.batched && out[0] != x[0]) || at_front {
+        cx.drop_batch("Unsqueeze moves the batch axis");
+    }
+    Ok(out)
+}
+
+fn infer_slice(cx: &mut ShapeCx, x: &[usize], ranges: &SliceAxes) -> Result<Vec<usize>> {
+    let mut out = x.to_vec();
+    for &(axis, start, end, step) in ranges {
+        let a = cx.axis(axis, x)?;
+        let picked = slice_range(x[a], start, end, step).map_err(|e| cx.err(e))?;
+        if step != 1 {
+            return Err(cx.err(format!(
+                "a step of {step} on a computed tensor is not supported (only 1)"
+            )));
+        }
+        if a == 0 && picked.len() != x[0] {
+            cx.drop_batch("Slice selects from the batch axis");
+        }
+        if picked.is_empty() {
+            return Err(cx.err(format!("the slice of axis {a} of {x:?} is empty")));
+        }
+        out[a] = picked.len();
+    }
+    Ok(out)
+}
+
+fn infer_gather(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let a = cx.axis(axis, x)?;
+    let idx = cx
+        .constant(1)
+        .filter(|c| !c.is_float() && c.dims.len() <= 1)
+        .ok_or_else(|| cx.err("indices must be a constant integer scalar or vector"))?;
+    let size = x[a] as i64;
+    let values = idx.as_i64().unwrap_or_default();
+    if values.iter().any(|&i| i < -size || i >= size) {
+        return Err(cx.err(format!("indices are out of range for axis {a} of {x:?}")));
+    }
+    let mut out = x[..a].to_vec();
+    out.extend(&idx.dims);
+    out.extend(&x[a + 1..]);
+    if a == 0 {
+        cx.drop_batch("Gather selects from the batch axis");
+    }
+    Ok(out)
+}
+
+fn infer_pad(cx: &mut ShapeCx, x: &[usize], kind: PadKind, pads: &[i64]) -> Result<Vec<usize>> {
+    let r = x.len();
+    if pads.len() != 2 * r || pads.iter().any(|&p| !(0..=1 << 16).contains(&p)) {
+        return Err(cx.err(format!(
+            "pads {pads:?} must be {} non-negative values for {x:?}",
+            2 * r
+        )));
+    }
+    // Reflection mirrors inside the tensor: it needs more values than it adds.
+    let too_wide = (0..r).find(|&i| {
+        (pads[i] > 0 || pads[i + r] > 0)
+            && (pads[i] as usize >= x[i] || pads[i + r] as usize >= x[i])
+    });
+    if let (PadKind::Reflect, Some(i)) = (kind, too_wide) {
+        return Err(cx.err(format!(
+            "reflect pads {pads:?} must be smaller than the padded axes of {x:?} (axis {i})"
+        )));
+    }
+    if pads[0] != 0 || pads[r] != 0 {
+        cx.drop_batch("Pad pads the batch axis");
+    }
+    Ok((0..r)
+        .map(|i| x[i] + (pads[i] + pads[i + r]) as usize)
+        .collect())
+}
+
+fn infer_flatten(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let a = if axis < 0 {
+        axis + x.len() as i64
+    } else {
+        axis
+    };
+    if !(0..=x.len() as i64).contains(&a) {
+        return Err(cx.err(format!("axis {axis} is out of range for {x:?}")));
+    }
+    let a = a as usize;
+    if a != 1 {
+        cx.drop_batch("Flatten with axis != 1 mixes the batch");
+    }
+    Ok(vec![x[..a].iter().product(), x[a..].iter().product()])
+}
+
+fn infer_reshape(
+    cx: &mut ShapeCx,
+    x: &[usize],
+    shape: Option<&[i64]>,
+    allow_zero: bool,
+) -> Result<Vec<usize>> {
+    let target: Vec<i64> = match (shape, cx.node.input(1)) {
+        (Some(s), None) => s.to_vec(),
+        (_, Some(name)) => cx.constants.get(name).and_then(|c| c.as_i64()).map(<[i64]>::to_vec).ok_or_else(|| {
+            cx.err(format!(
+                "the target shape `{name}` must be a constant int64 tensor (computed shapes are not supported)"
+            ))
+        })?,
+        (None, None) => return Err(cx.err("missing target shape")),
+    };
+    let out = resolve_reshape(x, &target, allow_zero).map_err(|e| cx.err(e))?;
+    let keeps_batch = !out.is_empty()
+        && !x.is_empty()
+        && out[0] == x[0]
+        && out[1..].iter().product::<usize>() == x[1..].iter().product::<usize>();
+    let resolved = if cx.batched && keeps_batch {
+        crate::ReshapeTarget::KeepBatch(out[1..].to_vec())
+    } else {
+        cx.drop_batch("Reshape moves the batch axis");
+        crate::ReshapeTarget::Fixed(out.clone())
+    };
+    let label = cx.node.label.clone();
+    cx.info.reshape_targets.insert(label, resolved);
+    Ok(out)
+}
+
+fn infer_concat(cx: &mut ShapeCx, first: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let a = cx.axis(axis, first)?;
+    let mut out = first.to_vec();
+    out[a] = 0;
+    for i in 0..cx.node.inputs.len() {
+        let d = cx.dims(i)?;
+        let other_axes_match = d
+            .iter()
+            .zip(first)
+            .enumerate()
+            .all(|(j, (p, q))| j == a || p == q);
+        if d.len() != first.len() || !other_axes_match {
+            return Err(cx.err(format!(
+                "{d:?} does not concatenate with {first:?} on axis {a}"
+            )));
+        }
+        out[a] += d[a];
+    }
+    cx.batched = (0..cx.node.inputs.len()).all(|i| cx.is_batched(i));
+    if a == 0 {
+        cx.drop_batch("Concat along axis 0 mixes the batch");
+    }
+    Ok(out)
+}
+
+/// `Split`: several outputs along one axis, each batched when the cut is not the batch axis.
+pub(crate) fn infer_split(
+    cx: &mut ShapeCx,
+    axis: i64,
+    sizes: Option<&[i64]>,
+) -> Result<Vec<Vec<usize>>> {
+    let x = cx.dims(0)?;
+    let a = cx.axis(axis, &x)?;
+    let parts = cx.node.outputs.len();
+    let sizes: Vec<usize> = match sizes {
+        Some(s) if s.len() == parts && s.iter().all(|&v| v > 0) => {
+            s.iter().map(|&v| v as usize).collect()
+        }
+        Some(s) => return Err(cx.err(format!("split sizes {s:?} do not fit {parts} outputs"))),
+        None if parts > 0 && x[a].is_multiple_of(parts) => vec![x[a] / parts; parts],
+        None => {
+            return Err(cx.err(format!(
+                "axis {a} of {x:?} does not split evenly into {parts} outputs"
+            )))
+        }
+    };
+    if sizes.iter().sum::<usize>() != x[a] {
+        return Err(cx.err(format!("split sizes {sizes:?} do not add up to {}", x[a])));
+    }
+    if a == 0 {
+        cx.drop_batch("Split cuts the batch axis");
+    }
+    Ok(sizes
+        .into_iter()
+        .map(|size| {
+            let mut d = x.clone();
+            d[a] = size;
+            d
+        })
+        .collect())
+}

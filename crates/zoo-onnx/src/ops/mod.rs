@@ -1,0 +1,233 @@
+//! Typed operators, one module per op family (tract's layout). A family owns everything zoo
+//! knows about its ops: the enum of their run-time forms, parsing of every opset form, baking
+//! of settings that later opsets give as inputs, the shape and batch rule, host evaluation
+//! for import-time folding, and its registry rows. The supported-op list, ONNX type names and
+//! the opset tables are read from those rows; nothing else lists op names.
+//!
+//! Adding an op: its variant, parser, shape rule (and host evaluation if shape arithmetic
+//! folds through it) in its family file here, plus one registry row there; its execution in
+//! the same family file of `zoo-net`; a parity test.
+
+pub mod activation;
+pub mod array;
+mod attrs;
+pub mod import;
+pub mod math;
+pub mod nn;
+
+use std::sync::{Arc, LazyLock};
+
+use tract_onnx::pb::NodeProto;
+
+use crate::error::{OnnxError, Result};
+use crate::shapes::ShapeCx;
+use crate::tensor::Constant;
+
+pub use activation::Activation;
+pub use array::{Array, PadKind, SliceAxes};
+pub use attrs::{Attrs, Settings};
+pub use import::Import;
+pub use math::{Math, Reduction, Variadic};
+pub use nn::{ConvSpec, Nn, Padding, PoolSpec};
+
+/// A run-time operator: what the executor sees. Import-only ops ([`Import`]) are folded away
+/// before one exists, and settings given as inputs are baked into plain fields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Nn(Nn),
+    Math(Math),
+    Activation(Activation),
+    Array(Array),
+}
+
+/// What parsing one node gives.
+pub enum Parsed {
+    Run(Op),
+    /// Computed at import (constants, shapes); never reaches the executor.
+    Import(Import),
+    /// An op whose settings are (or may be) inputs: made once the constants they come from are
+    /// known, in graph order.
+    Bake(Baker),
+}
+
+/// Makes an op from the settings its node gives as constant inputs.
+pub type Baker = Arc<dyn Fn(&Settings) -> Result<Op> + Send + Sync>;
+
+impl Parsed {
+    /// The run-time op when it needs no baking.
+    pub fn ready(&self) -> Option<&Op> {
+        match self {
+            Parsed::Run(op) => Some(op),
+            _ => None,
+        }
+    }
+}
+
+/// A setting's name and whether it is a float scalar (else an integer list).
+pub type Setting = (&'static str, bool);
+
+/// One registry row: an ONNX op type of the default domain.
+pub struct OpDef {
+    pub name: &'static str,
+    /// Parses a node of this type at the model's opset.
+    pub parse: fn(&Attrs, i64) -> Result<Parsed>,
+    /// The opset that moved settings from attributes to inputs, and those settings in input
+    /// order (`opset::convert` moves them back and forth).
+    pub moved: Option<(i64, &'static [Setting])>,
+    /// The first opset that has the op.
+    pub since: i64,
+    /// The op's own rewrite when a graph moves between opsets (attributes whose meaning
+    /// changed), after the general moves of `opset::convert`.
+    pub convert: Option<ConvertFn>,
+}
+
+/// Rewrites one node for `zoo export --opset`.
+pub type ConvertFn = fn(&mut NodeProto, &mut crate::opset::ConvertCx) -> Result<()>;
+
+impl OpDef {
+    /// A row for an op that exists in every opset zoo reads and keeps its settings in place.
+    pub const fn new(name: &'static str, parse: fn(&Attrs, i64) -> Result<Parsed>) -> Self {
+        Self {
+            name,
+            parse,
+            moved: None,
+            since: 1,
+            convert: None,
+        }
+    }
+
+    pub const fn convert(mut self, rewrite: ConvertFn) -> Self {
+        self.convert = Some(rewrite);
+        self
+    }
+
+    pub const fn moved(mut self, opset: i64, settings: &'static [Setting]) -> Self {
+        self.moved = Some((opset, settings));
+        self
+    }
+
+    pub const fn since(mut self, opset: i64) -> Self {
+        self.since = opset;
+        self
+    }
+}
+
+/// Every family's rows.
+const FAMILIES: [&[OpDef]; 5] = [nn::OPS, math::OPS, activation::OPS, array::OPS, import::OPS];
+
+/// The registry row of an ONNX op type.
+pub fn find(op_type: &str) -> Option<&'static OpDef> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .find(|d| d.name == op_type)
+}
+
+/// Op types zoo imports (and re-exports unchanged), in case-insensitive order.
+pub static SUPPORTED_OPS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut names: Vec<&str> = FAMILIES
+        .iter()
+        .flat_map(|f| f.iter().map(|d| d.name))
+        .collect();
+    names.sort_by_key(|n| n.to_lowercase());
+    names
+});
+
+/// Parses one node of the default domain. `label` names the node in errors.
+pub fn parse_op(node: &NodeProto, label: &str, opset: i64) -> Result<Parsed> {
+    if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        return Err(unsupported(node, label));
+    }
+    let def = find(&node.op_type).ok_or_else(|| unsupported(node, label))?;
+    (def.parse)(&Attrs::new(node, label), opset)
+}
+
+fn unsupported(node: &NodeProto, label: &str) -> OnnxError {
+    OnnxError::UnsupportedOp {
+        node: label.to_string(),
+        op: node.op_type.clone(),
+        domain: if node.domain.is_empty() {
+            String::new()
+        } else {
+            format!(" (domain `{}`)", node.domain)
+        },
+        supported: SUPPORTED_OPS.join(", "),
+    }
+}
+
+/// Looks up constants (and, for folding, computed values) by name.
+pub type ConstantOf<'a, 'c> = &'a dyn Fn(&str) -> Option<&'c Constant>;
+
+impl Op {
+    pub fn onnx_type(&self) -> &'static str {
+        match self {
+            Op::Nn(op) => op.onnx_type(),
+            Op::Math(op) => op.onnx_type(),
+            Op::Activation(op) => op.onnx_type(),
+            Op::Array(op) => op.onnx_type(),
+        }
+    }
+
+    /// Inputs that carry settings rather than data (shapes, axes, bounds, ratios): they are
+    /// read at import, never become parameters and never carry the batch.
+    pub fn is_setting_input(&self, index: usize) -> bool {
+        match self {
+            Op::Nn(op) => op.is_setting_input(index),
+            Op::Math(op) => op.is_setting_input(index),
+            Op::Activation(op) => op.is_setting_input(index),
+            Op::Array(op) => op.is_setting_input(index),
+        }
+    }
+
+    /// Whether shape arithmetic folds through the op (it moves or selects values, or does
+    /// integer arithmetic): then [`Op::evaluate`] computes it on the host.
+    pub fn is_shape_arithmetic(&self) -> bool {
+        match self {
+            Op::Math(op) => op.is_shape_arithmetic(),
+            Op::Array(op) => op.is_shape_arithmetic(),
+            Op::Nn(_) | Op::Activation(_) => false,
+        }
+    }
+
+    /// Validates a node of this op and gives its outputs' dims (see [`ShapeCx`]).
+    pub(crate) fn infer(&self, cx: &mut ShapeCx) -> Result<Vec<Vec<usize>>> {
+        let one = match self {
+            Op::Nn(op) => op.infer(cx)?,
+            Op::Math(op) => op.infer(cx)?,
+            Op::Activation(op) => op.infer(cx)?,
+            Op::Array(Array::Split { axis, sizes }) => {
+                return array::infer_split(cx, *axis, sizes.as_deref())
+            }
+            Op::Array(op) => op.infer(cx)?,
+        };
+        Ok(vec![one])
+    }
+
+    /// Computes a shape-arithmetic node on the host, at import.
+    pub(crate) fn evaluate(&self, node: &crate::Node, constant: ConstantOf) -> Result<Constant> {
+        let input = |i: usize| -> Result<&Constant> {
+            node.input(i)
+                .and_then(constant)
+                .ok_or_else(|| node_err(node)(format!("input {i} is not a constant")))
+        };
+        let out = match self {
+            Op::Math(op) => op.evaluate(node, &input),
+            Op::Array(op) => op.evaluate(node, &input),
+            Op::Nn(_) | Op::Activation(_) => None,
+        };
+        out.unwrap_or_else(|| {
+            Err(node_err(node)(format!(
+                "{} cannot be folded",
+                self.onnx_type()
+            )))
+        })
+    }
+}
+
+/// Input `i` of a node being folded, as a constant.
+pub type InputOf<'a, 'c> = &'a dyn Fn(usize) -> Result<&'c Constant>;
+
+/// Turns a reason into an error naming the node and its op.
+pub(crate) fn node_err(node: &crate::Node) -> impl Fn(String) -> OnnxError + '_ {
+    move |reason| crate::error::bad_node(&node.label, node.op.onnx_type(), reason)
+}
