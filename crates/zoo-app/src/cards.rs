@@ -64,6 +64,34 @@ pub fn new_user_card(file: &Path, new: &NewCard) -> anyhow::Result<NewCardReport
         labels: new.labels.clone(),
     };
     let profile = profile_of_model(&hints, &model)?;
+    let (head, freeze) = finetune_plan(&model, new, &profile)?;
+    let (names, _) = model_labels(&model, &hints)?;
+    let names = names.unwrap_or_default();
+    let file = UserFile {
+        path: &path,
+        sha256: &sha256,
+        size,
+    };
+    let card = user_card(&new.name, &file, &model, &profile, names, (&head, &freeze));
+    let card_file = zoo_cards::write_user_card(&card, new.replace)?;
+    Ok(NewCardReport {
+        name: card.name,
+        card_file,
+        model: path,
+        sha256,
+        preprocessing: profile.recipe_line(),
+        labels: card.labels.count,
+        head,
+        freeze,
+    })
+}
+
+/// `--head` and `--freeze` (or the profile's), checked against the file's layers.
+fn finetune_plan(
+    model: &zoo_onnx::OnnxModel,
+    new: &NewCard,
+    profile: &crate::profile::Profile,
+) -> anyhow::Result<(String, Vec<String>)> {
     let layers = zoo_net::plan::layer_names(&model.graph);
     let head = new.head.clone().unwrap_or_else(|| profile.head.clone());
     if !layers.contains(&head) {
@@ -73,27 +101,42 @@ pub fn new_user_card(file: &Path, new: &NewCard) -> anyhow::Result<NewCardReport
         );
     }
     let freeze = new.freeze.clone().unwrap_or_else(|| profile.freeze.clone());
-    let unknown: Vec<&String> = freeze
+    let unknown: Vec<&str> = freeze
         .iter()
         .filter(|p| !layers.iter().any(|l| zoo_cards::layer_matches(p, l)))
+        .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
         anyhow::bail!(
             "--freeze: {} name no layer; layers: {}",
-            unknown
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            unknown.join(", "),
             layers.join(", ")
         );
     }
-    let (names, _) = model_labels(&model, &hints)?;
-    let names = names.unwrap_or_default();
-    let card = Card {
-        name: new.name.clone(),
+    Ok((head, freeze))
+}
+
+/// The file a user card names.
+struct UserFile<'a> {
+    path: &'a Path,
+    sha256: &'a str,
+    size: u64,
+}
+
+/// The card: the file, its interface, recipe, labels and finetune plan.
+fn user_card(
+    name: &str,
+    file: &UserFile,
+    model: &zoo_onnx::OnnxModel,
+    profile: &crate::profile::Profile,
+    names: Vec<String>,
+    (head, freeze): (&str, &[String]),
+) -> Card {
+    let path = file.path;
+    Card {
+        name: name.to_string(),
         family: "user".into(),
-        title: format!("{} (your file {})", new.name, path.display()),
+        title: format!("{name} (your file {})", path.display()),
         task: "image-classification".into(),
         license: "as the file's own".into(),
         source: Source {
@@ -103,13 +146,13 @@ pub fn new_user_card(file: &Path, new: &NewCard) -> anyhow::Result<NewCardReport
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            local: Some(path.clone()),
-            sha256: sha256.clone(),
-            size,
+            local: Some(path.to_path_buf()),
+            sha256: file.sha256.to_string(),
+            size: file.size,
             opset: model.graph.opset,
         },
         variants: Vec::new(),
-        input: input_spec(&model),
+        input: input_spec(model),
         output: OutputSpec {
             name: model.graph.output.name.clone(),
             kind: if model.graph.logits_value() != model.graph.output.name {
@@ -129,22 +172,11 @@ pub fn new_user_card(file: &Path, new: &NewCard) -> anyhow::Result<NewCardReport
             names,
         },
         finetune: FinetunePlan {
-            freeze: freeze.clone(),
-            head: head.clone(),
+            freeze: freeze.to_vec(),
+            head: head.to_string(),
         },
         user_file: None,
-    };
-    let card_file = zoo_cards::write_user_card(&card, new.replace)?;
-    Ok(NewCardReport {
-        name: card.name,
-        card_file,
-        model: path,
-        sha256,
-        preprocessing: profile.recipe_line(),
-        labels: card.labels.count,
-        head,
-        freeze,
-    })
+    }
 }
 
 fn input_spec(model: &zoo_onnx::OnnxModel) -> InputSpec {

@@ -91,81 +91,29 @@ pub fn evaluate(
         runtime,
         device,
     )?;
-    let probabilities: Vec<Vec<f64>> = computed
-        .rows
-        .iter()
-        .map(|r| {
-            if ends_in_softmax && !computed.logits {
-                r.iter().map(|&p| p as f64).collect()
-            } else {
-                zoo_train::report::softmax(r)
-            }
+    // Probabilities as the file gives them, or the softmax of its logits.
+    let as_given = ends_in_softmax && !computed.logits;
+    let probabilities: Vec<Vec<f64>> = (computed.rows.iter())
+        .map(|r| match as_given {
+            true => r.iter().map(|&p| p as f64).collect(),
+            false => zoo_train::report::softmax(r),
         })
         .collect();
     let (rows, engine) = (computed.rows, computed.engine);
     let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
     let truth = &images.labels;
-    let names = &images.classes;
-    let k = names.len().max(
-        predicted
-            .iter()
-            .chain(truth)
-            .map(|&v| v + 1)
-            .max()
-            .unwrap_or(0),
-    );
-    let m = zoo_train::report::confusion(&predicted, truth, k);
-    let label = |i: usize| {
-        names
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("class {i}"))
-    };
-    let all_names: Vec<String> = (0..k).map(label).collect();
-    let classes = (0..k)
-        .filter(|&c| truth.contains(&c))
-        .map(|c| {
-            let tp = m[c][c];
-            let support: usize = m[c].iter().sum();
-            let predicted_c: usize = m.iter().map(|row| row[c]).sum();
-            ClassScore {
-                name: all_names[c].clone(),
-                support,
-                precision: if predicted_c == 0 {
-                    0.0
-                } else {
-                    tp as f64 / predicted_c as f64
-                },
-                recall: tp as f64 / support.max(1) as f64,
-            }
-        })
-        .collect();
+    let all_names = class_names(&images.classes, &predicted, truth);
+    let m = zoo_train::report::confusion(&predicted, truth, all_names.len());
+    let classes = class_scores(&m, truth, &all_names);
     let correct = predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
-    std::fs::create_dir_all(out)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
-    let confusion_csv = out.join("confusion.csv");
-    let confusion_png = out.join("confusion.png");
-    zoo_onnx::write::write_atomic(
-        &confusion_csv,
-        zoo_train::report::confusion_csv(&m, &all_names).as_bytes(),
-    )?;
-    zoo_train::report::plot::confusion(&confusion_png, &m, &all_names)?;
-    let mistakes = zoo_train::report::mistakes(&probabilities, truth);
-    let misclassified_png = out.join(zoo_train::report::pictures::MISCLASSIFIED_PNG);
-    let shown = zoo_train::report::pictures::Shown {
+    let pictures = Pictures {
         values: &images.values,
         chw,
         preprocessing: &profile.preprocessing,
-        names: &all_names,
         paths: &images.paths,
     };
-    zoo_train::report::pictures::misclassified(
-        &mistakes,
-        mistakes.len(),
-        &shown,
-        &misclassified_png,
-    )
-    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
+    let (confusion_csv, confusion_png, misclassified_png, mistakes) =
+        write_files(out, &m, &all_names, &probabilities, truth, &pictures)?;
     let worst = mistakes
         .iter()
         .take(zoo_train::report::pictures::GALLERY_MAX)
@@ -197,6 +145,82 @@ pub fn evaluate(
         preprocessing: profile.recipe_line(),
         warnings,
     })
+}
+
+/// A name for every class index seen (the dataset's, or `class K` beyond them).
+fn class_names(names: &[String], predicted: &[usize], truth: &[usize]) -> Vec<String> {
+    let seen = predicted.iter().chain(truth).map(|&v| v + 1).max();
+    let k = names.len().max(seen.unwrap_or(0));
+    (0..k)
+        .map(|i| {
+            names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class {i}"))
+        })
+        .collect()
+}
+
+/// Precision and recall of each class that occurs in the truth.
+fn class_scores(m: &[Vec<usize>], truth: &[usize], all_names: &[String]) -> Vec<ClassScore> {
+    (0..all_names.len())
+        .filter(|&c| truth.contains(&c))
+        .map(|c| {
+            let tp = m[c][c];
+            let support: usize = m[c].iter().sum();
+            let predicted_c: usize = m.iter().map(|row| row[c]).sum();
+            ClassScore {
+                name: all_names[c].clone(),
+                support,
+                precision: if predicted_c == 0 {
+                    0.0
+                } else {
+                    tp as f64 / predicted_c as f64
+                },
+                recall: tp as f64 / support.max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// The evaluated images, for the mistakes gallery.
+struct Pictures<'a> {
+    values: &'a [f32],
+    chw: [usize; 3],
+    preprocessing: &'a zoo_cards::Preprocessing,
+    paths: &'a [String],
+}
+
+/// confusion.csv, confusion.png and the misclassified gallery in `out`; their paths and the
+/// mistakes, worst first.
+fn write_files(
+    out: &Path,
+    m: &[Vec<usize>],
+    all_names: &[String],
+    probabilities: &[Vec<f64>],
+    truth: &[usize],
+    pictures: &Pictures,
+) -> anyhow::Result<(PathBuf, PathBuf, PathBuf, Vec<zoo_train::report::Mistake>)> {
+    use zoo_train::report::pictures as gallery;
+    std::fs::create_dir_all(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    let confusion_csv = out.join("confusion.csv");
+    let confusion_png = out.join("confusion.png");
+    let csv = zoo_train::report::confusion_csv(m, all_names);
+    zoo_onnx::write::write_atomic(&confusion_csv, csv.as_bytes())?;
+    zoo_train::report::plot::confusion(&confusion_png, m, all_names)?;
+    let mistakes = zoo_train::report::mistakes(probabilities, truth);
+    let misclassified_png = out.join(gallery::MISCLASSIFIED_PNG);
+    let shown = gallery::Shown {
+        values: pictures.values,
+        chw: pictures.chw,
+        preprocessing: pictures.preprocessing,
+        names: all_names,
+        paths: pictures.paths,
+    };
+    gallery::misclassified(&mistakes, mistakes.len(), &shown, &misclassified_png)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
+    Ok((confusion_csv, confusion_png, misclassified_png, mistakes))
 }
 
 pub fn render(r: &EvaluateReport) -> String {

@@ -175,116 +175,11 @@ pub fn render(report: &InspectReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "model    {}", report.model);
-    if let Some(e) = &report.import_error {
-        let _ = writeln!(s, "import   FAILED: {e}");
-    } else {
-        let _ = writeln!(
-            s,
-            "opset    {}    producer {}\ninput    {} {}    output {}",
-            report.opset,
-            if report.producer.is_empty() {
-                "-"
-            } else {
-                &report.producer
-            },
-            report.input,
-            zoo_onnx::graph::format_dims(&report.input_shape),
-            report.output
-        );
-        let rows: Vec<[String; 5]> = report
-            .layers
-            .iter()
-            .map(|l| {
-                let mut dims: Vec<String> = l.output_shape.iter().map(|d| d.to_string()).collect();
-                if l.batched && !dims.is_empty() {
-                    dims[0] = "N".into();
-                }
-                [
-                    l.name.clone(),
-                    l.op.clone(),
-                    dims.join("x"),
-                    if l.params > 0 {
-                        group_digits(l.params)
-                    } else {
-                        "-".into()
-                    },
-                    match (l.params > 0, l.trainable) {
-                        (false, _) => "-".into(),
-                        (true, true) => "yes".into(),
-                        (true, false) => "frozen".into(),
-                    },
-                ]
-            })
-            .collect();
-        // Cells are cut for the table (a hostile file can have names of any length); the JSON
-        // report keeps them whole.
-        let rows: Vec<Vec<String>> = rows
-            .into_iter()
-            .map(|r| r.into_iter().map(|c| shorten(&c, 60)).collect())
-            .collect();
-        let header = ["layer", "op", "output", "params", "trains"];
-        let widths: Vec<usize> = (0..5)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].len())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: [&str; 5]| {
-            format!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
-                cells[0],
-                cells[1],
-                cells[2],
-                cells[3],
-                cells[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            )
-        };
-        let _ = writeln!(s, "\n{}", line(header));
-        for r in &rows {
-            let _ = writeln!(s, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    match &report.import_error {
+        Some(e) => {
+            let _ = writeln!(s, "import   FAILED: {e}");
         }
-        let _ = writeln!(
-            s,
-            "\ntotal parameters      {}\ntrainable by default  {}",
-            group_digits(report.total_params),
-            group_digits(report.trainable_params)
-        );
-        if let Some(p) = &report.profile {
-            let source = match &p.source {
-                crate::profile::ProfileSource::Card(c) => format!("card `{c}`"),
-                crate::profile::ProfileSource::Metadata => "zoo metadata in the file".into(),
-                crate::profile::ProfileSource::Default => "defaults".into(),
-            };
-            let _ = writeln!(
-                s,
-                "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {} ({})",
-                zoo_cards::describe_layers(&p.freeze),
-                p.head,
-                p.preprocessing.describe(),
-                p.preprocessing_from
-            );
-        }
-        let labels = match &report.labels {
-            Some(names) => {
-                let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
-                let more = if names.len() > 3 { "; ..." } else { "" };
-                format!(
-                    "{} names from {} ({}{more})",
-                    names.len(),
-                    report.labels_from,
-                    shown.join("; ")
-                )
-            }
-            None => report.labels_from.clone(),
-        };
-        let _ = writeln!(s, "labels                {labels}");
+        None => render_import(report, &mut s),
     }
     let _ = writeln!(
         s,
@@ -304,6 +199,113 @@ pub fn render(report: &InspectReport) -> String {
         );
     }
     s
+}
+
+/// The interface, the layer table, the totals, the profile and the labels of an import.
+fn render_import(report: &InspectReport, s: &mut String) {
+    use std::fmt::Write;
+    let producer = if report.producer.is_empty() {
+        "-"
+    } else {
+        &report.producer
+    };
+    let _ = writeln!(
+        s,
+        "opset    {}    producer {producer}\ninput    {} {}    output {}",
+        report.opset,
+        report.input,
+        zoo_onnx::graph::format_dims(&report.input_shape),
+        report.output
+    );
+    s.push_str(&layer_table(report));
+    let _ = writeln!(
+        s,
+        "\ntotal parameters      {}\ntrainable by default  {}",
+        group_digits(report.total_params),
+        group_digits(report.trainable_params)
+    );
+    if let Some(p) = &report.profile {
+        let source = match &p.source {
+            crate::profile::ProfileSource::Card(c) => format!("card `{c}`"),
+            crate::profile::ProfileSource::Metadata => "zoo metadata in the file".into(),
+            crate::profile::ProfileSource::Default => "defaults".into(),
+        };
+        let _ = writeln!(
+            s,
+            "freeze plan           freeze {}; replace {} ({source})\npreprocessing         {} ({})",
+            zoo_cards::describe_layers(&p.freeze),
+            p.head,
+            p.preprocessing.describe(),
+            p.preprocessing_from
+        );
+    }
+    let labels = match &report.labels {
+        Some(names) => {
+            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            let more = if names.len() > 3 { "; ..." } else { "" };
+            format!(
+                "{} names from {} ({}{more})",
+                names.len(),
+                report.labels_from,
+                shown.join("; ")
+            )
+        }
+        None => report.labels_from.clone(),
+    };
+    let _ = writeln!(s, "labels                {labels}");
+}
+
+/// One row per layer: name, op, output shape, parameters, whether it trains.
+fn layer_table(report: &InspectReport) -> String {
+    let rows: Vec<[String; 5]> = report
+        .layers
+        .iter()
+        .map(|l| {
+            let mut dims: Vec<String> = l.output_shape.iter().map(|d| d.to_string()).collect();
+            if l.batched && !dims.is_empty() {
+                dims[0] = "N".into();
+            }
+            let params = if l.params > 0 {
+                group_digits(l.params)
+            } else {
+                "-".into()
+            };
+            let trains = match (l.params > 0, l.trainable) {
+                (false, _) => "-".into(),
+                (true, true) => "yes".into(),
+                (true, false) => "frozen".into(),
+            };
+            // Cells are cut for the table (a hostile file can have names of any length); the
+            // JSON report keeps them whole.
+            [l.name.clone(), l.op.clone(), dims.join("x"), params, trains].map(|c| shorten(&c, 60))
+        })
+        .collect();
+    let header = ["layer", "op", "output", "params", "trains"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            let longest = rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+            longest.max(header[i].len())
+        })
+        .collect();
+    let line = |cells: [&str; 5]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        )
+    };
+    let mut table = format!("\n{}", line(header));
+    for r in &rows {
+        table += &line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
+    }
+    table
 }
 
 pub fn group_digits(n: usize) -> String {

@@ -126,12 +126,7 @@ pub fn verify_file(
     hints: &ModelHints,
     options: &VerifyOptions,
 ) -> anyhow::Result<VerifyOutcome> {
-    if options.batch == 0 {
-        anyhow::bail!("--batch must be at least 1");
-    }
-    if options.data.is_some() && options.run.is_none() {
-        anyhow::bail!("--data needs --run (without a run, use --images)");
-    }
+    options.check()?;
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let model = OnnxModel::from_bytes(bytes.clone())?;
@@ -144,59 +139,14 @@ pub fn verify_file(
 
     let (reference_model, reference, inputs) = match &options.run {
         Some(run) => {
-            let best = run.join("best.onnx");
-            let trained = OnnxModel::load(&best)?;
-            let trained_profile = profile_of_model(&ModelHints::default(), &trained)?;
             labels_from = "the run's classes".into();
-            let inputs = match &options.data {
-                Some(data) => crate::labeled::dataset_images(
-                    data,
-                    &trained_profile.preprocessing,
-                    model_labels(&trained, &ModelHints::default())?.0.as_deref(),
-                )?,
-                None => crate::labeled::run_validation(run, &trained_profile.preprocessing)?,
-            };
-            let (theirs, ours) = (
-                model.graph.output.dims.last(),
-                trained.graph.output.dims.last(),
-            );
-            if theirs != ours || trained.graph.input_chw() != chw {
-                anyhow::bail!(
-                    "{} does not have the run's interface (input {:?}, {:?} outputs; the run has {:?}, {:?})",
-                    path.display(),
-                    chw,
-                    theirs.copied().flatten(),
-                    trained.graph.input_chw(),
-                    ours.copied().flatten()
-                );
-            }
+            let (trained, inputs) = run_reference(run, options, &model, path)?;
             warnings.extend(inputs.warnings.iter().cloned());
-            (
-                trained,
-                format!("trained network of run {}", run.display()),
-                Inputs::Labeled(inputs),
-            )
+            let reference = format!("trained network of run {}", run.display());
+            (trained, reference, Inputs::Labeled(inputs))
         }
         None => {
-            let inputs = match &options.images {
-                Some(dir) => {
-                    let (values, n, skipped) =
-                        image_inputs(dir, &profile.preprocessing, options.samples)?;
-                    Inputs::Unlabeled {
-                        values,
-                        source: format!("{n} images from {}", dir.display()),
-                        skipped,
-                    }
-                }
-                None => {
-                    let n = options.samples.unwrap_or(RANDOM_SAMPLES).max(1);
-                    Inputs::Unlabeled {
-                        values: random_inputs(&profile.preprocessing, chw, n, options.seed),
-                        source: format!("{n} random images (seed {})", options.seed),
-                        skipped: Vec::new(),
-                    }
-                }
-            };
+            let inputs = file_inputs(options, &profile.preprocessing, chw)?;
             (model, "zoo's import of the file".to_string(), inputs)
         }
     };
@@ -210,14 +160,7 @@ pub fn verify_file(
         model_logits.as_str(),
     )?;
     warnings.extend(engines.warnings.iter().cloned());
-    let (values, classes, source, skipped) = match &inputs {
-        Inputs::Labeled(l) => (&l.values, Some(l.sample_classes()), &l.source, &l.skipped),
-        Inputs::Unlabeled {
-            values,
-            source,
-            skipped,
-        } => (values, None, source, skipped),
-    };
+    let (values, classes, source, skipped) = inputs.parts();
     let device = crate::engines::resolve_device(options.device)?;
     let ours = network_outputs(reference_model, values, options.batch, device)?;
     // Unlabelled images with names known: agreement per class zoo predicts.
@@ -253,6 +196,103 @@ pub fn verify_file(
         skipped: skipped.clone(),
         warnings,
     })
+}
+
+/// With `--run`: the run's trained network and its images (`--data`, or its validation set),
+/// once the file is seen to have the run's interface.
+fn run_reference(
+    run: &Path,
+    options: &VerifyOptions,
+    model: &OnnxModel,
+    path: &Path,
+) -> anyhow::Result<(OnnxModel, crate::labeled::LabeledImages)> {
+    let trained = OnnxModel::load(run.join("best.onnx"))?;
+    let trained_profile = profile_of_model(&ModelHints::default(), &trained)?;
+    let inputs = match &options.data {
+        Some(data) => crate::labeled::dataset_images(
+            data,
+            &trained_profile.preprocessing,
+            model_labels(&trained, &ModelHints::default())?.0.as_deref(),
+        )?,
+        None => crate::labeled::run_validation(run, &trained_profile.preprocessing)?,
+    };
+    let chw = model.graph.input_chw();
+    let (theirs, ours) = (
+        model.graph.output.dims.last(),
+        trained.graph.output.dims.last(),
+    );
+    if theirs != ours || trained.graph.input_chw() != chw {
+        anyhow::bail!(
+            "{} does not have the run's interface (input {:?}, {:?} outputs; the run has {:?}, {:?})",
+            path.display(),
+            chw,
+            theirs.copied().flatten(),
+            trained.graph.input_chw(),
+            ours.copied().flatten()
+        );
+    }
+    Ok((trained, inputs))
+}
+
+/// Without `--run`: `--images`, or seeded random inputs.
+fn file_inputs(
+    options: &VerifyOptions,
+    preprocessing: &zoo_cards::Preprocessing,
+    chw: [usize; 3],
+) -> anyhow::Result<Inputs> {
+    Ok(match &options.images {
+        Some(dir) => {
+            let (values, n, skipped) = image_inputs(dir, preprocessing, options.samples)?;
+            Inputs::Unlabeled {
+                values,
+                source: format!("{n} images from {}", dir.display()),
+                skipped,
+            }
+        }
+        None => {
+            let n = options.samples.unwrap_or(RANDOM_SAMPLES).max(1);
+            Inputs::Unlabeled {
+                values: random_inputs(preprocessing, chw, n, options.seed),
+                source: format!("{n} random images (seed {})", options.seed),
+                skipped: Vec::new(),
+            }
+        }
+    })
+}
+
+impl VerifyOptions {
+    /// Settings that cannot work together, refused before any work.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.batch == 0 {
+            anyhow::bail!("--batch must be at least 1");
+        }
+        if self.data.is_some() && self.run.is_none() {
+            anyhow::bail!("--data needs --run (without a run, use --images)");
+        }
+        Ok(())
+    }
+}
+
+impl Inputs {
+    /// The values, the classes of labelled samples, where they came from, what was skipped.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        &self,
+    ) -> (
+        &Vec<f32>,
+        Option<zoo_parity::SampleClasses<'_>>,
+        &String,
+        &Vec<String>,
+    ) {
+        match self {
+            Inputs::Labeled(l) => (&l.values, Some(l.sample_classes()), &l.source, &l.skipped),
+            Inputs::Unlabeled {
+                values,
+                source,
+                skipped,
+            } => (values, None, source, skipped),
+        }
+    }
 }
 
 enum Inputs {

@@ -71,27 +71,8 @@ fn format_of(image: &ImageRef) -> String {
 /// Decodes every image (in parallel) and summarises. With `model`, also says what the model's
 /// preprocessing will do to these images.
 pub fn check(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckReport {
-    let seen: Vec<Seen> = dataset
-        .samples
-        .par_iter()
-        .enumerate()
-        .map(|(index, s)| {
-            let result = s.image.load().map_err(|e| e.to_string()).and_then(|img| {
-                let color = img.color();
-                let hash = s.image.content_hash().map_err(|e| e.to_string())?;
-                Ok((
-                    img.width(),
-                    img.height(),
-                    format_of(&s.image),
-                    color.channel_count() <= 2,
-                    color.has_alpha(),
-                    hash,
-                ))
-            });
-            Seen { index, result }
-        })
-        .collect();
-
+    let seen = decode_all(dataset);
+    let mut report = empty_report(dataset, model);
     let mut classes: Vec<ClassCount> = dataset
         .classes
         .iter()
@@ -101,32 +82,6 @@ pub fn check(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckR
             unreadable: 0,
         })
         .collect();
-    let mut report = CheckReport {
-        source: dataset.kind,
-        root: dataset.root.display().to_string(),
-        total: 0,
-        classes: Vec::new(),
-        unreadable: Vec::new(),
-        unreadable_reasons: Vec::new(),
-        ignored: dataset
-            .ignored
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        duplicates: Vec::new(),
-        duplicates_across_classes: 0,
-        sizes: SizeStats {
-            min_width: u32::MAX,
-            min_height: u32::MAX,
-            ..Default::default()
-        },
-        formats: BTreeMap::new(),
-        grayscale: 0,
-        color: 0,
-        with_alpha: 0,
-        model_preprocessing: model.map(|(name, p)| format!("{name}: {}", p.describe())),
-        warnings: Vec::new(),
-    };
     let mut by_hash: HashMap<String, Vec<usize>> = HashMap::new();
     let mut size_counts: HashMap<String, usize> = HashMap::new();
     for s in &seen {
@@ -166,6 +121,75 @@ pub fn check(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckR
     common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     common.truncate(5);
     report.sizes.common = common;
+    record_duplicates(&mut report, dataset, by_hash);
+    report.classes = classes;
+    warn_about_data(&mut report);
+    if let Some((name, p)) = model {
+        warn_about_preprocessing(&mut report, &seen, name, p);
+    }
+    report
+}
+
+/// Every image decoded (on all cores): its size, format, colour, alpha and content hash.
+fn decode_all(dataset: &Dataset) -> Vec<Seen> {
+    dataset
+        .samples
+        .par_iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let result = s.image.load().map_err(|e| e.to_string()).and_then(|img| {
+                let color = img.color();
+                let hash = s.image.content_hash().map_err(|e| e.to_string())?;
+                Ok((
+                    img.width(),
+                    img.height(),
+                    format_of(&s.image),
+                    color.channel_count() <= 2,
+                    color.has_alpha(),
+                    hash,
+                ))
+            });
+            Seen { index, result }
+        })
+        .collect()
+}
+
+/// A report with nothing counted yet.
+fn empty_report(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckReport {
+    CheckReport {
+        source: dataset.kind,
+        root: dataset.root.display().to_string(),
+        total: 0,
+        classes: Vec::new(),
+        unreadable: Vec::new(),
+        unreadable_reasons: Vec::new(),
+        ignored: dataset
+            .ignored
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        duplicates: Vec::new(),
+        duplicates_across_classes: 0,
+        sizes: SizeStats {
+            min_width: u32::MAX,
+            min_height: u32::MAX,
+            ..Default::default()
+        },
+        formats: BTreeMap::new(),
+        grayscale: 0,
+        color: 0,
+        with_alpha: 0,
+        model_preprocessing: model.map(|(name, p)| format!("{name}: {}", p.describe())),
+        warnings: Vec::new(),
+    }
+}
+
+/// Groups of identical images, and how many of them carry different labels.
+fn record_duplicates(
+    report: &mut CheckReport,
+    dataset: &Dataset,
+    by_hash: HashMap<String, Vec<usize>>,
+) {
     let mut groups: Vec<Vec<usize>> = by_hash.into_values().filter(|g| g.len() > 1).collect();
     groups.sort();
     for g in &groups {
@@ -178,8 +202,10 @@ pub fn check(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckR
         .iter()
         .map(|g| g.iter().map(|&i| dataset.samples[i].image.name()).collect())
         .collect();
-    report.classes = classes;
+}
 
+/// Empty classes, undecodable files, identical images with different labels.
+fn warn_about_data(report: &mut CheckReport) {
     for c in &report.classes {
         if c.count == 0 {
             report
@@ -199,39 +225,45 @@ pub fn check(dataset: &Dataset, model: Option<(&str, &Preprocessing)>) -> CheckR
             report.duplicates_across_classes
         ));
     }
-    if let Some((name, p)) = model {
-        if p.color != ColorOrder::Gray && report.grayscale > 0 {
-            report.warnings.push(format!(
-                "{} grayscale images will be replicated to 3 channels for `{name}`",
-                report.grayscale
-            ));
-        }
-        if p.color == ColorOrder::Gray && report.color > 0 {
-            report.warnings.push(format!(
-                "{} colour images will be converted to grayscale for `{name}`",
-                report.color
-            ));
-        }
-        if report.with_alpha > 0 {
-            report.warnings.push(format!(
-                "{} images have an alpha channel; it is dropped",
-                report.with_alpha
-            ));
-        }
-        let target = p.size[1] as f64 / p.size[0] as f64;
-        let stretched = seen
-            .iter()
-            .filter_map(|s| s.result.as_ref().ok())
-            .filter(|(w, h, ..)| ((*w as f64 / (*h).max(1) as f64) / target - 1.0).abs() > 0.25)
-            .count();
-        if stretched > 0 && p.resize == zoo_cards::ResizeMode::Direct {
-            report.warnings.push(format!(
-                "{stretched} images differ from `{name}`'s {}x{} aspect ratio by more than 25 % and will be stretched",
-                p.size[1], p.size[0]
-            ));
-        }
+}
+
+/// What the model's preprocessing will do to these images: colour, alpha, stretching.
+fn warn_about_preprocessing(
+    report: &mut CheckReport,
+    seen: &[Seen],
+    name: &str,
+    p: &Preprocessing,
+) {
+    if p.color != ColorOrder::Gray && report.grayscale > 0 {
+        report.warnings.push(format!(
+            "{} grayscale images will be replicated to 3 channels for `{name}`",
+            report.grayscale
+        ));
     }
-    report
+    if p.color == ColorOrder::Gray && report.color > 0 {
+        report.warnings.push(format!(
+            "{} colour images will be converted to grayscale for `{name}`",
+            report.color
+        ));
+    }
+    if report.with_alpha > 0 {
+        report.warnings.push(format!(
+            "{} images have an alpha channel; it is dropped",
+            report.with_alpha
+        ));
+    }
+    let target = p.size[1] as f64 / p.size[0] as f64;
+    let stretched = seen
+        .iter()
+        .filter_map(|s| s.result.as_ref().ok())
+        .filter(|(w, h, ..)| ((*w as f64 / (*h).max(1) as f64) / target - 1.0).abs() > 0.25)
+        .count();
+    if stretched > 0 && p.resize == zoo_cards::ResizeMode::Direct {
+        report.warnings.push(format!(
+            "{stretched} images differ from `{name}`'s {}x{} aspect ratio by more than 25 % and will be stretched",
+            p.size[1], p.size[0]
+        ));
+    }
 }
 
 pub fn render(r: &CheckReport) -> String {

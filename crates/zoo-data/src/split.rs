@@ -120,13 +120,6 @@ pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, Da
             }
         }
         SplitPlan::Fraction(_) | SplitPlan::PerClass(_) | SplitPlan::TrainPerClass(_) => {
-            if let SplitPlan::Fraction(f) = plan {
-                if !(0.0..1.0).contains(&f) {
-                    return Err(DataError::Split(format!(
-                        "--val-split {f} must be in [0, 1)"
-                    )));
-                }
-            }
             for (c, members) in by_class.iter().enumerate() {
                 let mut members = members.clone();
                 // One stream per class, so adding a class does not reshuffle the others.
@@ -134,27 +127,7 @@ pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, Da
                     seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 );
                 members.shuffle(&mut rng);
-                let n_val = match plan {
-                    SplitPlan::Fraction(f) => (f * members.len() as f64).round() as usize,
-                    SplitPlan::PerClass(k) => k,
-                    SplitPlan::TrainPerClass(k) if k == 0 || k >= members.len() => {
-                        return Err(DataError::Split(format!(
-                            "class `{}` has {} images: --train-per-class {k} must be between 1 and {} to leave images for validation",
-                            dataset.classes[c],
-                            members.len(),
-                            members.len().saturating_sub(1)
-                        )));
-                    }
-                    SplitPlan::TrainPerClass(k) => members.len() - k,
-                    SplitPlan::FromManifest => unreachable!("handled above"),
-                };
-                if n_val >= members.len() {
-                    return Err(DataError::Split(format!(
-                        "class `{}` has {} images: none would be left for training after taking {n_val} for validation",
-                        dataset.classes[c],
-                        members.len()
-                    )));
-                }
+                let n_val = validation_count(plan, members.len(), &dataset.classes[c])?;
                 out.val.extend_from_slice(&members[..n_val]);
                 out.train.extend_from_slice(&members[n_val..]);
             }
@@ -174,6 +147,33 @@ pub fn split(dataset: &Dataset, plan: SplitPlan, seed: u64) -> Result<Splits, Da
     }
     out.warnings.extend(leak_warning(dataset, &out));
     Ok(out)
+}
+
+/// How many of a class's `members` images validate under `plan` (not `FromManifest`).
+fn validation_count(plan: SplitPlan, members: usize, class: &str) -> Result<usize, DataError> {
+    let n_val = match plan {
+        SplitPlan::Fraction(f) if !(0.0..1.0).contains(&f) => {
+            return Err(DataError::Split(format!(
+                "--val-split {f} must be in [0, 1)"
+            )));
+        }
+        SplitPlan::Fraction(f) => (f * members as f64).round() as usize,
+        SplitPlan::PerClass(k) => k,
+        SplitPlan::TrainPerClass(k) if k == 0 || k >= members => {
+            return Err(DataError::Split(format!(
+                "class `{class}` has {members} images: --train-per-class {k} must be between 1 and {} to leave images for validation",
+                members.saturating_sub(1)
+            )));
+        }
+        SplitPlan::TrainPerClass(k) => members - k,
+        SplitPlan::FromManifest => 0,
+    };
+    if n_val >= members {
+        return Err(DataError::Split(format!(
+            "class `{class}` has {members} images: none would be left for training after taking {n_val} for validation"
+        )));
+    }
+    Ok(n_val)
 }
 
 /// Warns when one class has more than [`IMBALANCE_RATIO`] times the images of another;

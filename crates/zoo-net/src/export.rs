@@ -26,16 +26,56 @@ impl<B: Backend> Network<B> {
     fn export_proto(&self, dynamic_batch: bool) -> ModelProto {
         let plan = &self.plan;
         let mut proto = plan.proto.clone();
-        let mut fresh: Vec<TensorProto> = Vec::new();
-        for (name, dims, values) in self.param_values() {
-            fresh.push(f32_proto(&name, &dims, &values));
+        let fresh = self.initializers(dynamic_batch);
+        let graph = proto.graph.get_or_insert_with(Default::default);
+        let fresh_names: std::collections::HashSet<String> =
+            fresh.iter().map(|t| t.name.clone()).collect();
+        // Nodes whose value is now an initializer give way to it: constant nodes, and an
+        // Identity of a weight (folded into a copy at import).
+        graph
+            .node
+            .retain(|n| !n.output.iter().all(|o| fresh_names.contains(o)));
+        let still_read: std::collections::HashSet<&String> =
+            graph.node.iter().flat_map(|n| n.input.iter()).collect();
+        let output = &plan.graph.output.name;
+        let fresh: Vec<TensorProto> = fresh
+            .into_iter()
+            .filter(|t| still_read.contains(&t.name) || t.name == *output)
+            .collect();
+        // Initializers listed as graph inputs (IR < 4 files) must show their current shapes.
+        let dims_of: std::collections::HashMap<&str, (Vec<Option<usize>>, i32)> = fresh
+            .iter()
+            .map(|t| {
+                let dims = t.dims.iter().map(|&d| Some(d as usize)).collect();
+                (t.name.as_str(), (dims, t.data_type))
+            })
+            .collect();
+        graph
+            .input
+            .retain(|i| i.name == plan.graph.input.name || dims_of.contains_key(i.name.as_str()));
+        for input in graph.input.iter_mut() {
+            if let Some((d, elem_type)) = dims_of.get(input.name.as_str()) {
+                *input = typed_value_info(&input.name, d, *elem_type);
+            }
         }
+        graph.initializer = fresh;
+        self.declare_interface(graph, dynamic_batch);
+        refresh_value_info(plan, &mut graph.value_info, dynamic_batch);
+        proto
+    }
+
+    /// The parameters' current values and the constants as initializers (shape arithmetic
+    /// computed at import stays as nodes: it follows the batch at run time).
+    fn initializers(&self, dynamic_batch: bool) -> Vec<TensorProto> {
+        let plan = &self.plan;
+        let mut fresh: Vec<TensorProto> = (self.param_values().into_iter())
+            .map(|(name, dims, values)| f32_proto(&name, &dims, &values))
+            .collect();
         let batch_shapes = if dynamic_batch {
             batch_keeping_shapes(plan)
         } else {
             Default::default()
         };
-        // Shape arithmetic computed at import stays as nodes (it follows the batch at run time).
         let constants = plan
             .graph
             .constants
@@ -52,62 +92,24 @@ impl<B: Backend> Network<B> {
                 ConstData::I64(v) => i64_proto(name, &c.dims, v),
             });
         }
-        let graph = proto.graph.get_or_insert_with(Default::default);
-        let fresh_names: std::collections::HashSet<String> =
-            fresh.iter().map(|t| t.name.clone()).collect();
-        // Nodes whose value is now an initializer give way to it: constant nodes, and an
-        // Identity of a weight (folded into a copy at import).
-        graph
-            .node
-            .retain(|n| !n.output.iter().all(|o| fresh_names.contains(o)));
-        let still_read: std::collections::HashSet<&String> =
-            graph.node.iter().flat_map(|n| n.input.iter()).collect();
-        let keep: std::collections::HashSet<String> = fresh
-            .iter()
-            .map(|t| t.name.clone())
-            .filter(|n| still_read.contains(n) || *n == plan.graph.output.name)
-            .collect();
-        fresh.retain(|t| keep.contains(&t.name));
-        // Initializers listed as graph inputs (IR < 4 files) must show their current shapes.
-        let dims_of: std::collections::HashMap<&str, (Vec<Option<usize>>, i32)> = fresh
-            .iter()
-            .map(|t| {
-                (
-                    t.name.as_str(),
-                    (
-                        t.dims.iter().map(|&d| Some(d as usize)).collect(),
-                        t.data_type,
-                    ),
-                )
-            })
-            .collect();
-        graph
-            .input
-            .retain(|i| i.name == plan.graph.input.name || dims_of.contains_key(i.name.as_str()));
-        for input in graph.input.iter_mut() {
-            if let Some((d, elem_type)) = dims_of.get(input.name.as_str()) {
-                *input = typed_value_info(&input.name, d, *elem_type);
-            }
-        }
-        graph.initializer = fresh;
-        let mut out_dims = plan.graph.output.dims.clone();
-        if dynamic_batch && plan.graph.shapes.batched.contains(&plan.graph.output.name) {
+        fresh
+    }
+
+    /// The graph's input and output with their dims; the batch symbolic in a dynamic export.
+    fn declare_interface(&self, graph: &mut zoo_onnx::pb::GraphProto, dynamic_batch: bool) {
+        let spec = &self.plan.graph;
+        let mut out_dims = spec.output.dims.clone();
+        if dynamic_batch && spec.shapes.batched.contains(&spec.output.name) {
             if let Some(d) = out_dims.first_mut() {
                 *d = None;
             }
-            let mut in_dims = plan.graph.input.dims.clone();
+            let mut in_dims = spec.input.dims.clone();
             in_dims[0] = None;
-            for input in graph
-                .input
-                .iter_mut()
-                .filter(|i| i.name == plan.graph.input.name)
-            {
+            for input in graph.input.iter_mut().filter(|i| i.name == spec.input.name) {
                 *input = value_info(&input.name, &in_dims);
             }
         }
-        graph.output = vec![value_info(&plan.graph.output.name, &out_dims)];
-        refresh_value_info(plan, &mut graph.value_info, dynamic_batch);
-        proto
+        graph.output = vec![value_info(&spec.output.name, &out_dims)];
     }
 }
 

@@ -2,10 +2,10 @@
 //! freshly initialised (seeded), and every shape downstream is re-inferred.
 
 use zoo_onnx::ops::{Array, Nn};
-use zoo_onnx::{Constant, OnnxModel, Op};
+use zoo_onnx::{Constant, Node, OnnxModel, Op};
 
 use crate::error::NetError;
-use crate::plan::{assign_layers, ParamRole};
+use crate::plan::{assign_layers, Assignment, ParamRole};
 
 /// What changed.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -57,6 +57,60 @@ pub fn replace_head(
         ));
     }
     let graph = &mut model.graph;
+    let (mine, node) = head_node(graph, layer)?;
+    let out_dims = graph
+        .shapes
+        .of(&node.outputs[0])
+        .map(<[usize]>::to_vec)
+        .unwrap_or_default();
+    let (axis_from_end, old) = class_axis(&node, &out_dims, layer)?;
+    let resizer = Resizer {
+        layer,
+        old,
+        classes,
+        seed,
+    };
+    let mut change = HeadChange {
+        layer: layer.to_string(),
+        old_outputs: old,
+        new_outputs: classes,
+        params: resize_weight(graph, &node, &resizer)?,
+    };
+    // Biases: the Gemm/Conv bias input, or the bias Add merged into the layer.
+    let done: Vec<String> = change.params.iter().map(|(n, _, _)| n.clone()).collect();
+    for a in mine.iter().filter(|a| !done.contains(&a.param)) {
+        let dims = graph
+            .constants
+            .get(&a.param)
+            .map(|c| c.dims.clone())
+            .unwrap_or_default();
+        if dims.len() < axis_from_end.min(dims.len().max(1)) {
+            continue;
+        }
+        let axis = if node.input(2) == Some(a.param.as_str()) || dims.len() == 1 {
+            0
+        } else {
+            dims.len().saturating_sub(axis_from_end)
+        };
+        change
+            .params
+            .push(resizer.resize(graph, &a.param, axis, 1, false, 2)?);
+    }
+    graph.refresh_shapes()?;
+    // The declared output shape follows the new head, whatever lies between them (a Conv head
+    // reaches the output through pooling and Flatten); a symbolic batch stays symbolic.
+    if let Some(inferred) = graph.shapes.of(&graph.output.name) {
+        let symbolic_batch = graph.output.dims.first() == Some(&None);
+        graph.output.dims = inferred.iter().map(|&d| Some(d)).collect();
+        if symbolic_batch {
+            graph.output.dims[0] = None;
+        }
+    }
+    Ok(change)
+}
+
+/// The head layer's parameter assignments and the node that owns them.
+fn head_node(graph: &zoo_onnx::Graph, layer: &str) -> Result<(Vec<Assignment>, Node), NetError> {
     let assignments = assign_layers(graph);
     let mine: Vec<_> = assignments
         .iter()
@@ -81,14 +135,13 @@ pub fn replace_head(
         .node(&first.node)
         .cloned()
         .ok_or_else(|| head_error(layer, "owner node vanished"))?;
-    let out_value = node.outputs[0].clone();
-    let out_dims = graph
-        .shapes
-        .of(&out_value)
-        .map(<[usize]>::to_vec)
-        .unwrap_or_default();
-    // The axis of the output that counts classes: last for Gemm/MatMul, channels for Conv.
-    let (axis_from_end, old) = match &node.op {
+    Ok((mine, node))
+}
+
+/// The output axis that counts classes (from the end: last for Gemm/MatMul, channels for
+/// Conv) and its size.
+fn class_axis(node: &Node, out_dims: &[usize], layer: &str) -> Result<(usize, usize), NetError> {
+    Ok(match &node.op {
         Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul) => (1, *out_dims.last().unwrap_or(&0)),
         Op::Nn(Nn::Conv(spec)) if spec.group == 1 => (3, out_dims.get(1).copied().unwrap_or(0)),
         Op::Nn(Nn::Conv(_)) => {
@@ -100,21 +153,31 @@ pub fn replace_head(
                 format!("{} layers cannot be replaced as a head", other.onnx_type()),
             ))
         }
-    };
-    let mut change = HeadChange {
-        layer: layer.to_string(),
-        old_outputs: old,
-        new_outputs: classes,
-        params: Vec::new(),
-    };
-    type Resized = (String, Vec<usize>, Vec<usize>);
-    let resize = |name: &str,
-                  graph: &mut zoo_onnx::Graph,
-                  axis: usize,
-                  fan_in: usize,
-                  weight: bool,
-                  salt: u64|
-     -> Result<Resized, NetError> {
+    })
+}
+
+/// A parameter's name, its dims before and after.
+type Resized = (String, Vec<usize>, Vec<usize>);
+
+/// Gives parameters of the head a class axis of the new size, freshly initialised.
+struct Resizer<'a> {
+    layer: &'a str,
+    old: usize,
+    classes: usize,
+    seed: u64,
+}
+
+impl Resizer<'_> {
+    fn resize(
+        &self,
+        graph: &mut zoo_onnx::Graph,
+        name: &str,
+        axis: usize,
+        fan_in: usize,
+        weight: bool,
+        salt: u64,
+    ) -> Result<Resized, NetError> {
+        let (layer, old) = (self.layer, self.old);
         let c = graph
             .constants
             .get(name)
@@ -127,11 +190,11 @@ pub fn replace_head(
             ));
         }
         let before = dims.clone();
-        dims[axis] = classes;
+        dims[axis] = self.classes;
         let n = dims.iter().product();
         let values = if weight {
             // PyTorch's nn.Linear/Conv default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-            uniform(n, 1.0 / (fan_in.max(1) as f32).sqrt(), seed ^ salt)
+            uniform(n, 1.0 / (fan_in.max(1) as f32).sqrt(), self.seed ^ salt)
         } else {
             vec![0.0; n]
         };
@@ -139,7 +202,17 @@ pub fn replace_head(
             .constants
             .insert(name.to_string(), Constant::f32(dims.clone(), values));
         Ok((name.to_string(), before, dims))
-    };
+    }
+}
+
+/// The head's weight, resized (for a MatMul whose weight is a reshaped parameter, that
+/// parameter and the reshape's target).
+fn resize_weight(
+    graph: &mut zoo_onnx::Graph,
+    node: &Node,
+    resizer: &Resizer,
+) -> Result<Vec<Resized>, NetError> {
+    let layer = resizer.layer;
     let weight = node
         .input(1)
         .ok_or_else(|| head_error(layer, "no weight"))?
@@ -149,108 +222,71 @@ pub fn replace_head(
         .get(&weight)
         .map(|c| c.dims.clone())
         .unwrap_or_default();
-    match &node.op {
+    let resized = match &node.op {
         Op::Nn(Nn::Gemm { trans_b, .. }) => {
             let (axis, fan_in) = if *trans_b {
                 (0, weight_dims.get(1).copied().unwrap_or(1))
             } else {
                 (1, weight_dims.first().copied().unwrap_or(1))
             };
-            change
-                .params
-                .push(resize(&weight, graph, axis, fan_in, true, 1)?);
+            resizer.resize(graph, &weight, axis, fan_in, true, 1)?
         }
-        Op::Nn(Nn::Conv(_)) => {
+        Op::Nn(Nn::MatMul) if graph.constants.contains_key(&weight) => {
+            let (axis, fan_in) = (weight_dims.len() - 1, weight_dims[weight_dims.len() - 2]);
+            resizer.resize(graph, &weight, axis, fan_in, true, 1)?
+        }
+        Op::Nn(Nn::MatMul) => resize_reshaped_weight(graph, &weight, resizer)?,
+        _ => {
             let fan_in = weight_dims.iter().skip(1).product();
-            change
-                .params
-                .push(resize(&weight, graph, 0, fan_in, true, 1)?);
+            resizer.resize(graph, &weight, 0, fan_in, true, 1)?
         }
-        Op::Nn(Nn::MatMul) => {
-            let w = weight.clone();
-            if graph.constants.contains_key(&w) {
-                let wd = weight_dims.clone();
-                change
-                    .params
-                    .push(resize(&w, graph, wd.len() - 1, wd[wd.len() - 2], true, 1)?);
-            } else {
-                // The zoo's MNIST CNN: the weight is a Reshape of a parameter by a constant shape.
-                let reshape = graph
-                    .nodes
-                    .iter()
-                    .find(|n| n.outputs[0] == w && matches!(n.op, Op::Array(Array::Reshape { .. })))
-                    .cloned()
-                    .ok_or_else(|| {
-                        head_error(
-                            layer,
-                            "the MatMul weight is neither a constant nor a reshaped one",
-                        )
-                    })?;
-                let param = reshape.input(0).unwrap_or_default().to_string();
-                let shape_name = reshape.input(1).unwrap_or_default().to_string();
-                let pd = graph
-                    .constants
-                    .get(&param)
-                    .map(|c| c.dims.clone())
-                    .unwrap_or_default();
-                let fan_in = pd[..pd.len().saturating_sub(1)].iter().product();
-                change.params.push(resize(
-                    &param,
-                    graph,
-                    pd.len().saturating_sub(1),
-                    fan_in,
-                    true,
-                    1,
-                )?);
-                let shape = graph
-                    .constants
-                    .get_mut(&shape_name)
-                    .and_then(|c| match &mut c.data {
-                        zoo_onnx::ConstData::I64(v) => Some(v),
-                        _ => None,
-                    });
-                match shape.and_then(|v| v.last_mut()) {
-                    Some(last) if *last == old as i64 => *last = classes as i64,
-                    _ => {
-                        return Err(head_error(
-                            layer,
-                            "cannot adapt the weight's reshape target",
-                        ))
-                    }
-                }
-            }
-        }
-        _ => unreachable!("checked above"),
-    }
-    // Biases: the Gemm/Conv bias input, or the bias Add merged into the layer.
-    let done: Vec<String> = change.params.iter().map(|(n, _, _)| n.clone()).collect();
-    for a in mine.iter().filter(|a| !done.contains(&a.param)) {
-        let dims = graph
-            .constants
-            .get(&a.param)
-            .map(|c| c.dims.clone())
-            .unwrap_or_default();
-        if dims.len() < axis_from_end.min(dims.len().max(1)) {
-            continue;
-        }
-        let axis = if node.input(2) == Some(a.param.as_str()) || dims.len() == 1 {
-            0
-        } else {
-            dims.len().saturating_sub(axis_from_end)
-        };
-        change
-            .params
-            .push(resize(&a.param, graph, axis, 1, false, 2)?);
-    }
-    graph.refresh_shapes()?;
-    // The declared output shape follows the new head, whatever lies between them (a Conv head
-    // reaches the output through pooling and Flatten); a symbolic batch stays symbolic.
-    if let Some(inferred) = graph.shapes.of(&graph.output.name) {
-        let symbolic_batch = graph.output.dims.first() == Some(&None);
-        graph.output.dims = inferred.iter().map(|&d| Some(d)).collect();
-        if symbolic_batch {
-            graph.output.dims[0] = None;
+    };
+    Ok(vec![resized])
+}
+
+/// The zoo's MNIST CNN: the MatMul weight is a Reshape of a parameter by a constant shape.
+fn resize_reshaped_weight(
+    graph: &mut zoo_onnx::Graph,
+    weight: &str,
+    resizer: &Resizer,
+) -> Result<Resized, NetError> {
+    let layer = resizer.layer;
+    let reshape = graph
+        .nodes
+        .iter()
+        .find(|n| n.outputs[0] == weight && matches!(n.op, Op::Array(Array::Reshape { .. })))
+        .cloned()
+        .ok_or_else(|| {
+            head_error(
+                layer,
+                "the MatMul weight is neither a constant nor a reshaped one",
+            )
+        })?;
+    let param = reshape.input(0).unwrap_or_default().to_string();
+    let shape_name = reshape.input(1).unwrap_or_default().to_string();
+    let pd = graph
+        .constants
+        .get(&param)
+        .map(|c| c.dims.clone())
+        .unwrap_or_default();
+    let fan_in = pd[..pd.len().saturating_sub(1)].iter().product();
+    let axis = pd.len().saturating_sub(1);
+    let resized = resizer.resize(graph, &param, axis, fan_in, true, 1)?;
+    let shape = graph
+        .constants
+        .get_mut(&shape_name)
+        .and_then(|c| match &mut c.data {
+            zoo_onnx::ConstData::I64(v) => Some(v),
+            _ => None,
+        });
+    match shape.and_then(|v| v.last_mut()) {
+        Some(last) if *last == resizer.old as i64 => *last = resizer.classes as i64,
+        _ => {
+            return Err(head_error(
+                layer,
+                "cannot adapt the weight's reshape target",
+            ))
         }
     }
-    Ok(change)
+    Ok(resized)
 }

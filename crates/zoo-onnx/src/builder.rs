@@ -197,25 +197,7 @@ pub fn head_shape_classifier(kind: &str, outputs: usize) -> ModelProto {
         "r"
     };
     let out_dims = match kind {
-        "gemm-1001" => {
-            b.init_f32("logits_w_0", &[outputs, 8], rng.values(outputs * 8, 0.3));
-            b.init_f32("logits_b_0", &[outputs], rng.values(outputs, 0.1));
-            b.node(
-                "flat",
-                "Flatten",
-                &[head_in],
-                &["f"],
-                vec![("axis", Attr::Int(1))],
-            );
-            b.node(
-                "fc",
-                "Gemm",
-                &["f", "logits_w_0", "logits_b_0"],
-                &["y"],
-                vec![("transB", Attr::Int(1))],
-            );
-            vec![Some(1), Some(outputs)]
-        }
+        "gemm-1001" => gemm_head(&mut b, &mut rng, head_in, outputs),
         "pool-conv" => {
             b.init_f32("fc6_w_0", &[outputs, 8, 1, 1], rng.values(outputs * 8, 0.3));
             b.init_f32("fc6_b_0", &[outputs], rng.values(outputs, 0.1));
@@ -228,36 +210,7 @@ pub fn head_shape_classifier(kind: &str, outputs: usize) -> ModelProto {
             );
             vec![Some(1), Some(outputs), Some(1), Some(1)]
         }
-        _ => {
-            b.init_f32(
-                "conv10_w_0",
-                &[outputs, 8, 1, 1],
-                rng.values(outputs * 8, 0.3),
-            );
-            b.init_f32("conv10_b_0", &[outputs], rng.values(outputs, 0.1));
-            b.node(
-                "c10",
-                "Conv",
-                &[head_in, "conv10_w_0", "conv10_b_0"],
-                &["h"],
-                vec![],
-            );
-            b.node("r10", "Relu", &["h"], &["hr"], vec![]);
-            b.node("gap", "GlobalAveragePool", &["hr"], &["g"], vec![]);
-            if kind == "conv-flatten" {
-                b.node(
-                    "flat",
-                    "Flatten",
-                    &["g"],
-                    &["y"],
-                    vec![("axis", Attr::Int(1))],
-                );
-                vec![Some(1), Some(outputs)]
-            } else {
-                b.node("sm", "Softmax", &["g"], &["y"], vec![]);
-                vec![Some(1), Some(outputs), Some(1), Some(1)]
-            }
-        }
+        _ => conv_head(&mut b, &mut rng, head_in, outputs, kind == "conv-flatten"),
     };
     b.output("y", &out_dims);
     // An annotation of the pooled value, as exporters write them: stale once a Conv head
@@ -270,4 +223,70 @@ pub fn head_shape_classifier(kind: &str, outputs: usize) -> ModelProto {
             .push(value_info(&name, &[Some(1), Some(dims), Some(1), Some(1)]));
     }
     b.build(9)
+}
+
+/// `head_shape_classifier`'s fully connected head: Flatten, then Gemm to `outputs`.
+fn gemm_head(
+    b: &mut GraphBuilder,
+    rng: &mut SeededRng,
+    head_in: &str,
+    outputs: usize,
+) -> Vec<Option<usize>> {
+    b.init_f32("logits_w_0", &[outputs, 8], rng.values(outputs * 8, 0.3));
+    b.init_f32("logits_b_0", &[outputs], rng.values(outputs, 0.1));
+    b.node(
+        "flat",
+        "Flatten",
+        &[head_in],
+        &["f"],
+        vec![("axis", Attr::Int(1))],
+    );
+    let trans_b = vec![("transB", Attr::Int(1))];
+    b.node(
+        "fc",
+        "Gemm",
+        &["f", "logits_w_0", "logits_b_0"],
+        &["y"],
+        trans_b,
+    );
+    vec![Some(1), Some(outputs)]
+}
+
+/// `head_shape_classifier`'s SqueezeNet-style head: 1x1 conv, ReLU, global pooling, then
+/// Flatten or Softmax.
+fn conv_head(
+    b: &mut GraphBuilder,
+    rng: &mut SeededRng,
+    head_in: &str,
+    outputs: usize,
+    flatten: bool,
+) -> Vec<Option<usize>> {
+    b.init_f32(
+        "conv10_w_0",
+        &[outputs, 8, 1, 1],
+        rng.values(outputs * 8, 0.3),
+    );
+    b.init_f32("conv10_b_0", &[outputs], rng.values(outputs, 0.1));
+    b.node(
+        "c10",
+        "Conv",
+        &[head_in, "conv10_w_0", "conv10_b_0"],
+        &["h"],
+        vec![],
+    );
+    b.node("r10", "Relu", &["h"], &["hr"], vec![]);
+    b.node("gap", "GlobalAveragePool", &["hr"], &["g"], vec![]);
+    if flatten {
+        b.node(
+            "flat",
+            "Flatten",
+            &["g"],
+            &["y"],
+            vec![("axis", Attr::Int(1))],
+        );
+        vec![Some(1), Some(outputs)]
+    } else {
+        b.node("sm", "Softmax", &["g"], &["y"], vec![]);
+        vec![Some(1), Some(outputs), Some(1), Some(1)]
+    }
 }

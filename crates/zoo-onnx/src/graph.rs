@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use prost::Message;
-use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, NodeProto, ValueInfoProto};
+use tract_onnx::pb::{ModelProto, NodeProto};
 
 use crate::error::{bad_node, OnnxError, Result};
 use crate::fold::{bake, checked, evaluate, is_foldable, Baked, Folded};
-use crate::ops::{parse_op, Array, Import, Nn, Op, Parsed};
+pub use crate::interface::format_dims;
+use crate::interface::{input_layout, interface};
+use crate::ops::{parse_op, Import, Nn, Op, Parsed};
 use crate::shapes::{infer_node, infer_shapes, ShapeInfo};
 use crate::tensor::{take_constant, Constant};
 
@@ -55,20 +57,6 @@ pub enum InputLayout {
     /// Channels last, as TensorFlow exports (tf2onnx) take it: the graph's first op transposes
     /// the input to NCHW.
     Nhwc,
-}
-
-/// The layout of an `[N, A, B, C]` input: NHWC when every reader transposes it to NCHW.
-fn input_layout(nodes: &[(&NodeProto, String, Parsed)], input: &str) -> InputLayout {
-    let mut readers = nodes
-        .iter()
-        .filter(|(n, _, _)| n.input.iter().any(|i| i == input))
-        .peekable();
-    let to_nchw = |op: Option<&Op>| matches!(op, Some(Op::Array(Array::Transpose { perm: Some(p) })) if p == &[0, 3, 1, 2]);
-    if readers.peek().is_some() && readers.all(|(_, _, parsed)| to_nchw(parsed.ready())) {
-        InputLayout::Nhwc
-    } else {
-        InputLayout::Nchw
-    }
 }
 
 /// A classifier graph: one image input (NCHW or NHWC), one output, constants and ops.
@@ -284,47 +272,8 @@ impl OnnxModel {
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
         let graph_proto = proto.graph.as_mut().ok_or(OnnxError::NoGraph)?;
-
-        let mut constants = BTreeMap::new();
-        for init in &mut graph_proto.initializer {
-            if init.name.is_empty() {
-                return Err(OnnxError::BadTensor {
-                    name: String::new(),
-                    reason: "an initializer has no name".into(),
-                });
-            }
-            let c = take_constant(init)?;
-            constants.insert(init.name.clone(), c);
-        }
-
-        // Inputs no node reads (Caffe2 exports list a data-queue blob) are not the image.
-        let read: HashSet<&str> = graph_proto
-            .node
-            .iter()
-            .flat_map(|n| n.input.iter().map(String::as_str))
-            .collect();
-        let inputs: Vec<ValueInfoProto> = graph_proto
-            .input
-            .iter()
-            .filter(|i| read.contains(i.name.as_str()) || graph_proto.input.len() == 1)
-            .cloned()
-            .collect();
-        let input = image_input(&inputs, &constants)?;
-        let output = match graph_proto.output.as_slice() {
-            [one] => value_spec(one)?,
-            [] => return Err(OnnxError::BadInterface("the graph has no output".into())),
-            many => {
-                return Err(OnnxError::BadInterface(format!(
-                    "the graph has {} outputs ({}); zoo imports classifiers with one output",
-                    many.len(),
-                    many.iter()
-                        .map(|o| o.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-        };
-
+        let constants = take_initializers(graph_proto)?;
+        let (input, output) = interface(graph_proto, &constants)?;
         let mut nodes = Vec::new();
         for (index, node) in graph_proto.node.iter().enumerate() {
             let label = if node.name.is_empty() {
@@ -335,13 +284,11 @@ impl OnnxModel {
             let op = parse_op(node, &label, opset)?;
             nodes.push((node, label, op));
         }
-
         let sorted = topological_order(&nodes, &input.name, &constants)?;
         check_dropout_masks(&nodes, &output.name)?;
-        let layout = input_layout(&nodes, &input.name);
         let mut graph = Graph {
             opset,
-            layout,
+            layout: input_layout(&nodes, &input.name),
             input,
             output,
             constants,
@@ -355,66 +302,72 @@ impl OnnxModel {
             let (proto_node, label, parsed) = &nodes[index];
             graph.fold_or_infer(proto_node, label, parsed, &mut info, &mut probes)?;
         }
-        let Graph {
-            input,
-            output,
-            constants,
-            nodes: graph_nodes,
-            folded,
-            ..
-        } = graph;
-        let labels: HashSet<&str> = graph_nodes.iter().map(|n| n.label.as_str()).collect();
-        if labels.len() != graph_nodes.len() {
-            return Err(OnnxError::BadInterface("two nodes share a name".into()));
-        }
-
-        let produced: HashSet<&str> = graph_nodes
-            .iter()
-            .flat_map(|n| n.outputs.iter().map(String::as_str))
-            .chain(constants.keys().map(String::as_str))
-            .chain(std::iter::once(input.name.as_str()))
-            .collect();
-        if !produced.contains(output.name.as_str()) {
-            return Err(OnnxError::BadInterface(format!(
-                "output `{}` is produced by no node",
-                output.name
-            )));
-        }
-
-        let mut reached: HashSet<&str> = HashSet::from([input.name.as_str()]);
-        for n in &graph_nodes {
-            if n.inputs.iter().any(|i| reached.contains(i.as_str())) {
-                reached.extend(n.outputs.iter().map(String::as_str));
-            }
-        }
-        check_weights_are_constant(&graph_nodes, &reached)?;
-        if !reached.contains(output.name.as_str()) {
-            return Err(OnnxError::BadInterface(format!(
-                "output `{}` is computed from constants only: it does not depend on the input image",
-                output.name
-            )));
-        }
-        if !info.batched.contains(&output.name) {
+        check_outputs(&graph)?;
+        if !info.batched.contains(&graph.output.name) {
             info.fixed_batch.get_or_insert_with(|| {
-                format!("output `{}` does not carry the batch axis", output.name)
+                format!(
+                    "output `{}` does not carry the batch axis",
+                    graph.output.name
+                )
             });
         }
-        let graph = Graph {
-            opset,
-            layout,
-            input,
-            output,
-            constants,
-            nodes: graph_nodes,
-            shapes: info,
-            folded,
-        };
+        graph.shapes = info;
         Ok(Self {
             proto,
             graph,
             metadata,
         })
     }
+}
+
+/// The initializers as constants (their payloads moved out of the proto).
+fn take_initializers(graph: &mut tract_onnx::pb::GraphProto) -> Result<BTreeMap<String, Constant>> {
+    let mut constants = BTreeMap::new();
+    for init in &mut graph.initializer {
+        if init.name.is_empty() {
+            return Err(OnnxError::BadTensor {
+                name: String::new(),
+                reason: "an initializer has no name".into(),
+            });
+        }
+        let c = take_constant(init)?;
+        constants.insert(init.name.clone(), c);
+    }
+    Ok(constants)
+}
+
+/// Unique node names, an output that some node produces from the image, and layer weights
+/// that are constants.
+fn check_outputs(graph: &Graph) -> Result<()> {
+    let (nodes, output) = (&graph.nodes, &graph.output.name);
+    let labels: HashSet<&str> = nodes.iter().map(|n| n.label.as_str()).collect();
+    if labels.len() != nodes.len() {
+        return Err(OnnxError::BadInterface("two nodes share a name".into()));
+    }
+    let produced = nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(String::as_str))
+        .chain(graph.constants.keys().map(String::as_str))
+        .chain(std::iter::once(graph.input.name.as_str()))
+        .any(|v| v == output);
+    if !produced {
+        return Err(OnnxError::BadInterface(format!(
+            "output `{output}` is produced by no node"
+        )));
+    }
+    let mut reached: HashSet<&str> = HashSet::from([graph.input.name.as_str()]);
+    for n in nodes {
+        if n.inputs.iter().any(|i| reached.contains(i.as_str())) {
+            reached.extend(n.outputs.iter().map(String::as_str));
+        }
+    }
+    check_weights_are_constant(nodes, &reached)?;
+    if !reached.contains(output.as_str()) {
+        return Err(OnnxError::BadInterface(format!(
+            "output `{output}` is computed from constants only: it does not depend on the input image"
+        )));
+    }
+    Ok(())
 }
 
 /// Decodes ONNX protobuf bytes. Decoding from a shared `Bytes` buffer lets prost copy each
@@ -439,36 +392,6 @@ fn default_opset(proto: &ModelProto) -> Result<i64> {
         });
     }
     Ok(opset)
-}
-
-fn value_spec(v: &ValueInfoProto) -> Result<ValueSpec> {
-    let bad = |reason: &str| OnnxError::BadInterface(format!("`{}` {reason}", v.name));
-    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(t)) => t,
-        _ => return Err(bad("is not a tensor")),
-    };
-    if tensor.elem_type != DataType::Float as i32 {
-        return Err(bad("is not float32 (zoo imports float32 classifiers)"));
-    }
-    let dims = match &tensor.shape {
-        None => Vec::new(),
-        Some(shape) => shape
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v))
-                    if v > 0 =>
-                {
-                    usize::try_from(v).ok().filter(|&v| v <= 1 << 20)
-                }
-                _ => None,
-            })
-            .collect(),
-    };
-    Ok(ValueSpec {
-        name: v.name.clone(),
-        dims,
-    })
 }
 
 /// Layer weights (Conv, BatchNormalization, PRelu) must be constants: zoo trains them as
@@ -498,48 +421,6 @@ fn check_weights_are_constant(nodes: &[Node], from_image: &HashSet<&str>) -> Res
         }
     }
     Ok(())
-}
-
-/// The one graph input that is not an initializer: an NCHW image batch with known C, H, W.
-fn image_input(
-    inputs: &[ValueInfoProto],
-    constants: &BTreeMap<String, Constant>,
-) -> Result<ValueSpec> {
-    let real: Vec<&ValueInfoProto> = inputs
-        .iter()
-        .filter(|i| !constants.contains_key(&i.name))
-        .collect();
-    let one = match real.as_slice() {
-        [one] => *one,
-        [] => return Err(OnnxError::BadInterface("the graph has no input".into())),
-        many => {
-            return Err(OnnxError::BadInterface(format!(
-                "the graph has {} inputs ({}); zoo imports classifiers with one image input",
-                many.len(),
-                many.iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    };
-    let spec = value_spec(one)?;
-    if spec.dims.len() != 4 || spec.dims[1..].iter().any(Option::is_none) {
-        return Err(OnnxError::BadInterface(format!(
-            "input `{}` has shape {}; zoo needs an NCHW image input with fixed C, H and W",
-            spec.name,
-            format_dims(&spec.dims)
-        )));
-    }
-    Ok(spec)
-}
-
-pub fn format_dims(dims: &[Option<usize>]) -> String {
-    let parts: Vec<String> = dims
-        .iter()
-        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
-        .collect();
-    format!("[{}]", parts.join(", "))
 }
 
 /// Dropout's mask output is a training-time value; zoo runs Dropout inference-style.

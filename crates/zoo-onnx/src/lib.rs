@@ -6,6 +6,7 @@ pub mod error;
 pub mod fold;
 pub mod graph;
 mod host;
+mod interface;
 pub mod ops;
 pub mod shapes;
 pub mod tensor;

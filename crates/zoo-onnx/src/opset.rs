@@ -2,14 +2,10 @@
 //! Only attributes whose meaning changed are rewritten; anything that cannot be expressed in
 //! the target opset is refused with the node named, never silently changed.
 //!
-//! Changes handled (ONNX operator changelog): BatchNormalization lost `spatial` (9) and
-//! `is_test` (7); Dropout lost `is_test` (7) and took `ratio` as an input (12); Softmax's axis
-//! changed meaning and default (13); MaxPool/AveragePool gained `ceil_mode` (10) and MaxPool
-//! `dilations` (10); settings moved from attributes to inputs for Slice (10), Clip and Pad (11),
-//! Squeeze, Unsqueeze and Split (13), ReduceMean/ReduceMax (18); Split gained `num_outputs`
-//! (18); HardSwish exists from 14. The general moves are here; an op whose attributes changed
-//! meaning has its own rewrite in its family module (`OpDef::convert`). Which settings moved when, and since when an op exists, are
-//! read from the op registry ([`crate::ops::OpDef`]).
+//! What changed when comes from the op registry ([`crate::ops::OpDef`]): `moved` (settings an
+//! opset moved from attributes to inputs, moved here both ways), `since` (the first opset with
+//! the op), and `convert` (an op's own rewrite, in its family module, for attributes that
+//! changed meaning, e.g. Softmax's axis at 13 or Dropout's ratio at 12).
 
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
@@ -91,94 +87,84 @@ fn constant_values(
 /// Moves settings between attributes and inputs when the conversion crosses the opset that
 /// moved them; refuses settings that are computed (no constant to turn into an attribute) and
 /// ops the target opset does not have.
-fn move_settings(
-    node: &mut NodeProto,
-    from: i64,
-    to: i64,
-    constants: &std::collections::HashMap<String, crate::Constant>,
-    new_initializers: &mut Vec<TensorProto>,
-) -> Result<()> {
-    let name = node_label(node);
-    let op = node.op_type.clone();
-    let refuse = |why: String| Err(bad_node(&name, &op, why));
+fn move_settings(node: &mut NodeProto, cx: &mut ConvertCx) -> Result<()> {
+    let (from, to) = (cx.from, cx.to);
     let def = crate::ops::find(&node.op_type);
     if let Some(since) = def.map(|d| d.since).filter(|&since| to < since) {
-        return refuse(format!(
-            "{} needs opset {since} or later, not {to}",
-            node.op_type
-        ));
-    }
-    if node.op_type == "Split" {
-        // Opset 18 wants the output count when no sizes are given.
-        remove_attr(node, "num_outputs");
-        if to >= 18
-            && node.input.get(1).is_none_or(String::is_empty)
-            && attr(node, "split").is_none()
-        {
-            node.attribute
-                .push(int_attr("num_outputs", node.output.len() as i64));
-        }
+        let why = format!("{} needs opset {since} or later, not {to}", node.op_type);
+        return Err(cx.refuse(node, why));
     }
     let Some((since, settings)) = def.and_then(|d| d.moved) else {
         return Ok(());
     };
     if from < since && to >= since {
-        let mut inputs = vec![node.input.first().cloned().unwrap_or_default()];
-        for (setting, float) in settings.iter() {
-            let input = match remove_attr(node, setting) {
-                Some(a) => {
-                    let value = format!("{}_{setting}", node.output[0]);
-                    new_initializers.push(if *float {
-                        f32_proto(&value, &[], &[a.f])
-                    } else {
-                        crate::tensor::i64_proto(&value, &[a.ints.len()], &a.ints)
-                    });
-                    value
-                }
-                None => String::new(),
-            };
-            inputs.push(input);
-        }
-        while inputs.last().is_some_and(String::is_empty) {
-            inputs.pop();
-        }
-        node.input = inputs;
+        settings_to_inputs(node, settings, cx.new_initializers);
     } else if from >= since && to < since {
-        for (k, (setting, float)) in settings.iter().enumerate() {
-            let Some(input) = node.input.get(k + 1).filter(|i| !i.is_empty()) else {
-                continue;
-            };
-            let Some(c) = constants.get(input) else {
-                return refuse(format!(
-                    "its {setting} `{input}` is computed, so it cannot become an attribute in opset {to}"
-                ));
-            };
-            node.attribute.push(match (*float, &c.data) {
-                (true, crate::ConstData::F32(v)) if v.len() == 1 => float_attr(setting, v[0]),
-                (false, crate::ConstData::I64(v)) => AttributeProto {
-                    name: setting.to_string(),
-                    r#type: 7, // INTS
-                    ints: v.clone(),
-                    ..Default::default()
-                },
-                _ => return refuse(format!("its {setting} `{input}` has an unexpected type")),
-            });
-        }
-        if node.op_type == "Slice" {
-            let steps = node.input.get(4).filter(|i| !i.is_empty());
-            if steps.is_some_and(|s| {
-                constants
-                    .get(s)
-                    .and_then(|c| c.as_i64())
-                    .is_none_or(|v| v.iter().any(|&x| x != 1))
-            }) {
-                return refuse(format!(
-                    "slice steps other than 1 need opset 10 or later, not {to}"
-                ));
-            }
-        }
-        node.input.truncate(1);
+        settings_to_attributes(node, settings, cx)?;
     }
+    Ok(())
+}
+
+/// Each setting's attribute becomes a new initializer read as an input.
+fn settings_to_inputs(
+    node: &mut NodeProto,
+    settings: &[crate::ops::Setting],
+    new_initializers: &mut Vec<TensorProto>,
+) {
+    let mut inputs = vec![node.input.first().cloned().unwrap_or_default()];
+    for (setting, float) in settings.iter() {
+        let input = match remove_attr(node, setting) {
+            Some(a) => {
+                let value = format!("{}_{setting}", node.output[0]);
+                new_initializers.push(if *float {
+                    f32_proto(&value, &[], &[a.f])
+                } else {
+                    crate::tensor::i64_proto(&value, &[a.ints.len()], &a.ints)
+                });
+                value
+            }
+            None => String::new(),
+        };
+        inputs.push(input);
+    }
+    while inputs.last().is_some_and(String::is_empty) {
+        inputs.pop();
+    }
+    node.input = inputs;
+}
+
+/// Each setting's constant input becomes an attribute; computed ones are refused.
+fn settings_to_attributes(
+    node: &mut NodeProto,
+    settings: &[crate::ops::Setting],
+    cx: &ConvertCx,
+) -> Result<()> {
+    let to = cx.to;
+    for (k, (setting, float)) in settings.iter().enumerate() {
+        let Some(input) = node.input.get(k + 1).filter(|i| !i.is_empty()).cloned() else {
+            continue;
+        };
+        let Some(c) = cx.constants.get(&input) else {
+            let why = format!(
+                "its {setting} `{input}` is computed, so it cannot become an attribute in opset {to}"
+            );
+            return Err(cx.refuse(node, why));
+        };
+        node.attribute.push(match (*float, &c.data) {
+            (true, crate::ConstData::F32(v)) if v.len() == 1 => float_attr(setting, v[0]),
+            (false, crate::ConstData::I64(v)) => AttributeProto {
+                name: setting.to_string(),
+                r#type: 7, // INTS
+                ints: v.clone(),
+                ..Default::default()
+            },
+            _ => {
+                let why = format!("its {setting} `{input}` has an unexpected type");
+                return Err(cx.refuse(node, why));
+            }
+        });
+    }
+    node.input.truncate(1);
     Ok(())
 }
 
@@ -190,6 +176,8 @@ pub struct ConvertCx<'a> {
     pub rank: &'a dyn Fn(&str) -> Option<usize>,
     /// The graph's initializers as they were.
     pub initializers: &'a [TensorProto],
+    /// Constant values (initializers and `Constant` nodes), for reading settings.
+    pub constants: &'a std::collections::HashMap<String, crate::Constant>,
     /// Initializers the rewrite adds (settings that became inputs).
     pub new_initializers: &'a mut Vec<TensorProto>,
 }
@@ -235,18 +223,19 @@ pub fn convert(
     let initializers = graph.initializer.clone();
     let constants = constant_values(graph);
     for node in graph.node.iter_mut() {
-        move_settings(node, from, to, &constants, &mut new_initializers)?;
-        let Some(rewrite) = crate::ops::find(&node.op_type).and_then(|d| d.convert) else {
-            continue;
-        };
         let mut cx = ConvertCx {
             from,
             to,
             rank,
             initializers: &initializers,
+            constants: &constants,
             new_initializers: &mut new_initializers,
         };
-        rewrite(node, &mut cx)?;
+        // The op's own rewrite first: it sees the node as the source opset wrote it.
+        if let Some(rewrite) = crate::ops::find(&node.op_type).and_then(|d| d.convert) {
+            rewrite(node, &mut cx)?;
+        }
+        move_settings(node, &mut cx)?;
     }
     graph.initializer.extend(new_initializers);
     model

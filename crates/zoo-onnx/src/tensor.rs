@@ -90,6 +90,42 @@ pub fn checked_dims(name: &str, dims: &[i64]) -> Result<(Vec<usize>, usize)> {
     Ok((sizes, count))
 }
 
+/// A tensor's values from its raw bytes (little endian) or its typed field, as zoo holds them:
+/// floats as f32, integers as i64.
+fn decode_values(
+    proto: &mut TensorProto,
+    raw: &[u8],
+    data_type: DataType,
+) -> std::result::Result<ConstData, String> {
+    Ok(match data_type {
+        DataType::Float if raw.is_empty() => ConstData::F32(std::mem::take(&mut proto.float_data)),
+        DataType::Float => ConstData::F32(decode_le::<4, f32>(raw, f32::from_le_bytes)),
+        DataType::Double if raw.is_empty() => {
+            ConstData::F32(proto.double_data.iter().map(|&v| v as f32).collect())
+        }
+        DataType::Double => ConstData::F32(
+            (decode_le::<8, f64>(raw, f64::from_le_bytes).into_iter())
+                .map(|v| v as f32)
+                .collect(),
+        ),
+        DataType::Int64 if raw.is_empty() => ConstData::I64(std::mem::take(&mut proto.int64_data)),
+        DataType::Int64 => ConstData::I64(decode_le::<8, i64>(raw, i64::from_le_bytes)),
+        DataType::Int32 if raw.is_empty() => {
+            ConstData::I64(proto.int32_data.iter().map(|&v| v as i64).collect())
+        }
+        DataType::Int32 => ConstData::I64(
+            (decode_le::<4, i32>(raw, i32::from_le_bytes).into_iter())
+                .map(i64::from)
+                .collect(),
+        ),
+        other => {
+            return Err(format!(
+                "element type {other:?} is not supported (zoo imports float32/float64 weights and int32/int64 shapes)"
+            ))
+        }
+    })
+}
+
 /// Decodes a tensor, taking its payload out of the proto so that large weights exist once.
 pub fn take_constant(proto: &mut TensorProto) -> Result<Constant> {
     let name = proto.name.clone();
@@ -109,65 +145,17 @@ pub fn take_constant(proto: &mut TensorProto) -> Result<Constant> {
     let (dims, count) = checked_dims(&name, &proto.dims)?;
     let raw = std::mem::take(&mut proto.raw_data);
     let data_type = DataType::try_from(proto.data_type).unwrap_or(DataType::Undefined);
-    let check_len = |len: usize| {
-        if len == count {
-            Ok(())
-        } else {
-            Err(bad(format!(
-                "holds {len} values but its shape {:?} needs {count}",
-                proto.dims
-            )))
-        }
+    let data = decode_values(proto, &raw, data_type).map_err(&bad)?;
+    let len = match &data {
+        ConstData::F32(v) => v.len(),
+        ConstData::I64(v) => v.len(),
     };
-    let data = match data_type {
-        DataType::Float => {
-            let values = if raw.is_empty() {
-                std::mem::take(&mut proto.float_data)
-            } else {
-                decode_le::<4, f32>(&raw, f32::from_le_bytes)
-            };
-            check_len(values.len())?;
-            ConstData::F32(values)
-        }
-        DataType::Double => {
-            let values: Vec<f32> = if raw.is_empty() {
-                proto.double_data.iter().map(|&v| v as f32).collect()
-            } else {
-                decode_le::<8, f64>(&raw, f64::from_le_bytes)
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect()
-            };
-            check_len(values.len())?;
-            ConstData::F32(values)
-        }
-        DataType::Int64 => {
-            let values = if raw.is_empty() {
-                std::mem::take(&mut proto.int64_data)
-            } else {
-                decode_le::<8, i64>(&raw, i64::from_le_bytes)
-            };
-            check_len(values.len())?;
-            ConstData::I64(values)
-        }
-        DataType::Int32 => {
-            let values: Vec<i64> = if raw.is_empty() {
-                proto.int32_data.iter().map(|&v| v as i64).collect()
-            } else {
-                decode_le::<4, i32>(&raw, i32::from_le_bytes)
-                    .into_iter()
-                    .map(i64::from)
-                    .collect()
-            };
-            check_len(values.len())?;
-            ConstData::I64(values)
-        }
-        other => {
-            return Err(bad(format!(
-                "element type {other:?} is not supported (zoo imports float32/float64 weights and int32/int64 shapes)"
-            )))
-        }
-    };
+    if len != count {
+        return Err(bad(format!(
+            "holds {len} values but its shape {:?} needs {count}",
+            proto.dims
+        )));
+    }
     let elem_bytes = match data_type {
         DataType::Float | DataType::Int32 => 4,
         _ => 8,

@@ -171,61 +171,16 @@ fn lenet5(classes: usize, seed: u64) -> Architecture {
     let mut x = "input".to_string();
     let mut in_ch = 1;
     for (i, out_ch) in [16usize, 32, 64].into_iter().enumerate() {
-        let n = i + 1;
-        let (conv, bn) = (format!("conv{n}"), format!("bn{n}"));
-        b.init_f32(
-            &format!("{conv}_w_0"),
-            &[out_ch, in_ch, 3, 3],
-            init.weights(out_ch * in_ch * 9, in_ch * 9),
-        );
-        b.init_f32(&format!("{conv}_b_0"), &[out_ch], vec![0.0; out_ch]);
-        for (suffix, value) in [("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)] {
-            b.init_f32(&format!("{bn}_{suffix}"), &[out_ch], vec![value; out_ch]);
-        }
-        let c_out = format!("{conv}_out");
-        b.node(
-            &conv,
-            "Conv",
-            &[&x, &format!("{conv}_w_0"), &format!("{conv}_b_0")],
-            &[&c_out],
-            vec![
-                ("kernel_shape", Attr::Ints(vec![3, 3])),
-                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
-            ],
-        );
-        let bn_out = format!("{bn}_out");
-        b.node(
-            &bn,
-            "BatchNormalization",
-            &[
-                &c_out,
-                &format!("{bn}_scale"),
-                &format!("{bn}_bias"),
-                &format!("{bn}_mean"),
-                &format!("{bn}_var"),
-            ],
-            &[&bn_out],
-            vec![
-                ("epsilon", Attr::Float(1e-5)),
-                ("momentum", Attr::Float(0.9)),
-            ],
-        );
-        let relu = format!("relu{n}");
-        b.node(&relu, "Relu", &[&bn_out], &[&format!("{relu}_out")], vec![]);
-        x = format!("{relu}_out");
-        if n < 3 {
-            let pool = format!("pool{n}");
-            b.node(
-                &pool,
-                "MaxPool",
-                &[&x],
-                &[&format!("{pool}_out")],
-                vec![
-                    ("kernel_shape", Attr::Ints(vec![2, 2])),
-                    ("strides", Attr::Ints(vec![2, 2])),
-                ],
-            );
-            x = format!("{pool}_out");
+        x = conv_bn_relu(&mut b, &mut init, i + 1, [in_ch, out_ch], &x);
+        if i + 1 < 3 {
+            let pool = format!("pool{}", i + 1);
+            let out = format!("{pool}_out");
+            let window = vec![
+                ("kernel_shape", Attr::Ints(vec![2, 2])),
+                ("strides", Attr::Ints(vec![2, 2])),
+            ];
+            b.node(&pool, "MaxPool", &[&x], &[&out], window);
+            x = out;
         }
         in_ch = out_ch;
     }
@@ -274,6 +229,46 @@ fn lenet5(classes: usize, seed: u64) -> Architecture {
         head: "fc2".into(),
         fixed: Vec::new(),
     }
+}
+
+/// LeNet-5 block `n`: a 3x3 convolution (pads 1), batch norm and ReLU; the ReLU's output.
+fn conv_bn_relu(
+    b: &mut GraphBuilder,
+    init: &mut Init,
+    n: usize,
+    [in_ch, out_ch]: [usize; 2],
+    x: &str,
+) -> String {
+    let (conv, bn, relu) = (format!("conv{n}"), format!("bn{n}"), format!("relu{n}"));
+    let (w, bias) = (format!("{conv}_w_0"), format!("{conv}_b_0"));
+    b.init_f32(
+        &w,
+        &[out_ch, in_ch, 3, 3],
+        init.weights(out_ch * in_ch * 9, in_ch * 9),
+    );
+    b.init_f32(&bias, &[out_ch], vec![0.0; out_ch]);
+    for (suffix, value) in [("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)] {
+        b.init_f32(&format!("{bn}_{suffix}"), &[out_ch], vec![value; out_ch]);
+    }
+    let (c_out, bn_out, relu_out) = (
+        format!("{conv}_out"),
+        format!("{bn}_out"),
+        format!("{relu}_out"),
+    );
+    let kernel = vec![
+        ("kernel_shape", Attr::Ints(vec![3, 3])),
+        ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+    ];
+    b.node(&conv, "Conv", &[x, &w, &bias], &[&c_out], kernel);
+    let stats = ["scale", "bias", "mean", "var"].map(|s| format!("{bn}_{s}"));
+    let bn_inputs = [c_out.as_str(), &stats[0], &stats[1], &stats[2], &stats[3]];
+    let bn_attrs = vec![
+        ("epsilon", Attr::Float(1e-5)),
+        ("momentum", Attr::Float(0.9)),
+    ];
+    b.node(&bn, "BatchNormalization", &bn_inputs, &[&bn_out], bn_attrs);
+    b.node(&relu, "Relu", &[&bn_out], &[&relu_out], vec![]);
+    relu_out
 }
 
 /// A 28x28 gray digit input, flattened to `flat` (`[N, 784]`).
@@ -465,103 +460,21 @@ fn mnist_cnn(classes: usize, seed: u64) -> Architecture {
     b.init_f32("Parameter194", &[1, classes], vec![0.0; classes]);
     b.init_i64("Pooling160_Output_0_reshape0_shape", &[1, 256]);
     b.init_i64("Parameter193_reshape1_shape", &[256, classes as i64]);
-    let conv = |k: i64| {
-        vec![
-            ("kernel_shape", Attr::Ints(vec![k, k])),
-            ("strides", Attr::Ints(vec![1, 1])),
-            ("auto_pad", Attr::Str("SAME_UPPER")),
-        ]
-    };
-    let pool = |k: i64| {
-        vec![
-            ("kernel_shape", Attr::Ints(vec![k, k])),
-            ("strides", Attr::Ints(vec![k, k])),
-        ]
-    };
-    b.node(
-        "Times212_reshape1",
-        "Reshape",
-        &["Parameter193", "Parameter193_reshape1_shape"],
-        &["Parameter193_reshape1"],
-        vec![],
-    );
-    b.node(
-        "Convolution28",
-        "Conv",
-        &["Input3", "Parameter5"],
-        &["Convolution28_Output_0"],
-        conv(5),
-    );
-    b.node(
-        "Plus30",
-        "Add",
-        &["Convolution28_Output_0", "Parameter6"],
-        &["Plus30_Output_0"],
-        vec![],
-    );
-    b.node(
-        "ReLU32",
-        "Relu",
-        &["Plus30_Output_0"],
-        &["ReLU32_Output_0"],
-        vec![],
-    );
-    b.node(
-        "Pooling66",
-        "MaxPool",
-        &["ReLU32_Output_0"],
-        &["Pooling66_Output_0"],
-        pool(2),
-    );
-    b.node(
-        "Convolution110",
-        "Conv",
-        &["Pooling66_Output_0", "Parameter87"],
-        &["Convolution110_Output_0"],
-        conv(5),
-    );
-    b.node(
-        "Plus112",
-        "Add",
-        &["Convolution110_Output_0", "Parameter88"],
-        &["Plus112_Output_0"],
-        vec![],
-    );
-    b.node(
-        "ReLU114",
-        "Relu",
-        &["Plus112_Output_0"],
-        &["ReLU114_Output_0"],
-        vec![],
-    );
-    b.node(
-        "Pooling160",
-        "MaxPool",
-        &["ReLU114_Output_0"],
-        &["Pooling160_Output_0"],
-        pool(3),
-    );
-    b.node(
-        "Times212_reshape0",
-        "Reshape",
-        &["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
-        &["Pooling160_Output_0_reshape0"],
-        vec![],
-    );
-    b.node(
-        "Times212",
-        "MatMul",
-        &["Pooling160_Output_0_reshape0", "Parameter193_reshape1"],
-        &["Times212_Output_0"],
-        vec![],
-    );
-    b.node(
-        "Plus214",
-        "Add",
-        &["Times212_Output_0", "Parameter194"],
-        &["Plus214_Output_0"],
-        vec![],
-    );
+    for (name, op, inputs, output, window) in MNIST_CNN_NODES {
+        let attrs = match (*op, window) {
+            ("Conv", Some(k)) => vec![
+                ("kernel_shape", Attr::Ints(vec![*k, *k])),
+                ("strides", Attr::Ints(vec![1, 1])),
+                ("auto_pad", Attr::Str("SAME_UPPER")),
+            ],
+            (_, Some(k)) => vec![
+                ("kernel_shape", Attr::Ints(vec![*k, *k])),
+                ("strides", Attr::Ints(vec![*k, *k])),
+            ],
+            (_, None) => vec![],
+        };
+        b.node(name, op, inputs, &[output], attrs);
+    }
     b.output("Plus214_Output_0", &[Some(1), Some(classes)]);
     Architecture {
         model: b.build(8),
@@ -571,3 +484,99 @@ fn mnist_cnn(classes: usize, seed: u64) -> Architecture {
         fixed: Vec::new(),
     }
 }
+
+/// The ONNX zoo's MNIST graph (mnist-8), node by node: name, op, inputs, output, and the
+/// window of a Conv (SAME_UPPER, stride 1) or MaxPool (stride = window).
+type NodeRow = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    Option<i64>,
+);
+const MNIST_CNN_NODES: &[NodeRow] = &[
+    (
+        "Times212_reshape1",
+        "Reshape",
+        &["Parameter193", "Parameter193_reshape1_shape"],
+        "Parameter193_reshape1",
+        None,
+    ),
+    (
+        "Convolution28",
+        "Conv",
+        &["Input3", "Parameter5"],
+        "Convolution28_Output_0",
+        Some(5),
+    ),
+    (
+        "Plus30",
+        "Add",
+        &["Convolution28_Output_0", "Parameter6"],
+        "Plus30_Output_0",
+        None,
+    ),
+    (
+        "ReLU32",
+        "Relu",
+        &["Plus30_Output_0"],
+        "ReLU32_Output_0",
+        None,
+    ),
+    (
+        "Pooling66",
+        "MaxPool",
+        &["ReLU32_Output_0"],
+        "Pooling66_Output_0",
+        Some(2),
+    ),
+    (
+        "Convolution110",
+        "Conv",
+        &["Pooling66_Output_0", "Parameter87"],
+        "Convolution110_Output_0",
+        Some(5),
+    ),
+    (
+        "Plus112",
+        "Add",
+        &["Convolution110_Output_0", "Parameter88"],
+        "Plus112_Output_0",
+        None,
+    ),
+    (
+        "ReLU114",
+        "Relu",
+        &["Plus112_Output_0"],
+        "ReLU114_Output_0",
+        None,
+    ),
+    (
+        "Pooling160",
+        "MaxPool",
+        &["ReLU114_Output_0"],
+        "Pooling160_Output_0",
+        Some(3),
+    ),
+    (
+        "Times212_reshape0",
+        "Reshape",
+        &["Pooling160_Output_0", "Pooling160_Output_0_reshape0_shape"],
+        "Pooling160_Output_0_reshape0",
+        None,
+    ),
+    (
+        "Times212",
+        "MatMul",
+        &["Pooling160_Output_0_reshape0", "Parameter193_reshape1"],
+        "Times212_Output_0",
+        None,
+    ),
+    (
+        "Plus214",
+        "Add",
+        &["Times212_Output_0", "Parameter194"],
+        "Plus214_Output_0",
+        None,
+    ),
+];

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use tract_onnx::pb::NodeProto;
+
 use super::{node_err, Attrs, InputOf, Op, OpDef, Parsed, Settings};
 use crate::error::Result;
 use crate::graph::Node;
 use crate::host;
+use crate::opset::{attr, int_attr, remove_attr, ConvertCx};
 use crate::shapes::{normalize_axis, resolve_reshape, slice_range, transpose_perm, ShapeCx};
 use crate::tensor::Constant;
 
@@ -95,8 +98,12 @@ pub(crate) const OPS: &[OpDef] = &[
     }),
     OpDef::new("Squeeze", |a, _| axes_op(a, false)).moved(13, &[("axes", false)]),
     OpDef::new("Unsqueeze", |a, _| axes_op(a, true)).moved(13, &[("axes", false)]),
-    OpDef::new("Slice", slice).moved(10, &[("starts", false), ("ends", false), ("axes", false)]),
-    OpDef::new("Split", split).moved(13, &[("split", false)]),
+    OpDef::new("Slice", slice)
+        .moved(10, &[("starts", false), ("ends", false), ("axes", false)])
+        .convert(slice_to_opset),
+    OpDef::new("Split", split)
+        .moved(13, &[("split", false)])
+        .convert(split_to_opset),
     OpDef::new("Gather", |a, _| {
         run(Array::Gather {
             axis: a.int("axis", 0)?,
@@ -534,4 +541,35 @@ pub(crate) fn infer_split(
             d
         })
         .collect())
+}
+
+/// Slice steps other than 1 exist from opset 10, where the ranges became inputs.
+fn slice_to_opset(node: &mut NodeProto, cx: &mut ConvertCx) -> Result<()> {
+    if cx.from < 10 || cx.to >= 10 {
+        return Ok(());
+    }
+    let steps = node.input.get(4).filter(|i| !i.is_empty());
+    let not_one = |s: &String| {
+        let values = cx.constants.get(s).and_then(|c| c.as_i64());
+        values.is_none_or(|v| v.iter().any(|&x| x != 1))
+    };
+    if steps.is_some_and(not_one) {
+        let why = format!(
+            "slice steps other than 1 need opset 10 or later, not {}",
+            cx.to
+        );
+        return Err(cx.refuse(node, why));
+    }
+    Ok(())
+}
+
+/// Opset 18 wants Split's output count when no sizes are given.
+fn split_to_opset(node: &mut NodeProto, cx: &mut ConvertCx) -> Result<()> {
+    remove_attr(node, "num_outputs");
+    let no_sizes = node.input.get(1).is_none_or(String::is_empty) && attr(node, "split").is_none();
+    if cx.to >= 18 && no_sizes {
+        let count = node.output.len() as i64;
+        node.attribute.push(int_attr("num_outputs", count));
+    }
+    Ok(())
 }
