@@ -434,6 +434,22 @@ fn softmax_legacy_flattens_trailing_axes_and_opset13_does_not() {
 }
 
 #[test]
+fn log_softmax_follows_softmax_axis_rules_in_both_opset_forms() {
+    for opset in [11, 13] {
+        let mut b = GraphBuilder::default();
+        input(&mut b, [3, 2, 5]);
+        b.node(
+            "lsm",
+            "LogSoftmax",
+            &["x"],
+            &["s"],
+            vec![("axis", Attr::Int(1))],
+        );
+        assert_parity(&finish(&mut b, "s", opset), 2);
+    }
+}
+
+#[test]
 fn dropout_is_identity_at_inference_in_both_opset_forms() {
     let mut b = GraphBuilder::default();
     input(&mut b, [2, 3, 3]);

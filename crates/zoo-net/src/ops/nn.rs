@@ -47,7 +47,8 @@ pub(crate) fn run<B: Backend>(op: &Nn, cx: &Cx<B>) -> Value<B> {
                 Value::new(a.t.matmul(b.t), rank)
             }
         }
-        Nn::Softmax { axis, legacy } => softmax(cx.get(0), *axis, *legacy),
+        Nn::Softmax { axis, legacy } => softmax(cx.get(0), *axis, *legacy, false),
+        Nn::LogSoftmax { axis, legacy } => softmax(cx.get(0), *axis, *legacy, true),
         Nn::Dropout { ratio } => {
             let x = cx.get(0);
             let ratio = *ratio as f64;
@@ -157,17 +158,25 @@ fn gemm<B: Backend>(cx: &Cx<B>, alpha: f32, beta: f32, [trans_a, trans_b]: [bool
     Value::new(y, 2)
 }
 
-fn softmax<B: Backend>(x: Value<B>, axis: i64, legacy: bool) -> Value<B> {
+/// Softmax (or its logarithm) over `axis`; before opset 13 over every axis from `axis` on.
+fn softmax<B: Backend>(x: Value<B>, axis: i64, legacy: bool, log: bool) -> Value<B> {
     let dims = x.dims();
     let a = normalize_axis(axis, dims.len()).expect("validated");
     if legacy && a + 1 < dims.len() {
         let outer: usize = dims[..a].iter().product();
         let inner: usize = dims[a..].iter().product();
         let flat: Tensor<B, 2> = x.t.reshape([outer, inner]);
-        Value::reshaped(activation::softmax(flat, 1).unsqueeze(), &dims)
+        let y = match log {
+            true => activation::log_softmax(flat, 1),
+            false => activation::softmax(flat, 1),
+        };
+        Value::reshaped(y.unsqueeze(), &dims)
     } else {
         let axis = x.axis(a);
-        x.map(|t| activation::softmax(t, axis))
+        x.map(|t| match log {
+            true => activation::log_softmax(t, axis),
+            false => activation::softmax(t, axis),
+        })
     }
 }
 

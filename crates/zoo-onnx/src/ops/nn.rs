@@ -103,6 +103,11 @@ pub enum Nn {
         axis: i64,
         legacy: bool,
     },
+    /// `log(softmax(x))`, with Softmax's axis rules.
+    LogSoftmax {
+        axis: i64,
+        legacy: bool,
+    },
     /// Inference-style: identity at inference, dropped at `ratio` when training.
     Dropout {
         ratio: f32,
@@ -120,6 +125,7 @@ pub(crate) const OPS: &[OpDef] = &[
     OpDef::new("Gemm", gemm),
     OpDef::new("MatMul", |_, _| run(Nn::MatMul)),
     OpDef::new("Softmax", softmax).convert(softmax_to_opset),
+    OpDef::new("LogSoftmax", log_softmax).convert(softmax_to_opset),
     OpDef::new("Dropout", dropout).convert(dropout_to_opset),
 ];
 
@@ -192,6 +198,13 @@ fn gemm(a: &Attrs, _: i64) -> Result<Parsed> {
 
 fn softmax(a: &Attrs, opset: i64) -> Result<Parsed> {
     run(Nn::Softmax {
+        axis: a.int("axis", if opset >= 13 { -1 } else { 1 })?,
+        legacy: opset < 13,
+    })
+}
+
+fn log_softmax(a: &Attrs, opset: i64) -> Result<Parsed> {
+    run(Nn::LogSoftmax {
         axis: a.int("axis", if opset >= 13 { -1 } else { 1 })?,
         legacy: opset < 13,
     })
@@ -279,6 +292,7 @@ impl Nn {
             Nn::Gemm { .. } => "Gemm",
             Nn::MatMul => "MatMul",
             Nn::Softmax { .. } => "Softmax",
+            Nn::LogSoftmax { .. } => "LogSoftmax",
             Nn::Dropout { .. } => "Dropout",
         }
     }
@@ -304,7 +318,7 @@ impl Nn {
                 trans_a, trans_b, ..
             } => infer_gemm(cx, *trans_a, *trans_b),
             Nn::MatMul => infer_matmul(cx),
-            Nn::Softmax { axis, .. } => {
+            Nn::Softmax { axis, .. } | Nn::LogSoftmax { axis, .. } => {
                 let x = cx.dims(0)?;
                 if cx.axis(*axis, &x)? == 0 {
                     cx.drop_batch("Softmax over axis 0 mixes the batch");
