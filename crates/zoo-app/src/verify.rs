@@ -33,6 +33,11 @@ pub struct VerifyOptions {
     pub tolerance: f64,
 }
 
+/// Images per forward pass of zoo's network, unless asked otherwise.
+pub const DEFAULT_BATCH: usize = 8;
+/// The largest accepted max_rel_diff, unless asked otherwise.
+pub use zoo_parity::DEFAULT_TOLERANCE;
+
 impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
@@ -41,10 +46,10 @@ impl Default for VerifyOptions {
             data: None,
             device: DeviceChoice::Auto,
             samples: None,
-            batch: 8,
+            batch: DEFAULT_BATCH,
             engines: vec!["tract".into()],
             seed: 0,
-            tolerance: zoo_parity::DEFAULT_TOLERANCE,
+            tolerance: DEFAULT_TOLERANCE,
         }
     }
 }

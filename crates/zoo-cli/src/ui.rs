@@ -48,6 +48,50 @@ pub fn passed(pass: bool) -> ExitCode {
     }
 }
 
+/// What was downloaded and checked, on stderr.
+pub fn describe_fetch(report: &zoo_app::fetch::FetchReport) {
+    let f = &report.fetched;
+    match f.status {
+        zoo_app::fetch::FetchStatus::Cached => eprintln!(
+            "{}: already in the cache, sha256 verified ({}); nothing downloaded",
+            report.model, f.sha256
+        ),
+        zoo_app::fetch::FetchStatus::Downloaded => eprintln!(
+            "{}: downloaded {} bytes in {:.1} s, sha256 verified ({})",
+            report.model, f.size, f.seconds, f.sha256
+        ),
+    }
+    if let Some(labels) = &f.labels {
+        eprintln!("labels: {}", labels.display());
+    }
+    if let Some(c) = &report.import_check {
+        eprintln!(
+            "import check: zoo vs tract on {} random inputs, max_rel_diff {:.2e}, top-1 agreement {:.2}: {}",
+            c.samples,
+            c.max_rel_diff,
+            c.top1_agreement,
+            if c.pass { "pass" } else { "FAIL" }
+        );
+    }
+}
+
+/// Each engine's agreement at batch 1 and 7, on stderr.
+pub fn describe_export(report: &zoo_app::export::ExportReport) {
+    for (batch, r) in [(1, &report.batch_1), (7, &report.batch_7)] {
+        for e in &r.engines {
+            eprintln!(
+                "batch {batch}, {:<5}: max_abs_diff {:.2e}, max_rel_diff {:.2e}, top-1 agreement {:.4} over {} validation images: {}",
+                e.name,
+                e.agreement.max_abs_diff,
+                e.agreement.max_rel_diff,
+                e.agreement.top1_agreement,
+                e.agreement.samples,
+                if e.pass { "pass" } else { "FAIL" }
+            );
+        }
+    }
+}
+
 /// A download progress bar on a terminal.
 pub fn progress_bar(quiet: bool) -> Option<zoo_app::fetch::ProgressFn> {
     use std::io::IsTerminal;

@@ -9,6 +9,7 @@ pub enum OptimizerKind {
     /// SGD with momentum (MATLAB's `sgdm`, the PyTorch finetuning tutorial's choice).
     #[default]
     Sgdm,
+    /// Adam: per-parameter steps from running moments of the gradient.
     Adam,
 }
 

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use zoo_app::export::ExportReport;
 
-use crate::ui::{passed, print_json, warn};
+use crate::ui::{describe_export, passed, print_json, warn};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -26,7 +25,7 @@ pub struct ExportArgs {
     #[arg(long, value_delimiter = ',', default_value = "tract,ort")]
     engines: Vec<String>,
     /// Largest accepted max_rel_diff.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = zoo_app::verify::DEFAULT_TOLERANCE)]
     tolerance: f64,
     #[arg(long)]
     json: bool,
@@ -48,26 +47,9 @@ impl ExportArgs {
         if self.json {
             print_json(&report)?;
         } else {
-            describe(&report);
+            describe_export(&report);
             println!("{}", report.output.display());
         }
         Ok(passed(report.pass))
-    }
-}
-
-/// Each engine's agreement at batch 1 and 7, on stderr.
-fn describe(report: &ExportReport) {
-    for (batch, r) in [(1, &report.batch_1), (7, &report.batch_7)] {
-        for e in &r.engines {
-            eprintln!(
-                "batch {batch}, {:<5}: max_abs_diff {:.2e}, max_rel_diff {:.2e}, top-1 agreement {:.4} over {} validation images: {}",
-                e.name,
-                e.agreement.max_abs_diff,
-                e.agreement.max_rel_diff,
-                e.agreement.top1_agreement,
-                e.agreement.samples,
-                if e.pass { "pass" } else { "FAIL" }
-            );
-        }
     }
 }

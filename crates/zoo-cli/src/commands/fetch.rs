@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use zoo_app::fetch::{FetchOptions, FetchReport, FetchStatus, NetLimits};
+use zoo_app::fetch::{FetchOptions, NetLimits};
 
-use crate::ui::{passed, print_json, progress_bar};
+use crate::ui::{describe_fetch, passed, print_json, progress_bar};
 
 #[derive(Args)]
 pub struct FetchArgs {
@@ -102,37 +102,10 @@ impl FetchArgs {
             print_json(&report)?;
         } else {
             if !self.quiet {
-                describe(&report);
+                describe_fetch(&report);
             }
             println!("{}", report.fetched.path.display());
         }
         Ok(passed(report.import_check.as_ref().is_none_or(|c| c.pass)))
-    }
-}
-
-/// What was downloaded and checked, on stderr.
-fn describe(report: &FetchReport) {
-    let f = &report.fetched;
-    match f.status {
-        FetchStatus::Cached => eprintln!(
-            "{}: already in the cache, sha256 verified ({}); nothing downloaded",
-            report.model, f.sha256
-        ),
-        FetchStatus::Downloaded => eprintln!(
-            "{}: downloaded {} bytes in {:.1} s, sha256 verified ({})",
-            report.model, f.size, f.seconds, f.sha256
-        ),
-    }
-    if let Some(labels) = &f.labels {
-        eprintln!("labels: {}", labels.display());
-    }
-    if let Some(c) = &report.import_check {
-        eprintln!(
-            "import check: zoo vs tract on {} random inputs, max_rel_diff {:.2e}, top-1 agreement {:.2}: {}",
-            c.samples,
-            c.max_rel_diff,
-            c.top1_agreement,
-            if c.pass { "pass" } else { "FAIL" }
-        );
     }
 }

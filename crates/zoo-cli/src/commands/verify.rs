@@ -30,7 +30,7 @@ pub struct VerifyArgs {
     #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     samples: Option<usize>,
     /// Batch size for zoo's forward pass (1 to 4096).
-    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    #[arg(long, default_value_t = verify::DEFAULT_BATCH, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     batch: usize,
     /// Reference engines, comma separated: tract, ort.
     #[arg(long, value_delimiter = ',', default_value = "tract")]
@@ -39,7 +39,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Largest accepted max_rel_diff.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = verify::DEFAULT_TOLERANCE)]
     tolerance: f64,
     /// Print one JSON object instead of a table.
     #[arg(long)]

@@ -303,7 +303,15 @@ impl Array {
         Some(out)
     }
 
-    pub(crate) fn infer(&self, cx: &mut ShapeCx) -> Result<Vec<usize>> {
+    /// The dims of each output (several for Split).
+    pub(crate) fn infer(&self, cx: &mut ShapeCx) -> Result<Vec<Vec<usize>>> {
+        if let Array::Split { axis, sizes } = self {
+            return infer_split(cx, *axis, sizes.as_deref());
+        }
+        self.infer_one(cx).map(|dims| vec![dims])
+    }
+
+    fn infer_one(&self, cx: &mut ShapeCx) -> Result<Vec<usize>> {
         let x = cx.dims(0)?;
         match self {
             Array::Identity | Array::Cast { .. } => {
@@ -329,7 +337,8 @@ impl Array {
                 infer_reshape(cx, &x, shape.as_deref(), *allow_zero)
             }
             Array::Concat { axis } => infer_concat(cx, &x, *axis),
-            Array::Split { .. } => unreachable!("Op::infer sends Split to infer_split"),
+            // Several outputs: `infer` gives them.
+            Array::Split { .. } => Err(cx.err("Split has several outputs")),
         }
     }
 }
@@ -507,11 +516,7 @@ fn infer_concat(cx: &mut ShapeCx, first: &[usize], axis: i64) -> Result<Vec<usiz
 }
 
 /// `Split`: several outputs along one axis, each batched when the cut is not the batch axis.
-pub(crate) fn infer_split(
-    cx: &mut ShapeCx,
-    axis: i64,
-    sizes: Option<&[i64]>,
-) -> Result<Vec<Vec<usize>>> {
+fn infer_split(cx: &mut ShapeCx, axis: i64, sizes: Option<&[i64]>) -> Result<Vec<Vec<usize>>> {
     let x = cx.dims(0)?;
     let a = cx.axis(axis, &x)?;
     let parts = cx.node.outputs.len();
