@@ -43,13 +43,6 @@ pub(crate) fn float_attr(name: &str, value: f32) -> AttributeProto {
     }
 }
 
-pub(crate) fn scalar_f32(t: &TensorProto) -> Option<f32> {
-    t.float_data.first().copied().or_else(|| {
-        let b = t.raw_data.get(..4)?;
-        Some(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    })
-}
-
 /// How errors name a node: its name, or its first output when it has none.
 pub(crate) fn node_label(node: &NodeProto) -> String {
     if node.name.is_empty() {
@@ -59,12 +52,19 @@ pub(crate) fn node_label(node: &NodeProto) -> String {
     }
 }
 
-/// Constant values the graph holds (initializers and `Constant` nodes), for reading settings.
+/// Constant values the graph holds (initializers and `Constant` nodes) that can be settings:
+/// integer tensors (axes, pads, ranges) and scalars (bounds, fill values, ratios). Weights are
+/// left out, so a conversion does not copy them.
 fn constant_values(
     graph: &tract_onnx::pb::GraphProto,
 ) -> std::collections::HashMap<String, crate::Constant> {
+    use tract_onnx::pb::tensor_proto::DataType;
+    let may_be_setting = |t: &TensorProto| {
+        let integer = [DataType::Int64 as i32, DataType::Int32 as i32].contains(&t.data_type);
+        integer || t.dims.iter().product::<i64>() <= 1
+    };
     let mut out = std::collections::HashMap::new();
-    for t in &graph.initializer {
+    for t in graph.initializer.iter().filter(|t| may_be_setting(t)) {
         if let Ok(c) = crate::tensor::take_constant(&mut t.clone()) {
             out.insert(t.name.clone(), c);
         }
@@ -174,8 +174,6 @@ pub struct ConvertCx<'a> {
     pub to: i64,
     /// The rank of a value, when known.
     pub rank: &'a dyn Fn(&str) -> Option<usize>,
-    /// The graph's initializers as they were.
-    pub initializers: &'a [TensorProto],
     /// Constant values (initializers and `Constant` nodes), for reading settings.
     pub constants: &'a std::collections::HashMap<String, crate::Constant>,
     /// Initializers the rewrite adds (settings that became inputs).
@@ -220,14 +218,12 @@ pub fn convert(
     }
     let graph = model.graph.as_mut().ok_or(OnnxError::NoGraph)?;
     let mut new_initializers = Vec::new();
-    let initializers = graph.initializer.clone();
     let constants = constant_values(graph);
     for node in graph.node.iter_mut() {
         let mut cx = ConvertCx {
             from,
             to,
             rank,
-            initializers: &initializers,
             constants: &constants,
             new_initializers: &mut new_initializers,
         };

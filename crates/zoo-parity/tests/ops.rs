@@ -417,36 +417,24 @@ fn reshape_with_zero_and_minus_one() {
     assert_parity(&b.build(13), 2);
 }
 
-#[test]
-fn softmax_legacy_flattens_trailing_axes_and_opset13_does_not() {
-    for opset in [9, 13] {
+/// `op` (Softmax or LogSoftmax) over axis 1 of a [3, 2, 5] input at each opset.
+fn softmax_family_parity(op: &str, opsets: [i64; 2]) {
+    for opset in opsets {
         let mut b = GraphBuilder::default();
         input(&mut b, [3, 2, 5]);
-        b.node(
-            "sm",
-            "Softmax",
-            &["x"],
-            &["s"],
-            vec![("axis", Attr::Int(1))],
-        );
+        b.node("sm", op, &["x"], &["s"], vec![("axis", Attr::Int(1))]);
         assert_parity(&finish(&mut b, "s", opset), 2);
     }
 }
 
 #[test]
+fn softmax_legacy_flattens_trailing_axes_and_opset13_does_not() {
+    softmax_family_parity("Softmax", [9, 13]);
+}
+
+#[test]
 fn log_softmax_follows_softmax_axis_rules_in_both_opset_forms() {
-    for opset in [11, 13] {
-        let mut b = GraphBuilder::default();
-        input(&mut b, [3, 2, 5]);
-        b.node(
-            "lsm",
-            "LogSoftmax",
-            &["x"],
-            &["s"],
-            vec![("axis", Attr::Int(1))],
-        );
-        assert_parity(&finish(&mut b, "s", opset), 2);
-    }
+    softmax_family_parity("LogSoftmax", [11, 13]);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use tract_onnx::pb::NodeProto;
 
 use super::{Attrs, Op, OpDef, Parsed, Settings};
 use crate::error::Result;
-use crate::opset::{attr, float_attr, int_attr, remove_attr, scalar_f32, ConvertCx};
+use crate::opset::{attr, float_attr, int_attr, remove_attr, ConvertCx};
 use crate::shapes::{broadcast, window_dims, ShapeCx};
 use crate::tensor::f32_proto;
 
@@ -501,8 +501,11 @@ fn dropout_to_opset(node: &mut NodeProto, cx: &mut ConvertCx) -> Result<()> {
     }
     let ratio_name = node.input[1].clone();
     if !ratio_name.is_empty() {
-        let initializer = cx.initializers.iter().find(|t| t.name == ratio_name);
-        let Some(ratio) = initializer.and_then(scalar_f32) else {
+        let ratio = cx.constants.get(&ratio_name).and_then(|c| match &c.data {
+            crate::ConstData::F32(v) if v.len() == 1 => Some(v[0]),
+            _ => None,
+        });
+        let Some(ratio) = ratio else {
             let why = format!("its ratio `{ratio_name}` is not a constant, so it cannot become an attribute in opset {to}");
             return Err(cx.refuse(node, why));
         };
