@@ -29,21 +29,21 @@ pub struct Folded {
 }
 
 /// A parsed node once its settings are known.
-pub(crate) enum Baked<'p> {
+pub(crate) enum Baked {
     Run(Op),
-    Import(&'p Import),
+    Import(Import),
 }
 
 /// The run-time op of a parsed node, its settings read from the constants known so far.
-pub(crate) fn bake<'p>(
-    parsed: &'p Parsed,
+pub(crate) fn bake(
+    parsed: Parsed,
     label: &str,
     op_type: &str,
     inputs: &[String],
     constants: &BTreeMap<String, Constant>,
-) -> Result<Baked<'p>> {
+) -> Result<Baked> {
     Ok(match parsed {
-        Parsed::Run(op) => Baked::Run(op.clone()),
+        Parsed::Run(op) => Baked::Run(op),
         Parsed::Import(import) => Baked::Import(import),
         Parsed::Bake(make) => Baked::Run(make(&Settings {
             label,

@@ -123,7 +123,7 @@ impl Graph {
         &mut self,
         proto_node: &NodeProto,
         label: &str,
-        parsed: &Parsed,
+        parsed: Parsed,
         info: &mut ShapeInfo,
         probes: &mut BTreeMap<String, Constant>,
     ) -> Result<()> {
@@ -149,6 +149,13 @@ impl Graph {
                 }
                 Folding::Node(node)
             }
+            // A Constant node's value, decoded at parsing, is moved in as it is.
+            Baked::Import(Import::Constant(value)) => {
+                let out = single_output(proto_node, label)?.to_string();
+                info.dims.insert(out.clone(), value.dims.clone());
+                self.constants.insert(out, checked(value, label)?);
+                return Ok(());
+            }
             Baked::Import(import) => Folding::Import(import, proto_node.input.first()),
         };
         let value = import.evaluate(label, &|n| self.constants.get(n), &|n| {
@@ -161,11 +168,8 @@ impl Graph {
             .any(|i| self.folded.computed.contains(i));
         // Computed from the graph (not just a constant node or a copied weight): the node
         // stays in exported files.
-        let (is_shape, is_constant) = match &import {
-            Folding::Import(i, _) => (matches!(i, Import::Shape { .. }), !i.is_computed()),
-            Folding::Node(_) => (false, false),
-        };
-        if (is_shape || reads_computed || !value.is_float()) && !is_constant {
+        let is_shape = matches!(import, Folding::Import(Import::Shape { .. }, _));
+        if is_shape || reads_computed || !value.is_float() {
             self.folded.computed.insert(out.clone());
             // The same node at a probe batch one larger: what differs follows the batch.
             let probe_dims = |n: &str| {
@@ -196,7 +200,7 @@ impl Graph {
 
 /// A node computed at import: an import-only op (with its input 0), or foldable arithmetic.
 enum Folding<'p> {
-    Import(&'p Import, Option<&'p String>),
+    Import(Import, Option<&'p String>),
     Node(Node),
 }
 
@@ -298,9 +302,13 @@ impl OnnxModel {
         };
         let mut info = ShapeInfo::start(&graph);
         let mut probes = BTreeMap::new();
+        // Each node is taken out once, in execution order, so its parsed values move.
+        let mut nodes: Vec<Option<_>> = nodes.into_iter().map(Some).collect();
         for index in sorted {
-            let (proto_node, label, parsed) = &nodes[index];
-            graph.fold_or_infer(proto_node, label, parsed, &mut info, &mut probes)?;
+            let Some((proto_node, label, parsed)) = nodes[index].take() else {
+                continue;
+            };
+            graph.fold_or_infer(proto_node, &label, parsed, &mut info, &mut probes)?;
         }
         check_outputs(&graph)?;
         if !info.batched.contains(&graph.output.name) {

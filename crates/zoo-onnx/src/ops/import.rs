@@ -85,12 +85,6 @@ impl Import {
         }
     }
 
-    /// Whether the value is computed from the graph (it stays a node in exported files) rather
-    /// than written in the file.
-    pub fn is_computed(&self) -> bool {
-        !matches!(self, Import::Constant(_))
-    }
-
     /// The node's value. `input` names input 0; `constant` and `dims` look up values and
     /// inferred dims by name.
     pub(crate) fn evaluate<'c>(
