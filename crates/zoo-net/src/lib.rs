@@ -8,6 +8,7 @@
 //! it; `exec` walks the graph (and applies the plan's fusions); `ops` runs each op, one module
 //! per family as in `zoo_onnx::ops`; `kernels` holds zoo's own CPU kernels for the flex backend.
 
+mod batch_proof;
 pub mod batchnorm;
 mod error;
 mod exec;

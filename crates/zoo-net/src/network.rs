@@ -100,12 +100,19 @@ impl<B: Backend> Network<B> {
             .iter()
             .map(|p| p.role == ParamRole::Learnable)
             .collect();
-        Self {
+        let mut net = Self {
             params,
             plan: Arc::new(plan),
             trainable,
             batch_stats: None,
+        };
+        if let Some(reason) = crate::batch_proof::disproved(&net, device) {
+            eprintln!("warning: this model runs at batch size 1 only: {reason}");
+            if let Some(plan) = Arc::get_mut(&mut net.plan) {
+                plan.graph.shapes.fixed_batch = Some(reason);
+            }
         }
+        net
     }
 
     pub fn plan(&self) -> &Plan {

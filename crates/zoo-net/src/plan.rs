@@ -114,6 +114,9 @@ pub fn assign_layers(graph: &Graph) -> Vec<Assignment> {
                 (Op::Nn(Nn::BatchNorm { .. }), 3 | 4) => Some(ParamRole::Buffer),
                 (Op::Nn(Nn::Dropout { .. }), _) => None,
                 (op, i) if op.is_setting_input(i) => None,
+                // Scalars of arithmetic are constants of a formula written out (epsilons, GELU's
+                // 0.5 and sqrt(2), attention's scale), not weights.
+                (Op::Math(_) | Op::Logic(_), _) if c.len() == 1 => None,
                 _ => Some(ParamRole::Learnable),
             };
             if let Some(role) = role {

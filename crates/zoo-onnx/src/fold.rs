@@ -77,7 +77,12 @@ pub(crate) fn is_foldable(
                 .filter(|n| !n.is_empty())
                 .all(|n| constants.contains_key(n))
                 && data_inputs().all(|n| {
-                    folded.computed.contains(n) || constants.get(n).is_some_and(|c| !c.is_float())
+                    // Float scalars are part of the formula (TF-style padding divides the
+                    // input's size by a float stride); float tensors are weights.
+                    folded.computed.contains(n)
+                        || constants
+                            .get(n)
+                            .is_some_and(|c| !c.is_float() || c.len() == 1)
                 })
         }
         _ => false,

@@ -156,7 +156,7 @@ impl Graph {
                 self.constants.insert(out, checked(value, label)?);
                 return Ok(());
             }
-            Baked::Import(import) => Folding::Import(import, proto_node.input.first()),
+            Baked::Import(import) => Folding::Import(import, &proto_node.input),
         };
         let value = import.evaluate(label, &|n| self.constants.get(n), &|n| {
             info.dims.get(n).cloned()
@@ -198,9 +198,9 @@ impl Graph {
     }
 }
 
-/// A node computed at import: an import-only op (with its input 0), or foldable arithmetic.
+/// A node computed at import: an import-only op (with its inputs), or foldable arithmetic.
 enum Folding<'p> {
-    Import(Import, Option<&'p String>),
+    Import(Import, &'p [String]),
     Node(Node),
 }
 
@@ -212,9 +212,8 @@ impl Folding<'_> {
         dims: &dyn Fn(&str) -> Option<Vec<usize>>,
     ) -> Result<Constant> {
         match self {
-            Folding::Import(import, input) => {
-                let input = input.map(String::as_str).filter(|s| !s.is_empty());
-                checked(import.evaluate(label, input, constant, dims)?, label)
+            Folding::Import(import, inputs) => {
+                checked(import.evaluate(label, inputs, constant, dims)?, label)
             }
             Folding::Node(node) => evaluate(node, constant),
         }

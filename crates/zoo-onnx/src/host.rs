@@ -252,3 +252,65 @@ pub(crate) fn slice(
     }
     Ok(pick(x, dims, &flat))
 }
+
+/// One element of a constant, for element-wise folding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Num {
+    I(i64),
+    F(f32),
+}
+
+impl Num {
+    pub(crate) fn as_f32(self) -> f32 {
+        match self {
+            Num::I(v) => v as f32,
+            Num::F(v) => v,
+        }
+    }
+}
+
+/// An element-wise function of broadcast constants. The result is integer when every element
+/// `f` gives is, float when every one is; a mix is an error.
+pub(crate) fn elementwise(
+    parts: &[&Constant],
+    f: impl Fn(&[Num]) -> std::result::Result<Num, String>,
+) -> std::result::Result<Constant, String> {
+    let mut out: Vec<usize> = Vec::new();
+    for p in parts {
+        out = crate::shapes::broadcast(&out, &p.dims)
+            .ok_or_else(|| format!("{out:?} and {:?} do not broadcast", p.dims))?;
+    }
+    let indices: Vec<Vec<usize>> = parts
+        .iter()
+        .map(|p| broadcast_indices(&p.dims, &out))
+        .collect();
+    let total: usize = out.iter().product();
+    let mut args = vec![Num::I(0); parts.len()];
+    let mut values = Vec::with_capacity(total);
+    for k in 0..total {
+        for (j, p) in parts.iter().enumerate() {
+            let i = indices[j][k];
+            args[j] = match &p.data {
+                ConstData::I64(v) => Num::I(v[i]),
+                ConstData::F32(v) => Num::F(v[i]),
+            };
+        }
+        values.push(f(&args)?);
+    }
+    let data = if values.iter().all(|v| matches!(v, Num::I(_))) {
+        ConstData::I64(
+            values
+                .iter()
+                .map(|v| match v {
+                    Num::I(x) => *x,
+                    Num::F(_) => 0,
+                })
+                .collect(),
+        )
+    } else if values.iter().all(|v| matches!(v, Num::F(_))) {
+        ConstData::F32(values.iter().map(|v| v.as_f32()).collect())
+    } else {
+        return Err("operands have different element types".into());
+    };
+    Ok(Constant { dims: out, data })
+}

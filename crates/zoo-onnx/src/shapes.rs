@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::error::{bad_node, OnnxError, Result};
 use crate::graph::{Graph, Node};
-use crate::ops::{Array, Op, PoolSpec};
+use crate::ops::PoolSpec;
 use crate::tensor::Constant;
 
-/// Tensors are executed as rank-5 arrays (leading 1s added), which keeps numpy broadcasting
-/// exact; rank 5 is what channel shuffles reshape through.
-pub const MAX_RANK: usize = 5;
+/// Tensors are executed as rank-6 arrays (leading 1s added), which keeps numpy broadcasting
+/// exact; rank 5 is what channel shuffles reshape through, rank 6 Swin's window partition.
+pub const MAX_RANK: usize = 6;
 
 /// Where a Reshape sends its input, resolved at import.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,10 +29,20 @@ pub struct ShapeInfo {
     pub declared_batch: usize,
     /// Dims of every value: input, constants and node outputs.
     pub dims: HashMap<String, Vec<usize>>,
-    /// Values whose axis 0 is the batch axis.
+    /// Values that carry the batch: on axis 0, or on the axis `batch_axes` gives.
     pub batched: HashSet<String>,
+    /// The batch axis of batched values where it is not 0 (attention's `qkv.permute(2, 0,
+    /// ...)` moves it to 1 until `unbind(0)` takes it back).
+    pub batch_axes: HashMap<String, usize>,
     /// Resolved targets of Reshape nodes, by node label.
     pub reshape_targets: HashMap<String, ReshapeTarget>,
+    /// Expand and Tile nodes (by label) whose target's axis 0 is the batch size: their
+    /// output's axis 0 is the run-time batch.
+    pub batch_sized: HashSet<String>,
+    /// Nodes (by label) where following the batch took a rule that shapes alone cannot prove
+    /// (a Reshape that scales axis 0 with the batch, a Concat that repeats a part along it);
+    /// `zoo-net` proves them by running at two batch sizes before the graph runs at others.
+    pub batch_rewrites: Vec<String>,
     /// Why the graph can only run at its declared batch size, if it mixes the batch axis.
     pub fixed_batch: Option<String>,
 }
@@ -168,25 +178,40 @@ pub(crate) fn infer_node(
     node: &Node,
     info: &mut ShapeInfo,
 ) -> Result<()> {
-    let reshape_target = |i: usize| matches!(node.op, Op::Array(Array::Reshape { .. })) && i == 1;
     if let Some((_, name)) = node
         .inputs
         .iter()
         .enumerate()
-        .find(|(i, n)| batch_dependent.contains(*n) && !reshape_target(*i))
+        .find(|(i, n)| batch_dependent.contains(*n) && !node.op.follows_batch_size(*i))
     {
         let why = format!("reads `{name}`, a value computed from the batch size");
         mark_fixed(info, node, &why);
     }
     let batched = node.input(0).is_some_and(|n| info.batched.contains(n));
+    let batch_axis = node
+        .input(0)
+        .and_then(|n| info.batch_axes.get(n))
+        .copied()
+        .unwrap_or(0);
+    let moved = node
+        .inputs
+        .iter()
+        .find(|n| info.batched.contains(*n) && info.batch_axes.contains_key(*n));
+    if let (Some(name), false) = (moved, node.op.follows_moved_batch()) {
+        let why =
+            format!("reads `{name}`, whose batch axis was moved, which this op does not follow");
+        mark_fixed(info, node, &why);
+    }
     let mut cx = ShapeCx {
         node,
         info,
         constants,
+        batch_dependent,
         batched,
+        batch_axis,
     };
     let outs = node.op.infer(&mut cx)?;
-    let batched = cx.batched;
+    let (batched, batch_axis) = (cx.batched, cx.batch_axis);
     if let [out] = outs.as_slice() {
         if out.len() > MAX_RANK || out.is_empty() {
             return Err(cx.err(format!(
@@ -204,6 +229,9 @@ pub(crate) fn infer_node(
         }
         if batched {
             info.batched.insert(name.clone());
+            if batch_axis != 0 {
+                info.batch_axes.insert(name.clone(), batch_axis);
+            }
         }
         info.dims.insert(name.clone(), dims);
     }
@@ -217,8 +245,12 @@ pub struct ShapeCx<'a> {
     pub node: &'a Node,
     pub info: &'a mut ShapeInfo,
     pub constants: &'a BTreeMap<String, Constant>,
-    /// Whether the outputs carry the batch on axis 0.
+    /// Computed values that depend on the batch size.
+    pub batch_dependent: &'a BTreeSet<String>,
+    /// Whether the outputs carry the batch.
     pub batched: bool,
+    /// The outputs' batch axis (input 0's, until the rule says otherwise).
+    pub batch_axis: usize,
 }
 
 impl ShapeCx<'_> {
@@ -249,6 +281,22 @@ impl ShapeCx<'_> {
             .is_some_and(|n| self.info.batched.contains(n))
     }
 
+    /// Whether input `i` was computed from the batch size.
+    pub fn is_batch_dependent(&self, i: usize) -> bool {
+        self.node
+            .input(i)
+            .is_some_and(|n| self.batch_dependent.contains(n))
+    }
+
+    /// The batch axis of input `i` (0 unless an earlier op moved it).
+    pub fn axis_of(&self, i: usize) -> usize {
+        self.node
+            .input(i)
+            .and_then(|n| self.info.batch_axes.get(n))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Input `i` as a constant of the graph, when it is one.
     pub fn constant(&self, i: usize) -> Option<&Constant> {
         self.node.input(i).and_then(|n| self.constants.get(n))
@@ -273,6 +321,13 @@ impl ShapeCx<'_> {
         mark_fixed(self.info, self.node, why);
     }
 
+    /// Records that the batch was followed by an unproven rule (see
+    /// [`ShapeInfo::batch_rewrites`]).
+    pub fn rewrote_batch(&mut self) {
+        let label = self.node.label.clone();
+        self.info.batch_rewrites.push(label);
+    }
+
     /// The outputs lose the batch axis; when they had it, the graph runs at its declared batch.
     pub fn drop_batch(&mut self, why: &str) {
         if self.batched {
@@ -281,9 +336,15 @@ impl ShapeCx<'_> {
         self.batched = false;
     }
 
-    /// Batch tracking of an element-wise result of `operands` (dims, batched) with dims `out`.
+    /// Batch tracking of an element-wise result of `operands` (dims, batched) with dims `out`:
+    /// every batched operand has the batch on input 0's batch axis.
     pub fn follow_broadcast(&mut self, operands: &[(&Vec<usize>, bool)], out: &[usize]) {
-        self.batched = batch_follows(operands, out);
+        let axis = (0..operands.len())
+            .find(|&i| operands[i].1)
+            .map_or(0, |i| self.axis_of(i));
+        let same_axis = (0..operands.len()).all(|i| !operands[i].1 || self.axis_of(i) == axis);
+        self.batch_axis = axis;
+        self.batched = same_axis && batch_follows(operands, out, axis);
         if !self.batched && operands.iter().any(|(_, b)| *b) {
             self.mark_fixed("the broadcast does not keep the batch axis first");
         }
@@ -333,15 +394,16 @@ pub fn reduced_axes(x: &[usize], axes: Option<&[i64]>, noop_with_empty_axes: boo
     reduce_axes(x, axes, noop_with_empty_axes).unwrap_or_default()
 }
 
-/// Whether an element-wise result carries the batch on axis 0 at every batch size: every
-/// batched operand has the output's rank, and no other operand has a non-1 leading dim there.
-pub(crate) fn batch_follows(operands: &[(&Vec<usize>, bool)], out: &[usize]) -> bool {
+/// Whether an element-wise result carries the batch on `axis` at every batch size: every
+/// batched operand has the output's rank, and the others are 1 there or do not reach it.
+pub(crate) fn batch_follows(operands: &[(&Vec<usize>, bool)], out: &[usize], axis: usize) -> bool {
     operands.iter().any(|(_, b)| *b)
         && operands.iter().all(|(d, b)| {
+            let offset = out.len() - d.len();
             if *b {
                 d.len() == out.len()
             } else {
-                d.len() < out.len() || d[0] == 1
+                axis < offset || d[axis - offset] == 1
             }
         })
 }

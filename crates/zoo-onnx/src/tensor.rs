@@ -110,6 +110,12 @@ fn decode_values(
         ),
         DataType::Int64 if raw.is_empty() => ConstData::I64(std::mem::take(&mut proto.int64_data)),
         DataType::Int64 => ConstData::I64(decode_le::<8, i64>(raw, i64::from_le_bytes)),
+        // Masks of comparisons (Equal, Where) that constant folding wrote out.
+        DataType::Bool | DataType::Uint8 | DataType::Int8 if raw.is_empty() => {
+            ConstData::I64(proto.int32_data.iter().map(|&v| v as i64).collect())
+        }
+        DataType::Bool | DataType::Uint8 => ConstData::I64(raw.iter().map(|&b| b as i64).collect()),
+        DataType::Int8 => ConstData::I64(raw.iter().map(|&b| b as i8 as i64).collect()),
         DataType::Int32 if raw.is_empty() => {
             ConstData::I64(proto.int32_data.iter().map(|&v| v as i64).collect())
         }
@@ -157,6 +163,7 @@ pub fn take_constant(proto: &mut TensorProto) -> Result<Constant> {
         )));
     }
     let elem_bytes = match data_type {
+        DataType::Bool | DataType::Uint8 | DataType::Int8 => 1,
         DataType::Float | DataType::Int32 => 4,
         _ => 8,
     };

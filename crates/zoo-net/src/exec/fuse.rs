@@ -38,7 +38,7 @@ pub(super) fn into_concat<B: Backend>(
     if looked_at(&node.outputs[0]) || relu_output.is_some_and(looked_at) {
         return false;
     }
-    let cx = Cx { net, node, values };
+    let cx = Cx::for_conv(net, node, values);
     let c = conv_inputs(&cx, spec);
     let settings = conv_settings(spec, &c, relu);
     let mut target = concats.remove(&part.concat);
@@ -90,7 +90,7 @@ pub(super) fn with_relu<B: Backend>(
     }
     match node.op {
         Op::Nn(Nn::Conv(ref spec)) => {
-            let cx = Cx { net, node, values };
+            let cx = Cx::for_conv(net, node, values);
             fast_conv(spec, &conv_inputs(&cx, spec), true)
         }
         Op::Nn(Nn::BatchNorm { epsilon, momentum }) => {

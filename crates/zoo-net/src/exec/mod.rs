@@ -1,4 +1,4 @@
-//! Runs the graph. Every tensor is held as a rank-4 burn tensor plus its logical rank (leading
+//! Runs the graph. Every tensor is held as a rank-6 burn tensor plus its logical rank (leading
 //! 1s pad lower ranks), which keeps numpy broadcasting exact and lets one code path serve all
 //! ops. Shapes were validated at import, so nothing here can meet an inconsistent graph.
 
@@ -19,7 +19,7 @@ use fuse::{finish_concat, into_concat, with_relu};
 /// Rank every value is padded to.
 pub(crate) const PADDED: usize = zoo_onnx::shapes::MAX_RANK;
 
-/// A value flowing through the graph: the tensor padded to rank 5, and its ONNX rank.
+/// A value flowing through the graph: the tensor padded to rank 6, and its ONNX rank.
 #[derive(Clone, Debug)]
 pub(crate) struct Value<B: Backend> {
     pub(crate) t: Tensor<B, PADDED>,
@@ -38,7 +38,7 @@ impl<B: Backend> Value<B> {
 
     /// The value as a rank-4 tensor (its ONNX rank must be at most 4).
     pub(crate) fn t4(&self) -> Tensor<B, 4> {
-        let [_, a, b, c, d] = self.t.dims();
+        let [_, _, a, b, c, d] = self.t.dims();
         self.t.clone().reshape([a, b, c, d])
     }
 
@@ -99,6 +99,8 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     let graph = &plan.graph;
     let mut values: HashMap<&str, Value<B>> = HashMap::new();
     let (seed_name, seed_value) = seed;
+    // The seed (the input, or a cut activation) carries the batch on axis 0.
+    let batch = seed_value.dims()[0];
     values.insert(seed_name, seed_value);
     if let Some(v) = values.get(want) {
         return v.clone();
@@ -130,6 +132,7 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
                 net,
                 node,
                 values: &values,
+                batch,
             })
         };
         for (name, out) in node.outputs.iter().zip(outs) {

@@ -31,13 +31,7 @@ pub(crate) fn run<B: Backend>(op: &Array, cx: &Cx<B>) -> Vec<Value<B>> {
         }
         Array::Reshape { .. } => reshape(cx),
         Array::Squeeze { .. } | Array::Unsqueeze { .. } => to_inferred_shape(cx),
-        Array::Concat { axis } => {
-            let parts = cx.all();
-            let rank = parts[0].rank;
-            let axis = normalize_axis(*axis, rank).expect("validated") + PADDED - rank;
-            let t = crate::concat::concat(parts.into_iter().map(|v| v.t).collect(), axis);
-            Value::new(t, rank)
-        }
+        Array::Concat { axis } => concat(cx.all(), *axis),
         Array::Transpose { perm } => transpose(cx.get(0), perm.as_deref()),
         Array::Slice { ranges } => slice(cx.get(0), ranges),
         Array::Gather { axis } => gather(cx.get(0), *axis, cx.constant(1).expect("validated")),
@@ -46,14 +40,35 @@ pub(crate) fn run<B: Backend>(op: &Array, cx: &Cx<B>) -> Vec<Value<B>> {
     vec![one]
 }
 
-/// Reshape to the target resolved at import, the batch axis at its run-time size.
+/// Parts joined along `axis`; parts with a leading 1 where others carry the batch (a class
+/// token of a fixed-batch export) are repeated along it first.
+fn concat<B: Backend>(parts: Vec<Value<B>>, axis: i64) -> Value<B> {
+    let rank = parts[0].rank;
+    let a = normalize_axis(axis, rank).expect("validated");
+    let batch = parts.iter().map(|v| v.dims()[0]).max().unwrap_or(1);
+    let tensors = parts
+        .into_iter()
+        .map(|v| {
+            let mut dims = v.t.dims();
+            if a != 0 && dims[PADDED - rank] != batch {
+                dims[PADDED - rank] = batch;
+                return v.t.expand(dims);
+            }
+            v.t
+        })
+        .collect();
+    Value::new(crate::concat::concat(tensors, a + PADDED - rank), rank)
+}
+
+/// Reshape to the target resolved at import, axis 0 scaled with the run-time batch.
 fn reshape<B: Backend>(cx: &Cx<B>) -> Value<B> {
     let x = cx.get(0);
-    let batch = x.dims()[0];
     let targets = &cx.net.plan.graph.shapes.reshape_targets;
     let target = match targets.get(&cx.node.label).expect("resolved at import") {
         ReshapeTarget::KeepBatch(rest) => {
-            std::iter::once(batch).chain(rest.iter().copied()).collect()
+            let total: usize = x.dims().iter().product();
+            let first = total / rest.iter().product::<usize>().max(1);
+            std::iter::once(first).chain(rest.iter().copied()).collect()
         }
         ReshapeTarget::Fixed(d) => d.clone(),
     };
@@ -67,7 +82,11 @@ fn to_inferred_shape<B: Backend>(cx: &Cx<B>) -> Value<B> {
     let mut out = shapes.of(output).expect("shapes were inferred").to_vec();
     let x = cx.get(0);
     if shapes.batched.contains(output) {
-        out[0] = x.dims()[0];
+        // The batch axis scales with the run-time batch (and stays where it was inferred).
+        let axis = shapes.batch_axes.get(output).copied().unwrap_or(0);
+        let declared: usize = out.iter().product();
+        let running: usize = x.dims().iter().product();
+        out[axis] = out[axis] * running / declared.max(1);
     }
     Value::reshaped(x.t, &out)
 }
@@ -85,9 +104,18 @@ fn slice<B: Backend>(x: Value<B>, ranges: &[(i64, i64, i64, i64)]) -> Value<B> {
     let mut t = x.t.clone();
     for &(axis, start, end, step) in ranges {
         let a = normalize_axis(axis, dims.len()).expect("validated");
-        // Steps other than 1 are refused at import for computed tensors.
         let picked = slice_range(dims[a], start, end, step).expect("validated");
-        t = t.narrow(x.axis(a), picked[0], picked.len());
+        t = match step {
+            1 => t.narrow(x.axis(a), picked[0], picked.len()),
+            // Every n-th element (LeViT's subsampling `x[:, ::2, ::2]`), or reversed.
+            _ => {
+                let count = picked.len();
+                let index: Vec<i64> = picked.into_iter().map(|i| i as i64).collect();
+                let index =
+                    Tensor::<B, 1, Int>::from_data(TensorData::new(index, [count]), &t.device());
+                t.select(x.axis(a), index)
+            }
+        };
     }
     Value::new(t, x.rank)
 }

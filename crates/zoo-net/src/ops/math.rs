@@ -1,11 +1,12 @@
-//! Arithmetic: the binary ops, the variadic reductions and reductions over axes.
+//! Arithmetic: the binary ops, functions of one tensor, the variadic reductions and
+//! reductions over axes.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use zoo_onnx::ops::{Math, Reduction, Variadic};
+use zoo_onnx::ops::{Math, Reduction, Unary, Variadic};
 use zoo_onnx::shapes::reduced_axes;
 
-use super::{binary, Cx};
+use super::{binary, broadcast_shape, Cx};
 use crate::exec::{Value, PADDED};
 
 pub(crate) fn run<B: Backend>(op: &Math, cx: &Cx<B>) -> Value<B> {
@@ -14,6 +15,20 @@ pub(crate) fn run<B: Backend>(op: &Math, cx: &Cx<B>) -> Value<B> {
         Math::Sub => binary(cx.get(0), cx.get(1), |a, b| a - b),
         Math::Mul => binary(cx.get(0), cx.get(1), |a, b| a * b),
         Math::Div => binary(cx.get(0), cx.get(1), |a, b| a / b),
+        Math::Pow => pow(cx),
+        Math::Mod { fmod } => {
+            let fmod = *fmod;
+            binary(cx.get(0), cx.get(1), |a, b| {
+                let q = a.clone() / b.clone();
+                // Truncated (C fmod) or floored (the divisor's sign) quotient.
+                let q = match fmod {
+                    true => q.clone().sign() * q.abs().floor(),
+                    false => q.floor(),
+                };
+                a - q * b
+            })
+        }
+        Math::Unary(f) => cx.get(0).map(|t| unary(*f, t)),
         Math::Variadic(kind) => variadic(cx.all(), *kind),
         Math::Reduce {
             kind,
@@ -60,11 +75,6 @@ fn variadic<B: Backend>(parts: Vec<Value<B>>, kind: Variadic) -> Value<B> {
     }
 }
 
-fn broadcast_shape<B: Backend>(a: &Tensor<B, PADDED>, b: &Tensor<B, PADDED>) -> [usize; PADDED] {
-    let (x, y) = (a.dims(), b.dims());
-    std::array::from_fn(|i| x[i].max(y[i]))
-}
-
 fn reduce<B: Backend>(
     x: Value<B>,
     kind: Reduction,
@@ -80,6 +90,8 @@ fn reduce<B: Backend>(
         t = match kind {
             Reduction::Mean => t.mean_dim(physical),
             Reduction::Max => t.max_dim(physical),
+            Reduction::Min => t.min_dim(physical),
+            Reduction::Sum => t.sum_dim(physical),
         };
     }
     if keepdims {
@@ -90,4 +102,39 @@ fn reduce<B: Backend>(
         .map(|i| dims[i])
         .collect();
     Value::reshaped(t, &out)
+}
+
+fn unary<B: Backend>(f: Unary, t: Tensor<B, PADDED>) -> Tensor<B, PADDED> {
+    match f {
+        Unary::Neg => t.neg(),
+        Unary::Abs => t.abs(),
+        Unary::Exp => t.exp(),
+        Unary::Log => t.log(),
+        Unary::Sqrt => t.sqrt(),
+        Unary::Reciprocal => t.recip(),
+        Unary::Ceil => t.ceil(),
+        Unary::Floor => t.floor(),
+        Unary::Erf => t.erf(),
+    }
+}
+
+/// `x ^ y`. A constant scalar exponent (LayerNorm written out squares with `Pow(x, 2)`) takes
+/// the scalar power, which is exact for negative bases; other exponents broadcast.
+fn pow<B: Backend>(cx: &Cx<B>) -> Value<B> {
+    let scalar = cx
+        .constant(1)
+        .filter(|c| c.len() == 1)
+        .map(|c| match &c.data {
+            zoo_onnx::ConstData::F32(v) => v[0],
+            zoo_onnx::ConstData::I64(v) => v[0] as f32,
+        });
+    match scalar {
+        Some(2.0) => cx.get(0).map(|t| t.clone() * t),
+        Some(e) if e.fract() == 0.0 => cx.get(0).map(|t| t.powi_scalar(e as i32)),
+        Some(e) => cx.get(0).map(|t| t.powf_scalar(e)),
+        None => binary(cx.get(0), cx.get(1), |a, b| {
+            let shape = broadcast_shape(&a, &b);
+            a.expand(shape).powf(b.expand(shape))
+        }),
+    }
 }

@@ -4,8 +4,11 @@
 
 mod activation;
 mod array;
+mod logic;
 mod math;
 pub(crate) mod nn;
+mod norm;
+mod repeat;
 
 use std::collections::HashMap;
 
@@ -21,9 +24,29 @@ pub(crate) struct Cx<'a, B: Backend> {
     pub(crate) net: &'a Network<B>,
     pub(crate) node: &'a Node,
     pub(crate) values: &'a HashMap<&'a str, Value<B>>,
+    /// The run-time batch size (for targets whose axis 0 is the batch).
+    pub(crate) batch: usize,
 }
 
-impl<B: Backend> Cx<'_, B> {
+impl<'a, B: Backend> Cx<'a, B> {
+    /// A convolution's context in the fused paths (its input 0 carries the batch).
+    pub(crate) fn for_conv(
+        net: &'a Network<B>,
+        node: &'a Node,
+        values: &'a HashMap<&'a str, Value<B>>,
+    ) -> Self {
+        let batch = node
+            .input(0)
+            .and_then(|x| values.get(x))
+            .map_or(1, |v| v.dims()[0]);
+        Self {
+            net,
+            node,
+            values,
+            batch,
+        }
+    }
+
     /// Input `i`: a computed value, or a parameter or constant of the graph.
     pub(crate) fn get(&self, i: usize) -> Value<B> {
         input(self.net, self.node, self.values, i)
@@ -67,7 +90,19 @@ pub(crate) fn run<B: Backend>(cx: &Cx<B>) -> Vec<Value<B>> {
         Op::Math(op) => vec![math::run(op, cx)],
         Op::Activation(op) => vec![activation::run(op, cx)],
         Op::Array(op) => array::run(op, cx),
+        Op::Logic(op) => vec![logic::run(op, cx)],
+        Op::Norm(op) => vec![norm::run(op, cx)],
+        Op::Repeat(op) => vec![repeat::run(op, cx)],
     }
+}
+
+/// The dims two padded tensors broadcast to.
+pub(crate) fn broadcast_shape<B: Backend>(
+    a: &Tensor<B, PADDED>,
+    b: &Tensor<B, PADDED>,
+) -> [usize; PADDED] {
+    let (x, y) = (a.dims(), b.dims());
+    std::array::from_fn(|i| x[i].max(y[i]))
 }
 
 /// An element-wise op of two broadcast values.

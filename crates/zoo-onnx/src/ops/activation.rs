@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use super::{Attrs, Op, OpDef, Parsed, Settings};
+use super::{node_err, Attrs, InputOf, Op, OpDef, Parsed, Settings};
 use crate::error::Result;
+use crate::graph::Node;
+use crate::host::{elementwise, Num};
 use crate::shapes::{broadcast, ShapeCx};
+use crate::tensor::Constant;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
@@ -37,6 +40,10 @@ pub enum Activation {
     Softplus,
     /// `x` where positive, `slope * x` elsewhere; the slope (input 1) is a learnable parameter.
     PRelu,
+    /// `x * Phi(x)` (opset 20), or its tanh approximation.
+    Gelu {
+        tanh: bool,
+    },
 }
 
 pub(crate) const OPS: &[OpDef] = &[
@@ -69,7 +76,21 @@ pub(crate) const OPS: &[OpDef] = &[
     }),
     OpDef::new("Softplus", |_, _| run(Activation::Softplus)),
     OpDef::new("PRelu", |_, _| run(Activation::PRelu)),
+    OpDef::new("Gelu", gelu).since(20),
 ];
+
+fn gelu(a: &Attrs, _: i64) -> Result<Parsed> {
+    let tanh = match a.string("approximate")?.as_deref() {
+        None | Some("none") => false,
+        Some("tanh") => true,
+        Some(other) => {
+            return Err(a.err(format!(
+                "approximate `{other}` is not one of `none`, `tanh`"
+            )))
+        }
+    };
+    run(Activation::Gelu { tanh })
+}
 
 fn run(op: Activation) -> Result<Parsed> {
     Ok(Parsed::Run(Op::Activation(op)))
@@ -101,11 +122,34 @@ impl Activation {
             Activation::Selu { .. } => "Selu",
             Activation::Softplus => "Softplus",
             Activation::PRelu => "PRelu",
+            Activation::Gelu { .. } => "Gelu",
         }
     }
 
     pub(crate) fn is_setting_input(&self, index: usize) -> bool {
         matches!(self, Activation::Clip { .. }) && index >= 1
+    }
+
+    /// Clip and Relu fold through shape arithmetic (TF-style padding is
+    /// `max((ceil(size / stride) - 1) * stride + kernel - size, 0)`).
+    pub(crate) fn is_shape_arithmetic(&self) -> bool {
+        matches!(self, Activation::Clip { .. } | Activation::Relu)
+    }
+
+    pub(crate) fn evaluate(&self, node: &Node, input: InputOf) -> Option<Result<Constant>> {
+        let (min, max) = match *self {
+            Activation::Clip { min, max } => (min, max),
+            Activation::Relu => (0.0, f32::INFINITY),
+            _ => return None,
+        };
+        let clip = move |v: &[Num]| {
+            Ok(match v[0] {
+                Num::F(x) => Num::F(x.max(min).min(max)),
+                // Integer bounds come as floats; they are whole numbers when given.
+                Num::I(x) => Num::I((x as f64).max(min as f64).min(max as f64) as i64),
+            })
+        };
+        Some(input(0).and_then(|x| elementwise(&[x], clip).map_err(node_err(node))))
     }
 
     pub(crate) fn infer(&self, cx: &mut ShapeCx) -> Result<Vec<usize>> {

@@ -62,9 +62,11 @@ pub enum Array {
     Gather {
         axis: i64,
     },
-    /// Target element type (`TensorProto` data type code).
+    /// Target element type (`TensorProto` data type code); `like`: CastLike, whose type is
+    /// input 1's (a setting input).
     Cast {
         to: i32,
+        like: bool,
     },
     /// `pads` in ONNX order (all begins, then all ends).
     Pad {
@@ -112,8 +114,24 @@ pub(crate) const OPS: &[OpDef] = &[
     OpDef::new("Cast", |a, _| {
         run(Array::Cast {
             to: a.int("to", 0)? as i32,
+            like: false,
         })
     }),
+    OpDef::new("CastLike", |_, _| {
+        bake(|s| {
+            use tract_onnx::pb::tensor_proto::DataType as T;
+            // A computed tensor is float32 (all zoo computes in); a constant tells its type.
+            let to = match s.input(1).and_then(|n| s.constants.get(n)) {
+                Some(c) if !c.is_float() => T::Int64,
+                _ => T::Float,
+            };
+            Ok(Array::Cast {
+                to: to as i32,
+                like: true,
+            })
+        })
+    })
+    .since(15),
     OpDef::new("Pad", pad).moved(11, &[("pads", false), ("value", true)]),
 ];
 
@@ -226,7 +244,8 @@ impl Array {
             Array::Slice { .. } => "Slice",
             Array::Split { .. } => "Split",
             Array::Gather { .. } => "Gather",
-            Array::Cast { .. } => "Cast",
+            Array::Cast { like: false, .. } => "Cast",
+            Array::Cast { like: true, .. } => "CastLike",
             Array::Pad { .. } => "Pad",
         }
     }
@@ -241,8 +260,24 @@ impl Array {
                 | Array::Gather { .. }
                 | Array::Slice { .. }
                 | Array::Pad { .. }
+                | Array::Cast { like: true, .. }
         );
         settings_from_1 && index >= 1
+    }
+
+    /// Ops whose shape rule follows a batch axis moved off axis 0.
+    pub(crate) fn follows_moved_batch(&self) -> bool {
+        matches!(
+            self,
+            Array::Transpose { .. }
+                | Array::Gather { .. }
+                | Array::Split { .. }
+                | Array::Squeeze { .. }
+                | Array::Unsqueeze { .. }
+                | Array::Slice { .. }
+                | Array::Identity
+                | Array::Cast { .. }
+        )
     }
 
     pub(crate) fn is_shape_arithmetic(&self) -> bool {
@@ -264,7 +299,7 @@ impl Array {
         let out = (|| -> Result<Constant> {
             Ok(match self {
                 Array::Identity => input(0)?.clone(),
-                Array::Cast { to } => host::cast(input(0)?, *to).map_err(&err)?,
+                Array::Cast { to, .. } => host::cast(input(0)?, *to).map_err(&err)?,
                 Array::Unsqueeze { axes } => {
                     let x = input(0)?;
                     with_dims(x, host::unsqueeze_dims(&x.dims, axes)).map_err(&err)?
@@ -315,16 +350,16 @@ impl Array {
         let x = cx.dims(0)?;
         match self {
             Array::Identity | Array::Cast { .. } => {
-                if let Array::Cast { to } = self {
+                if let Array::Cast { to, .. } = self {
                     check_cast(cx, *to)?;
                 }
                 Ok(x)
             }
             Array::Transpose { perm } => {
                 let perm = transpose_perm(x.len(), perm.as_deref()).map_err(|e| cx.err(e))?;
-                if perm[0] != 0 {
-                    cx.drop_batch("Transpose moves the batch axis");
-                }
+                // The batch goes where the permutation sends its axis.
+                let from = cx.batch_axis;
+                cx.batch_axis = perm.iter().position(|&p| p == from).unwrap_or(0);
                 Ok(perm.iter().map(|&p| x[p]).collect())
             }
             Array::Squeeze { axes } => infer_squeeze(cx, &x, axes.as_deref()),
@@ -355,23 +390,35 @@ fn check_cast(cx: &ShapeCx, to: i32) -> Result<()> {
 
 fn infer_squeeze(cx: &mut ShapeCx, x: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>> {
     let out = host::squeeze_dims(x, axes).map_err(|e| cx.err(e))?;
-    let drops_batch = match axes {
-        None => x[0] == 1,
-        Some(a) => a.iter().any(|&v| normalize_axis(v, x.len()) == Some(0)),
+    let b = cx.batch_axis;
+    let removed: Vec<usize> = match axes {
+        None => (0..x.len()).filter(|&i| x[i] == 1).collect(),
+        Some(a) => a
+            .iter()
+            .filter_map(|&v| normalize_axis(v, x.len()))
+            .collect(),
     };
-    if drops_batch {
+    if removed.contains(&b) {
         cx.drop_batch("Squeeze removes the batch axis");
+    } else {
+        cx.batch_axis = b - removed.iter().filter(|&&r| r < b).count();
     }
     Ok(out)
 }
 
 fn infer_unsqueeze(cx: &mut ShapeCx, x: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
     let out = host::unsqueeze_dims(x, axes).map_err(|e| cx.err(e))?;
-    let at_front = axes
+    // The input's axes fill the output's positions that are not inserted, in order.
+    let inserted: Vec<usize> = axes
         .iter()
-        .any(|&a| normalize_axis(a, out.len()) == Some(0));
-    if (cx.batched && out[0] != x[0]) || at_front {
-        cx.drop_batch("Unsqueeze moves the batch axis");
+        .filter_map(|&a| normalize_axis(a, out.len()))
+        .collect();
+    let kept: Vec<usize> = (0..out.len()).filter(|i| !inserted.contains(i)).collect();
+    match kept.get(cx.batch_axis) {
+        Some(&0) => cx.batch_axis = 0,
+        // A batch axis that is no longer first stays tracked only within ops that follow it.
+        Some(&position) => cx.batch_axis = position,
+        None => cx.drop_batch("Unsqueeze moves the batch axis"),
     }
     Ok(out)
 }
@@ -381,12 +428,7 @@ fn infer_slice(cx: &mut ShapeCx, x: &[usize], ranges: &SliceAxes) -> Result<Vec<
     for &(axis, start, end, step) in ranges {
         let a = cx.axis(axis, x)?;
         let picked = slice_range(x[a], start, end, step).map_err(|e| cx.err(e))?;
-        if step != 1 {
-            return Err(cx.err(format!(
-                "a step of {step} on a computed tensor is not supported (only 1)"
-            )));
-        }
-        if a == 0 && picked.len() != x[0] {
+        if a == cx.batch_axis && picked.len() != x[a] {
             cx.drop_batch("Slice selects from the batch axis");
         }
         if picked.is_empty() {
@@ -401,8 +443,8 @@ fn infer_gather(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>> 
     let a = cx.axis(axis, x)?;
     let idx = cx
         .constant(1)
-        .filter(|c| !c.is_float() && c.dims.len() <= 1)
-        .ok_or_else(|| cx.err("indices must be a constant integer scalar or vector"))?;
+        .filter(|c| !c.is_float())
+        .ok_or_else(|| cx.err("indices must be a constant integer tensor"))?;
     let size = x[a] as i64;
     let values = idx.as_i64().unwrap_or_default();
     if values.iter().any(|&i| i < -size || i >= size) {
@@ -411,8 +453,12 @@ fn infer_gather(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>> 
     let mut out = x[..a].to_vec();
     out.extend(&idx.dims);
     out.extend(&x[a + 1..]);
-    if a == 0 {
+    let b = cx.batch_axis;
+    if a == b {
         cx.drop_batch("Gather selects from the batch axis");
+    } else if a < b {
+        // `unbind(0)` of attention's [3, B, ...]: the batch moves back by the taken axis.
+        cx.batch_axis = b - 1 + idx.dims.len();
     }
     Ok(out)
 }
@@ -453,8 +499,11 @@ fn infer_flatten(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>>
         return Err(cx.err(format!("axis {axis} is out of range for {x:?}")));
     }
     let a = a as usize;
-    if a != 1 {
-        cx.drop_batch("Flatten with axis != 1 mixes the batch");
+    if a == 0 {
+        cx.drop_batch("Flatten with axis 0 mixes the batch");
+    } else if a > 1 && cx.batched {
+        // `[B, N, C]` to `[B * N, C]`: axis 0 still holds the batch as its outer factor.
+        cx.rewrote_batch();
     }
     Ok(vec![x[..a].iter().product(), x[a..].iter().product()])
 }
@@ -479,7 +528,17 @@ fn infer_reshape(
         && !x.is_empty()
         && out[0] == x[0]
         && out[1..].iter().product::<usize>() == x[1..].iter().product::<usize>();
-    let resolved = if cx.batched && keeps_batch {
+    // Axis 0 holds the batch as its outer factor (batch-major); a target whose trailing axes
+    // fit within one sample keeps that (Swin's `[B * windows, ...]`), and axis 0 scales with
+    // the batch. Not provable from shapes alone: the network proves it by running.
+    let sample: usize = x.iter().product::<usize>() / cx.info.declared_batch.max(1);
+    let scales_batch = !out.is_empty()
+        && out[1..].iter().product::<usize>() > 0
+        && sample.is_multiple_of(out[1..].iter().product::<usize>());
+    let resolved = if cx.batched && (keeps_batch || scales_batch) {
+        if !keeps_batch {
+            cx.rewrote_batch();
+        }
         crate::ReshapeTarget::KeepBatch(out[1..].to_vec())
     } else {
         cx.drop_batch("Reshape moves the batch axis");
@@ -508,9 +567,19 @@ fn infer_concat(cx: &mut ShapeCx, first: &[usize], axis: i64) -> Result<Vec<usiz
         }
         out[a] += d[a];
     }
-    cx.batched = (0..cx.node.inputs.len()).all(|i| cx.is_batched(i));
+    let inputs = cx.node.inputs.len();
+    let batched = (0..inputs).filter(|&i| cx.is_batched(i)).count();
+    // Parts without the batch but with a leading 1 (a class token expanded to batch 1 in a
+    // fixed-batch export) are repeated along the batch at run time.
+    let broadcast_ok = (0..inputs).all(|i| cx.is_batched(i) || cx.dims(i).is_ok_and(|d| d[0] == 1));
+    cx.batched = batched > 0 && broadcast_ok;
+    if cx.batched && batched < inputs {
+        cx.rewrote_batch();
+    }
     if a == 0 {
         cx.drop_batch("Concat along axis 0 mixes the batch");
+    } else if batched > 0 && !cx.batched {
+        cx.mark_fixed("Concat joins batched and unbatched values");
     }
     Ok(out)
 }
@@ -535,7 +604,7 @@ fn infer_split(cx: &mut ShapeCx, axis: i64, sizes: Option<&[i64]>) -> Result<Vec
     if sizes.iter().sum::<usize>() != x[a] {
         return Err(cx.err(format!("split sizes {sizes:?} do not add up to {}", x[a])));
     }
-    if a == 0 {
+    if a == cx.batch_axis {
         cx.drop_batch("Split cuts the batch axis");
     }
     Ok(sizes

@@ -1,5 +1,5 @@
-//! Import-only ops: `Constant`, `ConstantOfShape` and `Shape` are computed when the graph is
-//! read (dims are static) and never reach the executor. Values computed from a `Shape` stay as
+//! Import-only ops: `Constant`, `ConstantOfShape`, `Shape` and `Range` are computed when the
+//! graph is read (dims are static) and never reach the executor. Values computed from a `Shape` stay as
 //! nodes in exported files, since they depend on the batch size.
 
 use super::{Attrs, OpDef, Parsed};
@@ -18,7 +18,12 @@ pub enum Import {
         start: i64,
         end: Option<i64>,
     },
+    /// `start, start + delta, ...` up to `limit` (inputs 0-2, constant scalars).
+    Range,
 }
+
+/// The most elements a `Range` may make.
+const RANGE_LIMIT: usize = 1 << 24;
 
 pub(crate) const OPS: &[OpDef] = &[
     OpDef::new("Constant", |a, _| {
@@ -31,6 +36,7 @@ pub(crate) const OPS: &[OpDef] = &[
             end: Some(a.int("end", i64::MAX)?).filter(|&e| e != i64::MAX),
         }))
     }),
+    OpDef::new("Range", |_, _| Ok(import(Import::Range))).since(11),
 ];
 
 fn import(op: Import) -> Parsed {
@@ -82,19 +88,21 @@ impl Import {
             Import::Constant(_) => "Constant",
             Import::ConstantOfShape { .. } => "ConstantOfShape",
             Import::Shape { .. } => "Shape",
+            Import::Range => "Range",
         }
     }
 
-    /// The node's value. `input` names input 0; `constant` and `dims` look up values and
+    /// The node's value. `inputs` names its inputs; `constant` and `dims` look up values and
     /// inferred dims by name.
     pub(crate) fn evaluate<'c>(
         &self,
         label: &str,
-        input: Option<&str>,
+        inputs: &[String],
         constant: &dyn Fn(&str) -> Option<&'c Constant>,
         dims: &dyn Fn(&str) -> Option<Vec<usize>>,
     ) -> Result<Constant> {
         let err = |reason: String| bad_node(label, self.onnx_type(), reason);
+        let input = inputs.first().map(String::as_str).filter(|s| !s.is_empty());
         match self {
             Import::Constant(c) => Ok(c.clone()),
             Import::ConstantOfShape { fill } => {
@@ -118,6 +126,45 @@ impl Import {
                 let v: Vec<i64> = d[s..e.max(s)].iter().map(|&x| x as i64).collect();
                 Ok(Constant::i64(vec![v.len()], v))
             }
+            Import::Range => {
+                let scalar = |i: usize| {
+                    inputs
+                        .get(i)
+                        .and_then(|n| constant(n))
+                        .filter(|c| c.len() == 1)
+                        .ok_or_else(|| err(format!("input {i} must be a constant scalar")))
+                };
+                range(scalar(0)?, scalar(1)?, scalar(2)?).map_err(err)
+            }
         }
     }
+}
+
+/// ONNX Range: `max(ceil((limit - start) / delta), 0)` elements.
+fn range(
+    start: &Constant,
+    limit: &Constant,
+    delta: &Constant,
+) -> std::result::Result<Constant, String> {
+    let as_f64 = |c: &Constant| match &c.data {
+        ConstData::F32(v) => v[0] as f64,
+        ConstData::I64(v) => v[0] as f64,
+    };
+    let (s, l, d) = (as_f64(start), as_f64(limit), as_f64(delta));
+    if d == 0.0 {
+        return Err("a delta of 0".into());
+    }
+    let count = ((l - s) / d).ceil().max(0.0);
+    if count > RANGE_LIMIT as f64 {
+        return Err(format!(
+            "{count} elements, more than the limit of {RANGE_LIMIT}"
+        ));
+    }
+    let n = count as usize;
+    Ok(match (&start.data, &delta.data) {
+        (ConstData::I64(a), ConstData::I64(b)) => {
+            Constant::i64(vec![n], (0..n as i64).map(|k| a[0] + k * b[0]).collect())
+        }
+        _ => Constant::f32(vec![n], (0..n).map(|k| (s + k as f64 * d) as f32).collect()),
+    })
 }

@@ -12,8 +12,11 @@ pub mod activation;
 pub mod array;
 mod attrs;
 pub mod import;
+pub mod logic;
 pub mod math;
 pub mod nn;
+pub mod norm;
+pub mod repeat;
 
 use std::sync::{Arc, LazyLock};
 
@@ -27,8 +30,11 @@ pub use activation::Activation;
 pub use array::{Array, PadKind, SliceAxes};
 pub use attrs::{Attrs, Settings};
 pub use import::Import;
-pub use math::{Math, Reduction, Variadic};
+pub use logic::{Comparison, Logic};
+pub use math::{Math, Reduction, Unary, Variadic};
 pub use nn::{ConvSpec, Nn, Padding, PoolSpec};
+pub use norm::Norm;
+pub use repeat::Repeat;
 
 /// A run-time operator: what the executor sees. Import-only ops ([`Import`]) are folded away
 /// before one exists, and settings given as inputs are baked into plain fields.
@@ -38,6 +44,9 @@ pub enum Op {
     Math(Math),
     Activation(Activation),
     Array(Array),
+    Logic(Logic),
+    Norm(Norm),
+    Repeat(Repeat),
 }
 
 /// What parsing one node gives.
@@ -113,7 +122,16 @@ impl OpDef {
 }
 
 /// Every family's rows.
-const FAMILIES: [&[OpDef]; 5] = [nn::OPS, math::OPS, activation::OPS, array::OPS, import::OPS];
+const FAMILIES: [&[OpDef]; 8] = [
+    nn::OPS,
+    norm::OPS,
+    math::OPS,
+    logic::OPS,
+    activation::OPS,
+    array::OPS,
+    repeat::OPS,
+    import::OPS,
+];
 
 /// The registry row of an ONNX op type.
 pub fn find(op_type: &str) -> Option<&'static OpDef> {
@@ -165,6 +183,9 @@ impl Op {
             Op::Math(op) => op.onnx_type(),
             Op::Activation(op) => op.onnx_type(),
             Op::Array(op) => op.onnx_type(),
+            Op::Logic(op) => op.onnx_type(),
+            Op::Norm(op) => op.onnx_type(),
+            Op::Repeat(op) => op.onnx_type(),
         }
     }
 
@@ -176,6 +197,9 @@ impl Op {
             Op::Math(op) => op.is_setting_input(index),
             Op::Activation(op) => op.is_setting_input(index),
             Op::Array(op) => op.is_setting_input(index),
+            Op::Logic(op) => op.is_setting_input(index),
+            Op::Repeat(op) => op.is_setting_input(index),
+            Op::Norm(_) => false,
         }
     }
 
@@ -185,7 +209,28 @@ impl Op {
         match self {
             Op::Math(op) => op.is_shape_arithmetic(),
             Op::Array(op) => op.is_shape_arithmetic(),
-            Op::Nn(_) | Op::Activation(_) => false,
+            Op::Repeat(op) => op.is_shape_arithmetic(),
+            Op::Activation(op) => op.is_shape_arithmetic(),
+            Op::Logic(_) => true,
+            Op::Nn(_) | Op::Norm(_) => false,
+        }
+    }
+
+    /// Whether input `index` may be a value computed from the batch size: a target shape
+    /// whose axis 0 then follows the run-time batch.
+    pub fn follows_batch_size(&self, index: usize) -> bool {
+        index == 1 && matches!(self, Op::Array(Array::Reshape { .. }) | Op::Repeat(_))
+    }
+
+    /// Whether the shape rule follows a batch axis other than 0 (else such an input makes the
+    /// graph run at its declared batch only).
+    pub fn follows_moved_batch(&self) -> bool {
+        match self {
+            Op::Array(op) => op.follows_moved_batch(),
+            Op::Math(Math::Reduce { .. } | Math::Variadic(_)) => false,
+            Op::Math(_) | Op::Logic(_) | Op::Activation(_) => true,
+            Op::Nn(Nn::MatMul | Nn::Softmax { .. } | Nn::LogSoftmax { .. }) => true,
+            Op::Nn(_) | Op::Norm(_) | Op::Repeat(_) => false,
         }
     }
 
@@ -195,6 +240,9 @@ impl Op {
             Op::Nn(op) => op.infer(cx)?,
             Op::Math(op) => op.infer(cx)?,
             Op::Activation(op) => op.infer(cx)?,
+            Op::Logic(op) => op.infer(cx)?,
+            Op::Norm(op) => op.infer(cx)?,
+            Op::Repeat(op) => op.infer(cx)?,
             // Split has several outputs.
             Op::Array(op) => return op.infer(cx),
         };
@@ -211,7 +259,10 @@ impl Op {
         let out = match self {
             Op::Math(op) => op.evaluate(node, &input),
             Op::Array(op) => op.evaluate(node, &input),
-            Op::Nn(_) | Op::Activation(_) => None,
+            Op::Logic(op) => op.evaluate(node, &input),
+            Op::Repeat(op) => op.evaluate(node, &input),
+            Op::Activation(op) => op.evaluate(node, &input),
+            Op::Nn(_) | Op::Norm(_) => None,
         };
         out.unwrap_or_else(|| {
             Err(node_err(node)(format!(

@@ -318,10 +318,12 @@ impl Nn {
                 trans_a, trans_b, ..
             } => infer_gemm(cx, *trans_a, *trans_b),
             Nn::MatMul => infer_matmul(cx),
-            Nn::Softmax { axis, .. } | Nn::LogSoftmax { axis, .. } => {
+            Nn::Softmax { axis, legacy } | Nn::LogSoftmax { axis, legacy } => {
                 let x = cx.dims(0)?;
-                if cx.axis(*axis, &x)? == 0 {
-                    cx.drop_batch("Softmax over axis 0 mixes the batch");
+                let a = cx.axis(*axis, &x)?;
+                // Before opset 13 every axis from `axis` on is one row.
+                if a == cx.batch_axis || (*legacy && a < cx.batch_axis) {
+                    cx.drop_batch("Softmax over the batch axis mixes the batch");
                 }
                 Ok(x)
             }
@@ -452,11 +454,21 @@ fn infer_matmul(cx: &mut ShapeCx) -> Result<Vec<usize>> {
     // The batch axis survives only where the other operand's leading dims broadcast against
     // it as 1 (a [10, 8, 1, 1] right side turns a batch of 1 into 10).
     let (batched_a, batched_b) = (cx.is_batched(0), cx.is_batched(1));
-    let batch_kept = if ra == 2 && rb == 2 {
-        batched_a
+    let axis = if batched_a {
+        cx.axis_of(0)
     } else {
-        crate::shapes::batch_follows(&[(&a, batched_a), (&b, batched_b)], &lead)
+        cx.axis_of(1)
     };
+    let batch_kept = if ra == 2 && rb == 2 {
+        // B's rows are the inner axis: a batch there is summed over.
+        batched_a && axis == 0 && !batched_b
+    } else {
+        let same_axis = !(batched_a && batched_b) || cx.axis_of(0) == cx.axis_of(1);
+        same_axis
+            && axis + 2 < lead.len()
+            && crate::shapes::batch_follows(&[(&a, batched_a), (&b, batched_b)], &lead, axis)
+    };
+    cx.batch_axis = axis;
     if !batch_kept {
         if batched_a || batched_b {
             cx.mark_fixed("the MatMul broadcast does not keep the batch axis first");

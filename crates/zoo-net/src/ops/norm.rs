@@ -1,0 +1,69 @@
+//! Layer, instance and group normalisation: statistics of each sample, then a learnable scale
+//! and bias. Each runs as `[groups, values]` rows normalised along their values.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use zoo_onnx::ops::Norm;
+use zoo_onnx::shapes::normalize_axis;
+
+use super::Cx;
+use crate::exec::Value;
+
+pub(crate) fn run<B: Backend>(op: &Norm, cx: &Cx<B>) -> Value<B> {
+    let x = cx.get(0);
+    let dims = x.dims();
+    match *op {
+        Norm::Layer { axis, epsilon } => {
+            let a = normalize_axis(axis, dims.len()).expect("validated");
+            let inner: usize = dims[a..].iter().product();
+            let rows = dims.iter().product::<usize>() / inner;
+            let y = normalize(x.t.reshape([rows, inner]), epsilon);
+            // Scale and bias broadcast over the normalised axes: flattened to one row.
+            let row = |i: usize| {
+                cx.node.input(i)?;
+                let v = cx.get(i);
+                let target = crate::exec::pad_dims(&broadcast_tail(&v.dims(), &dims[a..]));
+                Some(v.t.expand(target).reshape([1, inner]))
+            };
+            let mut y = y * row(1).expect("scale is required");
+            if let Some(bias) = row(2) {
+                y = y + bias;
+            }
+            Value::reshaped(y.unsqueeze(), &dims)
+        }
+        Norm::Instance { epsilon } => channel_norm(cx, x, dims[1], epsilon),
+        Norm::Group { groups, epsilon } => channel_norm(cx, x, groups, epsilon),
+    }
+}
+
+/// The dims `p` broadcasts to when it scales the trailing axes `tail`.
+fn broadcast_tail(p: &[usize], tail: &[usize]) -> Vec<usize> {
+    zoo_onnx::shapes::broadcast(p, tail).expect("validated")
+}
+
+/// Each row minus its mean, over its standard deviation (biased variance, as ONNX).
+fn normalize<B: Backend>(rows: Tensor<B, 2>, epsilon: f32) -> Tensor<B, 2> {
+    let centred = rows.clone() - rows.mean_dim(1);
+    let variance = centred.clone().powi_scalar(2).mean_dim(1);
+    centred / (variance + epsilon as f64).sqrt()
+}
+
+/// Instance norm (`groups` = channels) and group norm: statistics per sample and group, then
+/// a scale and bias per channel (or per group, GroupNormalization-18).
+fn channel_norm<B: Backend>(cx: &Cx<B>, x: Value<B>, groups: usize, epsilon: f32) -> Value<B> {
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let spatial: usize = dims[2..].iter().product();
+    let y = normalize(x.t.reshape([n * groups, c / groups * spatial]), epsilon);
+    let per_channel = |i: usize| -> Tensor<B, 3> {
+        let v = cx.param_1d(i).expect("validated");
+        let v = match v.dims()[0] {
+            len if len == c => v,
+            // One value per group: repeated over its channels.
+            _ => v.reshape([groups, 1]).repeat(&[1, c / groups]).reshape([c]),
+        };
+        v.reshape([1, c, 1])
+    };
+    let y = y.reshape([n, c, spatial]) * per_channel(1) + per_channel(2);
+    Value::reshaped(y.unsqueeze(), &dims)
+}

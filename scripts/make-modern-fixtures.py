@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Tiny transformer-era classifiers in every exporter style users meet, for zoo's import tests.
+
+Each family is the real timm architecture (same modules, same forward code, so the exporter
+writes the same op patterns: LayerNormalization or its opset-16 spelling, Erf GELU, attention
+MatMuls on 4-D tensors, class-token Expand, Swin's window partition and Mod arithmetic, LeViT's
+attention-bias Gather, TF-SAME padding computed with Ceil) at small widths and one or two
+blocks, random weights, eval mode. Styles:
+
+- `ts14`, `ts17`: torch.onnx.export (TorchScript exporter), dynamic batch, opsets 14 and 17;
+- `zoo16`, `zoo17`: exactly as the ONNX Model Zoo's `Computer_Vision/` files were made
+  (input `x`, batch fixed at 1, constant folding, no output names);
+- `dynamo18`: the default exporter of torch 2.9+ (`dynamo=True`), dynamic batch, weights kept
+  inside the file.
+
+Files go to tests/fixtures/modern/<family>-<style>.onnx; tests run every file found there.
+Needs torch, timm, onnx, onnxscript (fixture generation only; zoo never uses them):
+    python3 scripts/make-modern-fixtures.py [family ...]
+"""
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import timm
+from timm.models import efficientnet
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "modern"
+CLASSES = 10
+
+
+def vit():
+    return timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=16,
+                             depth=2, num_heads=2, num_classes=CLASSES), 32
+
+
+def deit():
+    return timm.create_model("deit_tiny_distilled_patch16_224", img_size=32, patch_size=8,
+                             embed_dim=16, depth=2, num_heads=2, num_classes=CLASSES), 32
+
+
+def beit():
+    return timm.create_model("beit_base_patch16_224", img_size=32, patch_size=8, embed_dim=16,
+                             depth=2, num_heads=2, num_classes=CLASSES), 32
+
+
+def convnext():
+    return timm.create_model("convnext_atto", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16),
+                             num_classes=CLASSES), 32
+
+
+def swin():
+    return timm.create_model("swin_tiny_patch4_window7_224", img_size=32, patch_size=2,
+                             window_size=4, embed_dim=8, depths=(2, 1), num_heads=(1, 2),
+                             num_classes=CLASSES), 32
+
+
+def levit():
+    return timm.models.levit.Levit(img_size=64, embed_dim=(16, 24), key_dim=8, depth=(1, 1),
+                                   num_heads=(2, 3), num_classes=CLASSES), 64
+
+
+def effnetv2():
+    # tf_efficientnetv2_b0's definition: TF-style SAME padding (Ceil of the input size).
+    return efficientnet._gen_efficientnetv2_base(
+        "tf_efficientnetv2_b0", channel_multiplier=0.1, depth_multiplier=0.25,
+        bn_eps=1e-3, pad_type="same", num_classes=CLASSES), 48
+
+
+FAMILIES = {f.__name__: f for f in [vit, deit, beit, convnext, swin, levit, effnetv2]}
+
+
+def export(model, size, path, style):
+    x = torch.randn(1, 3, size, size)
+    if style.startswith("ts"):
+        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=int(style[2:]),
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    elif style.startswith("zoo"):
+        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=int(style[3:]),
+                          input_names=["x"], do_constant_folding=True)
+    else:
+        # Traced at batch 2: torch.export specialises a dim it sees as 1.
+        x = torch.randn(2, 3, size, size)
+        batch = torch.export.Dim("N", max=1024)
+        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: batch}}, external_data=False)
+
+
+def main():
+    warnings.filterwarnings("ignore")
+    OUT.mkdir(parents=True, exist_ok=True)
+    names = sys.argv[1:] or list(FAMILIES)
+    for name in names:
+        torch.manual_seed(0)
+        model, size = FAMILIES[name]()
+        model.eval()
+        with torch.no_grad():
+            # timm starts heads, layer scales and biases at (near) zero; random values make
+            # every parameter matter to the logits the parity tests compare.
+            for p in model.parameters():
+                if p.abs().max() < 1e-2:
+                    p.normal_(0.0, 0.2)
+        for style in ["ts14", "ts17", "zoo16", "zoo17", "dynamo18"]:
+            path = OUT / f"{name}-{style}.onnx"
+            try:
+                export(model, size, str(path), style)
+                print(f"{path.name}: {path.stat().st_size} bytes")
+            except Exception as e:  # an exporter that cannot write this family: say so
+                print(f"{path.name}: not written ({str(e).splitlines()[0][:120]})")
+
+
+if __name__ == "__main__":
+    main()
