@@ -14,9 +14,12 @@ blocks, random weights, eval mode. Styles:
   inside the file.
 
 Files go to tests/fixtures/modern/<family>-<style>.onnx; tests run every file found there.
+`<family>.expected.json` holds PyTorch's logits for two images given by a formula both sides
+compute exactly (`probe_images`), a third opinion beside tract and ONNX Runtime.
 Needs torch, timm, onnx, onnxscript (fixture generation only; zoo never uses them):
     python3 scripts/make-modern-fixtures.py [family ...]
 """
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -70,6 +73,14 @@ def effnetv2():
 FAMILIES = {f.__name__: f for f in [vit, deit, beit, convnext, swin, levit, effnetv2]}
 
 
+def probe_images(size):
+    """Two images, pixel i of image k = ((i * 7919 + k * 104729) % 1000) / 500 - 1 (exact in f32)."""
+    n = 3 * size * size
+    i = torch.arange(n, dtype=torch.int64)
+    rows = [((i * 7919 + k * 104729) % 1000).to(torch.float32) / 500.0 - 1.0 for k in (1, 2)]
+    return torch.stack(rows).reshape(2, 3, size, size)
+
+
 def export(model, size, path, style):
     x = torch.randn(1, 3, size, size)
     if style.startswith("ts"):
@@ -102,6 +113,10 @@ def main():
             for p in model.parameters():
                 if p.abs().max() < 1e-2:
                     p.normal_(0.0, 0.2)
+        with torch.no_grad():
+            logits = model(probe_images(size))
+        expected = {"size": size, "logits": logits.tolist()}
+        (OUT / f"{name}.expected.json").write_text(json.dumps(expected) + "\n")
         for style in ["ts14", "ts17", "zoo16", "zoo17", "dynamo18"]:
             path = OUT / f"{name}-{style}.onnx"
             try:

@@ -294,11 +294,15 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
                 .and_then(|i| producer.get(i.as_str()));
             if let Some(prev) = computed {
                 let single_reader = graph.consumers(&prev.outputs[0]).count() == 1;
+                // A scale then its bias (a LayerNorm written out, a layer scale) is one layer.
+                let scales = matches!(prev.op, Op::Math(Math::Mul))
+                    && prev.inputs.iter().any(|i| params.contains(i));
                 if single_reader
-                    && matches!(
-                        prev.op,
-                        Op::Nn(Nn::Conv(_)) | Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul)
-                    )
+                    && (scales
+                        || matches!(
+                            prev.op,
+                            Op::Nn(Nn::Conv(_)) | Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul)
+                        ))
                 {
                     owner = prev;
                 }
@@ -346,11 +350,26 @@ fn layer_name(node: &Node, graph: &Graph, params: &HashSet<String>) -> String {
             reshaped_source(i)
         }
     });
-    for w in candidates {
+    let candidates: Vec<&String> = candidates.collect();
+    for w in &candidates {
         for suffix in WEIGHT_SUFFIXES {
             if let Some(prefix) = w.strip_suffix(suffix).filter(|p| !p.is_empty()) {
                 return prefix.to_string();
             }
+        }
+    }
+    // PyTorch exports: the module scope of the node (`/blocks/blocks.10/attn/qkv/MatMul`),
+    // then a parameter's own module name (`cls_token`, `pos_embed`), since constant folding
+    // renames weights (`onnx::MatMul_123`).
+    if node.name.starts_with('/') || node.name.starts_with("node_") {
+        if let Some(scope) = module_scope(&node.name) {
+            return scope;
+        }
+        let torch_named = candidates
+            .iter()
+            .find(|w| !w.contains("::") && !w.starts_with('/') && !w.starts_with("onnx"));
+        if let Some(w) = torch_named {
+            return w.to_string();
         }
     }
     if node.name.is_empty() {
@@ -470,4 +489,28 @@ fn release_schedule(graph: &Graph) -> Vec<Vec<String>> {
         }
     }
     release
+}
+
+/// The torch module path of a TorchScript node name: `/stages/stages.0/blocks/blocks.1/attn/
+/// qkv/MatMul` is `stages.0.blocks.1.attn.qkv` (a child of a Sequential or ModuleList is
+/// scoped `<parent>.<i>`; the last part names the op). `None` outside any module.
+pub fn module_scope(node_name: &str) -> Option<String> {
+    let parts: Vec<&str> = node_name.trim_start_matches('/').split('/').collect();
+    let (_, modules) = parts.split_last()?;
+    let mut path: Vec<String> = Vec::new();
+    for part in modules.iter().filter(|p| !p.is_empty()) {
+        let full = path.join(".");
+        match path.last() {
+            // `stages.0` under `stages`: the same module, indexed.
+            Some(last) if part.split_once('.').is_some_and(|(head, _)| head == last) => {
+                *path.last_mut().expect("non-empty") = part.to_string();
+            }
+            // A scope that already spells the full path (`blocks.0` under nothing).
+            _ if !full.is_empty() && part.starts_with(&format!("{full}.")) => {
+                path = vec![part.to_string()];
+            }
+            _ => path.push(part.to_string()),
+        }
+    }
+    (!path.is_empty()).then(|| path.join("."))
 }
