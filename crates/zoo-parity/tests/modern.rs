@@ -35,7 +35,9 @@ fn fixtures() -> Vec<PathBuf> {
 fn probe_images(size: usize) -> Vec<f32> {
     let n = 3 * size * size;
     (1..=2u64)
-        .flat_map(|k| (0..n as u64).map(move |i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0))
+        .flat_map(|k| {
+            (0..n as u64).map(move |i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0)
+        })
         .collect()
 }
 
@@ -48,7 +50,12 @@ fn expected(family: &str) -> (usize, Vec<f32>) {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
         .collect();
     (size, logits)
 }
@@ -83,7 +90,9 @@ fn check(path: &PathBuf) -> Result<String, String> {
     let tract = match TractEngine::from_bytes(&with_logits.encode_to_vec(), chw, any_batch) {
         Ok(t) => t,
         Err(_) if TRACT_CANNOT_RUN.contains(&family.as_str()) => {
-            return Ok(format!("{name}: PyTorch rel {worst:.1e}; tract cannot run it"))
+            return Ok(format!(
+                "{name}: PyTorch rel {worst:.1e}; tract cannot run it"
+            ))
         }
         Err(e) => return Err(format!("tract: {e}")),
     };
@@ -92,14 +101,17 @@ fn check(path: &PathBuf) -> Result<String, String> {
         "tract now runs {name}: take it off TRACT_CANNOT_RUN"
     );
     for batch in [1, 2] {
-        let ours = run_network(&net, &images, batch, &logits, &device).map_err(|e| e.to_string())?;
+        let ours =
+            run_network(&net, &images, batch, &logits, &device).map_err(|e| e.to_string())?;
         let report = verify_outputs(&ours, &[&tract], &images, None, batch, 1e-4)
             .map_err(|e| e.to_string())?;
         if !report.pass || report.top1_agreement < 1.0 {
             return Err(format!("tract at batch {batch}: {report:?}"));
         }
     }
-    Ok(format!("{name}: PyTorch rel {worst:.1e}; tract agrees at batch 1 and 2"))
+    Ok(format!(
+        "{name}: PyTorch rel {worst:.1e}; tract agrees at batch 1 and 2"
+    ))
 }
 
 #[test]
@@ -122,9 +134,62 @@ fn fixed_batch_files_follow_the_batch_without_falling_back() {
     for family in ["vit", "deit", "swin", "convnext", "levit"] {
         let bytes = std::fs::read(dir().join(format!("{family}-zoo17.onnx"))).unwrap();
         let onnx = OnnxModel::from_bytes(bytes).unwrap();
-        assert_eq!(onnx.graph.input.dims[0], Some(1), "{family}: the file fixes batch 1");
+        assert_eq!(
+            onnx.graph.input.dims[0],
+            Some(1),
+            "{family}: the file fixes batch 1"
+        );
         let net = Network::<Flex>::from_model(onnx, &Default::default());
         let shapes = &net.plan().graph.shapes;
-        assert!(shapes.fixed_batch.is_none(), "{family}: {:?}", shapes.fixed_batch);
+        assert!(
+            shapes.fixed_batch.is_none(),
+            "{family}: {:?}",
+            shapes.fixed_batch
+        );
+    }
+}
+
+/// Training reaches every parameter kind of these families on the generic autodiff path:
+/// class and position tokens, LayerNorm scales, attention and MLP weights, attention-bias
+/// tables (LeViT's gathered ones, Swin's folded ones), layer scales.
+#[test]
+fn every_learnable_parameter_of_each_family_gets_a_gradient() {
+    use burn::backend::Autodiff;
+    use burn::tensor::{Tensor, TensorData};
+    type B = Autodiff<Flex>;
+    for family in [
+        "vit", "deit", "beit", "convnext", "swin", "levit", "effnetv2",
+    ] {
+        for style in ["ts17", "zoo16"] {
+            let bytes = std::fs::read(dir().join(format!("{family}-{style}.onnx"))).unwrap();
+            let onnx = OnnxModel::from_bytes(bytes).unwrap();
+            let device = Default::default();
+            let net = Network::<B>::from_model(onnx, &device);
+            let [c, h, w] = net.plan().graph.input_chw();
+            let x =
+                Tensor::<B, 4>::from_data(TensorData::new(probe_images(h), [2, c, h, w]), &device);
+            let logits = net.forward_logits(x).unwrap();
+            let grads = (logits.clone() * logits).sum().backward();
+            let plan = net.plan();
+            let mut missing = Vec::new();
+            let mut checked = 0;
+            for (i, spec) in plan.params.iter().enumerate() {
+                if spec.role != zoo_net::ParamRole::Learnable {
+                    continue;
+                }
+                checked += 1;
+                let grad = net.param_tensor(i).grad(&grads);
+                let norm = grad.map_or(0.0, |g| g.abs().sum().into_scalar());
+                if !(norm > 0.0) {
+                    missing.push(spec.name.clone());
+                }
+            }
+            assert!(checked >= 10, "{family}-{style}: {checked} parameters");
+            assert!(
+                missing.is_empty(),
+                "{family}-{style}: no gradient for {missing:?}"
+            );
+            println!("{family}-{style}: {checked} parameters, every one has a gradient");
+        }
     }
 }

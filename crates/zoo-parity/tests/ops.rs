@@ -3,80 +3,18 @@
 //! runs twice: on `Flex` (where zoo-net has fused CPU kernels) and on `Autodiff<Flex>` (the
 //! generic tensor path that training and GPUs use).
 
-use burn::backend::{Autodiff, Flex};
+mod support;
+
+use burn::backend::Flex;
 use prost::Message;
 use zoo_net::Network;
 use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
-use zoo_onnx::ops::{Array, Nn};
+use zoo_onnx::ops::Array;
 use zoo_onnx::pb::ModelProto;
 use zoo_onnx::OnnxModel;
-use zoo_parity::{compare, run_network, TractEngine};
+use zoo_parity::run_network;
 
-/// Runs the model in burn at `batch` and in tract one image at a time; asserts agreement.
-fn assert_parity(model: &ModelProto, batch: usize) -> f64 {
-    let bytes = model.encode_to_vec();
-    let onnx = OnnxModel::from_bytes(bytes.clone()).expect("import");
-    let chw = onnx.graph.input_chw();
-    let device = Default::default();
-    let output = onnx.graph.output.name.clone();
-    let tract = TractEngine::from_bytes(&bytes, chw, false).expect("tract loads the model");
-    let mut rng = SeededRng::new(7);
-    let images = rng.values(batch * chw.iter().product::<usize>(), 2.0);
-    let reference = tract.run_batch(&images, 1).expect("tract runs");
-    // On an autodiff backend the network is training, where dropout is active.
-    let trains_differently = onnx
-        .graph
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, zoo_onnx::Op::Nn(Nn::Dropout { .. })));
-    let fused = Network::<Flex>::from_model(onnx.clone(), &device);
-    let mut runs = vec![(
-        "flex",
-        run_network(&fused, &images, batch, &output, &device),
-    )];
-    if !trains_differently {
-        let generic = Network::<Autodiff<Flex>>::from_model(onnx, &device);
-        runs.push((
-            "autodiff",
-            run_network(&generic, &images, batch, &output, &device),
-        ));
-    }
-    let mut worst = 0.0f64;
-    for (backend, ours) in runs {
-        let ours = ours.expect("forward");
-        let agreement = compare(&ours, &reference);
-        assert!(
-            agreement.max_rel_diff <= 1e-4 && agreement.top1_agreement == 1.0,
-            "{backend} disagrees: {agreement:?}\nours[0]={:?}\ntract[0]={:?}",
-            &ours[0][..ours[0].len().min(8)],
-            &reference[0][..reference[0].len().min(8)]
-        );
-        worst = worst.max(agreement.max_rel_diff);
-    }
-    worst
-}
-
-fn input(b: &mut GraphBuilder, dims: [usize; 3]) {
-    *b = GraphBuilder::new("x", &[Some(1), Some(dims[0]), Some(dims[1]), Some(dims[2])]);
-}
-
-fn weights(b: &mut GraphBuilder, rng: &mut SeededRng, name: &str, dims: &[usize]) {
-    let n = dims.iter().product();
-    b.init_f32(name, dims, rng.values(n, 0.5));
-}
-
-/// Wraps a body ending in value `last` (rank 4) with Flatten so outputs are [N, K].
-fn finish(b: &mut GraphBuilder, last: &str, opset: i64) -> ModelProto {
-    b.node(
-        "flat",
-        "Flatten",
-        &[last],
-        &["y"],
-        vec![("axis", Attr::Int(1))],
-    );
-    b.output("y", &[None, None]);
-    b.build(opset)
-}
+use support::{assert_parity, finish, input, weights};
 
 fn conv_model(chw: [usize; 3], w: [usize; 4], bias: bool, attrs: Vec<(&str, Attr)>) -> ModelProto {
     let mut rng = SeededRng::new(1);

@@ -1,17 +1,18 @@
-//! Shared by the model-level parity tests: where ../shared is, and zoo against tract at the
-//! logits at batch 1 and 8.
+//! Shared by the parity tests: where ../shared is, zoo against tract at the logits at batch 1
+//! and 8, and the small-graph helpers of the op tests.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
-use burn::backend::Flex;
+use burn::backend::{Autodiff, Flex};
 use prost::Message;
 use zoo_net::Network;
-use zoo_onnx::builder::SeededRng;
+use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+use zoo_onnx::ops::Nn;
 use zoo_onnx::pb::ModelProto;
 use zoo_onnx::standin::{materialize_weights, upgrade_opset};
 use zoo_onnx::OnnxModel;
-use zoo_parity::{expose_first_output, run_network, verify_outputs, TractEngine};
+use zoo_parity::{compare, expose_first_output, run_network, verify_outputs, TractEngine};
 
 pub fn shared(path: &str) -> PathBuf {
     let root = std::env::var_os("ZOO_SHARED")
@@ -64,4 +65,70 @@ pub fn light_standin(name: &str) -> Vec<u8> {
     zoo_onnx::standin::materialize_with_gain(model, 42, 2.0)
         .unwrap()
         .encode_to_vec()
+}
+
+/// Runs the model in burn at `batch` and in tract one image at a time; asserts agreement.
+pub fn assert_parity(model: &ModelProto, batch: usize) -> f64 {
+    let bytes = model.encode_to_vec();
+    let onnx = OnnxModel::from_bytes(bytes.clone()).expect("import");
+    let chw = onnx.graph.input_chw();
+    let device = Default::default();
+    let output = onnx.graph.output.name.clone();
+    let tract = TractEngine::from_bytes(&bytes, chw, false).expect("tract loads the model");
+    let mut rng = SeededRng::new(7);
+    let images = rng.values(batch * chw.iter().product::<usize>(), 2.0);
+    let reference = tract.run_batch(&images, 1).expect("tract runs");
+    // On an autodiff backend the network is training, where dropout is active.
+    let trains_differently = onnx
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, zoo_onnx::Op::Nn(Nn::Dropout { .. })));
+    let fused = Network::<Flex>::from_model(onnx.clone(), &device);
+    let mut runs = vec![(
+        "flex",
+        run_network(&fused, &images, batch, &output, &device),
+    )];
+    if !trains_differently {
+        let generic = Network::<Autodiff<Flex>>::from_model(onnx, &device);
+        runs.push((
+            "autodiff",
+            run_network(&generic, &images, batch, &output, &device),
+        ));
+    }
+    let mut worst = 0.0f64;
+    for (backend, ours) in runs {
+        let ours = ours.expect("forward");
+        let agreement = compare(&ours, &reference);
+        assert!(
+            agreement.max_rel_diff <= 1e-4 && agreement.top1_agreement == 1.0,
+            "{backend} disagrees: {agreement:?}\nours[0]={:?}\ntract[0]={:?}",
+            &ours[0][..ours[0].len().min(8)],
+            &reference[0][..reference[0].len().min(8)]
+        );
+        worst = worst.max(agreement.max_rel_diff);
+    }
+    worst
+}
+
+pub fn input(b: &mut GraphBuilder, dims: [usize; 3]) {
+    *b = GraphBuilder::new("x", &[Some(1), Some(dims[0]), Some(dims[1]), Some(dims[2])]);
+}
+
+pub fn weights(b: &mut GraphBuilder, rng: &mut SeededRng, name: &str, dims: &[usize]) {
+    let n = dims.iter().product();
+    b.init_f32(name, dims, rng.values(n, 0.5));
+}
+
+/// Wraps a body ending in value `last` (rank 4) with Flatten so outputs are [N, K].
+pub fn finish(b: &mut GraphBuilder, last: &str, opset: i64) -> ModelProto {
+    b.node(
+        "flat",
+        "Flatten",
+        &[last],
+        &["y"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.output("y", &[None, None]);
+    b.build(opset)
 }

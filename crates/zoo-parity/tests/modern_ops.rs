@@ -1,0 +1,289 @@
+//! The ops transformer-era exports brought in, each on a small graph, burn (flex and the
+//! autodiff path) against tract: normalisations, GELU, element-wise math, comparisons and
+//! selection, copies, reductions, N-D Gather, stepped slices, Range and CastLike.
+
+mod support;
+
+use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+
+use support::{assert_parity, finish, input, weights};
+
+fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+#[test]
+fn layer_normalization_over_the_last_one_and_two_axes() {
+    let mut rng = SeededRng::new(3);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [3, 5, 6]);
+    weights(&mut b, &mut rng, "s1", &[6]);
+    weights(&mut b, &mut rng, "b1", &[6]);
+    weights(&mut b, &mut rng, "s2", &[5, 6]);
+    b.node(
+        "ln1",
+        "LayerNormalization",
+        &["x", "s1", "b1"],
+        &["a"],
+        vec![],
+    );
+    let axis = vec![("axis", Attr::Int(-2)), ("epsilon", Attr::Float(1e-3))];
+    b.node("ln2", "LayerNormalization", &["a", "s2"], &["out"], axis);
+    assert_parity(&finish(&mut b, "out", 17), 3);
+}
+
+/// Opset 16 has no LayerNormalization: exporters write it out.
+#[test]
+fn layer_norm_written_out_at_opset_16() {
+    let mut rng = SeededRng::new(4);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [3, 4, 6]);
+    weights(&mut b, &mut rng, "w", &[6]);
+    weights(&mut b, &mut rng, "bias", &[6]);
+    b.init_f32("two", &[], vec![2.0]);
+    b.init_f32("eps", &[], vec![1e-5]);
+    let last = || vec![("axes", ints(&[-1]))];
+    b.node("mean", "ReduceMean", &["x"], &["m"], last());
+    b.node("sub", "Sub", &["x", "m"], &["d"], vec![]);
+    b.node("pow", "Pow", &["d", "two"], &["p"], vec![]);
+    b.node("var", "ReduceMean", &["p"], &["v"], last());
+    b.node("add", "Add", &["v", "eps"], &["ve"], vec![]);
+    b.node("sqrt", "Sqrt", &["ve"], &["sd"], vec![]);
+    b.node("div", "Div", &["d", "sd"], &["n"], vec![]);
+    b.node("mul", "Mul", &["n", "w"], &["nw"], vec![]);
+    b.node("shift", "Add", &["nw", "bias"], &["out"], vec![]);
+    assert_parity(&finish(&mut b, "out", 16), 2);
+}
+
+#[test]
+fn instance_normalization() {
+    let mut rng = SeededRng::new(5);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [4, 5, 3]);
+    weights(&mut b, &mut rng, "s", &[4]);
+    weights(&mut b, &mut rng, "t", &[4]);
+    let eps = vec![("epsilon", Attr::Float(1e-4))];
+    b.node(
+        "in",
+        "InstanceNormalization",
+        &["x", "s", "t"],
+        &["out"],
+        eps,
+    );
+    assert_parity(&finish(&mut b, "out", 11), 3);
+}
+
+#[test]
+fn erf_written_gelu() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_f32("root2", &[], vec![std::f32::consts::SQRT_2]);
+    b.init_f32("one", &[], vec![1.0]);
+    b.init_f32("half", &[], vec![0.5]);
+    b.node("div", "Div", &["x", "root2"], &["d"], vec![]);
+    b.node("erf", "Erf", &["d"], &["e"], vec![]);
+    b.node("add", "Add", &["e", "one"], &["a"], vec![]);
+    b.node("mul", "Mul", &["x", "a"], &["m"], vec![]);
+    b.node("halve", "Mul", &["m", "half"], &["out"], vec![]);
+    assert_parity(&finish(&mut b, "out", 13), 2);
+}
+
+#[test]
+fn element_wise_functions() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_f32("one", &[], vec![1.0]);
+    b.node("neg", "Neg", &["x"], &["n"], vec![]);
+    b.node("abs", "Abs", &["x"], &["a"], vec![]);
+    b.node("exp", "Exp", &["x"], &["e"], vec![]);
+    b.node("a1", "Add", &["a", "one"], &["a1"], vec![]);
+    b.node("log", "Log", &["a1"], &["l"], vec![]);
+    b.node("sqrt", "Sqrt", &["a"], &["s"], vec![]);
+    b.node("rec", "Reciprocal", &["a1"], &["r"], vec![]);
+    b.node("ceil", "Ceil", &["x"], &["c"], vec![]);
+    b.node("floor", "Floor", &["x"], &["f"], vec![]);
+    let parts = ["n", "a", "e", "l", "s", "r", "c", "f"];
+    b.node(
+        "cat",
+        "Concat",
+        &parts,
+        &["out"],
+        vec![("axis", Attr::Int(1))],
+    );
+    assert_parity(&finish(&mut b, "out", 13), 2);
+}
+
+#[test]
+fn pow_with_scalar_and_tensor_exponents_and_fmod() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_f32("three", &[], vec![3.0]);
+    b.init_f32("halves", &[4], vec![0.5, 1.0, 1.5, 2.0]);
+    b.init_f32("divisor", &[4], vec![0.7, -0.3, 1.1, 0.45]);
+    b.node("cube", "Pow", &["x", "three"], &["c"], vec![]);
+    b.node("abs", "Abs", &["x"], &["a"], vec![]);
+    b.node("pow", "Pow", &["a", "halves"], &["p"], vec![]);
+    b.node(
+        "mod",
+        "Mod",
+        &["x", "divisor"],
+        &["m"],
+        vec![("fmod", Attr::Int(1))],
+    );
+    b.node(
+        "cat",
+        "Concat",
+        &["c", "p", "m"],
+        &["out"],
+        vec![("axis", Attr::Int(1))],
+    );
+    assert_parity(&finish(&mut b, "out", 13), 2);
+}
+
+#[test]
+fn comparisons_not_and_where_on_data() {
+    let mut rng = SeededRng::new(6);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    weights(&mut b, &mut rng, "other", &[4]);
+    b.init_f32("zero", &[], vec![0.0]);
+    b.node("gt", "Greater", &["x", "other"], &["g"], vec![]);
+    b.node("lt", "Less", &["x", "zero"], &["l"], vec![]);
+    b.node("not", "Not", &["g"], &["ng"], vec![]);
+    b.node("floor", "Floor", &["x"], &["f"], vec![]);
+    b.node("eq", "Equal", &["f", "zero"], &["e"], vec![]);
+    b.node("w1", "Where", &["ng", "x", "other"], &["a"], vec![]);
+    b.node("w2", "Where", &["e", "a", "zero"], &["b"], vec![]);
+    b.node("w3", "Where", &["l", "b", "x"], &["out"], vec![]);
+    assert_parity(&finish(&mut b, "out", 13), 3);
+}
+
+#[test]
+fn expand_and_tile() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 1, 4]);
+    b.init_i64("shape", &[1, 2, 3, 4]);
+    b.init_i64("repeats", &[1, 1, 2, 3]);
+    b.node("expand", "Expand", &["x", "shape"], &["e"], vec![]);
+    b.node("tile", "Tile", &["e", "repeats"], &["out"], vec![]);
+    assert_parity(&finish(&mut b, "out", 13), 2);
+}
+
+#[test]
+fn reduce_sum_in_input_form_and_reduce_min() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [3, 4, 5]);
+    b.init_i64("axes", &[-1]);
+    b.node("sum", "ReduceSum", &["x", "axes"], &["s"], vec![]);
+    let attrs = vec![("axes", ints(&[2])), ("keepdims", Attr::Int(1))];
+    b.node("min", "ReduceMin", &["x"], &["m"], attrs);
+    b.node("add", "Add", &["s", "m"], &["out"], vec![]);
+    assert_parity(&finish(&mut b, "out", 13), 2);
+}
+
+/// LeViT's attention biases: a learnable table read through a constant 2-D index.
+#[test]
+fn gather_of_a_table_by_a_constant_2d_index() {
+    let mut rng = SeededRng::new(8);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 3]);
+    weights(&mut b, &mut rng, "table", &[2, 5]);
+    b.init_i64("idx", &[0, 1, 4, 2, 3, 1, 4, 0, 2]);
+    b.node(
+        "gather",
+        "Gather",
+        &["table", "idx2"],
+        &["g"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.node("add", "Add", &["x", "g"], &["out"], vec![]);
+    let mut model = finish(&mut b, "out", 13);
+    // The index as a 3x3 table.
+    let graph = model.graph.as_mut().unwrap();
+    let idx = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "idx")
+        .unwrap();
+    idx.name = "idx2".into();
+    idx.dims = vec![3, 3];
+    assert_parity(&model, 2);
+}
+
+#[test]
+fn slices_with_steps_of_two_and_minus_one() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 5, 6]);
+    b.init_i64("starts", &[0, -1]);
+    b.init_i64("ends", &[i64::MAX, i64::MIN]);
+    b.init_i64("axes", &[2, 3]);
+    b.init_i64("steps", &[2, -1]);
+    let inputs = ["x", "starts", "ends", "axes", "steps"];
+    b.node("slice", "Slice", &inputs, &["out"], vec![]);
+    assert_parity(&finish(&mut b, "out", 13), 2);
+}
+
+#[test]
+fn range_and_cast_like_feed_data() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_i64("start", &[0]);
+    b.init_i64("limit", &[4]);
+    b.init_i64("delta", &[1]);
+    b.node(
+        "range",
+        "Range",
+        &["start", "limit", "delta"],
+        &["r"],
+        vec![],
+    );
+    b.node("like", "CastLike", &["r", "x"], &["rf"], vec![]);
+    b.node("add", "Add", &["x", "rf"], &["out"], vec![]);
+    let mut model = finish(&mut b, "out", 15);
+    // Range takes scalars.
+    let graph = model.graph.as_mut().unwrap();
+    for t in graph.initializer.iter_mut() {
+        t.dims.clear();
+    }
+    assert_parity(&model, 2);
+}
+
+#[test]
+fn gelu_exact_and_tanh_at_opset_20() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.node("exact", "Gelu", &["x"], &["e"], vec![]);
+    let tanh = vec![("approximate", Attr::Str("tanh"))];
+    b.node("approx", "Gelu", &["x"], &["t"], tanh);
+    // Scaled apart so that the two halves do not tie for the top-1 comparison.
+    b.init_f32("three", &[], vec![3.0]);
+    b.node("scale", "Mul", &["t", "three"], &["t3"], vec![]);
+    b.node(
+        "cat",
+        "Concat",
+        &["e", "t3"],
+        &["out"],
+        vec![("axis", Attr::Int(1))],
+    );
+    assert_parity(&finish(&mut b, "out", 20), 2);
+}
+
+#[test]
+fn group_normalization_per_channel_and_per_group_scales() {
+    for (opset, per) in [(21, 6), (18, 3)] {
+        let mut rng = SeededRng::new(9);
+        let mut b = GraphBuilder::default();
+        input(&mut b, [6, 3, 4]);
+        weights(&mut b, &mut rng, "s", &[per]);
+        weights(&mut b, &mut rng, "t", &[per]);
+        let groups = vec![("num_groups", Attr::Int(3))];
+        b.node(
+            "gn",
+            "GroupNormalization",
+            &["x", "s", "t"],
+            &["out"],
+            groups,
+        );
+        assert_parity(&finish(&mut b, "out", opset), 2);
+    }
+}
