@@ -16,8 +16,10 @@ blocks, random weights, eval mode. Styles:
 Files go to tests/fixtures/modern/<family>-<style>.onnx; tests run every file found there.
 `<family>.expected.json` holds PyTorch's logits for two images given by a formula both sides
 compute exactly (`probe_images`), a third opinion beside tract and ONNX Runtime.
+`python3 scripts/make-modern-fixtures.py cards` writes tests/fixtures/modern/cards/<card>.onnx:
+stand-ins with a model card's architecture, depth and input size at the smallest widths.
 Needs torch, timm, onnx, onnxscript (fixture generation only; zoo never uses them):
-    python3 scripts/make-modern-fixtures.py [family ...]
+    python3 scripts/make-modern-fixtures.py [family ... | cards]
 """
 import json
 import sys
@@ -72,6 +74,25 @@ def effnetv2():
 
 FAMILIES = {f.__name__: f for f in [vit, deit, beit, convnext, swin, levit, effnetv2]}
 
+# Stand-ins of model cards: the card's architecture, depth and input size (so its freeze plan
+# and head resolve to real layers), at the smallest widths; model-zoo style, opset 17.
+CARD_SHAPED = {
+    "vit-tiny": lambda: timm.create_model("vit_tiny_patch16_224", embed_dim=16, num_heads=1,
+                                          num_classes=CLASSES),
+    "deit-tiny": lambda: timm.create_model("deit_tiny_patch16_224", embed_dim=16, num_heads=1,
+                                           num_classes=CLASSES),
+    "convnext-tiny": lambda: timm.create_model("convnext_tiny", dims=(4, 4, 8, 8),
+                                               num_classes=CLASSES),
+    "swin-tiny": lambda: timm.create_model("swin_tiny_patch4_window7_224", embed_dim=4,
+                                           num_heads=(1, 1, 1, 1), num_classes=CLASSES),
+    "effnetv2-b0": lambda: efficientnet._gen_efficientnetv2_base(
+        "tf_efficientnetv2_b0", channel_multiplier=0.1, bn_eps=1e-3, pad_type="same",
+        num_classes=CLASSES),
+    "levit-128s": lambda: timm.create_model("levit_128s", embed_dim=(16, 24, 32), key_dim=8,
+                                            num_heads=(2, 3, 4), num_classes=CLASSES),
+}
+CARD_SIZES = {"effnetv2-b0": 192}
+
 
 def probe_images(size):
     """Two images, pixel i of image k = ((i * 7919 + k * 104729) % 1000) / 500 - 1 (exact in f32)."""
@@ -99,20 +120,38 @@ def export(model, size, path, style):
                           dynamic_shapes={"x": {0: batch}}, external_data=False)
 
 
+def randomize(model):
+    with torch.no_grad():
+        # timm starts heads, layer scales and biases at (near) zero; random values make
+        # every parameter matter to the logits the parity tests compare.
+        for p in model.parameters():
+            if p.abs().max() < 1e-2:
+                p.normal_(0.0, 0.2)
+
+
+def card_shaped():
+    out = OUT / "cards"
+    out.mkdir(parents=True, exist_ok=True)
+    for card, make in CARD_SHAPED.items():
+        torch.manual_seed(0)
+        model = make().eval()
+        randomize(model)
+        path = out / f"{card}.onnx"
+        export(model, CARD_SIZES.get(card, 224), str(path), "zoo17")
+        print(f"cards/{path.name}: {path.stat().st_size} bytes")
+
+
 def main():
     warnings.filterwarnings("ignore")
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["cards"]:
+        return card_shaped()
     names = sys.argv[1:] or list(FAMILIES)
     for name in names:
         torch.manual_seed(0)
         model, size = FAMILIES[name]()
         model.eval()
-        with torch.no_grad():
-            # timm starts heads, layer scales and biases at (near) zero; random values make
-            # every parameter matter to the logits the parity tests compare.
-            for p in model.parameters():
-                if p.abs().max() < 1e-2:
-                    p.normal_(0.0, 0.2)
+        randomize(model)
         with torch.no_grad():
             logits = model(probe_images(size))
         expected = {"size": size, "logits": logits.tolist()}

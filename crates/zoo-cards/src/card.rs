@@ -144,11 +144,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Whether a freeze entry (a name, or a prefix ending in `*`) names `layer`.
+/// Whether a freeze entry names `layer`: the layer itself, a module that contains it
+/// (`blocks.9` names `blocks.9.attn.qkv`, as a PyTorch module prefix), or a prefix ending in
+/// `*`.
 pub fn layer_matches(pattern: &str, layer: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => layer.starts_with(prefix),
-        None => pattern == layer,
+        None => {
+            layer == pattern
+                || layer
+                    .strip_prefix(pattern)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        }
     }
 }
 
@@ -337,6 +344,19 @@ mod tests {
             resolve_freeze(&p(&["nope*"]), &layers, "dense0"),
             p(&["nope*"])
         );
+        // Module prefixes name the layers inside the module, not its namesakes.
+        let vit: Vec<String> = [
+            "blocks.1.attn.qkv",
+            "blocks.1.norm1",
+            "blocks.10.mlp.fc1",
+            "head",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            resolve_freeze(&p(&["blocks.1"]), &vit, "head"),
+            p(&["blocks.1.attn.qkv", "blocks.1.norm1"])
+        );
     }
 
     #[test]
@@ -344,7 +364,7 @@ mod tests {
         let cards = crate::all();
         let families: std::collections::BTreeSet<&str> =
             cards.iter().map(|c| c.family.as_str()).collect();
-        assert!(families.len() >= 15, "{families:?}");
+        assert!(families.len() >= 27, "{families:?}");
         for c in &cards {
             assert!(c.source.opset >= 7, "{}", c.name);
             assert!(c

@@ -6,7 +6,7 @@
 use burn::tensor::backend::Backend;
 use zoo_onnx::builder::{typed_value_info, value_info};
 use zoo_onnx::ops::Array;
-use zoo_onnx::pb::{ModelProto, TensorProto};
+use zoo_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 use zoo_onnx::tensor::{f32_proto, i64_proto};
 use zoo_onnx::ConstData;
 
@@ -59,6 +59,10 @@ impl<B: Backend> Network<B> {
             }
         }
         graph.initializer = fresh;
+        if dynamic_batch {
+            expand_broadcast_parts(plan, graph);
+            rewire_baked_targets(plan, graph);
+        }
         self.declare_interface(graph, dynamic_batch);
         refresh_value_info(plan, &mut graph.value_info, dynamic_batch);
         proto
@@ -84,12 +88,10 @@ impl<B: Backend> Network<B> {
         for (name, c) in constants {
             fresh.push(match &c.data {
                 ConstData::F32(v) => f32_proto(name, &c.dims, v),
-                ConstData::I64(v) if batch_shapes.contains(name) => {
-                    let mut v = v.clone();
-                    v[0] = -1;
-                    i64_proto(name, &c.dims, &v)
-                }
-                ConstData::I64(v) => i64_proto(name, &c.dims, v),
+                ConstData::I64(v) => match batch_shapes.get(name) {
+                    Some(dynamic) => i64_proto(name, &c.dims, dynamic),
+                    None => i64_proto(name, &c.dims, v),
+                },
             });
         }
         fresh
@@ -113,34 +115,37 @@ impl<B: Backend> Network<B> {
     }
 }
 
-/// Shape constants read only by Reshapes that keep the batch axis, whose first entry is the
-/// file's fixed batch size: those become -1 in a dynamic-batch export.
-fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashSet<String> {
+/// Shape constants read only by Reshapes that keep the batch axis, rewritten for a
+/// dynamic-batch export: -1 on axis 0 (the batch, or a multiple of it, as zoo runs them) and
+/// the resolved sizes elsewhere (a second -1 or a 0 would be ambiguous beside it).
+fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashMap<String, Vec<i64>> {
     use zoo_onnx::{Op, ReshapeTarget};
     let graph = &plan.graph;
-    let mut keep = std::collections::HashSet::new();
+    let target = |n: &zoo_onnx::Node| match graph.shapes.reshape_targets.get(&n.label) {
+        Some(ReshapeTarget::KeepBatch(rest))
+            if matches!(n.op, Op::Array(Array::Reshape { .. })) =>
+        {
+            Some(rest.clone())
+        }
+        _ => None,
+    };
+    let mut keep = std::collections::HashMap::new();
     for node in &graph.nodes {
-        let (Op::Array(Array::Reshape { .. }), Some(shape)) = (&node.op, node.input(1)) else {
+        let (Some(rest), Some(shape)) = (target(node), node.input(1)) else {
             continue;
         };
-        let keeps = matches!(
-            graph.shapes.reshape_targets.get(&node.label),
-            Some(ReshapeTarget::KeepBatch(_))
-        );
-        let first = graph
+        let is_constant = graph
             .constants
             .get(shape)
-            .and_then(|c| c.as_i64())
-            .and_then(|v| v.first().copied());
-        let only_readers_keep = graph.consumers(shape).all(|n| {
-            matches!(n.op, Op::Array(Array::Reshape { .. }))
-                && matches!(
-                    graph.shapes.reshape_targets.get(&n.label),
-                    Some(ReshapeTarget::KeepBatch(_))
-                )
-        });
-        if keeps && only_readers_keep && first == Some(graph.shapes.declared_batch as i64) {
-            keep.insert(shape.to_string());
+            .is_some_and(|c| c.as_i64().is_some());
+        let only_readers_agree = graph
+            .consumers(shape)
+            .all(|n| target(n).as_ref() == Some(&rest));
+        if is_constant && only_readers_agree {
+            let values = std::iter::once(-1)
+                .chain(rest.iter().map(|&d| d as i64))
+                .collect();
+            keep.insert(shape.to_string(), values);
         }
     }
     keep
@@ -173,5 +178,111 @@ fn refresh_value_info(
             d[0] = None;
         }
         *v = value_info(&v.name, &d);
+    }
+}
+
+/// Concat parts that zoo repeats along the batch at run time (a class token a fixed-batch
+/// export expanded to batch 1) get an explicit `Expand` to the batch of a batched part, so
+/// that other runtimes run the dynamic-batch file at any batch:
+/// `Expand(part, Concat(Gather(Shape(batched), [0]), part_dims[1..]))`.
+fn expand_broadcast_parts(plan: &crate::plan::Plan, graph: &mut GraphProto) {
+    use zoo_onnx::Op;
+    let shapes = &plan.graph.shapes;
+    for node in &plan.graph.nodes {
+        let is_concat = matches!(node.op, Op::Array(Array::Concat { .. }));
+        if !is_concat || !shapes.batch_rewrites.contains(&node.label) {
+            continue;
+        }
+        let Some(batched) = node.inputs.iter().find(|i| shapes.batched.contains(*i)) else {
+            continue;
+        };
+        let Some(at) = graph.node.iter().position(|n| n.output == node.outputs) else {
+            continue;
+        };
+        let mut added: Vec<NodeProto> = Vec::new();
+        let mut inputs = graph.node[at].input.clone();
+        for (k, part) in inputs.iter_mut().enumerate() {
+            let Some(dims) = shapes.of(part).filter(|_| !shapes.batched.contains(part)) else {
+                continue;
+            };
+            let base = format!("zoo_batch/{}/{k}", node.label);
+            let rest: Vec<i64> = dims[1..].iter().map(|&d| d as i64).collect();
+            graph
+                .initializer
+                .push(i64_proto(&format!("{base}/first"), &[1], &[0]));
+            graph
+                .initializer
+                .push(i64_proto(&format!("{base}/rest"), &[rest.len()], &rest));
+            let step = |op: &str, ins: Vec<String>, out: &str, attribute| NodeProto {
+                op_type: op.to_string(),
+                name: format!("{base}/{op}"),
+                input: ins,
+                output: vec![out.to_string()],
+                attribute,
+                ..Default::default()
+            };
+            let axis0 = vec![zoo_onnx::builder::attr(
+                "axis",
+                zoo_onnx::builder::Attr::Int(0),
+            )];
+            added.push(step(
+                "Shape",
+                vec![batched.clone()],
+                &format!("{base}/shape"),
+                vec![],
+            ));
+            added.push(step(
+                "Gather",
+                vec![format!("{base}/shape"), format!("{base}/first")],
+                &format!("{base}/batch"),
+                axis0.clone(),
+            ));
+            added.push(step(
+                "Concat",
+                vec![format!("{base}/batch"), format!("{base}/rest")],
+                &format!("{base}/target"),
+                axis0,
+            ));
+            let expanded = format!("{base}/expanded");
+            added.push(step(
+                "Expand",
+                vec![part.clone(), format!("{base}/target")],
+                &expanded,
+                vec![],
+            ));
+            *part = expanded;
+        }
+        graph.node[at].input = inputs;
+        graph.node.splice(at..at, added);
+    }
+}
+
+/// Reshape targets computed by shape arithmetic that baked the batch in (a fixed-batch
+/// export's `x.reshape(B, ...)` with `B` folded to 1): the Reshape reads a fresh target
+/// `[-1, rest...]` instead, so the dynamic-batch file follows the batch in other runtimes.
+fn rewire_baked_targets(plan: &crate::plan::Plan, graph: &mut GraphProto) {
+    use zoo_onnx::{Op, ReshapeTarget};
+    let (shapes, folded) = (&plan.graph.shapes, &plan.graph.folded);
+    for node in &plan.graph.nodes {
+        let (Op::Array(Array::Reshape { .. }), Some(target)) = (&node.op, node.input(1)) else {
+            continue;
+        };
+        let Some(ReshapeTarget::KeepBatch(rest)) = shapes.reshape_targets.get(&node.label) else {
+            continue;
+        };
+        if !folded.computed.contains(target) || folded.batch_dependent.contains(target) {
+            continue;
+        }
+        let Some(proto_node) = graph.node.iter_mut().find(|n| n.output == node.outputs) else {
+            continue;
+        };
+        let name = format!("zoo_batch/{}/shape", node.label);
+        let values: Vec<i64> = std::iter::once(-1)
+            .chain(rest.iter().map(|&d| d as i64))
+            .collect();
+        proto_node.input[1] = name.clone();
+        graph
+            .initializer
+            .push(i64_proto(&name, &[values.len()], &values));
     }
 }

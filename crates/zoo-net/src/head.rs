@@ -1,7 +1,7 @@
 //! Replacing the classifier head: the head layer's weights and bias get `classes` outputs,
 //! freshly initialised (seeded), and every shape downstream is re-inferred.
 
-use zoo_onnx::ops::{Array, Nn};
+use zoo_onnx::ops::{Array, Math, Nn};
 use zoo_onnx::{Constant, Node, OnnxModel, Op};
 
 use crate::error::NetError;
@@ -63,21 +63,57 @@ pub fn replace_head(
         .of(&node.outputs[0])
         .map(<[usize]>::to_vec)
         .unwrap_or_default();
-    let (axis_from_end, old) = class_axis(&node, &out_dims, layer)?;
-    let resizer = Resizer {
-        layer,
-        old,
-        classes,
-        seed,
-    };
+    let (_, old) = class_axis(&node, &out_dims, layer)?;
+    let twins = twin_heads(graph, layer, &node, old);
     let mut change = HeadChange {
         layer: layer.to_string(),
         old_outputs: old,
         new_outputs: classes,
-        params: resize_weight(graph, &node, &resizer)?,
+        params: Vec::new(),
     };
+    for (k, (name, mine, node)) in std::iter::once((layer.to_string(), mine, node))
+        .chain(twins)
+        .enumerate()
+    {
+        let resizer = Resizer {
+            layer: &name,
+            old,
+            classes,
+            seed: seed.wrapping_add(k as u64),
+        };
+        change
+            .params
+            .extend(resize_layer(graph, &mine, &node, &resizer)?);
+    }
+    graph.refresh_shapes()?;
+    // The declared output shape follows the new head, whatever lies between them (a Conv head
+    // reaches the output through pooling and Flatten); a symbolic batch stays symbolic.
+    if let Some(inferred) = graph.shapes.of(&graph.output.name) {
+        let symbolic_batch = graph.output.dims.first() == Some(&None);
+        graph.output.dims = inferred.iter().map(|&d| Some(d)).collect();
+        if symbolic_batch {
+            graph.output.dims[0] = None;
+        }
+    }
+    Ok(change)
+}
+
+/// One head layer's weight and biases, resized.
+fn resize_layer(
+    graph: &mut zoo_onnx::Graph,
+    mine: &[Assignment],
+    node: &Node,
+    resizer: &Resizer,
+) -> Result<Vec<Resized>, NetError> {
+    let out_dims = graph
+        .shapes
+        .of(&node.outputs[0])
+        .map(<[usize]>::to_vec)
+        .unwrap_or_default();
+    let (axis_from_end, _) = class_axis(node, &out_dims, resizer.layer)?;
+    let mut params = resize_weight(graph, node, resizer)?;
     // Biases: the Gemm/Conv bias input, or the bias Add merged into the layer.
-    let done: Vec<String> = change.params.iter().map(|(n, _, _)| n.clone()).collect();
+    let done: Vec<String> = params.iter().map(|(n, _, _)| n.clone()).collect();
     for a in mine.iter().filter(|a| !done.contains(&a.param)) {
         let dims = graph
             .constants
@@ -92,21 +128,72 @@ pub fn replace_head(
         } else {
             dims.len().saturating_sub(axis_from_end)
         };
-        change
-            .params
-            .push(resizer.resize(graph, &a.param, axis, 1, false, 2)?);
+        params.push(resizer.resize(graph, &a.param, axis, 1, false, 2)?);
     }
-    graph.refresh_shapes()?;
-    // The declared output shape follows the new head, whatever lies between them (a Conv head
-    // reaches the output through pooling and Flatten); a symbolic batch stays symbolic.
-    if let Some(inferred) = graph.shapes.of(&graph.output.name) {
-        let symbolic_batch = graph.output.dims.first() == Some(&None);
-        graph.output.dims = inferred.iter().map(|&d| Some(d)).collect();
-        if symbolic_batch {
-            graph.output.dims[0] = None;
+    Ok(params)
+}
+
+/// Other Gemm/MatMul layers with the head's classes whose output meets the head's at the
+/// graph output through element-wise ops only (LeViT's distillation head, averaged with
+/// `head`): they are replaced with it, or the two would no longer add up.
+fn twin_heads(
+    graph: &zoo_onnx::Graph,
+    head: &str,
+    node: &Node,
+    classes: usize,
+) -> Vec<(String, Vec<Assignment>, Node)> {
+    if !reaches_output_elementwise(graph, &node.outputs[0]) {
+        return Vec::new();
+    }
+    let assignments = assign_layers(graph);
+    let mut twins: Vec<(String, Vec<Assignment>, Node)> = Vec::new();
+    for a in &assignments {
+        if a.layer == head || twins.iter().any(|(l, _, _)| *l == a.layer) {
+            continue;
+        }
+        let Some(other) = graph.node(&a.node) else {
+            continue;
+        };
+        let dense = matches!(other.op, Op::Nn(Nn::Gemm { .. }) | Op::Nn(Nn::MatMul));
+        let dims = graph.shapes.of(&other.outputs[0]).unwrap_or_default();
+        if dense
+            && dims.last() == Some(&classes)
+            && reaches_output_elementwise(graph, &other.outputs[0])
+        {
+            let mine = assignments
+                .iter()
+                .filter(|b| b.layer == a.layer)
+                .cloned()
+                .collect();
+            twins.push((a.layer.clone(), mine, other.clone()));
         }
     }
-    Ok(change)
+    twins
+}
+
+/// Whether `value` flows to the graph output through element-wise ops alone.
+fn reaches_output_elementwise(graph: &zoo_onnx::Graph, value: &str) -> bool {
+    let mut v = value.to_string();
+    for _ in 0..=graph.nodes.len() {
+        if v == graph.output.name {
+            return true;
+        }
+        let consumers: Vec<&Node> = graph.consumers(&v).collect();
+        let [next] = consumers.as_slice() else {
+            return false;
+        };
+        let elementwise = matches!(
+            next.op,
+            Op::Math(Math::Add | Math::Sub | Math::Mul | Math::Div | Math::Variadic(_))
+                | Op::Nn(Nn::Softmax { .. } | Nn::LogSoftmax { .. })
+                | Op::Array(Array::Identity)
+        );
+        if !elementwise {
+            return false;
+        }
+        v = next.outputs[0].clone();
+    }
+    false
 }
 
 /// The head layer's parameter assignments and the node that owns them.

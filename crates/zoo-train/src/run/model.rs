@@ -178,7 +178,11 @@ fn frozen_layers<B: AutodiffBackend>(
         FreezeChoice::Nothing => Vec::new(),
         FreezeChoice::Layers(list) => list.clone(),
         FreezeChoice::Until(until) => {
-            let pos = layer_names.iter().position(|l| l == until).ok_or_else(|| {
+            // A layer, or the last layer of a module (`blocks.9`).
+            let pos = layer_names
+                .iter()
+                .rposition(|l| zoo_cards::layer_matches(until, l));
+            let pos = pos.ok_or_else(|| {
                 anyhow::anyhow!(
                     "--freeze-until: no layer `{until}`; layers: {}",
                     layer_names.join(", ")
