@@ -29,7 +29,7 @@ fn list_shows_every_card_and_cache_state() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 30);
+    assert_eq!(names.len(), 58);
     let card = |n: &str| {
         j.as_array()
             .unwrap()
@@ -52,10 +52,10 @@ fn list_shows_every_card_and_cache_state() {
         .iter()
         .map(|r| r["family"].as_str().unwrap())
         .collect();
-    assert!(families.len() >= 15, "{families:?}");
+    assert!(families.len() >= 27, "{families:?}");
     let table = zoo(&["list"], t.path());
     assert!(
-        table.stdout.contains("30 model cards in 15 families"),
+        table.stdout.contains("58 model cards in 27 families"),
         "{}",
         table.stdout
     );

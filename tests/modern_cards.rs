@@ -1,0 +1,140 @@
+//! The modern model cards on their stand-ins (tests/fixtures/modern/cards: each card's timm
+//! architecture, depth and input size at the smallest widths, exported model-zoo style with
+//! batch 1 baked in): freeze plans and heads resolve to real layers, and a stand-in finetunes
+//! at batch 8 (head only and every layer), exports with a dynamic batch and passes parity.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{write_images, zoo, TempDir};
+
+const STAND_INS: [&str; 6] = [
+    "vit-tiny",
+    "deit-tiny",
+    "convnext-tiny",
+    "swin-tiny",
+    "effnetv2-b0",
+    "levit-128s",
+];
+
+fn stand_in(card: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/modern/cards")
+        .join(format!("{card}.onnx"))
+}
+
+#[test]
+fn each_cards_freeze_plan_and_head_resolve_to_layers_of_its_stand_in() {
+    let t = TempDir::new("modern-inspect");
+    for card in STAND_INS {
+        let file = stand_in(card);
+        let run = zoo(
+            &["inspect", file.to_str().unwrap(), "--like", card, "--json"],
+            t.path(),
+        );
+        assert_eq!(run.code, 0, "{card}: {}", run.stderr);
+        let j = run.json();
+        let layers: Vec<&str> = j["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        let freeze: Vec<&str> = j["profile"]["freeze"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let head = j["profile"]["head"].as_str().unwrap();
+        assert!(freeze.len() >= 10, "{card}: {freeze:?}");
+        let unresolved: Vec<&&str> = freeze.iter().filter(|f| !layers.contains(f)).collect();
+        assert!(
+            unresolved.is_empty(),
+            "{card}: {unresolved:?} are not layers"
+        );
+        assert!(
+            layers.contains(&head),
+            "{card}: head `{head}` is not a layer"
+        );
+        assert!(!freeze.contains(&head), "{card}: the head is frozen");
+    }
+}
+
+#[test]
+fn list_groups_the_modern_families() {
+    let t = TempDir::new("modern-list");
+    let run = zoo(&["list"], t.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for family in [
+        "ViT",
+        "DeiT",
+        "BEiT",
+        "ConvNeXt",
+        "Swin",
+        "EfficientNetV2",
+        "MobileViT",
+        "LeViT",
+        "RegNet",
+        "MobileNetV3",
+        "GhostNet",
+        "RepVGG",
+    ] {
+        assert!(
+            run.stdout.contains(&format!("\n{family}\n")),
+            "{family}: {}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("  swin-tiny"), "{}", run.stdout);
+}
+
+/// Finetunes a stand-in at batch 8, exports it and checks the export against tract.
+fn finetune_and_export(card: &str, extra: &[&str]) {
+    let t = TempDir::new(&format!("modern-{card}"));
+    for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
+        write_images(&t.path().join("data").join(class), 8 + i);
+    }
+    let file = stand_in(card);
+    let (data, out) = (t.path().join("data"), t.path().join("run"));
+    let mut args = vec![
+        "finetune",
+        file.to_str().unwrap(),
+        "--like",
+        card,
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--classes",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ];
+    args.extend(extra);
+    let run = zoo(&args, t.path());
+    assert_eq!(run.code, 0, "{card}: {}", run.stderr);
+    assert!(
+        run.stderr.contains("frozen parameters unchanged: true"),
+        "{}",
+        run.stderr
+    );
+    let export = zoo(
+        &["export", "--onnx", "--engines", "tract", out.to_str().unwrap()],
+        t.path(),
+    );
+    assert_eq!(export.code, 0, "{card}: {}", export.stderr);
+    let parity = common::read_json(&out.join("parity.json"));
+    assert_eq!(parity["pass"], true, "{card}: {parity}");
+}
+
+#[test]
+fn stand_ins_finetune_at_batch_8_and_export_with_parity() {
+    for card in ["vit-tiny", "swin-tiny", "convnext-tiny", "effnetv2-b0"] {
+        finetune_and_export(card, &[]);
+    }
+    finetune_and_export("deit-tiny", &["--unfreeze-all"]);
+}
