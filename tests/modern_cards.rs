@@ -123,7 +123,13 @@ fn finetune_and_export(card: &str, extra: &[&str]) {
         run.stderr
     );
     let export = zoo(
-        &["export", "--onnx", "--engines", "tract", out.to_str().unwrap()],
+        &[
+            "export",
+            "--onnx",
+            "--engines",
+            "tract",
+            out.to_str().unwrap(),
+        ],
         t.path(),
     );
     assert_eq!(export.code, 0, "{card}: {}", export.stderr);

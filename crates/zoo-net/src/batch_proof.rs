@@ -50,7 +50,9 @@ pub(crate) fn disproved<B: Backend>(net: &Network<B>, device: &B::Device) -> Opt
         .iter()
         .zip(&together)
         .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
-    (!(worst / scale <= TOLERANCE)).then(|| reason(first))
+    // A NaN difference fails the proof too.
+    let holds = worst / scale <= TOLERANCE;
+    (!holds).then(|| reason(first))
 }
 
 fn reason(node: &str) -> String {

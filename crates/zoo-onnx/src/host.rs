@@ -288,9 +288,9 @@ pub(crate) fn elementwise(
     let mut args = vec![Num::I(0); parts.len()];
     let mut values = Vec::with_capacity(total);
     for k in 0..total {
-        for (j, p) in parts.iter().enumerate() {
-            let i = indices[j][k];
-            args[j] = match &p.data {
+        for ((arg, p), picks) in args.iter_mut().zip(parts).zip(&indices) {
+            let i = picks[k];
+            *arg = match &p.data {
                 ConstData::I64(v) => Num::I(v[i]),
                 ConstData::F32(v) => Num::F(v[i]),
             };

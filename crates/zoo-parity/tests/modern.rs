@@ -180,7 +180,7 @@ fn every_learnable_parameter_of_each_family_gets_a_gradient() {
                 checked += 1;
                 let grad = net.param_tensor(i).grad(&grads);
                 let norm = grad.map_or(0.0, |g| g.abs().sum().into_scalar());
-                if !(norm > 0.0) {
+                if norm.is_nan() || norm <= 0.0 {
                     missing.push(spec.name.clone());
                 }
             }
