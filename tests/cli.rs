@@ -209,7 +209,7 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
             && run
                 .stderr
                 .contains("did you mean resnet50-caffe2, resnet50-v1, resnet50-v2?")
-            && run.stderr.contains("alexnet, caffenet"),
+            && run.stderr.contains("alexnet, beit-base, caffenet"),
         "{}",
         run.stderr
     );
@@ -237,7 +237,9 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
     assert!(
         run.stderr
             .contains("(did you mean vgg16, vgg16-bn, vgg19, vgg19-bn, vgg19-caffe2?)")
-            && run.stderr.contains("known models: alexnet, caffenet"),
+            && run
+                .stderr
+                .contains("known models: alexnet, beit-base, caffenet"),
         "{}",
         run.stderr
     );

@@ -288,7 +288,9 @@ fn unknown_model_and_unwritable_cache() {
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("unknown model `vgg17`")
-            && run.stderr.contains("known models: alexnet, caffenet"),
+            && run
+                .stderr
+                .contains("known models: alexnet, beit-base, caffenet"),
         "{}",
         run.stderr
     );

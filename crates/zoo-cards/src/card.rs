@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn unknown_names_list_known_cards() {
         let e = crate::find("resnet").unwrap_err().to_string();
-        assert!(e.contains("alexnet, caffenet"), "{e}");
+        assert!(e.contains("alexnet, beit-base, caffenet"), "{e}");
         assert!(e.contains("resnet50-v1"), "{e}");
     }
 

@@ -309,6 +309,9 @@ impl OnnxModel {
             };
             graph.fold_or_infer(proto_node, &label, parsed, &mut info, &mut probes)?;
         }
+        crate::ops::norm::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
+            info.dims.get(v).map(Vec::len)
+        });
         check_outputs(&graph)?;
         if !info.batched.contains(&graph.output.name) {
             info.fixed_batch.get_or_insert_with(|| {

@@ -5,6 +5,7 @@
 mod support;
 
 use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+use zoo_onnx::OnnxModel;
 
 use support::{assert_parity, finish, input, weights};
 
@@ -52,7 +53,13 @@ fn layer_norm_written_out_at_opset_16() {
     b.node("div", "Div", &["d", "sd"], &["n"], vec![]);
     b.node("mul", "Mul", &["n", "w"], &["nw"], vec![]);
     b.node("shift", "Add", &["nw", "bias"], &["out"], vec![]);
-    assert_parity(&finish(&mut b, "out", 16), 2);
+    let model = finish(&mut b, "out", 16);
+    // Recognised and run as one layer norm, named after its scale.
+    let onnx = OnnxModel::from_bytes(prost::Message::encode_to_vec(&model)).unwrap();
+    let ops: Vec<&str> = onnx.graph.nodes.iter().map(|n| n.op.onnx_type()).collect();
+    assert_eq!(ops, ["LayerNormalization", "Flatten"]);
+    assert_eq!(onnx.graph.nodes[0].label, "mul");
+    assert_parity(&model, 2);
 }
 
 #[test]
