@@ -81,21 +81,21 @@ fn inspect_reports_unsupported_ops_with_tract_support() {
     small_rgb_classifier(&model);
     let bytes = std::fs::read(&model).unwrap();
     let mut proto = zoo_onnx::decode_proto(bytes).unwrap();
-    proto.graph.as_mut().unwrap().node[1].op_type = "Erf".into();
+    proto.graph.as_mut().unwrap().node[1].op_type = "Acos".into();
     zoo_onnx::write::save_atomic(&proto, &model).unwrap();
     let run = zoo(&["inspect", model.to_str().unwrap(), "--json"], t.path());
     assert_eq!(run.code, 2);
     let j = run.json();
     let err = j["import_error"].as_str().unwrap();
     assert!(
-        err.contains("Erf") && err.contains("n1") && err.contains("supported ops"),
+        err.contains("Acos") && err.contains("n1") && err.contains("supported ops"),
         "{err}"
     );
     let elu = j["ops"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|o| o["op"] == "Erf")
+        .find(|o| o["op"] == "Acos")
         .unwrap();
     assert_eq!(elu["import"], false);
     assert_eq!(elu["tract"], true);
@@ -206,9 +206,9 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("unknown model `resnet50`")
-            && run
-                .stderr
-                .contains("did you mean resnet50-caffe2, resnet50-v1, resnet50-v2?")
+            && run.stderr.contains(
+                "did you mean resnet50-a1, resnet50-caffe2, resnet50-v1, resnet50-v2, resnet50d?"
+            )
             && run.stderr.contains("alexnet, beit-base, caffenet"),
         "{}",
         run.stderr

@@ -294,3 +294,70 @@ fn group_normalization_per_channel_and_per_group_scales() {
         assert_parity(&finish(&mut b, "out", opset), 2);
     }
 }
+
+/// Attention written as einsum (`q @ k^T` per head), and MaxViT's relative-position terms
+/// against a learnable table (output rank 5).
+#[test]
+fn einsum_attention_and_relative_position_patterns() {
+    let mut rng = SeededRng::new(10);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    weights(&mut b, &mut rng, "table", &[6, 4]);
+    weights(&mut b, &mut rng, "table5", &[2, 3, 4]);
+    let eq = |e: &'static str| vec![("equation", Attr::Str(e))];
+    b.node("qk", "Einsum", &["x", "x"], &["s"], eq("bhqd,bhkd->bhqk"));
+    b.node(
+        "rel",
+        "Einsum",
+        &["x", "table"],
+        &["r"],
+        eq("nchw,iw->ncih"),
+    );
+    b.node(
+        "rel5",
+        "Einsum",
+        &["x", "table5"],
+        &["r5"],
+        eq("nchw,jyw->ncjhy"),
+    );
+    b.node(
+        "flat5",
+        "Flatten",
+        &["r5"],
+        &["f5"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.node(
+        "flat_s",
+        "Flatten",
+        &["s"],
+        &["fs"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.node(
+        "flat_r",
+        "Flatten",
+        &["r"],
+        &["fr"],
+        vec![("axis", Attr::Int(1))],
+    );
+    let cat = vec![("axis", Attr::Int(1))];
+    b.node("cat", "Concat", &["fs", "fr", "f5"], &["out"], cat);
+    b.output("out", &[None, None]);
+    assert_parity(&b.build(13), 3);
+}
+
+#[test]
+fn einsum_equations_out_of_reach_are_refused_clearly() {
+    use zoo_onnx::ops::Einsum;
+    assert!(Einsum::parse("ij,jk").unwrap_err().contains("explicit"));
+    assert!(Einsum::parse("ii,ij->j").unwrap_err().contains("repeats"));
+    assert!(Einsum::parse("ij,jk->i")
+        .unwrap_err()
+        .contains("summed within one operand"));
+    assert!(Einsum::parse("...ij,...jk->...ik")
+        .unwrap_err()
+        .contains("ellipses"));
+    let e = Einsum::parse("bij, bjk -> bik").unwrap();
+    assert_eq!(e.plan().unwrap().contracted, vec!['j']);
+}

@@ -4,6 +4,7 @@
 
 mod activation;
 mod array;
+mod einsum;
 mod logic;
 mod math;
 pub(crate) mod nn;
@@ -93,6 +94,7 @@ pub(crate) fn run<B: Backend>(cx: &Cx<B>) -> Vec<Value<B>> {
         Op::Logic(op) => vec![logic::run(op, cx)],
         Op::Norm(op) => vec![norm::run(op, cx)],
         Op::Repeat(op) => vec![repeat::run(op, cx)],
+        Op::Einsum(op) => vec![einsum::run(op, cx)],
     }
 }
 

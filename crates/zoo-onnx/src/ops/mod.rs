@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod array;
 mod attrs;
+pub mod einsum;
 pub mod import;
 pub mod logic;
 pub mod math;
@@ -29,6 +30,7 @@ use crate::tensor::Constant;
 pub use activation::Activation;
 pub use array::{Array, PadKind, SliceAxes};
 pub use attrs::{Attrs, Settings};
+pub use einsum::Einsum;
 pub use import::Import;
 pub use logic::{Comparison, Logic};
 pub use math::{Math, Reduction, Unary, Variadic};
@@ -47,6 +49,7 @@ pub enum Op {
     Logic(Logic),
     Norm(Norm),
     Repeat(Repeat),
+    Einsum(Einsum),
 }
 
 /// What parsing one node gives.
@@ -122,8 +125,9 @@ impl OpDef {
 }
 
 /// Every family's rows.
-const FAMILIES: [&[OpDef]; 8] = [
+const FAMILIES: [&[OpDef]; 9] = [
     nn::OPS,
+    einsum::OPS,
     norm::OPS,
     math::OPS,
     logic::OPS,
@@ -186,6 +190,7 @@ impl Op {
             Op::Logic(op) => op.onnx_type(),
             Op::Norm(op) => op.onnx_type(),
             Op::Repeat(op) => op.onnx_type(),
+            Op::Einsum(_) => "Einsum",
         }
     }
 
@@ -199,7 +204,7 @@ impl Op {
             Op::Array(op) => op.is_setting_input(index),
             Op::Logic(op) => op.is_setting_input(index),
             Op::Repeat(op) => op.is_setting_input(index),
-            Op::Norm(_) => false,
+            Op::Norm(_) | Op::Einsum(_) => false,
         }
     }
 
@@ -212,7 +217,7 @@ impl Op {
             Op::Repeat(op) => op.is_shape_arithmetic(),
             Op::Activation(op) => op.is_shape_arithmetic(),
             Op::Logic(_) => true,
-            Op::Nn(_) | Op::Norm(_) => false,
+            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) => false,
         }
     }
 
@@ -229,7 +234,7 @@ impl Op {
             Op::Array(op) => op.follows_moved_batch(),
             Op::Math(Math::Reduce { .. } | Math::Variadic(_)) => false,
             Op::Math(_) | Op::Logic(_) | Op::Activation(_) => true,
-            Op::Nn(Nn::MatMul | Nn::Softmax { .. } | Nn::LogSoftmax { .. }) => true,
+            Op::Nn(Nn::MatMul | Nn::Softmax { .. } | Nn::LogSoftmax { .. }) | Op::Einsum(_) => true,
             Op::Nn(_) | Op::Norm(_) | Op::Repeat(_) => false,
         }
     }
@@ -243,6 +248,7 @@ impl Op {
             Op::Logic(op) => op.infer(cx)?,
             Op::Norm(op) => op.infer(cx)?,
             Op::Repeat(op) => op.infer(cx)?,
+            Op::Einsum(op) => op.infer(cx)?,
             // Split has several outputs.
             Op::Array(op) => return op.infer(cx),
         };
@@ -262,7 +268,7 @@ impl Op {
             Op::Logic(op) => op.evaluate(node, &input),
             Op::Repeat(op) => op.evaluate(node, &input),
             Op::Activation(op) => op.evaluate(node, &input),
-            Op::Nn(_) | Op::Norm(_) => None,
+            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) => None,
         };
         out.unwrap_or_else(|| {
             Err(node_err(node)(format!(
