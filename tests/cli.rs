@@ -235,11 +235,11 @@ fn bad_inputs_are_clear_errors_with_exit_2() {
     );
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr
-            .contains("(did you mean vgg16, vgg16-bn, vgg19, vgg19-bn, vgg19-caffe2?)")
-            && run
-                .stderr
-                .contains("known models: alexnet, beit-base, caffenet"),
+        run.stderr.contains(
+            "(did you mean repvgg-a2, repvgg-b0, vgg16, vgg16-bn, vgg19, vgg19-bn, vgg19-caffe2?)"
+        ) && run
+            .stderr
+            .contains("known models: alexnet, beit-base, caffenet"),
         "{}",
         run.stderr
     );

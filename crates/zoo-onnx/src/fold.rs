@@ -69,13 +69,18 @@ pub(crate) fn is_foldable(
             .filter(|(i, n)| !n.is_empty() && !node.op.is_setting_input(*i))
             .map(|(_, n)| n)
     };
+    let all_known = || {
+        node.inputs
+            .iter()
+            .filter(|n| !n.is_empty())
+            .all(|n| constants.contains_key(n))
+    };
     match &node.op {
         Op::Array(Array::Identity) => node.input(0).is_some_and(|i| constants.contains_key(i)),
+        // Computed at import or not at all.
+        Op::Array(Array::ScatterNd) => all_known(),
         op if op.is_shape_arithmetic() => {
-            node.inputs
-                .iter()
-                .filter(|n| !n.is_empty())
-                .all(|n| constants.contains_key(n))
+            all_known()
                 && data_inputs().all(|n| {
                     // Float scalars are part of the formula (TF-style padding divides the
                     // input's size by a float stride); float tensors are weights.

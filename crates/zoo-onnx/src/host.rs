@@ -314,3 +314,58 @@ pub(crate) fn elementwise(
     };
     Ok(Constant { dims: out, data })
 }
+
+/// ONNX ScatterND without reduction: `updates` written at the index tuples (the last axis of
+/// `indices`) of a copy of `data`.
+pub(crate) fn scatter_nd(
+    data: &Constant,
+    indices: &Constant,
+    updates: &Constant,
+) -> std::result::Result<Constant, String> {
+    let idx = indices.as_i64().ok_or("indices must be integers")?;
+    let k = *indices
+        .dims
+        .last()
+        .ok_or("indices must have at least one axis")?;
+    if k == 0 || k > data.dims.len() {
+        return Err(format!("index tuples of {k} for data {:?}", data.dims));
+    }
+    let slice: usize = data.dims[k..].iter().product();
+    let tuples = idx.len() / k;
+    if updates.len() != tuples * slice {
+        return Err(format!(
+            "updates {:?} do not fit {tuples} slices of {slice}",
+            updates.dims
+        ));
+    }
+    let strides = strides(&data.dims);
+    let mut offsets = Vec::with_capacity(tuples);
+    for t in idx.chunks(k) {
+        let mut offset = 0;
+        for (j, &i) in t.iter().enumerate() {
+            let n = data.dims[j] as i64;
+            let i = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&i) {
+                return Err(format!(
+                    "index {i} is out of range for axis {j} of {:?}",
+                    data.dims
+                ));
+            }
+            offset += i as usize * strides[j];
+        }
+        offsets.push(offset);
+    }
+    let mut out = data.clone();
+    match (&mut out.data, &updates.data) {
+        (ConstData::F32(o), ConstData::F32(u)) => write_slices(o, u, &offsets, slice),
+        (ConstData::I64(o), ConstData::I64(u)) => write_slices(o, u, &offsets, slice),
+        _ => return Err("data and updates have different element types".into()),
+    }
+    Ok(out)
+}
+
+fn write_slices<T: Copy>(out: &mut [T], updates: &[T], offsets: &[usize], slice: usize) {
+    for (t, &offset) in offsets.iter().enumerate() {
+        out[offset..offset + slice].copy_from_slice(&updates[t * slice..(t + 1) * slice]);
+    }
+}

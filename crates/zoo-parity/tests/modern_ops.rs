@@ -361,3 +361,42 @@ fn einsum_equations_out_of_reach_are_refused_clearly() {
     let e = Einsum::parse("bij, bjk -> bik").unwrap();
     assert_eq!(e.plan().unwrap().contracted, vec!['j']);
 }
+
+/// torchvision's Swin writes its shift mask with ScatterND: computed at import. On a
+/// value computed from the image it is refused clearly.
+#[test]
+fn scatter_nd_of_known_values_folds_and_on_data_is_refused() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_f32("z", &[3, 4], vec![0.5; 12]);
+    b.init_i64("idx", &[0, 1, 2, 3]);
+    b.init_f32("upd", &[2], vec![5.0, -7.0]);
+    b.node(
+        "scatter",
+        "ScatterND",
+        &["z", "idx2", "upd"],
+        &["mask"],
+        vec![],
+    );
+    b.node("add", "Add", &["x", "mask"], &["out"], vec![]);
+    let mut model = finish(&mut b, "out", 13);
+    let graph = model.graph.as_mut().unwrap();
+    let idx = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "idx")
+        .unwrap();
+    idx.name = "idx2".into();
+    idx.dims = vec![2, 2];
+    assert_parity(&model, 2);
+    // The same scatter into the image itself.
+    let graph = model.graph.as_mut().unwrap();
+    let scatter = graph.node.iter_mut().find(|n| n.name == "scatter").unwrap();
+    scatter.input[0] = "x".into();
+    let bytes = prost::Message::encode_to_vec(&model);
+    let e = OnnxModel::from_bytes(bytes).unwrap_err().to_string();
+    assert!(
+        e.contains("ScatterND") && e.contains("known at import"),
+        "{e}"
+    );
+}

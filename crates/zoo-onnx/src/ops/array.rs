@@ -76,6 +76,9 @@ pub enum Array {
         kind: PadKind,
         pads: Vec<i64>,
     },
+    /// Writes `updates` at index tuples of `data` (torchvision's Swin builds its shift mask so);
+    /// computed at import only.
+    ScatterNd,
 }
 
 pub(crate) const OPS: &[OpDef] = &[
@@ -136,6 +139,13 @@ pub(crate) const OPS: &[OpDef] = &[
     })
     .since(15),
     OpDef::new("Pad", pad).moved(11, &[("pads", false), ("value", true)]),
+    OpDef::new("ScatterND", |a, _| {
+        match a.string("reduction")?.as_deref() {
+            None | Some("none") => run(Array::ScatterNd),
+            Some(other) => Err(a.err(format!("reduction `{other}` is not supported"))),
+        }
+    })
+    .since(11),
 ];
 
 fn run(op: Array) -> Result<Parsed> {
@@ -250,6 +260,7 @@ impl Array {
             Array::Cast { like: false, .. } => "Cast",
             Array::Cast { like: true, .. } => "CastLike",
             Array::Pad { .. } => "Pad",
+            Array::ScatterNd => "ScatterND",
         }
     }
 
@@ -333,6 +344,9 @@ impl Array {
                     host::transpose(input(0)?, perm.as_deref()).map_err(&err)?
                 }
                 Array::Slice { ranges } => host::slice(input(0)?, ranges).map_err(&err)?,
+                Array::ScatterNd => {
+                    host::scatter_nd(input(0)?, input(1)?, input(2)?).map_err(&err)?
+                }
                 Array::Flatten { .. } | Array::Split { .. } | Array::Pad { .. } => {
                     return Err(err(format!("{} cannot be folded", self.onnx_type())))
                 }
@@ -375,6 +389,9 @@ impl Array {
                 infer_reshape(cx, &x, shape.as_deref(), *allow_zero)
             }
             Array::Concat { axis } => infer_concat(cx, &x, *axis),
+            Array::ScatterNd => Err(cx.err(
+                "ScatterND is supported only where its inputs are known at import (it is computed there)",
+            )),
             // Several outputs: `infer` gives them.
             Array::Split { .. } => Err(cx.err("Split has several outputs")),
         }

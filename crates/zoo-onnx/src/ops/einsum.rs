@@ -75,11 +75,8 @@ impl Einsum {
         if let Some(l) = out.iter().find(|l| !a.contains(l) && !b.contains(l)) {
             return Err(format!("output label `{l}` is in no operand"));
         }
-        if let Some(l) = a
-            .iter()
-            .chain(b)
-            .find(|l| !out.contains(l) && !(a.contains(l) && b.contains(l)))
-        {
+        let kept_or_contracted = |l: &&char| out.contains(l) || (a.contains(l) && b.contains(l));
+        if let Some(l) = a.iter().chain(b).find(|l| !kept_or_contracted(l)) {
             return Err(format!(
                 "label `{l}` is summed within one operand (not supported)"
             ));
