@@ -1,7 +1,7 @@
 //! Replacing the classifier head: the head layer's weights and bias get `classes` outputs,
 //! freshly initialised (seeded), and every shape downstream is re-inferred.
 
-use zoo_onnx::ops::{Array, Math, Nn};
+use zoo_onnx::ops::{Array, Nn};
 use zoo_onnx::{Constant, Node, OnnxModel, Op};
 
 use crate::error::NetError;
@@ -182,12 +182,7 @@ fn reaches_output_elementwise(graph: &zoo_onnx::Graph, value: &str) -> bool {
         let [next] = consumers.as_slice() else {
             return false;
         };
-        let elementwise = matches!(
-            next.op,
-            Op::Math(Math::Add | Math::Sub | Math::Mul | Math::Div | Math::Variadic(_))
-                | Op::Nn(Nn::Softmax { .. } | Nn::LogSoftmax { .. })
-                | Op::Array(Array::Identity)
-        );
+        let elementwise = next.op.is_row_wise();
         if !elementwise {
             return false;
         }

@@ -294,7 +294,7 @@ fn owner_nodes(graph: &Graph, params: &HashSet<String>) -> HashMap<String, Strin
                 .and_then(|i| producer.get(i.as_str()));
             if let Some(prev) = computed {
                 let single_reader = graph.consumers(&prev.outputs[0]).count() == 1;
-                // A scale then its bias (a LayerNorm written out, a layer scale) is one layer.
+                // A scale then its bias (a layer norm written out, a layer scale) is one layer.
                 let scales = matches!(prev.op, Op::Math(Math::Mul))
                     && prev.inputs.iter().any(|i| params.contains(i));
                 if single_reader

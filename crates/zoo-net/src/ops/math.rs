@@ -118,7 +118,7 @@ fn unary<B: Backend>(f: Unary, t: Tensor<B, PADDED>) -> Tensor<B, PADDED> {
     }
 }
 
-/// `x ^ y`. A constant scalar exponent (LayerNorm written out squares with `Pow(x, 2)`) takes
+/// `x ^ y`. A constant scalar exponent (a layer norm written out squares with `Pow(x, 2)`) takes
 /// the scalar power, which is exact for negative bases; other exponents broadcast.
 fn pow<B: Backend>(cx: &Cx<B>) -> Value<B> {
     let scalar = cx

@@ -200,6 +200,14 @@ impl Math {
         }
     }
 
+    /// The binary and variadic ops.
+    pub(crate) fn is_element_wise(&self) -> bool {
+        matches!(
+            self,
+            Math::Add | Math::Sub | Math::Mul | Math::Div | Math::Variadic(_)
+        )
+    }
+
     /// Reduce's axes, and Pow's exponent (a constant 2 or 0.5 in exported LayerNorms, never
     /// a parameter).
     pub(crate) fn is_setting_input(&self, index: usize) -> bool {

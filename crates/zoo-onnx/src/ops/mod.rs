@@ -234,8 +234,21 @@ impl Op {
             Op::Array(op) => op.follows_moved_batch(),
             Op::Math(Math::Reduce { .. } | Math::Variadic(_)) => false,
             Op::Math(_) | Op::Logic(_) | Op::Activation(_) => true,
-            Op::Nn(Nn::MatMul | Nn::Softmax { .. } | Nn::LogSoftmax { .. }) | Op::Einsum(_) => true,
-            Op::Nn(_) | Op::Norm(_) | Op::Repeat(_) => false,
+            Op::Nn(op) => op.follows_moved_batch(),
+            Op::Einsum(_) => true,
+            Op::Norm(_) | Op::Repeat(_) => false,
+        }
+    }
+
+    /// Whether each output element depends only on the elements at the same place in the
+    /// inputs (broadcast) or along one row of them: what may lie between a classifier's head
+    /// and the graph's output (LeViT averages two heads).
+    pub fn is_row_wise(&self) -> bool {
+        match self {
+            Op::Math(op) => op.is_element_wise(),
+            Op::Nn(op) => op.is_row_wise(),
+            Op::Array(op) => *op == Array::Identity,
+            _ => false,
         }
     }
 

@@ -280,6 +280,19 @@ fn pool(a: &Attrs) -> Result<PoolSpec> {
 }
 
 impl Nn {
+    /// MatMul and the softmaxes follow a batch axis moved off axis 0.
+    pub(crate) fn follows_moved_batch(&self) -> bool {
+        matches!(
+            self,
+            Nn::MatMul | Nn::Softmax { .. } | Nn::LogSoftmax { .. }
+        )
+    }
+
+    /// The softmaxes work on one row at a time.
+    pub(crate) fn is_row_wise(&self) -> bool {
+        matches!(self, Nn::Softmax { .. } | Nn::LogSoftmax { .. })
+    }
+
     pub fn onnx_type(&self) -> &'static str {
         match self {
             Nn::Conv(_) => "Conv",

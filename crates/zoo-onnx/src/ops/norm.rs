@@ -144,6 +144,40 @@ pub(crate) fn fuse_written_out(
     }
 }
 
+/// Lookups over the graph's nodes while matching a chain.
+struct Chain<'a> {
+    nodes: &'a [Node],
+    constants: &'a BTreeMap<String, Constant>,
+}
+
+impl Chain<'_> {
+    /// The one node that reads `value`.
+    fn only(&self, value: &str) -> Option<usize> {
+        let mut readers =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].inputs.iter().any(|v| v == value));
+        let first = readers.next()?;
+        readers.next().is_none().then_some(first)
+    }
+
+    fn scalar(&self, name: &str) -> Option<f32> {
+        let c = self.constants.get(name).filter(|c| c.len() == 1)?;
+        c.as_f32().map(|v| v[0])
+    }
+
+    /// Node `i`'s input other than `value`.
+    fn other(&self, i: usize, value: &str) -> Option<String> {
+        self.nodes[i].inputs.iter().find(|v| *v != value).cloned()
+    }
+
+    fn is(&self, i: usize, op: &Math) -> bool {
+        matches!(&self.nodes[i].op, Op::Math(m) if m == op)
+    }
+
+    fn out(&self, i: usize) -> &str {
+        &self.nodes[i].outputs[0]
+    }
+}
+
 /// The fused node and the indices of the nodes it replaces, when node `k` starts the chain.
 fn match_written_out(
     nodes: &[Node],
@@ -151,95 +185,29 @@ fn match_written_out(
     constants: &BTreeMap<String, Constant>,
     rank_of: &dyn Fn(&str) -> Option<usize>,
 ) -> Option<(Node, Vec<usize>)> {
-    let only = |value: &str| -> Option<usize> {
-        let mut readers = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.inputs.iter().any(|i| i == value));
-        let first = readers.next()?.0;
-        readers.next().is_none().then_some(first)
-    };
-    let scalar = |name: &str| {
-        constants
-            .get(name)
-            .filter(|c| c.len() == 1)
-            .and_then(|c| c.as_f32())
-            .map(|v| v[0])
-    };
-    let other = |n: &Node, value: &str| n.inputs.iter().find(|i| *i != value).cloned();
-    let mean = &nodes[k];
-    let Op::Math(Math::Reduce {
-        kind: Reduction::Mean,
-        axes: Some(axes),
-        keepdims: true,
-        ..
-    }) = &mean.op
-    else {
-        return None;
-    };
-    let x = mean.input(0)?.to_string();
-    let rank = rank_of(&x)?;
-    let mut norm: Vec<usize> = axes
-        .iter()
-        .filter_map(|&a| crate::shapes::normalize_axis(a, rank))
-        .collect();
-    norm.sort_unstable();
-    let axis = rank.checked_sub(norm.len())?;
-    if norm != (axis..rank).collect::<Vec<_>>() || axis == 0 {
-        return None;
-    }
-    let sub = only(&mean.outputs[0])?;
-    let (sub_node, d) = (&nodes[sub], nodes[sub].outputs[0].clone());
-    if !matches!(sub_node.op, Op::Math(Math::Sub))
-        || sub_node.inputs != [x.clone(), mean.outputs[0].clone()]
-    {
-        return None;
-    }
-    let readers: Vec<usize> = (0..nodes.len())
-        .filter(|&i| nodes[i].inputs.contains(&d))
-        .collect();
-    let [a, b] = readers[..] else { return None };
-    let (pow, div) = if matches!(nodes[a].op, Op::Math(Math::Pow)) {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    if !matches!(nodes[pow].op, Op::Math(Math::Pow)) || scalar(nodes[pow].input(1)?) != Some(2.0) {
-        return None;
-    }
-    let var = only(&nodes[pow].outputs[0])?;
-    if nodes[var].op != mean.op {
-        return None;
-    }
-    let add = only(&nodes[var].outputs[0])?;
-    let epsilon = scalar(&other(&nodes[add], &nodes[var].outputs[0])?)?;
-    let sqrt = only(&nodes[add].outputs[0])?;
-    let is_sqrt = matches!(
-        nodes[sqrt].op,
-        Op::Math(crate::ops::Math::Unary(crate::ops::Unary::Sqrt))
-    );
-    let divides = matches!(nodes[div].op, Op::Math(Math::Div))
-        && nodes[div].inputs == [d.clone(), nodes[sqrt].outputs[0].clone()];
-    if !matches!(nodes[add].op, Op::Math(Math::Add))
-        || !is_sqrt
-        || !divides
-        || only(&nodes[sqrt].outputs[0]) != Some(div)
-    {
-        return None;
-    }
-    // The affine part: a scale, then a bias (both constants over the normalised axes).
-    let scale_at =
-        only(&nodes[div].outputs[0]).filter(|&i| matches!(nodes[i].op, Op::Math(Math::Mul)))?;
-    let scale =
-        other(&nodes[scale_at], &nodes[div].outputs[0]).filter(|s| constants.contains_key(s))?;
+    let chain = Chain { nodes, constants };
+    let x = nodes[k].input(0)?.to_string();
+    let axis = trailing_axis(&nodes[k].op, rank_of(&x)?)?;
+    let (mut matched, epsilon) = normalisation(&chain, k, &x)?;
+    // The affine part: a scale, then a bias (constants over the normalised axes).
+    let div = *matched.last().expect("matched nodes");
+    let scale_at = chain
+        .only(chain.out(div))
+        .filter(|&i| chain.is(i, &Math::Mul))?;
+    let scale = chain
+        .other(scale_at, chain.out(div))
+        .filter(|s| constants.contains_key(s))?;
     let mut inputs = vec![x, scale];
-    let mut matched = vec![k, sub, pow, var, add, sqrt, div, scale_at];
-    let mut out = nodes[scale_at].outputs[0].clone();
-    if let Some(bias_at) = only(&out).filter(|&i| matches!(nodes[i].op, Op::Math(Math::Add))) {
-        if let Some(bias) = other(&nodes[bias_at], &out).filter(|b| constants.contains_key(b)) {
+    matched.push(scale_at);
+    let mut out = chain.out(scale_at).to_string();
+    if let Some(bias_at) = chain.only(&out).filter(|&i| chain.is(i, &Math::Add)) {
+        if let Some(bias) = chain
+            .other(bias_at, &out)
+            .filter(|b| constants.contains_key(b))
+        {
             inputs.push(bias);
             matched.push(bias_at);
-            out = nodes[bias_at].outputs[0].clone();
+            out = chain.out(bias_at).to_string();
         }
     }
     let fused = Node {
@@ -253,4 +221,58 @@ fn match_written_out(
         outputs: vec![out],
     };
     Some((fused, matched))
+}
+
+/// The first normalised axis when `op` is a mean over trailing axes (never the batch's).
+fn trailing_axis(op: &Op, rank: usize) -> Option<usize> {
+    let Op::Math(Math::Reduce {
+        kind: Reduction::Mean,
+        axes: Some(axes),
+        keepdims: true,
+        ..
+    }) = op
+    else {
+        return None;
+    };
+    let mut norm: Vec<usize> = axes
+        .iter()
+        .filter_map(|&a| crate::shapes::normalize_axis(a, rank))
+        .collect();
+    norm.sort_unstable();
+    let axis = rank.checked_sub(norm.len())?;
+    (norm == (axis..rank).collect::<Vec<_>>() && axis > 0).then_some(axis)
+}
+
+/// `d = x - mean; d / Sqrt(mean(Pow(d, 2)) + eps)` from the mean at `k`: the nodes in order
+/// (the Div last) and eps.
+fn normalisation(chain: &Chain, k: usize, x: &str) -> Option<(Vec<usize>, f32)> {
+    let mean = chain.out(k);
+    let sub = chain.only(mean)?;
+    if !chain.is(sub, &Math::Sub) || chain.nodes[sub].inputs != [x, mean] {
+        return None;
+    }
+    let d = chain.out(sub);
+    let readers: Vec<usize> = (0..chain.nodes.len())
+        .filter(|&i| chain.nodes[i].inputs.iter().any(|v| v == d))
+        .collect();
+    let [a, b] = readers[..] else { return None };
+    let (pow, div) = if chain.is(a, &Math::Pow) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    if !chain.is(pow, &Math::Pow) || chain.scalar(chain.nodes[pow].input(1)?) != Some(2.0) {
+        return None;
+    }
+    let var = chain.only(chain.out(pow))?;
+    let add = chain.only(chain.out(var))?;
+    let sqrt = chain.only(chain.out(add))?;
+    let epsilon = chain.scalar(&chain.other(add, chain.out(var))?)?;
+    let shaped = chain.nodes[var].op == chain.nodes[k].op
+        && chain.is(add, &Math::Add)
+        && chain.is(sqrt, &Math::Unary(super::Unary::Sqrt))
+        && chain.is(div, &Math::Div)
+        && chain.nodes[div].inputs == [d, chain.out(sqrt)]
+        && chain.only(chain.out(sqrt)) == Some(div);
+    shaped.then(|| (vec![k, sub, pow, var, add, sqrt, div], epsilon))
 }
