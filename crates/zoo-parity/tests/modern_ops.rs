@@ -9,6 +9,17 @@ use zoo_onnx::OnnxModel;
 
 use support::{assert_parity, finish, input, weights};
 
+/// Gives an initializer the builder wrote as a vector its N-D shape.
+fn reshape_initializer(model: &mut zoo_onnx::pb::ModelProto, name: &str, dims: &[i64]) {
+    let graph = model.graph.as_mut().unwrap();
+    let t = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == name)
+        .unwrap();
+    t.dims = dims.to_vec();
+}
+
 fn ints(v: &[i64]) -> Attr {
     Attr::Ints(v.to_vec())
 }
@@ -199,21 +210,14 @@ fn gather_of_a_table_by_a_constant_2d_index() {
     b.node(
         "gather",
         "Gather",
-        &["table", "idx2"],
+        &["table", "idx"],
         &["g"],
         vec![("axis", Attr::Int(1))],
     );
     b.node("add", "Add", &["x", "g"], &["out"], vec![]);
     let mut model = finish(&mut b, "out", 13);
     // The index as a 3x3 table.
-    let graph = model.graph.as_mut().unwrap();
-    let idx = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "idx")
-        .unwrap();
-    idx.name = "idx2".into();
-    idx.dims = vec![3, 3];
+    reshape_initializer(&mut model, "idx", &[3, 3]);
     assert_parity(&model, 2);
 }
 
@@ -374,20 +378,13 @@ fn scatter_nd_of_known_values_folds_and_on_data_is_refused() {
     b.node(
         "scatter",
         "ScatterND",
-        &["z", "idx2", "upd"],
+        &["z", "idx", "upd"],
         &["mask"],
         vec![],
     );
     b.node("add", "Add", &["x", "mask"], &["out"], vec![]);
     let mut model = finish(&mut b, "out", 13);
-    let graph = model.graph.as_mut().unwrap();
-    let idx = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "idx")
-        .unwrap();
-    idx.name = "idx2".into();
-    idx.dims = vec![2, 2];
+    reshape_initializer(&mut model, "idx", &[2, 2]);
     assert_parity(&model, 2);
     // The same scatter into the image itself.
     let graph = model.graph.as_mut().unwrap();
@@ -399,4 +396,99 @@ fn scatter_nd_of_known_values_folds_and_on_data_is_refused() {
         e.contains("ScatterND") && e.contains("known at import"),
         "{e}"
     );
+}
+
+fn resize_model(
+    attrs: Vec<(&str, Attr)>,
+    scales: Option<[f32; 4]>,
+    sizes: Option<[i64; 4]>,
+    opset: i64,
+) -> zoo_onnx::pb::ModelProto {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 5, 6]);
+    let mut inputs = vec!["x", "", "", ""];
+    if opset >= 11 {
+        b.init_f32("roi", &[0], vec![]);
+        inputs[1] = "roi";
+    }
+    if let Some(s) = scales {
+        b.init_f32("scales", &[4], s.to_vec());
+        inputs[if opset >= 11 { 2 } else { 1 }] = "scales";
+    }
+    if let Some(s) = sizes {
+        b.init_f32("scales", &[0], vec![]);
+        inputs[2] = "scales";
+        b.init_i64("sizes", &s);
+        inputs[3] = "sizes";
+    }
+    while inputs.last() == Some(&"") {
+        inputs.pop();
+    }
+    b.node("resize", "Resize", &inputs, &["r"], attrs);
+    finish(&mut b, "r", opset)
+}
+
+#[test]
+fn resize_nearest_linear_and_cubic_in_the_coordinate_modes_exporters_write() {
+    let mode = |m: &'static str, c: &'static str| {
+        vec![
+            ("mode", Attr::Str(m)),
+            ("coordinate_transformation_mode", Attr::Str(c)),
+        ]
+    };
+    // torch's F.interpolate(scale_factor=2, mode="nearest") at opset 11+ and 10.
+    let mut nearest = mode("nearest", "asymmetric");
+    nearest.push(("nearest_mode", Attr::Str("floor")));
+    assert_parity(
+        &resize_model(nearest, Some([1.0, 1.0, 2.0, 2.0]), None, 13),
+        2,
+    );
+    assert_parity(
+        &resize_model(vec![], Some([1.0, 1.0, 2.0, 3.0]), None, 10),
+        2,
+    );
+    // Bilinear, align_corners False and True, to given sizes and by a fractional scale.
+    let sizes = Some([1, 2, 7, 9]);
+    assert_parity(
+        &resize_model(mode("linear", "pytorch_half_pixel"), None, sizes, 13),
+        2,
+    );
+    assert_parity(
+        &resize_model(mode("linear", "align_corners"), None, sizes, 13),
+        2,
+    );
+    assert_parity(
+        &resize_model(
+            mode("linear", "half_pixel"),
+            Some([1.0, 1.0, 0.5, 1.5]),
+            None,
+            19,
+        ),
+        2,
+    );
+    // Bicubic as torch writes it (a = -0.75).
+    let mut cubic = mode("cubic", "pytorch_half_pixel");
+    cubic.push(("cubic_coeff_a", Attr::Float(-0.75)));
+    assert_parity(&resize_model(cubic, None, sizes, 13), 2);
+}
+
+/// tract has no Upsample (deprecated at opset 10): checked against nearest neighbours by hand.
+#[test]
+fn upsample_of_opset_9() {
+    let mut b = GraphBuilder::default();
+    input(&mut b, [2, 3, 4]);
+    b.init_f32("scales", &[4], vec![1.0, 1.0, 2.0, 2.0]);
+    let nearest = vec![("mode", Attr::Str("nearest"))];
+    b.node("up", "Upsample", &["x", "scales"], &["u"], nearest);
+    let model = finish(&mut b, "u", 9);
+    let onnx = OnnxModel::from_bytes(prost::Message::encode_to_vec(&model)).unwrap();
+    let device = Default::default();
+    let net = zoo_net::Network::<burn::backend::Flex>::from_model(onnx, &device);
+    let x = SeededRng::new(3).values(2 * 3 * 4, 1.0);
+    let y = zoo_parity::run_network(&net, &x, 1, "y", &device).unwrap();
+    assert_eq!(y[0].len(), 2 * 6 * 8);
+    for (k, v) in y[0].iter().enumerate() {
+        let (c, i, j) = (k / 48, k % 48 / 8, k % 8);
+        assert_eq!(*v, x[c * 12 + (i / 2) * 4 + j / 2], "output {k}");
+    }
 }

@@ -10,6 +10,7 @@ mod math;
 pub(crate) mod nn;
 mod norm;
 mod repeat;
+mod resize;
 
 use std::collections::HashMap;
 
@@ -95,6 +96,7 @@ pub(crate) fn run<B: Backend>(cx: &Cx<B>) -> Vec<Value<B>> {
         Op::Norm(op) => vec![norm::run(op, cx)],
         Op::Repeat(op) => vec![repeat::run(op, cx)],
         Op::Einsum(op) => vec![einsum::run(op, cx)],
+        Op::Resize(op) => vec![resize::run(op, cx)],
     }
 }
 

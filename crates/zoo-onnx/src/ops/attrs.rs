@@ -67,6 +67,14 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(a) if Self::is(a, AttributeType::Floats) => Ok(Some(a.floats.clone())),
+            Some(_) => Err(self.err(format!("attribute `{name}` must be a list of floats"))),
+        }
+    }
+
     pub fn string(&self, name: &str) -> Result<Option<String>> {
         match self.get(name) {
             None => Ok(None),

@@ -18,6 +18,7 @@ pub mod math;
 pub mod nn;
 pub mod norm;
 pub mod repeat;
+pub mod resize;
 
 use std::sync::{Arc, LazyLock};
 
@@ -37,6 +38,7 @@ pub use math::{Math, Reduction, Unary, Variadic};
 pub use nn::{ConvSpec, Nn, Padding, PoolSpec};
 pub use norm::Norm;
 pub use repeat::Repeat;
+pub use resize::Resize;
 
 /// A run-time operator: what the executor sees. Import-only ops ([`Import`]) are folded away
 /// before one exists, and settings given as inputs are baked into plain fields.
@@ -50,6 +52,7 @@ pub enum Op {
     Norm(Norm),
     Repeat(Repeat),
     Einsum(Einsum),
+    Resize(Resize),
 }
 
 /// What parsing one node gives.
@@ -125,9 +128,10 @@ impl OpDef {
 }
 
 /// Every family's rows.
-const FAMILIES: [&[OpDef]; 9] = [
+const FAMILIES: [&[OpDef]; 10] = [
     nn::OPS,
     einsum::OPS,
+    resize::OPS,
     norm::OPS,
     math::OPS,
     logic::OPS,
@@ -191,6 +195,7 @@ impl Op {
             Op::Norm(op) => op.onnx_type(),
             Op::Repeat(op) => op.onnx_type(),
             Op::Einsum(_) => "Einsum",
+            Op::Resize(op) => op.onnx_type(),
         }
     }
 
@@ -205,6 +210,8 @@ impl Op {
             Op::Logic(op) => op.is_setting_input(index),
             Op::Repeat(op) => op.is_setting_input(index),
             Op::Norm(_) | Op::Einsum(_) => false,
+            // roi, scales, sizes
+            Op::Resize(_) => index >= 1,
         }
     }
 
@@ -217,7 +224,7 @@ impl Op {
             Op::Repeat(op) => op.is_shape_arithmetic(),
             Op::Activation(op) => op.is_shape_arithmetic(),
             Op::Logic(_) => true,
-            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) => false,
+            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) | Op::Resize(_) => false,
         }
     }
 
@@ -236,7 +243,7 @@ impl Op {
             Op::Math(_) | Op::Logic(_) | Op::Activation(_) => true,
             Op::Nn(op) => op.follows_moved_batch(),
             Op::Einsum(_) => true,
-            Op::Norm(_) | Op::Repeat(_) => false,
+            Op::Norm(_) | Op::Repeat(_) | Op::Resize(_) => false,
         }
     }
 
@@ -262,6 +269,7 @@ impl Op {
             Op::Norm(op) => op.infer(cx)?,
             Op::Repeat(op) => op.infer(cx)?,
             Op::Einsum(op) => op.infer(cx)?,
+            Op::Resize(op) => op.infer(cx)?,
             // Split has several outputs.
             Op::Array(op) => return op.infer(cx),
         };
@@ -281,7 +289,7 @@ impl Op {
             Op::Logic(op) => op.evaluate(node, &input),
             Op::Repeat(op) => op.evaluate(node, &input),
             Op::Activation(op) => op.evaluate(node, &input),
-            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) => None,
+            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) | Op::Resize(_) => None,
         };
         out.unwrap_or_else(|| {
             Err(node_err(node)(format!(
