@@ -1,13 +1,16 @@
 //! The modern model cards on their stand-ins (tests/fixtures/modern/cards: each card's timm
 //! architecture, depth and input size at the smallest widths, exported model-zoo style with
 //! batch 1 baked in): freeze plans and heads resolve to real layers, and a stand-in finetunes
-//! at batch 8 (head only and every layer), exports with a dynamic batch and passes parity.
+//! at batch 8 (head only and every layer), exports with a dynamic batch and passes parity, and
+//! fetches from the loopback Hub at the card's own path.
 
 mod common;
+mod hub_server;
 
 use std::path::PathBuf;
 
 use common::{write_images, zoo, TempDir};
+use hub_server::{HubServer, Mode};
 
 const STAND_INS: [&str; 6] = [
     "vit-tiny",
@@ -143,4 +146,96 @@ fn stand_ins_finetune_at_batch_8_and_export_with_parity() {
         finetune_and_export(card, &[]);
     }
     finetune_and_export("deit-tiny", &["--unfreeze-all"]);
+}
+
+/// A card of the stand-in: the built-in card with the stand-in's checksum and size, its ten
+/// classes inline, saved as a user card (so the Hub path is the real card's).
+fn stand_in_card(card: &str, home: &std::path::Path) -> (String, Vec<u8>, String) {
+    let bytes = std::fs::read(stand_in(card)).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../zoo/{card}.toml")),
+    )
+    .unwrap();
+    let source = text
+        .split("[[variants]]")
+        .next()
+        .unwrap()
+        .split("[source]")
+        .nth(1)
+        .unwrap();
+    let path = source
+        .lines()
+        .find_map(|l| l.strip_prefix("path = "))
+        .unwrap()
+        .trim_matches('"');
+    let old_sha = source
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = "))
+        .unwrap();
+    let old_size = source
+        .lines()
+        .find_map(|l| l.strip_prefix("size = "))
+        .unwrap();
+    let names: Vec<String> = (0..10).map(|i| format!("\"class{i}\"")).collect();
+    let labels = format!(
+        "[labels]\nformat = \"inline\"\ncount = 10\nnames = [{}]\n\n",
+        names.join(", ")
+    );
+    let name = format!("{card}-standin");
+    let mut card_text = text
+        .replacen(
+            &format!("name = \"{card}\""),
+            &format!("name = \"{name}\""),
+            1,
+        )
+        .replacen(old_sha, &format!("\"{sha}\""), 1)
+        .replacen(
+            &format!("size = {old_size}"),
+            &format!("size = {}", bytes.len()),
+            1,
+        );
+    let (before, after) = card_text.split_once("[labels]").unwrap();
+    let after = after.split_once("[finetune]").unwrap().1;
+    card_text = format!("{before}{labels}[finetune]{after}");
+    let dir = home.join("zoo-home/cards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), card_text).unwrap();
+    (name, bytes, format!("{path}|{sha}"))
+}
+
+#[test]
+fn stand_ins_fetch_from_the_loopback_hub_at_the_cards_paths() {
+    let server = HubServer::start(Mode::Normal);
+    let t = TempDir::new("modern-fetch");
+    for card in STAND_INS {
+        let (name, bytes, at) = stand_in_card(card, t.path());
+        let (path, sha) = at.split_once('|').unwrap();
+        assert!(path.starts_with("Computer_Vision/"), "{path}");
+        server.add("onnxmodelzoo/legacy_models", path, bytes, sha);
+        let endpoint = server.endpoint();
+        // tract cannot run LeViT (its stepped slices), so its import check is left out.
+        let mut args = vec!["fetch", name.as_str(), "--endpoint", endpoint.as_str()];
+        if card == "levit-128s" {
+            args.push("--no-check");
+        }
+        let run = zoo(&args, t.path());
+        assert_eq!(run.code, 0, "{card}: {}", run.stderr);
+        assert!(run.stdout.trim().ends_with(".onnx"), "{}", run.stdout);
+        let inspect = zoo(&["inspect", name.as_str(), "--json"], t.path());
+        assert_eq!(inspect.code, 0, "{card}: {}", inspect.stderr);
+        assert_eq!(inspect.json()["profile"]["head"], server_head(card));
+    }
+}
+
+fn server_head(card: &str) -> &'static str {
+    match card {
+        "vit-tiny" | "deit-tiny" => "head",
+        "effnetv2-b0" => "classifier",
+        "levit-128s" => "head.linear",
+        _ => "head.fc",
+    }
 }
