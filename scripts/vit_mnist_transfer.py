@@ -12,7 +12,9 @@
    the same file, the same images and the same recipe.
 3. Prints both best validation accuracies per mode and their difference.
 
-usage: vit_mnist_transfer.py MNIST_DIR OUT_DIR --zoo PATH_TO_ZOO [--threads 2]
+usage: vit_mnist_transfer.py MNIST_DIR OUT_DIR --zoo PATH_TO_ZOO [--seeds 0,1,2] [--threads 2]
+The finetuning runs once per seed on both sides (PyTorch's head init and shuffling, zoo's
+`--seed`); the pretrained model is the same for all.
 Needs torch, timm, onnx (the PyTorch side only).
 """
 import argparse
@@ -78,8 +80,8 @@ def pretrain(x, y):
     return model
 
 
-def finetune(state, train, val, every_layer):
-    torch.manual_seed(0)
+def finetune(state, train, val, every_layer, seed):
+    torch.manual_seed(seed)
     model = vit(5)
     model.load_state_dict(state)
     model.reset_classifier(5)
@@ -100,12 +102,12 @@ def finetune(state, train, val, every_layer):
     return best
 
 
-def zoo_finetune(zoo, model, out, every_layer):
+def zoo_finetune(zoo, model, out, every_layer, seed):
     args = [zoo, "finetune", str(model), "--data", f"{out}/train59-images-idx3-ubyte.gz",
             "--val-data", f"{out}/val59-images-idx3-ubyte.gz", "--classes", "5",
             "--epochs", str(EPOCHS), "--lr", str(LR), "--head-lr-factor", "1",
             "--momentum", str(MOMENTUM), "--weight-decay", str(WD), "--batch-size", str(BATCH),
-            "--out", f"{out}/zoo-{'all' if every_layer else 'head'}"]
+            "--seed", str(seed), "--out", f"{out}/zoo-{'all' if every_layer else 'head'}-{seed}"]
     if every_layer:
         args.append("--unfreeze-all")
     run = subprocess.run(args, capture_output=True, text=True)
@@ -121,6 +123,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--zoo", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", default="0")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -146,14 +149,19 @@ def main():
     val = tensors(images[val_idx], labels[val_idx], 5)
 
     state = model.state_dict()
-    print("| mode | PyTorch best val acc | zoo best val acc | zoo - PyTorch |")
-    print("|---|---|---|---|")
+    seeds = [int(v) for v in a.seeds.split(",")]
+    print("| mode | seed | PyTorch best val acc | zoo best val acc | zoo - PyTorch |")
+    print("|---|---|---|---|---|")
     for every_layer in (False, True):
-        torch_acc = finetune(state, train, val, every_layer)
-        zoo_acc = zoo_finetune(a.zoo, onnx_path, out, every_layer)
         mode = "every layer" if every_layer else "head only"
-        print(f"| {mode} | {100 * torch_acc:.2f}% | {100 * zoo_acc:.2f}% | "
-              f"{100 * (zoo_acc - torch_acc):+.2f} points |")
+        gaps = []
+        for seed in seeds:
+            torch_acc = finetune(state, train, val, every_layer, seed)
+            zoo_acc = zoo_finetune(a.zoo, onnx_path, out, every_layer, seed)
+            gaps.append(zoo_acc - torch_acc)
+            print(f"| {mode} | {seed} | {100 * torch_acc:.2f}% | {100 * zoo_acc:.2f}% | "
+                  f"{100 * (zoo_acc - torch_acc):+.2f} points |", flush=True)
+        print(f"| {mode} | mean | | | {100 * sum(gaps) / len(gaps):+.2f} points |", flush=True)
 
 
 if __name__ == "__main__":
