@@ -19,6 +19,7 @@ Needs torch, timm, onnx (the PyTorch side only).
 """
 import argparse
 import gzip
+import importlib.util
 import re
 import struct
 import subprocess
@@ -31,13 +32,11 @@ from torch import nn
 
 EPOCHS, LR, MOMENTUM, WD, BATCH = 10, 0.01, 0.9, 1e-4, 32
 
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+# The IDX reader of the LeNet reference script.
+_spec = importlib.util.spec_from_file_location("torch_lenet_train", Path(__file__).with_name("torch_lenet_train.py"))
+_lenet = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_lenet)
+idx = _lenet.idx
 
 
 def write_idx(prefix, images, labels):

@@ -57,14 +57,15 @@ pub fn replace_head(
         ));
     }
     let graph = &mut model.graph;
-    let (mine, node) = head_node(graph, layer)?;
+    let assignments = assign_layers(graph);
+    let (mine, node) = head_node(graph, &assignments, layer)?;
     let out_dims = graph
         .shapes
         .of(&node.outputs[0])
         .map(<[usize]>::to_vec)
         .unwrap_or_default();
     let (_, old) = class_axis(&node, &out_dims, layer)?;
-    let twins = twin_heads(graph, layer, &node, old);
+    let twins = twin_heads(graph, &assignments, layer, &node, old);
     let mut change = HeadChange {
         layer: layer.to_string(),
         old_outputs: old,
@@ -138,6 +139,7 @@ fn resize_layer(
 /// `head`): they are replaced with it, or the two would no longer add up.
 fn twin_heads(
     graph: &zoo_onnx::Graph,
+    assignments: &[Assignment],
     head: &str,
     node: &Node,
     classes: usize,
@@ -145,9 +147,8 @@ fn twin_heads(
     if !reaches_output_elementwise(graph, &node.outputs[0]) {
         return Vec::new();
     }
-    let assignments = assign_layers(graph);
     let mut twins: Vec<(String, Vec<Assignment>, Node)> = Vec::new();
-    for a in &assignments {
+    for a in assignments {
         if a.layer == head || twins.iter().any(|(l, _, _)| *l == a.layer) {
             continue;
         }
@@ -192,8 +193,11 @@ fn reaches_output_elementwise(graph: &zoo_onnx::Graph, value: &str) -> bool {
 }
 
 /// The head layer's parameter assignments and the node that owns them.
-fn head_node(graph: &zoo_onnx::Graph, layer: &str) -> Result<(Vec<Assignment>, Node), NetError> {
-    let assignments = assign_layers(graph);
+fn head_node(
+    graph: &zoo_onnx::Graph,
+    assignments: &[Assignment],
+    layer: &str,
+) -> Result<(Vec<Assignment>, Node), NetError> {
     let mine: Vec<_> = assignments
         .iter()
         .filter(|a| a.layer == layer)

@@ -28,20 +28,8 @@ pub(crate) fn interface(
         .cloned()
         .collect();
     let input = image_input(&inputs, constants)?;
-    let output = match graph.output.as_slice() {
-        [one] => value_spec(one)?,
-        [] => return Err(OnnxError::BadInterface("the graph has no output".into())),
-        many => {
-            return Err(OnnxError::BadInterface(format!(
-                "the graph has {} outputs ({}); zoo imports classifiers with one output",
-                many.len(),
-                many.iter()
-                    .map(|o| o.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    };
+    let outputs: Vec<&ValueInfoProto> = graph.output.iter().collect();
+    let output = value_spec(exactly_one(&outputs, "output", "with one output")?)?;
     Ok((input, output))
 }
 
@@ -84,20 +72,7 @@ pub(crate) fn image_input(
         .iter()
         .filter(|i| !constants.contains_key(&i.name))
         .collect();
-    let one = match real.as_slice() {
-        [one] => *one,
-        [] => return Err(OnnxError::BadInterface("the graph has no input".into())),
-        many => {
-            return Err(OnnxError::BadInterface(format!(
-                "the graph has {} inputs ({}); zoo imports classifiers with one image input",
-                many.len(),
-                many.iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    };
+    let one = exactly_one(&real, "input", "with one image input")?;
     let spec = value_spec(one)?;
     if spec.dims.len() != 4 || spec.dims[1..].iter().any(Option::is_none) {
         return Err(OnnxError::BadInterface(format!(
@@ -107,6 +82,26 @@ pub(crate) fn image_input(
         )));
     }
     Ok(spec)
+}
+
+/// The one value of a graph's inputs or outputs; none or several is an error naming them.
+fn exactly_one<'a>(
+    values: &[&'a ValueInfoProto],
+    what: &str,
+    wanted: &str,
+) -> Result<&'a ValueInfoProto> {
+    match values {
+        [one] => Ok(one),
+        [] => Err(OnnxError::BadInterface(format!("the graph has no {what}"))),
+        many => Err(OnnxError::BadInterface(format!(
+            "the graph has {} {what}s ({}); zoo imports classifiers {wanted}",
+            many.len(),
+            many.iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 pub fn format_dims(dims: &[Option<usize>]) -> String {

@@ -363,7 +363,7 @@ fn einsum_equations_out_of_reach_are_refused_clearly() {
         .unwrap_err()
         .contains("ellipses"));
     let e = Einsum::parse("bij, bjk -> bik").unwrap();
-    assert_eq!(e.plan().unwrap().contracted, vec!['j']);
+    assert_eq!(e.labels.contracted, vec!['j']);
 }
 
 /// torchvision's Swin writes its shift mask with ScatterND: computed at import. On a

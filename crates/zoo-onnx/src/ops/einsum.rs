@@ -13,6 +13,8 @@ pub struct Einsum {
     pub a: Vec<char>,
     pub b: Vec<char>,
     pub out: Vec<char>,
+    /// The labels sorted by kind, once at import (the executor reads them every run).
+    pub labels: Labels,
 }
 
 pub(crate) const OPS: &[OpDef] = &[OpDef::new("Einsum", parse).since(12)];
@@ -26,7 +28,7 @@ fn parse(a: &Attrs, _: i64) -> Result<Parsed> {
 
 /// The labels of each kind, in the order the product uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
+pub struct Labels {
     pub batch: Vec<char>,
     pub free_a: Vec<char>,
     pub free_b: Vec<char>,
@@ -60,49 +62,9 @@ impl Einsum {
             }
             Ok(v)
         };
-        let e = Einsum {
-            a: labels(a)?,
-            b: labels(b)?,
-            out: labels(out)?,
-        };
-        e.plan()?;
-        Ok(e)
-    }
-
-    /// Sorts the labels by kind; a label summed within one operand is refused.
-    pub fn plan(&self) -> std::result::Result<Plan, String> {
-        let (a, b, out) = (&self.a, &self.b, &self.out);
-        if let Some(l) = out.iter().find(|l| !a.contains(l) && !b.contains(l)) {
-            return Err(format!("output label `{l}` is in no operand"));
-        }
-        let kept_or_contracted = |l: &&char| out.contains(l) || (a.contains(l) && b.contains(l));
-        if let Some(l) = a.iter().chain(b).find(|l| !kept_or_contracted(l)) {
-            return Err(format!(
-                "label `{l}` is summed within one operand (not supported)"
-            ));
-        }
-        Ok(Plan {
-            batch: out
-                .iter()
-                .filter(|l| a.contains(l) && b.contains(l))
-                .copied()
-                .collect(),
-            free_a: out
-                .iter()
-                .filter(|l| a.contains(l) && !b.contains(l))
-                .copied()
-                .collect(),
-            free_b: out
-                .iter()
-                .filter(|l| b.contains(l) && !a.contains(l))
-                .copied()
-                .collect(),
-            contracted: a
-                .iter()
-                .filter(|l| b.contains(l) && !out.contains(l))
-                .copied()
-                .collect(),
-        })
+        let (a, b, out) = (labels(a)?, labels(b)?, labels(out)?);
+        let labels = sort_labels(&a, &b, &out)?;
+        Ok(Einsum { a, b, out, labels })
     }
 
     /// The size of every label, checked to agree between the operands.
@@ -165,4 +127,39 @@ impl Einsum {
         }
         Ok(self.out.iter().map(size).collect())
     }
+}
+
+/// Sorts the labels by kind; a label summed within one operand is refused.
+fn sort_labels(a: &[char], b: &[char], out: &[char]) -> std::result::Result<Labels, String> {
+    if let Some(l) = out.iter().find(|l| !a.contains(l) && !b.contains(l)) {
+        return Err(format!("output label `{l}` is in no operand"));
+    }
+    let kept_or_contracted = |l: &&char| out.contains(l) || (a.contains(l) && b.contains(l));
+    if let Some(l) = a.iter().chain(b).find(|l| !kept_or_contracted(l)) {
+        return Err(format!(
+            "label `{l}` is summed within one operand (not supported)"
+        ));
+    }
+    Ok(Labels {
+        batch: out
+            .iter()
+            .filter(|l| a.contains(l) && b.contains(l))
+            .copied()
+            .collect(),
+        free_a: out
+            .iter()
+            .filter(|l| a.contains(l) && !b.contains(l))
+            .copied()
+            .collect(),
+        free_b: out
+            .iter()
+            .filter(|l| b.contains(l) && !a.contains(l))
+            .copied()
+            .collect(),
+        contracted: a
+            .iter()
+            .filter(|l| b.contains(l) && !out.contains(l))
+            .copied()
+            .collect(),
+    })
 }
