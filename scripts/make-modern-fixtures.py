@@ -11,7 +11,9 @@ blocks, random weights, eval mode. Styles:
 - `zoo16`, `zoo17`: exactly as the ONNX Model Zoo's `Computer_Vision/` files were made
   (input `x`, batch fixed at 1, constant folding, no output names);
 - `dynamo18`: the default exporter of torch 2.9+ (`dynamo=True`), dynamic batch, weights kept
-  inside the file.
+  inside the file; `dynamo18x` (torchvision ViT only): the same with the exporter's default
+  of weights in `<file>.onnx.data` beside it; `dynamo23` (ViTs only): opset 23, attention
+  as one `Attention` node.
 
 Files go to tests/fixtures/modern/<family>-<style>.onnx; tests run every file found there.
 `<family>.expected.json` holds PyTorch's logits for two images given by a formula both sides
@@ -72,7 +74,19 @@ def effnetv2():
         bn_eps=1e-3, pad_type="same", num_classes=CLASSES), 48
 
 
-FAMILIES = {f.__name__: f for f in [vit, deit, beit, convnext, swin, levit, effnetv2]}
+def vittv():
+    # torchvision's ViT: nn.MultiheadAttention runs sequence-first inside, so the batch sits
+    # in the middle of axes ([L, B * heads, d], [L * B, C]) between its reshapes.
+    from torchvision.models import VisionTransformer
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
+                             hidden_dim=16, mlp_dim=32, num_classes=CLASSES), 32
+
+
+FAMILIES = {f.__name__: f for f in [vit, deit, beit, convnext, swin, levit, effnetv2, vittv]}
+# Also written as the dynamo exporter's default: weights in `<file>.onnx.data` beside it.
+EXTERNAL_DATA = {"vittv"}
+# Also written at opset 23, where `scaled_dot_product_attention` becomes one Attention node.
+ATTENTION = {"vit", "vittv"}
 
 # Stand-ins of model cards: the card's architecture, depth and input size (so its freeze plan
 # and head resolve to real layers), at the smallest widths; model-zoo style, opset 17.
@@ -115,9 +129,9 @@ def export(model, size, path, style):
         # Traced at batch 2: torch.export specialises a dim it sees as 1.
         x = torch.randn(2, 3, size, size)
         batch = torch.export.Dim("N", max=1024)
-        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=18,
+        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=int(style[6:8]),
                           input_names=["input"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: batch}}, external_data=False)
+                          dynamic_shapes={"x": {0: batch}}, external_data=style == "dynamo18x")
 
 
 def randomize(model):
@@ -156,7 +170,10 @@ def main():
             logits = model(probe_images(size))
         expected = {"size": size, "logits": logits.tolist()}
         (OUT / f"{name}.expected.json").write_text(json.dumps(expected) + "\n")
-        for style in ["ts14", "ts17", "zoo16", "zoo17", "dynamo18"]:
+        styles = ["ts14", "ts17", "zoo16", "zoo17", "dynamo18"]
+        styles += ["dynamo18x"] if name in EXTERNAL_DATA else []
+        styles += ["dynamo23"] if name in ATTENTION else []
+        for style in styles:
             path = OUT / f"{name}-{style}.onnx"
             try:
                 export(model, size, str(path), style)

@@ -15,9 +15,13 @@ pub struct LayerRow {
     pub name: String,
     pub node: String,
     pub op: String,
-    /// Shape at batch 1; `batched` says whether axis 0 is the batch axis.
+    /// Shape at the declared batch; `batched` says whether it carries the batch, on axis
+    /// `batch_axis`, where `batch_outer` values of another axis come before it (1 when the
+    /// batch leads that axis: `[B * windows, ...]`).
     pub output_shape: Vec<usize>,
     pub batched: bool,
+    pub batch_axis: usize,
+    pub batch_outer: usize,
     pub params: usize,
     pub trainable: bool,
 }
@@ -78,10 +82,12 @@ fn op_table(counts: BTreeMap<String, usize>) -> Vec<OpSupport> {
 /// Inspects a file. An import failure still yields the op-support table (from the raw
 /// protobuf) plus the error, so users see exactly which op blocks them.
 pub fn inspect(path: &Path, hints: &crate::profile::ModelHints) -> anyhow::Result<InspectReport> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let raw = zoo_onnx::decode_proto(bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid ONNX file: {e}", path.display()))?;
+    let raw = zoo_onnx::read_model(path).map_err(|e| match e {
+        zoo_onnx::OnnxError::Decode(why) => {
+            anyhow::anyhow!("{} is not a valid ONNX file: {why}", path.display())
+        }
+        other => other.into(),
+    })?;
     let mut counts = BTreeMap::new();
     for node in raw.graph.iter().flat_map(|g| &g.node) {
         *counts.entry(node.op_type.clone()).or_insert(0) += 1;
@@ -163,6 +169,8 @@ fn layer_rows(plan: &Plan, profile: &Profile) -> Vec<LayerRow> {
                 op: node.op.onnx_type().to_string(),
                 output_shape: shapes.of(out).map(<[usize]>::to_vec).unwrap_or_default(),
                 batched: shapes.batched.contains(out),
+                batch_axis: shapes.batch_axes.get(out).copied().unwrap_or(0),
+                batch_outer: shapes.batch_outer.get(out).copied().unwrap_or(1),
                 params,
                 trainable: learnable && owned.is_some_and(|l| !profile.is_frozen(&l.name)),
             }
@@ -255,16 +263,33 @@ fn render_import(report: &InspectReport, s: &mut String) {
     let _ = writeln!(s, "labels                {labels}");
 }
 
+/// A layer's output dims with the batch written `N`: `Nx197x768`, `17xNx16`, or a factor of
+/// an axis (`N*4x49x32` for windows, `17*Nx16` for sequence-first attention).
+fn shown_dims(l: &LayerRow, declared_batch: usize) -> Vec<String> {
+    let mut dims: Vec<String> = l.output_shape.iter().map(|d| d.to_string()).collect();
+    if let (true, Some(&size)) = (l.batched, l.output_shape.get(l.batch_axis)) {
+        let inner = size / (l.batch_outer * declared_batch.max(1)).max(1);
+        let mut factors = Vec::new();
+        if l.batch_outer != 1 {
+            factors.push(l.batch_outer.to_string());
+        }
+        factors.push("N".into());
+        if inner != 1 {
+            factors.push(inner.to_string());
+        }
+        dims[l.batch_axis] = factors.join("*");
+    }
+    dims
+}
+
 /// One row per layer: name, op, output shape, parameters, whether it trains.
 fn layer_table(report: &InspectReport) -> String {
     let rows: Vec<[String; 5]> = report
         .layers
         .iter()
         .map(|l| {
-            let mut dims: Vec<String> = l.output_shape.iter().map(|d| d.to_string()).collect();
-            if l.batched && !dims.is_empty() {
-                dims[0] = "N".into();
-            }
+            let declared = report.input_shape.first().copied().flatten().unwrap_or(1);
+            let dims = shown_dims(l, declared);
             let params = if l.params > 0 {
                 group_digits(l.params)
             } else {

@@ -132,9 +132,8 @@ pub fn verify_file(
     options: &VerifyOptions,
 ) -> anyhow::Result<VerifyOutcome> {
     options.check()?;
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let model = OnnxModel::from_bytes(bytes.clone())?;
+    let proto = zoo_onnx::read_model(path)?;
+    let model = OnnxModel::from_proto(proto.clone())?;
     let chw = model.graph.input_chw();
     let any_batch = model.graph.input.dims[0].is_none();
     let profile = profile_of_model(hints, &model)?;
@@ -158,7 +157,7 @@ pub fn verify_file(
     // Compared at the logits: a saturated final Softmax would hide differences.
     let compared_at = reference_model.graph.logits_value().to_string();
     let engines = Engines::open(
-        zoo_onnx::decode_proto(bytes)?,
+        proto,
         chw,
         any_batch,
         &options.engines,

@@ -116,22 +116,22 @@ impl<B: Backend> Network<B> {
 }
 
 /// Shape constants read only by Reshapes that keep the batch axis, rewritten for a
-/// dynamic-batch export: -1 on axis 0 (the batch, or a multiple of it, as zoo runs them) and
-/// the resolved sizes elsewhere (a second -1 or a 0 would be ambiguous beside it).
+/// dynamic-batch export: -1 on the batch axis (the batch, or a multiple of it, as zoo runs
+/// them) and the resolved sizes elsewhere (a second -1 or a 0 would be ambiguous beside it).
 fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashMap<String, Vec<i64>> {
     use zoo_onnx::{Op, ReshapeTarget};
     let graph = &plan.graph;
     let target = |n: &zoo_onnx::Node| match graph.shapes.reshape_targets.get(&n.label) {
-        Some(ReshapeTarget::KeepBatch(rest))
+        Some(ReshapeTarget::Batch { dims, axis })
             if matches!(n.op, Op::Array(Array::Reshape { .. })) =>
         {
-            Some(rest.clone())
+            Some(batch_free_target(dims, *axis))
         }
         _ => None,
     };
     let mut keep = std::collections::HashMap::new();
     for node in &graph.nodes {
-        let (Some(rest), Some(shape)) = (target(node), node.input(1)) else {
+        let (Some(values), Some(shape)) = (target(node), node.input(1)) else {
             continue;
         };
         let is_constant = graph
@@ -140,15 +140,19 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashMap<S
             .is_some_and(|c| c.as_i64().is_some());
         let only_readers_agree = graph
             .consumers(shape)
-            .all(|n| target(n).as_ref() == Some(&rest));
+            .all(|n| target(n).as_ref() == Some(&values));
         if is_constant && only_readers_agree {
-            let values = std::iter::once(-1)
-                .chain(rest.iter().map(|&d| d as i64))
-                .collect();
             keep.insert(shape.to_string(), values);
         }
     }
     keep
+}
+
+/// A Reshape target with -1 where the batch is, for runtimes that infer it.
+fn batch_free_target(dims: &[usize], axis: usize) -> Vec<i64> {
+    (0..dims.len())
+        .map(|j| if j == axis { -1 } else { dims[j] as i64 })
+        .collect()
 }
 
 /// Intermediate shape annotations after a head change: each float value zoo knows is written
@@ -267,7 +271,8 @@ fn rewire_baked_targets(plan: &crate::plan::Plan, graph: &mut GraphProto) {
         let (Op::Array(Array::Reshape { .. }), Some(target)) = (&node.op, node.input(1)) else {
             continue;
         };
-        let Some(ReshapeTarget::KeepBatch(rest)) = shapes.reshape_targets.get(&node.label) else {
+        let Some(ReshapeTarget::Batch { dims, axis }) = shapes.reshape_targets.get(&node.label)
+        else {
             continue;
         };
         if !folded.computed.contains(target) || folded.batch_dependent.contains(target) {
@@ -277,9 +282,7 @@ fn rewire_baked_targets(plan: &crate::plan::Plan, graph: &mut GraphProto) {
             continue;
         };
         let name = format!("zoo_batch/{}/shape", node.label);
-        let values: Vec<i64> = std::iter::once(-1)
-            .chain(rest.iter().map(|&d| d as i64))
-            .collect();
+        let values = batch_free_target(dims, *axis);
         proto_node.input[1] = name.clone();
         graph
             .initializer

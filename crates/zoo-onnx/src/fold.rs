@@ -26,6 +26,9 @@ pub struct Folded {
     pub computed: BTreeSet<String>,
     /// Computed values that depend on the batch size (derived from a batched `Shape`).
     pub batch_dependent: BTreeSet<String>,
+    /// Computed values at the probe batch (Reshape targets that grow with the batch say
+    /// which axis holds it).
+    pub probes: BTreeMap<String, Constant>,
 }
 
 /// A parsed node once its settings are known.

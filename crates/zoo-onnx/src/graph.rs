@@ -125,8 +125,7 @@ impl Graph {
         label: &str,
         parsed: Parsed,
         info: &mut ShapeInfo,
-        probes: &mut BTreeMap<String, Constant>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let import = match bake(
             parsed,
             label,
@@ -143,9 +142,9 @@ impl Graph {
                     outputs: proto_node.output.clone(),
                 };
                 if !is_foldable(&node, &self.constants, &self.folded) {
-                    infer_node(&self.constants, &self.folded.batch_dependent, &node, info)?;
+                    let readings = infer_node(&self.constants, &self.folded, &node, info, 0)?;
                     self.nodes.push(node);
-                    return Ok(());
+                    return Ok(readings);
                 }
                 Folding::Node(node)
             }
@@ -154,7 +153,7 @@ impl Graph {
                 let out = single_output(proto_node, label)?.to_string();
                 info.dims.insert(out.clone(), value.dims.clone());
                 self.constants.insert(out, checked(value, label)?);
-                return Ok(());
+                return Ok(1);
             }
             Baked::Import(import) => Folding::Import(import, &proto_node.input),
         };
@@ -172,23 +171,18 @@ impl Graph {
         if is_shape || reads_computed || !value.is_float() {
             self.folded.computed.insert(out.clone());
             // The same node at a probe batch one larger: what differs follows the batch.
-            let probe_dims = |n: &str| {
-                let mut d = info.dims.get(n).cloned()?;
-                if info.batched.contains(n) {
-                    d[0] += 1;
-                }
-                Some(d)
-            };
+            let probe_dims = |n: &str| info.probe_dims(n);
+            let probes = &self.folded.probes;
             let probe_constant = |n: &str| probes.get(n).or_else(|| self.constants.get(n));
             let probe = import.evaluate(label, &probe_constant, &probe_dims)?;
             if probe != value {
                 self.folded.batch_dependent.insert(out.clone());
             }
-            probes.insert(out.clone(), probe);
+            self.folded.probes.insert(out.clone(), probe);
         }
         info.dims.insert(out.clone(), value.dims.clone());
         self.constants.insert(out, value);
-        Ok(())
+        Ok(1)
     }
 
     /// Re-validates and re-infers shapes after an edit (e.g. a replaced head).
@@ -231,31 +225,10 @@ pub struct OnnxModel {
 
 impl OnnxModel {
     /// Reads a model file: a regular file (after following links) of at most
-    /// [`MAX_FILE_BYTES`], checked before anything is read.
+    /// [`MAX_FILE_BYTES`], checked before anything is read, with weights an exporter kept in
+    /// a file beside it read in (see [`crate::external`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let io = |source| OnnxError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let refuse = |why: String| {
-            Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                why,
-            )))
-        };
-        if !meta.is_file() {
-            return refuse("not a regular file (a device, FIFO or folder)".into());
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return refuse(format!(
-                "{} bytes, more than the {MAX_FILE_BYTES}-byte limit (protobuf files are at most 2 GiB)",
-                meta.len()
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        Self::from_bytes(bytes)
+        Self::from_proto(crate::external::read_model(path.as_ref())?)
     }
 
     /// Parses ONNX bytes. Takes ownership so the file buffer is freed before weights are
@@ -300,28 +273,25 @@ impl OnnxModel {
             folded: Folded::default(),
         };
         let mut info = ShapeInfo::start(&graph);
-        let mut probes = BTreeMap::new();
+        let mut ambiguous = false;
         // Each node is taken out once, in execution order, so its parsed values move.
         let mut nodes: Vec<Option<_>> = nodes.into_iter().map(Some).collect();
         for index in sorted {
             let Some((proto_node, label, parsed)) = nodes[index].take() else {
                 continue;
             };
-            graph.fold_or_infer(proto_node, &label, parsed, &mut info, &mut probes)?;
+            ambiguous |= graph.fold_or_infer(proto_node, &label, parsed, &mut info)? > 1;
         }
         crate::ops::norm::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
             info.dims.get(v).map(Vec::len)
         });
         check_outputs(&graph)?;
-        if !info.batched.contains(&graph.output.name) {
-            info.fixed_batch.get_or_insert_with(|| {
-                format!(
-                    "output `{}` does not carry the batch axis",
-                    graph.output.name
-                )
-            });
-        }
+        crate::shapes_search::check_output_batched(&graph, &mut info);
         graph.shapes = info;
+        if graph.shapes.fixed_batch.is_some() && ambiguous {
+            // The first reading of some batch-1 Reshapes lost the batch: search the others.
+            graph.shapes = infer_shapes(&graph)?;
+        }
         Ok(Self {
             proto,
             graph,

@@ -3,15 +3,18 @@
 //! shapes, and writes ONNX back. Protobuf types come from `tract-onnx`'s generated `pb` module.
 
 pub mod error;
+pub mod external;
 pub mod fold;
 pub mod graph;
 mod host;
 mod interface;
 pub mod ops;
 pub mod shapes;
+mod shapes_search;
 pub mod tensor;
 
 pub use error::{OnnxError, Result};
+pub use external::read_model;
 pub use graph::{decode_proto, Graph, InputLayout, Node, OnnxModel, ValueSpec};
 pub use ops::{Op, Padding, PoolSpec, SUPPORTED_OPS};
 pub use shapes::{ReshapeTarget, ShapeInfo};

@@ -3,9 +3,10 @@
 //! gives `zoo inspect` its output shapes, and tracks which values carry the batch axis so that
 //! graphs exported with batch 1 baked in run at any batch size.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::{bad_node, OnnxError, Result};
+use crate::fold::Folded;
 use crate::graph::{Graph, Node};
 use crate::ops::PoolSpec;
 use crate::tensor::Constant;
@@ -17,8 +18,9 @@ pub const MAX_RANK: usize = 6;
 /// Where a Reshape sends its input, resolved at import.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReshapeTarget {
-    /// Keep the batch axis, then these fixed dims: `[N, rest...]`.
-    KeepBatch(Vec<usize>),
+    /// These dims at the declared batch; at run time `axis` takes what the others leave
+    /// (it holds the batch, possibly as a factor: `[L, B * heads, d]`).
+    Batch { dims: Vec<usize>, axis: usize },
     /// Exactly these dims (constant data, or a graph that only runs at its declared batch).
     Fixed(Vec<usize>),
 }
@@ -34,6 +36,9 @@ pub struct ShapeInfo {
     /// The batch axis of batched values where it is not 0 (attention's `qkv.permute(2, 0,
     /// ...)` moves it to 1 until `unbind(0)` takes it back).
     pub batch_axes: HashMap<String, usize>,
+    /// Batched values whose batch axis holds the batch as an inner factor: the size of the
+    /// factor before it (sequence-first attention's `[L * B, C]` has `L`); absent means 1.
+    pub batch_outer: HashMap<String, usize>,
     /// Resolved targets of Reshape nodes, by node label.
     pub reshape_targets: HashMap<String, ReshapeTarget>,
     /// Expand and Tile nodes (by label) whose target's axis 0 is the batch size: their
@@ -50,6 +55,17 @@ pub struct ShapeInfo {
 impl ShapeInfo {
     pub fn of(&self, value: &str) -> Option<&[usize]> {
         self.dims.get(value).map(Vec::as_slice)
+    }
+
+    /// The dims of a value at a probe batch one larger than the declared one.
+    pub fn probe_dims(&self, value: &str) -> Option<Vec<usize>> {
+        let mut d = self.dims.get(value).cloned()?;
+        if self.batched.contains(value) {
+            let axis = self.batch_axes.get(value).copied().unwrap_or(0);
+            let per_sample = d.get(axis)? / self.declared_batch.max(1);
+            d[axis] += per_sample;
+        }
+        Some(d)
     }
 }
 
@@ -158,31 +174,23 @@ impl ShapeInfo {
 }
 
 pub(crate) fn infer_shapes(graph: &Graph) -> Result<ShapeInfo> {
-    let mut info = ShapeInfo::start(graph);
-    for node in &graph.nodes {
-        infer_node(
-            &graph.constants,
-            &graph.folded.batch_dependent,
-            node,
-            &mut info,
-        )?;
-    }
-    Ok(info)
+    crate::shapes_search::infer_searching(graph)
 }
 
 /// Validates one node and records the dims (and batch tracking) of its outputs; the op's
 /// family gives the rule ([`Op::infer`]).
 pub(crate) fn infer_node(
     constants: &BTreeMap<String, Constant>,
-    batch_dependent: &BTreeSet<String>,
+    folded: &Folded,
     node: &Node,
     info: &mut ShapeInfo,
-) -> Result<()> {
+    choice: usize,
+) -> Result<usize> {
     if let Some((_, name)) = node
         .inputs
         .iter()
         .enumerate()
-        .find(|(i, n)| batch_dependent.contains(*n) && !node.op.follows_batch_size(*i))
+        .find(|(i, n)| folded.batch_dependent.contains(*n) && !node.op.follows_batch_size(*i))
     {
         let why = format!("reads `{name}`, a value computed from the batch size");
         mark_fixed(info, node, &why);
@@ -193,10 +201,15 @@ pub(crate) fn infer_node(
         .and_then(|n| info.batch_axes.get(n))
         .copied()
         .unwrap_or(0);
-    let moved = node
-        .inputs
-        .iter()
-        .find(|n| info.batched.contains(*n) && info.batch_axes.contains_key(*n));
+    let batch_outer = node
+        .input(0)
+        .and_then(|n| info.batch_outer.get(n))
+        .copied()
+        .unwrap_or(1);
+    let moved = node.inputs.iter().find(|n| {
+        info.batched.contains(*n)
+            && (info.batch_axes.contains_key(*n) || info.batch_outer.contains_key(*n))
+    });
     if let (Some(name), false) = (moved, node.op.follows_moved_batch()) {
         let why =
             format!("reads `{name}`, whose batch axis was moved, which this op does not follow");
@@ -206,12 +219,16 @@ pub(crate) fn infer_node(
         node,
         info,
         constants,
-        batch_dependent,
+        folded,
         batched,
         batch_axis,
+        batch_outer,
+        choice,
+        alternatives: 1,
     };
     let outs = node.op.infer(&mut cx)?;
-    let (batched, batch_axis) = (cx.batched, cx.batch_axis);
+    let (batched, batch_axis, batch_outer) = (cx.batched, cx.batch_axis, cx.batch_outer);
+    let alternatives = cx.alternatives;
     if let [out] = outs.as_slice() {
         if out.len() > MAX_RANK || out.is_empty() {
             return Err(cx.err(format!(
@@ -232,10 +249,13 @@ pub(crate) fn infer_node(
             if batch_axis != 0 {
                 info.batch_axes.insert(name.clone(), batch_axis);
             }
+            if batch_outer != 1 {
+                info.batch_outer.insert(name.clone(), batch_outer);
+            }
         }
         info.dims.insert(name.clone(), dims);
     }
-    Ok(())
+    Ok(alternatives)
 }
 
 /// What a family's shape rule sees of one node: its inputs' dims and batch tracking, the
@@ -245,12 +265,20 @@ pub struct ShapeCx<'a> {
     pub node: &'a Node,
     pub info: &'a mut ShapeInfo,
     pub constants: &'a BTreeMap<String, Constant>,
-    /// Computed values that depend on the batch size.
-    pub batch_dependent: &'a BTreeSet<String>,
+    /// Computed values, those that depend on the batch size, and their values at a probe
+    /// batch.
+    pub folded: &'a Folded,
     /// Whether the outputs carry the batch.
     pub batched: bool,
     /// The outputs' batch axis (input 0's, until the rule says otherwise).
     pub batch_axis: usize,
+    /// The factor before the batch on that axis (see [`ShapeInfo::batch_outer`]).
+    pub batch_outer: usize,
+    /// Which of the rule's equally valid readings to take (a Reshape of a batch-1 file may
+    /// put the batch on either side of an axis boundary); the search over readings sets it.
+    pub choice: usize,
+    /// How many readings the rule had (1 unless it is ambiguous).
+    pub alternatives: usize,
 }
 
 impl ShapeCx<'_> {
@@ -285,7 +313,16 @@ impl ShapeCx<'_> {
     pub fn is_batch_dependent(&self, i: usize) -> bool {
         self.node
             .input(i)
-            .is_some_and(|n| self.batch_dependent.contains(n))
+            .is_some_and(|n| self.folded.batch_dependent.contains(n))
+    }
+
+    /// The factor before the batch on input `i`'s batch axis.
+    pub fn outer_of(&self, i: usize) -> usize {
+        self.node
+            .input(i)
+            .and_then(|n| self.info.batch_outer.get(n))
+            .copied()
+            .unwrap_or(1)
     }
 
     /// The batch axis of input `i` (0 unless an earlier op moved it).
@@ -342,8 +379,12 @@ impl ShapeCx<'_> {
         let axis = (0..operands.len())
             .find(|&i| operands[i].1)
             .map_or(0, |i| self.axis_of(i));
-        let same_axis = (0..operands.len()).all(|i| !operands[i].1 || self.axis_of(i) == axis);
+        let first = (0..operands.len()).find(|&i| operands[i].1);
+        let outer = first.map_or(1, |i| self.outer_of(i));
+        let same_axis = (0..operands.len())
+            .all(|i| !operands[i].1 || (self.axis_of(i) == axis && self.outer_of(i) == outer));
         self.batch_axis = axis;
+        self.batch_outer = outer;
         self.batched = same_axis && batch_follows(operands, out, axis);
         if !self.batched && operands.iter().any(|(_, b)| *b) {
             self.mark_fixed("the broadcast does not keep the batch axis first");

@@ -141,7 +141,7 @@ pub fn take_constant(proto: &mut TensorProto) -> Result<Constant> {
     };
     if !proto.external_data.is_empty() || proto.data_location == Some(1) {
         return Err(bad(
-            "weights stored in an external file are not supported; save the model with its weights inside"
+            "its weights are in another file: load the model from its path, with that file beside it"
                 .into(),
         ));
     }

@@ -1,6 +1,7 @@
 //! Transformer-era classifiers (tests/fixtures/modern, written by
 //! scripts/make-modern-fixtures.py: tiny timm ViT, DeiT, BEiT, ConvNeXt, Swin, LeViT and
-//! EfficientNetV2 in five exporter styles). Each file imports, runs at batch 1 and 2 (the
+//! EfficientNetV2 and torchvision's ViT in five exporter styles, plus opset-23 Attention and
+//! weights kept in a `.onnx.data` file). Each file imports, runs at batch 1 and 2 (the
 //! fixed-batch model-zoo style included), and agrees with PyTorch's own logits and with tract.
 
 use std::path::PathBuf;
@@ -8,7 +9,6 @@ use std::path::PathBuf;
 use burn::backend::Flex;
 use prost::Message;
 use zoo_net::Network;
-use zoo_onnx::pb::ModelProto;
 use zoo_onnx::OnnxModel;
 use zoo_parity::{expose_first_output, run_network, verify_outputs, TractEngine};
 
@@ -60,11 +60,11 @@ fn expected(family: &str) -> (usize, Vec<f32>) {
     (size, logits)
 }
 
-fn check(path: &PathBuf) -> Result<String, String> {
+fn check(path: &std::path::Path) -> Result<String, String> {
     let name = path.file_stem().unwrap().to_string_lossy().to_string();
     let family = name.split('-').next().unwrap().to_string();
-    let bytes = std::fs::read(path).unwrap();
-    let onnx = OnnxModel::from_bytes(bytes.clone()).map_err(|e| format!("import: {e}"))?;
+    let proto = zoo_onnx::read_model(path).map_err(|e| format!("read: {e}"))?;
+    let onnx = OnnxModel::from_proto(proto.clone()).map_err(|e| format!("import: {e}"))?;
     let chw = onnx.graph.input_chw();
     let any_batch = onnx.graph.input.dims[0].is_none();
     let device = Default::default();
@@ -85,7 +85,7 @@ fn check(path: &PathBuf) -> Result<String, String> {
         return Err(format!("PyTorch's logits differ: rel {worst:.2e}"));
     }
 
-    let mut with_logits = ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut with_logits = proto;
     expose_first_output(&mut with_logits, &logits);
     let tract = match TractEngine::from_bytes(&with_logits.encode_to_vec(), chw, any_batch) {
         Ok(t) => t,
@@ -117,7 +117,7 @@ fn check(path: &PathBuf) -> Result<String, String> {
 #[test]
 fn modern_fixtures_match_pytorch_and_tract_at_batch_1_and_2() {
     let files = fixtures();
-    assert!(files.len() >= 34, "{} fixtures", files.len());
+    assert!(files.len() >= 42, "{} fixtures", files.len());
     let mut failures = Vec::new();
     for path in &files {
         match std::panic::catch_unwind(|| check(path)) {
@@ -131,7 +131,7 @@ fn modern_fixtures_match_pytorch_and_tract_at_batch_1_and_2() {
 
 #[test]
 fn fixed_batch_files_follow_the_batch_without_falling_back() {
-    for family in ["vit", "deit", "swin", "convnext", "levit"] {
+    for family in ["vit", "deit", "swin", "convnext", "levit", "vittv"] {
         let bytes = std::fs::read(dir().join(format!("{family}-zoo17.onnx"))).unwrap();
         let onnx = OnnxModel::from_bytes(bytes).unwrap();
         assert_eq!(
@@ -157,39 +157,43 @@ fn every_learnable_parameter_of_each_family_gets_a_gradient() {
     use burn::backend::Autodiff;
     use burn::tensor::{Tensor, TensorData};
     type B = Autodiff<Flex>;
-    for family in [
-        "vit", "deit", "beit", "convnext", "swin", "levit", "effnetv2",
-    ] {
-        for style in ["ts17", "zoo16"] {
-            let bytes = std::fs::read(dir().join(format!("{family}-{style}.onnx"))).unwrap();
-            let onnx = OnnxModel::from_bytes(bytes).unwrap();
-            let device = Default::default();
-            let net = Network::<B>::from_model(onnx, &device);
-            let [c, h, w] = net.plan().graph.input_chw();
-            let x =
-                Tensor::<B, 4>::from_data(TensorData::new(probe_images(h), [2, c, h, w]), &device);
-            let logits = net.forward_logits(x).unwrap();
-            let grads = (logits.clone() * logits).sum().backward();
-            let plan = net.plan();
-            let mut missing = Vec::new();
-            let mut checked = 0;
-            for (i, spec) in plan.params.iter().enumerate() {
-                if spec.role != zoo_net::ParamRole::Learnable {
-                    continue;
-                }
-                checked += 1;
-                let grad = net.param_tensor(i).grad(&grads);
-                let norm = grad.map_or(0.0, |g| g.abs().sum().into_scalar());
-                if norm.is_nan() || norm <= 0.0 {
-                    missing.push(spec.name.clone());
-                }
+    let families = [
+        "vit", "deit", "beit", "convnext", "swin", "levit", "effnetv2", "vittv",
+    ];
+    let mut files: Vec<(&str, &str)> = families
+        .iter()
+        .flat_map(|f| [(*f, "ts17"), (*f, "zoo16")])
+        .collect();
+    // Opset 23's one-node Attention.
+    files.extend([("vit", "dynamo23"), ("vittv", "dynamo23")]);
+    for (family, style) in files {
+        let bytes = std::fs::read(dir().join(format!("{family}-{style}.onnx"))).unwrap();
+        let onnx = OnnxModel::from_bytes(bytes).unwrap();
+        let device = Default::default();
+        let net = Network::<B>::from_model(onnx, &device);
+        let [c, h, w] = net.plan().graph.input_chw();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(probe_images(h), [2, c, h, w]), &device);
+        let logits = net.forward_logits(x).unwrap();
+        let grads = (logits.clone() * logits).sum().backward();
+        let plan = net.plan();
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for (i, spec) in plan.params.iter().enumerate() {
+            if spec.role != zoo_net::ParamRole::Learnable {
+                continue;
             }
-            assert!(checked >= 10, "{family}-{style}: {checked} parameters");
-            assert!(
-                missing.is_empty(),
-                "{family}-{style}: no gradient for {missing:?}"
-            );
-            println!("{family}-{style}: {checked} parameters, every one has a gradient");
+            checked += 1;
+            let grad = net.param_tensor(i).grad(&grads);
+            let norm = grad.map_or(0.0, |g| g.abs().sum().into_scalar());
+            if norm.is_nan() || norm <= 0.0 {
+                missing.push(spec.name.clone());
+            }
         }
+        assert!(checked >= 10, "{family}-{style}: {checked} parameters");
+        assert!(
+            missing.is_empty(),
+            "{family}-{style}: no gradient for {missing:?}"
+        );
+        println!("{family}-{style}: {checked} parameters, every one has a gradient");
     }
 }

@@ -62,15 +62,20 @@ fn concat<B: Backend>(parts: Vec<Value<B>>, axis: i64) -> Value<B> {
     Value::new(crate::concat::concat(tensors, a + PADDED - rank), rank)
 }
 
-/// Reshape to the target resolved at import, axis 0 scaled with the run-time batch.
+/// Reshape to the target resolved at import, its batch axis scaled with the run-time batch.
 fn reshape<B: Backend>(cx: &Cx<B>) -> Value<B> {
     let x = cx.get(0);
     let targets = &cx.net.plan.graph.shapes.reshape_targets;
     let target = match targets.get(&cx.node.label).expect("resolved at import") {
-        ReshapeTarget::KeepBatch(rest) => {
+        ReshapeTarget::Batch { dims, axis } => {
             let total: usize = x.dims().iter().product();
-            let first = total / rest.iter().product::<usize>().max(1);
-            std::iter::once(first).chain(rest.iter().copied()).collect()
+            let others: usize = (0..dims.len())
+                .filter(|&j| j != *axis)
+                .map(|j| dims[j])
+                .product();
+            let mut run = dims.clone();
+            run[*axis] = total / others.max(1);
+            run
         }
         ReshapeTarget::Fixed(d) => d.clone(),
     };

@@ -4,6 +4,7 @@
 
 mod activation;
 mod array;
+mod attention;
 mod einsum;
 mod logic;
 mod math;
@@ -97,6 +98,7 @@ pub(crate) fn run<B: Backend>(cx: &Cx<B>) -> Vec<Value<B>> {
         Op::Repeat(op) => vec![repeat::run(op, cx)],
         Op::Einsum(op) => vec![einsum::run(op, cx)],
         Op::Resize(op) => vec![resize::run(op, cx)],
+        Op::Attention(op) => vec![attention::run(op, cx)],
     }
 }
 

@@ -284,6 +284,7 @@ impl Array {
         matches!(
             self,
             Array::Transpose { .. }
+                | Array::Reshape { .. }
                 | Array::Gather { .. }
                 | Array::Split { .. }
                 | Array::Squeeze { .. }

@@ -122,6 +122,7 @@ impl Einsum {
             Some(axis) => {
                 cx.batched = true;
                 cx.batch_axis = axis;
+                cx.batch_outer = cx.outer_of(if ba { 0 } else { 1 });
             }
             None => cx.drop_batch("Einsum contracts or shares the batch axis"),
         }

@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod array;
+pub mod attention;
 mod attrs;
 pub mod einsum;
 pub mod import;
@@ -30,6 +31,7 @@ use crate::tensor::Constant;
 
 pub use activation::Activation;
 pub use array::{Array, PadKind, SliceAxes};
+pub use attention::{Attention, AttentionDims};
 pub use attrs::{Attrs, Settings};
 pub use einsum::Einsum;
 pub use import::Import;
@@ -53,6 +55,7 @@ pub enum Op {
     Repeat(Repeat),
     Einsum(Einsum),
     Resize(Resize),
+    Attention(Attention),
 }
 
 /// What parsing one node gives.
@@ -128,8 +131,9 @@ impl OpDef {
 }
 
 /// Every family's rows.
-const FAMILIES: [&[OpDef]; 10] = [
+const FAMILIES: [&[OpDef]; 11] = [
     nn::OPS,
+    attention::OPS,
     einsum::OPS,
     resize::OPS,
     norm::OPS,
@@ -196,6 +200,7 @@ impl Op {
             Op::Repeat(op) => op.onnx_type(),
             Op::Einsum(_) => "Einsum",
             Op::Resize(op) => op.onnx_type(),
+            Op::Attention(_) => "Attention",
         }
     }
 
@@ -210,6 +215,8 @@ impl Op {
             Op::Logic(op) => op.is_setting_input(index),
             Op::Repeat(op) => op.is_setting_input(index),
             Op::Norm(_) | Op::Einsum(_) => false,
+            // The mask is read at import.
+            Op::Attention(_) => index == 3,
             // roi, scales, sizes
             Op::Resize(_) => index >= 1,
         }
@@ -224,7 +231,7 @@ impl Op {
             Op::Repeat(op) => op.is_shape_arithmetic(),
             Op::Activation(op) => op.is_shape_arithmetic(),
             Op::Logic(_) => true,
-            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) | Op::Resize(_) => false,
+            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) | Op::Resize(_) | Op::Attention(_) => false,
         }
     }
 
@@ -243,7 +250,7 @@ impl Op {
             Op::Math(_) | Op::Logic(_) | Op::Activation(_) => true,
             Op::Nn(op) => op.follows_moved_batch(),
             Op::Einsum(_) => true,
-            Op::Norm(_) | Op::Repeat(_) | Op::Resize(_) => false,
+            Op::Norm(_) | Op::Repeat(_) | Op::Resize(_) | Op::Attention(_) => false,
         }
     }
 
@@ -270,6 +277,7 @@ impl Op {
             Op::Repeat(op) => op.infer(cx)?,
             Op::Einsum(op) => op.infer(cx)?,
             Op::Resize(op) => op.infer(cx)?,
+            Op::Attention(op) => op.infer(cx)?,
             // Split has several outputs.
             Op::Array(op) => return op.infer(cx),
         };
@@ -289,7 +297,7 @@ impl Op {
             Op::Logic(op) => op.evaluate(node, &input),
             Op::Repeat(op) => op.evaluate(node, &input),
             Op::Activation(op) => op.evaluate(node, &input),
-            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) | Op::Resize(_) => None,
+            Op::Nn(_) | Op::Norm(_) | Op::Einsum(_) | Op::Resize(_) | Op::Attention(_) => None,
         };
         out.unwrap_or_else(|| {
             Err(node_err(node)(format!(

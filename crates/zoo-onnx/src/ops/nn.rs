@@ -284,7 +284,7 @@ impl Nn {
     pub(crate) fn follows_moved_batch(&self) -> bool {
         matches!(
             self,
-            Nn::MatMul | Nn::Softmax { .. } | Nn::LogSoftmax { .. }
+            Nn::MatMul | Nn::Gemm { .. } | Nn::Softmax { .. } | Nn::LogSoftmax { .. }
         )
     }
 
@@ -443,8 +443,8 @@ fn infer_gemm(cx: &mut ShapeCx, trans_a: bool, trans_b: bool) -> Result<Vec<usiz
             return Err(cx.err(format!("C {c:?} does not broadcast to [{m}, {n}]")));
         }
     }
-    if trans_a {
-        cx.drop_batch("Gemm with transA=1 mixes the batch axis");
+    if trans_a || cx.batch_axis != 0 {
+        cx.drop_batch("Gemm sums over the batch axis");
     }
     Ok(vec![m, n])
 }
@@ -465,23 +465,30 @@ fn infer_matmul(cx: &mut ShapeCx) -> Result<Vec<usize>> {
         .ok_or_else(|| cx.err(format!("batch dims of {a:?} and {b:?} do not broadcast")))?;
     lead.extend([a[ra - 2], b[rb - 1]]);
     // The batch axis survives only where the other operand's leading dims broadcast against
-    // it as 1 (a [10, 8, 1, 1] right side turns a batch of 1 into 10).
+    // it as 1 (a [10, 8, 1, 1] right side turns a batch of 1 into 10), or on the rows of A or
+    // the columns of B when only that operand has it (sequence-first `[L, B, C] @ W`).
     let (batched_a, batched_b) = (cx.is_batched(0), cx.is_batched(1));
-    let axis = if batched_a {
-        cx.axis_of(0)
+    let from = usize::from(!batched_a);
+    let (axis, outer) = (cx.axis_of(from), cx.outer_of(from));
+    let rows_of_a = batched_a && !batched_b && axis == ra - 2;
+    let columns_of_b = batched_b && !batched_a && axis == rb - 1;
+    let batch_kept = if rows_of_a || columns_of_b {
+        true
+    } else if ra == 2 && rb == 2 {
+        false
     } else {
-        cx.axis_of(1)
-    };
-    let batch_kept = if ra == 2 && rb == 2 {
-        // B's rows are the inner axis: a batch there is summed over.
-        batched_a && axis == 0 && !batched_b
-    } else {
-        let same_axis = !(batched_a && batched_b) || cx.axis_of(0) == cx.axis_of(1);
+        let same_axis = !(batched_a && batched_b)
+            || (cx.axis_of(0) == cx.axis_of(1) && cx.outer_of(0) == cx.outer_of(1));
         same_axis
             && axis + 2 < lead.len()
             && crate::shapes::batch_follows(&[(&a, batched_a), (&b, batched_b)], &lead, axis)
     };
-    cx.batch_axis = axis;
+    cx.batch_axis = match (rows_of_a, columns_of_b) {
+        (true, _) => lead.len() - 2,
+        (_, true) => lead.len() - 1,
+        _ => axis,
+    };
+    cx.batch_outer = outer;
     if !batch_kept {
         if batched_a || batched_b {
             cx.mark_fixed("the MatMul broadcast does not keep the batch axis first");

@@ -3,7 +3,7 @@
 //! batch is repeated along it.
 
 use crate::error::Result;
-use crate::shapes::{resolve_reshape, ShapeCx};
+use crate::shapes::{resolve_reshape, ReshapeTarget, ShapeCx};
 
 pub(super) fn infer_flatten(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>> {
     let a = if axis < 0 {
@@ -40,29 +40,110 @@ pub(super) fn infer_reshape(
         (None, None) => return Err(cx.err("missing target shape")),
     };
     let out = resolve_reshape(x, &target, allow_zero).map_err(|e| cx.err(e))?;
-    let keeps_batch = !out.is_empty()
-        && !x.is_empty()
-        && out[0] == x[0]
-        && out[1..].iter().product::<usize>() == x[1..].iter().product::<usize>();
-    // Axis 0 holds the batch as its outer factor (batch-major); a target whose trailing axes
-    // fit within one sample keeps that (Swin's `[B * windows, ...]`), and axis 0 scales with
-    // the batch. Not provable from shapes alone: the network proves it by running.
-    let sample: usize = x.iter().product::<usize>() / cx.info.declared_batch.max(1);
-    let scales_batch = !out.is_empty()
-        && out[1..].iter().product::<usize>() > 0
-        && sample.is_multiple_of(out[1..].iter().product::<usize>());
-    let resolved = if cx.batched && (keeps_batch || scales_batch) {
-        if !keeps_batch {
-            cx.rewrote_batch();
+    let resolved = match cx.batched.then(|| batch_target(cx, x, &out, allow_zero)) {
+        Some(Some(axis)) => ReshapeTarget::Batch {
+            dims: out.clone(),
+            axis,
+        },
+        _ => {
+            cx.drop_batch("Reshape moves the batch axis");
+            ReshapeTarget::Fixed(out.clone())
         }
-        crate::ReshapeTarget::KeepBatch(out[1..].to_vec())
-    } else {
-        cx.drop_batch("Reshape moves the batch axis");
-        crate::ReshapeTarget::Fixed(out.clone())
     };
     let label = cx.node.label.clone();
     cx.info.reshape_targets.insert(label, resolved);
     Ok(out)
+}
+
+/// Where a batched input's batch lands in a Reshape's output `out`: the output axis (the
+/// rule's batch axis and factor are set). Values keep their row-major order, so the batch
+/// is the block of the flat order with `before` values ahead of it and `after` behind; an
+/// output axis can hold it when that block fits inside it. A target computed from the batch
+/// size says which axis at the probe batch; otherwise (a batch-1 file) several axes may fit,
+/// and the search over readings picks one (see `shapes_search`).
+fn batch_target(cx: &mut ShapeCx, x: &[usize], out: &[usize], allow_zero: bool) -> Option<usize> {
+    let declared = cx.info.declared_batch.max(1);
+    let (a, outer) = (cx.batch_axis, cx.batch_outer);
+    let unit = outer.checked_mul(declared)?;
+    if a >= x.len() || !x[a].is_multiple_of(unit) {
+        return None;
+    }
+    let before = x[..a].iter().product::<usize>() * outer;
+    let after = x[a] / unit * x[a + 1..].iter().product::<usize>();
+    let fits = placements(out, before, after, declared);
+    let pick = match probed_axis(cx, x, out, allow_zero) {
+        Some(axis) => *fits.iter().find(|p| p.axis == axis)?,
+        None => {
+            cx.alternatives = fits.len();
+            let pick = *fits.get(cx.choice.min(fits.len().saturating_sub(1)))?;
+            // Only the batch axis kept whole, as the first reading, is certain by shapes.
+            let kept = pick.is_whole()
+                && outer == 1
+                && x[a] == declared
+                && before == out[..pick.axis].iter().product::<usize>();
+            if !(kept && cx.choice == 0) {
+                cx.rewrote_batch();
+            }
+            pick
+        }
+    };
+    cx.batch_axis = pick.axis;
+    cx.batch_outer = pick.outer;
+    Some(pick.axis)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Placement {
+    axis: usize,
+    outer: usize,
+    inner: usize,
+}
+
+impl Placement {
+    fn is_whole(&self) -> bool {
+        self.outer == 1 && self.inner == 1
+    }
+}
+
+/// The output axes that can hold a batch block of `batch` values with `before` values ahead
+/// of it and `after` behind, most natural first: the batch as a whole axis, then as an
+/// axis's outer factor (batch-major, `[B * windows, ...]`), then inside one (`[L * B, C]`).
+fn placements(out: &[usize], before: usize, after: usize, batch: usize) -> Vec<Placement> {
+    let mut fits: Vec<Placement> = (0..out.len())
+        .filter_map(|axis| {
+            let behind: usize = out[axis + 1..].iter().product();
+            if behind == 0 || !after.is_multiple_of(behind) {
+                return None;
+            }
+            let inner = after / behind;
+            let unit = batch.checked_mul(inner)?;
+            if unit == 0 || !out[axis].is_multiple_of(unit) {
+                return None;
+            }
+            let outer = out[axis] / unit;
+            let ahead: usize = out[..axis].iter().product();
+            (ahead.checked_mul(outer)? == before).then_some(Placement { axis, outer, inner })
+        })
+        .collect();
+    fits.sort_by_key(|p| (!p.is_whole(), p.outer != 1));
+    fits
+}
+
+/// The output axis that grows when the batch does, for a target computed from the batch
+/// size (the exporter's own shape arithmetic, evaluated at a probe batch one larger).
+fn probed_axis(cx: &ShapeCx, x: &[usize], out: &[usize], allow_zero: bool) -> Option<usize> {
+    if !cx.is_batch_dependent(1) {
+        return None;
+    }
+    let probe = cx.folded.probes.get(cx.node.input(1)?)?.as_i64()?.to_vec();
+    let declared = cx.info.declared_batch.max(1);
+    let mut grown = x.to_vec();
+    grown[cx.batch_axis] += x[cx.batch_axis] / declared;
+    let probe_out = resolve_reshape(&grown, &probe, allow_zero).ok()?;
+    let differs: Vec<usize> = (0..out.len().min(probe_out.len()))
+        .filter(|&j| probe_out[j] != out[j])
+        .collect();
+    (probe_out.len() == out.len() && differs.len() == 1).then(|| differs[0])
 }
 
 pub(super) fn infer_concat(cx: &mut ShapeCx, first: &[usize], axis: i64) -> Result<Vec<usize>> {
