@@ -167,8 +167,16 @@ impl Graph {
             .any(|i| self.folded.computed.contains(i));
         // Computed from the graph (not just a constant node or a copied weight): the node
         // stays in exported files.
-        let is_shape = matches!(import, Folding::Import(Import::Shape { .. }, _));
-        if is_shape || reads_computed || !value.is_float() {
+        // Shapes, and tensors the graph makes (ConstantOfShape's zeros that torchvision's Swin
+        // writes its shift mask into, Range), are not weights even when float.
+        let generated = matches!(
+            import,
+            Folding::Import(
+                Import::Shape { .. } | Import::ConstantOfShape { .. } | Import::Range,
+                _
+            )
+        );
+        if generated || reads_computed || !value.is_float() {
             self.folded.computed.insert(out.clone());
             // The same node at a probe batch one larger: what differs follows the batch.
             let probe_dims = |n: &str| info.probe_dims(n);

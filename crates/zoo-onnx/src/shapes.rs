@@ -39,6 +39,10 @@ pub struct ShapeInfo {
     /// Batched values whose batch axis holds the batch as an inner factor: the size of the
     /// factor before it (sequence-first attention's `[L * B, C]` has `L`); absent means 1.
     pub batch_outer: HashMap<String, usize>,
+    /// Gather nodes (by label) whose indices, computed from the batch size, pick within each
+    /// sample's block of this many values of the batch axis (the dynamo exporter's
+    /// `as_strided` over a flattened tensor); they run with the first sample's indices.
+    pub per_sample_gathers: HashMap<String, usize>,
     /// Resolved targets of Reshape nodes, by node label.
     pub reshape_targets: HashMap<String, ReshapeTarget>,
     /// Expand and Tile nodes (by label) whose target's axis 0 is the batch size: their

@@ -32,13 +32,19 @@ fn err(e: impl std::fmt::Display) -> TractError {
 const OPTIMISE_MAX_NODES: usize = 1500;
 
 /// An optimised tract plan: for one image at a time (`[1, C, H, W]`), or for any batch
-/// (`[N, C, H, W]`, files with a dynamic batch axis such as zoo's exports).
+/// (`[N, C, H, W]`, files with a dynamic batch axis such as zoo's exports). Where tract's
+/// optimiser fails on a graph (LeViT's stepped slices) the plan runs unoptimised; where a
+/// symbolic batch cannot be evaluated (a Resize whose sizes come from the input's shape) a
+/// plan for the concrete batch is made for that run.
 pub struct TractEngine {
     plan: Arc<TypedRunnableModel>,
     chw: [usize; 3],
     any_batch: bool,
     /// The file takes channels last: NCHW images are transposed before each run.
     nhwc: bool,
+    /// The file, kept for plans at a concrete batch (dynamic-batch files only).
+    bytes: Vec<u8>,
+    concrete: std::sync::Mutex<std::collections::HashMap<usize, Arc<TypedRunnableModel>>>,
 }
 
 impl TractEngine {
@@ -54,14 +60,39 @@ impl TractEngine {
     }
 
     fn load(bytes: &[u8], chw: [usize; 3], any_batch: bool) -> Result<Self, TractError> {
+        let (plan, nhwc) = Self::plan(bytes, chw, any_batch, None)?;
+        Ok(Self {
+            plan,
+            chw,
+            any_batch,
+            nhwc,
+            bytes: if any_batch {
+                bytes.to_vec()
+            } else {
+                Vec::new()
+            },
+            concrete: Default::default(),
+        })
+    }
+
+    /// A plan for one image at a time (`any_batch` false), for any batch, or for the
+    /// `concrete` batch of a dynamic-batch file; and whether the file takes channels last.
+    fn plan(
+        bytes: &[u8],
+        chw: [usize; 3],
+        any_batch: bool,
+        concrete: Option<usize>,
+    ) -> Result<(Arc<TypedRunnableModel>, bool), TractError> {
         let [c, h, w] = chw;
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(err)?;
-        let batch: TDim = if any_batch {
-            model.sym("N").into()
-        } else {
-            1.into()
+        // A concrete batch of a dynamic-batch file is the symbolic plan with N set: a file
+        // that names its own batch symbol `N` in shape annotations then still agrees.
+        let symbol = model.sym("N");
+        let batch: TDim = match any_batch {
+            true => symbol.clone().into(),
+            false => 1.into(),
         };
         let declared: Vec<Option<i64>> = model
             .input_fact(0)
@@ -79,23 +110,31 @@ impl TractEngine {
             f32::fact([batch, c.into(), h.into(), w.into()])
         };
         let large = model.nodes().len() > OPTIMISE_MAX_NODES;
-        let typed = model
+        let mut typed = model
             .with_input_fact(0, fact.into())
             .map_err(err)?
             .into_typed()
             .map_err(err)?;
-        let typed = if large {
-            typed
-        } else {
-            typed.into_optimized().map_err(err)?
+        if let Some(n) = concrete {
+            let values = std::collections::HashMap::from([(symbol, TDim::from(n))]);
+            typed = typed.set_symbols(&values).map_err(err)?;
+        }
+        let typed = match large {
+            true => typed,
+            false => typed.clone().into_optimized().unwrap_or(typed),
         };
-        let plan = typed.into_runnable().map_err(err)?;
-        Ok(Self {
-            plan,
-            chw,
-            any_batch,
-            nhwc,
-        })
+        Ok((typed.into_runnable().map_err(err)?, nhwc))
+    }
+
+    /// The plan for a batch of `n` made on first use (see [`TractEngine`]).
+    fn concrete_plan(&self, n: usize) -> Result<Arc<TypedRunnableModel>, TractError> {
+        let mut plans = self.concrete.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = plans.get(&n) {
+            return Ok(plan.clone());
+        }
+        let (plan, _) = Self::plan(&self.bytes, self.chw, true, Some(n))?;
+        plans.insert(n, plan.clone());
+        Ok(plan)
     }
 
     /// Runs one image (`C*H*W` values) and returns the flattened output.
@@ -131,7 +170,14 @@ impl TractEngine {
         } else {
             Tensor::from_shape(&[n, c, h, w], chunk).map_err(err)?
         };
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(err)?;
+        let outputs = match self.plan.run(tvec!(input.clone().into_tvalue())) {
+            Ok(outputs) => outputs,
+            Err(_) if self.any_batch => self
+                .concrete_plan(n)?
+                .run(tvec!(input.into_tvalue()))
+                .map_err(err)?,
+            Err(e) => return Err(err(e)),
+        };
         let view = outputs[0].to_plain_array_view::<f32>().map_err(err)?;
         let flat: Vec<f32> = view.iter().copied().collect();
         let per = flat.len() / n.max(1);

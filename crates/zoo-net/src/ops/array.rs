@@ -34,7 +34,21 @@ pub(crate) fn run<B: Backend>(op: &Array, cx: &Cx<B>) -> Vec<Value<B>> {
         Array::Concat { axis } => concat(cx.all(), *axis),
         Array::Transpose { perm } => transpose(cx.get(0), perm.as_deref()),
         Array::Slice { ranges } => slice(cx.get(0), ranges),
-        Array::Gather { axis } => gather(cx.get(0), *axis, cx.constant(1).expect("validated")),
+        Array::Gather { axis } => {
+            let indices = cx.constant(1).expect("validated");
+            match cx
+                .net
+                .plan
+                .graph
+                .shapes
+                .per_sample_gathers
+                .get(&cx.node.label)
+            {
+                Some(&block) => per_sample_gather(cx.get(0), *axis, indices, block),
+                None => gather(cx.get(0), *axis, indices),
+            }
+        }
+        Array::GatherNd => gather_nd(cx.get(0), cx.constant(1).expect("validated")),
         Array::Pad { kind, pads } => pad(cx.get(0), *kind, pads),
         // Shape inference refuses a ScatterND that was not computed at import.
         Array::ScatterNd => unreachable!("ScatterND is folded at import"),
@@ -145,6 +159,60 @@ fn gather<B: Backend>(x: Value<B>, axis: i64, indices: &Constant) -> Value<B> {
     out.extend(&indices.dims);
     out.extend(&dims[a + 1..]);
     Value::reshaped(picked, &out)
+}
+
+/// A Gather whose indices (the first sample's, `[1, ...]`) pick within each sample's
+/// `block` values of the batch axis: that axis seen as `[N, block]`, gathered along `block`.
+fn per_sample_gather<B: Backend>(
+    x: Value<B>,
+    axis: i64,
+    indices: &Constant,
+    block: usize,
+) -> Value<B> {
+    let dims = x.dims();
+    let a = normalize_axis(axis, dims.len()).expect("validated");
+    let samples = dims[a] / block.max(1);
+    let first: Vec<i64> = indices.as_i64().expect("validated").to_vec();
+    let count = first.len() / indices.dims[0].max(1);
+    let mut split = dims[..a].to_vec();
+    split.extend([samples, block]);
+    split.extend(&dims[a + 1..]);
+    let one = Constant {
+        dims: indices.dims[1..].to_vec(),
+        data: zoo_onnx::tensor::ConstData::I64(first[..count].to_vec()),
+    };
+    let picked = gather(Value::reshaped(x.t, &split), (a + 1) as i64, &one);
+    let mut out = dims[..a].to_vec();
+    out.push(samples);
+    out.extend(&indices.dims[1..]);
+    out.extend(&dims[a + 1..]);
+    Value::reshaped(picked.t, &out)
+}
+
+/// GatherND as one Gather: the first `k` axes flattened, each index tuple turned into its
+/// row of the flattened table.
+fn gather_nd<B: Backend>(x: Value<B>, indices: &Constant) -> Value<B> {
+    let dims = x.dims();
+    let k = *indices.dims.last().expect("validated");
+    let rows: usize = dims[..k].iter().product();
+    let flat: Vec<i64> = indices
+        .as_i64()
+        .expect("validated")
+        .chunks(k)
+        .map(|tuple| {
+            tuple.iter().zip(&dims).fold(0, |row, (&i, &size)| {
+                row * size as i64 + if i < 0 { i + size as i64 } else { i }
+            })
+        })
+        .collect();
+    let mut table = vec![rows];
+    table.extend(&dims[k..]);
+    let table = Value::reshaped(x.t, &table);
+    let flat = Constant {
+        dims: indices.dims[..indices.dims.len() - 1].to_vec(),
+        data: zoo_onnx::tensor::ConstData::I64(flat),
+    };
+    gather(table, 0, &flat)
 }
 
 fn pad<B: Backend>(x: Value<B>, kind: PadKind, pads: &[i64]) -> Value<B> {

@@ -65,6 +65,9 @@ pub enum Array {
     Gather {
         axis: i64,
     },
+    /// Index tuples into the leading axes of input 0 (a constant table of them, input 1):
+    /// the dynamo exporter's form of `table[:, idx]` (LeViT's attention biases).
+    GatherNd,
     /// Target element type (`TensorProto` data type code); `like`: CastLike, whose type is
     /// input 1's (a setting input).
     Cast {
@@ -117,6 +120,13 @@ pub(crate) const OPS: &[OpDef] = &[
             axis: a.int("axis", 0)?,
         })
     }),
+    OpDef::new("GatherND", |a, _| {
+        if a.int("batch_dims", 0)? != 0 {
+            return Err(a.err("GatherND with `batch_dims` is not supported"));
+        }
+        run(Array::GatherNd)
+    })
+    .since(11),
     OpDef::new("Cast", |a, _| {
         run(Array::Cast {
             to: a.int("to", 0)? as i32,
@@ -257,6 +267,7 @@ impl Array {
             Array::Slice { .. } => "Slice",
             Array::Split { .. } => "Split",
             Array::Gather { .. } => "Gather",
+            Array::GatherNd => "GatherND",
             Array::Cast { like: false, .. } => "Cast",
             Array::Cast { like: true, .. } => "CastLike",
             Array::Pad { .. } => "Pad",
@@ -272,6 +283,7 @@ impl Array {
                 | Array::Unsqueeze { .. }
                 | Array::Split { .. }
                 | Array::Gather { .. }
+                | Array::GatherNd
                 | Array::Slice { .. }
                 | Array::Pad { .. }
                 | Array::Cast { like: true, .. }
@@ -298,7 +310,7 @@ impl Array {
     pub(crate) fn is_shape_arithmetic(&self) -> bool {
         !matches!(
             self,
-            Array::Flatten { .. } | Array::Split { .. } | Array::Pad { .. }
+            Array::Flatten { .. } | Array::Split { .. } | Array::Pad { .. } | Array::GatherNd
         )
     }
 
@@ -348,7 +360,10 @@ impl Array {
                 Array::ScatterNd => {
                     host::scatter_nd(input(0)?, input(1)?, input(2)?).map_err(&err)?
                 }
-                Array::Flatten { .. } | Array::Split { .. } | Array::Pad { .. } => {
+                Array::Flatten { .. }
+                | Array::Split { .. }
+                | Array::Pad { .. }
+                | Array::GatherNd => {
                     return Err(err(format!("{} cannot be folded", self.onnx_type())))
                 }
             })
@@ -384,6 +399,7 @@ impl Array {
             Array::Unsqueeze { axes } => infer_unsqueeze(cx, &x, axes),
             Array::Slice { ranges } => infer_slice(cx, &x, ranges),
             Array::Gather { axis } => infer_gather(cx, &x, *axis),
+            Array::GatherNd => reshape::infer_gather_nd(cx, &x),
             Array::Pad { kind, pads } => infer_pad(cx, &x, *kind, pads),
             Array::Flatten { axis } => infer_flatten(cx, &x, *axis),
             Array::Reshape { shape, allow_zero } => {
@@ -475,7 +491,9 @@ fn infer_gather(cx: &mut ShapeCx, x: &[usize], axis: i64) -> Result<Vec<usize>> 
     out.extend(&idx.dims);
     out.extend(&x[a + 1..]);
     let b = cx.batch_axis;
-    if a == b {
+    if cx.is_batch_dependent(1) {
+        reshape::follow_per_sample_gather(cx, x, a, idx.dims.len());
+    } else if a == b {
         cx.drop_batch("Gather selects from the batch axis");
     } else if a < b {
         // `unbind(0)` of attention's [3, B, ...]: the batch moves back by the taken axis.

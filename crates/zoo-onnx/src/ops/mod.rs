@@ -238,7 +238,15 @@ impl Op {
     /// Whether input `index` may be a value computed from the batch size: a target shape
     /// whose axis 0 then follows the run-time batch.
     pub fn follows_batch_size(&self, index: usize) -> bool {
-        index == 1 && matches!(self, Op::Array(Array::Reshape { .. }) | Op::Repeat(_))
+        match self {
+            Op::Array(Array::Reshape { .. }) | Op::Repeat(_) => index == 1,
+            // Resize's `sizes` `[N, C, H, W]` (MobileViT's `interpolate(size=...)` takes N
+            // from the input); only H and W are read, checked not to follow the batch.
+            Op::Resize(_) => index == 3,
+            // Per-sample indices computed from the batch (see `follow_per_sample_gather`).
+            Op::Array(Array::Gather { .. }) => index == 1,
+            _ => false,
+        }
     }
 
     /// Whether the shape rule follows a batch axis other than 0 (else such an input makes the

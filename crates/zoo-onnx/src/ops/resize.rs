@@ -280,6 +280,14 @@ impl Resize {
         if h == 0 || w == 0 {
             return Err(cx.err(format!("resizes {x:?} to nothing")));
         }
+        let spatial_at = |c: Option<&crate::tensor::Constant>| {
+            c.and_then(|c| c.as_i64())
+                .map(|v| v.get(2..).map(<[i64]>::to_vec))
+        };
+        let probe = cx.node.input(3).and_then(|n| cx.folded.probes.get(n));
+        if cx.is_batch_dependent(3) && spatial_at(probe) != spatial_at(cx.constant(3)) {
+            cx.mark_fixed("Resize's output size follows the batch size");
+        }
         Ok(vec![x[0], x[1], h, w])
     }
 }

@@ -1,6 +1,6 @@
-//! The shape rules of the ops that regroup values between axes (Flatten, Reshape, Concat):
-//! where the batch goes when axis 0 holds it as its outer factor, and when a part without the
-//! batch is repeated along it.
+//! The shape rules of the ops that regroup values between axes (Flatten, Reshape, Concat,
+//! GatherND): where the batch goes when an axis holds it as a factor, and when a part without
+//! the batch is repeated along it.
 
 use crate::error::Result;
 use crate::shapes::{resolve_reshape, ReshapeTarget, ShapeCx};
@@ -179,4 +179,69 @@ pub(super) fn infer_concat(cx: &mut ShapeCx, first: &[usize], axis: i64) -> Resu
         cx.mark_fixed("Concat joins batched and unbatched values");
     }
     Ok(out)
+}
+
+/// GatherND (batch_dims 0): index tuples of length `k` (the last axis of the constant
+/// indices) pick from the first `k` axes of `x`.
+pub(super) fn infer_gather_nd(cx: &mut ShapeCx, x: &[usize]) -> Result<Vec<usize>> {
+    let idx = cx
+        .constant(1)
+        .filter(|c| !c.is_float())
+        .ok_or_else(|| cx.err("indices must be a constant integer tensor"))?;
+    let k = *idx.dims.last().unwrap_or(&0);
+    if k == 0 || k > x.len() {
+        return Err(cx.err(format!("index tuples of length {k} do not fit {x:?}")));
+    }
+    let values = idx.as_i64().unwrap_or_default();
+    let fits = values.chunks(k).all(|tuple| {
+        tuple
+            .iter()
+            .zip(x)
+            .all(|(&i, &size)| (-(size as i64)..size as i64).contains(&i))
+    });
+    let mut out = idx.dims[..idx.dims.len() - 1].to_vec();
+    out.extend(&x[k..]);
+    if !fits {
+        return Err(cx.err(format!("indices are out of range for {x:?}")));
+    }
+    cx.drop_batch("GatherND selects from the batch axis");
+    Ok(out)
+}
+
+/// A Gather along the batch axis whose indices are computed from the batch size: it keeps
+/// the batch when, at the declared and at the probe batch alike, sample `n`'s block of
+/// indices is the first sample's shifted by `n` blocks of the axis (`n * per_sample + i`);
+/// then each sample gathers from its own block, and the indices' axis 0 is the batch.
+pub(super) fn follow_per_sample_gather(cx: &mut ShapeCx, x: &[usize], axis: usize, rank: usize) {
+    let declared = cx.info.declared_batch.max(1);
+    let per_sample = x[axis] / declared;
+    let blocks_shift = |c: Option<&crate::tensor::Constant>, samples: usize| {
+        let (Some(c), true) = (c, axis == cx.batch_axis && cx.batch_outer == 1) else {
+            return None;
+        };
+        let v = c.as_i64()?;
+        let block = v.len() / samples;
+        let first = &v[..block];
+        let shifted = (c.dims.first() == Some(&samples) && block * samples == v.len())
+            && (0..samples).all(|n| {
+                let offset = (n * per_sample) as i64;
+                v[n * block..(n + 1) * block]
+                    .iter()
+                    .zip(first)
+                    .all(|(p, q)| *p == q + offset && (0..per_sample as i64).contains(q))
+            });
+        shifted.then_some(first.len())
+    };
+    let probe = cx.node.input(1).and_then(|n| cx.folded.probes.get(n));
+    let follows = cx.batched
+        && rank > 0
+        && blocks_shift(cx.constant(1), declared).is_some()
+        && blocks_shift(probe, declared + 1).is_some();
+    if follows {
+        let label = cx.node.label.clone();
+        cx.info.per_sample_gathers.insert(label, per_sample);
+    } else {
+        cx.mark_fixed("Gather picks across samples with indices computed from the batch size");
+        cx.batched = false;
+    }
 }
