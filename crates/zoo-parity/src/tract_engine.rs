@@ -47,6 +47,29 @@ pub struct TractEngine {
     concrete: std::sync::Mutex<std::collections::HashMap<usize, Arc<TypedRunnableModel>>>,
 }
 
+/// ONNX's ConstantOfShape makes float32 zeros when it has no `value`; tract 0.23 makes
+/// float64 ones (and then refuses the graph, torchvision Swin's dynamo export): the default is
+/// written out for it.
+fn float32_zeros_by_default(proto: &mut tract_onnx::pb::ModelProto) {
+    use tract_onnx::pb::{AttributeProto, TensorProto};
+    let nodes = proto.graph.iter_mut().flat_map(|g| g.node.iter_mut());
+    for node in nodes.filter(|n| n.op_type == "ConstantOfShape") {
+        if node.attribute.iter().all(|a| a.name != "value") {
+            node.attribute.push(AttributeProto {
+                name: "value".into(),
+                r#type: 4,
+                t: Some(TensorProto {
+                    dims: vec![1],
+                    data_type: 1,
+                    float_data: vec![0.0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+}
+
 impl TractEngine {
     pub fn from_path(path: &Path, chw: [usize; 3], any_batch: bool) -> Result<Self, TractError> {
         let bytes = std::fs::read(path).map_err(err)?;
@@ -84,9 +107,10 @@ impl TractEngine {
         concrete: Option<usize>,
     ) -> Result<(Arc<TypedRunnableModel>, bool), TractError> {
         let [c, h, w] = chw;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .map_err(err)?;
+        let onnx = tract_onnx::onnx();
+        let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(err)?;
+        float32_zeros_by_default(&mut proto);
+        let model = onnx.model_for_proto_model(&proto).map_err(err)?;
         // A concrete batch of a dynamic-batch file is the symbolic plan with N set: a file
         // that names its own batch symbol `N` in shape annotations then still agrees.
         let symbol = model.sym("N");

@@ -168,19 +168,6 @@ fn scatter_into_constant_of_shape_zeros_is_computed_at_import() {
     b.node("add", "Add", &["x", "mask"], &["y0"], vec![]);
     let mut model = finish(&mut b, "y0", 18);
     set_dims(&mut model, "where", &[3, 2]);
-    // tract makes float64 zeros without an explicit float32 `value`.
-    let zeros = &mut model.graph.as_mut().unwrap().node[0];
-    zeros.attribute.push(zoo_onnx::pb::AttributeProto {
-        name: "value".into(),
-        r#type: 4,
-        t: Some(zoo_onnx::pb::TensorProto {
-            dims: vec![1],
-            data_type: 1,
-            float_data: vec![0.0],
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
     let onnx = imported(&model);
     assert!(!onnx
         .graph
