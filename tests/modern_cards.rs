@@ -95,17 +95,22 @@ fn list_groups_the_modern_families() {
 
 /// Finetunes a stand-in at batch 8, exports it and checks the export against tract.
 fn finetune_and_export(card: &str, extra: &[&str]) {
+    let mut args = vec!["--like", card];
+    args.extend(extra);
+    finetune_and_export_file(&stand_in(card), &args);
+}
+
+/// The same for any file (read by path: weights beside it are found).
+fn finetune_and_export_file(file: &std::path::Path, extra: &[&str]) {
+    let card = file.file_stem().unwrap().to_string_lossy().to_string();
     let t = TempDir::new(&format!("modern-{card}"));
     for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
         write_images(&t.path().join("data").join(class), 8 + i);
     }
-    let file = stand_in(card);
     let (data, out) = (t.path().join("data"), t.path().join("run"));
     let mut args = vec![
         "finetune",
         file.to_str().unwrap(),
-        "--like",
-        card,
         "--out",
         out.to_str().unwrap(),
         "--data",
@@ -146,6 +151,17 @@ fn stand_ins_finetune_at_batch_8_and_export_with_parity() {
         finetune_and_export(card, &[]);
     }
     finetune_and_export("deit-tiny", &["--unfreeze-all"]);
+}
+
+/// torchvision's ViT (sequence-first attention: the batch inside axes) from a batch-1 file,
+/// from the dynamo exporter's file with its weights in `.onnx.data`, and timm's ViT with
+/// opset 23's one-node Attention: each trains every layer at batch 8 and exports with parity.
+#[test]
+fn modern_exporter_styles_finetune_every_layer_and_export_with_parity() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/modern");
+    for file in ["vittv-zoo17", "vittv-dynamo18x", "vit-dynamo23"] {
+        finetune_and_export_file(&dir.join(format!("{file}.onnx")), &["--unfreeze-all"]);
+    }
 }
 
 /// A card of the stand-in: the built-in card with the stand-in's checksum and size, its ten

@@ -165,7 +165,17 @@ fn refresh_value_info(
 ) {
     let shapes = &plan.graph.shapes;
     let float = zoo_onnx::pb::tensor_proto::DataType::Float as i32;
-    infos.retain(|v| shapes.of(&v.name).is_some() || plan.graph.constants.contains_key(&v.name));
+    // Where a value holds the batch as a factor of an axis (`[L * N, C]`) no dim says so:
+    // its annotation is dropped rather than written wrong.
+    let batch_is_a_factor = |name: &str| {
+        let axis = shapes.batch_axes.get(name).copied().unwrap_or(0);
+        let whole = shapes.of(name).and_then(|d| d.get(axis)) == Some(&shapes.declared_batch);
+        dynamic_batch && shapes.batched.contains(name) && !whole
+    };
+    infos.retain(|v| {
+        (shapes.of(&v.name).is_some() || plan.graph.constants.contains_key(&v.name))
+            && !batch_is_a_factor(&v.name)
+    });
     for v in infos.iter_mut() {
         let is_float = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(zoo_onnx::pb::type_proto::Value::TensorType(t)) => t.elem_type == float,
@@ -179,7 +189,7 @@ fn refresh_value_info(
         };
         let mut d: Vec<Option<usize>> = dims.iter().map(|&x| Some(x)).collect();
         if dynamic_batch && shapes.batched.contains(&v.name) {
-            d[0] = None;
+            d[shapes.batch_axes.get(&v.name).copied().unwrap_or(0)] = None;
         }
         *v = value_info(&v.name, &d);
     }
