@@ -10,17 +10,7 @@ use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
 use zoo_onnx::pb::ModelProto;
 use zoo_onnx::OnnxModel;
 
-use support::{assert_parity, finish, input, weights};
-
-fn set_dims(model: &mut ModelProto, name: &str, dims: &[i64]) {
-    let graph = model.graph.as_mut().unwrap();
-    let t = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == name)
-        .unwrap();
-    t.dims = dims.to_vec();
-}
+use support::{assert_parity, finish, input, set_dims, weights};
 
 fn imported(model: &ModelProto) -> OnnxModel {
     OnnxModel::from_bytes(prost::Message::encode_to_vec(model)).expect("import")

@@ -7,18 +7,7 @@ mod support;
 use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
 use zoo_onnx::OnnxModel;
 
-use support::{assert_parity, finish, input, weights};
-
-/// Gives an initializer the builder wrote as a vector its N-D shape.
-fn reshape_initializer(model: &mut zoo_onnx::pb::ModelProto, name: &str, dims: &[i64]) {
-    let graph = model.graph.as_mut().unwrap();
-    let t = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == name)
-        .unwrap();
-    t.dims = dims.to_vec();
-}
+use support::{assert_parity, finish, input, set_dims, weights};
 
 fn ints(v: &[i64]) -> Attr {
     Attr::Ints(v.to_vec())
@@ -217,7 +206,7 @@ fn gather_of_a_table_by_a_constant_2d_index() {
     b.node("add", "Add", &["x", "g"], &["out"], vec![]);
     let mut model = finish(&mut b, "out", 13);
     // The index as a 3x3 table.
-    reshape_initializer(&mut model, "idx", &[3, 3]);
+    set_dims(&mut model, "idx", &[3, 3]);
     assert_parity(&model, 2);
 }
 
@@ -384,7 +373,7 @@ fn scatter_nd_of_known_values_folds_and_on_data_is_refused() {
     );
     b.node("add", "Add", &["x", "mask"], &["out"], vec![]);
     let mut model = finish(&mut b, "out", 13);
-    reshape_initializer(&mut model, "idx", &[2, 2]);
+    set_dims(&mut model, "idx", &[2, 2]);
     assert_parity(&model, 2);
     // The same scatter into the image itself.
     let graph = model.graph.as_mut().unwrap();

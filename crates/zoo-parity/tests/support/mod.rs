@@ -132,3 +132,14 @@ pub fn finish(b: &mut GraphBuilder, last: &str, opset: i64) -> ModelProto {
     b.output("y", &[None, None]);
     b.build(opset)
 }
+
+/// Gives an initializer the builder wrote as a vector its N-D shape.
+pub fn set_dims(model: &mut ModelProto, name: &str, dims: &[i64]) {
+    let graph = model.graph.as_mut().unwrap();
+    let t = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == name)
+        .unwrap();
+    t.dims = dims.to_vec();
+}
