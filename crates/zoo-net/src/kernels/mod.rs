@@ -8,4 +8,5 @@ pub mod conv;
 pub(crate) mod flex_autodiff;
 pub mod host;
 pub mod max_pool;
+pub mod permute;
 pub mod simd;

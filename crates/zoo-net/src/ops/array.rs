@@ -117,7 +117,8 @@ fn transpose<B: Backend>(x: Value<B>, perm: Option<&[i64]>) -> Value<B> {
     let lead = PADDED - x.rank;
     let axes: [usize; PADDED] =
         std::array::from_fn(|i| if i < lead { i } else { perm[i - lead] + lead });
-    Value::new(x.t.permute(axes), x.rank)
+    let fast = crate::kernels::permute::permute(&x.t, axes);
+    Value::new(fast.unwrap_or_else(|| x.t.permute(axes)), x.rank)
 }
 
 fn slice<B: Backend>(x: Value<B>, ranges: &[(i64, i64, i64, i64)]) -> Value<B> {
