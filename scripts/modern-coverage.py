@@ -6,7 +6,7 @@ torchvision, full size, random weights) the ways users export them and runs
 Styles: `ts14`/`ts17` (TorchScript exporter, dynamic batch), `zoo17` (as the ONNX Model
 Zoo's `Computer_Vision/` files: input `x`, batch fixed at 1, constant folding), `dynamo18`
 (the default exporter, weights in `<file>.onnx.data` beside it, as it writes them) and
-`dynamo23` (opset 23: attention as one `Attention` node).
+`dynamo23` (opset 23: attention as one `Attention` node, weights inside).
 
     python3 scripts/modern-coverage.py [--zoo PATH] [--models a,b] [--styles ts14,zoo17] [--out DIR]
 
@@ -55,18 +55,19 @@ def randomize(model):
 
 
 def export(model, size, path, style):
-    x = torch.rand(1, 3, size, size)
-    if style.startswith("ts"):
-        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=int(style[2:]),
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-    elif style.startswith("zoo"):
-        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=int(style[3:]),
-                          input_names=["x"], do_constant_folding=True)
-    else:
-        x = torch.rand(2, 3, size, size)
-        torch.onnx.export(model, (x,), path, dynamo=True, opset_version=int(style[6:]),
-                          dynamic_shapes={"x": {0: torch.export.Dim("N", max=1024)}})
+    """The fixture script's exporter styles; `dynamo18` as that exporter writes it by default,
+    weights in `<file>.onnx.data` beside the file."""
+    fixtures = _fixture_script()
+    fixtures.export(model, size, path, "dynamo18x" if style == "dynamo18" else style)
+
+
+def _fixture_script():
+    import importlib.util
+    path = Path(__file__).resolve().parent / "make-modern-fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_modern_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def verify(zoo, path, batch):
