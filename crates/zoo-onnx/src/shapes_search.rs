@@ -19,13 +19,9 @@ pub(crate) fn infer_searching(graph: &Graph) -> Result<ShapeInfo> {
     let n = graph.nodes.len();
     let mut picks = vec![0usize; n];
     let mut readings = vec![1usize; n];
-    let first = replay(graph, &picks, &mut readings, false)?.0;
-    if first.fixed_batch.is_none() {
-        return Ok(first);
-    }
+    let (first, mut failed_at) = replay(graph, &picks, &mut readings, false)?;
     let choices = readings.iter().filter(|&&r| r > 1).count();
     let mut budget = 8 + REPLAYS_PER_CHOICE * choices;
-    let mut failed_at = replay(graph, &picks, &mut readings, true)?.1;
     while let Some(at) = failed_at {
         // The latest node at or before the failure with a reading left to try.
         let Some(k) = (0..=at.min(n - 1))
@@ -49,8 +45,8 @@ pub(crate) fn infer_searching(graph: &Graph) -> Result<ShapeInfo> {
     Ok(first)
 }
 
-/// Infers every node with the given readings; with `stop_early`, stops at the first node
-/// after which the graph no longer follows the batch and says which.
+/// Infers every node with the given readings and says the first node after which the graph
+/// no longer follows the batch; with `stop_early`, stops there.
 fn replay(
     graph: &Graph,
     picks: &[usize],
@@ -58,17 +54,20 @@ fn replay(
     stop_early: bool,
 ) -> Result<(ShapeInfo, Option<usize>)> {
     let mut info = ShapeInfo::start(graph);
+    let mut failed = None;
     for (i, node) in graph.nodes.iter().enumerate() {
         readings[i] = infer_node(&graph.constants, &graph.folded, node, &mut info, picks[i])?;
-        if stop_early && info.fixed_batch.is_some() {
-            return Ok((info, Some(i)));
+        if failed.is_none() && info.fixed_batch.is_some() {
+            failed = Some(i);
+            if stop_early {
+                return Ok((info, failed));
+            }
         }
     }
     check_output_batched(graph, &mut info);
-    let failed = info
-        .fixed_batch
-        .is_some()
-        .then(|| graph.nodes.len().saturating_sub(1));
+    if failed.is_none() && info.fixed_batch.is_some() {
+        failed = Some(graph.nodes.len().saturating_sub(1));
+    }
     Ok((info, failed))
 }
 

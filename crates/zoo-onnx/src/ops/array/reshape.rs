@@ -71,7 +71,7 @@ fn batch_target(cx: &mut ShapeCx, x: &[usize], out: &[usize], allow_zero: bool) 
     let before = x[..a].iter().product::<usize>() * outer;
     let after = x[a] / unit * x[a + 1..].iter().product::<usize>();
     let fits = placements(out, before, after, declared);
-    let pick = match probed_axis(cx, x, out, allow_zero) {
+    let pick = match probed_axis(cx, out, allow_zero) {
         Some(axis) => *fits.iter().find(|p| p.axis == axis)?,
         None => {
             cx.alternatives = fits.len();
@@ -131,14 +131,12 @@ fn placements(out: &[usize], before: usize, after: usize, batch: usize) -> Vec<P
 
 /// The output axis that grows when the batch does, for a target computed from the batch
 /// size (the exporter's own shape arithmetic, evaluated at a probe batch one larger).
-fn probed_axis(cx: &ShapeCx, x: &[usize], out: &[usize], allow_zero: bool) -> Option<usize> {
+fn probed_axis(cx: &ShapeCx, out: &[usize], allow_zero: bool) -> Option<usize> {
     if !cx.is_batch_dependent(1) {
         return None;
     }
     let probe = cx.folded.probes.get(cx.node.input(1)?)?.as_i64()?.to_vec();
-    let declared = cx.info.declared_batch.max(1);
-    let mut grown = x.to_vec();
-    grown[cx.batch_axis] += x[cx.batch_axis] / declared;
+    let grown = cx.info.probe_dims(cx.node.input(0)?)?;
     let probe_out = resolve_reshape(&grown, &probe, allow_zero).ok()?;
     let differs: Vec<usize> = (0..out.len().min(probe_out.len()))
         .filter(|&j| probe_out[j] != out[j])
