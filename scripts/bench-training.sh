@@ -75,3 +75,33 @@ print(f"| SqueezeNet 1.0 head only with `--augment` (no feature cache: the froze
       f"forward every step), same data | {zoo_epoch:.2f} s/epoch | {torch_epoch:.2f} s/epoch "
       f"(classifier only, features frozen) | **{torch_epoch / zoo_epoch:.2f}x** |")
 PY
+
+# Transformer-era classifiers (issue #29): timm's own models exported to ONNX by
+# scripts/torch_timm_train.py (TorchScript exporter, opset 17, same weights as the PyTorch side),
+# flowers5 at 224x224, batch 32; an epoch is 245 training + 155 validation photos in both.
+timm_row() { # model, label, zoo flags..., PyTorch flags after `--`
+    local model=$1 label=$2; shift 2
+    local zoo_flags=() torch_flags=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do zoo_flags+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    torch_flags=("$@")
+    python3 scripts/torch_timm_train.py "$model" --export "$work/$model.onnx" >/dev/null
+    "$zoo" finetune "$work/$model.onnx" --data "$shared/data/flowers5" --classes 5 \
+        --train-per-class 49 --batch-size 32 --out "$work/$model-run" --json "${zoo_flags[@]}" \
+        2>/dev/null >"$work/$model.json"
+    rm -rf "$work/$model-run"
+    python3 - "$work/$model.json" "$label" \
+        "$(python3 scripts/torch_timm_train.py "$model" "${torch_flags[@]}" | tail -1)" <<'PY'
+import json, re, statistics, sys
+s = json.load(open(sys.argv[1]))
+e = s["epoch_seconds"]
+first, later = e[0], statistics.median(e[1:] or e)
+torch = float(re.search(r"median epoch ([0-9.]+) s", sys.argv[3]).group(1))
+print(f"| {sys.argv[2]} | {later:.2f} s/epoch (first {first:.2f} s) | {torch:.2f} s/epoch "
+      f"| **{torch / later:.2f}x** (first epoch {torch / first:.2f}x) |")
+PY
+}
+timm_row vit_tiny_patch16_224 "ViT-tiny (timm) \`--unfreeze-all\`" --unfreeze-all --epochs 3 -- --epochs 3
+timm_row convnext_atto "ConvNeXt-atto (timm) \`--unfreeze-all\`" --unfreeze-all --epochs 3 -- --epochs 3
+timm_row vit_tiny_patch16_224 "ViT-tiny (timm) head only (zoo: feature cache after epoch 1)" \
+    --epochs 4 -- --epochs 3 --frozen

@@ -1,7 +1,9 @@
 //! zoo's transpose on flex (a contiguous copy, merged axes, tiles) gives burn's permute's
 //! values, and on `Autodiff<Flex>` its gradients (the inverse copy), over ranks 2 to 6,
 //! permutations that keep runs contiguous, swap the last two axes, or move one axis, and
-//! sizes around the tile edge.
+//! sizes around the tile edge. The fused Linear (`x @ W + b` over all rows) gives burn's
+//! matmul-plus-bias values and gradients; LayerNorm, Softmax, GELU and the per-column add and
+//! multiply give their composed burn forms' values and gradients.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
@@ -60,4 +62,197 @@ fn transposes_match_burns_permute_in_values_and_gradients() {
     check([2, 5, 3, 2, 4], [2, 0, 3, 1, 4]);
     check([1, 2, 5, 3, 2, 4], [0, 3, 1, 4, 2, 5]);
     check([1, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]);
+}
+
+/// Largest difference between two value lists, relative to the largest magnitude.
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+/// A tensor of `Autodiff<Flex>` that collects its gradient.
+fn leaf<const D: usize>(v: &[f32], dims: [usize; D]) -> Tensor<Autodiff<Flex>, D> {
+    Tensor::from_data(TensorData::new(v.to_vec(), dims), &Default::default()).require_grad()
+}
+
+/// `linear` against burn's `x.matmul(w) + b`: values on flex, and on `Autodiff<Flex>` the
+/// gradients of all three inputs (of `sum(y * r)` with a different `r` per output value).
+fn check_linear(rows: usize, k: usize, c: usize) {
+    use zoo_net::kernels::linear::linear;
+    type T = Autodiff<Flex>;
+    let device = Default::default();
+    let [x, w, b, r] =
+        [rows * k, k * c, c, rows * c].map(|n| SeededRng::new((n + k) as u64).values(n, 1.0));
+    let flex2 = |v: &[f32], d: [usize; 2]| {
+        Tensor::<Flex, 2>::from_data(TensorData::new(v.to_vec(), d), &device)
+    };
+    let bias = Tensor::<Flex, 1>::from_data(TensorData::new(b.clone(), [c]), &device);
+    let (xf, wf) = (flex2(&x, [rows, k]), flex2(&w, [k, c]));
+    let fast = linear(&xf, &wf, &bias).expect("flex is served");
+    let slow = xf.matmul(wf) + bias.unsqueeze();
+    let diff = max_rel_diff(&values(fast), &values(slow));
+    assert!(diff < 1e-5, "forward {rows}x{k}x{c}: {diff}");
+
+    let grads = |fast: bool| {
+        let (x, w) = (leaf::<2>(&x, [rows, k]), leaf::<2>(&w, [k, c]));
+        let b = leaf::<1>(&b, [c]);
+        let y = if fast {
+            linear(&x, &w, &b).expect("autodiff flex is served")
+        } else {
+            x.clone().matmul(w.clone()) + b.clone().unsqueeze()
+        };
+        let r = Tensor::<T, 2>::from_data(TensorData::new(r.clone(), [rows, c]), &device);
+        let g = (y * r).sum().backward();
+        [
+            values(x.grad(&g).unwrap()),
+            values(w.grad(&g).unwrap()),
+            values(b.grad(&g).unwrap()),
+        ]
+    };
+    let (fast, slow) = (grads(true), grads(false));
+    for (name, (f, s)) in ["x", "w", "bias"].iter().zip(fast.iter().zip(&slow)) {
+        let diff = max_rel_diff(f, s);
+        assert!(diff < 1e-5, "gradient of {name} {rows}x{k}x{c}: {diff}");
+    }
+}
+
+#[test]
+fn token_wise_linear_matches_matmul_plus_bias_in_values_and_gradients() {
+    check_linear(1, 1, 1);
+    check_linear(7, 5, 3);
+    check_linear(197, 64, 192);
+    check_linear(130, 192, 10);
+}
+
+/// A zoo row op against its composed burn form: values on flex (when `on_flex`), and on
+/// `Autodiff<Flex>` the gradients of every input (of `sum(y * r)`).
+fn check_rows<const N: usize>(
+    name: &str,
+    dims: [[usize; 2]; N],
+    on_flex: bool,
+    fast: impl Fn(&[Tensor<Autodiff<Flex>, 2>; N]) -> Tensor<Autodiff<Flex>, 2>,
+    slow: impl Fn(&[Tensor<Autodiff<Flex>, 2>; N]) -> Tensor<Autodiff<Flex>, 2>,
+    fast_flex: impl Fn(&[Tensor<Flex, 2>; N]) -> Tensor<Flex, 2>,
+) {
+    let device = Default::default();
+    let inputs: [Vec<f32>; N] =
+        std::array::from_fn(|i| SeededRng::new(31 + i as u64).values(dims[i][0] * dims[i][1], 2.0));
+    if on_flex {
+        let flex: [Tensor<Flex, 2>; N] = std::array::from_fn(|i| {
+            Tensor::from_data(TensorData::new(inputs[i].clone(), dims[i]), &device)
+        });
+        let slow_flex: [Tensor<Autodiff<Flex>, 2>; N] = std::array::from_fn(|i| {
+            Tensor::from_data(TensorData::new(inputs[i].clone(), dims[i]), &device)
+        });
+        let diff = max_rel_diff(&values(fast_flex(&flex)), &values(slow(&slow_flex).inner()));
+        assert!(diff < 1e-5, "{name} forward {dims:?}: {diff}");
+    }
+    let grads = |use_fast: bool| {
+        let leaves: [Tensor<Autodiff<Flex>, 2>; N] = std::array::from_fn(|i| {
+            Tensor::from_data(TensorData::new(inputs[i].clone(), dims[i]), &device).require_grad()
+        });
+        let y = if use_fast {
+            fast(&leaves)
+        } else {
+            slow(&leaves)
+        };
+        let n: usize = y.dims().iter().product();
+        let r = SeededRng::new(5).values(n, 1.0);
+        let r = Tensor::<Autodiff<Flex>, 2>::from_data(TensorData::new(r, y.dims()), &device);
+        let forward = values(y.clone().inner());
+        let g = (y * r).sum().backward();
+        let mut all = vec![forward];
+        all.extend(leaves.iter().map(|l| values(l.grad(&g).unwrap())));
+        all
+    };
+    for (k, (f, s)) in grads(true).iter().zip(&grads(false)).enumerate() {
+        let diff = max_rel_diff(f, s);
+        assert!(
+            diff < 2e-5,
+            "{name} {dims:?}: output {k} (0 = values, then gradients) {diff}"
+        );
+    }
+}
+
+#[test]
+fn layer_norm_matches_the_composed_form_in_values_and_gradients() {
+    use zoo_net::kernels::rows::layer_norm;
+    let eps = 1e-6;
+    let composed = |t: &[Tensor<Autodiff<Flex>, 2>; 3]| {
+        let x = t[0].clone();
+        let centred = x.clone() - x.mean_dim(1);
+        let var = centred.clone().powi_scalar(2).mean_dim(1);
+        centred / (var + eps as f64).sqrt() * t[1].clone() + t[2].clone()
+    };
+    for (rows, len) in [(1, 1), (3, 7), (197, 192), (70, 9)] {
+        let dims = [[rows, len], [1, len], [1, len]];
+        let row = |t: &Tensor<Autodiff<Flex>, 2>| t.clone().reshape([len]);
+        check_rows(
+            "layer norm",
+            dims,
+            true,
+            |t| layer_norm(&t[0], &row(&t[1]), &row(&t[2]), eps).expect("served"),
+            composed,
+            |t| {
+                let row = |t: &Tensor<Flex, 2>| t.clone().reshape([len]);
+                layer_norm(&t[0], &row(&t[1]), &row(&t[2]), eps).expect("served")
+            },
+        );
+    }
+}
+
+#[test]
+fn softmax_matches_burns_in_values_and_gradients() {
+    use burn::tensor::activation::softmax as burn_softmax;
+    use zoo_net::kernels::rows::softmax;
+    for (rows, len) in [(1, 1), (5, 3), (12 * 197, 197), (4, 100)] {
+        check_rows(
+            "softmax",
+            [[rows, len]],
+            false,
+            |t| softmax(&t[0]).expect("served"),
+            |t| burn_softmax(t[0].clone(), 1),
+            |t| burn_softmax(t[0].clone(), 1),
+        );
+    }
+}
+
+#[test]
+fn gelu_matches_burns_in_values_and_gradients() {
+    use burn::tensor::activation::gelu as burn_gelu;
+    use zoo_net::kernels::gelu::gelu;
+    for (rows, len) in [(1, 1), (3, 5), (197, 768), (1, 40_000)] {
+        check_rows(
+            "gelu",
+            [[rows, len]],
+            true,
+            |t| gelu(&t[0]).expect("served"),
+            |t| burn_gelu(t[0].clone()),
+            |t| gelu(&t[0]).expect("served"),
+        );
+    }
+}
+
+#[test]
+fn per_column_add_and_mul_match_burns_broadcast_in_values_and_gradients() {
+    use zoo_net::kernels::columns::{per_column, ColumnOp};
+    for op in [ColumnOp::Add, ColumnOp::Mul] {
+        for (rows, c) in [(2, 1), (3, 5), (6272, 80), (200, 3)] {
+            let vector = |t: &Tensor<Autodiff<Flex>, 2>| t.clone().reshape([c]);
+            check_rows(
+                "per column",
+                [[rows, c], [1, c]],
+                true,
+                |t| per_column(&t[0], &vector(&t[1]), op).expect("served"),
+                |t| match op {
+                    ColumnOp::Add => t[0].clone() + t[1].clone(),
+                    ColumnOp::Mul => t[0].clone() * t[1].clone(),
+                },
+                |t| per_column(&t[0], &t[1].clone().reshape([c]), op).expect("served"),
+            );
+        }
+    }
 }

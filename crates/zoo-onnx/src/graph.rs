@@ -293,6 +293,7 @@ impl OnnxModel {
         crate::ops::norm::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
             info.dims.get(v).map(Vec::len)
         });
+        crate::ops::activation::fuse_erf_gelu(&mut graph.nodes, &graph.constants);
         check_outputs(&graph)?;
         crate::shapes_search::check_output_batched(&graph, &mut info);
         graph.shapes = info;

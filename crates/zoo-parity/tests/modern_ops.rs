@@ -80,19 +80,55 @@ fn instance_normalization() {
     assert_parity(&finish(&mut b, "out", 11), 3);
 }
 
+/// Before opset 20 exporters write GELU out; each spelling becomes one `Gelu` node.
 #[test]
 fn erf_written_gelu() {
+    let ops_of = |model: &zoo_onnx::pb::ModelProto| -> Vec<String> {
+        let onnx = OnnxModel::from_bytes(prost::Message::encode_to_vec(model)).unwrap();
+        let ops = onnx
+            .graph
+            .nodes
+            .iter()
+            .map(|n| n.op.onnx_type().to_string());
+        ops.collect()
+    };
+    // torch's: (x * (1 + erf(x / divisor))) * 0.5, GELU when the divisor is sqrt 2.
+    let torch_spelling = |divisor: f32| {
+        let mut b = GraphBuilder::default();
+        input(&mut b, [2, 3, 4]);
+        b.init_f32("root2", &[], vec![divisor]);
+        b.init_f32("one", &[], vec![1.0]);
+        b.init_f32("half", &[], vec![0.5]);
+        b.node("div", "Div", &["x", "root2"], &["d"], vec![]);
+        b.node("erf", "Erf", &["d"], &["e"], vec![]);
+        b.node("add", "Add", &["e", "one"], &["a"], vec![]);
+        b.node("mul", "Mul", &["x", "a"], &["m"], vec![]);
+        b.node("halve", "Mul", &["m", "half"], &["out"], vec![]);
+        finish(&mut b, "out", 13)
+    };
+    let model = torch_spelling(std::f32::consts::SQRT_2);
+    assert_eq!(ops_of(&model), ["Gelu", "Flatten"]);
+    assert_parity(&model, 2);
+
+    // The half first and x scaled by 1/sqrt 2: (x * 0.5) * (1 + erf(x * 0.7071))
     let mut b = GraphBuilder::default();
     input(&mut b, [2, 3, 4]);
-    b.init_f32("root2", &[], vec![std::f32::consts::SQRT_2]);
+    b.init_f32("inv_root2", &[], vec![std::f32::consts::FRAC_1_SQRT_2]);
     b.init_f32("one", &[], vec![1.0]);
     b.init_f32("half", &[], vec![0.5]);
-    b.node("div", "Div", &["x", "root2"], &["d"], vec![]);
+    b.node("halve", "Mul", &["x", "half"], &["h"], vec![]);
+    b.node("scale", "Mul", &["x", "inv_root2"], &["d"], vec![]);
     b.node("erf", "Erf", &["d"], &["e"], vec![]);
-    b.node("add", "Add", &["e", "one"], &["a"], vec![]);
-    b.node("mul", "Mul", &["x", "a"], &["m"], vec![]);
-    b.node("halve", "Mul", &["m", "half"], &["out"], vec![]);
-    assert_parity(&finish(&mut b, "out", 13), 2);
+    b.node("add", "Add", &["one", "e"], &["a"], vec![]);
+    b.node("mul", "Mul", &["h", "a"], &["out"], vec![]);
+    let model = finish(&mut b, "out", 13);
+    assert_eq!(ops_of(&model), ["Gelu", "Flatten"]);
+    assert_parity(&model, 2);
+
+    // Another divisor is not GELU: left as written.
+    let model = torch_spelling(1.5);
+    assert!(!ops_of(&model).contains(&"Gelu".to_string()));
+    assert_parity(&model, 2);
 }
 
 #[test]

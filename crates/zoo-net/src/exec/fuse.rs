@@ -1,6 +1,7 @@
-//! Fusions the walker applies where the plan found them (`Plan::relu_follows`,
-//! `Plan::concat_parts`): a convolution or batch norm with the ReLU after it as one op, and
-//! convolutions written straight into the channel concatenation they feed.
+//! Fusions the walker applies where the plan found them (`Plan::relu_follows`, `bias_follows`,
+//! `concat_parts`): a convolution or batch norm with the ReLU after it as one op, a MatMul by
+//! a weight with its bias Add as one Linear op, and convolutions written straight into the
+//! channel concatenation they feed.
 
 use std::collections::HashMap;
 
@@ -71,23 +72,39 @@ pub(super) fn finish_concat<B: Backend>(
     Some(Value::from4(cast::<Flex, B, 4>(y), 4))
 }
 
-/// Node `i` and the ReLU right after it as one op, when the ReLU is all that reads node `i`'s
-/// output (`Plan::relu_follows`) and that output is neither wanted nor tapped: a convolution
-/// on flex (ReLU in the bias pass, and in its own backward), or a batch norm with batch
-/// statistics. The value to store as node `i`'s output, already through the ReLU (which then
-/// passes it on); `None` leaves both nodes to run on their own.
-pub(super) fn with_relu<B: Backend>(
+/// Node `i` and the node after it as one op, where the plan found such a pair (a ReLU after a
+/// convolution or batch norm, `Plan::relu_follows`; a bias Add after a MatMul by a weight,
+/// `Plan::bias_follows`) and node `i`'s output is neither wanted nor tapped. The value to
+/// store as node `i`'s output, already through the next node (which then passes it on);
+/// `None` leaves both nodes to run on their own.
+pub(super) fn with_next<B: Backend>(
     net: &Network<B>,
     i: usize,
     values: &HashMap<&str, Value<B>>,
     want: &str,
     tapped: Option<&str>,
 ) -> Option<Value<B>> {
-    let node = &net.plan.graph.nodes[i];
-    let out = node.outputs[0].as_str();
-    if !net.plan.relu_follows[i] || want == out || tapped == Some(out) {
-        return None;
+    let plan = &net.plan;
+    let out = plan.graph.nodes[i].outputs[0].as_str();
+    if want == out || tapped == Some(out) {
+        None
+    } else if plan.relu_follows[i] {
+        with_relu(net, i, values)
+    } else if plan.bias_follows[i] {
+        with_bias(net, i, values)
+    } else {
+        None
     }
+}
+
+/// A convolution on flex (ReLU in the bias pass, and in its own backward), or a batch norm
+/// with batch statistics, with the ReLU after it.
+fn with_relu<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+) -> Option<Value<B>> {
+    let node = &net.plan.graph.nodes[i];
     match node.op {
         Op::Nn(Nn::Conv(ref spec)) => {
             let cx = Cx::for_conv(net, node, values);
@@ -109,4 +126,34 @@ pub(super) fn with_relu<B: Backend>(
         }
         _ => None,
     }
+}
+
+/// A MatMul by a weight and the bias Add after it as one Linear op over all rows
+/// (`crate::kernels::linear`).
+fn with_bias<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+) -> Option<Value<B>> {
+    let (plan, node) = (&net.plan, &net.plan.graph.nodes[i]);
+    let out = node.outputs[0].as_str();
+    let x = values.get(node.input(0)?)?;
+    let add = &plan.graph.nodes[i + 1];
+    let bias_name = add.inputs.iter().find(|v| v.as_str() != out)?;
+    let param = |name: &str| {
+        let p = *plan.param_index.get(name)?;
+        Some((net.params[p].val(), &plan.params[p].dims))
+    };
+    let (w, w_dims) = param(node.input(1)?)?;
+    let (bias, _) = param(bias_name)?;
+    let mut dims = x.dims();
+    let (k, c) = (w_dims[0], w_dims[1]);
+    if dims.last() != Some(&k) {
+        return None;
+    }
+    let rows = dims.iter().product::<usize>() / k.max(1);
+    let x2: Tensor<B, 2> = x.t.clone().reshape([rows, k]);
+    let y = crate::kernels::linear::linear(&x2, &w.reshape([k, c]), &bias.reshape([c]))?;
+    *dims.last_mut().expect("checked") = c;
+    Some(Value::reshaped(y.unsqueeze(), &dims))
 }

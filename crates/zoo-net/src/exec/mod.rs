@@ -14,7 +14,7 @@ use zoo_onnx::Node;
 use crate::concat::ChannelConcat;
 use crate::network::Network;
 use crate::ops::Cx;
-use fuse::{finish_concat, into_concat, with_relu};
+use fuse::{finish_concat, into_concat, with_next};
 
 /// Rank every value is padded to.
 pub(crate) const PADDED: usize = zoo_onnx::shapes::MAX_RANK;
@@ -105,8 +105,8 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     if let Some(v) = values.get(want) {
         return v.clone();
     }
-    // A ReLU whose input is already its output (fused into the node before it).
-    let mut pass_through = None;
+    // A ReLU or bias Add fused into the node before it, whose output is then that node's.
+    let mut pass_through: Option<(usize, &str)> = None;
     // Concatenations being written by their parts, and the ReLU of a part written there.
     let mut concats: HashMap<usize, ChannelConcat> = HashMap::new();
     let mut written_part_relu = None;
@@ -122,10 +122,10 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
             Vec::new()
         } else if let Some(y) = finish_concat(net, i, &values, &mut concats) {
             vec![y]
-        } else if pass_through == Some(i) {
-            vec![values[node.inputs[0].as_str()].clone()]
-        } else if let Some(y) = with_relu(net, i, &values, want, tapped) {
-            pass_through = Some(i + 1);
+        } else if let Some((_, fused)) = pass_through.filter(|&(at, _)| at == i) {
+            vec![values[fused].clone()]
+        } else if let Some(y) = with_next(net, i, &values, want, tapped) {
+            pass_through = Some((i + 1, node.outputs[0].as_str()));
             vec![y]
         } else {
             crate::ops::run(&Cx {

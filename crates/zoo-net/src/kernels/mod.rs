@@ -3,10 +3,15 @@
 //! `tests/fused_ops.rs` holds every kernel to the generic form's values and gradients.
 
 pub mod batch_norm_train;
+pub mod columns;
 pub mod concat;
 pub mod conv;
 pub(crate) mod flex_autodiff;
+pub mod gelu;
 pub mod host;
+pub mod linear;
+pub(crate) mod matrix;
 pub mod max_pool;
 pub mod permute;
+pub mod rows;
 pub mod simd;

@@ -27,7 +27,9 @@ pub(crate) fn run<B: Backend>(op: &Activation, cx: &Cx<B>) -> Value<B> {
         Activation::Elu { alpha } => elu(t, alpha as f64),
         Activation::Selu { alpha, gamma } => elu(t, alpha as f64) * gamma as f64,
         Activation::Softplus => activation::softplus(t, 1.0),
-        Activation::Gelu { tanh: false } => activation::gelu(t),
+        Activation::Gelu { tanh: false } => {
+            crate::kernels::gelu::gelu(&t).unwrap_or_else(|| activation::gelu(t))
+        }
         Activation::Gelu { tanh: true } => {
             // 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
             let inner = (t.clone() + t.clone().powi_scalar(3) * 0.044_715)

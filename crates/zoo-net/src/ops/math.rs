@@ -8,12 +8,16 @@ use zoo_onnx::shapes::reduced_axes;
 
 use super::{binary, broadcast_shape, Cx};
 use crate::exec::{Value, PADDED};
+use crate::kernels::columns::ColumnOp;
 
 pub(crate) fn run<B: Backend>(op: &Math, cx: &Cx<B>) -> Value<B> {
     match op {
         Math::Add => add(cx.get(0), cx.get(1)),
         Math::Sub => binary(cx.get(0), cx.get(1), |a, b| a - b),
-        Math::Mul => binary(cx.get(0), cx.get(1), |a, b| a * b),
+        Math::Mul => {
+            let (a, b) = (cx.get(0), cx.get(1));
+            per_column(&a, &b, ColumnOp::Mul).unwrap_or_else(|| binary(a, b, |a, b| a * b))
+        }
         Math::Div => binary(cx.get(0), cx.get(1), |a, b| a / b),
         Math::Pow => pow(cx),
         Math::Mod { fmod } => {
@@ -50,8 +54,29 @@ fn add<B: Backend>(a: Value<B>, b: Value<B>) -> Value<B> {
         .flatten();
     match fused {
         Some(sum) => Value::from4(sum, a.rank.max(b.rank)),
-        None => binary(a, b, |a, b| a + b),
+        None => per_column(&a, &b, ColumnOp::Add).unwrap_or_else(|| binary(a, b, |a, b| a + b)),
     }
+}
+
+/// `a (op) b` where one side, leading 1s aside, is the other's trailing axes (a bias or scale
+/// per channel `[c]`, a position embedding `[1, t, c]`): as rows against one row, zoo's
+/// per-column kernel; `None` for other shapes and backends.
+fn per_column<B: Backend>(a: &Value<B>, b: &Value<B>, op: ColumnOp) -> Option<Value<B>> {
+    let side = |big: &Value<B>, small: &Value<B>| {
+        let dims = big.dims();
+        let per = small.dims();
+        let tail = &per[per.iter().position(|&d| d != 1).unwrap_or(per.len())..];
+        let c: usize = tail.iter().product();
+        let trailing = dims.len() >= per.len() && dims.ends_with(tail) && !tail.is_empty();
+        let rows = dims.iter().product::<usize>() / c.max(1);
+        if !trailing || c == 0 || rows < 2 {
+            return None;
+        }
+        let x: Tensor<B, 2> = big.t.clone().reshape([rows, c]);
+        let y = crate::kernels::columns::per_column(&x, &small.t.clone().reshape([c]), op)?;
+        Some(Value::reshaped(y.unsqueeze(), &dims))
+    };
+    side(a, b).or_else(|| side(b, a))
 }
 
 fn variadic<B: Backend>(parts: Vec<Value<B>>, kind: Variadic) -> Value<B> {

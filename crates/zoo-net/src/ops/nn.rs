@@ -172,6 +172,13 @@ fn softmax<B: Backend>(x: Value<B>, axis: i64, legacy: bool, log: bool) -> Value
         };
         Value::reshaped(y.unsqueeze(), &dims)
     } else {
+        let len = dims[a];
+        if a + 1 == dims.len() && !log && len > 0 {
+            let rows: Tensor<B, 2> = x.t.clone().reshape([x.t.shape().num_elements() / len, len]);
+            if let Some(y) = crate::kernels::rows::softmax(&rows) {
+                return Value::reshaped(y.unsqueeze(), &dims);
+            }
+        }
         let axis = x.axis(a);
         x.map(|t| match log {
             true => activation::log_softmax(t, axis),

@@ -17,6 +17,9 @@ pub(crate) fn run<B: Backend>(op: &Norm, cx: &Cx<B>) -> Value<B> {
             let a = normalize_axis(axis, dims.len()).expect("validated");
             let inner: usize = dims[a..].iter().product();
             let rows = dims.iter().product::<usize>() / inner;
+            if let Some(y) = fused_layer_norm(cx, &x, rows, inner, epsilon) {
+                return Value::reshaped(y.unsqueeze(), &dims);
+            }
             let y = normalize(x.t.reshape([rows, inner]), epsilon);
             // Scale and bias broadcast over the normalised axes: flattened to one row.
             let row = |i: usize| {
@@ -34,6 +37,23 @@ pub(crate) fn run<B: Backend>(op: &Norm, cx: &Cx<B>) -> Value<B> {
         Norm::Instance { epsilon } => channel_norm(cx, x, dims[1], epsilon),
         Norm::Group { groups, epsilon } => channel_norm(cx, x, groups, epsilon),
     }
+}
+
+/// Layer norm as zoo's one op (`crate::kernels::rows`) when the scale and bias hold one value
+/// per normalised value; `None` where it does not serve.
+fn fused_layer_norm<B: Backend>(
+    cx: &Cx<B>,
+    x: &Value<B>,
+    rows: usize,
+    inner: usize,
+    epsilon: f32,
+) -> Option<Tensor<B, 2>> {
+    cx.node.input(2)?;
+    let (scale, bias) = (cx.param_1d(1)?, cx.param_1d(2)?);
+    if scale.dims() != [inner] || bias.dims() != [inner] {
+        return None;
+    }
+    crate::kernels::rows::layer_norm(&x.t.clone().reshape([rows, inner]), &scale, &bias, epsilon)
 }
 
 /// The dims `p` broadcasts to when it scales the trailing axes `tail`.

@@ -1,8 +1,10 @@
 //! Element-wise activations of one tensor (PRelu's slope is a learnable second input).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{node_err, Attrs, InputOf, Op, OpDef, Parsed, Settings};
+use super::chain::{fuse_chains, Chain};
+use super::{node_err, Attrs, InputOf, Math, Op, OpDef, Parsed, Settings, Unary};
 use crate::error::Result;
 use crate::graph::Node;
 use crate::host::{elementwise, Num};
@@ -162,4 +164,63 @@ impl Activation {
         }
         Ok(x)
     }
+}
+
+/// Before opset 20 exporters write exact GELU as `x * 0.5 * (1 + Erf(x / sqrt(2)))` (or with
+/// `Mul(x, 1/sqrt(2))`, and the half taken first): five element-wise nodes, each a pass over
+/// the activations and a saved tensor in training. Each chain becomes one `Gelu` node.
+pub(crate) fn fuse_erf_gelu(nodes: &mut Vec<Node>, constants: &BTreeMap<String, Constant>) {
+    fuse_chains(nodes, constants, match_erf_gelu);
+}
+
+/// The fused node and the nodes it replaces, when node `k` is the chain's `x / sqrt(2)`.
+fn match_erf_gelu(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
+    const SQRT_2: f32 = std::f32::consts::SQRT_2;
+    let near = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() <= 1e-6 * want);
+    let node = &chain.nodes[k];
+    let x = node.input(0)?;
+    let divisor = chain.scalar(node.input(1)?);
+    let scaled = (chain.is(k, &Math::Div) && near(divisor, SQRT_2))
+        || (chain.is(k, &Math::Mul) && near(divisor, 1.0 / SQRT_2));
+    let erf = chain.only(chain.out(k)).filter(|_| scaled)?;
+    let add = chain.only(chain.out(erf))?;
+    let one = chain.scalar(&chain.other(add, chain.out(erf))?);
+    if !chain.is(erf, &Math::Unary(Unary::Erf)) || !chain.is(add, &Math::Add) || one != Some(1.0) {
+        return None;
+    }
+    let times = chain
+        .only(chain.out(add))
+        .filter(|&i| chain.is(i, &Math::Mul))?;
+    let other = chain.other(times, chain.out(add))?;
+    let half_of = |i: usize, value: &str| {
+        chain.is(i, &Math::Mul) && chain.other(i, value).and_then(|v| chain.scalar(&v)) == Some(0.5)
+    };
+    let mut matched = vec![k, erf, add, times];
+    if other == x {
+        // (x * (1 + erf)) * 0.5
+        let half = chain
+            .only(chain.out(times))
+            .filter(|&i| half_of(i, chain.out(times)))?;
+        matched.push(half);
+    } else {
+        // (x * 0.5) * (1 + erf)
+        let half = chain
+            .nodes
+            .iter()
+            .position(|n| n.outputs.first() == Some(&other))?;
+        let takes_x = chain.nodes[half].inputs.iter().any(|v| v == x);
+        if !takes_x || !half_of(half, x) || chain.only(&other) != Some(times) {
+            return None;
+        }
+        matched.push(half);
+    }
+    let last = *matched.iter().max().expect("matched nodes");
+    let fused = Node {
+        name: chain.nodes[last].name.clone(),
+        label: chain.nodes[last].label.clone(),
+        op: Op::Activation(Activation::Gelu { tanh: false }),
+        inputs: vec![x.to_string()],
+        outputs: vec![chain.out(last).to_string()],
+    };
+    Some((fused, matched))
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::chain::{fuse_chains, Chain};
 use super::{Attrs, Math, Op, OpDef, Parsed, Reduction};
 use crate::error::Result;
 use crate::graph::Node;
@@ -127,68 +128,21 @@ pub(crate) fn fuse_written_out(
     constants: &BTreeMap<String, Constant>,
     dims: &dyn Fn(&str) -> Option<usize>,
 ) {
-    let mut k = 0;
-    while k < nodes.len() {
-        match match_written_out(nodes, k, constants, dims) {
-            Some((fused, matched)) => {
-                let last = *matched.iter().max().expect("matched nodes");
-                nodes[last] = fused;
-                let mut gone: Vec<usize> = matched.into_iter().filter(|&i| i != last).collect();
-                gone.sort_unstable_by(|a, b| b.cmp(a));
-                for i in gone {
-                    nodes.remove(i);
-                }
-            }
-            None => k += 1,
-        }
-    }
-}
-
-/// Lookups over the graph's nodes while matching a chain.
-struct Chain<'a> {
-    nodes: &'a [Node],
-    constants: &'a BTreeMap<String, Constant>,
-}
-
-impl Chain<'_> {
-    /// The one node that reads `value`.
-    fn only(&self, value: &str) -> Option<usize> {
-        let mut readers =
-            (0..self.nodes.len()).filter(|&i| self.nodes[i].inputs.iter().any(|v| v == value));
-        let first = readers.next()?;
-        readers.next().is_none().then_some(first)
-    }
-
-    fn scalar(&self, name: &str) -> Option<f32> {
-        let c = self.constants.get(name).filter(|c| c.len() == 1)?;
-        c.as_f32().map(|v| v[0])
-    }
-
-    /// Node `i`'s input other than `value`.
-    fn other(&self, i: usize, value: &str) -> Option<String> {
-        self.nodes[i].inputs.iter().find(|v| *v != value).cloned()
-    }
-
-    fn is(&self, i: usize, op: &Math) -> bool {
-        matches!(&self.nodes[i].op, Op::Math(m) if m == op)
-    }
-
-    fn out(&self, i: usize) -> &str {
-        &self.nodes[i].outputs[0]
-    }
+    fuse_chains(nodes, constants, |chain, k| {
+        match_written_out(chain, k, dims)
+    });
 }
 
 /// The fused node and the indices of the nodes it replaces, when node `k` starts the chain.
 fn match_written_out(
-    nodes: &[Node],
+    chain: &Chain,
     k: usize,
-    constants: &BTreeMap<String, Constant>,
     rank_of: &dyn Fn(&str) -> Option<usize>,
 ) -> Option<(Node, Vec<usize>)> {
-    let chain = Chain { nodes, constants };
+    let (nodes, constants) = (chain.nodes, chain.constants);
     let x = nodes[k].input(0)?.to_string();
     let axis = trailing_axis(&nodes[k].op, rank_of(&x)?)?;
-    let (mut matched, epsilon) = normalisation(&chain, k, &x)?;
+    let (mut matched, epsilon) = normalisation(chain, k, &x)?;
     // The affine part: a scale, then a bias (constants over the normalised axes).
     let div = *matched.last().expect("matched nodes");
     let scale_at = chain

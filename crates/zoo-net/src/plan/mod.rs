@@ -2,9 +2,13 @@
 //! the graph the executor runs. Independent of any backend.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use zoo_onnx::ops::{Activation, Array, Math, Nn};
+use zoo_onnx::ops::{Array, Math, Nn};
 
 use zoo_onnx::{Constant, Graph, Node, OnnxModel, Op};
+
+mod fusions;
+use fusions::{bias_follows, concat_parts, relu_follows};
+pub(crate) use fusions::{channel_offsets, ConcatPart};
 
 /// What a parameter is for. Buffers (batch-norm running statistics) are never trained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,21 +64,15 @@ pub struct Plan {
     /// Per node: whether the next node is a ReLU and the only reader of this node's output,
     /// so the two may run as one op.
     pub(crate) relu_follows: Vec<bool>,
+    /// Per node: whether it is a MatMul by a weight matrix whose output only the next node
+    /// reads, an Add of one bias value per output column (a Linear layer written as two
+    /// nodes), so the two may run as one op.
+    pub(crate) bias_follows: Vec<bool>,
     /// Per node: the channel concatenation this convolution's output (through its fused ReLU,
     /// if any) is a part of and nothing else reads, so it may write its channels there.
     pub(crate) concat_parts: Vec<Option<ConcatPart>>,
     /// Values of the largest weight a Gemm or MatMul multiplies by.
     pub(crate) largest_matmul_weight: usize,
-}
-
-/// Where a convolution's channels go in a concatenation it feeds (see `Plan::concat_parts`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct ConcatPart {
-    /// The Concat node.
-    pub(crate) concat: usize,
-    pub(crate) first_channel: usize,
-    /// Channels of the concatenation's output.
-    pub(crate) channels: usize,
 }
 
 impl Plan {
@@ -231,6 +229,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     let data_dependent = data_dependence(&graph);
     let relu_follows = relu_follows(&graph);
     let concat_parts = concat_parts(&graph, &relu_follows);
+    let bias_follows = bias_follows(&graph, &params, &param_index);
     let largest_matmul_weight = graph
         .nodes
         .iter()
@@ -251,6 +250,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             release_after,
             data_dependent,
             relu_follows,
+            bias_follows,
             concat_parts,
             largest_matmul_weight,
         },
@@ -392,87 +392,6 @@ fn data_dependence(graph: &Graph) -> Vec<bool> {
             dep
         })
         .collect()
-}
-
-fn relu_follows(graph: &Graph) -> Vec<bool> {
-    let nodes = &graph.nodes;
-    (0..nodes.len())
-        .map(|i| {
-            let [out] = nodes[i].outputs.as_slice() else {
-                return false;
-            };
-            let next_is_relu = nodes.get(i + 1).is_some_and(|next| {
-                matches!(next.op, Op::Activation(Activation::Relu))
-                    && next.input(0) == Some(out.as_str())
-            });
-            next_is_relu && *out != graph.output.name && graph.consumers(out).count() == 1
-        })
-        .collect()
-}
-
-/// The first channel of each input of Concat node `concat` in its output, and the output's
-/// channel count last, when it joins rank-4 values along channels (shapes as inferred).
-pub(crate) fn channel_offsets(graph: &Graph, concat: usize) -> Option<Vec<usize>> {
-    let node = &graph.nodes[concat];
-    let Op::Array(Array::Concat { axis }) = node.op else {
-        return None;
-    };
-    let dims: Vec<&[usize]> = node
-        .inputs
-        .iter()
-        .map(|v| graph.shapes.of(v))
-        .collect::<Option<_>>()?;
-    let along_channels = dims.iter().all(|d| d.len() == 4 && d[2..] == dims[0][2..])
-        && zoo_onnx::shapes::normalize_axis(axis, 4) == Some(1);
-    along_channels.then(|| {
-        std::iter::once(0)
-            .chain(dims.iter().scan(0, |total, d| {
-                *total += d[1];
-                Some(*total)
-            }))
-            .collect()
-    })
-}
-
-/// The convolutions whose output, or the output of the ReLU fused into them, is an input of a
-/// channel concatenation and read by nothing else (SqueezeNet's expand layers, Inception's
-/// branches): each may write its channels straight into the concatenation's output.
-fn concat_parts(graph: &Graph, relu_follows: &[bool]) -> Vec<Option<ConcatPart>> {
-    let mut parts = vec![None; graph.nodes.len()];
-    let producer: HashMap<&str, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
-        .collect();
-    for (j, node) in graph.nodes.iter().enumerate() {
-        let Some(offsets) = channel_offsets(graph, j) else {
-            continue;
-        };
-        let distinct: HashSet<&String> = node.inputs.iter().collect();
-        if distinct.len() != node.inputs.len() || node.outputs[0] == graph.output.name {
-            continue;
-        }
-        for (t, value) in node.inputs.iter().enumerate() {
-            let Some(&p) = producer.get(value.as_str()) else {
-                continue;
-            };
-            let conv = match graph.nodes[p].op {
-                Op::Nn(Nn::Conv(_)) if !relu_follows[p] => Some(p),
-                Op::Activation(Activation::Relu) if p > 0 && relu_follows[p - 1] => Some(p - 1),
-                _ => None,
-            };
-            let conv = conv.filter(|&k| matches!(graph.nodes[k].op, Op::Nn(Nn::Conv(_))));
-            if let Some(k) = conv.filter(|_| graph.consumers(value).count() == 1) {
-                parts[k] = Some(ConcatPart {
-                    concat: j,
-                    first_channel: offsets[t],
-                    channels: offsets[node.inputs.len()],
-                });
-            }
-        }
-    }
-    parts
 }
 
 fn release_schedule(graph: &Graph) -> Vec<Vec<String>> {

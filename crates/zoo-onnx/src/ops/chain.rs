@@ -1,0 +1,68 @@
+//! Ops that exporters write out as chains of nodes at opsets without them, matched at import
+//! and replaced by the one node they spell: LayerNorm before opset 17 (`norm`), GELU before
+//! opset 20 (`activation`). Exports keep the file's own nodes.
+
+use std::collections::BTreeMap;
+
+use super::{Math, Op};
+use crate::graph::Node;
+use crate::tensor::Constant;
+
+/// Replaces every chain `matcher` finds (the fused node and the indices of the nodes it
+/// replaces, from node `k`) by its fused node, at the place of the chain's last node.
+pub(crate) fn fuse_chains(
+    nodes: &mut Vec<Node>,
+    constants: &BTreeMap<String, Constant>,
+    matcher: impl Fn(&Chain, usize) -> Option<(Node, Vec<usize>)>,
+) {
+    let mut k = 0;
+    while k < nodes.len() {
+        let chain = Chain { nodes, constants };
+        match matcher(&chain, k) {
+            Some((fused, matched)) => {
+                let last = *matched.iter().max().expect("matched nodes");
+                nodes[last] = fused;
+                let mut gone: Vec<usize> = matched.into_iter().filter(|&i| i != last).collect();
+                gone.sort_unstable_by(|a, b| b.cmp(a));
+                for i in gone {
+                    nodes.remove(i);
+                }
+            }
+            None => k += 1,
+        }
+    }
+}
+
+/// Lookups over the graph's nodes while matching a chain.
+pub(crate) struct Chain<'a> {
+    pub(crate) nodes: &'a [Node],
+    pub(crate) constants: &'a BTreeMap<String, Constant>,
+}
+
+impl Chain<'_> {
+    /// The one node that reads `value`.
+    pub(crate) fn only(&self, value: &str) -> Option<usize> {
+        let mut readers =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].inputs.iter().any(|v| v == value));
+        let first = readers.next()?;
+        readers.next().is_none().then_some(first)
+    }
+
+    pub(crate) fn scalar(&self, name: &str) -> Option<f32> {
+        let c = self.constants.get(name).filter(|c| c.len() == 1)?;
+        c.as_f32().map(|v| v[0])
+    }
+
+    /// Node `i`'s input other than `value`.
+    pub(crate) fn other(&self, i: usize, value: &str) -> Option<String> {
+        self.nodes[i].inputs.iter().find(|v| *v != value).cloned()
+    }
+
+    pub(crate) fn is(&self, i: usize, op: &Math) -> bool {
+        matches!(&self.nodes[i].op, Op::Math(m) if m == op)
+    }
+
+    pub(crate) fn out(&self, i: usize) -> &str {
+        &self.nodes[i].outputs[0]
+    }
+}
