@@ -97,9 +97,16 @@ fn apply(x: &[f32], v: &[f32], op: ColumnOp) -> Vec<f32> {
     }
 }
 
-/// `sum over rows of f(a[r, c], b[r, c])` per column, blocks of rows on all cores.
-fn column_sums(a: &[f32], b: &[f32], c: usize, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    a.par_chunks(ROWS_PER_TASK * c)
+/// `sum over rows of f(a[r, c], b[r, c])` per column: blocks of rows summed on all cores, then
+/// the blocks' sums added in order (the same bits whatever the threads did).
+pub(crate) fn column_sums(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    let blocks: Vec<Vec<f32>> = a
+        .par_chunks(ROWS_PER_TASK * c)
         .zip(b.par_chunks(ROWS_PER_TASK * c))
         .map(|(a, b)| {
             let mut sums = vec![0.0f32; c];
@@ -110,13 +117,12 @@ fn column_sums(a: &[f32], b: &[f32], c: usize, f: impl Fn(f32, f32) -> f32 + Syn
             }
             sums
         })
-        .reduce(
-            || vec![0.0f32; c],
-            |mut s, t| {
-                s.iter_mut().zip(&t).for_each(|(s, t)| *s += t);
-                s
-            },
-        )
+        .collect();
+    let mut sums = vec![0.0f32; c];
+    for block in &blocks {
+        sums.iter_mut().zip(block).for_each(|(s, t)| *s += t);
+    }
+    sums
 }
 
 #[derive(Debug)]

@@ -17,10 +17,10 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
-use rayon::prelude::*;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
 use crate::image_parallel::inside_image_task;
+use crate::kernels::columns::column_sums;
 use crate::kernels::matrix::{gemm_into, gemm_write, View};
 
 /// `x @ w + bias` for `x` `[rows, k]`, `w` `[k, c]`, `bias` `[c]`, when the backend is flex or
@@ -162,28 +162,8 @@ impl Backward<Flex, 3> for LinearBackward {
             grads.register::<Flex>(id, flex(dw, vec![k, c]));
         }
         if let Some(id) = b_node {
-            grads.register::<Flex>(id, flex(column_sums(dy, c), vec![c]));
+            let db = column_sums(dy, dy, c, |g, _| g);
+            grads.register::<Flex>(id, flex(db, vec![c]));
         }
     }
-}
-
-/// The sum of each column of a row-major `[_, c]` matrix: blocks of rows summed on all cores.
-pub(crate) fn column_sums(m: &[f32], c: usize) -> Vec<f32> {
-    m.par_chunks(ROWS_PER_TASK * c)
-        .map(|block| {
-            let mut sums = vec![0.0f32; c];
-            for row in block.chunks(c) {
-                for (s, v) in sums.iter_mut().zip(row) {
-                    *s += v;
-                }
-            }
-            sums
-        })
-        .reduce(
-            || vec![0.0f32; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
 }
