@@ -179,6 +179,72 @@ fn grouped_depthwise_and_pointwise_kernels_match() {
     );
 }
 
+/// Depthwise convolutions run zoo's direct kernel (`conv/depthwise.rs`): ConvNeXt's 7x7,
+/// MobileNet's strided 3x3 and 5x5, dilation, a fused ReLU, no bias, images narrower than the
+/// kernel's reach, and a frozen input.
+#[test]
+fn depthwise_kernels_match_the_generic_convolution() {
+    let dw = |x: [usize; 4], k: usize| case(x, [x[1], 1, k, k]);
+    let groups = |c: &Case| c.x[1];
+    let cases = [
+        (
+            "7x7 same",
+            Case {
+                pad: [3, 3],
+                ..dw([2, 5, 9, 8], 7)
+            },
+        ),
+        (
+            "3x3 stride 2",
+            Case {
+                pad: [1, 1],
+                stride: [2, 2],
+                ..dw([3, 4, 9, 10], 3)
+            },
+        ),
+        (
+            "5x5 stride 2 relu",
+            Case {
+                pad: [2, 2],
+                stride: [2, 2],
+                relu: true,
+                ..dw([2, 3, 11, 7], 5)
+            },
+        ),
+        (
+            "dilated",
+            Case {
+                pad: [2, 1],
+                dilation: [2, 2],
+                ..dw([2, 3, 8, 8], 3)
+            },
+        ),
+        (
+            "no bias, frozen input",
+            Case {
+                bias: false,
+                input_grad: false,
+                ..dw([1, 6, 5, 6], 3)
+            },
+        ),
+        (
+            "reach past the image",
+            Case {
+                pad: [3, 3],
+                ..dw([2, 2, 2, 3], 7)
+            },
+        ),
+        ("unpadded", dw([2, 3, 6, 6], 3)),
+    ];
+    for (name, c) in cases {
+        let c = Case {
+            groups: groups(&c),
+            ..c
+        };
+        check(name, c);
+    }
+}
+
 #[test]
 fn one_image_no_bias_and_an_input_without_gradient_match() {
     check(

@@ -32,6 +32,7 @@ use crate::flex_autodiff::{
 };
 use crate::simd::wide_kernel;
 
+mod depthwise;
 mod geometry;
 mod products;
 mod winograd;
@@ -108,6 +109,11 @@ pub fn conv2d<B: Backend>(
 /// cores.
 fn forward(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>, g: &Geometry) -> FlexTensor {
     let bias = bias.map(contiguous);
+    if g.is_depthwise() {
+        let (x, w) = (contiguous(x), contiguous(w));
+        let y = depthwise::forward(g, values(&x), values(&w), bias.as_ref().map(values));
+        return flex(y, vec![g.batch, g.c_out, g.oh, g.ow]);
+    }
     if g.on_flex_convolution() {
         let options = ConvOptions::new(g.stride, g.pad, g.dilation, g.groups);
         let mut y = contiguous(<Flex as ModuleOps<Flex>>::conv2d(x, w, None, options));
@@ -175,8 +181,8 @@ pub(crate) fn conv2d_into<B: Backend>(
     [first_channel, channels]: [usize; 2],
 ) -> bool {
     let g = Geometry::new(x.dims(), w.dims(), settings);
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || !all_f32(x, w, bias) || g.on_flex_convolution()
-    {
+    let served = TypeId::of::<B>() == TypeId::of::<Flex>() && all_f32(x, w, bias);
+    if !served || g.on_flex_convolution() || g.is_depthwise() {
         return false;
     }
     let dims = [g.batch, channels, g.oh, g.ow];
@@ -321,12 +327,18 @@ impl Backward<Flex, 3> for ConvBackward {
         let grad = masked.as_deref().unwrap_or(values(&grad));
         if let Some(id) = x_node {
             let w = contiguous(w);
-            let dx = input_grad(&g, values(&w), grad);
+            let dx = match g.is_depthwise() {
+                true => depthwise::input_grad(&g, values(&w), grad),
+                false => input_grad(&g, values(&w), grad),
+            };
             grads.register::<Flex>(id, flex(dx, vec![g.batch, g.c_in, g.h, g.w]));
         }
         if let Some(id) = w_node {
             let x = contiguous(x);
-            let dw = weight_grad(&g, values(&x), grad);
+            let dw = match g.is_depthwise() {
+                true => depthwise::weight_grad(&g, values(&x), grad),
+                false => weight_grad(&g, values(&x), grad),
+            };
             let dims = vec![g.c_out, g.in_per_group(), g.kh, g.kw];
             grads.register::<Flex>(id, flex(dw, dims));
         }
