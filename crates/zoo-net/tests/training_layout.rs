@@ -147,11 +147,20 @@ fn conv_bn_matches_the_generic_ops(relu: bool) {
         .iter()
         .enumerate()
     {
-        close(
-            &format!("relu {relu}: gradient of {name}"),
-            &ours[k],
-            &generic[k],
-        );
+        let label = format!("relu {relu}: gradient of {name}");
+        if *name == "conv_b_0" {
+            // Batch norm takes the mean out, so this gradient is zero but for rounding: both
+            // sides are noise, held to the scale of the conv weights' gradient instead.
+            let scale = generic[1].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in ours[k].iter().zip(&generic[k]) {
+                assert!(
+                    a.abs() <= 1e-5 * scale && b.abs() <= 1e-5 * scale,
+                    "{label}"
+                );
+            }
+            continue;
+        }
+        close(&label, &ours[k], &generic[k]);
     }
     // The statistics the trainer folds in are the batch's (unbiased variance).
     let net = net.update_running_statistics();
