@@ -235,6 +235,13 @@ fn depthwise_kernels_match_the_generic_convolution() {
             },
         ),
         ("unpadded", dw([2, 3, 6, 6], 3)),
+        (
+            "pads wider than the image",
+            Case {
+                pad: [3, 3],
+                ..dw([1, 2, 2, 2], 7)
+            },
+        ),
     ];
     for (name, c) in cases {
         let c = Case {

@@ -16,7 +16,7 @@ use crate::flex_autodiff::{par_fill, par_zeroed, written};
 /// lies in `0..size`.
 #[inline(always)]
 fn valid(outputs: usize, size: usize, stride: usize, pad: usize, offset: usize) -> Range<usize> {
-    let first = pad.saturating_sub(offset).div_ceil(stride);
+    let first = pad.saturating_sub(offset).div_ceil(stride).min(outputs);
     let end = if size + pad > offset {
         ((size + pad - offset - 1) / stride + 1).min(outputs)
     } else {
@@ -47,13 +47,17 @@ impl Geometry {
         for ki in 0..self.kh {
             for kj in 0..self.kw {
                 let (dy, dx) = (ki * self.dilation[0], kj * self.dilation[1]);
-                taps.push(Tap {
+                let tap = Tap {
                     weight_index: ki * self.kw + kj,
                     rows: valid(self.oh, self.h, self.stride[0], self.pad[0], dy),
                     cols: valid(self.ow, self.w, self.stride[1], self.pad[1], dx),
                     row_offset: dy as isize - self.pad[0] as isize,
                     col_offset: dx as isize - self.pad[1] as isize,
-                });
+                };
+                // A tap that reads only padding adds nothing (and has no first input index).
+                if !tap.rows.is_empty() && !tap.cols.is_empty() {
+                    taps.push(tap);
+                }
             }
         }
         taps
