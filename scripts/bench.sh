@@ -18,6 +18,11 @@ mkdir -p "$work"
 python3 -c 'import onnxruntime' 2>/dev/null || pip install -q onnxruntime || true
 python3 -c 'import torch' 2>/dev/null || timeout 300 pip install -q torch || true
 
+# timm's ViT-tiny for the transformer forward rows (needs torch + timm; skipped without them).
+if python3 scripts/torch_timm_train.py vit_tiny_patch16_224 --export "$work/vit_tiny.onnx" \
+    >/dev/null 2>&1; then
+    export ZOO_BENCH_VIT="$work/vit_tiny.onnx"
+fi
 echo "forward + import (cargo bench -p zoo-parity --bench forward)..." >&2
 cargo bench -q -p zoo-parity --bench forward 2>"$work/forward.err" >"$work/forward.jsonl"
 echo "import peak memory..." >&2
@@ -55,6 +60,10 @@ if python3 -c 'import torch' 2>/dev/null; then
 fi
 echo "evaluate end to end (scripts/bench-evaluate.sh)..." >&2
 scripts/bench-evaluate.sh "$ZOO_SHARED" "$CARGO_TARGET_DIR/release/zoo" >"$work/evaluate.jsonl"
+if [ -n "${ZOO_BENCH_VIT:-}" ]; then
+    scripts/bench-evaluate.sh "$ZOO_SHARED" "$CARGO_TARGET_DIR/release/zoo" "$ZOO_BENCH_VIT" \
+        >>"$work/evaluate.jsonl"
+fi
 echo "training through conv layers (scripts/bench-training.sh, cargo bench -p zoo-net)..." >&2
 if python3 -c 'import torch' 2>/dev/null; then
     scripts/bench-training.sh "$ZOO_SHARED" "$CARGO_TARGET_DIR/release/zoo" >"$work/training.md"

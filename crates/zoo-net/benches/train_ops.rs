@@ -2,7 +2,8 @@
 //! zoo's own ops (convolution with im2col + gemm gradients, fused batch norm) next to burn's
 //! generic ones, at the layer shapes of the lecture's LeNet-5 (batch 64) and SqueezeNet 1.0
 //! (batch 32, 224x224). Median of 7 timed runs after one warm-up; one JSON object a line.
-//! Run: cargo bench -p zoo-net --bench train_ops
+//! Attention at ViT-tiny's shape (batch 32, 3 heads, 197 tokens of 64) too.
+//! Run: cargo bench -p zoo-net --bench train_ops [-- OP] (only ops whose name contains OP)
 
 use std::time::Instant;
 
@@ -134,8 +135,37 @@ fn bench_max_pool(model: &str, dims: [usize; 4], rng: &mut SeededRng) {
     report(model, "max-pool 2x2", format!("{dims:?}"), zoo, generic);
 }
 
+/// zoo's attention kernel against burn's `softmax(q k^T * scale) v`.
+fn bench_attention(model: &str, [b, h, t, d]: [usize; 4], rng: &mut SeededRng) {
+    let [q, k, v] = [0; 3].map(|_| tensor(rng, [b, h, t, d], true));
+    let scale = 1.0 / (d as f32).sqrt();
+    let zoo = time_op(&|| zoo_net::kernels::attention::attention(&q, &k, &v, scale).expect("flex"));
+    let generic = time_op(&|| {
+        let scores = q
+            .clone()
+            .matmul(k.clone().swap_dims(2, 3))
+            .mul_scalar(scale);
+        burn::tensor::activation::softmax(scores, 3).matmul(v.clone())
+    });
+    report(
+        model,
+        "attention",
+        format!("q, k, v {:?}", [b, h, t, d]),
+        zoo,
+        generic,
+    );
+}
+
 fn main() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |op: &str| only.as_ref().is_none_or(|o| op.contains(o.as_str()));
     let mut rng = SeededRng::new(1);
+    if wanted("attention") {
+        bench_attention("vit_tiny", [32, 3, 197, 64], &mut rng);
+    }
+    if only.is_some() && !wanted("conv") {
+        return;
+    }
     let convs = [
         ("lenet5", [64, 1, 28, 28], [16, 1, 3, 3], 1, 1, false),
         ("lenet5", [64, 16, 14, 14], [32, 16, 3, 3], 1, 1, true),

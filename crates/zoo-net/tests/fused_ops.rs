@@ -6,6 +6,10 @@
 //! gradient as burn's max_pool2d over -inf padding; concatenation the same values and input
 //! gradients as `Tensor::cat`.
 
+mod support {
+    pub mod narrower_kernels;
+}
+
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -179,7 +183,8 @@ fn grouped_depthwise_and_pointwise_kernels_match() {
     );
 }
 
-/// Depthwise convolutions run zoo's direct kernel (`conv/depthwise.rs`): ConvNeXt's 7x7,
+/// Depthwise convolutions run zoo's direct kernels (`conv/depthwise.rs`, and its dense path at
+/// stride 1 in `conv/depthwise/dense.rs`): ConvNeXt's 7x7,
 /// MobileNet's strided 3x3 and 5x5, dilation, a fused ReLU, no bias, images narrower than the
 /// kernel's reach, and a frozen input.
 #[test]
@@ -235,6 +240,14 @@ fn depthwise_kernels_match_the_generic_convolution() {
             },
         ),
         ("unpadded", dw([2, 3, 6, 6], 3)),
+        (
+            "3x3 same relu, rows wider than a block, odd height",
+            Case {
+                pad: [1, 1],
+                relu: true,
+                ..dw([2, 3, 7, 37], 3)
+            },
+        ),
         (
             "pads wider than the image",
             Case {
@@ -708,29 +721,9 @@ fn concatenation_matches_tensor_cat_for_two_to_five_inputs() {
     }
 }
 
-/// The kernels built for the baseline target (what a CPU without AVX-512 runs) pass this
-/// file's tests too: all of them again in a child process with `ZOO_CPU_KERNELS=baseline`.
+/// The kernels built for narrower targets (what CPUs without AVX-512, or without AVX2, run)
+/// pass this file's tests too.
 #[test]
-fn the_baseline_kernels_pass_these_tests_too() {
-    use zoo_net::simd::{cpu_kernels, CpuKernels, KERNELS_VARIABLE};
-    if std::env::var(KERNELS_VARIABLE).is_ok_and(|v| v == "baseline") {
-        assert_eq!(
-            cpu_kernels(),
-            CpuKernels::Baseline,
-            "the variable is obeyed"
-        );
-        return;
-    }
-    let this_test = "the_baseline_kernels_pass_these_tests_too";
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(KERNELS_VARIABLE, "baseline")
-        .args(["--test-threads", "2"])
-        .output()
-        .expect("the test binary runs again");
-    let report = String::from_utf8_lossy(&child.stdout);
-    assert!(child.status.success(), "baseline kernels: {report}");
-    assert!(
-        report.contains(this_test),
-        "the child ran every test: {report}"
-    );
+fn the_narrower_kernels_pass_these_tests_too() {
+    support::narrower_kernels::run_every_narrower_copy("the_narrower_kernels_pass_these_tests_too");
 }

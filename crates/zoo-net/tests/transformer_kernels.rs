@@ -5,6 +5,10 @@
 //! matmul-plus-bias values and gradients; LayerNorm, Softmax, GELU and the per-column add and
 //! multiply give their composed burn forms' values and gradients.
 
+mod support {
+    pub mod narrower_kernels;
+}
+
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use zoo_net::kernels::permute::permute;
@@ -252,6 +256,102 @@ fn per_column_add_and_mul_match_burns_broadcast_in_values_and_gradients() {
                     ColumnOp::Mul => t[0].clone() * t[1].clone(),
                 },
                 |t| per_column(&t[0], &t[1].clone().reshape([c]), op).expect("served"),
+            );
+        }
+    }
+}
+
+/// `attention` against burn's `softmax(q k^T * scale) v`: values on flex, and on
+/// `Autodiff<Flex>` the values and the gradients of q, k and v (of `sum(y * r)`).
+fn check_attention(dims: [usize; 5], scale: f32) {
+    use burn::tensor::activation::softmax;
+    use zoo_net::kernels::attention::attention;
+    let [b, h, t, s, d] = dims;
+    let dv = d + 3;
+    let shapes = [[b, h, t, d], [b, h, s, d], [b, h, s, dv]];
+    let inputs: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, sh)| SeededRng::new(40 + i as u64).values(sh.iter().product(), 2.0))
+        .collect();
+    let composed = |q: Tensor<Autodiff<Flex>, 4>, k: Tensor<_, 4>, v: Tensor<_, 4>| {
+        softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
+    };
+    let device = Default::default();
+    let flex: Vec<Tensor<Flex, 4>> = (0..3)
+        .map(|i| Tensor::from_data(TensorData::new(inputs[i].clone(), shapes[i]), &device))
+        .collect();
+    let fast = attention(&flex[0], &flex[1], &flex[2], scale).expect("flex is served");
+    let run = |use_fast: bool| {
+        let leaves: Vec<Tensor<Autodiff<Flex>, 4>> =
+            (0..3).map(|i| leaf::<4>(&inputs[i], shapes[i])).collect();
+        let (q, k, v) = (leaves[0].clone(), leaves[1].clone(), leaves[2].clone());
+        let y = if use_fast {
+            attention(&q, &k, &v, scale).expect("autodiff flex is served")
+        } else {
+            composed(q, k, v)
+        };
+        let r = SeededRng::new(9).values(b * h * t * dv, 1.0);
+        let r = Tensor::<Autodiff<Flex>, 4>::from_data(TensorData::new(r, y.dims()), &device);
+        let forward = values(y.clone().inner());
+        let g = (y * r).sum().backward();
+        let mut all = vec![forward];
+        all.extend(leaves.iter().map(|l| values(l.grad(&g).unwrap())));
+        all
+    };
+    let slow = run(false);
+    let diff = max_rel_diff(&values(fast), &slow[0]);
+    assert!(diff < 1e-5, "attention forward on flex {dims:?}: {diff}");
+    for (k, (f, s)) in run(true).iter().zip(&slow).enumerate() {
+        let diff = max_rel_diff(f, s);
+        assert!(
+            diff < 2e-5,
+            "attention {dims:?}: output {k} (0 = values, then dq, dk, dv) {diff}"
+        );
+    }
+}
+
+#[test]
+fn attention_matches_the_composed_form_in_values_and_gradients() {
+    check_attention([1, 1, 1, 1, 1], 1.0);
+    check_attention([2, 3, 5, 7, 4], 0.5);
+    check_attention([2, 3, 197, 197, 64], 0.125);
+    check_attention([1, 2, 9, 30, 8], -0.7);
+}
+
+/// The kernels built for narrower targets pass this file's tests too.
+#[test]
+fn the_narrower_kernels_pass_these_tests_too() {
+    support::narrower_kernels::run_every_narrower_copy("the_narrower_kernels_pass_these_tests_too");
+}
+
+/// A value per channel of NCHW maps (`[outer, c, inner]`, ConvNeXt's `gamma` `[c, 1, 1]`).
+#[test]
+fn per_channel_add_and_mul_match_burns_broadcast_in_values_and_gradients() {
+    use zoo_net::kernels::columns::{per_channel, ColumnOp};
+    for op in [ColumnOp::Add, ColumnOp::Mul] {
+        for (outer, c, inner) in [(1, 2, 3), (3, 5, 7), (4, 40, 3136), (2, 3, 20_000)] {
+            let maps = |t: &Tensor<Autodiff<Flex>, 2>| t.clone().reshape([outer, c, inner]);
+            let flat = |t: Tensor<Autodiff<Flex>, 3>| t.reshape([outer, c * inner]);
+            check_rows(
+                "per channel",
+                [[outer, c * inner], [1, c]],
+                true,
+                |t| {
+                    flat(per_channel(&maps(&t[0]), &t[1].clone().reshape([c]), op).expect("served"))
+                },
+                |t| {
+                    let v = t[1].clone().reshape([1, c, 1]);
+                    flat(match op {
+                        ColumnOp::Add => maps(&t[0]) + v,
+                        ColumnOp::Mul => maps(&t[0]) * v,
+                    })
+                },
+                |t| {
+                    let x = t[0].clone().reshape([outer, c, inner]);
+                    let y = per_channel(&x, &t[1].clone().reshape([c]), op).expect("served");
+                    y.reshape([outer, c * inner])
+                },
             );
         }
     }

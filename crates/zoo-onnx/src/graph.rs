@@ -294,6 +294,9 @@ impl OnnxModel {
             info.dims.get(v).map(Vec::len)
         });
         crate::ops::activation::fuse_erf_gelu(&mut graph.nodes, &graph.constants);
+        crate::ops::attention::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
+            info.dims.get(v).map(Vec::len)
+        });
         check_outputs(&graph)?;
         crate::shapes_search::check_output_batched(&graph, &mut info);
         graph.shapes = info;

@@ -3,7 +3,9 @@
 //!
 //! Needs the AlexNet graph and the MNIST CNN: `ZOO_SHARED` (default ../shared from the
 //! workspace root). Prints one JSON object per measurement (scripts/bench.sh tabulates them).
-//! The real SqueezeNet 1.0 of `models/pretrained` is measured too when present.
+//! The real SqueezeNet 1.0 of `models/pretrained` is measured too when present, and timm's
+//! ViT-tiny when `ZOO_BENCH_VIT` names its ONNX export (`scripts/bench.sh` makes one with
+//! `scripts/torch_timm_train.py vit_tiny_patch16_224 --export FILE`).
 //! Run: cargo bench -p zoo-parity --bench forward [-- WORKLOAD_PART] (only workloads whose
 //! name contains WORKLOAD_PART, import skipped)
 
@@ -131,6 +133,12 @@ fn main() {
     if squeezenet.is_file() && wanted("SqueezeNet") {
         let bytes = std::fs::read(&squeezenet).unwrap();
         forward("SqueezeNet 1.0 forward 224x224 (real)", &bytes, &[32]);
+    }
+    if let Some(vit) = std::env::var_os("ZOO_BENCH_VIT").map(PathBuf::from) {
+        let workload = "ViT-tiny forward 224x224 (timm)";
+        if wanted(workload) {
+            forward(workload, &std::fs::read(&vit).unwrap(), &[1, 32]);
+        }
     }
     if only.is_some() {
         for (workload, bytes, batches) in [

@@ -227,3 +227,64 @@ fn caches_and_score_outputs_are_refused_with_the_reason() {
     let e = import_error(&one_attention(25, 2, &["x", "k", "v"], &outputs, vec![]));
     assert!(e.contains("only the attention output"), "{e}");
 }
+
+/// Attention written out as nodes (the spellings of PyTorch's `scaled_dot_product_attention`
+/// at opset 17, of timm's and of Hugging Face's own code) becomes one Attention node that
+/// matches tract running the nodes; a chain that is not attention stays as written.
+#[test]
+fn written_out_attention_becomes_one_node() {
+    let spell = |how: &str| {
+        let mut rng = SeededRng::new(23);
+        let mut b = GraphBuilder::default();
+        four_d(&mut b, &mut rng, 2, 2);
+        b.init_f32("root", &[], vec![0.5f32.sqrt()]);
+        b.init_f32("scale", &[], vec![0.5]);
+        b.init_f32("two", &[], vec![2.0]);
+        let perm = |p: Vec<i64>| vec![("perm", Attr::Ints(p))];
+        let last = |axis: i64| vec![("axis", Attr::Int(axis))];
+        let (softmax_axis, kt_perm) = (
+            if how == "softmax over queries" { 2 } else { -1 },
+            vec![0, 1, 3, 2],
+        );
+        match how {
+            "torch sdpa" => {
+                b.node("qs", "Mul", &["x", "root"], &["q1"], vec![]);
+                b.node("kt", "Transpose", &["k"], &["kt"], perm(kt_perm.clone()));
+                b.node("ks", "Mul", &["kt", "root"], &["k1"], vec![]);
+            }
+            "timm" => {
+                b.node("qs", "Mul", &["scale", "x"], &["q1"], vec![]);
+                b.node("kt", "Transpose", &["k"], &["k1"], perm(kt_perm.clone()));
+            }
+            _ => {
+                b.node("q1", "Identity", &["x"], &["q1"], vec![]);
+                b.node("kt", "Transpose", &["k"], &["k1"], perm(kt_perm));
+            }
+        }
+        b.node("qk", "MatMul", &["q1", "k1"], &["qk"], vec![]);
+        let scores = if how == "hugging face" || how == "softmax over queries" {
+            b.node("div", "Div", &["qk", "two"], &["s"], vec![]);
+            "s"
+        } else {
+            "qk"
+        };
+        b.node("softmax", "Softmax", &[scores], &["p"], last(softmax_axis));
+        b.node("pv", "MatMul", &["p", "v"], &["att_out"], vec![]);
+        finish(&mut b, "att_out", 17)
+    };
+    let ops = |model: &zoo_onnx::pb::ModelProto| -> Vec<&'static str> {
+        let onnx = OnnxModel::from_bytes(prost::Message::encode_to_vec(model)).unwrap();
+        onnx.graph.nodes.iter().map(|n| n.op.onnx_type()).collect()
+    };
+    for how in ["torch sdpa", "timm", "hugging face"] {
+        let model = spell(how);
+        let found = ops(&model);
+        assert!(found.contains(&"Attention"), "{how}: {found:?}");
+        assert!(!found.contains(&"Softmax"), "{how}: {found:?}");
+        let worst = assert_parity(&model, 3);
+        println!("{how}: max rel diff {worst:.1e}");
+    }
+    let model = spell("softmax over queries");
+    assert!(!ops(&model).contains(&"Attention"));
+    assert_parity(&model, 3);
+}

@@ -1,8 +1,9 @@
-//! One value per column of a row-major `[rows, c]` tensor, added or multiplied in (a bias, or
-//! a layer scale such as ConvNeXt's and CaiT's `gamma`), on all cores: on flex, and on
+//! One value per channel of a row-major `[outer, c, inner]` tensor, added or multiplied in (a
+//! bias, or a layer scale such as ConvNeXt's and CaiT's `gamma`: per column of `[rows, c]`
+//! token rows, `inner = 1`, or per plane of NCHW maps), on all cores: on flex, and on
 //! `Autodiff<Flex>` with its own backward (the input's gradient in one pass, the vector's as a
-//! column sum). flex broadcasts the vector through a strided iterator one element at a time,
-//! forward and backward.
+//! sum per channel). flex broadcasts the vector through a strided iterator one element at a
+//! time, forward and backward.
 
 use std::any::TypeId;
 
@@ -36,38 +37,78 @@ pub fn per_column<B: Backend>(
     op: ColumnOp,
 ) -> Option<Tensor<B, 2>> {
     let [rows, c] = x.dims();
-    if x.dtype() != DType::F32 || v.dtype() != DType::F32 || v.dims() != [c] || c == 0 {
+    let y = per_channel(&x.clone().reshape([rows, c, 1]), v, op)?;
+    Some(y.reshape([rows, c]))
+}
+
+/// `x (+ or *) v[channel]` for `x` `[outer, c, inner]` and `v` `[c]`, on flex and
+/// `Autodiff<Flex>` with f32 values; `None` elsewhere.
+pub fn per_channel<B: Backend>(
+    x: &Tensor<B, 3>,
+    v: &Tensor<B, 1>,
+    op: ColumnOp,
+) -> Option<Tensor<B, 3>> {
+    let [outer, c, inner] = x.dims();
+    if x.dtype() != DType::F32 || v.dtype() != DType::F32 || v.dims() != [c] || c * inner == 0 {
         return None;
     }
+    let dims = vec![outer, c, inner];
     if TypeId::of::<B>() == TypeId::of::<Flex>() {
-        let xv = contiguous(cast::<B, Flex, 2>(x.clone()).into_primitive().tensor());
+        let xv = contiguous(cast::<B, Flex, 3>(x.clone()).into_primitive().tensor());
         let vv = contiguous(cast::<B, Flex, 1>(v.clone()).into_primitive().tensor());
-        let y = flex(apply(values(&xv), values(&vv), op), vec![rows, c]);
-        let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(y));
-        return Some(cast::<Flex, B, 2>(y));
+        let y = flex(apply(values(&xv), values(&vv), inner, op), dims);
+        let y = Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(y));
+        return Some(cast::<Flex, B, 3>(y));
     }
     if TypeId::of::<B>() != TypeId::of::<Trained>() {
         return None;
     }
-    let xt = cast::<B, Trained, 2>(x.clone()).into_primitive().tensor();
+    let xt = cast::<B, Trained, 3>(x.clone()).into_primitive().tensor();
     let vt = cast::<B, Trained, 1>(v.clone()).into_primitive().tensor();
     let (xv, vv) = (
         contiguous(xt.primitive.clone()),
         contiguous(vt.primitive.clone()),
     );
-    let y = flex(apply(values(&xv), values(&vv), op), vec![rows, c]);
-    let out = match PerColumnBackward
+    let y = flex(apply(values(&xv), values(&vv), inner, op), dims);
+    let out = match PerChannelBackward
         .prepare::<NoCheckpointing>([xt.node.clone(), vt.node.clone()])
         .compute_bound()
         .stateful()
     {
         // The input is kept only where the vector's gradient needs it (a scale).
-        OpsKind::Tracked(prep) => prep.finish((xv, vv, op), y),
+        OpsKind::Tracked(prep) => prep.finish((xv, vv, inner, op), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    let y = Tensor::<Trained, 2>::from_primitive(TensorPrimitive::Float(out));
-    Some(cast::<Trained, B, 2>(y))
+    let y = Tensor::<Trained, 3>::from_primitive(TensorPrimitive::Float(out));
+    Some(cast::<Trained, B, 3>(y))
 }
+
+/// `f(x, v[channel])` over every plane of `inner` values, on all cores.
+fn map_planes(x: &[f32], v: &[f32], inner: usize, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let c = v.len();
+    let per_task = (VALUES_PER_TASK / inner).max(1);
+    // SAFETY: every value of every chunk is written.
+    unsafe {
+        par_fill(
+            x.len(),
+            per_task * inner,
+            || (),
+            |i, _, dst| {
+                let first = i * per_task;
+                let x = &x[first * inner..];
+                for (p, (out, plane)) in dst.chunks_mut(inner).zip(x.chunks(inner)).enumerate() {
+                    let b = v[(first + p) % c];
+                    for (o, &a) in out.iter_mut().zip(plane) {
+                        o.write(f(a, b));
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Values per task when planes are mapped or summed.
+const VALUES_PER_TASK: usize = 1 << 14;
 
 /// `f(x, v[column])` over every row, on all cores.
 fn map_rows(x: &[f32], v: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
@@ -90,11 +131,55 @@ fn map_rows(x: &[f32], v: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32
     }
 }
 
-fn apply(x: &[f32], v: &[f32], op: ColumnOp) -> Vec<f32> {
-    match op {
-        ColumnOp::Add => map_rows(x, v, |a, b| a + b),
-        ColumnOp::Mul => map_rows(x, v, |a, b| a * b),
+fn apply(x: &[f32], v: &[f32], inner: usize, op: ColumnOp) -> Vec<f32> {
+    let f = |a: f32, b: f32| match op {
+        ColumnOp::Add => a + b,
+        ColumnOp::Mul => a * b,
+    };
+    match inner {
+        1 => map_rows(x, v, f),
+        _ => map_planes(x, v, inner, f),
     }
+}
+
+/// `sum of f(a, b)` over each channel's values: [`column_sums`] for rows; for planes, each
+/// plane's sum on all cores, then the planes' sums added in order (the same bits whatever the
+/// threads did).
+fn channel_sums(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    inner: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    if inner == 1 {
+        return column_sums(a, b, c, f);
+    }
+    let planes: Vec<f32> = a
+        .par_chunks(inner)
+        .zip(b.par_chunks(inner))
+        .map(|(a, b)| {
+            let mut lanes = [0.0f32; 8];
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let tail: f32 = ca
+                .remainder()
+                .iter()
+                .zip(cb.remainder())
+                .map(|(&x, &y)| f(x, y))
+                .sum();
+            for (ca, cb) in ca.zip(cb) {
+                for ((l, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+                    *l += f(x, y);
+                }
+            }
+            lanes.iter().sum::<f32>() + tail
+        })
+        .collect();
+    let mut sums = vec![0.0f32; c];
+    for (p, s) in planes.iter().enumerate() {
+        sums[p % c] += s;
+    }
+    sums
 }
 
 /// `sum over rows of f(a[r, c], b[r, c])` per column: blocks of rows summed on all cores, then
@@ -126,31 +211,31 @@ pub(crate) fn column_sums(
 }
 
 #[derive(Debug)]
-struct PerColumnBackward;
+struct PerChannelBackward;
 
-impl Backward<Flex, 2> for PerColumnBackward {
-    /// The input, the vector, and the op.
-    type State = (FlexTensor, FlexTensor, ColumnOp);
+impl Backward<Flex, 2> for PerChannelBackward {
+    /// The input, the vector, the values per plane, and the op.
+    type State = (FlexTensor, FlexTensor, usize, ColumnOp);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x_node, v_node] = ops.parents.map(|p| p.map(|node| node.id));
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, v, op) = ops.state;
+        let (x, v, inner, op) = ops.state;
         let (g, x, v) = (values(&grad), values(&x), values(&v));
         let c = v.len();
         if let Some(id) = v_node {
             let dv = match op {
-                ColumnOp::Add => column_sums(g, g, c, |g, _| g),
-                ColumnOp::Mul => column_sums(g, x, c, |g, x| g * x),
+                ColumnOp::Add => channel_sums(g, g, c, inner, |g, _| g),
+                ColumnOp::Mul => channel_sums(g, x, c, inner, |g, x| g * x),
             };
             grads.register::<Flex>(id, flex(dv, vec![c]));
         }
         if let Some(id) = x_node {
             let dx = match op {
                 ColumnOp::Add => g.to_vec(),
-                ColumnOp::Mul => map_rows(g, v, |g, s| g * s),
+                ColumnOp::Mul => apply(g, v, inner, ColumnOp::Mul),
             };
-            grads.register::<Flex>(id, flex(dx, vec![g.len() / c, c]));
+            grads.register::<Flex>(id, flex(dx, vec![g.len() / (c * inner), c, inner]));
         }
     }
 }

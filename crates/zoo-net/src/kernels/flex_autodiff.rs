@@ -53,16 +53,31 @@ pub(crate) unsafe fn par_fill<S>(
     init: impl Fn() -> S + Sync + Send,
     fill: impl Fn(usize, &mut S, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
-    let mut out: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
-    // SAFETY: `MaybeUninit` values need no initialisation.
-    unsafe { out.set_len(len) };
+    let mut out = uninit(len);
     out.par_chunks_mut(chunk.max(1))
         .enumerate()
         .for_each_init(init, |scratch, (i, dst)| fill(i, scratch, dst));
+    // SAFETY: every value was written (the caller's promise).
+    unsafe { assume_written(out) }
+}
+
+/// `len` values not yet written (nothing is zeroed: see [`par_fill`]).
+pub(crate) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut out: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` values need no initialisation.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// The values of `out` once every one is written.
+///
+/// # Safety
+/// Every value of `out` must have been written.
+pub(crate) unsafe fn assume_written(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     let mut out = std::mem::ManuallyDrop::new(out);
-    // SAFETY: every value was written (the caller's promise); `MaybeUninit<f32>` has the
-    // layout of `f32`, and the allocation moves over whole.
-    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), len, out.capacity()) }
+    // SAFETY: the caller's promise; `MaybeUninit<f32>` has the layout of `f32`, and the
+    // allocation moves over whole.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), out.len(), out.capacity()) }
 }
 
 /// A chunk `par_fill` handed out, once its every value is written.

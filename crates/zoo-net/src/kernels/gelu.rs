@@ -18,26 +18,10 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
+use crate::simd::exp_nonpositive;
 
 /// Values per task.
 const CHUNK: usize = 1 << 14;
-
-/// `e^x` for `x <= 0` (flushed to the smallest normal below -87), as `2^n * p(r)`: `n` the
-/// nearest integer to `x / ln 2`, `r` the rest (|r| <= ln 2 / 2), `p` its Taylor polynomial
-/// of degree 6 (error below 1e-9).
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    // Adding and taking away 1.5 * 2^23 rounds to the nearest integer without a call.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    // ln 2 in two parts, so `n * LN2_HI` is exact.
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
-}
 
 /// `Phi(x)` (the standard normal distribution function) and `phi(x)` (its density).
 #[inline(always)]

@@ -2,6 +2,7 @@
 //! does not serve the backend or dtype, and the caller falls back to burn's generic ops.
 //! `tests/fused_ops.rs` holds every kernel to the generic form's values and gradients.
 
+pub mod attention;
 pub mod batch_norm_train;
 pub mod columns;
 pub mod concat;

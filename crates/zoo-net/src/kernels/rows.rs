@@ -17,6 +17,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
+use crate::simd::lanes_sum;
 
 /// Values per task when a pass is spread over rows (small inputs stay on one core).
 const VALUES_PER_TASK: usize = 1 << 14;
@@ -83,20 +84,6 @@ fn row_stats(row: &[f32], epsilon: f32) -> [f32; 2] {
     let mean = lanes_sum(row, |v| v) / n;
     let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n;
     [mean, 1.0 / (var + epsilon).sqrt()]
-}
-
-/// `f` summed over `values` in eight independent lanes.
-#[inline(always)]
-fn lanes_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = values.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 fn norm_forward(

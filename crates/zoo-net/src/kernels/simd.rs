@@ -1,17 +1,18 @@
-//! zoo's own CPU kernels (Winograd transforms, pooling, im2col, bias and ReLU) compiled twice:
-//! for the baseline x86-64 target a portable binary may assume (SSE2, 4 lanes) and for AVX-512
-//! (16 lanes), the copy picked at run time from what the CPU has. Built for the baseline only,
-//! those loops were a quarter of a SqueezeNet evaluate. gemm already dispatches its own.
+//! zoo's own CPU kernels (Winograd transforms, pooling, im2col, bias and ReLU, GELU, softmax)
+//! compiled three times: for the baseline x86-64 target a portable binary may assume (SSE2, 4
+//! lanes), for AVX2 with FMA (8 lanes) and for AVX-512 (16 lanes), the copy picked at run time
+//! from what the CPU has. Built for the baseline only, those loops were a quarter of a
+//! SqueezeNet evaluate. gemm already dispatches its own.
 //!
-//! Both copies are the same Rust compiled with different vector widths, and Rust never
-//! reassociates or fuses float arithmetic, so they give the same bits; `ZOO_CPU_KERNELS=baseline`
-//! forces the baseline copy (to rule the wide one out, or to test it, as
-//! `tests/inference_paths.rs` does).
+//! Every copy is the same Rust compiled with different vector widths, and Rust never
+//! reassociates or fuses float arithmetic (FMA is not contracted), so they give the same bits;
+//! `ZOO_CPU_KERNELS=baseline` (or `avx2`) caps the copy (to rule the wide ones out, or to test
+//! them, as `tests/inference_paths.rs` and `tests/fused_ops.rs` do).
 
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
-/// The environment variable that forces the baseline kernels (`baseline`); any other value, or
+/// The environment variable that caps the kernels: `baseline` or `avx2`; any other value, or
 /// none, lets the CPU decide.
 pub const KERNELS_VARIABLE: &str = "ZOO_CPU_KERNELS";
 
@@ -20,22 +21,31 @@ pub const KERNELS_VARIABLE: &str = "ZOO_CPU_KERNELS";
 pub enum CpuKernels {
     /// The baseline target's (SSE2 on x86-64; every other architecture).
     Baseline,
+    /// AVX2 with FMA (x86-64 CPUs since 2013 without AVX-512).
+    Avx2,
     /// AVX-512 (F, VL, BW, DQ) with AVX2 and FMA.
     Avx512,
 }
 
-/// The kernels in force: AVX-512 when the CPU has it and [`KERNELS_VARIABLE`] does not say
-/// `baseline`. Decided once per process.
+/// The kernels in force: the widest copy the CPU runs, capped by [`KERNELS_VARIABLE`].
+/// Decided once per process.
 pub fn cpu_kernels() -> CpuKernels {
     static CHOSEN: OnceLock<CpuKernels> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
-        let forced = std::env::var(KERNELS_VARIABLE).is_ok_and(|v| v == "baseline");
-        if !forced && has_avx512() {
+        let cap = std::env::var(KERNELS_VARIABLE).unwrap_or_default();
+        if cap != "baseline" && cap != "avx2" && has_avx512() {
             CpuKernels::Avx512
+        } else if cap != "baseline" && has_avx2() {
+            CpuKernels::Avx2
         } else {
             CpuKernels::Baseline
         }
     })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -44,8 +54,12 @@ fn has_avx512() -> bool {
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512dq")
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
+        && has_avx2()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -53,10 +67,10 @@ fn has_avx512() -> bool {
     false
 }
 
-/// Defines `fn $name(args) -> ret` whose body is compiled for the baseline target and for
-/// AVX-512, running the copy [`cpu_kernels`] chose. Functions the body calls are widened too
-/// only when they inline into it: mark them `#[inline(always)]` (closures written in the body
-/// are widened either way). Lifetimes may be named;
+/// Defines `fn $name(args) -> ret` whose body is compiled for the baseline target, for AVX2 and
+/// for AVX-512, running the copy [`cpu_kernels`] chose. Functions the body calls are widened
+/// too only when they inline into it: mark them `#[inline(always)]` (closures written in the
+/// body are widened either way). Lifetimes may be named;
 /// type parameters are not supported (each copy is one concrete function).
 macro_rules! wide_kernel {
     (
@@ -66,15 +80,20 @@ macro_rules! wide_kernel {
     ) => {
         $(#[$meta])*
         $vis fn $name $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? {
-            // The body twice, not one inlined function: closures in it inherit the features
-            // of the function they are written in, and are often not inlined.
+            // The body three times, not one inlined function: closures in it inherit the
+            // features of the function they are written in, and are often not inlined.
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
                 unsafe fn avx512 $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? $body
-                if $crate::simd::cpu_kernels() == $crate::simd::CpuKernels::Avx512 {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+                match $crate::simd::cpu_kernels() {
                     // SAFETY: `cpu_kernels` found every feature `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
+                    $crate::simd::CpuKernels::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: `cpu_kernels` found every feature `avx2` is compiled for.
+                    $crate::simd::CpuKernels::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::CpuKernels::Baseline => {}
                 }
             }
             fn baseline $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? $body
@@ -84,6 +103,56 @@ macro_rules! wide_kernel {
 }
 
 pub(crate) use wide_kernel;
+
+/// `f` summed over `values` in eight independent lanes (a single running sum keeps a loop
+/// from vectorising: Rust does not reorder float additions).
+#[inline(always)]
+pub(crate) fn lanes_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The largest of `values` (negative infinity for none), in eight lanes.
+#[inline(always)]
+pub(crate) fn lanes_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `e^x` for `x <= 0` (flushed to the smallest normal below -87), as `2^n * p(r)`: `n` the
+/// nearest integer to `x / ln 2`, `r` the rest (|r| <= ln 2 / 2), `p` its Taylor polynomial
+/// of degree 6 (error below 1e-9). Branch-free, so loops calling it vectorise (libm's `expf`
+/// is a call per value).
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    // Adding and taking away 1.5 * 2^23 rounds to the nearest integer without a call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // ln 2 in two parts, so `n * LN2_HI` is exact.
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+}
 
 /// `dst[i] = src[2 * i]`: the even cells of `src` (pass `&src[1..]` for the odd ones).
 /// `src` holds at least `2 * dst.len() - 1` values. The compiler leaves a short stride-2 read

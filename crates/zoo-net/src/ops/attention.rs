@@ -1,7 +1,8 @@
 //! Attention: each head's `softmax(Q K^T * scale + bias) V` as two batched matrix products
 //! on `[batch, heads, sequence, head size]`. The bias (a constant mask and the causal
 //! triangle) is known at import; it is built on the host each run, which is small beside
-//! the products.
+//! the products. Without bias or soft-capping, flex and `Autodiff<Flex>` run zoo's own
+//! kernel (`kernels::attention`: one task per image and head, its own backward).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Bool, Tensor, TensorData};
@@ -21,12 +22,41 @@ pub(crate) fn run<B: Backend>(op: &Attention, cx: &Cx<B>) -> Value<B> {
     let k4 = shared(heads_first(k, d.kv_heads, three_d), d.q_heads);
     let v4 = shared(heads_first(v, d.kv_heads, three_d), d.q_heads);
     let scale = op.scale.unwrap_or(1.0 / (d.head as f32).sqrt());
+    let bias = Bias::of(op, cx.constant(3), &d);
+    let fused = (bias.is_none() && op.softcap == 0.0)
+        .then(|| crate::kernels::attention::attention(&q4, &k4, &v4, scale))
+        .flatten();
+    let y = match fused {
+        Some(y) => y,
+        None => composed(op, q4, k4, v4, scale, bias),
+    };
+    if three_d {
+        let [b, h, s, dv] = y.dims();
+        let dims = [b, s, h * dv];
+        Value::reshaped(
+            y.swap_dims(1, 2).reshape(crate::exec::pad_dims(&dims)),
+            &dims,
+        )
+    } else {
+        Value::from4(y, 4)
+    }
+}
+
+/// burn's ops: the scores, soft cap, bias, softmax (rows that attend nothing become zeros)
+/// and the product with V.
+fn composed<B: Backend>(
+    op: &Attention,
+    q4: Tensor<B, 4>,
+    k4: Tensor<B, 4>,
+    v4: Tensor<B, 4>,
+    scale: f32,
+    bias: Option<Bias>,
+) -> Tensor<B, 4> {
     let mut scores = q4.matmul(k4.swap_dims(2, 3)).mul_scalar(scale);
     if op.softcap > 0.0 {
         scores = scores.div_scalar(op.softcap).tanh().mul_scalar(op.softcap);
     }
     let device = scores.device();
-    let bias = Bias::of(op, cx.constant(3), &d);
     if let Some(bias) = &bias {
         let [b, h, s, t] = scores.dims();
         let added =
@@ -44,17 +74,7 @@ pub(crate) fn run<B: Backend>(op: &Attention, cx: &Cx<B>) -> Value<B> {
         );
         probs = probs.mask_fill(empty.expand([b, h, s, t]), 0.0);
     }
-    let y = probs.matmul(v4);
-    if three_d {
-        let [b, h, s, dv] = y.dims();
-        let dims = [b, s, h * dv];
-        Value::reshaped(
-            y.swap_dims(1, 2).reshape(crate::exec::pad_dims(&dims)),
-            &dims,
-        )
-    } else {
-        Value::from4(y, 4)
-    }
+    probs.matmul(v4)
 }
 
 /// `[batch, heads, sequence, head size]` from a 4-D input, or from a 3-D one whose last axis

@@ -58,22 +58,27 @@ fn add<B: Backend>(a: Value<B>, b: Value<B>) -> Value<B> {
     }
 }
 
-/// `a (op) b` where one side, leading 1s aside, is the other's trailing axes (a bias or scale
-/// per channel `[c]`, a position embedding `[1, t, c]`): as rows against one row, zoo's
-/// per-column kernel; `None` for other shapes and backends.
+/// `a (op) b` where one side, leading 1s aside, is one axis run of the other followed by 1s
+/// (a bias or scale per channel: `[c]` on token rows, `[c, 1, 1]` on NCHW maps; a position
+/// embedding `[1, t, c]`): zoo's per-channel kernel; `None` for other shapes and backends.
 fn per_column<B: Backend>(a: &Value<B>, b: &Value<B>, op: ColumnOp) -> Option<Value<B>> {
     let side = |big: &Value<B>, small: &Value<B>| {
         let dims = big.dims();
         let per = small.dims();
         let tail = &per[per.iter().position(|&d| d != 1).unwrap_or(per.len())..];
-        let c: usize = tail.iter().product();
-        let trailing = dims.len() >= per.len() && dims.ends_with(tail) && !tail.is_empty();
-        let rows = dims.iter().product::<usize>() / c.max(1);
-        if !trailing || c == 0 || rows < 2 {
+        let core = &tail[..tail.iter().rposition(|&d| d != 1).map_or(0, |i| i + 1)];
+        if core.is_empty() || dims.len() < tail.len() {
             return None;
         }
-        let x: Tensor<B, 2> = big.t.clone().reshape([rows, c]);
-        let y = crate::kernels::columns::per_column(&x, &small.t.clone().reshape([c]), op)?;
+        let start = dims.len() - tail.len();
+        let c: usize = core.iter().product();
+        let outer: usize = dims[..start].iter().product();
+        let inner: usize = dims[start + core.len()..].iter().product();
+        if dims[start..start + core.len()] != *core || outer * inner < 2 {
+            return None;
+        }
+        let x: Tensor<B, 3> = big.t.clone().reshape([outer, c, inner]);
+        let y = crate::kernels::columns::per_channel(&x, &small.t.clone().reshape([c]), op)?;
         Some(Value::reshaped(y.unsqueeze(), &dims))
     };
     side(a, b).or_else(|| side(b, a))

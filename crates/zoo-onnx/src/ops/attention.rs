@@ -6,9 +6,14 @@
 //! attended) or added to the scores. Key/value caches (`past_key`, `past_value`,
 //! `nonpad_kv_seqlen`) are for generation, not classifiers, and are refused.
 
-use super::{Attrs, Op, OpDef, Parsed};
+use std::collections::BTreeMap;
+
+use super::chain::{fuse_chains, Chain};
+use super::{Array, Attrs, Math, Nn, Op, OpDef, Parsed};
 use crate::error::Result;
+use crate::graph::Node;
 use crate::shapes::{broadcast, ShapeCx};
+use crate::tensor::Constant;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attention {
@@ -155,5 +160,143 @@ impl Attention {
             4 => vec![d.batch, d.q_heads, d.q_len, d.v_head],
             _ => vec![d.batch, d.q_len, d.q_heads * d.v_head],
         })
+    }
+}
+
+/// Replaces attention written out as nodes (what exporters write before opset 23, and what
+/// models built from `q @ k.transpose(-2, -1)` always write) by one `Attention` node, so
+/// zoo runs it as one op: `MatMul(Q', K') -> [Mul|Div by a scalar] -> Softmax(last axis) ->
+/// MatMul(_, V)`, where `Q'` is Q or Q times a scalar and `K'` is K transposed on its last two
+/// axes, with or without a scalar factor on either side of the Transpose (PyTorch's
+/// `scaled_dot_product_attention` at opset 17 scales both by the root of the scale). Q, K and
+/// V must be 4-D, and every node in between read by the chain alone. Exports keep the file's
+/// own nodes.
+pub(crate) fn fuse_written_out(
+    nodes: &mut Vec<Node>,
+    constants: &BTreeMap<String, Constant>,
+    rank_of: &dyn Fn(&str) -> Option<usize>,
+) {
+    fuse_chains(nodes, constants, |chain, k| {
+        match_written_out(chain, k, rank_of)
+    });
+}
+
+/// The fused node and the nodes it replaces, when node `k` is the chain's Softmax.
+fn match_written_out(
+    chain: &Chain,
+    k: usize,
+    rank_of: &dyn Fn(&str) -> Option<usize>,
+) -> Option<(Node, Vec<usize>)> {
+    let Op::Nn(Nn::Softmax { axis, .. }) = chain.nodes[k].op else {
+        return None;
+    };
+    let scores = chain.nodes[k].input(0)?;
+    if rank_of(scores) != Some(4) || !(axis == -1 || axis == 3) {
+        return None;
+    }
+    let mut matched = vec![k];
+    let mut scale = 1.0f32;
+    // The scores, maybe scaled after the product.
+    let mut product = chain.producer(scores)?;
+    if let Some((input, factor)) = scaled(chain, product) {
+        matched.push(product);
+        scale *= factor;
+        product = chain.producer(&input)?;
+    }
+    if !is_matmul(chain, product) || chain.only(chain.out(product)) != matched.last().copied() {
+        return None;
+    }
+    matched.push(product);
+    let q = unscaled(
+        chain,
+        chain.nodes[product].input(0)?,
+        &mut matched,
+        &mut scale,
+    )?;
+    let k_t = unscaled(
+        chain,
+        chain.nodes[product].input(1)?,
+        &mut matched,
+        &mut scale,
+    )?;
+    let transpose = chain.producer(&k_t)?;
+    let swaps_last_two = matches!(
+        &chain.nodes[transpose].op,
+        Op::Array(Array::Transpose { perm: Some(p) }) if p[..] == [0, 1, 3, 2]
+    );
+    if !swaps_last_two || chain.only(&k_t).is_none() {
+        return None;
+    }
+    matched.push(transpose);
+    let key = unscaled(
+        chain,
+        chain.nodes[transpose].input(0)?,
+        &mut matched,
+        &mut scale,
+    )?;
+    let weighted = chain
+        .only(chain.out(k))
+        .filter(|&i| is_matmul(chain, i) && chain.nodes[i].input(0) == Some(chain.out(k)))?;
+    let value = chain.nodes[weighted].input(1)?.to_string();
+    if [&q, &key, &value].iter().any(|v| rank_of(v) != Some(4)) || !scale.is_finite() {
+        return None;
+    }
+    matched.push(weighted);
+    let fused = Node {
+        name: chain.nodes[weighted].name.clone(),
+        label: chain.nodes[weighted].label.clone(),
+        op: Op::Attention(Attention {
+            q_heads: 0,
+            kv_heads: 0,
+            scale: Some(scale),
+            causal: false,
+            softcap: 0.0,
+        }),
+        inputs: vec![q, key, value],
+        outputs: vec![chain.out(weighted).to_string()],
+    };
+    Some((fused, matched))
+}
+
+fn is_matmul(chain: &Chain, i: usize) -> bool {
+    matches!(chain.nodes[i].op, Op::Nn(Nn::MatMul))
+}
+
+/// `(input, factor)` when node `i` multiplies its one non-constant input by a scalar constant
+/// (or divides it by one).
+fn scaled(chain: &Chain, i: usize) -> Option<(String, f32)> {
+    let node = &chain.nodes[i];
+    let (a, b) = (node.input(0)?, node.input(1)?);
+    if chain.is(i, &Math::Mul) {
+        match (chain.scalar(a), chain.scalar(b)) {
+            (Some(f), None) => Some((b.to_string(), f)),
+            (None, Some(f)) => Some((a.to_string(), f)),
+            _ => None,
+        }
+    } else if chain.is(i, &Math::Div) {
+        chain.scalar(b).map(|f| (a.to_string(), 1.0 / f))
+    } else {
+        None
+    }
+}
+
+/// What `value` is before a scalar factor the chain alone reads (the factor is taken into
+/// `scale`, its node into `matched`), or `value` itself.
+fn unscaled(
+    chain: &Chain,
+    value: &str,
+    matched: &mut Vec<usize>,
+    scale: &mut f32,
+) -> Option<String> {
+    let Some(i) = chain.producer(value) else {
+        return Some(value.to_string());
+    };
+    match scaled(chain, i) {
+        Some((input, factor)) if chain.only(value).is_some() => {
+            matched.push(i);
+            *scale *= factor;
+            Some(input)
+        }
+        _ => Some(value.to_string()),
     }
 }

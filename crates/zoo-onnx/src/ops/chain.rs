@@ -48,6 +48,13 @@ impl Chain<'_> {
         readers.next().is_none().then_some(first)
     }
 
+    /// The node that writes `value`.
+    pub(crate) fn producer(&self, value: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.outputs.iter().any(|o| o == value))
+    }
+
     pub(crate) fn scalar(&self, name: &str) -> Option<f32> {
         let c = self.constants.get(name).filter(|c| c.len() == 1)?;
         c.as_f32().map(|v| v[0])

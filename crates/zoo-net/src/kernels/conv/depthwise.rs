@@ -10,6 +10,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::Geometry;
+
+mod dense;
 use crate::flex_autodiff::{par_fill, par_zeroed, written};
 
 /// Output indices `o` along one axis whose input index `o * stride + tap * dilation - pad`
@@ -84,70 +86,121 @@ fn axpy(out: &mut [f32], w: f32, x: &[f32], stride: usize) {
     }
 }
 
+/// `x[i * stride] += w * d[i]` over a run (the transpose of [`axpy`]).
+#[inline(always)]
+fn scatter_axpy(x: &mut [f32], w: f32, d: &[f32], stride: usize) {
+    if stride == 1 {
+        for (o, &v) in x.iter_mut().zip(d) {
+            *o += w * v;
+        }
+    } else {
+        for (i, &v) in d.iter().enumerate() {
+            x[i * stride] += w * v;
+        }
+    }
+}
+
+crate::simd::wide_kernel! {
+    /// One output plane (holding its bias): every tap's runs, then the ReLU if fused.
+    fn forward_plane(out: &mut [f32], x: &[f32], weights: &[f32], taps: &[Tap], g: &Geometry) {
+        let [sh, sw] = g.stride;
+        for tap in taps {
+            let wv = weights[tap.weight_index];
+            for r in tap.rows.clone() {
+                let row = &x[at(r, sh, tap.row_offset) * g.w..][..g.w];
+                let from = at(tap.cols.start, sw, tap.col_offset);
+                let run = &mut out[r * g.ow..][tap.cols.clone()];
+                axpy(run, wv, &row[from..], sw);
+            }
+        }
+        if g.relu {
+            out.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+}
+
+crate::simd::wide_kernel! {
+    /// One input plane's gradient (zeroed before): each tap's weight times the output
+    /// gradient, added where the tap read.
+    fn input_grad_plane(dx: &mut [f32], dy: &[f32], weights: &[f32], taps: &[Tap], g: &Geometry) {
+        let [sh, sw] = g.stride;
+        for tap in taps {
+            let wv = weights[tap.weight_index];
+            for r in tap.rows.clone() {
+                let row = &mut dx[at(r, sh, tap.row_offset) * g.w..][..g.w];
+                let from = at(tap.cols.start, sw, tap.col_offset);
+                let dy_run = &dy[r * g.ow..][tap.cols.clone()];
+                scatter_axpy(&mut row[from..], wv, dy_run, sw);
+            }
+        }
+    }
+}
+
+crate::simd::wide_kernel! {
+    /// Adds one plane's share to its channel's weight gradient `dw`: per tap, the output
+    /// gradient times what the tap read.
+    fn weight_grad_plane(dw: &mut [f32], x: &[f32], dy: &[f32], taps: &[Tap], g: &Geometry) {
+        let [sh, sw] = g.stride;
+        for tap in taps {
+            let mut sum = 0.0f32;
+            for r in tap.rows.clone() {
+                let row = &x[at(r, sh, tap.row_offset) * g.w..][..g.w];
+                let from = at(tap.cols.start, sw, tap.col_offset);
+                let dy_run = &dy[r * g.ow..][tap.cols.clone()];
+                sum += dot(dy_run, &row[from..], sw);
+            }
+            dw[tap.weight_index] += sum;
+        }
+    }
+}
+
 /// The forward of a depthwise convolution: bias, taps, then the ReLU if fused.
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let (taps, plane_in, plane_out) = (g.taps(), g.h * g.w, g.positions());
-    let [sh, sw] = g.stride;
-    // SAFETY: every value of every plane is written first with its bias.
+    let (taps, plane_in, plane_out, per_filter) = (g.taps(), g.h * g.w, g.positions(), g.kh * g.kw);
+    let dense = dense::serves(g).then(|| dense::forward_scratch(g).len());
+    // SAFETY: every value of every plane is written (filled with the bias first).
     unsafe {
         par_fill(
             g.batch * g.c_out * plane_out,
             plane_out.max(1),
-            || (),
-            |plane, _, out| {
+            || vec![0.0f32; dense.unwrap_or(0)],
+            |plane, scratch, out| {
                 let c = plane % g.c_out;
                 out.fill(std::mem::MaybeUninit::new(bias.map_or(0.0, |b| b[c])));
-                let out = written(out);
-                let x = &x[plane * plane_in..][..plane_in];
-                for tap in &taps {
-                    let wv = w[c * g.kh * g.kw + tap.weight_index];
-                    for r in tap.rows.clone() {
-                        let row = &x[at(r, sh, tap.row_offset) * g.w..][..g.w];
-                        let from = at(tap.cols.start, sw, tap.col_offset);
-                        let run = &mut out[r * g.ow..][tap.cols.clone()];
-                        axpy(run, wv, &row[from..], sw);
-                    }
-                }
-                if g.relu {
-                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                let (x, out) = (&x[plane * plane_in..][..plane_in], written(out));
+                let weights = &w[c * per_filter..][..per_filter];
+                match dense {
+                    Some(_) => dense::forward_plane(out, x, weights, g, scratch),
+                    None => forward_plane(out, x, weights, &taps, g),
                 }
             },
         )
     }
 }
 
-/// The input's gradient: each tap's weight times the output gradient, added back where the
-/// tap read (one task a plane, so no two tasks add to one value).
+/// The input's gradient (one task a plane, so no two tasks add to one value).
 pub(super) fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
-    let (taps, plane_in, plane_out) = (g.taps(), g.h * g.w, g.positions());
-    let [sh, sw] = g.stride;
+    let (taps, plane_in, plane_out, per_filter) = (g.taps(), g.h * g.w, g.positions(), g.kh * g.kw);
+    let dense = dense::serves(g).then(|| dense::input_grad_scratch(g).len());
     par_zeroed(
         g.batch * g.c_in * plane_in,
         plane_in.max(1),
-        || (),
-        |plane, _, dx| {
+        || vec![0.0f32; dense.unwrap_or(0)],
+        |plane, scratch, dx| {
             let c = plane % g.c_in;
             let dy = &grad[plane * plane_out..][..plane_out];
-            for tap in &taps {
-                let wv = w[c * g.kh * g.kw + tap.weight_index];
-                for r in tap.rows.clone() {
-                    let row = &mut dx[at(r, sh, tap.row_offset) * g.w..][..g.w];
-                    let from = at(tap.cols.start, sw, tap.col_offset);
-                    let dy_run = &dy[r * g.ow..][tap.cols.clone()];
-                    for (i, &d) in dy_run.iter().enumerate() {
-                        row[from + i * sw] += wv * d;
-                    }
-                }
+            let weights = &w[c * per_filter..][..per_filter];
+            match dense {
+                Some(_) => dense::input_grad_plane(dx, dy, weights, g, scratch),
+                None => input_grad_plane(dx, dy, weights, &taps, g),
             }
         },
     )
 }
 
-/// The weights' gradient: per channel (one task each), every tap's sum over the batch of the
-/// output gradient times what the tap read.
+/// The weights' gradient: per channel (one task each), summed over the batch.
 pub(super) fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (taps, plane_in, plane_out) = (g.taps(), g.h * g.w, g.positions());
-    let [sh, sw] = g.stride;
     let per_channel: Vec<Vec<f32>> = (0..g.c_out)
         .into_par_iter()
         .map(|c| {
@@ -156,16 +209,7 @@ pub(super) fn weight_grad(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
                 let plane = n * g.c_out + c;
                 let x = &x[plane * plane_in..][..plane_in];
                 let dy = &grad[plane * plane_out..][..plane_out];
-                for tap in &taps {
-                    let mut sum = 0.0f32;
-                    for r in tap.rows.clone() {
-                        let row = &x[at(r, sh, tap.row_offset) * g.w..][..g.w];
-                        let from = at(tap.cols.start, sw, tap.col_offset);
-                        let dy_run = &dy[r * g.ow..][tap.cols.clone()];
-                        sum += dot(dy_run, &row[from..], sw);
-                    }
-                    dw[tap.weight_index] += sum;
-                }
+                weight_grad_plane(&mut dw, x, dy, &taps, g);
             }
             dw
         })
