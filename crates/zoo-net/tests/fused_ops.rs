@@ -727,3 +727,40 @@ fn concatenation_matches_tensor_cat_for_two_to_five_inputs() {
 fn the_narrower_kernels_pass_these_tests_too() {
     support::narrower_kernels::run_every_narrower_copy("the_narrower_kernels_pass_these_tests_too");
 }
+
+/// A fully connected layer at a batch of one to four images on flex (zoo's matrix-vector
+/// kernel) gives burn's `x @ w^T + b`; five rows or autodiff go back to burn.
+#[test]
+fn few_rows_fully_connected_matches_the_matrix_product() {
+    use zoo_net::kernels::few_rows::few_rows_linear;
+    let device = Default::default();
+    for (rows, k, c) in [
+        (1, 1, 1),
+        (1, 37, 130),
+        (2, 1000, 65),
+        (4, 9, 3),
+        (3, 256, 200),
+    ] {
+        let mut rng = SeededRng::new((rows * k + c) as u64);
+        let x = Tensor::<Flex, 2>::from_data(
+            TensorData::new(rng.values(rows * k, 1.0), [rows, k]),
+            &device,
+        );
+        let w =
+            Tensor::<Flex, 2>::from_data(TensorData::new(rng.values(c * k, 1.0), [c, k]), &device);
+        let b = Tensor::<Flex, 1>::from_data(TensorData::new(rng.values(c, 1.0), [c]), &device);
+        let expected = x.clone().matmul(w.clone().transpose());
+        let got = few_rows_linear(&x, &w, None).expect("served");
+        close("few rows, no bias", &host(got), &host(expected.clone()));
+        let got = few_rows_linear(&x, &w, Some(&b)).expect("served");
+        close(
+            "few rows, bias",
+            &host(got),
+            &host(expected + b.unsqueeze()),
+        );
+    }
+    let x = Tensor::<Flex, 2>::zeros([5, 3], &device);
+    assert!(few_rows_linear(&x, &Tensor::zeros([2, 3], &device), None).is_none());
+    let x = Tensor::<Autodiff<Flex>, 2>::zeros([1, 3], &device);
+    assert!(few_rows_linear(&x, &Tensor::zeros([2, 3], &device), None).is_none());
+}

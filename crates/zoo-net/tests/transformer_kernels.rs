@@ -317,6 +317,12 @@ fn attention_matches_the_composed_form_in_values_and_gradients() {
     check_attention([2, 3, 5, 7, 4], 0.5);
     check_attention([2, 3, 197, 197, 64], 0.125);
     check_attention([1, 2, 9, 30, 8], -0.7);
+    // Nothing to attend over, or no queries: left to burn.
+    let zeros = |d: [usize; 4]| Tensor::<Flex, 4>::zeros(d, &Default::default());
+    let (q, kv) = (zeros([1, 1, 0, 4]), zeros([1, 1, 3, 4]));
+    assert!(zoo_net::kernels::attention::attention(&q, &kv, &kv, 1.0).is_none());
+    let (q, kv) = (zeros([1, 1, 2, 4]), zeros([1, 1, 0, 4]));
+    assert!(zoo_net::kernels::attention::attention(&q, &kv, &kv, 1.0).is_none());
 }
 
 /// The kernels built for narrower targets pass this file's tests too.

@@ -290,11 +290,7 @@ impl OnnxModel {
             };
             ambiguous |= graph.fold_or_infer(proto_node, &label, parsed, &mut info)? > 1;
         }
-        crate::ops::norm::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
-            info.dims.get(v).map(Vec::len)
-        });
-        crate::ops::activation::fuse_erf_gelu(&mut graph.nodes, &graph.constants);
-        crate::ops::attention::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
+        crate::ops::chain::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
             info.dims.get(v).map(Vec::len)
         });
         check_outputs(&graph)?;

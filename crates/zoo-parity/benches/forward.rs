@@ -7,7 +7,8 @@
 //! ViT-tiny when `ZOO_BENCH_VIT` names its ONNX export (`scripts/bench.sh` makes one with
 //! `scripts/torch_timm_train.py vit_tiny_patch16_224 --export FILE`).
 //! Run: cargo bench -p zoo-parity --bench forward [-- WORKLOAD_PART] (only workloads whose
-//! name contains WORKLOAD_PART, import skipped)
+//! name contains WORKLOAD_PART, import skipped). For a profiler: `-- WORKLOAD_PART
+//! --profile-zoo BATCH` runs zoo's forward alone at that batch for about 20 seconds.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -53,12 +54,42 @@ fn report(workload: &str, engine: &str, batch: usize, seconds: f64) {
     );
 }
 
+/// The batch `--profile-zoo BATCH` asks for.
+fn profile_batch() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--profile-zoo")?;
+    args.get(i + 1).and_then(|b| b.parse().ok())
+}
+
+/// zoo's forward at `batch`, repeated for about 20 seconds (for `perf record`).
+fn profile(net: &Network<Flex>, chw: [usize; 3], batch: usize) {
+    let [c, h, w] = chw;
+    let images = SeededRng::new(1).values(batch * c * h * w, 1.0);
+    let started = Instant::now();
+    let mut runs = 0;
+    while started.elapsed().as_secs() < 20 {
+        let data = TensorData::new(images.clone(), [batch, c, h, w]);
+        let _ = net
+            .forward(Tensor::from_data(data, &Default::default()))
+            .unwrap()
+            .into_data();
+        runs += 1;
+    }
+    eprintln!(
+        "{runs} forwards at batch {batch} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn forward(workload: &str, bytes: &[u8], batches: &[usize]) {
     let model = OnnxModel::from_bytes(bytes.to_vec()).unwrap();
     let chw = model.graph.input_chw();
     let size: usize = chw.iter().product();
     let device = Default::default();
     let net = Network::<Flex>::from_model(model, &device);
+    if let Some(batch) = profile_batch() {
+        return profile(&net, chw, batch);
+    }
     let dynamic = net.to_model_proto_dynamic_batch().encode_to_vec();
     let tract = TractEngine::from_bytes(&dynamic, chw, true).unwrap();
     let ort = OrtEngine::from_bytes(&dynamic, chw);

@@ -20,8 +20,8 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{assume_written, cast, contiguous, flex, uninit, values, Trained};
+use crate::kernels::fast_math::{exp_nonpositive, lanes_max, lanes_sum};
 use crate::kernels::matrix::{gemm_into, gemm_write, View};
-use crate::simd::{exp_nonpositive, lanes_max, lanes_sum};
 
 /// Sizes of one attention: `b` images of `h` heads, `t` queries, `s` keys, `d` the query/key
 /// size, `dv` the value size.
@@ -49,7 +49,8 @@ pub fn attention<B: Backend>(
         .all(|&d| d == DType::F32);
     let ([b, h, t, d], [kb, kh, s, kd], [vb, vh, vs, dv]) = (q.dims(), k.dims(), v.dims());
     let same_pairs = [kb, vb] == [b, b] && [kh, vh] == [h, h];
-    if !all_f32 || !same_pairs || kd != d || vs != s || s == 0 || !scale.is_finite() {
+    let empty = [t, s, d, dv].contains(&0);
+    if !all_f32 || !same_pairs || kd != d || vs != s || empty || !scale.is_finite() {
         return None;
     }
     let dims = Dims {

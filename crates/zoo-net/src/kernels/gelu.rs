@@ -18,7 +18,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
-use crate::simd::exp_nonpositive;
+use crate::kernels::fast_math::exp_nonpositive;
 
 /// Values per task.
 const CHUNK: usize = 1 << 14;

@@ -7,6 +7,8 @@ pub mod batch_norm_train;
 pub mod columns;
 pub mod concat;
 pub mod conv;
+pub(crate) mod fast_math;
+pub mod few_rows;
 pub(crate) mod flex_autodiff;
 pub mod gelu;
 pub mod host;

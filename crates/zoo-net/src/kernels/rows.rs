@@ -17,7 +17,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
-use crate::simd::lanes_sum;
+use crate::kernels::fast_math::lanes_sum;
 
 /// Values per task when a pass is spread over rows (small inputs stay on one core).
 const VALUES_PER_TASK: usize = 1 << 14;

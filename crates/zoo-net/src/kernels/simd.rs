@@ -104,56 +104,6 @@ macro_rules! wide_kernel {
 
 pub(crate) use wide_kernel;
 
-/// `f` summed over `values` in eight independent lanes (a single running sum keeps a loop
-/// from vectorising: Rust does not reorder float additions).
-#[inline(always)]
-pub(crate) fn lanes_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = values.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// The largest of `values` (negative infinity for none), in eight lanes.
-#[inline(always)]
-pub(crate) fn lanes_max(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = values.chunks_exact(8);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(v);
-        }
-    }
-    lanes.iter().fold(tail, |m, &v| m.max(v))
-}
-
-/// `e^x` for `x <= 0` (flushed to the smallest normal below -87), as `2^n * p(r)`: `n` the
-/// nearest integer to `x / ln 2`, `r` the rest (|r| <= ln 2 / 2), `p` its Taylor polynomial
-/// of degree 6 (error below 1e-9). Branch-free, so loops calling it vectorise (libm's `expf`
-/// is a call per value).
-#[inline(always)]
-pub(crate) fn exp_nonpositive(x: f32) -> f32 {
-    // Adding and taking away 1.5 * 2^23 rounds to the nearest integer without a call.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    // ln 2 in two parts, so `n * LN2_HI` is exact.
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
-}
-
 /// `dst[i] = src[2 * i]`: the even cells of `src` (pass `&src[1..]` for the odd ones).
 /// `src` holds at least `2 * dst.len() - 1` values. The compiler leaves a short stride-2 read
 /// scalar; on AVX-512 it is two loads and a permute per 16 values, masked at the end.

@@ -137,6 +137,9 @@ fn batch_norm<B: Backend>(cx: &Cx<B>, epsilon: f32, momentum: f32) -> Value<B> {
 fn gemm<B: Backend>(cx: &Cx<B>, alpha: f32, beta: f32, [trans_a, trans_b]: [bool; 2]) -> Value<B> {
     let a = matrix(cx.get(0));
     let b = matrix(cx.get(1));
+    if let Some(y) = few_rows_gemm(cx, &a, &b, alpha, beta, [trans_a, trans_b]) {
+        return Value::new(y.unsqueeze(), 2);
+    }
     let mut y = match (trans_a, trans_b) {
         // Fully connected layers (transB=1): computed as (W A^T)^T so that the weight stays the
         // contiguous operand; its gradient then comes out in its own layout (measured on fc6:
@@ -156,6 +159,32 @@ fn gemm<B: Backend>(cx: &Cx<B>, alpha: f32, beta: f32, [trans_a, trans_b]: [bool
         _ => y,
     };
     Value::new(y, 2)
+}
+
+/// A fully connected layer (`transB = 1`, no scaling, a bias per output or none) at a batch
+/// of a few images on flex: zoo's matrix-vector kernel.
+fn few_rows_gemm<B: Backend>(
+    cx: &Cx<B>,
+    a: &Tensor<B, 2>,
+    b: &Tensor<B, 2>,
+    alpha: f32,
+    beta: f32,
+    [trans_a, trans_b]: [bool; 2],
+) -> Option<Tensor<B, 2>> {
+    let plain = !trans_a && trans_b && alpha == 1.0 && (beta == 1.0 || cx.node.input(2).is_none());
+    if !plain || a.dims()[0] > crate::kernels::few_rows::FEW_ROWS {
+        return None;
+    }
+    let c = b.dims()[0];
+    let bias = match cx.node.input(2) {
+        Some(_) => {
+            let bias = cx.get(2);
+            (bias.dims().iter().product::<usize>() == c && bias.dims().last() == Some(&c))
+                .then(|| bias.t.reshape([c]))?
+        }
+        None => return crate::kernels::few_rows::few_rows_linear(a, b, None),
+    };
+    crate::kernels::few_rows::few_rows_linear(a, b, Some(&bias))
 }
 
 /// Softmax (or its logarithm) over `axis`; before opset 13 over every axis from `axis` on.

@@ -1,9 +1,8 @@
 //! Element-wise activations of one tensor (PRelu's slope is a learnable second input).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::chain::{fuse_chains, Chain};
+use super::chain::Chain;
 use super::{node_err, Attrs, InputOf, Math, Op, OpDef, Parsed, Settings, Unary};
 use crate::error::Result;
 use crate::graph::Node;
@@ -168,13 +167,9 @@ impl Activation {
 
 /// Before opset 20 exporters write exact GELU as `x * 0.5 * (1 + Erf(x / sqrt(2)))` (or with
 /// `Mul(x, 1/sqrt(2))`, and the half taken first): five element-wise nodes, each a pass over
-/// the activations and a saved tensor in training. Each chain becomes one `Gelu` node.
-pub(crate) fn fuse_erf_gelu(nodes: &mut Vec<Node>, constants: &BTreeMap<String, Constant>) {
-    fuse_chains(nodes, constants, match_erf_gelu);
-}
-
-/// The fused node and the nodes it replaces, when node `k` is the chain's `x / sqrt(2)`.
-fn match_erf_gelu(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
+/// the activations and a saved tensor in training. Each chain becomes one `Gelu` node: the
+/// fused node and the nodes it replaces, when node `k` is the chain's `x / sqrt(2)`.
+pub(super) fn match_erf_gelu(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
     const SQRT_2: f32 = std::f32::consts::SQRT_2;
     let near = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() <= 1e-6 * want);
     let node = &chain.nodes[k];

@@ -6,14 +6,11 @@
 //! attended) or added to the scores. Key/value caches (`past_key`, `past_value`,
 //! `nonpad_kv_seqlen`) are for generation, not classifiers, and are refused.
 
-use std::collections::BTreeMap;
-
-use super::chain::{fuse_chains, Chain};
+use super::chain::Chain;
 use super::{Array, Attrs, Math, Nn, Op, OpDef, Parsed};
 use crate::error::Result;
 use crate::graph::Node;
 use crate::shapes::{broadcast, ShapeCx};
-use crate::tensor::Constant;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attention {
@@ -163,30 +160,16 @@ impl Attention {
     }
 }
 
-/// Replaces attention written out as nodes (what exporters write before opset 23, and what
-/// models built from `q @ k.transpose(-2, -1)` always write) by one `Attention` node, so
-/// zoo runs it as one op: `MatMul(Q', K') -> [Mul|Div by a scalar] -> Softmax(last axis) ->
-/// MatMul(_, V)`, where `Q'` is Q or Q times a scalar and `K'` is K transposed on its last two
-/// axes, with or without a scalar factor on either side of the Transpose (PyTorch's
-/// `scaled_dot_product_attention` at opset 17 scales both by the root of the scale). Q, K and
-/// V must be 4-D, and every node in between read by the chain alone. Exports keep the file's
-/// own nodes.
-pub(crate) fn fuse_written_out(
-    nodes: &mut Vec<Node>,
-    constants: &BTreeMap<String, Constant>,
-    rank_of: &dyn Fn(&str) -> Option<usize>,
-) {
-    fuse_chains(nodes, constants, |chain, k| {
-        match_written_out(chain, k, rank_of)
-    });
-}
-
-/// The fused node and the nodes it replaces, when node `k` is the chain's Softmax.
-fn match_written_out(
-    chain: &Chain,
-    k: usize,
-    rank_of: &dyn Fn(&str) -> Option<usize>,
-) -> Option<(Node, Vec<usize>)> {
+/// Attention written out as nodes (what exporters write before opset 23, and what models
+/// built from `q @ k.transpose(-2, -1)` always write), found from its Softmax (node `k`):
+/// `MatMul(Q', K') -> [Mul|Div by a scalar] -> Softmax(last axis) -> MatMul(_, V)`, where `Q'`
+/// is Q or Q times a scalar and `K'` is K transposed on its last two axes, with or without a
+/// scalar factor on either side of the Transpose (PyTorch's `scaled_dot_product_attention` at
+/// opset 17 scales both by the root of the scale). Q, K and V must be 4-D, and every node in
+/// between read by the chain alone. Gives one `Attention` node and the nodes it replaces;
+/// exports keep the file's own nodes.
+pub(super) fn match_written_out(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
+    let rank_of = chain.rank_of;
     let Op::Nn(Nn::Softmax { axis, .. }) = chain.nodes[k].op else {
         return None;
     };

@@ -8,16 +8,41 @@ use super::{Math, Op};
 use crate::graph::Node;
 use crate::tensor::Constant;
 
-/// Replaces every chain `matcher` finds (the fused node and the indices of the nodes it
-/// replaces, from node `k`) by its fused node, at the place of the chain's last node.
-pub(crate) fn fuse_chains(
+/// The rank of a value, where shape inference knows it.
+pub(crate) type RankOf<'a> = &'a dyn Fn(&str) -> Option<usize>;
+
+/// Every op written out as a chain, fused: LayerNorm, then GELU, then attention (whose
+/// scores' scale may itself be written out).
+pub(crate) fn fuse_written_out(
     nodes: &mut Vec<Node>,
     constants: &BTreeMap<String, Constant>,
+    rank_of: RankOf,
+) {
+    fuse_chains(nodes, constants, rank_of, super::norm::match_written_out);
+    fuse_chains(nodes, constants, rank_of, super::activation::match_erf_gelu);
+    fuse_chains(
+        nodes,
+        constants,
+        rank_of,
+        super::attention::match_written_out,
+    );
+}
+
+/// Replaces every chain `matcher` finds (the fused node and the indices of the nodes it
+/// replaces, from node `k`) by its fused node, at the place of the chain's last node.
+fn fuse_chains(
+    nodes: &mut Vec<Node>,
+    constants: &BTreeMap<String, Constant>,
+    rank_of: RankOf,
     matcher: impl Fn(&Chain, usize) -> Option<(Node, Vec<usize>)>,
 ) {
     let mut k = 0;
     while k < nodes.len() {
-        let chain = Chain { nodes, constants };
+        let chain = Chain {
+            nodes,
+            constants,
+            rank_of,
+        };
         match matcher(&chain, k) {
             Some((fused, matched)) => {
                 let last = *matched.iter().max().expect("matched nodes");
@@ -37,6 +62,7 @@ pub(crate) fn fuse_chains(
 pub(crate) struct Chain<'a> {
     pub(crate) nodes: &'a [Node],
     pub(crate) constants: &'a BTreeMap<String, Constant>,
+    pub(crate) rank_of: RankOf<'a>,
 }
 
 impl Chain<'_> {

@@ -12,7 +12,7 @@ pub mod activation;
 pub mod array;
 pub mod attention;
 mod attrs;
-mod chain;
+pub(crate) mod chain;
 pub mod einsum;
 pub mod import;
 pub mod logic;

@@ -2,14 +2,11 @@
 //! LayerNormalization (transformers, ConvNeXt), InstanceNormalization and GroupNormalization.
 //! Their scale and bias are learnable parameters.
 
-use std::collections::BTreeMap;
-
-use super::chain::{fuse_chains, Chain};
+use super::chain::Chain;
 use super::{Attrs, Math, Op, OpDef, Parsed, Reduction};
 use crate::error::Result;
 use crate::graph::Node;
 use crate::shapes::{broadcast, ShapeCx};
-use crate::tensor::Constant;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Norm {
@@ -123,22 +120,9 @@ impl Norm {
 /// `d = x - ReduceMean(x); d / Sqrt(ReduceMean(Pow(d, 2)) + eps) * scale + bias` over the
 /// trailing axes. Each such chain becomes one `Norm::Layer` node (named after its scale's
 /// node, so the layer keeps its module name); exports keep the file's nodes.
-pub(crate) fn fuse_written_out(
-    nodes: &mut Vec<Node>,
-    constants: &BTreeMap<String, Constant>,
-    dims: &dyn Fn(&str) -> Option<usize>,
-) {
-    fuse_chains(nodes, constants, |chain, k| {
-        match_written_out(chain, k, dims)
-    });
-}
-
 /// The fused node and the indices of the nodes it replaces, when node `k` starts the chain.
-fn match_written_out(
-    chain: &Chain,
-    k: usize,
-    rank_of: &dyn Fn(&str) -> Option<usize>,
-) -> Option<(Node, Vec<usize>)> {
+pub(super) fn match_written_out(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
+    let rank_of = chain.rank_of;
     let (nodes, constants) = (chain.nodes, chain.constants);
     let x = nodes[k].input(0)?.to_string();
     let axis = trailing_axis(&nodes[k].op, rank_of(&x)?)?;
