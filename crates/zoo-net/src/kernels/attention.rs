@@ -20,7 +20,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{assume_written, cast, contiguous, flex, uninit, values, Trained};
-use crate::kernels::fast_math::{exp_nonpositive, lanes_max, lanes_sum};
+use crate::kernels::fast_math::{exp_nonpositive, lanes_max, lanes_sum, lanes_sum_pairs};
 use crate::kernels::matrix::{gemm_into, gemm_write, View};
 
 /// Sizes of one attention: `b` images of `h` heads, `t` queries, `s` keys, `d` the query/key
@@ -180,15 +180,7 @@ crate::simd::wide_kernel! {
     /// `p * (dp - sum(dp * p)) * scale`, row by row.
     fn softmax_gradient(dp: &mut [f32], p: &[f32], s: usize, scale: f32) {
         for (g, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
-            let mut lanes = [0.0f32; 8];
-            let (gc, pc) = (g.chunks_exact(8), p.chunks_exact(8));
-            let tail: f32 = gc.remainder().iter().zip(pc.remainder()).map(|(a, b)| a * b).sum();
-            for (gc, pc) in gc.zip(pc) {
-                for ((lane, a), b) in lanes.iter_mut().zip(gc).zip(pc) {
-                    *lane += a * b;
-                }
-            }
-            let dot = lanes.iter().sum::<f32>() + tail;
+            let dot = lanes_sum_pairs(g, p, |a, b| a * b);
             for (g, &p) in g.iter_mut().zip(p) {
                 *g = p * (*g - dot) * scale;
             }

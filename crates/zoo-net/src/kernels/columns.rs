@@ -18,6 +18,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
+use crate::kernels::fast_math::lanes_sum_pairs;
 
 /// How the column's value combines with each of its elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,22 +159,7 @@ fn channel_sums(
     let planes: Vec<f32> = a
         .par_chunks(inner)
         .zip(b.par_chunks(inner))
-        .map(|(a, b)| {
-            let mut lanes = [0.0f32; 8];
-            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-            let tail: f32 = ca
-                .remainder()
-                .iter()
-                .zip(cb.remainder())
-                .map(|(&x, &y)| f(x, y))
-                .sum();
-            for (ca, cb) in ca.zip(cb) {
-                for ((l, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
-                    *l += f(x, y);
-                }
-            }
-            lanes.iter().sum::<f32>() + tail
-        })
+        .map(|(a, b)| lanes_sum_pairs(a, b, &f))
         .collect();
     let mut sums = vec![0.0f32; c];
     for (p, s) in planes.iter().enumerate() {

@@ -17,6 +17,26 @@ pub(crate) fn lanes_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// `f(a[i], b[i])` summed over `a` (and as many values of `b`) in eight independent lanes.
+#[inline(always)]
+pub(crate) fn lanes_sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let b = &b[..a.len()];
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (ca, cb) in ca.zip(cb) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+            *lane += f(x, y);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// The largest of `values` (negative infinity for none), in eight lanes.
 #[inline(always)]
 pub(crate) fn lanes_max(values: &[f32]) -> f32 {

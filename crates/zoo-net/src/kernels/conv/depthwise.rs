@@ -13,6 +13,7 @@ use super::Geometry;
 
 mod dense;
 use crate::flex_autodiff::{par_fill, par_zeroed, written};
+use crate::kernels::fast_math::lanes_sum_pairs;
 
 /// Output indices `o` along one axis whose input index `o * stride + tap * dilation - pad`
 /// lies in `0..size`.
@@ -66,6 +67,19 @@ impl Geometry {
     }
 }
 
+impl Tap {
+    /// The tap's runs, one per output row it reaches: where that input row starts, the run's
+    /// first input column, and where its output run starts (each `cols.len()` long).
+    #[inline(always)]
+    fn runs<'a>(&'a self, g: &'a Geometry) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+        let from = at(self.cols.start, g.stride[1], self.col_offset);
+        self.rows.clone().map(move |r| {
+            let row = at(r, g.stride[0], self.row_offset) * g.w;
+            (row, from, r * g.ow + self.cols.start)
+        })
+    }
+}
+
 /// The input index of output index `o` of a tap (inside the image: the tap's range says so).
 #[inline(always)]
 fn at(o: usize, stride: usize, offset: isize) -> usize {
@@ -103,14 +117,11 @@ fn scatter_axpy(x: &mut [f32], w: f32, d: &[f32], stride: usize) {
 crate::simd::wide_kernel! {
     /// One output plane (holding its bias): every tap's runs, then the ReLU if fused.
     fn forward_plane(out: &mut [f32], x: &[f32], weights: &[f32], taps: &[Tap], g: &Geometry) {
-        let [sh, sw] = g.stride;
+        let sw = g.stride[1];
         for tap in taps {
-            let wv = weights[tap.weight_index];
-            for r in tap.rows.clone() {
-                let row = &x[at(r, sh, tap.row_offset) * g.w..][..g.w];
-                let from = at(tap.cols.start, sw, tap.col_offset);
-                let run = &mut out[r * g.ow..][tap.cols.clone()];
-                axpy(run, wv, &row[from..], sw);
+            let (wv, len) = (weights[tap.weight_index], tap.cols.len());
+            for (row, from, o) in tap.runs(g) {
+                axpy(&mut out[o..][..len], wv, &x[row..][..g.w][from..], sw);
             }
         }
         if g.relu {
@@ -123,14 +134,11 @@ crate::simd::wide_kernel! {
     /// One input plane's gradient (zeroed before): each tap's weight times the output
     /// gradient, added where the tap read.
     fn input_grad_plane(dx: &mut [f32], dy: &[f32], weights: &[f32], taps: &[Tap], g: &Geometry) {
-        let [sh, sw] = g.stride;
+        let sw = g.stride[1];
         for tap in taps {
-            let wv = weights[tap.weight_index];
-            for r in tap.rows.clone() {
-                let row = &mut dx[at(r, sh, tap.row_offset) * g.w..][..g.w];
-                let from = at(tap.cols.start, sw, tap.col_offset);
-                let dy_run = &dy[r * g.ow..][tap.cols.clone()];
-                scatter_axpy(&mut row[from..], wv, dy_run, sw);
+            let (wv, len) = (weights[tap.weight_index], tap.cols.len());
+            for (row, from, o) in tap.runs(g) {
+                scatter_axpy(&mut dx[row..][..g.w][from..], wv, &dy[o..][..len], sw);
             }
         }
     }
@@ -140,14 +148,12 @@ crate::simd::wide_kernel! {
     /// Adds one plane's share to its channel's weight gradient `dw`: per tap, the output
     /// gradient times what the tap read.
     fn weight_grad_plane(dw: &mut [f32], x: &[f32], dy: &[f32], taps: &[Tap], g: &Geometry) {
-        let [sh, sw] = g.stride;
+        let sw = g.stride[1];
         for tap in taps {
+            let len = tap.cols.len();
             let mut sum = 0.0f32;
-            for r in tap.rows.clone() {
-                let row = &x[at(r, sh, tap.row_offset) * g.w..][..g.w];
-                let from = at(tap.cols.start, sw, tap.col_offset);
-                let dy_run = &dy[r * g.ow..][tap.cols.clone()];
-                sum += dot(dy_run, &row[from..], sw);
+            for (row, from, o) in tap.runs(g) {
+                sum += dot(&dy[o..][..len], &x[row..][..g.w][from..], sw);
             }
             dw[tap.weight_index] += sum;
         }
@@ -223,13 +229,5 @@ fn dot(a: &[f32], b: &[f32], stride: usize) -> f32 {
     if stride != 1 {
         return a.iter().enumerate().map(|(i, &v)| v * b[i * stride]).sum();
     }
-    let mut lanes = [0.0f32; 8];
-    let whole = a.len() / 8 * 8;
-    for (ca, cb) in a[..whole].chunks_exact(8).zip(b.chunks_exact(8)) {
-        for ((l, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
-            *l += x * y;
-        }
-    }
-    let tail: f32 = (whole..a.len()).map(|i| a[i] * b[i]).sum();
-    lanes.iter().sum::<f32>() + tail
+    lanes_sum_pairs(a, b, |x, y| x * y)
 }
