@@ -398,12 +398,38 @@ fn inference_in_blocks_of_output_rows_matches_the_generic_convolution() {
     }
 }
 
-/// 3x3 stride-1 convolutions with enough channels run by Winograd's F(2x2, 3x3): odd and even
-/// sizes (a last half tile), no, symmetric and asymmetric padding, several tile blocks, with
-/// and without bias and ReLU, new weights of a shape already seen, against the direct
-/// convolution of the padded input.
+/// 3x3 stride-1 convolutions with more than 16 output channels run by Winograd's F(2x2, 3x3):
+/// odd and even sizes (a last half tile), no, symmetric and asymmetric padding, several tile
+/// blocks, with and without bias and ReLU, new weights of a shape already seen, against the
+/// direct convolution of the padded input.
 #[test]
 fn winograd_convolutions_match_the_generic_convolution() {
+    inference_matches_the_padded_convolution(&[
+        ([2, 8, 9, 9], [24, 3, 3], [1, 1, 1, 1]),
+        ([1, 16, 8, 11], [20, 3, 3], [0, 0, 0, 0]),
+        ([2, 32, 27, 27], [64, 3, 3], [1, 1, 1, 1]),
+        ([1, 64, 55, 55], [16, 3, 3], [1, 1, 1, 1]),
+        ([2, 8, 10, 7], [17, 3, 3], [1, 0, 2, 1]),
+    ]);
+}
+
+/// Stride-1 convolutions with at most 16 output channels run zoo's direct kernel
+/// (`conv/direct.rs`): the MNIST CNN's two 5x5 layers, output channels that do not fill a
+/// register block, rows wider than two blocks with a tail, asymmetric pads, 7x7 and 1x3 filters.
+#[test]
+fn few_channel_convolutions_match_the_generic_convolution() {
+    inference_matches_the_padded_convolution(&[
+        ([3, 1, 28, 28], [8, 5, 5], [2, 2, 2, 2]),
+        ([2, 8, 14, 14], [16, 5, 5], [2, 2, 2, 2]),
+        ([2, 3, 9, 37], [5, 3, 3], [1, 0, 2, 1]),
+        ([1, 2, 6, 5], [3, 7, 7], [3, 3, 3, 3]),
+        ([2, 4, 8, 17], [16, 1, 3], [0, 1, 0, 1]),
+    ]);
+}
+
+/// zoo's inference convolution of each `(x dims, [c_out, kh, kw], pads)` against burn's of the
+/// padded input, with and without bias and ReLU, the weights scaled between runs.
+fn inference_matches_the_padded_convolution(cases: &[([usize; 4], [usize; 3], [usize; 4])]) {
     let mut rng = SeededRng::new(33);
     let device = Default::default();
     let one_thread = rayon::ThreadPoolBuilder::new()
@@ -414,15 +440,9 @@ fn winograd_convolutions_match_the_generic_convolution() {
         let n = dims.iter().product();
         TensorData::new(rng.values(n, 1.0), dims)
     };
-    for (x_dims, c_out, pads) in [
-        ([2, 8, 9, 9], 8, [1, 1, 1, 1]),
-        ([1, 16, 8, 11], 12, [0, 0, 0, 0]),
-        ([2, 32, 27, 27], 64, [1, 1, 1, 1]),
-        ([1, 64, 55, 55], 16, [1, 1, 1, 1]),
-        ([2, 8, 10, 7], 9, [1, 0, 2, 1]),
-    ] {
+    for &(x_dims, [c_out, kh, kw], pads) in cases {
         let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
-        let w_dims = vec![c_out, x_dims[1], 3, 3];
+        let w_dims = vec![c_out, x_dims[1], kh, kw];
         let w = Tensor::<Flex, 4>::from_data(make(w_dims, &mut rng), &device);
         let b = Tensor::<Flex, 1>::from_data(make(vec![c_out], &mut rng), &device);
         let [top, left, bottom, right] = pads;
@@ -431,7 +451,7 @@ fn winograd_convolutions_match_the_generic_convolution() {
             burn::tensor::ops::PadMode::Constant(0.0),
         );
         let plain = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-        // The same weights again (a hit of the transform cache), then new ones of that shape.
+        // The same weights again (a hit of Winograd's transform cache), then new ones.
         for (bias, relu, scale) in [(true, false, 1.0), (false, true, 1.0), (true, true, -0.5)] {
             let w = w.clone() * scale;
             let settings = zoo_net::conv::ConvSettings {
@@ -443,7 +463,7 @@ fn winograd_convolutions_match_the_generic_convolution() {
             };
             let bias = bias.then(|| b.clone());
             // In a one-thread pool: one image is not handed to flex's convolution, and the
-            // call runs as an image-by-image task does (the transform cache in use).
+            // call runs as an image-by-image task does.
             let fast =
                 one_thread.install(|| zoo_net::conv::conv2d(&x, &w, bias.as_ref(), &settings));
             let fast = fast.expect("flex f32");
@@ -451,7 +471,7 @@ fn winograd_convolutions_match_the_generic_convolution() {
             if relu {
                 expected = burn::tensor::activation::relu(expected);
             }
-            let name = format!("winograd {x_dims:?} -> {c_out} pads {pads:?} relu {relu}");
+            let name = format!("{x_dims:?} -> {c_out}x{kh}x{kw} pads {pads:?} relu {relu}");
             close(&name, &host(fast), &host(expected));
         }
     }

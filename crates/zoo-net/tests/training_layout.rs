@@ -173,13 +173,17 @@ fn conv_bn_matches_the_generic_ops(relu: bool) {
 
 #[test]
 fn a_trained_conv_bias_gets_the_generic_gradient_without_batch_norm_after_it() {
-    // With a ReLU after the convolution zoo runs the two as one op (its own backward).
+    // With a ReLU after the convolution zoo runs the two as one op (its own backward); a bias
+    // written as an Add of one value per channel after the convolution joins that op too.
     for relu in [false, true] {
-        conv_bias_matches_the_generic_ops(relu);
+        conv_bias_matches_the_generic_ops(relu, None);
+        conv_bias_matches_the_generic_ops(relu, Some(&[3, 1, 1]));
+        conv_bias_matches_the_generic_ops(relu, Some(&[1, 3, 1, 1]));
     }
 }
 
-fn conv_bias_matches_the_generic_ops(relu: bool) {
+/// The bias as the convolution's third input, or (`bias_add`) as an Add of that shape after it.
+fn conv_bias_matches_the_generic_ops(relu: bool, bias_add: Option<&[usize]>) {
     let [_, c, h, wd] = X;
     let mut rng = SeededRng::new(23);
     let (x, w, b) = (
@@ -189,14 +193,14 @@ fn conv_bias_matches_the_generic_ops(relu: bool) {
     );
     let mut g = GraphBuilder::new("x", &[Some(1), Some(c), Some(h), Some(wd)]);
     g.init_f32("conv_w_0", &[3, c, 3, 3], w.clone());
-    g.init_f32("conv_b_0", &[3], b.clone());
-    g.node(
-        "conv",
-        "Conv",
-        &["x", "conv_w_0", "conv_b_0"],
-        &["c"],
-        vec![("pads", Attr::Ints(vec![0, 1, 1, 0]))],
-    );
+    g.init_f32("conv_b_0", bias_add.unwrap_or(&[3]), b.clone());
+    let pads = vec![("pads", Attr::Ints(vec![0, 1, 1, 0]))];
+    if bias_add.is_some() {
+        g.node("conv", "Conv", &["x", "conv_w_0"], &["p"], pads);
+        g.node("bias", "Add", &["p", "conv_b_0"], &["c"], vec![]);
+    } else {
+        g.node("conv", "Conv", &["x", "conv_w_0", "conv_b_0"], &["c"], pads);
+    }
     if relu {
         g.node("relu", "Relu", &["c"], &["r"], vec![]);
     }
@@ -234,12 +238,12 @@ fn conv_bias_matches_the_generic_ops(relu: bool) {
     let grads = (y2.clone() * target).sum().backward();
     close("output", &host(y1.inner()), &host(y2.inner()));
     close(
-        &format!("relu {relu}: gradient of conv_b_0"),
+        &format!("relu {relu}, bias Add {bias_add:?}: gradient of conv_b_0"),
         &b1,
         &host(b2.grad(&grads).unwrap()),
     );
     close(
-        &format!("relu {relu}: gradient of x"),
+        &format!("relu {relu}, bias Add {bias_add:?}: gradient of x"),
         &x1g,
         &host(x2.grad(&grads).unwrap()),
     );

@@ -1,7 +1,8 @@
 //! Fusions the walker applies where the plan found them (`Plan::relu_follows`, `bias_follows`,
 //! `concat_parts`): a convolution or batch norm with the ReLU after it as one op, a MatMul by
-//! a weight with its bias Add as one Linear op, and convolutions written straight into the
-//! channel concatenation they feed.
+//! a weight with its bias Add as one Linear op, a convolution with the bias Add (and ReLU)
+//! after it as one convolution, and convolutions written straight into the channel
+//! concatenation they feed.
 
 use std::collections::HashMap;
 
@@ -72,29 +73,59 @@ pub(super) fn finish_concat<B: Backend>(
     Some(Value::from4(cast::<Flex, B, 4>(y), 4))
 }
 
-/// Node `i` and the node after it as one op, where the plan found such a pair (a ReLU after a
-/// convolution or batch norm, `Plan::relu_follows`; a bias Add after a MatMul by a weight,
-/// `Plan::bias_follows`) and node `i`'s output is neither wanted nor tapped. The value to
-/// store as node `i`'s output, already through the next node (which then passes it on);
-/// `None` leaves both nodes to run on their own.
+/// Node `i` and the node or two after it as one op, where the plan found them (a ReLU after a
+/// convolution or batch norm, `Plan::relu_follows`; a bias Add after a MatMul by a weight or a
+/// convolution, `Plan::bias_follows`, and the ReLU after a convolution's Add) and no output but
+/// the last one's is wanted or tapped. The value to store as node `i`'s output, already
+/// through the nodes fused (which then pass it on), and how many nodes that is; `None` leaves
+/// the nodes to run on their own.
 pub(super) fn with_next<B: Backend>(
     net: &Network<B>,
     i: usize,
     values: &HashMap<&str, Value<B>>,
     want: &str,
     tapped: Option<&str>,
-) -> Option<Value<B>> {
+) -> Option<(Value<B>, usize)> {
     let plan = &net.plan;
-    let out = plan.graph.nodes[i].outputs[0].as_str();
-    if want == out || tapped == Some(out) {
+    let looked_at = |k: usize| {
+        let out = plan.graph.nodes[k].outputs[0].as_str();
+        want == out || tapped == Some(out)
+    };
+    if looked_at(i) {
         None
     } else if plan.relu_follows[i] {
-        with_relu(net, i, values)
-    } else if plan.bias_follows[i] {
-        with_bias(net, i, values)
-    } else {
+        Some((with_relu(net, i, values)?, 2))
+    } else if !plan.bias_follows[i] {
         None
+    } else if matches!(plan.graph.nodes[i].op, Op::Nn(Nn::Conv(_))) {
+        // The ReLU after the bias Add joins too, unless the Add's output is looked at.
+        let relu = plan.relu_follows[i + 1] && !looked_at(i + 1);
+        let y = conv_with_bias(net, i, values, relu)?;
+        Some((y, if relu { 3 } else { 2 }))
+    } else {
+        Some((with_bias(net, i, values)?, 2))
     }
+}
+
+/// Convolution `i` (without bias of its own) on flex with the bias the Add after it adds, one
+/// value per channel, then the ReLU if `relu`.
+fn conv_with_bias<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+    relu: bool,
+) -> Option<Value<B>> {
+    let (plan, node) = (&net.plan, &net.plan.graph.nodes[i]);
+    let Op::Nn(Nn::Conv(ref spec)) = node.op else {
+        return None;
+    };
+    let out = node.outputs[0].as_str();
+    let bias_name = plan.graph.nodes[i + 1].inputs.iter().find(|v| *v != out)?;
+    let p = *plan.param_index.get(bias_name.as_str())?;
+    let cx = Cx::for_conv(net, node, values);
+    let mut inputs = conv_inputs(&cx, spec);
+    inputs.bias = Some(net.params[p].val().reshape([plan.params[p].numel()]));
+    fast_conv(spec, &inputs, relu)
 }
 
 /// A convolution on flex (ReLU in the bias pass, and in its own backward), or a batch norm

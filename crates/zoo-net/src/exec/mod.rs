@@ -105,8 +105,9 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
     if let Some(v) = values.get(want) {
         return v.clone();
     }
-    // A ReLU or bias Add fused into the node before it, whose output is then that node's.
-    let mut pass_through: Option<(usize, &str)> = None;
+    // Nodes up to this one (exclusive) were fused into an earlier node: each passes on the
+    // output of the node before it, already their result.
+    let mut fused_until = 0;
     // Concatenations being written by their parts, and the ReLU of a part written there.
     let mut concats: HashMap<usize, ChannelConcat> = HashMap::new();
     let mut written_part_relu = None;
@@ -122,10 +123,10 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
             Vec::new()
         } else if let Some(y) = finish_concat(net, i, &values, &mut concats) {
             vec![y]
-        } else if let Some((_, fused)) = pass_through.filter(|&(at, _)| at == i) {
-            vec![values[fused].clone()]
-        } else if let Some(y) = with_next(net, i, &values, want, tapped) {
-            pass_through = Some((i + 1, node.outputs[0].as_str()));
+        } else if i < fused_until {
+            vec![values[graph.nodes[i - 1].outputs[0].as_str()].clone()]
+        } else if let Some((y, fused)) = with_next(net, i, &values, want, tapped) {
+            fused_until = i + fused;
             vec![y]
         } else {
             crate::ops::run(&Cx {

@@ -33,7 +33,9 @@ use crate::flex_autodiff::{
 use crate::simd::wide_kernel;
 
 mod depthwise;
+mod direct;
 mod geometry;
+mod padded;
 mod products;
 mod winograd;
 
@@ -206,41 +208,48 @@ fn all_f32<B: Backend>(x: &Tensor<B, 4>, w: &Tensor<B, 4>, bias: Option<&Tensor<
         && bias.is_none_or(|b| b.dtype() == DType::F32)
 }
 
-/// The inference forward of one convolution, image by image: Winograd's when it serves the
-/// geometry, else im2col + gemm in blocks of output rows.
+/// The inference forward of one convolution, image by image: the direct kernel for few output
+/// channels, Winograd's where it serves the geometry, else im2col + gemm in blocks of output
+/// rows.
 struct ImageConv<'a> {
     g: &'a Geometry,
     x: &'a [f32],
     w: &'a [f32],
     bias: Option<&'a [f32]>,
-    winograd: Option<winograd::Winograd>,
-    blocks: Vec<Range<usize>>,
-    /// Values of the largest im2col block (none for a pointwise convolution).
-    block_len: usize,
+    method: Method,
     parallelism: Parallelism,
+}
+
+enum Method {
+    Direct(direct::Direct),
+    Winograd(winograd::Winograd),
+    /// im2col + gemm per block; the values of the largest im2col block (none when pointwise).
+    Blocks {
+        blocks: Vec<Range<usize>>,
+        block_len: usize,
+    },
 }
 
 impl<'a> ImageConv<'a> {
     fn new(g: &'a Geometry, x: &'a [f32], w: &'a [f32], bias: Option<&'a [f32]>) -> Self {
-        let winograd = winograd::Winograd::plan(g, w);
-        let blocks = if winograd.is_some() {
-            Vec::new()
+        let method = if let Some(direct) = direct::Direct::plan(g, w) {
+            Method::Direct(direct)
+        } else if let Some(winograd) = winograd::Winograd::plan(g, w) {
+            Method::Winograd(winograd)
         } else {
-            g.blocks()
-        };
-        let block_len = if g.is_pointwise() {
-            0
-        } else {
-            blocks.iter().map(|b| b.len()).max().unwrap_or(0) * g.patch()
+            let blocks = g.blocks();
+            let block_len = match g.is_pointwise() {
+                true => 0,
+                false => blocks.iter().map(|b| b.len()).max().unwrap_or(0) * g.patch(),
+            };
+            Method::Blocks { blocks, block_len }
         };
         Self {
             g,
             x,
             w,
             bias,
-            winograd,
-            blocks,
-            block_len,
+            method,
             parallelism: split(g.batch).1,
         }
     }
@@ -249,19 +258,30 @@ impl<'a> ImageConv<'a> {
     fn write(&self, n: usize, out: &mut [MaybeUninit<f32>]) {
         let g = self.g;
         let image = &self.x[n * g.image_len()..][..g.image_len()];
-        match &self.winograd {
-            Some(winograd) => winograd.image_output(g, image, self.bias, out),
-            None => with_scratch(self.block_len, |matrix| self.blocks_of(image, matrix, out)),
+        match &self.method {
+            Method::Direct(direct) => with_scratch(direct.scratch_len(g), |planes| {
+                direct.image_output(g, image, self.bias, out, planes)
+            }),
+            Method::Winograd(winograd) => winograd.image_output(g, image, self.bias, out),
+            Method::Blocks { blocks, block_len } => with_scratch(*block_len, |matrix| {
+                self.blocks_of(blocks, image, matrix, out)
+            }),
         }
     }
 
     /// Per group and block of output positions: unfold (unless pointwise), multiply, finish.
-    fn blocks_of(&self, image: &[f32], matrix: &mut [f32], out: &mut [MaybeUninit<f32>]) {
+    fn blocks_of(
+        &self,
+        blocks: &[Range<usize>],
+        image: &[f32],
+        matrix: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
+    ) {
         let (g, bias) = (self.g, self.bias);
         let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
         for group in 0..g.groups {
             let weights = View::rows(&self.w[group * cog * patch..][..cog * patch], patch);
-            for block in &self.blocks {
+            for block in blocks {
                 let (start, count) = (block.start, block.len());
                 let cols = if g.is_pointwise() {
                     View::rows(&image[group * patch * positions + start..], positions)

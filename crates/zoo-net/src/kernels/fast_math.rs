@@ -54,6 +54,18 @@ pub(crate) fn lanes_max(values: &[f32]) -> f32 {
     lanes.iter().fold(tail, |m, &v| m.max(v))
 }
 
+/// `a * b + c`, one fused multiply-add when `FUSED` (pass the wide kernel's
+/// `FUSED_MULTIPLY_ADD`: its copy's target has FMA), else a product and a sum (without FMA,
+/// `f32::mul_add` is a call to libm's exact software fused multiply-add).
+#[inline(always)]
+pub(crate) fn mul_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
 /// `e^x` for `x <= 0` (flushed to the smallest normal below -87), as `2^n * p(r)`: `n` the
 /// nearest integer to `x / ln 2`, `r` the rest (|r| <= ln 2 / 2), `p` its Taylor polynomial
 /// of degree 6 (error below 1e-9). Branch-free, so loops calling it vectorise (libm's `expf`

@@ -5,7 +5,9 @@
 //! SqueezeNet evaluate. gemm already dispatches its own.
 //!
 //! Every copy is the same Rust compiled with different vector widths, and Rust never
-//! reassociates or fuses float arithmetic (FMA is not contracted), so they give the same bits;
+//! reassociates or fuses float arithmetic (FMA is not contracted), so they give the same bits,
+//! except in kernels that ask for fused multiply-adds (`fast_math::mul_add`: the direct
+//! convolution, like gemm's own kernels), which round once where the baseline rounds twice;
 //! `ZOO_CPU_KERNELS=baseline` (or `avx2`) caps the copy (to rule the wide ones out, or to test
 //! them, as `tests/inference_paths.rs` and `tests/fused_ops.rs` do).
 
@@ -68,7 +70,8 @@ fn has_avx512() -> bool {
 }
 
 /// Defines `fn $name(args) -> ret` whose body is compiled for the baseline target, for AVX2 and
-/// for AVX-512, running the copy [`cpu_kernels`] chose. Functions the body calls are widened
+/// for AVX-512, running the copy [`cpu_kernels`] chose. The body sees `FUSED_MULTIPLY_ADD`,
+/// whether its copy's target has FMA (for `fast_math::mul_add`). Functions the body calls are widened
 /// too only when they inline into it: mark them `#[inline(always)]` (closures written in the
 /// body are widened either way). Lifetimes may be named;
 /// type parameters are not supported (each copy is one concrete function).
@@ -85,9 +88,17 @@ macro_rules! wide_kernel {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-                unsafe fn avx512 $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+                unsafe fn avx512 $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    #[allow(dead_code)]
+                    const FUSED_MULTIPLY_ADD: bool = true;
+                    $body
+                }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2 $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+                unsafe fn avx2 $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    #[allow(dead_code)]
+                    const FUSED_MULTIPLY_ADD: bool = true;
+                    $body
+                }
                 match $crate::simd::cpu_kernels() {
                     // SAFETY: `cpu_kernels` found every feature `avx512` is compiled for.
                     $crate::simd::CpuKernels::Avx512 => return unsafe { avx512($($arg),*) },
@@ -96,7 +107,11 @@ macro_rules! wide_kernel {
                     $crate::simd::CpuKernels::Baseline => {}
                 }
             }
-            fn baseline $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+            fn baseline $(<$($lt),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                #[allow(dead_code)]
+                const FUSED_MULTIPLY_ADD: bool = false;
+                $body
+            }
             baseline($($arg),*)
         }
     };

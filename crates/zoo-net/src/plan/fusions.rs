@@ -1,6 +1,7 @@
 //! The fusions the plan finds for the walker (`crate::exec::fuse`): a ReLU after a
-//! convolution or batch norm, a bias Add after a MatMul by a weight, and convolutions that may
-//! write straight into the channel concatenation they feed.
+//! convolution or batch norm, a bias Add after a MatMul by a weight or a convolution (then
+//! the ReLU after that Add), and convolutions that may write straight into the channel
+//! concatenation they feed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,7 +21,9 @@ pub(crate) struct ConcatPart {
 }
 
 /// Per node: a MatMul by a `[k, c]` weight followed by an Add of a `[c]` (or `[1, .., c]`)
-/// bias, both parameters, the Add the only reader of the product (see `Plan::bias_follows`).
+/// bias, or a convolution without bias followed by an Add of a `[c, 1, 1]` (or `[1, c, 1, 1]`)
+/// one (the MNIST CNN's and CNTK's exports), both parameters, the Add the only reader of the
+/// product (see `Plan::bias_follows`).
 pub(super) fn bias_follows(
     graph: &Graph,
     params: &[ParamSpec],
@@ -36,10 +39,6 @@ pub(super) fn bias_follows(
             let [out] = node.outputs.as_slice() else {
                 return false;
             };
-            let weight = match (&node.op, node.input(1).and_then(param)) {
-                (Op::Nn(Nn::MatMul), Some(w)) if w.len() == 2 => w,
-                _ => return false,
-            };
             if !matches!(next.op, Op::Math(Math::Add)) || next.inputs.len() != 2 {
                 return false;
             }
@@ -47,12 +46,30 @@ pub(super) fn bias_follows(
                 Some(at) => param(&next.inputs[1 - at]),
                 None => None,
             };
-            let per_column = bias.is_some_and(|b| {
-                b.last() == Some(&weight[1]) && b.iter().rev().skip(1).all(|&d| d == 1)
-            });
-            per_column && *out != graph.output.name && graph.consumers(out).count() == 1
+            let Some(bias) = bias else {
+                return false;
+            };
+            let fits = match (&node.op, node.input(1).and_then(param)) {
+                (Op::Nn(Nn::MatMul), Some(w)) if w.len() == 2 => {
+                    bias.last() == Some(&w[1]) && bias.iter().rev().skip(1).all(|&d| d == 1)
+                }
+                (Op::Nn(Nn::Conv(_)), Some(w)) if w.len() == 4 && node.inputs.len() == 2 => {
+                    per_channel_of_nchw(bias, w[0])
+                }
+                _ => false,
+            };
+            fits && *out != graph.output.name && graph.consumers(out).count() == 1
         })
         .collect()
+}
+
+/// Whether a value of `dims` added to an NCHW map adds one value per channel of `channels`:
+/// `[c, 1, 1]` or `[1, c, 1, 1]` (a `[c]` would broadcast along the width).
+fn per_channel_of_nchw(dims: &[usize], channels: usize) -> bool {
+    match dims {
+        [c, 1, 1] | [1, c, 1, 1] => *c == channels,
+        _ => false,
+    }
 }
 
 pub(super) fn relu_follows(graph: &Graph) -> Vec<bool> {

@@ -64,9 +64,10 @@ pub struct Plan {
     /// Per node: whether the next node is a ReLU and the only reader of this node's output,
     /// so the two may run as one op.
     pub(crate) relu_follows: Vec<bool>,
-    /// Per node: whether it is a MatMul by a weight matrix whose output only the next node
-    /// reads, an Add of one bias value per output column (a Linear layer written as two
-    /// nodes), so the two may run as one op.
+    /// Per node: whether it is a MatMul by a weight matrix (or a convolution without bias)
+    /// whose output only the next node reads, an Add of one bias value per output column (per
+    /// channel), so the two (with a ReLU after the Add, `relu_follows` of the Add) may run as
+    /// one op.
     pub(crate) bias_follows: Vec<bool>,
     /// Per node: the channel concatenation this convolution's output (through its fused ReLU,
     /// if any) is a part of and nothing else reads, so it may write its channels there.

@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::padded::Padded;
 use super::Geometry;
 
 mod dense;
@@ -163,7 +164,7 @@ crate::simd::wide_kernel! {
 /// The forward of a depthwise convolution: bias, taps, then the ReLU if fused.
 pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (taps, plane_in, plane_out, per_filter) = (g.taps(), g.h * g.w, g.positions(), g.kh * g.kw);
-    let dense = dense::serves(g).then(|| dense::forward_scratch(g).len());
+    let dense = g.is_dense_stride_one().then(|| Padded::forward(g).len());
     // SAFETY: every value of every plane is written (filled with the bias first).
     unsafe {
         par_fill(
@@ -187,7 +188,7 @@ pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) 
 /// The input's gradient (one task a plane, so no two tasks add to one value).
 pub(super) fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
     let (taps, plane_in, plane_out, per_filter) = (g.taps(), g.h * g.w, g.positions(), g.kh * g.kw);
-    let dense = dense::serves(g).then(|| dense::input_grad_scratch(g).len());
+    let dense = g.is_dense_stride_one().then(|| Padded::input_grad(g).len());
     par_zeroed(
         g.batch * g.c_in * plane_in,
         plane_in.max(1),

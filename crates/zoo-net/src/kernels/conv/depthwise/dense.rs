@@ -6,73 +6,8 @@
 //! input's gradient is the same correlation of the zero-padded output gradient with the
 //! filter turned by 180 degrees.
 
+use super::super::padded::{Padded, BLOCK, ROWS};
 use super::super::Geometry;
-
-/// Outputs per row of a register block (two AVX2 vectors), and output rows per block: four
-/// independent sums hide the latency of each add.
-const BLOCK: usize = 16;
-const ROWS: usize = 2;
-
-/// A zero-padded plane: `rows x cols`, wide and tall enough that every block reads inside it.
-#[derive(Clone, Copy)]
-pub(super) struct Padded {
-    rows: usize,
-    cols: usize,
-    top: usize,
-    left: usize,
-}
-
-impl Padded {
-    /// For an `oh x ow` correlation with a `kh x kw` filter, the source at (`top`, `left`).
-    fn new([oh, ow]: [usize; 2], [kh, kw]: [usize; 2], top: usize, left: usize) -> Self {
-        Self {
-            rows: oh.div_ceil(ROWS) * ROWS + kh - 1,
-            cols: ow.div_ceil(BLOCK) * BLOCK + kw - 1,
-            top,
-            left,
-        }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.rows * self.cols
-    }
-
-    /// Writes `src` (`h x w`) into `dst` at (`top`, `left`), zeros around it (clipped).
-    fn fill(&self, dst: &mut [f32], src: &[f32], [h, w]: [usize; 2]) {
-        dst.fill(0.0);
-        let width = w.min(self.cols.saturating_sub(self.left));
-        for r in 0..h.min(self.rows.saturating_sub(self.top)) {
-            let at = (r + self.top) * self.cols + self.left;
-            dst[at..at + width].copy_from_slice(&src[r * w..][..width]);
-        }
-    }
-}
-
-/// Whether the dense path serves `g` (forward and input gradient).
-pub(super) fn serves(g: &Geometry) -> bool {
-    let (kh, kw) = (g.kh, g.kw);
-    g.stride == [1, 1]
-        && g.dilation == [1, 1]
-        && g.pad[0] < kh
-        && g.pad[1] < kw
-        && g.pad_end[0] < kh
-        && g.pad_end[1] < kw
-}
-
-/// The scratch of the forward: the input plane padded as the convolution pads it.
-pub(super) fn forward_scratch(g: &Geometry) -> Padded {
-    Padded::new([g.oh, g.ow], [g.kh, g.kw], g.pad[0], g.pad[1])
-}
-
-/// The scratch of the input gradient: the output gradient padded by `k - 1 - pad`.
-pub(super) fn input_grad_scratch(g: &Geometry) -> Padded {
-    Padded::new(
-        [g.h, g.w],
-        [g.kh, g.kw],
-        g.kh - 1 - g.pad[0],
-        g.kw - 1 - g.pad[1],
-    )
-}
 
 /// One output plane (holding its bias): `x` padded into `scratch`, then the correlation.
 pub(super) fn forward_plane(
@@ -82,7 +17,7 @@ pub(super) fn forward_plane(
     g: &Geometry,
     scratch: &mut [f32],
 ) {
-    let padded = forward_scratch(g);
+    let padded = Padded::forward(g);
     padded.fill(scratch, x, [g.h, g.w]);
     correlate(out, scratch, padded.cols, weights, [g.kh, g.kw], g.ow);
     if g.relu {
@@ -99,7 +34,7 @@ pub(super) fn input_grad_plane(
     g: &Geometry,
     scratch: &mut [f32],
 ) {
-    let padded = input_grad_scratch(g);
+    let padded = Padded::input_grad(g);
     padded.fill(scratch, dy, [g.oh, g.ow]);
     let turned: Vec<f32> = weights.iter().rev().copied().collect();
     correlate(dx, scratch, padded.cols, &turned, [g.kh, g.kw], g.w);
