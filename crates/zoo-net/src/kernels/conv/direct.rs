@@ -145,23 +145,28 @@ crate::simd::wide_kernel! {
                         }
                     }
                 }
-                // Whole blocks are finished before any partial store: indexing the sums by a
-                // count known only at run time would keep them in memory through the loop above.
-                let mut finished = [[0.0f32; BLOCK]; CHANNELS];
-                for ((f, acc), b) in finished.iter_mut().zip(acc).zip(bias) {
-                    for (f, a) in f.iter_mut().zip(acc) {
-                        let v = a + b;
-                        *f = if g.relu { v.max(0.0) } else { v };
-                    }
-                }
                 let n = BLOCK.min(ow - j0);
-                for (c, f) in finished.iter().enumerate().take(channels) {
+                // Channel by channel, a fixed count the loop unrolls: indexing the sums by a
+                // count known only at run time would keep them in memory through the products.
+                for (c, b) in bias.into_iter().enumerate() {
+                    if c == channels {
+                        break;
+                    }
+                    let mut sums = acc[c];
+                    for v in &mut sums {
+                        *v += b;
+                        if g.relu {
+                            *v = v.max(0.0);
+                        }
+                    }
                     let dst = &mut out[c * positions + r * ow + j0..][..n];
                     if let Ok(whole) = <&mut [MaybeUninit<f32>; BLOCK]>::try_from(&mut *dst) {
-                        // A whole block: one vector store (the loop below stays scalar).
-                        *whole = f.map(MaybeUninit::new);
+                        // A whole block: vector stores (the loop below stays scalar).
+                        for (d, v) in whole.iter_mut().zip(sums) {
+                            d.write(v);
+                        }
                     } else {
-                        for (d, &v) in dst.iter_mut().zip(f) {
+                        for (d, v) in dst.iter_mut().zip(sums) {
                             d.write(v);
                         }
                     }
