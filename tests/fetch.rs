@@ -576,3 +576,45 @@ fn stalled_and_dripping_servers_fail_within_the_timeouts() {
         }
     }
 }
+
+/// A Hub server that sends the card's file over and over (no length, an endless body) is cut
+/// off just past the card's size: the fetch fails with the reason and the disk is not filled.
+#[test]
+fn an_endless_body_stops_at_the_cards_size() {
+    let t = TempDir::new("fetch-endless");
+    let server = HubServer::start(Mode::Endless);
+    server.add(LENET_REPO, LENET_PATH, vec![7u8; 26_454], LENET_SHA);
+    let endpoint = server.endpoint();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .args(["fetch", "lenet", "--endpoint", endpoint.as_str()])
+        .env("HF_HOME", t.path().join("hf"))
+        .env("ZOO_CACHE", t.path().join("zoo"))
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("more than the 26454 bytes expected"),
+        "{stderr}"
+    );
+    assert!(started.elapsed().as_secs_f64() < 15.0, "{stderr}");
+    let mut biggest = 0;
+    let mut stack = vec![t.path().join("hf")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                biggest = biggest.max(meta.len());
+            }
+        }
+    }
+    // At most one network chunk past the size reaches the disk (32,454 bytes measured).
+    assert!(
+        biggest <= 26_454 + (1 << 20),
+        "the cache holds a {biggest}-byte file"
+    );
+}

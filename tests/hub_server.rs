@@ -29,6 +29,9 @@ pub enum Mode {
     NoBody,
     /// GETs get their headers, then one byte every 100 ms (for at most 20 s).
     Drip,
+    /// GETs get headers without a length and then the file over and over, up to 256 MB or 20 s
+    /// (an endless body); HEADs announce the file's own size.
+    Endless,
 }
 
 /// How long a misbehaving mode keeps a connection before giving up (tests stay bounded).
@@ -215,12 +218,31 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nX-Linked-Size: {total}\r\n{etag}X-Repo-Commit: {COMMIT}\r\nAccept-Ranges: bytes\r\n{extra}Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if conn.write_all(head.as_bytes()).is_err() || method == "HEAD" {
-        return;
-    }
     if mode == Mode::NoBody {
+        if conn.write_all(head.as_bytes()).is_err() || method == "HEAD" {
+            return;
+        }
         let _ = conn.flush();
         std::thread::sleep(MISBEHAVE_FOR);
+        return;
+    }
+    if mode == Mode::Endless {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Linked-Size: {total}\r\n{etag}X-Repo-Commit: {COMMIT}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+        );
+        if conn.write_all(head.as_bytes()).is_err() || method == "HEAD" {
+            return;
+        }
+        let (started, mut sent) = (std::time::Instant::now(), 0usize);
+        while started.elapsed() < MISBEHAVE_FOR && sent < 256 << 20 {
+            if conn.write_all(&bytes).is_err() {
+                return;
+            }
+            sent += bytes.len();
+        }
+        return;
+    }
+    if conn.write_all(head.as_bytes()).is_err() || method == "HEAD" {
         return;
     }
     if mode == Mode::Drip {

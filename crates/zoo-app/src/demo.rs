@@ -40,7 +40,7 @@ pub struct DemoReport {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    zoo_onnx::write::write_atomic(path, bytes)
+    zoo_io::write_atomic(path, bytes)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 

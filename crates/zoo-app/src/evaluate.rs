@@ -204,10 +204,13 @@ fn write_files(
     use zoo_train::report::pictures as gallery;
     std::fs::create_dir_all(out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
-    let confusion_csv = out.join("confusion.csv");
     let confusion_png = out.join("confusion.png");
-    let csv = zoo_train::report::confusion_csv(m, all_names);
-    zoo_onnx::write::write_atomic(&confusion_csv, csv.as_bytes())?;
+    let confusion_csv = zoo_train::report::write_confusion(out, m, all_names).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write the confusion matrix in {}: {e}",
+            out.display()
+        )
+    })?;
     zoo_train::report::plot::confusion(&confusion_png, m, all_names)?;
     let mistakes = zoo_train::report::mistakes(probabilities, truth);
     let misclassified_png = out.join(gallery::MISCLASSIFIED_PNG);
@@ -224,6 +227,7 @@ fn write_files(
 }
 
 pub fn render(r: &EvaluateReport) -> String {
+    use zoo_io::printable;
     let mut s = format!(
         "accuracy {:.2}% ({}/{}), 95% CI [{:.2}%, {:.2}%]\n\n{:<20} {:>8} {:>10} {:>8}\n",
         100.0 * r.accuracy,
@@ -239,7 +243,7 @@ pub fn render(r: &EvaluateReport) -> String {
     for c in &r.classes {
         s += &format!(
             "{:<20} {:>8} {:>9.1}% {:>7.1}%\n",
-            c.name,
+            printable(&c.name),
             c.support,
             100.0 * c.precision,
             100.0 * c.recall
@@ -248,7 +252,8 @@ pub fn render(r: &EvaluateReport) -> String {
     if !r.most_confused.is_empty() {
         s += "\nmost confused (true -> predicted):\n";
         for p in &r.most_confused {
-            s += &format!("  {} -> {}: {}\n", p.truth, p.predicted, p.count);
+            let (truth, predicted) = (printable(&p.truth), printable(&p.predicted));
+            s += &format!("  {truth} -> {predicted}: {}\n", p.count);
         }
     }
     s += &format!(

@@ -41,6 +41,7 @@ pub fn export_run(
     let best = run.join("best.onnx");
     let model = zoo_onnx::OnnxModel::load(&best)?;
     let profile = crate::profile::profile_of_model(&Default::default(), &model)?;
+    let (labels, _) = crate::profile::model_labels(&model, &Default::default())?;
     let chw = model.graph.input_chw();
     let from_opset = model.graph.opset;
     let device = Default::default();
@@ -55,10 +56,10 @@ pub fn export_run(
         let key = zoo_train::export::META_TRAINING_SUMMARY;
         zoo_train::export::set_metadata(&mut proto, key, summary);
     }
-    // Everything that can fail runs before the file is written, so a failed export leaves no
-    // model.onnx that later commands would prefer.
+    // Everything that can fail runs before the file is written, so a failed (or killed)
+    // export leaves no model.onnx that later commands would prefer.
     let shape_mismatches = zoo_onnx::check::declared_shape_mismatches(&proto)?;
-    let images = crate::labeled::run_validation(run, &profile.preprocessing)?;
+    let images = crate::labeled::run_validation(run, &profile.preprocessing, labels.as_deref())?;
     // Compared at the logits: a saturated final Softmax would hide differences.
     let compared_at = net.logits_value().to_string();
     let bytes = proto.encode_to_vec();
@@ -66,9 +67,8 @@ pub fn export_run(
     let output = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.join("model.onnx"));
-    zoo_onnx::write::write_atomic(&output, &bytes)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
-    drop(bytes);
+    // Refused now, before the checks, if the file cannot be replaced.
+    zoo_io::check_replaceable(&output).map_err(|e| anyhow::anyhow!("cannot write there: {e}"))?;
     let check = |batch| -> anyhow::Result<VerifyReport> {
         let ours = run_network(&net, &images.values, batch, &compared_at, &device)?;
         verify_outputs(
@@ -83,6 +83,11 @@ pub fn export_run(
     };
     let batch_1 = check(1)?;
     let batch_7 = check(7)?;
+    // Written only once its checks have run: an export killed during them leaves no
+    // unverified model.onnx for later commands to prefer over best.onnx.
+    zoo_io::write_atomic(&output, &bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    drop(bytes);
     let report = ExportReport {
         pass: batch_1.pass && batch_7.pass && shape_mismatches.is_empty(),
         shape_mismatches,
@@ -97,7 +102,7 @@ pub fn export_run(
     };
     let receipt = output.with_file_name("parity.json");
     let text = serde_json::to_string_pretty(&report)?;
-    zoo_onnx::write::write_atomic(&receipt, format!("{text}\n").as_bytes())
+    zoo_io::write_atomic(&receipt, format!("{text}\n").as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", receipt.display()))?;
     // The run's page shows the receipt when it sits in the run directory.
     if receipt.parent() == Some(run) {

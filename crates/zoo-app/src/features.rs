@@ -90,7 +90,10 @@ pub fn compute(
     let profile = profile_of_model(hints, &model)?;
     let labeled = match images {
         Images::Dataset(dir) => crate::labeled::dataset_images(dir, &profile.preprocessing, None)?,
-        Images::RunValidation(run) => crate::labeled::run_validation(run, &profile.preprocessing)?,
+        Images::RunValidation(run) => {
+            let (labels, _) = crate::profile::model_labels(&model, hints)?;
+            crate::labeled::run_validation(run, &profile.preprocessing, labels.as_deref())?
+        }
     };
     let net = Network::<CpuBackend>::from_model(model, &Default::default());
     let value = value_of(&net, layer)?;
@@ -175,9 +178,11 @@ pub fn write(
     pool: Pool,
     out: &Path,
 ) -> anyhow::Result<FeatureReport> {
+    // Refused before the work, not after: a device, link or folder is never replaced.
+    zoo_io::check_replaceable(out).map_err(|e| anyhow::anyhow!("cannot write there: {e}"))?;
     let f = compute(path, hints, images, layer, pool)?;
     let io = |p: &Path, bytes: &[u8]| {
-        zoo_onnx::write::write_atomic(p, bytes)
+        zoo_io::write_atomic(p, bytes)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))
     };
     let npy = out.extension().is_some_and(|e| e == "npy");
@@ -205,14 +210,6 @@ pub fn write(
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn rows_text(f: &Features, with_values: bool) -> String {
     let mut s = String::from("path,label");
     if with_values {
@@ -222,9 +219,9 @@ fn rows_text(f: &Features, with_values: bool) -> String {
     }
     s.push('\n');
     for (i, p) in f.paths.iter().enumerate() {
-        s += &csv_field(p);
+        s += &zoo_io::csv::text(p);
         s.push(',');
-        s += &csv_field(&f.classes[f.labels[i]]);
+        s += &zoo_io::csv::text(&f.classes[f.labels[i]]);
         if with_values {
             for v in &f.values[i * f.width..(i + 1) * f.width] {
                 s += &format!(",{v}");

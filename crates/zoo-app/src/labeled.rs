@@ -67,20 +67,30 @@ impl Images {
     ) -> anyhow::Result<LabeledImages> {
         match self {
             Images::Dataset(dir) => dataset_images(dir, preprocessing, model_labels),
-            Images::RunValidation(run) => run_validation(run, preprocessing),
+            Images::RunValidation(run) => run_validation(run, preprocessing, model_labels),
         }
     }
 }
 
 /// A run's validation images (its `--val-data`, or its split of `--data`), preprocessed
-/// exactly as in training.
-pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Result<LabeledImages> {
+/// exactly as in training, their classes matched to `model_labels` by name.
+pub fn run_validation(
+    run: &Path,
+    preprocessing: &Preprocessing,
+    model_labels: Option<&[String]>,
+) -> anyhow::Result<LabeledImages> {
     let options = zoo_train::run_options(run)?;
     let (dataset, plan) = zoo_train::run_data(&options)?;
     let data = match options.split {
         zoo_train::SplitChoice::Separate(val) => val,
         _ => options.data,
     };
+    let what = format!(
+        "the run's data ({}; it changed since training: pass --data to evaluate on it)",
+        data.display()
+    );
+    let mut warnings = Vec::new();
+    let to_output = match_classes(&dataset.classes, model_labels, &what, &mut warnings)?;
     let splits = zoo_data::split(&dataset, plan, options.seed)?;
     let (tensors, skipped) = zoo_data::load(&dataset, &splits.val, preprocessing);
     if tensors.is_empty() {
@@ -97,14 +107,16 @@ pub fn run_validation(run: &Path, preprocessing: &Preprocessing) -> anyhow::Resu
             data.display()
         ),
         paths: names(&dataset, &tensors),
+        labels: tensors.labels.iter().map(|&l| to_output[l]).collect(),
         values: tensors.values,
-        labels: tensors.labels,
-        classes: dataset.classes,
+        classes: model_labels
+            .map(<[String]>::to_vec)
+            .unwrap_or_else(|| dataset.classes.clone()),
         skipped: skipped
             .iter()
             .map(|s| format!("{}: {}", s.path, s.reason))
             .collect(),
-        warnings: Vec::new(),
+        warnings,
     })
 }
 
@@ -113,6 +125,32 @@ fn names(dataset: &zoo_data::Dataset, tensors: &zoo_data::Tensors) -> Vec<String
         .samples
         .iter()
         .map(|&i| dataset.samples[i].image.name())
+        .collect()
+}
+
+/// For each class of the data, the model's output of the same name; data class i is output i
+/// (with a warning) when the model has no labels. A class the model does not know is refused:
+/// matched by position, a class folder added since training shifted every label after it.
+fn match_classes(
+    classes: &[String],
+    model_labels: Option<&[String]>,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<usize>> {
+    let Some(labels) = model_labels else {
+        warnings.push("the model has no labels: data class i is taken as output i".into());
+        return Ok((0..classes.len()).collect());
+    };
+    classes
+        .iter()
+        .map(|c| {
+            labels.iter().position(|l| l == c).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "class `{c}` of {what} is not one of the model's labels ({})",
+                    labels.join(", ")
+                )
+            })
+        })
         .collect()
 }
 
@@ -125,24 +163,7 @@ pub fn dataset_images(
 ) -> anyhow::Result<LabeledImages> {
     let dataset = zoo_data::open(data)?;
     let mut warnings = Vec::new();
-    let to_output: Vec<usize> = match model_labels {
-        Some(labels) => dataset
-            .classes
-            .iter()
-            .map(|c| {
-                labels.iter().position(|l| l == c).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "class `{c}` of the data is not one of the model's labels ({})",
-                        labels.join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-        None => {
-            warnings.push("the model has no labels: data class i is taken as output i".into());
-            (0..dataset.classes.len()).collect()
-        }
-    };
+    let to_output = match_classes(&dataset.classes, model_labels, "the data", &mut warnings)?;
     let all: Vec<usize> = (0..dataset.samples.len()).collect();
     let (tensors, skipped) = zoo_data::load(&dataset, &all, preprocessing);
     if tensors.is_empty() {

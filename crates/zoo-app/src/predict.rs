@@ -123,14 +123,16 @@ pub fn predict(
 }
 
 pub fn render(r: &PredictReport) -> String {
+    use zoo_io::printable;
     let mut s = String::new();
     for p in &r.predictions {
         let guesses: Vec<String> = p
             .top
             .iter()
-            .map(|g| format!("{} ({:.1}%)", g.label, 100.0 * g.probability))
+            .map(|g| format!("{} ({:.1}%)", printable(&g.label), 100.0 * g.probability))
             .collect();
-        s += &format!("{}: {}\n", p.image.display(), guesses.join(", "));
+        let image = p.image.display().to_string();
+        s += &format!("{}: {}\n", printable(&image), guesses.join(", "));
     }
     s
 }

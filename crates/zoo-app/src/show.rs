@@ -190,7 +190,12 @@ pub fn render(p: &Picture) -> String {
     let seen = p
         .prediction
         .as_ref()
-        .map(|t| format!("network's top class for the image: {t}\n"))
+        .map(|t| {
+            format!(
+                "network's top class for the image: {}\n",
+                zoo_io::printable(t)
+            )
+        })
         .unwrap_or_default();
     seen + &format!(
         "{}: {} {} tiles of {}x{} in a {}x{} grid ({}x{} pixels): {}\n",

@@ -212,13 +212,14 @@ fn run_reference(
 ) -> anyhow::Result<(OnnxModel, crate::labeled::LabeledImages)> {
     let trained = OnnxModel::load(run.join("best.onnx"))?;
     let trained_profile = profile_of_model(&ModelHints::default(), &trained)?;
+    let labels = model_labels(&trained, &ModelHints::default())?.0;
     let inputs = match &options.data {
-        Some(data) => crate::labeled::dataset_images(
-            data,
-            &trained_profile.preprocessing,
-            model_labels(&trained, &ModelHints::default())?.0.as_deref(),
-        )?,
-        None => crate::labeled::run_validation(run, &trained_profile.preprocessing)?,
+        Some(data) => {
+            crate::labeled::dataset_images(data, &trained_profile.preprocessing, labels.as_deref())?
+        }
+        None => {
+            crate::labeled::run_validation(run, &trained_profile.preprocessing, labels.as_deref())?
+        }
     };
     let chw = model.graph.input_chw();
     let (theirs, ours) = (

@@ -9,17 +9,11 @@ use crate::card::{check_name, Card, CardError};
 
 /// Where `zoo card new` writes.
 pub fn user_card_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("ZOO_HOME") {
-        return PathBuf::from(home).join("cards");
+    if let Some(home) = zoo_io::env_folder("ZOO_HOME") {
+        return home.join("cards");
     }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join(".config")
-        });
+    let config = zoo_io::env_folder("XDG_CONFIG_HOME")
+        .unwrap_or_else(|| zoo_io::home_folder().join(".config"));
     config.join("zoo").join("cards")
 }
 
@@ -126,11 +120,6 @@ pub fn write_user_card(card: &Card, replace: bool) -> Result<PathBuf, CardError>
     let io =
         |e: std::io::Error| CardError::Invalid(format!("cannot write {}: {e}", path.display()));
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let tmp = dir.join(format!(".{}.toml.tmp-{}", card.name, std::process::id()));
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })?;
+    zoo_io::write_atomic(&path, text.as_bytes()).map_err(io)?;
     Ok(path)
 }

@@ -21,21 +21,22 @@ pub fn emit<T: serde::Serialize>(
     if json {
         print_json(report)
     } else {
-        print!("{}", render(report));
+        // The last guard: names in reports come from files and model metadata.
+        print!("{}", zoo_io::printable_text(&render(report)));
         Ok(())
     }
 }
 
 pub fn warn(messages: &[String]) {
     for m in messages {
-        eprintln!("warning: {m}");
+        eprintln!("warning: {}", zoo_io::printable_text(m));
     }
 }
 
 /// The recipe line, on stderr (stdout stays the report).
 pub fn note_recipe(json: bool, line: &str) {
     if !json && !line.is_empty() {
-        eprintln!("{line}");
+        eprintln!("{}", zoo_io::printable_text(line));
     }
 }
 
@@ -62,7 +63,10 @@ pub fn describe_fetch(report: &zoo_app::fetch::FetchReport) {
         ),
     }
     if let Some(labels) = &f.labels {
-        eprintln!("labels: {}", labels.display());
+        eprintln!(
+            "labels: {}",
+            zoo_io::printable(&labels.display().to_string())
+        );
     }
     if let Some(c) = &report.import_check {
         eprintln!(
@@ -153,11 +157,13 @@ impl CliReporter {
 
 impl Reporter for CliReporter {
     fn info(&self, message: &str) {
-        self.bar.suspend(|| eprintln!("{message}"));
+        self.bar
+            .suspend(|| eprintln!("{}", zoo_io::printable_text(message)));
     }
 
     fn warn(&self, message: &str) {
-        self.bar.suspend(|| eprintln!("warning: {message}"));
+        self.bar
+            .suspend(|| eprintln!("warning: {}", zoo_io::printable_text(message)));
     }
 
     fn row(&self, r: &ValidationRow) {
@@ -236,7 +242,7 @@ pub fn run_training(
     if json {
         print_json(&summary)?;
     } else {
-        eprintln!("{}", summary_line(&summary));
+        eprintln!("{}", zoo_io::printable_text(&summary_line(&summary)));
         println!("{}", summary.run_dir.display());
     }
     Ok(if summary.interrupted {
@@ -279,7 +285,7 @@ pub fn exit_status(command: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCo
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)) {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", zoo_io::printable_text(&format!("{e:#}")));
             ExitCode::from(2)
         }
         Err(panic) => {

@@ -268,14 +268,16 @@ fn warn_about_preprocessing(
 
 pub fn render(r: &CheckReport) -> String {
     use std::fmt::Write;
+    use zoo_io::printable;
     let mut s = String::new();
-    let _ = writeln!(s, "{} ({:?})", r.root, r.source);
+    let _ = writeln!(s, "{} ({:?})", printable(&r.root), r.source);
     if let Some(p) = &r.model_preprocessing {
         let _ = writeln!(s, "preprocessing for {p}");
     }
     let _ = writeln!(s, "\n{:<24} {:>7} {:>11}", "class", "images", "unreadable");
     for c in &r.classes {
-        let _ = writeln!(s, "{:<24} {:>7} {:>11}", c.name, c.count, c.unreadable);
+        let name = printable(&c.name);
+        let _ = writeln!(s, "{name:<24} {:>7} {:>11}", c.count, c.unreadable);
     }
     let _ = writeln!(
         s,
@@ -315,10 +317,10 @@ pub fn render(r: &CheckReport) -> String {
         r.duplicates_across_classes
     );
     for (p, why) in r.unreadable.iter().zip(&r.unreadable_reasons) {
-        let _ = writeln!(s, "unreadable {p}: {why}");
+        let _ = writeln!(s, "unreadable {}: {}", printable(p), printable(why));
     }
     for p in &r.ignored {
-        let _ = writeln!(s, "ignored    {p} (not an image name)");
+        let _ = writeln!(s, "ignored    {} (not an image name)", printable(p));
     }
     for w in &r.warnings {
         let _ = writeln!(s, "warning: {w}");

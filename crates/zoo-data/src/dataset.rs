@@ -185,7 +185,7 @@ fn open_folders(root: &Path) -> Result<Dataset, DataError> {
                 .into_owned(),
         );
         let mut files = Vec::new();
-        walk(dir, &mut files)?;
+        walk(dir, Some(root), &mut files)?;
         files.sort();
         for f in files {
             if is_image_name(&f) {
@@ -252,7 +252,12 @@ fn inside(root: &Path, relative: &str) -> Option<PathBuf> {
 }
 
 fn open_csv(path: &Path) -> Result<Dataset, DataError> {
-    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // A bare file name's folder is the current one (an empty path cannot be canonicalised,
+    // which skipped the symlink-escape check).
+    let root = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let bad = |line: u64, reason: String| DataError::Manifest {
         path: path.to_path_buf(),
         reason: format!("line {line}: {reason}"),

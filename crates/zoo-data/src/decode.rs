@@ -93,7 +93,7 @@ pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
 /// Image files under `dir` (recursively, by extension), sorted for reproducibility.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut found = Vec::new();
-    walk(dir, &mut found)?;
+    walk(dir, None, &mut found)?;
     found.retain(|p| is_image_name(p));
     found.sort();
     if found.is_empty() {
@@ -104,14 +104,45 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Every regular file below `dir` (symlinks followed), hidden files excluded. Special files
 /// (FIFOs, sockets, devices) are never listed: reading one can block forever. A folder reached
-/// twice (a symlink loop, or two links to one folder) is read once.
-pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// twice (a symlink loop, or two links to one folder) is read once; a link back up to `dir` or
+/// one of its parents is not followed, nor (with `root`, the dataset's folder when `dir` is one
+/// of its class folders) a link to another folder inside `root`: the images there belong to
+/// other classes, and would be counted as this one.
+pub(crate) fn walk(
+    dir: &Path,
+    root: Option<&Path>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), DataError> {
+    let unreadable = |e: std::io::Error| DataError::Unreadable {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let top = std::fs::canonicalize(dir).map_err(unreadable)?;
+    let root = root.and_then(|r| std::fs::canonicalize(r).ok());
     let mut seen = std::collections::HashSet::new();
-    walk_once(dir, out, &mut seen)
+    walk_once(dir, &Fence { top, root }, out, &mut seen)
+}
+
+/// Where a walk may go: below `top`, never to a parent of it or into `root` outside it.
+struct Fence {
+    top: PathBuf,
+    root: Option<PathBuf>,
+}
+
+impl Fence {
+    fn admits(&self, real: &Path) -> bool {
+        let up = self.top.starts_with(real) && real != self.top;
+        let beside = self
+            .root
+            .as_ref()
+            .is_some_and(|root| real.starts_with(root) && !real.starts_with(&self.top));
+        !up && !beside
+    }
 }
 
 fn walk_once(
     dir: &Path,
+    fence: &Fence,
     out: &mut Vec<PathBuf>,
     seen: &mut std::collections::HashSet<PathBuf>,
 ) -> Result<(), DataError> {
@@ -119,7 +150,8 @@ fn walk_once(
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
-    if !seen.insert(std::fs::canonicalize(dir).map_err(unreadable)?) {
+    let real = std::fs::canonicalize(dir).map_err(unreadable)?;
+    if !fence.admits(&real) || !seen.insert(real) {
         return Ok(());
     }
     let entries = std::fs::read_dir(dir).map_err(unreadable)?;
@@ -134,7 +166,7 @@ fn walk_once(
         }
         // `metadata` follows symlinks: a dangling link or a loop is simply not listed.
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => walk_once(&path, out, seen)?,
+            Ok(m) if m.is_dir() => walk_once(&path, fence, out, seen)?,
             Ok(m) if m.is_file() => out.push(path),
             _ => {}
         }

@@ -173,6 +173,28 @@ fn fifos_are_skipped_and_symlink_loops_are_not_followed() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A link inside a class folder back up to the dataset (`..`), to the class folder itself or
+/// to another class is not followed: those images are other classes', and were counted as
+/// this class's. A link to images outside the dataset still is.
+#[cfg(unix)]
+#[test]
+fn links_to_the_dataset_or_other_classes_are_not_counted_as_this_class() {
+    let root = tmp("class-links");
+    folder(&root, &[("a", 3), ("b", 2)]);
+    let outside = tmp("class-links-pool");
+    folder(&outside, &[("pool", 4)]);
+    let a = root.join("a");
+    std::os::unix::fs::symlink("..", a.join("up")).unwrap();
+    std::os::unix::fs::symlink("../b", a.join("other")).unwrap();
+    std::os::unix::fs::symlink(".", a.join("self")).unwrap();
+    std::os::unix::fs::symlink(outside.join("pool"), a.join("pool")).unwrap();
+    let d = open(&root).unwrap();
+    let count = |label: usize| d.samples.iter().filter(|s| s.label == label).count();
+    assert_eq!((count(0), count(1)), (3 + 4, 2), "{:?}", d.samples);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
 fn idx_header(count: u32, rows: u32, cols: u32) -> Vec<u8> {
     let mut v = vec![0, 0, 8, 3];
     for d in [count, rows, cols] {

@@ -11,15 +11,15 @@ pub struct HubCache {
 impl HubCache {
     /// `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`, as huggingface_hub does.
     pub fn from_env() -> Self {
-        let root = if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
-            PathBuf::from(p)
-        } else if let Some(p) = std::env::var_os("HF_HOME") {
-            PathBuf::from(p).join("hub")
+        let root = if let Some(p) = zoo_io::env_folder("HF_HUB_CACHE") {
+            p
+        } else if let Some(p) = zoo_io::env_folder("HF_HOME") {
+            p.join("hub")
         } else {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache").join("huggingface").join("hub")
+            zoo_io::home_folder()
+                .join(".cache")
+                .join("huggingface")
+                .join("hub")
         };
         Self { root }
     }
@@ -55,15 +55,12 @@ pub struct ZooCache {
 
 impl ZooCache {
     pub fn from_env() -> Self {
-        let root = if let Some(p) = std::env::var_os("ZOO_CACHE") {
-            PathBuf::from(p)
-        } else if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
-            PathBuf::from(p).join("zoo")
+        let root = if let Some(p) = zoo_io::env_folder("ZOO_CACHE") {
+            p
+        } else if let Some(p) = zoo_io::env_folder("XDG_CACHE_HOME") {
+            p.join("zoo")
         } else {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache").join("zoo")
+            zoo_io::home_folder().join(".cache").join("zoo")
         };
         Self { root }
     }

@@ -78,9 +78,7 @@ pub fn ensure_writable(dir: &Path) -> Result<(), FetchError> {
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(format!(".zoo-write-test-{}", std::process::id()));
-    std::fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(b"ok"))
-        .map_err(fail)?;
+    zoo_io::write_atomic(&probe, b"ok").map_err(fail)?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -171,6 +169,7 @@ fn hub_download(
     repo: &str,
     path: &str,
     revision: &str,
+    expected_size: u64,
 ) -> Result<PathBuf, String> {
     let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
     let limits = options.limits;
@@ -188,12 +187,23 @@ fn hub_download(
         .retry_base_delay(std::time::Duration::from_millis(200))
         .build_sync()
         .map_err(|e| e.to_string())?;
-    let watch = Arc::new(std::sync::Mutex::new(crate::limits::Watch::new(limits)));
+    let watch = Arc::new(std::sync::Mutex::new(crate::limits::Watch::capped(
+        limits,
+        Some(expected_size),
+    )));
     let user = options.progress.clone();
     let seen = watch.clone();
     let on_bytes: ProgressFn = Arc::new(move |done, total| {
         if let Ok(mut w) = seen.lock() {
             w.progress(done);
+        }
+        if done > expected_size {
+            // hf-hub cannot be told to stop: its writer (this callback's thread) is held here
+            // instead, so at most one chunk past the card's size reaches the disk; the watch
+            // below reports the overrun and the held thread ends with the process.
+            loop {
+                std::thread::park();
+            }
         }
         if let Some(p) = &user {
             p(done, total);
@@ -302,8 +312,15 @@ pub fn fetch_card(
         None => {
             ensure_writable(&hub.root)?;
             let url = resolve_url(&endpoint(options), source, &revision);
-            let path = hub_download(hub, options, &source.repo, &source.path, &revision)
-                .map_err(|reason| download_failure(&url, reason, &hub.root))?;
+            let path = hub_download(
+                hub,
+                options,
+                &source.repo,
+                &source.path,
+                &revision,
+                source.size,
+            )
+            .map_err(|reason| download_failure(&url, reason, &hub.root))?;
             reject(&path, &url, source.size, &source.sha256)?;
             (path, FetchStatus::Downloaded)
         }
@@ -357,7 +374,7 @@ fn fetch_labels(
             progress: None,
             ..options.clone()
         };
-        match hub_download(hub, &quiet, &card.source.repo, hub_path, revision) {
+        match hub_download(hub, &quiet, &card.source.repo, hub_path, revision, size) {
             Ok(p) => match check_file(&p, size, sha) {
                 Ok(Check::Ok) => {
                     copy_atomic(&p, &target)?;
@@ -372,7 +389,7 @@ fn fetch_labels(
         }
     }
     if let Some(url) = &labels.url {
-        match download_url(url, &target, None, &options.limits) {
+        match download_url(url, &target, None, &options.limits, Some(size)) {
             Ok(()) => {
                 reject(&target, url, size, sha)?;
                 return Ok(Some(target));
@@ -391,19 +408,20 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), FetchError> {
         path: to.to_path_buf(),
         reason: e.to_string(),
     };
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp).map_err(fail)?;
-    std::fs::rename(&tmp, to).map_err(fail)
+    let bytes = std::fs::read(from).map_err(fail)?;
+    zoo_io::write_atomic(to, &bytes).map_err(fail)
 }
 
 /// Downloads a URL into `target`, resuming a previous `.part` with an HTTP Range request when
 /// the server allows it, restarting otherwise. The final name appears only after the whole
-/// body arrived (rename), and callers verify it before use.
+/// body arrived (rename), and callers verify it before use. With `expected_size`, a body
+/// announced or arriving longer than that is cut off (an endless body would fill the disk).
 pub fn download_url(
     url: &str,
     target: &Path,
     progress: Option<&ProgressFn>,
     limits: &crate::limits::NetLimits,
+    expected_size: Option<u64>,
 ) -> Result<(), FetchError> {
     let fail = |reason: String| FetchError::Download {
         url: url.to_string(),
@@ -417,6 +435,9 @@ pub fn download_url(
         ensure_writable(dir)?;
     }
     let part = PathBuf::from(format!("{}.part", target.display()));
+    // The partial file is opened to append: never through a link or onto a special file.
+    zoo_io::check_replaceable(&part).map_err(cache_fail)?;
+    zoo_io::check_replaceable(target).map_err(cache_fail)?;
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     // `timeout` bounds the request up to its headers and then each read of the body.
     let client = reqwest::blocking::Client::builder()
@@ -447,7 +468,12 @@ pub fn download_url(
         .map_err(cache_fail)?;
     let mut done = if resumed { have } else { 0 };
     let mut buf = vec![0u8; 1 << 16];
-    let mut watch = crate::limits::Watch::new(*limits);
+    if let Some(cap) = expected_size.filter(|&cap| total > cap) {
+        return Err(fail(format!(
+            "the server announces {total} bytes, more than the {cap} expected"
+        )));
+    }
+    let mut watch = crate::limits::Watch::capped(*limits, expected_size);
     loop {
         let n = std::io::Read::read(&mut response, &mut buf).map_err(|e| {
             fail(format!(
@@ -554,7 +580,13 @@ pub fn fetch_url(
         });
     }
     let _ = std::fs::remove_file(&target);
-    download_url(url, &target, options.progress.as_ref(), &options.limits)?;
+    download_url(
+        url,
+        &target,
+        options.progress.as_ref(),
+        &options.limits,
+        None,
+    )?;
     let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
     // No expected size for a plain URL: the checksum alone decides.
     reject(&target, url, size, &sha)?;

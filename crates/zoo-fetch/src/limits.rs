@@ -58,6 +58,8 @@ impl NetLimits {
 /// Watches a transfer's progress against the limits.
 pub(crate) struct Watch {
     limits: NetLimits,
+    /// The most bytes the transfer may bring (a card's size): an endless body is cut there.
+    cap: Option<u64>,
     last_data: Instant,
     window_start: Instant,
     window_bytes: u64,
@@ -65,10 +67,12 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    pub(crate) fn new(limits: NetLimits) -> Self {
+    /// A watch that also gives up past `cap` bytes.
+    pub(crate) fn capped(limits: NetLimits, cap: Option<u64>) -> Self {
         let now = Instant::now();
         Self {
             limits,
+            cap,
             last_data: now,
             window_start: now,
             window_bytes: 0,
@@ -87,6 +91,12 @@ impl Watch {
 
     /// Why the transfer must be given up, if it must.
     pub(crate) fn verdict(&mut self) -> Option<String> {
+        if let Some(cap) = self.cap.filter(|&cap| self.total > cap) {
+            return Some(format!(
+                "the server sent more than the {cap} bytes expected (the card's size); stopped at {} bytes",
+                self.total
+            ));
+        }
         let now = now();
         if now.duration_since(self.last_data) >= self.limits.stall {
             return Some(format!(
@@ -128,16 +138,24 @@ mod tests {
             low_speed_bytes: 1000,
             low_speed_window: Duration::from_millis(80),
         };
-        let mut stalled = Watch::new(limits);
+        let mut stalled = Watch::capped(limits, None);
         std::thread::sleep(Duration::from_millis(60));
         assert!(stalled.verdict().unwrap().contains("stalled"));
-        let mut drip = Watch::new(limits);
+        let mut drip = Watch::capped(limits, None);
         for i in 1..=5 {
             std::thread::sleep(Duration::from_millis(20));
             drip.progress(i);
         }
         assert!(drip.verdict().unwrap().contains("too slow"));
-        let mut fast = Watch::new(limits);
+        let mut endless = Watch::capped(limits, Some(100));
+        endless.progress(100);
+        assert!(endless.verdict().is_none());
+        endless.progress(101);
+        assert!(endless
+            .verdict()
+            .unwrap()
+            .contains("more than the 100 bytes"));
+        let mut fast = Watch::capped(limits, None);
         fast.progress(1 << 20);
         assert!(fast.verdict().is_none());
     }

@@ -2,10 +2,13 @@
 //! (`checkpoint.bin`) replaced atomically at every validation and every epoch end, so it is
 //! always one consistent moment of the run.
 //!
-//! Layout: `ZOOCKPT1`, then three length-prefixed sections: the loop state (JSON), the weights
-//! that can change (the last ones and the best ones, by plan index), and the optimizer's state
-//! (its own bytes). Frozen weights are not stored: a resume rebuilds them from the base model,
-//! whose sha256 `config.json` records.
+//! Layout: `ZOOCKPT2`, then four length-prefixed sections: what the checkpoint belongs to
+//! ([`Binding`], JSON: the base model's sha256 and fingerprints of the network's parameters and
+//! of the data), the loop state (JSON), the weights that can change (the last ones and the best
+//! ones, by plan index), and the optimizer's state (its own bytes); last, the sha256 of
+//! everything before it, so any changed bit is found before anything is used. Frozen weights
+//! are not stored: a resume rebuilds them from the base model. `ZOOCKPT1` files (zoo before
+//! the checksum) are still read, without those checks.
 
 use std::path::Path;
 
@@ -14,7 +17,49 @@ use serde::{Deserialize, Serialize};
 use crate::trainer::{IterationRow, ValidationRow};
 
 pub const FILE: &str = "checkpoint.bin";
-const MAGIC: &[u8; 8] = b"ZOOCKPT1";
+const MAGIC: &[u8; 8] = b"ZOOCKPT2";
+const MAGIC_V1: &[u8; 8] = b"ZOOCKPT1";
+const SHA256_LEN: usize = 32;
+
+/// What a checkpoint belongs to: a resume refuses one whose binding differs from its own run's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// sha256 of the base model the run started from.
+    pub base_sha256: String,
+    /// sha256 of the network's parameters' names and shapes, in plan order.
+    pub params: String,
+    /// sha256 of the data: its classes, and every image's name and class, in order.
+    pub data: String,
+}
+
+impl Binding {
+    /// The first way `self` (the checkpoint's) and `now` (this resume's) differ, in words.
+    pub fn mismatch(&self, now: &Binding) -> Option<String> {
+        if self.base_sha256 != now.base_sha256 {
+            Some(format!(
+                "it belongs to a run of another base model (sha256 {} there, {} here)",
+                self.base_sha256, now.base_sha256
+            ))
+        } else if self.params != now.params {
+            Some("it holds the weights of another network (its parameter list differs)".into())
+        } else if self.data != now.data {
+            Some("the data changed since it was written (images or class folders added, removed or renamed): a resume needs the run's own data; start a new run for new data".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// sha256 of `parts`, each length-prefixed (so no two lists of parts hash alike), in hex.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hex::encode(hash.finalize())
+}
 
 /// Where the loop stands: enough to take the next step exactly as an uninterrupted run would.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -46,6 +91,8 @@ pub struct LoopState {
 pub type Weights = Vec<(usize, Vec<f32>)>;
 
 pub struct Checkpoint {
+    /// `None` for a `ZOOCKPT1` file, which records none.
+    pub binding: Option<Binding>,
     pub state: LoopState,
     pub last: Weights,
     pub best: Weights,
@@ -54,34 +101,92 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
+        use sha2::Digest;
+        let binding = serde_json::to_vec(&self.binding.clone().unwrap_or_default())
+            .expect("the binding serialises");
         let state = serde_json::to_vec(&self.state).expect("loop state serialises");
         let mut out = MAGIC.to_vec();
+        section(&mut out, &binding);
         section(&mut out, &state);
         let mut weights = Vec::new();
         encode_weights(&mut weights, &self.last);
         encode_weights(&mut weights, &self.best);
         section(&mut out, &weights);
         section(&mut out, &self.optimizer);
+        let sum = sha2::Sha256::digest(&out);
+        out.extend_from_slice(&sum);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let rest = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or("not a zoo checkpoint (wrong magic)")?;
-        let mut reader = Reader(rest);
+        use sha2::Digest;
+        if let Some(rest) = bytes.strip_prefix(MAGIC_V1.as_slice()) {
+            return Self::decode_sections(None, Reader(rest));
+        }
+        if !bytes.starts_with(MAGIC) {
+            return Err("not a zoo checkpoint (wrong magic)".into());
+        }
+        if bytes.len() < MAGIC.len() + SHA256_LEN {
+            return Err("truncated: shorter than its header and checksum".into());
+        }
+        let (content, sum) = bytes.split_at(bytes.len() - SHA256_LEN);
+        if sha2::Sha256::digest(content).as_slice() != sum {
+            return Err(
+                "damaged: its sha256 does not match its contents (changed or cut after it was written); start the run again, or resume a copy of the run saved before the damage".into(),
+            );
+        }
+        let mut reader = Reader(&content[MAGIC.len()..]);
+        let binding = serde_json::from_slice(reader.section()?)
+            .map_err(|e| format!("the binding does not parse: {e}"))?;
+        Self::decode_sections(Some(binding), reader)
+    }
+
+    /// The loop state, the weights and the optimizer, nothing after them.
+    fn decode_sections(binding: Option<Binding>, mut reader: Reader) -> Result<Self, String> {
         let state = serde_json::from_slice(reader.section()?)
             .map_err(|e| format!("the loop state does not parse: {e}"))?;
         let mut weights = Reader(reader.section()?);
         let last = weights.weights()?;
         let best = weights.weights()?;
         let optimizer = reader.section()?.to_vec();
+        if !reader.0.is_empty() || !weights.0.is_empty() {
+            return Err("bytes after the last section".into());
+        }
         Ok(Self {
+            binding,
             state,
             last,
             best,
             optimizer,
         })
+    }
+
+    /// Refuses weights that do not fit `shapes` (parameter sizes by plan index) or are not
+    /// finite, before any is applied: another run's or a damaged file's would panic or train
+    /// on NaN.
+    pub fn check_weights(&self, sizes: &[usize]) -> Result<(), String> {
+        for (which, weights) in [("last", &self.last), ("best", &self.best)] {
+            for (index, values) in weights {
+                let Some(&size) = sizes.get(*index) else {
+                    return Err(format!(
+                        "its {which} weights name parameter {index}, and the network has {}",
+                        sizes.len()
+                    ));
+                };
+                if values.len() != size {
+                    return Err(format!(
+                        "its {which} weights give parameter {index} {} values, the network's has {size}",
+                        values.len()
+                    ));
+                }
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "its {which} weights of parameter {index} are not finite (NaN or infinite)"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn read(run: &Path) -> Result<Self, String> {
@@ -183,6 +288,11 @@ mod tests {
 
     fn sample() -> Checkpoint {
         Checkpoint {
+            binding: Some(Binding {
+                base_sha256: "ab".repeat(32),
+                params: fingerprint([b"w".as_slice(), b"[2]"]),
+                data: fingerprint([b"cat".as_slice()]),
+            }),
             state: LoopState {
                 iteration: 7,
                 recent_loss: f64::NAN,
@@ -205,6 +315,60 @@ mod tests {
         assert_eq!(c.last, sample().last);
         assert_eq!(c.best, sample().best);
         assert_eq!(c.optimizer, vec![9, 8, 7]);
+        assert_eq!(c.binding, sample().binding);
+    }
+
+    /// Every single flipped bit of a checkpoint, at every position, is refused (the trailing
+    /// sha256 covers the rest, and a flip in the sha256 itself no longer matches).
+    #[test]
+    fn every_single_bit_flip_is_refused() {
+        let bytes = sample().encode();
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                Checkpoint::decode(&flipped).is_err(),
+                "bit {bit} flipped was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn weights_that_do_not_fit_or_are_not_finite_are_refused() {
+        let mut c = sample();
+        assert!(c.check_weights(&[2, 5, 5, 1]).is_ok());
+        assert!(c.check_weights(&[2]).unwrap_err().contains("parameter 3"));
+        assert!(c
+            .check_weights(&[3, 5, 5, 1])
+            .unwrap_err()
+            .contains("2 values"));
+        c.best[0].1[1] = f32::NAN;
+        assert!(c
+            .check_weights(&[2, 5, 5, 1])
+            .unwrap_err()
+            .contains("not finite"));
+    }
+
+    #[test]
+    fn bindings_name_what_differs() {
+        let here = sample().binding.unwrap();
+        let other_model = Binding {
+            base_sha256: "cd".repeat(32),
+            ..here.clone()
+        };
+        assert!(here
+            .mismatch(&other_model)
+            .unwrap()
+            .contains("another base model"));
+        let other_data = Binding {
+            data: fingerprint([b"dog".as_slice()]),
+            ..here.clone()
+        };
+        assert!(here
+            .mismatch(&other_data)
+            .unwrap()
+            .contains("the data changed"));
+        assert_eq!(here.mismatch(&here), None);
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct RunJournal {
     total_iterations: usize,
     metrics: std::fs::File,
     has_checkpoint: bool,
+    /// What every checkpoint of this run belongs to.
+    binding: crate::checkpoint::Binding,
+    /// This process trains the run (released when the journal is dropped).
+    _lock: rundir::RunLock,
     /// best.onnx holds the current best weights (so the results phase need not write it again).
     best_written: bool,
     last_state: LoopState,
@@ -64,7 +68,9 @@ impl RunJournal {
         changing: Vec<usize>,
         total_iterations: usize,
         resumed: Option<&Checkpoint>,
+        binding: crate::checkpoint::Binding,
     ) -> std::io::Result<Self> {
+        let lock = rundir::lock(dir)?;
         let mut text = String::from(METRICS_HEADER);
         if let Some(c) = resumed {
             for it in &c.state.iterations {
@@ -84,6 +90,8 @@ impl RunJournal {
             total_iterations,
             metrics,
             has_checkpoint: resumed.is_some(),
+            binding,
+            _lock: lock,
             best_written: false,
             last_state: resumed.map(|c| c.state.clone()).unwrap_or_default(),
         };
@@ -182,6 +190,7 @@ impl<B: AutodiffBackend> Journal<B> for RunJournal {
             &crate::export::encode(last, &self.meta),
         )?;
         let checkpoint = Checkpoint {
+            binding: Some(self.binding.clone()),
             state: state.clone(),
             last: self.values(last),
             best: self.values(best),

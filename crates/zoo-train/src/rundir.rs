@@ -73,16 +73,82 @@ pub fn link_latest(run: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     {
         let _ = (name, tmp);
-        std::fs::write(&latest, run.display().to_string())?;
+        zoo_io::write_atomic(&latest, run.display().to_string().as_bytes())?;
     }
     Ok(())
 }
 
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    zoo_onnx::write::write_atomic(&dir.join(name), bytes)
+    zoo_io::write_atomic(&dir.join(name), bytes)
 }
 
 pub fn write_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     write(dir, name, format!("{text}\n").as_bytes())
+}
+
+/// The lock file of a run directory, while a process trains in it.
+pub const LOCK: &str = ".zoo-lock";
+
+/// A run directory held by this process (`RUN/.zoo-lock`, holding its process id, made with
+/// `create_new`); the file goes when this is dropped. A second trainer of the same run (a
+/// resume while the run still trains) is refused; a lock left by a process that is gone (a
+/// killed run) is taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+pub fn lock(dir: &Path) -> std::io::Result<RunLock> {
+    use std::io::Write;
+    let path = dir.join(LOCK);
+    for _ in 0..3 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                write!(file, "{}", std::process::id())?;
+                return Ok(RunLock { path });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path).ok();
+                match holder.and_then(|text| text.trim().parse::<u32>().ok()) {
+                    Some(pid) if process_runs(pid) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::WouldBlock,
+                            format!(
+                                "another zoo process (pid {pid}) is training {}; wait for it to end or stop it (if none runs, delete {})",
+                                dir.display(),
+                                path.display()
+                            ),
+                        ))
+                    }
+                    // Left by a process that is gone (or unreadable): taken over.
+                    _ => std::fs::remove_file(&path).or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })?,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "cannot take {}: it keeps reappearing",
+        path.display()
+    )))
+}
+
+/// Whether process `pid` exists (on Linux, by `/proc`; elsewhere assumed, to be safe).
+fn process_runs(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -81,19 +81,12 @@ fn picture(run: &Path, file: &str, alt: &str) -> String {
 }
 
 /// Per-class images, precision and recall from a `confusion.csv` (`true\predicted,a,b,...`).
-fn class_table(csv: &str) -> String {
-    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
-    let Some((header, body)) = rows.split_first() else {
-        return String::new();
-    };
-    let counts: Vec<Vec<usize>> = body
-        .iter()
-        .map(|r| r[1..].iter().map(|c| c.parse().unwrap_or(0)).collect())
-        .collect();
+fn class_table(confusion: &crate::report::Confusion) -> String {
+    let counts = &confusion.counts;
     let mut s = String::from(
         "<table><tr><th>class</th><th>images</th><th>precision</th><th>recall</th></tr>\n",
     );
-    for (c, name) in header.iter().skip(1).enumerate() {
+    for (c, name) in confusion.classes.iter().enumerate() {
         let support: usize = counts.get(c).map_or(0, |r| r.iter().sum());
         let predicted: usize = counts.iter().map(|r| r.get(c).copied().unwrap_or(0)).sum();
         let tp = counts.get(c).and_then(|r| r.get(c)).copied().unwrap_or(0);
@@ -107,7 +100,7 @@ fn class_table(csv: &str) -> String {
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td>{support}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
+            escape(&zoo_io::printable(name)),
             pct(tp, predicted),
             pct(tp, support)
         );
@@ -271,14 +264,17 @@ pub fn render(run: &Path) -> String {
         crate::report::plot::PROGRESS_PNG,
         "accuracy and loss against iteration",
     );
-    if let Ok(csv) = std::fs::read_to_string(run.join("confusion.csv")) {
+    let confusion = std::fs::read(run.join(crate::report::CONFUSION_JSON))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<crate::report::Confusion>(&bytes).ok());
+    if let Some(confusion) = confusion {
         s += "<h2>Validation: confusion matrix and classes</h2>\n";
         s += &picture(
             run,
             "confusion.png",
             "confusion matrix of the validation set",
         );
-        s += &class_table(&csv);
+        s += &class_table(&confusion);
     }
     let gallery = picture(
         run,

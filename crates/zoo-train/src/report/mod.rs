@@ -48,13 +48,46 @@ pub fn confusion(predicted: &[usize], truth: &[usize], classes: usize) -> Vec<Ve
     m
 }
 
+/// The confusion matrix as RFC 4180 CSV: the classes across and down (names quoted and
+/// formula-guarded by `zoo_io::csv`), counts in the cells.
 pub fn confusion_csv(m: &[Vec<usize>], names: &[String]) -> String {
-    let mut s = format!("true\\predicted,{}\n", names.join(","));
+    use zoo_io::csv;
+    let header =
+        std::iter::once(csv::text("true\\predicted")).chain(names.iter().map(|n| csv::text(n)));
+    let mut s = csv::row(header);
     for (name, row) in names.iter().zip(m) {
-        let cells: Vec<String> = row.iter().map(|c| c.to_string()).collect();
-        s += &format!("{name},{}\n", cells.join(","));
+        let cells =
+            std::iter::once(csv::text(name).into_owned()).chain(row.iter().map(csv::number));
+        s += &csv::row(cells);
     }
     s
+}
+
+/// The confusion matrix as the report reads it (`confusion.json` beside `confusion.csv`):
+/// numbers from structured data, not from re-splitting a CSV.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Confusion {
+    pub classes: Vec<String>,
+    /// `counts[truth][predicted]`.
+    pub counts: Vec<Vec<usize>>,
+}
+
+pub const CONFUSION_CSV: &str = "confusion.csv";
+pub const CONFUSION_JSON: &str = "confusion.json";
+
+/// Writes `dir/confusion.csv` and `dir/confusion.json` (atomically); the CSV's path.
+pub fn write_confusion(
+    dir: &std::path::Path,
+    m: &[Vec<usize>],
+    names: &[String],
+) -> std::io::Result<std::path::PathBuf> {
+    let confusion = Confusion {
+        classes: names.to_vec(),
+        counts: m.to_vec(),
+    };
+    crate::rundir::write_json(dir, CONFUSION_JSON, &confusion)?;
+    crate::rundir::write(dir, CONFUSION_CSV, confusion_csv(m, names).as_bytes())?;
+    Ok(dir.join(CONFUSION_CSV))
 }
 
 /// Two classes the network mixes up: how often `truth` was predicted as `predicted`.

@@ -127,7 +127,7 @@ fn write_png(img: &image::RgbImage, output: &Path) -> std::io::Result<()> {
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(std::io::Error::other)?;
-    zoo_onnx::write::write_atomic(output, &png)
+    zoo_io::write_atomic(output, &png)
 }
 
 /// A preprocessed image (`C*H*W` values) back as RGB pixels for display: the preprocessing

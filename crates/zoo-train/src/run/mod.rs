@@ -235,22 +235,24 @@ impl Job<'_> {
         let started = Instant::now();
         let (data, train_t, val_t) = self.load_data(&options)?;
         let model = self.build_model::<B>(&options, train_t.chw, &device)?;
+        let binding = binding_of(&data, &model);
         if let Some(r) = &self.resume {
-            if r.base_sha256 != model.base_sha256 {
-                anyhow::bail!(
-                    "the base model changed since the run started (sha256 {} then, {} now): {}",
-                    r.base_sha256,
-                    model.base_sha256,
-                    self.base.describe()
-                );
-            }
+            self.check_resume(r, &binding, &model)?;
         }
         let (cut, train_in, val_in, setup_seconds) =
             self.prepare_inputs(&model.net, &options, train_t, val_t, &device)?;
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
         let steps = train_in.tensors.len().div_ceil(options.batch_size) * options.epochs;
-        let mut journal = self.open_run(&options, &data, &model, device_kind, steps, checkpoint)?;
+        let mut journal = self.open_run(
+            &options,
+            &data,
+            &model,
+            device_kind,
+            steps,
+            checkpoint,
+            binding,
+        )?;
         let run_dir = journal.dir().to_path_buf();
         let io =
             |r: std::io::Result<()>| context(r, &format!("cannot write to {}", run_dir.display()));
@@ -303,6 +305,7 @@ impl Job<'_> {
         device_kind: Device,
         steps: usize,
         checkpoint: Option<&Checkpoint>,
+        binding: crate::checkpoint::Binding,
     ) -> anyhow::Result<RunJournal> {
         let run_dir = match checkpoint {
             Some(_) => options.out.clone().expect("a resume names its run"),
@@ -326,8 +329,61 @@ impl Job<'_> {
             changing,
             steps,
             checkpoint,
+            binding,
         );
         context(journal, &format!("cannot write to {}", run_dir.display()))
+    }
+
+    /// A resume goes on only from its own run's checkpoint: the same base model, network and
+    /// data (else the weights would not fit, or training would go on with other images), with
+    /// weights that fit the network and are finite.
+    fn check_resume<B: AutodiffBackend>(
+        &self,
+        resume: &Resume,
+        binding: &crate::checkpoint::Binding,
+        model: &model::Model<B>,
+    ) -> anyhow::Result<()> {
+        if resume.base_sha256 != model.base_sha256 {
+            anyhow::bail!(
+                "the base model changed since the run started (sha256 {} then, {} now): {}",
+                resume.base_sha256,
+                model.base_sha256,
+                self.base.describe()
+            );
+        }
+        let refuse = |why: String| anyhow::anyhow!("cannot resume from this checkpoint: {why}");
+        if let Some(why) = resume
+            .checkpoint
+            .binding
+            .as_ref()
+            .and_then(|b| b.mismatch(binding))
+        {
+            return Err(refuse(why));
+        }
+        let sizes: Vec<usize> = model.net.plan().params.iter().map(|p| p.numel()).collect();
+        resume.checkpoint.check_weights(&sizes).map_err(refuse)
+    }
+}
+
+/// What this run's checkpoints belong to: its base model, its network's parameters (names and
+/// shapes) and its data (classes, and each image's name and class).
+fn binding_of<B: AutodiffBackend>(
+    data: &data::Data,
+    model: &model::Model<B>,
+) -> crate::checkpoint::Binding {
+    use crate::checkpoint::fingerprint;
+    let params: Vec<String> = (model.net.plan().params.iter())
+        .map(|p| format!("{}:{:?}", p.name, p.dims))
+        .collect();
+    let dataset = &data.dataset;
+    let samples: Vec<String> = (dataset.samples.iter())
+        .map(|s| format!("{}\t{}", s.image.name(), s.label))
+        .collect();
+    let classes = dataset.classes.iter().chain(&samples);
+    crate::checkpoint::Binding {
+        base_sha256: model.base_sha256.clone(),
+        params: fingerprint(params.iter().map(String::as_bytes)),
+        data: fingerprint(classes.map(String::as_bytes)),
     }
 }
 

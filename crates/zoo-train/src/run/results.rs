@@ -94,8 +94,7 @@ impl<B: AutodiffBackend> Results<'_, B> {
         rundir::write(run_dir, "metrics.csv", metrics.as_bytes())?;
         let classes = &self.data.dataset.classes;
         let confusion = crate::report::confusion(preds, &self.val_in.tensors.labels, classes.len());
-        let csv = crate::report::confusion_csv(&confusion, classes);
-        rundir::write(run_dir, "confusion.csv", csv.as_bytes())?;
+        crate::report::write_confusion(run_dir, &confusion, classes)?;
         crate::report::plot::training_progress(
             &run_dir.join(crate::report::plot::PROGRESS_PNG),
             &state.iterations,

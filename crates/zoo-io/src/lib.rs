@@ -1,0 +1,15 @@
+//! Safe output for zoo, in one place: every file zoo writes goes through [`write_atomic`]
+//! (exclusive temp file, never a followed link, only regular files replaced), every name that
+//! came from a file (class folders, CSV labels, model metadata, label files) reaches the
+//! terminal through [`printable`], and every CSV cell through [`csv`] (RFC 4180 quoting, and
+//! text that a spreadsheet would run as a formula guarded); folders named by environment
+//! variables are read by [`env_folder`] (empty means unset).
+
+pub mod csv;
+mod env;
+mod printable;
+mod write;
+
+pub use env::{env_folder, home_folder};
+pub use printable::{printable, printable_text};
+pub use write::{check_replaceable, write_atomic};
