@@ -235,24 +235,15 @@ impl Job<'_> {
         let started = Instant::now();
         let (data, train_t, val_t) = self.load_data(&options)?;
         let model = self.build_model::<B>(&options, train_t.chw, &device)?;
-        let binding = binding_of(&data, &model);
         if let Some(r) = &self.resume {
-            self.check_resume(r, &binding, &model)?;
+            self.check_resume(r, &binding_of(&data, &model), &model)?;
         }
         let (cut, train_in, val_in, setup_seconds) =
             self.prepare_inputs(&model.net, &options, train_t, val_t, &device)?;
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
         let steps = train_in.tensors.len().div_ceil(options.batch_size) * options.epochs;
-        let mut journal = self.open_run(
-            &options,
-            &data,
-            &model,
-            device_kind,
-            steps,
-            checkpoint,
-            binding,
-        )?;
+        let mut journal = self.open_run(&options, &data, &model, device_kind, steps, checkpoint)?;
         let run_dir = journal.dir().to_path_buf();
         let io =
             |r: std::io::Result<()>| context(r, &format!("cannot write to {}", run_dir.display()));
@@ -305,7 +296,6 @@ impl Job<'_> {
         device_kind: Device,
         steps: usize,
         checkpoint: Option<&Checkpoint>,
-        binding: crate::checkpoint::Binding,
     ) -> anyhow::Result<RunJournal> {
         let run_dir = match checkpoint {
             Some(_) => options.out.clone().expect("a resume names its run"),
@@ -329,7 +319,7 @@ impl Job<'_> {
             changing,
             steps,
             checkpoint,
-            binding,
+            binding_of(data, model),
         );
         context(journal, &format!("cannot write to {}", run_dir.display()))
     }
