@@ -410,3 +410,84 @@ fn resume_refuses_damaged_foreign_and_stale_checkpoints() {
         "the lock goes with the process that took it"
     );
 }
+
+/// Special files never get past a size limit: `--labels /dev/zero` is refused at once (it
+/// reads 0 bytes of size and never ends), and a FIFO among the user cards does not hang
+/// `zoo list` (it is named as a problem).
+#[cfg(unix)]
+#[test]
+fn special_files_are_named_not_read() {
+    let t = TempDir::new("special");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    write_images(&t.path().join("img"), 1);
+    let image = t.path().join("img/img00.png");
+    let started = std::time::Instant::now();
+    let args = [
+        "predict",
+        model.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--labels",
+        "/dev/zero",
+    ];
+    let out = zoo(&args, t.path());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert!(started.elapsed().as_secs_f64() < 10.0);
+
+    let cards = t.path().join("zoo-home/cards");
+    std::fs::create_dir_all(&cards).unwrap();
+    let fifo = cards.join("stuck.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .arg("list")
+        .env("ZOO_HOME", t.path().join("zoo-home"))
+        .env("ZOO_CACHE", t.path().join("zoo"))
+        .env("HF_HOME", t.path().join("hf"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("zoo list hangs on a FIFO among the user cards");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stuck.toml") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}
+
+/// `zoo train` checks the network's size before building it: absurd `--classes` or `--hidden`
+/// (inside the per-option ranges) are refused with the parameter count, not an abort.
+#[test]
+fn train_refuses_networks_too_big_to_build() {
+    let t = TempDir::new("train-size");
+    write_images(&t.path().join("d/0"), 1);
+    write_images(&t.path().join("d/1"), 1);
+    let d = t.path().join("d");
+    for extra in [
+        vec!["lenet5", "--classes", "1000000000000000"],
+        vec!["mlp", "--hidden", "65536,65536", "--classes", "10"],
+    ] {
+        let mut args = vec!["train"];
+        args.extend(extra.iter().copied());
+        args.extend(["--data", d.to_str().unwrap(), "--epochs", "1"]);
+        let out = zoo(&args, t.path());
+        assert_eq!(out.code, 2, "{extra:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("parameters"),
+            "{extra:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked") && !out.stderr.contains("memory allocation"));
+    }
+}

@@ -243,7 +243,8 @@ fn known_labels(model: &zoo_onnx::OnnxModel, card: Option<&Card>) -> (Option<Vec
                 .sha256
                 .as_deref()
                 .map(|s| zoo_fetch::ZooCache::from_env().labels_path(s));
-            match path.and_then(|p| std::fs::read_to_string(p).ok()) {
+            let limit = zoo_cards::MAX_LABEL_FILE_BYTES;
+            match path.and_then(|p| zoo_io::read_text_limited(&p, limit).ok()) {
                 Some(text) => {
                     let names = text
                         .lines()

@@ -10,15 +10,7 @@ pub const MAX_LABEL_FILE_BYTES: u64 = 16 << 20;
 /// last name is an error (it would shift every later class by one).
 pub fn read_label_file(path: &Path) -> Result<Vec<String>, String> {
     let at = path.display();
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the label file {at}: {e}"))?
-        .len();
-    if size > MAX_LABEL_FILE_BYTES {
-        return Err(format!(
-            "the label file {at} is {size} bytes; label files over {MAX_LABEL_FILE_BYTES} bytes are refused"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
+    let text = zoo_io::read_text_limited(path, MAX_LABEL_FILE_BYTES)
         .map_err(|e| format!("cannot read the label file {at}: {e}"))?;
     parse_labels(&text).map_err(|e| format!("label file {at}: {e}"))
 }

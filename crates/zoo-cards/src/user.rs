@@ -29,14 +29,8 @@ pub fn user_card_dirs() -> Vec<PathBuf> {
 /// Reads one user card file; its `name` must be its file name and not a built-in name.
 pub fn read_user_card(path: &Path) -> Result<Card, CardError> {
     let invalid = |m: String| CardError::Invalid(format!("{}: {m}", path.display()));
-    let size = std::fs::metadata(path)
-        .map_err(|e| invalid(e.to_string()))?
-        .len();
     // A card with 21k inline labels is about 1 MB.
-    if size > 16 << 20 {
-        return Err(invalid(format!("{size} bytes is too large for a card")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    let text = zoo_io::read_text_limited(path, 16 << 20).map_err(|e| invalid(e.to_string()))?;
     let mut card = Card::parse(&text).map_err(|e| invalid(e.to_string()))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if card.name != stem {

@@ -125,9 +125,16 @@ pub fn open(path: &Path) -> Result<Dataset, DataError> {
         });
     }
     if !path.is_dir() {
+        // A FIFO or device would block or never end: named, never opened.
+        let reason = match std::fs::metadata(path) {
+            Ok(_) => {
+                "not a regular file or folder (a FIFO, device or socket); zoo does not read it"
+            }
+            Err(_) => "no such file or folder",
+        };
         return Err(DataError::Unreadable {
             path: path.to_path_buf(),
-            reason: "no such file or folder".into(),
+            reason: reason.into(),
         });
     }
     let idx_images: Vec<PathBuf> = std::fs::read_dir(path)

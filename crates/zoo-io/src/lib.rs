@@ -3,13 +3,16 @@
 //! came from a file (class folders, CSV labels, model metadata, label files) reaches the
 //! terminal through [`printable`], and every CSV cell through [`csv`] (RFC 4180 quoting, and
 //! text that a spreadsheet would run as a formula guarded); folders named by environment
-//! variables are read by [`env_folder`] (empty means unset).
+//! variables are read by [`env_folder`] (empty means unset), and small files users name by
+//! [`read_limited`] (regular files only, never past a limit).
 
 pub mod csv;
 mod env;
 mod printable;
+mod read;
 mod write;
 
 pub use env::{env_folder, home_folder};
 pub use printable::{printable, printable_text};
+pub use read::{read_limited, read_text_limited};
 pub use write::{check_replaceable, write_atomic};

@@ -136,9 +136,41 @@ fn mnist_preprocessing() -> Preprocessing {
     }
 }
 
+/// The most parameters `zoo train` builds (1 GiB of f32 weights; training holds about four
+/// times that with gradients and optimizer state).
+pub const MAX_PARAMETERS: u128 = 1 << 28;
+
+/// The parameters `spec` with `classes` outputs would have (exact for the hidden and output
+/// layers, a bound for the fixed convolutional bodies), computed before anything is allocated.
+pub fn parameter_count(spec: &ArchSpec, classes: usize) -> u128 {
+    let layers = |widths: &[u128]| -> u128 { widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum() };
+    let classes = classes as u128;
+    match spec.name.as_str() {
+        "mlp" => {
+            let widths: Vec<u128> = std::iter::once(28 * 28)
+                .chain(spec.hidden.iter().map(|&h| h as u128))
+                .chain(std::iter::once(classes))
+                .collect();
+            layers(&widths)
+        }
+        // A fixed body (under 1 M parameters) and a last layer from 50 or 256 features.
+        "lenet5" => (1 << 20) + layers(&[50, classes]),
+        "mnist-cnn" => (1 << 20) + layers(&[256, classes]),
+        _ => (1 << 20) + layers(&[28 * 28, classes]),
+    }
+}
+
 pub fn build(spec: &ArchSpec, classes: usize, seed: u64) -> anyhow::Result<Architecture> {
     if classes < 2 {
         anyhow::bail!("a classifier needs at least 2 classes, not {classes}");
+    }
+    let parameters = parameter_count(spec, classes);
+    if parameters > MAX_PARAMETERS {
+        anyhow::bail!(
+            "{} with {classes} classes would have about {parameters} parameters ({:.1} GiB of weights, about four times that to train); zoo trains up to {MAX_PARAMETERS} (fewer --classes or narrower --hidden)",
+            spec.label(),
+            parameters as f64 * 4.0 / (1u64 << 30) as f64
+        );
     }
     match spec.name.as_str() {
         "lenet5" => Ok(lenet5(classes, seed)),
