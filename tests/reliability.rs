@@ -491,3 +491,39 @@ fn train_refuses_networks_too_big_to_build() {
         assert!(!out.stderr.contains("panicked") && !out.stderr.contains("memory allocation"));
     }
 }
+
+/// A `--size` or `--color` the model's fixed input cannot take is refused by every command
+/// with the shapes (predict and features panicked or wrote misaligned rows), and a size too
+/// large to hold is refused before any image is made.
+#[test]
+fn recipes_that_do_not_fit_the_model_are_refused() {
+    let t = TempDir::new("recipe-fit");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for class in ["a", "b"] {
+        write_images(&t.path().join("d").join(class), 2);
+    }
+    let (m, d) = (model.to_str().unwrap(), t.path().join("d"));
+    let image = d.join("a/img00.png");
+    let (d, i) = (d.to_str().unwrap(), image.to_str().unwrap());
+    let commands: [&[&str]; 4] = [
+        &["predict", m, i],
+        &["evaluate", m, "--data", d],
+        &["features", m, "--data", d, "--layer", "fc6"],
+        &["finetune", m, "--data", d, "--classes", "2"],
+    ];
+    for command in commands {
+        for (flags, expect) in [
+            (&["--size", "16x16"][..], "the model takes [3, 20, 18]"),
+            (&["--color", "gray", "--mean", "0", "--std", "1"][..], "[1, 20, 18]"),
+            (&["--size", "16384x16384"][..], "per image"),
+        ] {
+            let args = [command, flags].concat();
+            let out = zoo(&args, t.path());
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert!(out.stderr.contains(expect), "{args:?}: {}", out.stderr);
+            assert!(!out.stderr.contains("internal error"), "{args:?}: {}", out.stderr);
+        }
+    }
+    assert!(!t.path().join("features.csv").exists());
+}

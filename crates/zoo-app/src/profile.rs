@@ -81,7 +81,38 @@ pub fn profile_of_model(
     model: &zoo_onnx::OnnxModel,
 ) -> anyhow::Result<Profile> {
     let layers = zoo_net::plan::layer_names(&model.graph);
-    profile_for(hints, &model.metadata, model.graph.input_chw(), &layers)
+    let chw = model.graph.input_chw();
+    let profile = profile_for(hints, &model.metadata, chw, &layers)?;
+    check_fits_input(&profile.preprocessing, chw)?;
+    Ok(profile)
+}
+
+/// The most values one preprocessed image may have (4096 x 4096 x 3, 192 MiB as f32).
+const MAX_IMAGE_VALUES: u64 = 4096 * 4096 * 3;
+
+/// Refuses a recipe whose images do not fit the model's fixed input (a `--size` or `--color`
+/// the model cannot take): every command would fail on the first image, or write misaligned
+/// rows. Axes the file leaves free (0) take any size.
+fn check_fits_input(p: &Preprocessing, [c, h, w]: [usize; 3]) -> anyhow::Result<()> {
+    let [ph, pw] = p.size.map(|v| v as usize);
+    let channels = p.color.channels();
+    let fits = |want: usize, have: usize| want == 0 || want == have;
+    let values = channels as u64 * ph as u64 * pw as u64;
+    if values > MAX_IMAGE_VALUES {
+        anyhow::bail!(
+            "--size {ph}x{pw} makes images of {values} values; zoo takes up to {MAX_IMAGE_VALUES} per image (4096x4096 RGB)"
+        );
+    }
+    if fits(c, channels) && fits(h, ph) && fits(w, pw) {
+        return Ok(());
+    }
+    let axis = |v: usize| if v == 0 { "any".to_string() } else { v.to_string() };
+    anyhow::bail!(
+        "the preprocessing makes [{channels}, {ph}, {pw}] images (channels, height, width) but the model takes [{}, {}, {}]; match --size and --color to the model's input (or leave them out)",
+        axis(c),
+        axis(h),
+        axis(w)
+    )
 }
 
 fn profile_for(
