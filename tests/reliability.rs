@@ -515,15 +515,70 @@ fn recipes_that_do_not_fit_the_model_are_refused() {
     for command in commands {
         for (flags, expect) in [
             (&["--size", "16x16"][..], "the model takes [3, 20, 18]"),
-            (&["--color", "gray", "--mean", "0", "--std", "1"][..], "[1, 20, 18]"),
+            (
+                &["--color", "gray", "--mean", "0", "--std", "1"][..],
+                "[1, 20, 18]",
+            ),
             (&["--size", "16384x16384"][..], "per image"),
         ] {
             let args = [command, flags].concat();
             let out = zoo(&args, t.path());
             assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
             assert!(out.stderr.contains(expect), "{args:?}: {}", out.stderr);
-            assert!(!out.stderr.contains("internal error"), "{args:?}: {}", out.stderr);
+            assert!(
+                !out.stderr.contains("internal error"),
+                "{args:?}: {}",
+                out.stderr
+            );
         }
     }
     assert!(!t.path().join("features.csv").exists());
+}
+
+/// `features` at a value computed from weights alone (a Transpose of a weight, which `inspect`
+/// lists among node outputs) is refused: it has no batch axis, and every image's row was the
+/// weight matrix.
+#[test]
+fn features_of_a_weight_only_value_are_refused() {
+    use prost::Message;
+    use zoo_onnx::builder::{Attr, GraphBuilder, SeededRng};
+    let t = TempDir::new("weight-value");
+    let mut b = GraphBuilder::new("x", &[Some(1), Some(3), Some(4), Some(4)]);
+    b.init_f32("w", &[2, 48], SeededRng::new(3).values(96, 0.1));
+    b.node(
+        "t",
+        "Transpose",
+        &["w"],
+        &["wt"],
+        vec![("perm", Attr::Ints(vec![1, 0]))],
+    );
+    b.node(
+        "flat",
+        "Flatten",
+        &["x"],
+        &["f"],
+        vec![("axis", Attr::Int(1))],
+    );
+    b.node("mm", "MatMul", &["f", "wt"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(2)]);
+    let model = t.path().join("tiny.onnx");
+    std::fs::write(&model, b.build(13).encode_to_vec()).unwrap();
+    for class in ["a", "b"] {
+        write_images(&t.path().join("d").join(class), 2);
+    }
+    let d = t.path().join("d");
+    let (m, d) = (model.to_str().unwrap(), d.to_str().unwrap());
+    let out = zoo(&["features", m, "--data", d, "--layer", "wt"], t.path());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not depend on the image"),
+        "{}",
+        out.stderr
+    );
+    let ok = zoo(
+        &["features", m, "--data", d, "--layer", "f", "--json"],
+        t.path(),
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.json()["width"], 48);
 }

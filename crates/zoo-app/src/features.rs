@@ -11,9 +11,10 @@ use crate::labeled::Images;
 use crate::profile::{profile_of_model, ModelHints};
 use crate::CpuBackend;
 
-/// Feature matrices larger than this many values are refused before they are computed (4 GiB
-/// of f32); `--pool avg` makes a conv layer's maps one value per channel.
-pub const MAX_VALUES: usize = 1 << 30;
+/// The most values `features` holds at once, the preprocessed images and the rows together
+/// (2^28, 1 GiB of f32), checked before either is made; `--pool avg` makes a conv layer's maps
+/// one value per channel.
+pub const MAX_VALUES: usize = 1 << 28;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,6 +98,11 @@ pub fn compute(
     };
     let net = Network::<CpuBackend>::from_model(model, &Default::default());
     let value = value_of(&net, layer)?;
+    if !net.plan().depends_on_input(&value) {
+        anyhow::bail!(
+            "`{layer}` ({value}) does not depend on the image (it only transforms weights): pick a layer's output, see `zoo inspect`"
+        );
+    }
     let dims: Vec<usize> = net
         .plan()
         .graph
@@ -112,12 +118,13 @@ pub fn compute(
         _ => dims.iter().product(),
     };
     let n = labeled.len();
-    if n.saturating_mul(width) > MAX_VALUES {
+    let [c, h, w] = net.plan().graph.input_chw();
+    if n.saturating_mul(width.saturating_add(c * h * w)) > MAX_VALUES {
         anyhow::bail!(
-            "{n} images x {width} values at `{layer}` is over {MAX_VALUES} values; use --pool avg or fewer images"
+            "{n} images x ({width} values at `{layer}` + {} input values) is over {MAX_VALUES} values held at once; use --pool avg or fewer images",
+            c * h * w
         );
     }
-    let [c, h, w] = net.plan().graph.input_chw();
     let device = Default::default();
     let mut values = Vec::with_capacity(n * width);
     for start in (0..n).step_by(crate::engines::BATCH) {
@@ -129,6 +136,13 @@ pub fn compute(
         );
         let act = net.forward_to(x, &value)?;
         let raw = act.to_vec();
+        if raw.len() != (end - start) * width {
+            anyhow::bail!(
+                "`{layer}` gave {} values for {} images, not {width} per image: it has no batch axis to split into rows",
+                raw.len(),
+                end - start
+            );
+        }
         match pool {
             Pool::None => values.extend(raw),
             Pool::Avg => {

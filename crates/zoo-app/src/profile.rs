@@ -106,7 +106,13 @@ fn check_fits_input(p: &Preprocessing, [c, h, w]: [usize; 3]) -> anyhow::Result<
     if fits(c, channels) && fits(h, ph) && fits(w, pw) {
         return Ok(());
     }
-    let axis = |v: usize| if v == 0 { "any".to_string() } else { v.to_string() };
+    let axis = |v: usize| {
+        if v == 0 {
+            "any".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     anyhow::bail!(
         "the preprocessing makes [{channels}, {ph}, {pw}] images (channels, height, width) but the model takes [{}, {}, {}]; match --size and --color to the model's input (or leave them out)",
         axis(c),

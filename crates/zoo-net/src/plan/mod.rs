@@ -81,6 +81,17 @@ impl Plan {
         self.layers.iter().find(|l| l.name == name)
     }
 
+    /// Whether `value` is computed from the image (the input itself, or the output of a node
+    /// that depends on it), not only from weights and constants.
+    pub fn depends_on_input(&self, value: &str) -> bool {
+        if value == self.graph.input.name {
+            return true;
+        }
+        (self.graph.nodes.iter().enumerate())
+            .find(|(_, n)| n.outputs.iter().any(|o| o == value))
+            .is_some_and(|(i, _)| self.data_dependent[i])
+    }
+
     pub fn total_params(&self) -> usize {
         self.params.iter().map(ParamSpec::numel).sum()
     }
