@@ -582,3 +582,59 @@ fn features_of_a_weight_only_value_are_refused() {
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert_eq!(ok.json()["width"], 48);
 }
+
+/// The messages round 3 named: `--resume` with other options is refused (they were ignored),
+/// `show activations` takes the pooling layer its error suggests, and `--digits 1,1` says a
+/// class is listed twice (it said "class 1 has no images").
+#[test]
+fn resume_options_pooling_layers_and_repeated_digits_get_the_right_answer() {
+    let t = TempDir::new("messages");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for class in ["0", "1"] {
+        write_images(&t.path().join("d").join(class), 2);
+    }
+    let (m, d) = (model.to_str().unwrap(), t.path().join("d"));
+    let run = t.path().join("some-run");
+    let out = zoo(
+        &[
+            "finetune",
+            "--resume",
+            run.to_str().unwrap(),
+            "--epochs",
+            "3",
+        ],
+        t.path(),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
+
+    let image = d.join("0/img00.png");
+    let png = t.path().join("pool.png");
+    let args = [
+        "show",
+        "activations",
+        m,
+        "--image",
+        image.to_str().unwrap(),
+        "--layer",
+        "n3",
+        "-o",
+        png.to_str().unwrap(),
+    ];
+    let out = zoo(&args, t.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(png.is_file());
+
+    let args = [
+        "train",
+        "linear2d",
+        "--digits",
+        "1,1",
+        "--data",
+        d.to_str().unwrap(),
+    ];
+    let out = zoo(&args, t.path());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("listed twice"), "{}", out.stderr);
+}

@@ -109,13 +109,19 @@ pub fn activations(
         net,
         names,
     } = load(path, hints)?;
-    let layer = pick_layer(&net, layer)?;
-    let value = net
-        .plan()
-        .graph
-        .node(&layer.node)
-        .map(|n| n.outputs[0].clone())
-        .ok_or_else(|| anyhow::anyhow!("layer `{}` has no node", layer.name))?;
+    // A named layer, node or node output (pooling and activation nodes are not layers), else
+    // the first convolution.
+    let (shown, value) = match layer {
+        Some(name) => (name.to_string(), crate::features::value_of(&net, name)?),
+        None => {
+            let layer = pick_layer(&net, None)?;
+            let node = net.plan().graph.node(&layer.node);
+            let value = node.map(|n| n.outputs[0].clone());
+            let value =
+                value.ok_or_else(|| anyhow::anyhow!("layer `{}` has no node", layer.name))?;
+            (layer.name.clone(), value)
+        }
+    };
     let decoded = zoo_data::decode(image)?;
     let pixels = zoo_data::preprocess(&decoded, &profile.preprocessing);
     let [c, h, w] = net.plan().graph.input_chw();
@@ -128,9 +134,7 @@ pub fn activations(
     let dims = act.dims();
     if dims.len() != 4 {
         anyhow::bail!(
-            "`{}` outputs {:?}, not feature maps; pick a conv or pooling layer",
-            layer.name,
-            dims
+            "`{shown}` outputs {dims:?}, not feature maps; pick a conv or pooling layer (any node whose output is [N, C, H, W]; see `zoo inspect`)"
         );
     }
     let (maps, mh, mw) = (dims[1], dims[2], dims[3]);
@@ -141,7 +145,7 @@ pub fn activations(
             planes: vec![values[m * plane..(m + 1) * plane].to_vec()],
         })
         .collect();
-    let picture = save_grid(&tiles, [mh, mw], &layer.name, output)?;
+    let picture = save_grid(&tiles, [mh, mw], &shown, output)?;
     Ok(Picture {
         prediction: Some(prediction),
         preprocessing: profile.recipe_line(),

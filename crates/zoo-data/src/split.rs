@@ -33,6 +33,17 @@ pub struct Splits {
 /// Only the samples of the classes `keep`, in `keep`'s order (`--digits 1,5`); a name the
 /// data does not have is an error that lists the classes.
 pub fn keep_classes(mut dataset: Dataset, keep: &[String]) -> Result<Dataset, DataError> {
+    if let Some((i, k)) = keep
+        .iter()
+        .enumerate()
+        .find(|(i, k)| keep[..*i].contains(k))
+    {
+        return Err(DataError::Split(format!(
+            "class `{k}` is listed twice (entries {} and {}); name each class once",
+            keep.iter().position(|x| x == k).unwrap_or(0) + 1,
+            i + 1
+        )));
+    }
     let index: Vec<usize> = keep
         .iter()
         .map(|k| {

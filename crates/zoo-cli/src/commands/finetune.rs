@@ -11,13 +11,13 @@ use crate::ui::run_training;
 #[derive(Args)]
 pub struct FinetuneArgs {
     /// A model card name (alexnet, lenet), an ONNX file, or a run directory.
-    #[arg(required_unless_present = "resume")]
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
     model: Option<String>,
     /// Use this card's preprocessing and freeze plan for a local file.
-    #[arg(long, value_name = "CARD")]
+    #[arg(long, value_name = "CARD", conflicts_with = "resume")]
     like: Option<String>,
     /// Pick the card's file for this opset.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     opset: Option<i64>,
     #[command(flatten)]
     recipe: RecipeArgs,

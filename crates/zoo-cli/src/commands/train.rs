@@ -13,16 +13,21 @@ pub struct TrainArgs {
     /// Architecture: lenet5 (the lecture's MATLAB LeNet-5 with batch norm), mnist-cnn (the
     /// ONNX zoo's MNIST graph), mlp (fully connected on the pixels), linear2d (one neuron on
     /// two features of a digit: average intensity and symmetry).
-    #[arg(required_unless_present = "resume")]
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
     arch: Option<String>,
     /// mlp: hidden layer widths, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "100,30")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,30",
+        conflicts_with = "resume"
+    )]
     hidden: Vec<usize>,
     /// mlp: sigmoid, tanh or relu.
-    #[arg(long, default_value = "relu")]
+    #[arg(long, default_value = "relu", conflicts_with = "resume")]
     activation: Activation,
     /// Keep only these classes of the data (MNIST digits), e.g. `--digits 1,5` for linear2d.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "resume")]
     digits: Option<Vec<String>>,
     #[command(flatten)]
     training: TrainingArgs,

@@ -15,80 +15,80 @@ pub struct TrainingArgs {
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Continue an interrupted or killed run from its last checkpoint; the model, data and
-    /// every option are the run's own (config.json).
+    /// every option are the run's own (config.json), so no other option goes with it.
     #[arg(long, value_name = "RUN", conflicts_with = "data")]
     pub resume: Option<PathBuf>,
     /// Number of classes; must match the data (default: the classes found in the data).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     classes: Option<usize>,
     /// Passes over the training images [default: 10].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     epochs: Option<usize>,
     /// Images per step [default: 32].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     batch_size: Option<usize>,
     /// Learning rate of the body (the new head uses lr x head-lr-factor); default 1e-3 for
     /// sgdm, 3e-4 for adam.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     lr: Option<f64>,
     /// How many times faster the new head learns (default 10).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     head_lr_factor: Option<f64>,
     /// Momentum of sgdm [default: 0.9].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     momentum: Option<f64>,
     /// L2 weight decay [default: 1e-4].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     weight_decay: Option<f64>,
     /// The optimizer [default: sgdm].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "resume")]
     optimizer: Option<OptimizerKind>,
     /// cross-entropy, or quadratic (half the squared error of the softmax against the one-hot
     /// target; the validation loss stays cross-entropy) [default: cross-entropy].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "resume")]
     loss: Option<LossKind>,
     /// Layers to freeze, comma separated (replaces the card's plan).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "resume")]
     freeze: Option<Vec<String>>,
     /// Freeze every layer up to and including this one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     freeze_until: Option<String>,
     /// Train every layer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     unfreeze_all: bool,
     /// Validate on this set (class folders, CSV manifest, or MNIST IDX) instead of a split of
     /// --data; its class names must be those of --data.
-    #[arg(long, value_name = "DIR|CSV|IDX")]
+    #[arg(long, value_name = "DIR|CSV|IDX", conflicts_with = "resume")]
     val_data: Option<PathBuf>,
     /// Fraction of each class held out for validation (default 0.2, or the manifest's split column).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     val_split: Option<f64>,
     /// Images of each class held out for validation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     val_per_class: Option<usize>,
     /// Images of each class to train on; the rest validate.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     train_per_class: Option<usize>,
     /// Validate every this many iterations (default: each epoch; at least 1).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), conflicts_with = "resume")]
     val_every: Option<usize>,
     /// Stop after this many validations without improvement.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     patience: Option<usize>,
     /// Seed of the split, the shuffles, augmentation and the new head [default: 0].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     seed: Option<u64>,
     /// auto (CUDA when usable, else CPU), cpu or cuda.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     device: Option<zoo_app::train::DeviceChoice>,
     /// Random flips and shifts (disables the frozen-feature cache).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     augment: bool,
     /// Run the frozen layers on every step instead of once per image.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     no_feature_cache: bool,
     /// Run directory (default runs/<model>-<timestamp>, with runs/latest pointing at it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]

@@ -151,16 +151,6 @@ pub fn resume(
         out: Some(run.to_path_buf()),
         ..config.options.clone()
     };
-    reporter.info(&format!(
-        "resuming {} at iteration {} of {}",
-        run.display(),
-        checkpoint.state.iteration,
-        checkpoint
-            .state
-            .iterations
-            .len()
-            .max(checkpoint.state.iteration)
-    ));
     let resume = Resume {
         checkpoint,
         base_sha256: config.base_sha256,
@@ -243,6 +233,11 @@ impl Job<'_> {
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
         let steps = train_in.tensors.len().div_ceil(options.batch_size) * options.epochs;
+        if let (Some(c), Some(run)) = (checkpoint, &options.out) {
+            let done = c.state.iteration;
+            let at = format!("resuming {} at iteration {done} of {steps}", run.display());
+            self.reporter.info(&at);
+        }
         let mut journal = self.open_run(&options, &data, &model, device_kind, steps, checkpoint)?;
         let run_dir = journal.dir().to_path_buf();
         let io =
