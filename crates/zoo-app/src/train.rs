@@ -9,7 +9,7 @@ use std::sync::Arc;
 use zoo_train::TrainProfile;
 pub use zoo_train::{
     Activation, ArchSpec, DeviceChoice, FinetuneOptions, FreezeChoice, LossKind, OptimizerKind,
-    Reporter, SplitChoice, StderrReporter, Summary, ValidationRow,
+    Reporter, SplitChoice, Start, StderrReporter, Summary, ValidationRow,
 };
 
 use crate::profile::{profile_of_model, ModelHints, ProfileSource};

@@ -21,29 +21,67 @@ pub fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Whether a JPEG ends with its end-of-image marker (FF D9), allowing the trailers some cameras
-/// append: the marker must be within the last 64 KiB.
-fn jpeg_is_complete(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    const TAIL: u64 = 64 << 10;
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut head = [0u8; 2];
-    if file.read_exact(&mut head).is_err() || head != [0xFF, 0xD8] {
-        // Not JPEG data at all (a JPEG name only): the decoder says what it is.
+/// Largest image file read: a compressed file larger than what it may decode to is not an
+/// image zoo can use, and the whole file is held while it decodes.
+pub const MAX_FILE_BYTES: u64 = MAX_DECODE_BYTES;
+
+/// Whether JPEG data reaches its end-of-image marker by its own structure: segments are
+/// skipped by their lengths (an EXIF thumbnail's own FF D9 inside APP1 does not count), the
+/// entropy-coded data after each start-of-scan is read up to the next real marker, and the
+/// walk must end at FF D9. Bytes after it (camera trailers) are allowed. Not JPEG data at all
+/// (a JPEG name only): true, and the decoder says what it is.
+fn jpeg_reaches_its_end(data: &[u8]) -> bool {
+    if !data.starts_with(&[0xFF, 0xD8]) {
         return true;
     }
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut tail = Vec::new();
-    if file
-        .seek(SeekFrom::Start(len.saturating_sub(TAIL)))
-        .is_err()
-        || file.take(TAIL).read_to_end(&mut tail).is_err()
-    {
-        return false;
+    let mut at = 2;
+    loop {
+        // Extraneous bytes before a marker are skipped, as libjpeg does; fill bytes too.
+        let Some(offset) = data[at..].iter().position(|&b| b == 0xFF) else {
+            return false;
+        };
+        at += offset;
+        while data.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&marker) = data.get(at) else {
+            return false;
+        };
+        at += 1;
+        match marker {
+            0xD9 => return true,
+            // Stuffed zero, restart markers, TEM: no length follows.
+            0x00 | 0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let Some(length) = data.get(at..at + 2) else {
+                    return false;
+                };
+                let length = u16::from_be_bytes([length[0], length[1]]) as usize;
+                if length < 2 {
+                    return false;
+                }
+                at += length;
+                if marker == 0xDA {
+                    at = entropy_coded_end(data, at);
+                }
+            }
+        }
+        if at >= data.len() {
+            return false;
+        }
     }
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Where a scan's entropy-coded data ends: the first FF not followed by a stuffed zero or a
+/// restart marker (or the end of the data).
+fn entropy_coded_end(data: &[u8], mut at: usize) -> usize {
+    while at + 1 < data.len() {
+        if data[at] == 0xFF && !matches!(data[at + 1], 0x00 | 0xD0..=0xD7 | 0xFF) {
+            return at;
+        }
+        at += 1;
+    }
+    data.len()
 }
 
 /// Decodes an image file: format sniffed from the bytes, decode limits, EXIF orientation applied.
@@ -52,8 +90,10 @@ pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| unreadable(e.to_string()))?
+    // Read once (regular files only, under a cap): a FIFO would block and a device never end.
+    let bytes =
+        zoo_io::read_limited(path, MAX_FILE_BYTES).map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| unreadable(e.to_string()))?;
     let mut limits = Limits::default();
@@ -64,7 +104,7 @@ pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     if reader.format().is_none() {
         return Err(unreadable("not a recognised image format".into()));
     }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(path) {
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_reaches_its_end(&bytes) {
         // The decoder fills a cut JPEG with gray and reports success.
         return Err(unreadable(
             "truncated JPEG (no end-of-image marker): the missing part would decode as gray".into(),

@@ -146,3 +146,74 @@ fn a_jpeg_cut_short_is_unreadable_not_silently_gray() {
     assert!(zoo_data::decode(&trailer).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// JPEG bytes of a smooth `w`x`h` picture.
+fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 2) as u8, ((x + y) % 256) as u8])
+    });
+    let mut bytes = Vec::new();
+    picture
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    bytes
+}
+
+/// Cameras put a small JPEG thumbnail, with its own end-of-image marker, in the EXIF segment
+/// near the start of the file: a photo cut after it still "ends" with FF D9 somewhere in its
+/// tail, yet the main image is missing. Its structure says so; progressive scans are walked
+/// the same way.
+#[test]
+fn a_cut_photo_with_an_exif_thumbnail_is_still_truncated() {
+    let dir = std::env::temp_dir().join(format!("zoo-cut-exif-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let thumbnail = jpeg_bytes(16, 12);
+    let main = jpeg_bytes(200, 150);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&thumbnail);
+    let mut photo = main[..2].to_vec();
+    photo.extend_from_slice(&[0xFF, 0xE1]);
+    photo.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    photo.extend_from_slice(&app1);
+    photo.extend_from_slice(&main[2..]);
+    let whole = dir.join("whole.jpg");
+    std::fs::write(&whole, &photo).unwrap();
+    let decoded = zoo_data::decode(&whole).expect("the whole photo decodes");
+    assert_eq!((decoded.width(), decoded.height()), (200, 150));
+    let cut_at = photo.len() * 2 / 5;
+    assert!(
+        cut_at > thumbnail.len() + 10,
+        "the cut keeps the thumbnail's marker"
+    );
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &photo[..cut_at]).unwrap();
+    let err = zoo_data::decode(&cut).expect_err("a cut photo").to_string();
+    assert!(err.contains("truncated JPEG"), "{err}");
+    // Progressive JPEG (several scans): whole decodes, cut is truncated.
+    let progressive = std::fs::read(fixture("progressive.jpg")).unwrap();
+    let cut = dir.join("cut-progressive.jpg");
+    std::fs::write(&cut, &progressive[..progressive.len() * 3 / 5]).unwrap();
+    let err = zoo_data::decode(&cut).expect_err("a cut progressive JPEG");
+    assert!(err.to_string().contains("truncated JPEG"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A FIFO named as an image would block its reader forever: refused without opening it.
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_like_an_image_is_refused_not_waited_on() {
+    let dir = std::env::temp_dir().join(format!("zoo-fifo-image-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("photo.jpg");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = zoo_data::decode(&fifo).expect_err("a FIFO").to_string();
+    assert!(err.contains("regular file"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,13 +13,14 @@ pub mod options;
 pub mod report;
 pub mod run;
 pub mod rundir;
+pub mod tensorboard;
 pub mod trainer;
 pub mod updater;
 
 pub use arch::{Activation, ArchSpec};
 pub use device::{Device, DeviceChoice};
 pub use journal::RunStatus;
-pub use options::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice};
+pub use options::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice, Start};
 pub use run::{
     finetune, frozen_unchanged, resume, run_data, run_options, train_from_scratch, BaseModel,
     CpuTrain, FreezeAudit, Summary, TrainProfile,

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use zoo_app::train::Start;
 
 use super::training::{resume, TrainingArgs};
 use crate::args::{ModelOpts, RecipeArgs};
@@ -43,7 +44,7 @@ impl FinetuneArgs {
         let (resolved, hints) = model.spec().resolve()?;
         let name = zoo_app::model::run_name(&resolved);
         let json = self.training.json;
-        let options = self.training.options(None)?;
+        let options = self.training.options(Start::Pretrained, None)?;
         run_training(json, |stop, reporter| {
             zoo_app::train::run_finetune(
                 &resolved.path,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use zoo_app::train::{Activation, ArchSpec};
+use zoo_app::train::{Activation, ArchSpec, Start};
 
 use super::training::{resume, TrainingArgs};
 use crate::ui::run_training;
@@ -49,7 +49,7 @@ impl TrainArgs {
             ..ArchSpec::named(&name)
         };
         let json = self.training.json;
-        let options = self.training.options(self.digits)?;
+        let options = self.training.options(Start::Scratch, self.digits)?;
         run_training(json, |stop, reporter| {
             zoo_app::train::train_from_scratch(&arch, &options, Some(stop), reporter)
         })

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use zoo_app::train::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice};
+use zoo_app::train::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice, Start};
 
 use crate::ui::run_training;
 
@@ -27,11 +27,11 @@ pub struct TrainingArgs {
     /// Images per step [default: 32].
     #[arg(long, conflicts_with = "resume")]
     batch_size: Option<usize>,
-    /// Learning rate of the body (the new head uses lr x head-lr-factor); default 1e-3 for
-    /// sgdm, 3e-4 for adam.
+    /// Learning rate of the body (the new head uses lr x head-lr-factor); finetune: 1e-3 for
+    /// sgdm, 3e-4 for adam; train (from scratch): 0.03 for sgdm, 1e-3 for adam.
     #[arg(long, conflicts_with = "resume")]
     lr: Option<f64>,
-    /// How many times faster the new head learns (default 10).
+    /// How many times faster the new head learns (default 10 for finetune, 1 for train).
     #[arg(long, conflicts_with = "resume")]
     head_lr_factor: Option<f64>,
     /// Momentum of sgdm [default: 0.9].
@@ -96,8 +96,13 @@ pub struct TrainingArgs {
 }
 
 impl TrainingArgs {
-    /// The options, over `FinetuneOptions`' defaults; `keep_classes` for `zoo train --digits`.
-    pub fn options(self, keep_classes: Option<Vec<String>>) -> anyhow::Result<FinetuneOptions> {
+    /// The options, over `FinetuneOptions`' defaults for `start`; `keep_classes` for `zoo
+    /// train --digits`.
+    pub fn options(
+        self,
+        start: Start,
+        keep_classes: Option<Vec<String>>,
+    ) -> anyhow::Result<FinetuneOptions> {
         let data = self
             .data
             .clone()
@@ -107,13 +112,13 @@ impl TrainingArgs {
             (None, Some(keep)) => keep.len(),
             (None, None) => zoo_app::train::class_count(&data)?,
         };
-        let mut o = FinetuneOptions::new(data, classes);
+        let mut o = FinetuneOptions::starting(data, classes, start);
         set(&mut o.epochs, self.epochs);
         set(&mut o.batch_size, self.batch_size);
         set(&mut o.optimizer, self.optimizer);
         set(&mut o.loss, self.loss);
         // An explicit --lr or --head-lr-factor wins over the optimizer's defaults.
-        let (lr, head_lr_factor) = o.optimizer.default_lr();
+        let (lr, head_lr_factor) = o.optimizer.default_lr(start);
         o.lr = self.lr.unwrap_or(lr);
         o.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
         set(&mut o.momentum, self.momentum);
