@@ -202,6 +202,11 @@ fn killed_run_resumes_exactly(optimizer: &str) {
             .collect::<Vec<_>>()
     };
     assert_eq!(rows(&whole), rows(&killed));
+    // So has the TensorBoard file (rewritten from the checkpoint on resume), with
+    // metrics.csv's values.
+    for dir in [&whole, &killed] {
+        assert_tensorboard_matches_metrics(dir);
+    }
 
     let again = zoo(
         &["finetune", "--resume", killed.to_str().unwrap()],
@@ -260,4 +265,61 @@ fn resume_refuses_a_folder_that_is_not_a_run_and_a_damaged_checkpoint() {
     );
     // The checksum finds the cut before any section is read.
     assert!(damaged.stderr.contains("damaged"), "{}", damaged.stderr);
+}
+
+/// The run's TensorBoard file, read back with its checksums, holds every row of metrics.csv
+/// once: the same losses and accuracies (to metrics.csv's decimals), the validations' learning
+/// rate, and a positive images/s at every iteration.
+fn assert_tensorboard_matches_metrics(run: &Path) {
+    use zoo_train::tensorboard::{file_of, read_scalars};
+    let scalars = read_scalars(&file_of(run)).unwrap();
+    let value = |step: i64, tag: &str| {
+        let found: Vec<f32> = scalars
+            .iter()
+            .filter(|s| s.step == step && s.tag == tag)
+            .map(|s| s.value)
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "step {step} {tag} written {} times",
+            found.len()
+        );
+        found.first().copied()
+    };
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut rows = 0;
+    for line in metrics.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let step: i64 = cells[1].parse().unwrap();
+        for (column, tag, decimals) in [
+            (3, "train/loss", 6),
+            (4, "train/accuracy", 4),
+            (5, "val/loss", 6),
+            (6, "val/accuracy", 4),
+            (7, "lr", 9),
+        ] {
+            let logged = value(step, tag);
+            if cells[column].is_empty() {
+                assert_eq!(logged, None, "step {step}: {tag} without a validation");
+                continue;
+            }
+            let expected: f64 = cells[column].parse().unwrap();
+            let logged = logged.unwrap_or_else(|| panic!("step {step}: no {tag}")) as f64;
+            let tolerance = 0.5 * 10f64.powi(-decimals) + 1e-6 * expected.abs();
+            assert!(
+                (logged - expected).abs() <= tolerance,
+                "step {step} {tag}: {logged} vs {expected}"
+            );
+        }
+        let rate = value(step, "train/images_per_second").expect("images/s");
+        assert!(rate.is_finite() && rate > 0.0, "step {step}: {rate}");
+        rows += 1;
+    }
+    assert!(rows > 0);
+    let steps: std::collections::BTreeSet<i64> = scalars.iter().map(|s| s.step).collect();
+    assert_eq!(
+        steps.len(),
+        rows,
+        "every step once, none beyond metrics.csv"
+    );
 }

@@ -1,7 +1,8 @@
 //! What a run writes while it trains, so that a crash (kill -9, OOM, power loss) leaves a run
 //! that can be read and resumed: metrics.csv appended at every iteration, best.onnx and
 //! summary.json at every new best, last.onnx and checkpoint.bin at every validation and epoch
-//! end. summary.json always says where the run stands (`status`).
+//! end. summary.json always says where the run stands (`status`). The TensorBoard file
+//! (`tensorboard/`) gets metrics.csv's rows as they are written.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::checkpoint::{Checkpoint, LoopState, Weights};
 use crate::export::Metadata;
 use crate::report::{metrics_line, METRICS_HEADER};
 use crate::rundir;
+use crate::tensorboard::{EventWriter, Step};
 use crate::trainer::{IterationRow, Journal, ValidationRow};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -38,6 +40,20 @@ struct Progress<'a> {
     best: Option<&'a ValidationRow>,
     /// `zoo finetune --resume RUN` continues from here.
     resumable: bool,
+    /// Training seconds so far, and the seconds left at the rate so far (validations included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_s: Option<f64>,
+}
+
+/// Seconds left at the mean rate so far: the last row's elapsed time per iteration done, times
+/// the iterations to go.
+fn eta_seconds(state: &LoopState, total_iterations: usize) -> Option<f64> {
+    let last = state.iterations.last()?;
+    let done = last.iteration.max(1) as f64;
+    let left = total_iterations.saturating_sub(last.iteration) as f64;
+    Some(last.elapsed_s / done * left)
 }
 
 pub struct RunJournal {
@@ -56,6 +72,77 @@ pub struct RunJournal {
     /// best.onnx holds the current best weights (so the results phase need not write it again).
     best_written: bool,
     last_state: LoopState,
+    /// The same rows as metrics.csv, for TensorBoard.
+    events: Events,
+}
+
+/// The run's TensorBoard file and what its rates and wall times are computed from.
+struct Events {
+    writer: EventWriter,
+    /// Unix time at which the run's clock (`elapsed_s`) read zero.
+    origin: f64,
+    /// The previous iteration's `elapsed_s`, for images/s.
+    previous_elapsed: f64,
+}
+
+impl Events {
+    /// Starts the file afresh with the rows up to a resumed run's checkpoint.
+    fn open(dir: &Path, resumed: Option<&LoopState>) -> std::io::Result<Self> {
+        let empty = LoopState::default();
+        let state = resumed.unwrap_or(&empty);
+        let last_elapsed = state.iterations.last().map_or(0.0, |it| it.elapsed_s);
+        let origin = crate::tensorboard::unix_now() - last_elapsed;
+        let mut previous_elapsed = 0.0;
+        let mut earlier = Vec::new();
+        for it in &state.iterations {
+            let val = state.rows.iter().find(|v| v.iteration == it.iteration);
+            let values = event_values(it, val, previous_elapsed);
+            earlier.push(Step {
+                step: it.iteration as i64,
+                wall_time: origin + it.elapsed_s,
+                values,
+            });
+            previous_elapsed = it.elapsed_s;
+        }
+        Ok(Self {
+            writer: EventWriter::create(dir, &earlier)?,
+            origin,
+            previous_elapsed,
+        })
+    }
+
+    fn write(&mut self, it: &IterationRow, val: Option<&ValidationRow>) -> std::io::Result<()> {
+        let values = event_values(it, val, self.previous_elapsed);
+        self.previous_elapsed = it.elapsed_s;
+        self.writer.write(&Step {
+            step: it.iteration as i64,
+            wall_time: self.origin + it.elapsed_s,
+            values,
+        })
+    }
+}
+
+/// metrics.csv's values of one row as TensorBoard scalars, with the iteration's images/s.
+fn event_values(
+    it: &IterationRow,
+    val: Option<&ValidationRow>,
+    previous_elapsed: f64,
+) -> Vec<(String, f32)> {
+    let mut values = vec![
+        ("train/loss".to_string(), it.train_loss as f32),
+        ("train/accuracy".to_string(), it.train_accuracy as f32),
+    ];
+    let seconds = it.elapsed_s - previous_elapsed;
+    if it.images > 0 && seconds > 0.0 {
+        let rate = it.images as f64 / seconds;
+        values.push(("train/images_per_second".to_string(), rate as f32));
+    }
+    if let Some(v) = val {
+        values.push(("val/loss".to_string(), v.val_loss as f32));
+        values.push(("val/accuracy".to_string(), v.val_accuracy as f32));
+        values.push(("lr".to_string(), v.lr as f32));
+    }
+    values
 }
 
 impl RunJournal {
@@ -94,6 +181,7 @@ impl RunJournal {
             _lock: lock,
             best_written: false,
             last_state: resumed.map(|c| c.state.clone()).unwrap_or_default(),
+            events: Events::open(dir, resumed.map(|c| &c.state))?,
         };
         journal.progress(RunStatus::Running, None)?;
         Ok(journal)
@@ -138,6 +226,8 @@ impl RunJournal {
             epochs_done: s.epoch_seconds.len(),
             best: s.best_row.as_ref(),
             resumable: self.has_checkpoint,
+            elapsed_s: s.iterations.last().map(|it| it.elapsed_s),
+            eta_s: eta_seconds(s, self.total_iterations),
         };
         rundir::write_json(&self.dir, "summary.json", &progress)?;
         // The live view: the curves so far and the page that shows them.
@@ -168,7 +258,8 @@ impl<B: AutodiffBackend> Journal<B> for RunJournal {
         // One write per row: the line reaches the OS at once (a kill loses nothing), and a
         // power loss at most the rows since the last checkpoint, which a resume runs again.
         self.metrics
-            .write_all(metrics_line(row, validation).as_bytes())
+            .write_all(metrics_line(row, validation).as_bytes())?;
+        self.events.write(row, validation)
     }
 
     fn new_best(&mut self, best: &Network<B>, state: &LoopState) -> std::io::Result<()> {

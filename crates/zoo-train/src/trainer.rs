@@ -84,6 +84,9 @@ pub struct IterationRow {
     pub train_loss: f64,
     #[serde(with = "crate::checkpoint::nan_as_null")]
     pub train_accuracy: f64,
+    /// Images in this iteration's batch (0 in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub images: usize,
 }
 
 /// Inputs of one split: either raw images or cached features of the frozen prefix.
@@ -433,6 +436,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             elapsed_s: self.elapsed(),
             train_loss: loss_value as f64,
             train_accuracy: correct as f64 / picked.len() as f64,
+            images: picked.len(),
         };
         self.state.iterations.push(row.clone());
         reporter.progress(iteration, self.total);

@@ -176,11 +176,24 @@ fn summary_section(summary: &Value) -> String {
                 cell(&summary["total_iterations"])
             ),
         ));
+        if let Some(eta) = summary["eta_s"].as_f64() {
+            pairs.push(("time left (estimate)", duration(eta)));
+        }
     }
     if let Some(e) = summary["error"].as_str() {
         pairs.push(("error", escape(e)));
     }
     key_values("Run", &pairs)
+}
+
+/// `1 h 02 min`, `3 min 05 s`, `42 s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
 }
 
 fn audit_section(summary: &Value) -> String {
@@ -264,6 +277,13 @@ pub fn render(run: &Path) -> String {
         crate::report::plot::PROGRESS_PNG,
         "accuracy and loss against iteration",
     );
+    if crate::tensorboard::file_of(run).is_file() {
+        let _ = writeln!(
+            s,
+            "<p>The same values, with images/s, for TensorBoard: <code>tensorboard --logdir {}</code></p>",
+            escape(&run.join(crate::tensorboard::DIR).display().to_string())
+        );
+    }
     let confusion = std::fs::read(run.join(crate::report::CONFUSION_JSON))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<crate::report::Confusion>(&bytes).ok());
