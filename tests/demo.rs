@@ -300,37 +300,29 @@ fn alexnet_standin_conv1_filters_are_a_96_tile_rgb_grid() {
     assert_eq!(image::open(&png).unwrap().color(), image::ColorType::Rgb8);
 }
 
-#[test]
-#[ignore = "needs ../shared"]
-fn lenet5_from_scratch_on_750_per_class_reaches_98_percent() {
-    let t = TempDir::new("lenet5-mnist");
+/// `zoo train ARCH` on the README's MNIST workload (750 test digits per class train, the other
+/// 2,500 validate) with `options`; the summary.
+fn train_on_750_digits_per_class(arch: &str, options: &[&str]) -> serde_json::Value {
+    let t = TempDir::new(&format!("{arch}-mnist"));
     let out = t.path().join("run");
-    let run = zoo(
-        &[
-            "train",
-            "lenet5",
-            "--data",
-            shared("data/mnist").to_str().unwrap(),
-            "--train-per-class",
-            "750",
-            "--epochs",
-            "8",
-            "--lr",
-            "0.01",
-            "--head-lr-factor",
-            "1",
-            "--batch-size",
-            "64",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-        t.path(),
-    );
+    let mnist = shared("data/mnist");
+    let mut args = vec![
+        "train",
+        arch,
+        "--data",
+        mnist.to_str().unwrap(),
+        "--train-per-class",
+        "750",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(options);
+    let run = zoo(&args, t.path());
     assert_eq!(run.code, 0, "{}", run.stderr);
     let j = run.json();
     println!(
-        "lenet5 on MNIST: {} train / {} validation images, best {:.4} at epoch {}, {:.0} s",
+        "{arch} on MNIST: {} train / {} validation images, best {:.4} at epoch {}, {:.0} s",
         j["train_images"],
         j["val_images"],
         j["best_val_accuracy"],
@@ -339,6 +331,23 @@ fn lenet5_from_scratch_on_750_per_class_reaches_98_percent() {
     );
     assert_eq!(j["train_images"], 7500);
     assert_eq!(j["val_images"], 2500);
+    j
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn lenet5_from_scratch_on_750_per_class_reaches_98_percent() {
+    let options = [
+        "--epochs",
+        "8",
+        "--lr",
+        "0.01",
+        "--head-lr-factor",
+        "1",
+        "--batch-size",
+        "64",
+    ];
+    let j = train_on_750_digits_per_class("lenet5", &options);
     assert!(j["best_val_accuracy"].as_f64().unwrap() >= 0.98, "{j}");
 }
 
@@ -348,28 +357,7 @@ fn lenet5_from_scratch_on_750_per_class_reaches_98_percent() {
 #[test]
 #[ignore = "needs ../shared"]
 fn train_mlp_with_its_defaults_reaches_the_documented_accuracy() {
-    let t = TempDir::new("train-mlp-defaults");
-    let out = t.path().join("run");
-    let run = zoo(
-        &[
-            "train",
-            "mlp",
-            "--data",
-            shared("data/mnist").to_str().unwrap(),
-            "--train-per-class",
-            "750",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-        t.path(),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let j = run.json();
-    assert_eq!(
-        (j["train_images"].as_u64(), j["val_images"].as_u64()),
-        (Some(7500), Some(2500))
-    );
+    let j = train_on_750_digits_per_class("mlp", &[]);
     let accuracy = j["best_val_accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.94, "{accuracy}");
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::{small_rgb_classifier, write_images, zoo, TempDir};
 
 /// Folder names a downloaded dataset could carry: a terminal title sequence, a comma, quotes,
@@ -18,6 +20,42 @@ fn no_raw_escape(what: &str, text: &str) {
     );
 }
 
+/// The small RGB classifier (`small.onnx`) and a folder `data` of class folders with
+/// `per_class` images each, in `t`: the model's and the folder's paths.
+fn model_and_data(
+    t: &TempDir,
+    data: &str,
+    classes: &[&str],
+    per_class: usize,
+) -> (PathBuf, PathBuf) {
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for class in classes {
+        write_images(&t.path().join(data).join(class), per_class);
+    }
+    (model, t.path().join(data))
+}
+
+/// `zoo finetune MODEL --data DATA --classes N --epochs 1 --out RUN`, which must succeed.
+fn finetune_one_epoch(t: &TempDir, model: &Path, data: &Path, run: &Path) -> common::Run {
+    let classes = std::fs::read_dir(data).unwrap().count().to_string();
+    let args = [
+        "finetune",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--classes",
+        &classes,
+        "--epochs",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let out = zoo(&args, t.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out
+}
+
 #[cfg(unix)]
 #[test]
 fn hostile_class_names_round_trip_through_files_and_never_reach_the_terminal_raw() {
@@ -29,25 +67,8 @@ fn hostile_class_names_round_trip_through_files_and_never_reach_the_terminal_raw
     }
     let data = t.path().join("data");
     let run = t.path().join("run");
-    let (m, d, r) = (
-        model.to_str().unwrap(),
-        data.to_str().unwrap(),
-        run.to_str().unwrap(),
-    );
-    let args = [
-        "finetune",
-        m,
-        "--data",
-        d,
-        "--classes",
-        "3",
-        "--epochs",
-        "1",
-        "--out",
-        r,
-    ];
-    let train = zoo(&args, t.path());
-    assert_eq!(train.code, 0, "{}", train.stderr);
+    let train = finetune_one_epoch(&t, &model, &data, &run);
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
     no_raw_escape("finetune", &(train.stdout.clone() + &train.stderr));
 
     // The run's CSV reads back (RFC 4180) to the exact names, formula guard taken off.
@@ -115,12 +136,8 @@ fn hostile_class_names_round_trip_through_files_and_never_reach_the_terminal_raw
 #[test]
 fn outputs_never_replace_devices_links_or_folders() {
     let t = TempDir::new("outputs");
-    let model = t.path().join("small.onnx");
-    small_rgb_classifier(&model);
-    for class in ["cat", "dog"] {
-        write_images(&t.path().join("data").join(class), 4);
-    }
-    let (m, d) = (model.to_str().unwrap(), t.path().join("data"));
+    let (model, d) = model_and_data(&t, "data", &["cat", "dog"], 4);
+    let m = model.to_str().unwrap();
     let victim = t.path().join("victim.txt");
     std::fs::write(&victim, "precious").unwrap();
     let link = t.path().join("features.csv");
@@ -194,25 +211,8 @@ fn evaluate_of_a_run_matches_classes_by_name() {
         write_images(&data.join(class), 8 + i);
     }
     let run = t.path().join("run");
-    let (m, d, r) = (
-        model.to_str().unwrap(),
-        data.to_str().unwrap(),
-        run.to_str().unwrap(),
-    );
-    let args = [
-        "finetune",
-        m,
-        "--data",
-        d,
-        "--classes",
-        "2",
-        "--epochs",
-        "1",
-        "--out",
-        r,
-    ];
-    let train = zoo(&args, t.path());
-    assert_eq!(train.code, 0, "{}", train.stderr);
+    finetune_one_epoch(&t, &model, &data, &run);
+    let r = run.to_str().unwrap();
     let before = zoo(&["evaluate", r, "--json"], t.path());
     assert_eq!(before.code, 0, "{}", before.stderr);
 
@@ -313,7 +313,7 @@ fn empty_folder_variables_mean_unset() {
 
 /// A finished run made resumable again (its summary set back to "running"), as a killed run
 /// would be.
-fn unfinish(run: &std::path::Path) {
+fn unfinish(run: &Path) {
     let path = run.join("summary.json");
     let mut summary = common::read_json(&path);
     summary["status"] = "running".into();
@@ -333,21 +333,7 @@ fn resume_refuses_damaged_foreign_and_stale_checkpoints() {
             write_images(&t.path().join(data).join(class), 6);
         }
         let (d, r) = (t.path().join(data), t.path().join(run));
-        let n = classes.len().to_string();
-        let args = [
-            "finetune",
-            model.to_str().unwrap(),
-            "--data",
-            d.to_str().unwrap(),
-            "--classes",
-            &n,
-            "--epochs",
-            "1",
-            "--out",
-            r.to_str().unwrap(),
-        ];
-        let out = zoo(&args, t.path());
-        assert_eq!(out.code, 0, "{}", out.stderr);
+        finetune_one_epoch(&t, &model, &d, &r);
         unfinish(&r);
         r
     };
@@ -498,12 +484,8 @@ fn train_refuses_networks_too_big_to_build() {
 #[test]
 fn recipes_that_do_not_fit_the_model_are_refused() {
     let t = TempDir::new("recipe-fit");
-    let model = t.path().join("small.onnx");
-    small_rgb_classifier(&model);
-    for class in ["a", "b"] {
-        write_images(&t.path().join("d").join(class), 2);
-    }
-    let (m, d) = (model.to_str().unwrap(), t.path().join("d"));
+    let (model, d) = model_and_data(&t, "d", &["a", "b"], 2);
+    let m = model.to_str().unwrap();
     let image = d.join("a/img00.png");
     let (d, i) = (d.to_str().unwrap(), image.to_str().unwrap());
     let commands: [&[&str]; 4] = [
@@ -589,12 +571,8 @@ fn features_of_a_weight_only_value_are_refused() {
 #[test]
 fn resume_options_pooling_layers_and_repeated_digits_get_the_right_answer() {
     let t = TempDir::new("messages");
-    let model = t.path().join("small.onnx");
-    small_rgb_classifier(&model);
-    for class in ["0", "1"] {
-        write_images(&t.path().join("d").join(class), 2);
-    }
-    let (m, d) = (model.to_str().unwrap(), t.path().join("d"));
+    let (model, d) = model_and_data(&t, "d", &["0", "1"], 2);
+    let m = model.to_str().unwrap();
     let run = t.path().join("some-run");
     let out = zoo(
         &[

@@ -75,16 +75,22 @@ pub fn profile(hints: &ModelHints, plan: &Plan) -> anyhow::Result<Profile> {
     profile_for(hints, &plan.metadata, plan.graph.input_chw(), &layers)
 }
 
-/// The same, from a parsed file (no network is built).
+/// The same, from a parsed file (no network is built), refused when its images would not fit
+/// the model's input.
 pub fn profile_of_model(
     hints: &ModelHints,
     model: &zoo_onnx::OnnxModel,
 ) -> anyhow::Result<Profile> {
-    let layers = zoo_net::plan::layer_names(&model.graph);
-    let chw = model.graph.input_chw();
-    let profile = profile_for(hints, &model.metadata, chw, &layers)?;
-    check_fits_input(&profile.preprocessing, chw)?;
+    let profile = recipe_of_model(hints, model)?;
+    check_fits_input(&profile.preprocessing, model.graph.input_chw())?;
     Ok(profile)
+}
+
+/// [`profile_of_model`] without the fit check, for a command that preprocesses no image
+/// (`verify` on random inputs still names the recipe).
+pub fn recipe_of_model(hints: &ModelHints, model: &zoo_onnx::OnnxModel) -> anyhow::Result<Profile> {
+    let layers = zoo_net::plan::layer_names(&model.graph);
+    profile_for(hints, &model.metadata, model.graph.input_chw(), &layers)
 }
 
 /// The most values one preprocessed image may have (4096 x 4096 x 3, 192 MiB as f32).

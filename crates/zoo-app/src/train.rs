@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+pub use zoo_train::memory;
 use zoo_train::TrainProfile;
 pub use zoo_train::{
     Activation, ArchSpec, DeviceChoice, FinetuneOptions, FreezeChoice, LossKind, OptimizerKind,

@@ -12,7 +12,7 @@ use zoo_parity::{verify_outputs, VerifyReport};
 use zoo_train::{Device, DeviceChoice};
 
 use crate::engines::{network_outputs, Engines};
-use crate::profile::{model_labels, profile_of_model, ModelHints, ProfileSource};
+use crate::profile::{model_labels, profile_of_model, recipe_of_model, ModelHints, ProfileSource};
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -136,7 +136,11 @@ pub fn verify_file(
     let model = OnnxModel::from_proto(proto.clone())?;
     let chw = model.graph.input_chw();
     let any_batch = model.graph.input.dims[0].is_none();
-    let profile = profile_of_model(hints, &model)?;
+    // Random inputs take the model's own shape: only images must fit it.
+    let profile = match options.images {
+        Some(_) => profile_of_model(hints, &model)?,
+        None => recipe_of_model(hints, &model)?,
+    };
     let (names, mut labels_from) = model_labels(&model, hints)?;
     let model_logits = model.graph.logits_value().to_string();
     let mut warnings: Vec<String> = profile.warning.iter().cloned().collect();

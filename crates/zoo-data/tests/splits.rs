@@ -119,6 +119,45 @@ fn loader_skips_and_reports_unreadable_images() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// A streamed set holds no pixels, skips what an in-memory one skips, and gathers the same
+/// values (augmented too); a file removed after the check is an error naming it.
+#[test]
+fn a_streamed_set_gathers_what_the_loaded_one_holds() {
+    let root = tmp("streamed");
+    folder(&root, &[("a", 4), ("b", 3)]);
+    std::fs::write(root.join("a/broken.png"), b"\x89PNG garbage").unwrap();
+    let d = open(&root).unwrap();
+    let all: Vec<usize> = (0..d.samples.len()).collect();
+    let p = zoo_cards::find("lenet").unwrap().preprocessing;
+    let (held, held_skipped) = zoo_data::load(&d, &all, &p);
+    let (streamed, skipped) = zoo_data::stream(&d, &all, &p);
+    assert!(streamed.values.is_empty() && streamed.streamed.is_some());
+    assert_eq!(streamed.pixel_bytes(), held.pixel_bytes());
+    assert_eq!((streamed.len(), skipped.len()), (7, 1));
+    assert_eq!(skipped[0].path, held_skipped[0].path);
+    assert_eq!(
+        (&streamed.labels, &streamed.samples),
+        (&held.labels, &held.samples)
+    );
+    let aug = zoo_data::Augment {
+        flip: true,
+        max_shift: 3,
+    };
+    let picked = [6, 0, 3, 3];
+    for augment in [None, Some((aug, 5, 2))] {
+        assert_eq!(
+            streamed.gather(&picked, augment).unwrap(),
+            held.gather(&picked, augment).unwrap()
+        );
+    }
+    assert_eq!(streamed.range(2, 3).unwrap(), held.range(2, 3).unwrap());
+    let gone = d.samples[streamed.samples[1]].image.name();
+    std::fs::remove_file(&gone).unwrap();
+    let err = streamed.gather(&[0, 1], None).unwrap_err().to_string();
+    assert!(err.contains(&gone), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn batches_cover_every_image_once_per_epoch() {
     let root = tmp("batches");
@@ -127,7 +166,7 @@ fn batches_cover_every_image_once_per_epoch() {
     let all: Vec<usize> = (0..d.samples.len()).collect();
     let p = zoo_cards::find("lenet").unwrap().preprocessing;
     let (t, _) = zoo_data::load(&d, &all, &p);
-    let batches: Vec<_> = t.batches(4, Some(3), None).collect();
+    let batches: Vec<_> = t.batches(4, Some(3), None).map(Result::unwrap).collect();
     assert_eq!(
         batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(),
         [4, 4, 1]
@@ -135,14 +174,15 @@ fn batches_cover_every_image_once_per_epoch() {
     let mut labels: Vec<usize> = batches.iter().flat_map(|b| b.labels.clone()).collect();
     labels.sort();
     assert_eq!(labels, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
-    let in_order: Vec<usize> = t.batches(9, None, None).next().unwrap().labels;
+    let first = |aug| t.batches(9, None, aug).next().unwrap().unwrap();
+    let in_order: Vec<usize> = first(None).labels;
     assert_eq!(in_order, t.labels);
     let aug = zoo_data::Augment {
         flip: true,
         max_shift: 3,
     };
-    let a: Vec<f32> = t.batches(9, None, Some((aug, 1, 0))).next().unwrap().values;
-    let b: Vec<f32> = t.batches(9, None, Some((aug, 1, 0))).next().unwrap().values;
+    let a: Vec<f32> = first(Some((aug, 1, 0))).values;
+    let b: Vec<f32> = first(Some((aug, 1, 0))).values;
     assert_eq!(a, b, "augmentation is seeded");
     std::fs::remove_dir_all(&root).unwrap();
 }

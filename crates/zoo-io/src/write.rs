@@ -12,6 +12,15 @@ use std::path::{Path, PathBuf};
 /// file) is replaced: a symlink, folder, device, FIFO or socket under `path` is refused with
 /// `InvalidInput` and left as it was (`-o /dev/null` must not turn the device into a file).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` produces, streamed to the temp file through a buffer
+/// (large files, checkpoints, need not sit whole in memory first).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     check_replaceable(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -21,10 +30,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .ok_or_else(|| refused(path, "names a folder, not a file"))?;
-    let (tmp, mut file) = create_temp(dir, &file_name)?;
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
+    let (tmp, file) = create_temp(dir, &file_name)?;
+    let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut buffered)
+        .and_then(|()| buffered.into_inner().map_err(|e| e.into_error()))
+        .and_then(|file| file.sync_all())
         .and_then(|()| check_replaceable(path))
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {

@@ -10,6 +10,7 @@
 //! are not stored: a resume rebuilds them from the base model. `ZOOCKPT1` files (zoo before
 //! the checksum) are still read, without those checks.
 
+use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -99,22 +100,134 @@ pub struct Checkpoint {
     pub optimizer: Vec<u8>,
 }
 
-impl Checkpoint {
-    pub fn encode(&self) -> Vec<u8> {
+/// One set of weights to write (last or best): each parameter's plan index and value count,
+/// and where its values come from, fetched one tensor at a time as it is written.
+pub struct WeightSource<'a> {
+    pub params: &'a [(usize, usize)],
+    pub values: &'a dyn Fn(usize) -> Vec<f32>,
+}
+
+/// Everything a checkpoint holds, encoded straight to a writer: no copy of all the weights and
+/// no encoded file ever sits whole in memory (the frozen-conv AlexNet's were 1.2 GB of
+/// buffers), and the sha256 is computed as the bytes pass.
+pub struct CheckpointSource<'a> {
+    pub binding: &'a Binding,
+    pub state: &'a LoopState,
+    pub last: WeightSource<'a>,
+    pub best: WeightSource<'a>,
+    pub optimizer: &'a [u8],
+}
+
+impl CheckpointSource<'_> {
+    pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         use sha2::Digest;
-        let binding = serde_json::to_vec(&self.binding.clone().unwrap_or_default())
-            .expect("the binding serialises");
-        let state = serde_json::to_vec(&self.state).expect("loop state serialises");
-        let mut out = MAGIC.to_vec();
-        section(&mut out, &binding);
-        section(&mut out, &state);
-        let mut weights = Vec::new();
-        encode_weights(&mut weights, &self.last);
-        encode_weights(&mut weights, &self.best);
-        section(&mut out, &weights);
-        section(&mut out, &self.optimizer);
-        let sum = sha2::Sha256::digest(&out);
-        out.extend_from_slice(&sum);
+        let binding = serde_json::to_vec(self.binding).map_err(std::io::Error::other)?;
+        let state = serde_json::to_vec(self.state).map_err(std::io::Error::other)?;
+        let mut w = Hashing {
+            out,
+            hash: sha2::Sha256::new(),
+        };
+        w.write_all(MAGIC)?;
+        write_section(&mut w, &binding)?;
+        write_section(&mut w, &state)?;
+        let set_bytes = |set: &WeightSource| {
+            8 + set
+                .params
+                .iter()
+                .map(|&(_, n)| 16 + 4 * n as u64)
+                .sum::<u64>()
+        };
+        let weights_bytes = set_bytes(&self.last) + set_bytes(&self.best);
+        w.write_all(&weights_bytes.to_le_bytes())?;
+        for set in [&self.last, &self.best] {
+            write_weights(&mut w, set)?;
+        }
+        write_section(&mut w, self.optimizer)?;
+        let sum = w.hash.finalize();
+        w.out.write_all(&sum)
+    }
+}
+
+/// Passes bytes on and hashes them.
+struct Hashing<'a> {
+    out: &'a mut dyn Write,
+    hash: sha2::Sha256,
+}
+
+impl Write for Hashing<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.out.write(bytes)?;
+        self.hash.update(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn write_section(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(bytes.len() as u64).to_le_bytes())?;
+    w.write_all(bytes)
+}
+
+/// Count, then (index, length, little-endian f32 values) per tensor; a tensor whose count is
+/// not the one declared (and already counted in the section's length) is an error.
+pub fn write_weights(w: &mut dyn Write, set: &WeightSource) -> std::io::Result<()> {
+    w.write_all(&(set.params.len() as u64).to_le_bytes())?;
+    let mut bytes = Vec::new();
+    for &(index, count) in set.params {
+        let values = (set.values)(index);
+        if values.len() != count {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "parameter {index} has {} values, {count} declared",
+                    values.len()
+                ),
+            ));
+        }
+        w.write_all(&(index as u64).to_le_bytes())?;
+        w.write_all(&(count as u64).to_le_bytes())?;
+        // In blocks of 1 MB: one buffer, not a second copy of the tensor.
+        for block in values.chunks(1 << 18) {
+            bytes.clear();
+            bytes.extend(block.iter().flat_map(|v| v.to_le_bytes()));
+            w.write_all(&bytes)?;
+        }
+    }
+    Ok(())
+}
+
+impl Checkpoint {
+    /// The checkpoint's bytes (what [`CheckpointSource::write_to`] writes for these weights).
+    pub fn encode(&self) -> Vec<u8> {
+        let binding = self.binding.clone().unwrap_or_default();
+        let params = |w: &Weights| w.iter().map(|(i, v)| (*i, v.len())).collect::<Vec<_>>();
+        let lookup = |w: &Weights, index: usize| {
+            w.iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (last_params, best_params) = (params(&self.last), params(&self.best));
+        let mut out = Vec::new();
+        CheckpointSource {
+            binding: &binding,
+            state: &self.state,
+            last: WeightSource {
+                params: &last_params,
+                values: &|i| lookup(&self.last, i),
+            },
+            best: WeightSource {
+                params: &best_params,
+                values: &|i| lookup(&self.best, i),
+            },
+            optimizer: &self.optimizer,
+        }
+        .write_to(&mut out)
+        .expect("writing to memory cannot fail");
         out
     }
 
@@ -194,23 +307,6 @@ impl Checkpoint {
         let bytes =
             std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
-
-fn section(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// Count, then (index, length, little-endian f32 values) per tensor.
-pub fn encode_weights(out: &mut Vec<u8>, weights: &Weights) {
-    out.extend_from_slice(&(weights.len() as u64).to_le_bytes());
-    for (index, values) in weights {
-        out.extend_from_slice(&(*index as u64).to_le_bytes());
-        out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-        for v in values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
     }
 }
 
@@ -316,6 +412,53 @@ mod tests {
         assert_eq!(c.best, sample().best);
         assert_eq!(c.optimizer, vec![9, 8, 7]);
         assert_eq!(c.binding, sample().binding);
+    }
+
+    /// Streamed through a file (the journal's way: tensors fetched one at a time, a buffered
+    /// temp file, the sha256 computed on the way) the bytes are those of `encode`; a tensor
+    /// that is not the size declared for it leaves no file.
+    #[test]
+    fn a_streamed_checkpoint_is_the_encoded_one_and_checks_its_sizes() {
+        let dir = std::env::temp_dir().join(format!("zoo-ckpt-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = sample();
+        let binding = c.binding.clone().unwrap();
+        let value = |w: &Weights, i: usize| w.iter().find(|(j, _)| *j == i).unwrap().1.clone();
+        let last_values = |i| value(&c.last, i);
+        let best_values = |i| value(&c.best, i);
+        let best = [(0, 2)];
+        let source = |declared_last| CheckpointSource {
+            binding: &binding,
+            state: &c.state,
+            last: WeightSource {
+                params: declared_last,
+                values: &last_values,
+            },
+            best: WeightSource {
+                params: &best,
+                values: &best_values,
+            },
+            optimizer: &c.optimizer,
+        };
+        let last = [(0, 2), (3, 1)];
+        let path = dir.join(FILE);
+        zoo_io::write_atomic_with(&path, |out| source(&last).write_to(out)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), c.encode());
+        std::fs::remove_file(&path).unwrap();
+        let err = zoo_io::write_atomic_with(&path, |out| source(&[(0, 2), (3, 4)]).write_to(out))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("parameter 3 has 1 values, 4 declared"),
+            "{err}"
+        );
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "no temp file left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Every single flipped bit of a checkpoint, at every position, is refused (the trailing

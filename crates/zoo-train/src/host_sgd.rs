@@ -34,10 +34,16 @@ impl HostSgd {
     }
 
     /// The momentum buffers by plan index (for checkpoints), in index order.
-    pub fn velocity(&self) -> Vec<(usize, Vec<f32>)> {
-        let mut v: Vec<_> = self.velocity.iter().map(|(&i, v)| (i, v.clone())).collect();
-        v.sort_by_key(|(i, _)| *i);
-        v
+    /// Plan index and length of each velocity, by index.
+    pub fn velocity_sizes(&self) -> Vec<(usize, usize)> {
+        let mut sizes: Vec<_> = self.velocity.iter().map(|(&i, v)| (i, v.len())).collect();
+        sizes.sort_by_key(|&(i, _)| i);
+        sizes
+    }
+
+    /// A copy of one parameter's velocity (empty for none).
+    pub fn velocity_of(&self, index: usize) -> Vec<f32> {
+        self.velocity.get(&index).cloned().unwrap_or_default()
     }
 
     pub fn set_velocity(&mut self, velocity: Vec<(usize, Vec<f32>)>) {

@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use zoo_net::Network;
 
-use crate::checkpoint::{Checkpoint, LoopState, Weights};
+use crate::checkpoint::{Checkpoint, CheckpointSource, LoopState, WeightSource};
 use crate::export::Metadata;
 use crate::report::{metrics_line, METRICS_HEADER};
 use crate::rundir;
@@ -240,13 +240,6 @@ impl RunJournal {
         }
         crate::report::html::write(&self.dir).map(|_| ())
     }
-
-    fn values<B: AutodiffBackend>(&self, net: &Network<B>) -> Weights {
-        self.changing
-            .iter()
-            .map(|&i| (i, net.param_value(i)))
-            .collect()
-    }
 }
 
 impl<B: AutodiffBackend> Journal<B> for RunJournal {
@@ -280,14 +273,28 @@ impl<B: AutodiffBackend> Journal<B> for RunJournal {
             "last.onnx",
             &crate::export::encode(last, &self.meta),
         )?;
-        let checkpoint = Checkpoint {
-            binding: Some(self.binding.clone()),
-            state: state.clone(),
-            last: self.values(last),
-            best: self.values(best),
-            optimizer,
+        // Each changing tensor is fetched from its network as it is written.
+        let params: Vec<(usize, usize)> = self
+            .changing
+            .iter()
+            .map(|&i| (i, last.plan().params[i].numel()))
+            .collect();
+        let checkpoint = CheckpointSource {
+            binding: &self.binding,
+            state,
+            last: WeightSource {
+                params: &params,
+                values: &|i| last.param_value(i),
+            },
+            best: WeightSource {
+                params: &params,
+                values: &|i| best.param_value(i),
+            },
+            optimizer: &optimizer,
         };
-        rundir::write(&self.dir, crate::checkpoint::FILE, &checkpoint.encode())?;
+        let path = self.dir.join(crate::checkpoint::FILE);
+        zoo_io::write_atomic_with(&path, |out| checkpoint.write_to(out))?;
+        drop(optimizer);
         self.has_checkpoint = true;
         self.last_state = state.clone();
         self.progress(RunStatus::Running, None)

@@ -9,6 +9,7 @@ pub mod export;
 pub mod host_sgd;
 pub mod journal;
 pub mod losses;
+pub mod memory;
 pub mod options;
 pub mod report;
 pub mod run;

@@ -65,7 +65,7 @@ pub fn evaluate<B: Backend>(
     inputs: &Inputs,
     batch_size: usize,
     device: &B::Device,
-) -> Result<(f64, f64, Vec<usize>), zoo_net::NetError> {
+) -> anyhow::Result<(f64, f64, Vec<usize>)> {
     let n = inputs.len();
     if n == 0 {
         return Ok((f64::NAN, f64::NAN, Vec::new()));
@@ -97,7 +97,7 @@ pub fn probabilities<B: Backend>(
     inputs: &Inputs,
     batch_size: usize,
     device: &B::Device,
-) -> Result<Vec<Vec<f64>>, zoo_net::NetError> {
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let order: Vec<usize> = (0..inputs.len()).collect();
     let mut out = Vec::with_capacity(order.len());
     for picked in order.chunks(batch_size.max(1)) {

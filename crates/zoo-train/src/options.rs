@@ -196,6 +196,10 @@ pub struct FinetuneOptions {
     pub feature_cache: bool,
     pub device: crate::device::DeviceChoice,
     pub out: Option<PathBuf>,
+    /// Bytes of decoded images and cached features the run may hold (`--memory-budget`);
+    /// `None`: half the memory available when the run starts ([`crate::memory`]).
+    #[serde(default)]
+    pub memory_budget: Option<u64>,
 }
 
 impl FinetuneOptions {
@@ -229,7 +233,14 @@ impl FinetuneOptions {
             feature_cache: true,
             device: crate::device::DeviceChoice::Auto,
             out: None,
+            memory_budget: None,
         }
+    }
+
+    /// The memory budget in bytes: the one given, else the default for this machine now.
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget
+            .unwrap_or_else(crate::memory::default_budget)
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -108,7 +108,7 @@ impl Inputs {
         picked: &[usize],
         augment: Option<(Augment, u64, usize)>,
         device: &B::Device,
-    ) -> Result<Tensor<B, 2>, zoo_net::NetError> {
+    ) -> anyhow::Result<Tensor<B, 2>> {
         let logits = net.logits_value().to_string();
         match (&self.features, cut) {
             (Some((values, dims)), Some(cut)) => {
@@ -124,12 +124,12 @@ impl Inputs {
             }
             _ => {
                 let chw = self.tensors.chw;
-                let batch = self.tensors.gather(picked, augment);
+                let batch = self.tensors.gather(picked, augment)?;
                 let x = Tensor::<B, 4>::from_data(
                     TensorData::new(batch, [picked.len(), chw[0], chw[1], chw[2]]),
                     device,
                 );
-                net.forward_logits(x)
+                Ok(net.forward_logits(x)?)
             }
         }
     }
@@ -142,18 +142,14 @@ pub fn cache_features<B: Backend>(
     tensors: &Tensors,
     batch_size: usize,
     device: &B::Device,
-) -> Result<(Vec<f32>, Vec<usize>), zoo_net::NetError> {
+) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
     let chw = tensors.chw;
-    let size: usize = chw.iter().product();
     let mut values = Vec::new();
     let mut dims = Vec::new();
     for start in (0..tensors.len()).step_by(batch_size.max(1)) {
         let n = (tensors.len() - start).min(batch_size.max(1));
         let x = Tensor::<B, 4>::from_data(
-            TensorData::new(
-                tensors.values[start * size..(start + n) * size].to_vec(),
-                [n, chw[0], chw[1], chw[2]],
-            ),
+            TensorData::new(tensors.range(start, n)?, [n, chw[0], chw[1], chw[2]]),
             device,
         );
         let act = net.forward_to(x, &cut.value)?;

@@ -9,7 +9,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use zoo_net::Network;
 
-use crate::checkpoint::{encode_weights, Reader};
+use crate::checkpoint::{write_weights, Reader, WeightSource};
 use crate::options::{FinetuneOptions, OptimizerKind};
 
 /// Applies one optimisation step and saves or restores the optimizer's state.
@@ -156,8 +156,14 @@ impl<B: AutodiffBackend> Updater<B> for HostSgdUpdater {
     }
 
     fn save(&self) -> Result<Vec<u8>, String> {
+        // Encoded tensor by tensor: no second copy of every velocity.
+        let params = self.sgd.velocity_sizes();
         let mut out = Vec::new();
-        encode_weights(&mut out, &self.sgd.velocity());
+        let source = WeightSource {
+            params: &params,
+            values: &|index| self.sgd.velocity_of(index),
+        };
+        write_weights(&mut out, &source).map_err(|e| e.to_string())?;
         Ok(out)
     }
 

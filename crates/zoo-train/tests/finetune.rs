@@ -123,6 +123,19 @@ fn weights(run: &Path, name: &str) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// Every named tensor of `a` within `tolerance` of `b`'s.
+fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tolerance: f32) {
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < tolerance, "{name} differs by {diff}");
+    }
+}
+
 #[test]
 fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
     let t = tmp("cache");
@@ -152,14 +165,7 @@ fn cached_and_uncached_training_reach_the_same_weights_and_write_the_run() {
     );
     let a = weights(&t.join("run-cached"), "last.onnx");
     let b = weights(&t.join("run-plain"), "last.onnx");
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff < 1e-4, "{name} differs by {diff}");
-    }
+    assert_close(&a, &b, 1e-4);
     assert!(
         cached.best_val_accuracy > 0.5,
         "the colours are learnable: {}",
@@ -379,13 +385,77 @@ fn fused_host_sgd_matches_burns_sgd_momentum() {
         let mut gb = GradientsParams::from_grads(loss(&b).backward(), &b);
         b = host.step(b, &mut gb, &all, 0.05);
     }
-    for ((name, _, x), (_, _, y)) in a.param_values().iter().zip(&b.param_values()) {
-        let diff = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(diff < 1e-5, "{name}: {diff}");
+    let named = |n: &zoo_net::Network<_>| -> Vec<(String, Vec<f32>)> {
+        n.param_values()
+            .into_iter()
+            .map(|(name, _, v)| (name, v))
+            .collect()
+    };
+    assert_close(&named(&a), &named(&b), 1e-5);
+    std::fs::remove_dir_all(&t).unwrap();
+}
+
+/// Keeps what a run says.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl Reporter for Recorder {
+    fn info(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_string());
     }
+    fn warn(&self, message: &str) {
+        self.info(message);
+    }
+    fn row(&self, _: &ValidationRow) {}
+    fn progress(&self, _: usize, _: usize) {}
+}
+
+/// A memory budget too small for the images streams them from disk, one too small for the
+/// cached features turns the cache off, and neither changes what is learned: streamed runs
+/// reach the weights of runs that hold their images, bit for bit (with the cache, and with
+/// augmentation), and within rounding of a cached run when the cache is off. A budget too small
+/// for the model itself is refused before training. (The model needs about 58 KB, 24 images
+/// 41 KB and their features 21 KB; 60 images 104 KB and 52 KB.)
+#[test]
+fn streamed_images_train_to_the_weights_of_images_held_in_memory() {
+    const BUDGET: u64 = 64 << 10;
+    let t = tmp("stream");
+    let model = BaseModel::File(t.join("base.onnx"));
+    base_model(&t.join("base.onnx"));
+    dataset(&t.join("few"), 8);
+    dataset(&t.join("more"), 20);
+    let run = |data: &str, name: &str, augment: bool, budget: Option<u64>| {
+        let mut o = options(&t.join(data), &t.join(name), true);
+        o.augment = augment;
+        o.memory_budget = budget;
+        let said = Recorder::default();
+        let summary = finetune(&model, &profile(), &o, None, &said);
+        let said = said.0.into_inner().unwrap().join("\n");
+        (summary, said, t.join(name))
+    };
+    let weights_of = |dir: &Path| weights(dir, "last.onnx");
+    for augment in [false, true] {
+        let (held, said, held_dir) = run("few", &format!("held-{augment}"), augment, None);
+        held.unwrap();
+        assert!(!said.contains("streaming"), "{said}");
+        let (streamed, said, dir) =
+            run("few", &format!("streamed-{augment}"), augment, Some(BUDGET));
+        let streamed = streamed.unwrap();
+        assert!(said.contains("streaming: 24 preprocessed images"), "{said}");
+        assert_eq!(streamed.feature_cache.is_some(), !augment, "{said}");
+        assert_eq!(weights_of(&held_dir), weights_of(&dir), "augment {augment}");
+    }
+    let (_, _, held_dir) = run("more", "held-more", false, None);
+    let (streamed, said, dir) = run("more", "streamed-more", false, Some(BUDGET));
+    assert_eq!(streamed.unwrap().feature_cache, None);
+    assert!(said.contains("feature cache off"), "{said}");
+    assert_close(&weights_of(&held_dir), &weights_of(&dir), 1e-4);
+    let (refused, _, dir) = run("few", "too-small", false, Some(16 << 10));
+    let err = format!("{:#}", refused.unwrap_err());
+    assert!(
+        err.contains("more than the memory budget (16.0 KB)") && err.contains("--memory-budget"),
+        "{err}"
+    );
+    assert!(!dir.join("metrics.csv").exists(), "refused before training");
     std::fs::remove_dir_all(&t).unwrap();
 }

@@ -87,6 +87,11 @@ pub struct TrainingArgs {
     /// Run the frozen layers on every step instead of once per image.
     #[arg(long, conflicts_with = "resume")]
     no_feature_cache: bool,
+    /// Memory the run may use, e.g. 400M or 2G (default: half the available memory). Images
+    /// that do not fit half of it are streamed from disk, features too large for it are not
+    /// cached, and a model too large for it is refused before training.
+    #[arg(long, value_name = "SIZE", value_parser = zoo_app::train::memory::parse_size, conflicts_with = "resume")]
+    memory_budget: Option<u64>,
     /// Run directory (default runs/<model>-<timestamp>, with runs/latest pointing at it).
     #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
@@ -133,6 +138,7 @@ impl TrainingArgs {
         o.augment = self.augment;
         o.feature_cache = !self.no_feature_cache;
         o.out = self.out;
+        o.memory_budget = self.memory_budget;
         Ok(o)
     }
 

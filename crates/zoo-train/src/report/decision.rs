@@ -26,7 +26,7 @@ pub fn draw(
     let [c, h, w] = val.chw;
     let mut points = Vec::with_capacity(val.len());
     for chunk in (0..val.len()).collect::<Vec<_>>().chunks(256) {
-        let values: Vec<f32> = chunk.iter().flat_map(|&i| val.image(i).to_vec()).collect();
+        let values = val.gather(chunk, None)?;
         let x =
             Tensor::<Flex, 4>::from_data(TensorData::new(values, [chunk.len(), c, h, w]), &device);
         let f = net.forward_to(x, crate::arch::FEATURES)?.to_vec();

@@ -91,8 +91,12 @@ impl Job<'_> {
             preprocessing.describe(),
             self.profile.preprocessing_from
         ));
-        let (train, mut skipped) = zoo_data::load(&dataset, &splits.train, preprocessing);
-        let (val, skipped_val) = zoo_data::load(&dataset, &splits.val, preprocessing);
+        let read = match self.image_storage(options, splits.train.len() + splits.val.len()) {
+            Storage::Memory => zoo_data::load,
+            Storage::Streamed => zoo_data::stream,
+        };
+        let (train, mut skipped) = read(&dataset, &splits.train, preprocessing);
+        let (val, skipped_val) = read(&dataset, &splits.val, preprocessing);
         skipped.extend(skipped_val);
         for s in &skipped {
             reporter.warn(&format!("skipped {}: {}", s.path, s.reason));
@@ -125,6 +129,34 @@ impl Job<'_> {
             load_s,
         };
         Ok((data, train, val))
+    }
+}
+
+/// Where a run's preprocessed images live.
+enum Storage {
+    /// Decoded once and held (fastest, while they fit).
+    Memory,
+    /// Read, decoded and preprocessed again for every batch (memory independent of the count).
+    Streamed,
+}
+
+impl Job<'_> {
+    /// Memory while the images take at most half the budget, else streamed, said once.
+    fn image_storage(&self, options: &FinetuneOptions, images: usize) -> Storage {
+        let p = &self.profile.preprocessing;
+        let image_bytes = 4 * p.color.channels() as u64 * p.size[0] as u64 * p.size[1] as u64;
+        let needed = image_bytes * images as u64;
+        let budget = options.memory_budget();
+        if needed <= budget / 2 {
+            return Storage::Memory;
+        }
+        use crate::memory::human;
+        self.reporter.info(&format!(
+            "streaming: {images} preprocessed images would take {}, over half the memory budget ({}); each batch is read and decoded from disk instead",
+            human(needed),
+            human(budget)
+        ));
+        Storage::Streamed
     }
 }
 

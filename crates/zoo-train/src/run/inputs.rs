@@ -12,6 +12,36 @@ use crate::options::FinetuneOptions;
 use crate::trainer::{cache_features, Inputs};
 
 impl Job<'_> {
+    /// Whether the cached features of `images` fit half the memory budget; said when not (the
+    /// frozen layers then run at every step).
+    fn cache_fits<B: AutodiffBackend>(
+        &self,
+        net: &Network<B>,
+        cut: &FeatureCut,
+        options: &FinetuneOptions,
+        images: usize,
+    ) -> bool {
+        let per_image: usize = net
+            .plan()
+            .graph
+            .shapes
+            .of(&cut.value)
+            .map_or(0, |dims| dims.iter().skip(1).product());
+        let needed = 4 * (per_image * images) as u64;
+        let budget = options.memory_budget();
+        if needed <= budget / 2 {
+            return true;
+        }
+        use crate::memory::human;
+        self.reporter.info(&format!(
+            "feature cache off: {images} images' features at `{}` would take {}, over half the memory budget ({}); the frozen layers run at every step",
+            cut.value,
+            human(needed),
+            human(budget)
+        ));
+        false
+    }
+
     /// The frozen-feature cache: runs the frozen prefix once and trains the tail on its output.
     /// Returns the cut, both splits' inputs and the seconds this took.
     #[allow(clippy::type_complexity)]
@@ -29,6 +59,7 @@ impl Job<'_> {
         } else {
             None
         };
+        let cut = cut.filter(|cut| self.cache_fits(net, cut, options, train.len() + val.len()));
         let Some(cut) = cut else {
             let inputs = |tensors| Inputs {
                 tensors,

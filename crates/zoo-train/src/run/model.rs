@@ -99,6 +99,29 @@ pub(super) struct Model<B: AutodiffBackend> {
 }
 
 impl Job<'_> {
+    /// Refuses, before training, a model whose weights, gradients and optimizer state alone
+    /// exceed the memory budget (streaming cannot help there).
+    pub(super) fn check_model_fits<B: AutodiffBackend>(
+        &self,
+        options: &FinetuneOptions,
+        model: &Model<B>,
+    ) -> anyhow::Result<()> {
+        use crate::memory::{human, model_bytes};
+        let needed = model_bytes(model.trainable_params, model.frozen_params);
+        let budget = options.memory_budget();
+        if needed > budget {
+            anyhow::bail!(
+                "training {} needs about {} for its weights, gradients and optimizer state ({} trainable and {} frozen parameters), more than the memory budget ({}): freeze more layers, or raise --memory-budget (default: half the available memory)",
+                self.profile.name,
+                human(needed),
+                model.trainable_params,
+                model.frozen_params,
+                human(budget)
+            );
+        }
+        Ok(())
+    }
+
     /// Import, new head, freeze plan, and the snapshot the freeze audit compares against.
     pub(super) fn build_model<B: AutodiffBackend>(
         &self,
