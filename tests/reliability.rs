@@ -557,12 +557,12 @@ fn features_of_a_weight_only_value_are_refused() {
         "{}",
         out.stderr
     );
-    let ok = zoo(
-        &["features", m, "--data", d, "--layer", "f", "--json"],
-        t.path(),
-    );
+    let csv = t.path().join("f.csv");
+    let args = ["features", m, "--data", d, "--layer", "f", "--json", "-o"];
+    let ok = zoo(&[&args[..], &[csv.to_str().unwrap()]].concat(), t.path());
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert_eq!(ok.json()["width"], 48);
+    assert!(csv.is_file());
 }
 
 /// The messages round 3 named: `--resume` with other options is refused (they were ignored),

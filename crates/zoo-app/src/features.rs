@@ -136,9 +136,11 @@ pub fn compute(
         );
         let act = net.forward_to(x, &value)?;
         let raw = act.to_vec();
-        if raw.len() != (end - start) * width {
+        // Checked before pooling: `width` is the pooled row's.
+        let per_image: usize = dims.iter().product();
+        if raw.len() != (end - start) * per_image {
             anyhow::bail!(
-                "`{layer}` gave {} values for {} images, not {width} per image: it has no batch axis to split into rows",
+                "`{layer}` gave {} values for {} images, not {per_image} per image: it has no batch axis to split into rows",
                 raw.len(),
                 end - start
             );

@@ -14,19 +14,74 @@ use crate::network::Network;
 
 impl<B: Backend> Network<B> {
     pub fn to_model_proto(&self) -> ModelProto {
-        self.export_proto(false)
+        self.export_proto(false, true)
+    }
+
+    /// [`to_model_proto`](Self::to_model_proto), changed by `edit` (metadata), written to `out`
+    /// as it is encoded: every parameter's values are fetched and written one tensor at a time,
+    /// so neither a copy of all the weights nor the encoded file sits in memory (AlexNet's were
+    /// 244 MB each). It decodes to the same model; the initializers follow the graph's other
+    /// fields, which protobuf allows.
+    pub fn write_model_proto(
+        &self,
+        edit: impl FnOnce(&mut ModelProto),
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        use prost::Message;
+        let mut proto = self.export_proto(false, false);
+        edit(&mut proto);
+        let mut graph = proto.graph.take().unwrap_or_default();
+        let initializers = std::mem::take(&mut graph.initializer);
+        let param_of: std::collections::HashMap<&str, usize> = (self.plan.params.iter())
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let pieces: Vec<Initializer> = initializers
+            .iter()
+            .map(|t| {
+                let param = param_of
+                    .get(t.name.as_str())
+                    .filter(|_| t.raw_data.is_empty());
+                Initializer {
+                    head: t.encode_to_vec(),
+                    param: param.map(|&i| (i, 4 * self.plan.params[i].numel())),
+                }
+            })
+            .collect();
+        let rest = graph.encode_to_vec();
+        let graph_len = rest.len() + pieces.iter().map(|p| field_len(p.len())).sum::<usize>();
+        out.write_all(&proto.encode_to_vec())?;
+        write_key_and_len(out, GRAPH_FIELD, graph_len)?;
+        out.write_all(&rest)?;
+        for piece in &pieces {
+            write_key_and_len(out, INITIALIZER_FIELD, piece.len())?;
+            out.write_all(&piece.head)?;
+            if let Some((param, bytes)) = piece.param {
+                write_key_and_len(out, RAW_DATA_FIELD, bytes)?;
+                let values = self.param_value(param);
+                let mut block = Vec::with_capacity(1 << 20);
+                for chunk in values.chunks(1 << 18) {
+                    block.clear();
+                    block.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+                    out.write_all(&block)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The model with a dynamic batch axis: the input and output get a symbolic `N`, and
     /// Reshape targets that keep the batch axis get -1 where the file had the fixed batch.
     pub fn to_model_proto_dynamic_batch(&self) -> ModelProto {
-        self.export_proto(true)
+        self.export_proto(true, true)
     }
 
-    fn export_proto(&self, dynamic_batch: bool) -> ModelProto {
+    /// The model; without `values`, the parameters' initializers carry no data (their values
+    /// are written by [`write_model_proto`](Self::write_model_proto)).
+    fn export_proto(&self, dynamic_batch: bool, values: bool) -> ModelProto {
         let plan = &self.plan;
         let mut proto = plan.proto.clone();
-        let fresh = self.initializers(dynamic_batch);
+        let fresh = self.initializers(dynamic_batch, values);
         let graph = proto.graph.get_or_insert_with(Default::default);
         let fresh_names: std::collections::HashSet<String> =
             fresh.iter().map(|t| t.name.clone()).collect();
@@ -70,10 +125,13 @@ impl<B: Backend> Network<B> {
 
     /// The parameters' current values and the constants as initializers (shape arithmetic
     /// computed at import stays as nodes: it follows the batch at run time).
-    fn initializers(&self, dynamic_batch: bool) -> Vec<TensorProto> {
+    fn initializers(&self, dynamic_batch: bool, values: bool) -> Vec<TensorProto> {
         let plan = &self.plan;
-        let mut fresh: Vec<TensorProto> = (self.param_values().into_iter())
-            .map(|(name, dims, values)| f32_proto(&name, &dims, &values))
+        let mut fresh: Vec<TensorProto> = (plan.params.iter().enumerate())
+            .map(|(i, p)| match values {
+                true => f32_proto(&p.name, &p.dims, &self.param_value(i)),
+                false => f32_proto(&p.name, &p.dims, &[]),
+            })
             .collect();
         let batch_shapes = if dynamic_batch {
             batch_keeping_shapes(plan)
@@ -113,6 +171,38 @@ impl<B: Backend> Network<B> {
         }
         graph.output = vec![value_info(&spec.output.name, &out_dims)];
     }
+}
+
+/// One initializer as [`Network::write_model_proto`] writes it: its encoded fields but its
+/// values, and for a parameter the plan index and byte count of the values streamed after them.
+struct Initializer {
+    head: Vec<u8>,
+    param: Option<(usize, usize)>,
+}
+
+impl Initializer {
+    /// The encoded `TensorProto`'s length, values included.
+    fn len(&self) -> usize {
+        self.head.len() + self.param.map_or(0, |(_, bytes)| field_len(bytes))
+    }
+}
+
+/// Field numbers of the ONNX protos written by hand: `ModelProto.graph`,
+/// `GraphProto.initializer`, `TensorProto.raw_data` (all length-delimited).
+const GRAPH_FIELD: u32 = 7;
+const INITIALIZER_FIELD: u32 = 5;
+const RAW_DATA_FIELD: u32 = 9;
+
+/// Bytes of a length-delimited field (key, length, payload) whose payload is `len` bytes; every
+/// key here is one byte (field numbers below 16).
+fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+fn write_key_and_len(out: &mut dyn std::io::Write, field: u32, len: usize) -> std::io::Result<()> {
+    let mut bytes = vec![(field << 3 | 2) as u8];
+    prost::encoding::encode_varint(len as u64, &mut bytes);
+    out.write_all(&bytes)
 }
 
 /// Shape constants read only by Reshapes that keep the batch axis, rewritten for a

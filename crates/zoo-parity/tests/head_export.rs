@@ -52,6 +52,18 @@ fn roundtrip(bytes: Vec<u8>, head: &str, classes: usize) -> zoo_net::HeadChange 
     let proto = net.to_model_proto();
     let problems = zoo_onnx::check::declared_shape_mismatches(&proto).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+    // Written tensor by tensor (how runs write their ONNX files), it decodes to the same
+    // model, the metadata edit included.
+    let edit = |p: &mut zoo_onnx::pb::ModelProto| p.doc_string = "written as encoded".into();
+    let mut streamed = Vec::new();
+    net.write_model_proto(edit, &mut streamed).unwrap();
+    let mut expected = proto.clone();
+    edit(&mut expected);
+    let decoded = zoo_onnx::pb::ModelProto::decode(streamed.as_slice()).unwrap();
+    assert!(
+        decoded == expected,
+        "the streamed file decodes to another model"
+    );
     let exported = proto.encode_to_vec();
     let again = OnnxModel::from_bytes(exported.clone()).unwrap();
     let chw = again.graph.input_chw();

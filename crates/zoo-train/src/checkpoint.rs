@@ -10,6 +10,7 @@
 //! are not stored: a resume rebuilds them from the base model. `ZOOCKPT1` files (zoo before
 //! the checksum) are still read, without those checks.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
@@ -103,22 +104,53 @@ pub struct Checkpoint {
 /// One set of weights to write (last or best): each parameter's plan index and value count,
 /// and where its values come from, fetched one tensor at a time as it is written.
 pub struct WeightSource<'a> {
-    pub params: &'a [(usize, usize)],
-    pub values: &'a dyn Fn(usize) -> Vec<f32>,
+    pub params: Vec<(usize, usize)>,
+    /// A parameter's values: copied out of a network, or borrowed where they lie.
+    pub values: Box<dyn Fn(usize) -> Cow<'a, [f32]> + 'a>,
+}
+
+impl WeightSource<'_> {
+    /// Bytes [`write_weights`] writes for this set.
+    pub fn encoded_len(&self) -> u64 {
+        8 + self
+            .params
+            .iter()
+            .map(|&(_, n)| 16 + 4 * n as u64)
+            .sum::<u64>()
+    }
+}
+
+/// An optimizer's state for a checkpoint: the bytes of burn's record, or the fused SGD's
+/// velocities written from where they lie (no copy of all of them).
+pub enum OptimizerState<'a> {
+    Bytes(Vec<u8>),
+    Weights(WeightSource<'a>),
+}
+
+impl OptimizerState<'_> {
+    fn write_section(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        match self {
+            OptimizerState::Bytes(bytes) => write_section(w, bytes),
+            OptimizerState::Weights(set) => {
+                w.write_all(&set.encoded_len().to_le_bytes())?;
+                write_weights(w, set)
+            }
+        }
+    }
 }
 
 /// Everything a checkpoint holds, encoded straight to a writer: no copy of all the weights and
 /// no encoded file ever sits whole in memory (the frozen-conv AlexNet's were 1.2 GB of
 /// buffers), and the sha256 is computed as the bytes pass.
-pub struct CheckpointSource<'a> {
+pub struct CheckpointSource<'a, 'o> {
     pub binding: &'a Binding,
     pub state: &'a LoopState,
     pub last: WeightSource<'a>,
     pub best: WeightSource<'a>,
-    pub optimizer: &'a [u8],
+    pub optimizer: &'a OptimizerState<'o>,
 }
 
-impl CheckpointSource<'_> {
+impl CheckpointSource<'_, '_> {
     pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         use sha2::Digest;
         let binding = serde_json::to_vec(self.binding).map_err(std::io::Error::other)?;
@@ -130,19 +162,12 @@ impl CheckpointSource<'_> {
         w.write_all(MAGIC)?;
         write_section(&mut w, &binding)?;
         write_section(&mut w, &state)?;
-        let set_bytes = |set: &WeightSource| {
-            8 + set
-                .params
-                .iter()
-                .map(|&(_, n)| 16 + 4 * n as u64)
-                .sum::<u64>()
-        };
-        let weights_bytes = set_bytes(&self.last) + set_bytes(&self.best);
+        let weights_bytes = self.last.encoded_len() + self.best.encoded_len();
         w.write_all(&weights_bytes.to_le_bytes())?;
         for set in [&self.last, &self.best] {
             write_weights(&mut w, set)?;
         }
-        write_section(&mut w, self.optimizer)?;
+        self.optimizer.write_section(&mut w)?;
         let sum = w.hash.finalize();
         w.out.write_all(&sum)
     }
@@ -177,7 +202,7 @@ fn write_section(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
 pub fn write_weights(w: &mut dyn Write, set: &WeightSource) -> std::io::Result<()> {
     w.write_all(&(set.params.len() as u64).to_le_bytes())?;
     let mut bytes = Vec::new();
-    for &(index, count) in set.params {
+    for &(index, count) in &set.params {
         let values = (set.values)(index);
         if values.len() != count {
             return Err(std::io::Error::new(
@@ -208,23 +233,22 @@ impl Checkpoint {
         let lookup = |w: &Weights, index: usize| {
             w.iter()
                 .find(|(i, _)| *i == index)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
+                .map_or(Cow::Borrowed(&[][..]), |(_, v)| Cow::Owned(v.clone()))
         };
-        let (last_params, best_params) = (params(&self.last), params(&self.best));
+        let optimizer = OptimizerState::Bytes(self.optimizer.clone());
         let mut out = Vec::new();
         CheckpointSource {
             binding: &binding,
             state: &self.state,
             last: WeightSource {
-                params: &last_params,
-                values: &|i| lookup(&self.last, i),
+                params: params(&self.last),
+                values: Box::new(|i| lookup(&self.last, i)),
             },
             best: WeightSource {
-                params: &best_params,
-                values: &|i| lookup(&self.best, i),
+                params: params(&self.best),
+                values: Box::new(|i| lookup(&self.best, i)),
             },
-            optimizer: &self.optimizer,
+            optimizer: &optimizer,
         }
         .write_to(&mut out)
         .expect("writing to memory cannot fail");
@@ -423,22 +447,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let c = sample();
         let binding = c.binding.clone().unwrap();
-        let value = |w: &Weights, i: usize| w.iter().find(|(j, _)| *j == i).unwrap().1.clone();
-        let last_values = |i| value(&c.last, i);
-        let best_values = |i| value(&c.best, i);
-        let best = [(0, 2)];
-        let source = |declared_last| CheckpointSource {
+        let value =
+            |w: &Weights, i: usize| Cow::Owned(w.iter().find(|(j, _)| *j == i).unwrap().1.clone());
+        let optimizer = OptimizerState::Bytes(c.optimizer.clone());
+        let source = |declared_last: &[(usize, usize)]| CheckpointSource {
             binding: &binding,
             state: &c.state,
             last: WeightSource {
-                params: declared_last,
-                values: &last_values,
+                params: declared_last.to_vec(),
+                values: Box::new(|i| value(&c.last, i)),
             },
             best: WeightSource {
-                params: &best,
-                values: &best_values,
+                params: vec![(0, 2)],
+                values: Box::new(|i| value(&c.best, i)),
             },
-            optimizer: &c.optimizer,
+            optimizer: &optimizer,
         };
         let last = [(0, 2), (3, 1)];
         let path = dir.join(FILE);

@@ -1,7 +1,8 @@
 //! Weights of a run as ONNX files carrying zoo metadata (labels, preprocessing, base model).
 
+use std::path::Path;
+
 use burn::tensor::backend::Backend;
-use prost::Message;
 use zoo_cards::Preprocessing;
 use zoo_net::Network;
 use zoo_onnx::pb::StringStringEntryProto;
@@ -36,9 +37,17 @@ pub struct Metadata {
     pub head: String,
 }
 
-pub fn encode<B: Backend>(net: &Network<B>, meta: &Metadata) -> Vec<u8> {
-    let mut proto = net.to_model_proto();
-    let mut set = |key: &str, value: String| set_metadata(&mut proto, key, value);
+/// Writes `net` with `meta` as an ONNX file at `path`, atomically, streamed tensor by tensor
+/// ([`Network::write_model_proto`]).
+pub fn write<B: Backend>(net: &Network<B>, meta: &Metadata, path: &Path) -> std::io::Result<()> {
+    zoo_io::write_atomic_with(path, |out| {
+        net.write_model_proto(|proto| set_all(proto, meta), out)
+    })
+}
+
+/// Every zoo metadata key of `meta` set on `proto`.
+fn set_all(proto: &mut zoo_onnx::pb::ModelProto, meta: &Metadata) {
+    let mut set = |key: &str, value: String| set_metadata(proto, key, value);
     if let Some(card) = &meta.card {
         set(META_CARD, card.clone());
     }
@@ -47,7 +56,6 @@ pub fn encode<B: Backend>(net: &Network<B>, meta: &Metadata) -> Vec<u8> {
     set(META_BASE_SHA256, meta.base_sha256.clone());
     set(META_FREEZE, to_json(&meta.freeze));
     set(META_HEAD, meta.head.clone());
-    proto.encode_to_vec()
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

@@ -41,9 +41,9 @@ impl HostSgd {
         sizes
     }
 
-    /// A copy of one parameter's velocity (empty for none).
-    pub fn velocity_of(&self, index: usize) -> Vec<f32> {
-        self.velocity.get(&index).cloned().unwrap_or_default()
+    /// One parameter's velocity (empty for none).
+    pub fn velocity_of(&self, index: usize) -> &[f32] {
+        self.velocity.get(&index).map_or(&[], Vec::as_slice)
     }
 
     pub fn set_velocity(&mut self, velocity: Vec<(usize, Vec<f32>)>) {

@@ -4,6 +4,7 @@
 //! end. summary.json always says where the run stands (`status`). The TensorBoard file
 //! (`tensorboard/`) gets metrics.csv's rows as they are written.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use zoo_net::Network;
 
-use crate::checkpoint::{Checkpoint, CheckpointSource, LoopState, WeightSource};
+use crate::checkpoint::{Checkpoint, CheckpointSource, LoopState, OptimizerState, WeightSource};
 use crate::export::Metadata;
 use crate::report::{metrics_line, METRICS_HEADER};
 use crate::rundir;
@@ -201,11 +202,7 @@ impl RunJournal {
 
     /// Writes a best.onnx (used when resuming, where the checkpoint holds the best weights).
     pub fn write_best<B: AutodiffBackend>(&mut self, best: &Network<B>) -> std::io::Result<()> {
-        rundir::write(
-            &self.dir,
-            "best.onnx",
-            &crate::export::encode(best, &self.meta),
-        )?;
+        crate::export::write(best, &self.meta, &self.dir.join("best.onnx"))?;
         self.best_written = true;
         Ok(())
     }
@@ -266,13 +263,9 @@ impl<B: AutodiffBackend> Journal<B> for RunJournal {
         last: &Network<B>,
         best: &Network<B>,
         state: &LoopState,
-        optimizer: Vec<u8>,
+        optimizer: &OptimizerState,
     ) -> std::io::Result<()> {
-        rundir::write(
-            &self.dir,
-            "last.onnx",
-            &crate::export::encode(last, &self.meta),
-        )?;
+        crate::export::write(last, &self.meta, &self.dir.join("last.onnx"))?;
         // Each changing tensor is fetched from its network as it is written.
         let params: Vec<(usize, usize)> = self
             .changing
@@ -283,18 +276,18 @@ impl<B: AutodiffBackend> Journal<B> for RunJournal {
             binding: &self.binding,
             state,
             last: WeightSource {
-                params: &params,
-                values: &|i| last.param_value(i),
+                params: params.clone(),
+                values: Box::new(|i| Cow::Owned(last.param_value(i))),
             },
             best: WeightSource {
-                params: &params,
-                values: &|i| best.param_value(i),
+                params,
+                values: Box::new(|i| Cow::Owned(best.param_value(i))),
             },
-            optimizer: &optimizer,
+            optimizer,
         };
         let path = self.dir.join(crate::checkpoint::FILE);
         zoo_io::write_atomic_with(&path, |out| checkpoint.write_to(out))?;
-        drop(optimizer);
+        drop(checkpoint);
         self.has_checkpoint = true;
         self.last_state = state.clone();
         self.progress(RunStatus::Running, None)

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use zoo_data::{Augment, Tensors};
 use zoo_net::{Activation, FeatureCut, Network};
 
-use crate::checkpoint::{Checkpoint, LoopState};
+use crate::checkpoint::{Checkpoint, LoopState, OptimizerState};
 use crate::options::FinetuneOptions;
 use crate::updater::Updater;
 
@@ -184,7 +184,7 @@ pub trait Journal<B: AutodiffBackend> {
         last: &Network<B>,
         best: &Network<B>,
         state: &LoopState,
-        optimizer: Vec<u8>,
+        optimizer: &OptimizerState,
     ) -> std::io::Result<()>;
 }
 
@@ -526,7 +526,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             .updater
             .save()
             .map_err(|e| anyhow::anyhow!("cannot save the optimizer state: {e}"))?;
-        journal.checkpoint(self.net(), &self.best, &self.state, optimizer)?;
+        journal.checkpoint(self.net(), &self.best, &self.state, &optimizer)?;
         Ok(())
     }
 }
@@ -546,7 +546,7 @@ impl<B: AutodiffBackend> Journal<B> for NoJournal {
         _: &Network<B>,
         _: &Network<B>,
         _: &LoopState,
-        _: Vec<u8>,
+        _: &OptimizerState,
     ) -> std::io::Result<()> {
         Ok(())
     }

@@ -2,6 +2,8 @@
 //! (fused on the host for CPU, burn's on a GPU) or Adam, and the optimizer state as bytes for
 //! checkpoints.
 
+use std::borrow::Cow;
+
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
@@ -9,7 +11,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use zoo_net::Network;
 
-use crate::checkpoint::{write_weights, Reader, WeightSource};
+use crate::checkpoint::{OptimizerState, Reader, WeightSource};
 use crate::options::{FinetuneOptions, OptimizerKind};
 
 /// Applies one optimisation step and saves or restores the optimizer's state.
@@ -22,7 +24,8 @@ pub trait Updater<B: AutodiffBackend> {
         head_factor: f64,
     ) -> Network<B>;
 
-    fn save(&self) -> Result<Vec<u8>, String>;
+    /// The state to checkpoint (borrowed where it can be written from where it lies).
+    fn save(&self) -> Result<OptimizerState<'_>, String>;
 
     fn restore(&mut self, bytes: &[u8], device: &B::Device) -> Result<(), String>;
 }
@@ -109,7 +112,7 @@ impl<B: AutodiffBackend, O1: Optimizer<Network<B>, B>, O2: Optimizer<Network<B>,
         head.step(lr * head_factor, net, head_grads)
     }
 
-    fn save(&self) -> Result<Vec<u8>, String> {
+    fn save(&self) -> Result<OptimizerState<'_>, String> {
         let body =
             record_bytes::<B, _>(self.body.as_ref().expect("optimizer present").to_record())?;
         let head =
@@ -119,7 +122,7 @@ impl<B: AutodiffBackend, O1: Optimizer<Network<B>, B>, O2: Optimizer<Network<B>,
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
             out.extend_from_slice(&part);
         }
-        Ok(out)
+        Ok(OptimizerState::Bytes(out))
     }
 
     fn restore(&mut self, bytes: &[u8], device: &B::Device) -> Result<(), String> {
@@ -155,16 +158,11 @@ impl<B: AutodiffBackend> Updater<B> for HostSgdUpdater {
         self.sgd.step(net, &mut grads, &self.head, lr * head_factor)
     }
 
-    fn save(&self) -> Result<Vec<u8>, String> {
-        // Encoded tensor by tensor: no second copy of every velocity.
-        let params = self.sgd.velocity_sizes();
-        let mut out = Vec::new();
-        let source = WeightSource {
-            params: &params,
-            values: &|index| self.sgd.velocity_of(index),
-        };
-        write_weights(&mut out, &source).map_err(|e| e.to_string())?;
-        Ok(out)
+    fn save(&self) -> Result<OptimizerState<'_>, String> {
+        Ok(OptimizerState::Weights(WeightSource {
+            params: self.sgd.velocity_sizes(),
+            values: Box::new(|index| Cow::Borrowed(self.sgd.velocity_of(index))),
+        }))
     }
 
     fn restore(&mut self, bytes: &[u8], _device: &B::Device) -> Result<(), String> {

@@ -83,12 +83,10 @@ impl<B: AutodiffBackend> Results<'_, B> {
         // the final checkpoint unless Ctrl-C stopped the run between checkpoints.
         let meta = journal.meta();
         if !journal.best_is_written() {
-            let bytes = crate::export::encode(&trained.best, meta);
-            rundir::write(run_dir, "best.onnx", &bytes)?;
+            crate::export::write(&trained.best, meta, &run_dir.join("best.onnx"))?;
         }
         if trained.interrupted {
-            let bytes = crate::export::encode(&trained.last, meta);
-            rundir::write(run_dir, "last.onnx", &bytes)?;
+            crate::export::write(&trained.last, meta, &run_dir.join("last.onnx"))?;
         }
         let metrics = crate::report::metrics_csv(&state.iterations, &state.rows);
         rundir::write(run_dir, "metrics.csv", metrics.as_bytes())?;
