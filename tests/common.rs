@@ -29,10 +29,13 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Runs `zoo` with an isolated Hugging Face cache, zoo cache and user card folder.
+/// Runs `zoo` in `home` (so default outputs such as `features.csv`, `evaluation/` or `runs/`
+/// land there, never in the checkout) with an isolated Hugging Face cache, zoo cache and user
+/// card folder.
 pub fn zoo(args: &[&str], home: &Path) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_zoo"))
         .args(args)
+        .current_dir(home)
         .env("HF_HOME", home.join("hf"))
         .env("ZOO_CACHE", home.join("zoo"))
         .env("ZOO_HOME", home.join("zoo-home"))
