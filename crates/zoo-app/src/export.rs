@@ -91,7 +91,7 @@ pub fn export_run(
     let report = ExportReport {
         pass: batch_1.pass && batch_7.pass && shape_mismatches.is_empty(),
         shape_mismatches,
-        output: output.clone(),
+        output,
         opset: opset.unwrap_or(from_opset),
         compared_at,
         samples: images.len(),
@@ -100,14 +100,20 @@ pub fn export_run(
         batch_7,
         warnings: engines.warnings.clone(),
     };
-    let receipt = output.with_file_name("parity.json");
-    let text = serde_json::to_string_pretty(&report)?;
+    write_receipt(run, &report)?;
+    Ok(report)
+}
+
+/// `parity.json` beside the exported file, and the run's page again when it sits in the run
+/// directory (the page shows the receipt).
+fn write_receipt(run: &Path, report: &ExportReport) -> anyhow::Result<()> {
+    let receipt = report.output.with_file_name("parity.json");
+    let text = serde_json::to_string_pretty(report)?;
     zoo_io::write_atomic(&receipt, format!("{text}\n").as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", receipt.display()))?;
-    // The run's page shows the receipt when it sits in the run directory.
     if receipt.parent() == Some(run) {
         zoo_train::report::html::write(run)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", run.display()))?;
     }
-    Ok(report)
+    Ok(())
 }

@@ -125,18 +125,50 @@ pub fn compute(
             c * h * w
         );
     }
+    let values = rows(
+        &net,
+        &labeled.values,
+        [c, h, w],
+        (&value, layer),
+        &dims,
+        pool,
+    )?;
+    Ok(Features {
+        paths: labeled.paths,
+        labels: labeled.labels,
+        classes: labeled.classes,
+        values,
+        width,
+        dims,
+        value,
+        skipped: labeled.skipped,
+        preprocessing: profile.recipe_line(),
+    })
+}
+
+/// Every image's row at `value` (named `layer` in messages), `crate::engines::BATCH` images at a
+/// time, averaged per channel with `Pool::Avg`.
+fn rows(
+    net: &Network<CpuBackend>,
+    images: &[f32],
+    [c, h, w]: [usize; 3],
+    (value, layer): (&str, &str),
+    dims: &[usize],
+    pool: Pool,
+) -> anyhow::Result<Vec<f32>> {
     let device = Default::default();
-    let mut values = Vec::with_capacity(n * width);
+    let n = images.len() / (c * h * w).max(1);
+    let mut values = Vec::new();
     for start in (0..n).step_by(crate::engines::BATCH) {
         let end = (start + crate::engines::BATCH).min(n);
-        let chunk = labeled.values[start * c * h * w..end * c * h * w].to_vec();
+        let chunk = images[start * c * h * w..end * c * h * w].to_vec();
         let x = Tensor::<CpuBackend, 4>::from_data(
             TensorData::new(chunk, [end - start, c, h, w]),
             &device,
         );
-        let act = net.forward_to(x, &value)?;
+        let act = net.forward_to(x, value)?;
         let raw = act.to_vec();
-        // Checked before pooling: `width` is the pooled row's.
+        // Checked before pooling (a pooled row is shorter).
         let per_image: usize = dims.iter().product();
         if raw.len() != (end - start) * per_image {
             anyhow::bail!(
@@ -156,17 +188,7 @@ pub fn compute(
             }
         }
     }
-    Ok(Features {
-        paths: labeled.paths,
-        labels: labeled.labels,
-        classes: labeled.classes,
-        values,
-        width,
-        dims,
-        value,
-        skipped: labeled.skipped,
-        preprocessing: profile.recipe_line(),
-    })
+    Ok(values)
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -258,6 +258,17 @@ fn inside(root: &Path, relative: &str) -> Option<PathBuf> {
     Some(joined)
 }
 
+/// A manifest row's `split` cell: empty for none.
+fn split_of(cell: Option<&str>) -> Result<Option<Split>, String> {
+    match cell.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => Ok(None),
+        Some("train") => Ok(Some(Split::Train)),
+        Some("val") | Some("valid") | Some("validation") => Ok(Some(Split::Val)),
+        Some("test") => Ok(Some(Split::Test)),
+        Some(other) => Err(format!("split `{other}` must be train, val or test")),
+    }
+}
+
 fn open_csv(path: &Path) -> Result<Dataset, DataError> {
     // A bare file name's folder is the current one (an empty path cannot be canonicalised,
     // which skipped the symlink-escape check).
@@ -303,18 +314,7 @@ fn open_csv(path: &Path) -> Result<Dataset, DataError> {
                 ),
             )
         })?;
-        let split = match row.split.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("") => None,
-            Some("train") => Some(Split::Train),
-            Some("val") | Some("valid") | Some("validation") => Some(Split::Val),
-            Some("test") => Some(Split::Test),
-            Some(other) => {
-                return Err(bad(
-                    line,
-                    format!("split `{other}` must be train, val or test"),
-                ))
-            }
-        };
+        let split = split_of(row.split.as_deref()).map_err(|why| bad(line, why))?;
         rows.push((file, row.label, split));
     }
     if rows.is_empty() {

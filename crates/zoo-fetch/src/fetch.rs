@@ -1,7 +1,6 @@
 //! Verified downloads into the Hugging Face cache (through `hf-hub`) and into zoo's own cache
 //! for plain URLs and label files.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +10,7 @@ use hf_hub::HFClient;
 use zoo_cards::{Card, LabelFormat, Source};
 
 use crate::cache::{HubCache, ZooCache};
+use crate::download::download_url;
 use crate::error::FetchError;
 use crate::verify::{check_file, remove_cached, Check};
 
@@ -410,113 +410,6 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), FetchError> {
     };
     let bytes = std::fs::read(from).map_err(fail)?;
     zoo_io::write_atomic(to, &bytes).map_err(fail)
-}
-
-/// Downloads a URL into `target`, resuming a previous `.part` with an HTTP Range request when
-/// the server allows it, restarting otherwise. The final name appears only after the whole
-/// body arrived (rename), and callers verify it before use. With `expected_size`, a body
-/// announced or arriving longer than that is cut off (an endless body would fill the disk).
-pub fn download_url(
-    url: &str,
-    target: &Path,
-    progress: Option<&ProgressFn>,
-    limits: &crate::limits::NetLimits,
-    expected_size: Option<u64>,
-) -> Result<(), FetchError> {
-    let fail = |reason: String| FetchError::Download {
-        url: url.to_string(),
-        reason,
-    };
-    let cache_fail = |e: std::io::Error| FetchError::Cache {
-        path: target.to_path_buf(),
-        reason: e.to_string(),
-    };
-    if let Some(dir) = target.parent() {
-        ensure_writable(dir)?;
-    }
-    let part = PathBuf::from(format!("{}.part", target.display()));
-    // The partial file is opened to append: never through a link or onto a special file.
-    zoo_io::check_replaceable(&part).map_err(cache_fail)?;
-    zoo_io::check_replaceable(target).map_err(cache_fail)?;
-    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-    // `timeout` bounds the request up to its headers and then each read of the body.
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(limits.connect)
-        .timeout(limits.stall)
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let mut request = client.get(url);
-    if have > 0 {
-        request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
-    }
-    let mut response = request.send().map_err(|e| fail(describe(&e, limits)))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(fail(format!("HTTP {status}")));
-    }
-    let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT;
-    let total = response
-        .content_length()
-        .map(|n| n + if resumed { have } else { 0 })
-        .unwrap_or(0);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(resumed)
-        .write(true)
-        .truncate(!resumed)
-        .open(&part)
-        .map_err(cache_fail)?;
-    let mut done = if resumed { have } else { 0 };
-    let mut buf = vec![0u8; 1 << 16];
-    if let Some(cap) = expected_size.filter(|&cap| total > cap) {
-        return Err(fail(format!(
-            "the server announces {total} bytes, more than the {cap} expected"
-        )));
-    }
-    let mut watch = crate::limits::Watch::capped(*limits, expected_size);
-    loop {
-        let n = std::io::Read::read(&mut response, &mut buf).map_err(|e| {
-            fail(format!(
-                "connection lost or stalled after {done} bytes: {e}"
-            ))
-        })?;
-        if n == 0 {
-            break;
-        }
-        file.write_all(&buf[..n]).map_err(cache_fail)?;
-        done += n as u64;
-        watch.progress(done);
-        if let Some(why) = watch.verdict() {
-            return Err(fail(why));
-        }
-        if let Some(p) = progress {
-            p(done, total);
-        }
-    }
-    file.sync_all().map_err(cache_fail)?;
-    if total > 0 && done != total {
-        return Err(fail(format!(
-            "connection closed after {done} of {total} bytes"
-        )));
-    }
-    std::fs::rename(&part, target).map_err(cache_fail)
-}
-
-/// A request error in words, saying when it was a timeout and which limit applied.
-fn describe(e: &reqwest::Error, limits: &crate::limits::NetLimits) -> String {
-    if e.is_timeout() {
-        return format!(
-            "timed out: no answer within {:.0} s (stalled; ZOO_FETCH_TIMEOUT or --timeout sets the limit)",
-            limits.stall.as_secs_f64()
-        );
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// `zoo fetch --url URL --sha256 HEX`: a model without a card, cached under its checksum.

@@ -4,6 +4,7 @@
 //! directory) into a file plus the card that describes it.
 
 mod cache;
+mod download;
 mod error;
 mod fetch;
 mod limits;
@@ -12,10 +13,10 @@ mod resolve;
 mod verify;
 
 pub use cache::{HubCache, ZooCache};
+pub use download::download_url;
 pub use error::FetchError;
 pub use fetch::{
-    download_url, ensure_writable, fetch_card, fetch_url, FetchOptions, FetchStatus, Fetched,
-    ProgressFn,
+    ensure_writable, fetch_card, fetch_url, FetchOptions, FetchStatus, Fetched, ProgressFn,
 };
 pub use limits::NetLimits;
 pub use names::{check_file_name, check_revision};
