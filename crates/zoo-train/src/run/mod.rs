@@ -217,9 +217,12 @@ impl Job<'_> {
             SplitChoice::Separate(val) => SplitChoice::Separate(absolute(val)),
             other => other.clone(),
         };
+        // The budget is read once (the memory available changes as the run loads), and
+        // config.json records the one the run used.
         let options = FinetuneOptions {
             data: absolute(&self.options.data),
             split,
+            memory_budget: Some(self.options.memory_budget()),
             ..self.options.clone()
         };
         let started = Instant::now();
