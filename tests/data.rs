@@ -1,10 +1,11 @@
-//! `zoo data check` end to end: mixed formats, broken files, duplicates, manifests, IDX.
+//! `zoo data check` end to end: mixed formats, broken files, duplicates, manifests, IDX; and
+//! commands that read a whole data set streaming it when it does not fit their memory budget.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{shared, zoo, TempDir};
+use common::{shared, small_rgb_classifier, write_images, zoo, TempDir};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -223,4 +224,73 @@ fn mnist_test_set_has_the_published_digit_counts() {
         );
         assert_eq!(j["classes"][7]["name"], "7");
     }
+}
+
+/// 300 images (more than one 256-image block): `zoo evaluate` (zoo's network and tract) and
+/// `zoo features` give the same figures, gallery and rows streamed under a 1 KB budget as held.
+#[test]
+fn evaluate_and_features_stream_a_set_over_the_budget_to_the_same_results() {
+    let t = TempDir::new("streaming");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    let data = t.path().join("data");
+    for class in ["cat", "dog", "fox"] {
+        write_images(&data.join(class), 100);
+    }
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let evaluate = |engine: &str, budget: Option<&str>, out: &str| {
+        let mut args = vec!["evaluate", model, "--data", data, "--engine", engine];
+        args.extend(["--out", out, "--json"]);
+        if let Some(budget) = budget {
+            args.extend(["--memory-budget", budget]);
+        }
+        let run = zoo(&args, t.path());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()
+    };
+    for engine in ["zoo", "tract"] {
+        let held = evaluate(engine, None, "held");
+        let streamed = evaluate(engine, Some("1K"), "streamed");
+        assert!(
+            !held["data"].as_str().unwrap().contains("streamed"),
+            "{held}"
+        );
+        assert!(
+            streamed["data"]
+                .as_str()
+                .unwrap()
+                .contains("streamed from disk"),
+            "{streamed}"
+        );
+        assert_eq!(streamed["samples"], 300);
+        for key in [
+            "correct",
+            "classes",
+            "worst",
+            "misclassified",
+            "most_confused",
+        ] {
+            assert_eq!(held[key], streamed[key], "{engine}: {key}");
+        }
+        let gallery = |dir: &str| std::fs::read(t.path().join(dir).join("misclassified.png"));
+        assert_eq!(
+            gallery("held").unwrap(),
+            gallery("streamed").unwrap(),
+            "{engine}"
+        );
+    }
+    let features = |budget: Option<&str>, out: &str| {
+        let mut args = vec![
+            "features", model, "--data", data, "--layer", "fc6", "--out", out,
+        ];
+        if let Some(budget) = budget {
+            args.extend(["--memory-budget", budget]);
+        }
+        let run = zoo(&args, t.path());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        std::fs::read_to_string(t.path().join(out)).unwrap()
+    };
+    let held = features(None, "held.csv");
+    assert_eq!(held.lines().count(), 301, "a header and a row per image");
+    assert_eq!(held, features(Some("1K"), "streamed.csv"));
 }

@@ -101,6 +101,17 @@ fn kill_after_checkpoints(args: &[&str], home: &Path, run: &Path) -> bool {
     running
 }
 
+/// The small classifier and 9, 10 and 11 images of three classes in `t`: their paths.
+fn small_model_and_data(t: &TempDir) -> (String, String) {
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
+        write_images(&t.path().join("data").join(class), 9 + i);
+    }
+    let data = t.path().join("data");
+    (model.display().to_string(), data.display().to_string())
+}
+
 #[test]
 fn a_killed_sgdm_finetune_resumes_to_the_weights_of_an_uninterrupted_run() {
     killed_run_resumes_exactly("sgdm");
@@ -113,13 +124,8 @@ fn a_killed_adam_finetune_resumes_to_the_weights_of_an_uninterrupted_run() {
 
 fn killed_run_resumes_exactly(optimizer: &str) {
     let t = TempDir::new(&format!("resume-{optimizer}"));
-    let model = t.path().join("small.onnx");
-    small_rgb_classifier(&model);
-    for (i, class) in ["cat", "dog", "fox"].iter().enumerate() {
-        write_images(&t.path().join("data").join(class), 9 + i);
-    }
-    let (model, data) = (model.to_str().unwrap(), t.path().join("data"));
-    let data = data.to_str().unwrap();
+    let (model, data) = small_model_and_data(&t);
+    let (model, data) = (model.as_str(), data.as_str());
     let whole = t.path().join("whole");
     let run = zoo(
         &finetune_args(model, data, optimizer, whole.to_str().unwrap()),
@@ -218,6 +224,73 @@ fn killed_run_resumes_exactly(optimizer: &str) {
         "{}",
         again.stderr
     );
+}
+
+/// Head-only training whose feature cache spills (a 1 KB budget): a run killed with SIGKILL
+/// keeps its cache files, the resumed run reuses the whole one and computes the damaged one
+/// again, reaches the weights of an uninterrupted run, and a finished run's cache is removed.
+#[test]
+fn a_killed_run_reuses_its_spilled_feature_cache_and_rebuilds_a_damaged_one() {
+    let t = TempDir::new("resume-spilled");
+    let (model, data) = small_model_and_data(&t);
+    let (model, data) = (model.as_str(), data.as_str());
+    let args = |out: &Path| -> Vec<String> {
+        let out = out.to_str().unwrap();
+        let mut args = finetune_args(model, data, "sgdm", out);
+        args.retain(|a| !["--unfreeze-all", "--augment"].contains(a));
+        args[7] = "150"; // epochs: long enough to be killed mid-run
+        args.extend(["--memory-budget", "1K"]);
+        args.into_iter().map(String::from).collect()
+    };
+    let whole = t.path().join("whole");
+    let whole_args = args(&whole);
+    let run = zoo(
+        &whole_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        t.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("every row is kept in"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !whole.join("cache").exists(),
+        "a finished run keeps no cache"
+    );
+
+    let killed = t.path().join("killed");
+    let killed_args = args(&killed);
+    let killed_args: Vec<&str> = killed_args.iter().map(String::as_str).collect();
+    assert!(
+        kill_after_checkpoints(&killed_args, t.path(), &killed),
+        "the run ended before it could be killed"
+    );
+    let cache = killed.join("cache");
+    assert!(cache.join("train.features").is_file() && cache.join("val.features").is_file());
+    let mut val = std::fs::read(cache.join("val.features")).unwrap();
+    let middle = val.len() / 2;
+    val[middle] ^= 1;
+    std::fs::write(cache.join("val.features"), val).unwrap();
+    let resumed = zoo(
+        &["finetune", "--resume", killed.to_str().unwrap()],
+        t.path(),
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let said = &resumed.stderr;
+    assert!(
+        said.contains("feature cache: reusing") && said.contains("train.features"),
+        "{said}"
+    );
+    assert!(
+        said.contains("val.features not reused (its checksum does not match"),
+        "{said}"
+    );
+    for file in ["last.onnx", "best.onnx"] {
+        let d = max_difference(&weights(&whole.join(file)), &weights(&killed.join(file)));
+        assert!(d < 1e-6, "{file}: resumed weights differ by {d}");
+    }
+    assert!(!cache.exists(), "a finished run keeps no cache");
 }
 
 #[test]

@@ -94,7 +94,7 @@ pub fn run_demo(
     let evaluation = crate::evaluate::evaluate(
         &export.output,
         &Default::default(),
-        &crate::labeled::Images::RunValidation(run_dir.clone()),
+        &crate::labeled::Images::choose(None, Some(&run_dir), None)?,
         &run_dir.join("evaluation"),
         crate::engines::Runtime::Tract,
         zoo_train::DeviceChoice::Cpu,

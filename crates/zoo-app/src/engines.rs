@@ -5,7 +5,9 @@ use prost::Message;
 use zoo_net::Network;
 use zoo_onnx::pb::ModelProto;
 use zoo_onnx::OnnxModel;
-use zoo_parity::{run_network, Engine, OrtEngine, TractEngine};
+use zoo_parity::{run_network, Engine, EngineRows, OrtEngine, TractEngine};
+
+use crate::pixels::{rows_by_block, Pixels};
 use zoo_train::{Device, DeviceChoice};
 
 pub struct Engines {
@@ -68,7 +70,7 @@ impl Engines {
 /// on `device`.
 pub fn network_outputs(
     model: OnnxModel,
-    images: &[f32],
+    images: Pixels,
     batch: usize,
     device: Device,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -76,21 +78,43 @@ pub fn network_outputs(
     let rows = match device {
         Device::Cpu => {
             let d = Default::default();
-            run_network(
-                &Network::<crate::CpuBackend>::from_model(model, &d),
-                images,
-                batch,
-                &value,
-                &d,
-            )?
+            let net = Network::<crate::CpuBackend>::from_model(model, &d);
+            rows_by_block(images, batch, |block| {
+                Ok(run_network(&net, block, batch, &value, &d)?)
+            })?
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => zoo_train::device::on_cuda(|d| {
             let net = Network::<zoo_train::device::CudaBackend>::from_model(model, &d);
-            Ok(run_network(&net, images, batch, &value, &d)?)
+            rows_by_block(images, batch, |block| {
+                Ok(run_network(&net, block, batch, &value, &d)?)
+            })
         })?,
     };
     Ok(rows)
+}
+
+/// Every engine's rows for `images`, the engines run side by side on each block.
+pub fn engine_rows(
+    engines: &[&dyn Engine],
+    images: Pixels,
+    batch: usize,
+) -> anyhow::Result<Vec<EngineRows>> {
+    let mut theirs: Vec<EngineRows> = (engines.iter())
+        .map(|e| EngineRows {
+            name: e.name().to_string(),
+            batch: e.effective_batch(batch),
+            rows: Vec::with_capacity(images.len()),
+        })
+        .collect();
+    images.for_each_block(batch, |block| {
+        for (engine, theirs) in engines.iter().zip(&mut theirs) {
+            let rows = engine.run(block, batch).map_err(anyhow::Error::msg)?;
+            theirs.rows.extend(rows);
+        }
+        Ok(())
+    })?;
+    Ok(theirs)
 }
 
 /// The device `choice` stands for. What `auto` picked is reported as the report's device or
@@ -139,7 +163,7 @@ pub struct Outputs {
 pub fn outputs(
     path: &std::path::Path,
     model: OnnxModel,
-    images: &[f32],
+    images: Pixels,
     batch: usize,
     runtime: Runtime,
     device: DeviceChoice,
@@ -164,7 +188,7 @@ pub fn outputs(
             drop(model);
             let tract = TractEngine::from_path(path, chw, any_batch)?;
             Ok(Outputs {
-                rows: tract.run_batch(images, batch)?,
+                rows: rows_by_block(images, batch, |block| Ok(tract.run_batch(block, batch)?))?,
                 engine: "tract (CPU)".into(),
                 logits: false,
             })
@@ -172,8 +196,9 @@ pub fn outputs(
         Runtime::Ort => {
             drop(model);
             let ort = OrtEngine::from_path(path, chw).map_err(anyhow::Error::msg)?;
+            let run = |block: &[f32]| ort.run_batch(block, batch).map_err(anyhow::Error::msg);
             Ok(Outputs {
-                rows: ort.run_batch(images, batch).map_err(anyhow::Error::msg)?,
+                rows: rows_by_block(images, batch, run)?,
                 engine: "ONNX Runtime (CPU)".into(),
                 logits: false,
             })

@@ -82,11 +82,10 @@ pub fn evaluate(
     let images = data.load(&profile.preprocessing, model_labels.as_deref())?;
     warnings.extend(images.warnings.iter().cloned());
     let ends_in_softmax = model.graph.logits_value() != model.graph.output.name;
-    let chw = model.graph.input_chw();
     let computed = crate::engines::outputs(
         path,
         model,
-        &images.values,
+        images.pixels(),
         crate::engines::BATCH,
         runtime,
         device,
@@ -107,8 +106,8 @@ pub fn evaluate(
     let classes = class_scores(&m, truth, &all_names);
     let correct = predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
     let pictures = Pictures {
-        values: &images.values,
-        chw,
+        pixels: images.pixels(),
+        chw: images.images.chw,
         preprocessing: &profile.preprocessing,
         paths: &images.paths,
     };
@@ -185,7 +184,7 @@ fn class_scores(m: &[Vec<usize>], truth: &[usize], all_names: &[String]) -> Vec<
 
 /// The evaluated images, for the mistakes gallery.
 struct Pictures<'a> {
-    values: &'a [f32],
+    pixels: crate::pixels::Pixels<'a>,
     chw: [usize; 3],
     preprocessing: &'a zoo_cards::Preprocessing,
     paths: &'a [String],
@@ -214,14 +213,28 @@ fn write_files(
     zoo_train::report::plot::confusion(&confusion_png, m, all_names)?;
     let mistakes = zoo_train::report::mistakes(probabilities, truth);
     let misclassified_png = out.join(gallery::MISCLASSIFIED_PNG);
+    // Only the gallery's images are read again, renumbered 0.. in the order shown.
+    let shown_mistakes: Vec<_> = (mistakes.iter().take(gallery::GALLERY_MAX).enumerate())
+        .map(|(k, m)| zoo_train::report::Mistake {
+            index: k,
+            ..m.clone()
+        })
+        .collect();
+    let picked: Vec<usize> = (mistakes.iter().take(gallery::GALLERY_MAX))
+        .map(|m| m.index)
+        .collect();
+    let paths: Vec<String> = (picked.iter())
+        .map(|&i| pictures.paths.get(i).cloned().unwrap_or_default())
+        .collect();
+    let values = pictures.pixels.gather(&picked)?;
     let shown = gallery::Shown {
-        values: pictures.values,
+        values: &values,
         chw: pictures.chw,
         preprocessing: pictures.preprocessing,
         names: all_names,
-        paths: pictures.paths,
+        paths: &paths,
     };
-    gallery::misclassified(&mistakes, mistakes.len(), &shown, &misclassified_png)
+    gallery::misclassified(&shown_mistakes, mistakes.len(), &shown, &misclassified_png)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", misclassified_png.display()))?;
     Ok((confusion_csv, confusion_png, misclassified_png, mistakes))
 }

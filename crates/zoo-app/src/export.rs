@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use serde::Serialize;
 use zoo_net::Network;
-use zoo_parity::{run_network, verify_outputs, VerifyReport};
+use zoo_parity::{compare_outputs, run_network, VerifyReport};
 
-use crate::engines::Engines;
+use crate::engines::{engine_rows, Engines};
+use crate::pixels::rows_by_block;
 
 use crate::CpuBackend;
 
@@ -59,7 +60,9 @@ pub fn export_run(
     // Everything that can fail runs before the file is written, so a failed (or killed)
     // export leaves no model.onnx that later commands would prefer.
     let shape_mismatches = zoo_onnx::check::declared_shape_mismatches(&proto)?;
-    let images = crate::labeled::run_validation(run, &profile.preprocessing, labels.as_deref())?;
+    let budget = zoo_train::memory::default_budget();
+    let images =
+        crate::labeled::run_validation(run, &profile.preprocessing, labels.as_deref(), budget)?;
     // Compared at the logits: a saturated final Softmax would hide differences.
     let compared_at = net.logits_value().to_string();
     let bytes = proto.encode_to_vec();
@@ -70,16 +73,12 @@ pub fn export_run(
     // Refused now, before the checks, if the file cannot be replaced.
     zoo_io::check_replaceable(&output).map_err(|e| anyhow::anyhow!("cannot write there: {e}"))?;
     let check = |batch| -> anyhow::Result<VerifyReport> {
-        let ours = run_network(&net, &images.values, batch, &compared_at, &device)?;
-        verify_outputs(
-            &ours,
-            &engines.list(),
-            &images.values,
-            Some(images.sample_classes()),
-            batch,
-            tolerance,
-        )
-        .map_err(anyhow::Error::msg)
+        let ours = rows_by_block(images.pixels(), batch, |block| {
+            Ok(run_network(&net, block, batch, &compared_at, &device)?)
+        })?;
+        let theirs = engine_rows(&engines.list(), images.pixels(), batch)?;
+        let classes = Some(images.sample_classes());
+        Ok(compare_outputs(&ours, &theirs, classes, batch, tolerance))
     };
     let batch_1 = check(1)?;
     let batch_7 = check(7)?;

@@ -7,13 +7,13 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 use zoo_net::Network;
 
-use crate::labeled::Images;
+use crate::labeled::{ImageSource, Images};
 use crate::profile::{profile_of_model, ModelHints};
 use crate::CpuBackend;
 
-/// The most values `features` holds at once, the preprocessed images and the rows together
-/// (2^28, 1 GiB of f32), checked before either is made; `--pool avg` makes a conv layer's maps
-/// one value per channel.
+/// The most values `features` holds in its rows (2^28, 1 GiB of f32), checked before they are
+/// computed; `--pool avg` makes a conv layer's maps one value per channel. (The images are
+/// held only while they fit half the memory budget, else streamed.)
 pub const MAX_VALUES: usize = 1 << 28;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -89,13 +89,12 @@ pub fn compute(
 ) -> anyhow::Result<Features> {
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(hints, &model)?;
-    let labeled = match images {
-        Images::Dataset(dir) => crate::labeled::dataset_images(dir, &profile.preprocessing, None)?,
-        Images::RunValidation(run) => {
-            let (labels, _) = crate::profile::model_labels(&model, hints)?;
-            crate::labeled::run_validation(run, &profile.preprocessing, labels.as_deref())?
-        }
+    // A dataset's classes are its own here (features need no model outputs to match).
+    let labels = match images.source {
+        ImageSource::Dataset(_) => None,
+        ImageSource::RunValidation(_) => crate::profile::model_labels(&model, hints)?.0,
     };
+    let labeled = images.load(&profile.preprocessing, labels.as_deref())?;
     let net = Network::<CpuBackend>::from_model(model, &Default::default());
     let value = value_of(&net, layer)?;
     if !net.plan().depends_on_input(&value) {
@@ -118,21 +117,12 @@ pub fn compute(
         _ => dims.iter().product(),
     };
     let n = labeled.len();
-    let [c, h, w] = net.plan().graph.input_chw();
-    if n.saturating_mul(width.saturating_add(c * h * w)) > MAX_VALUES {
+    if n.saturating_mul(width) > MAX_VALUES {
         anyhow::bail!(
-            "{n} images x ({width} values at `{layer}` + {} input values) is over {MAX_VALUES} values held at once; use --pool avg or fewer images",
-            c * h * w
+            "{n} images x {width} values at `{layer}` is over {MAX_VALUES} values held at once; use --pool avg or fewer images"
         );
     }
-    let values = rows(
-        &net,
-        &labeled.values,
-        [c, h, w],
-        (&value, layer),
-        &dims,
-        pool,
-    )?;
+    let values = rows(&net, labeled.pixels(), (&value, layer), &dims, pool)?;
     Ok(Features {
         paths: labeled.paths,
         labels: labeled.labels,
@@ -150,44 +140,41 @@ pub fn compute(
 /// time, averaged per channel with `Pool::Avg`.
 fn rows(
     net: &Network<CpuBackend>,
-    images: &[f32],
-    [c, h, w]: [usize; 3],
+    images: crate::pixels::Pixels,
     (value, layer): (&str, &str),
     dims: &[usize],
     pool: Pool,
 ) -> anyhow::Result<Vec<f32>> {
     let device = Default::default();
-    let n = images.len() / (c * h * w).max(1);
+    let [c, h, w] = net.plan().graph.input_chw();
+    let per_image: usize = dims.iter().product();
     let mut values = Vec::new();
-    for start in (0..n).step_by(crate::engines::BATCH) {
-        let end = (start + crate::engines::BATCH).min(n);
-        let chunk = images[start * c * h * w..end * c * h * w].to_vec();
-        let x = Tensor::<CpuBackend, 4>::from_data(
-            TensorData::new(chunk, [end - start, c, h, w]),
-            &device,
-        );
-        let act = net.forward_to(x, value)?;
-        let raw = act.to_vec();
-        // Checked before pooling (a pooled row is shorter).
-        let per_image: usize = dims.iter().product();
-        if raw.len() != (end - start) * per_image {
-            anyhow::bail!(
-                "`{layer}` gave {} values for {} images, not {per_image} per image: it has no batch axis to split into rows",
-                raw.len(),
-                end - start
+    images.for_each_block(crate::engines::BATCH, |block| {
+        for chunk in block.chunks(crate::engines::BATCH * c * h * w) {
+            let n = chunk.len() / (c * h * w).max(1);
+            let x = Tensor::<CpuBackend, 4>::from_data(
+                TensorData::new(chunk.to_vec(), [n, c, h, w]),
+                &device,
             );
-        }
-        match pool {
-            Pool::None => values.extend(raw),
-            Pool::Avg => {
-                let plane = dims[1] * dims[2];
-                values.extend(
-                    raw.chunks(plane)
-                        .map(|m| m.iter().sum::<f32>() / plane as f32),
+            let raw = net.forward_to(x, value)?.to_vec();
+            // Checked before pooling (a pooled row is shorter).
+            if raw.len() != n * per_image {
+                anyhow::bail!(
+                    "`{layer}` gave {} values for {n} images, not {per_image} per image: it has no batch axis to split into rows",
+                    raw.len()
                 );
             }
+            match pool {
+                Pool::None => values.extend(raw),
+                Pool::Avg => {
+                    let plane = dims[1] * dims[2];
+                    let means = raw.chunks(plane).map(|m| m.iter().sum::<f32>() / plane as f32);
+                    values.extend(means);
+                }
+            }
         }
-    }
+        Ok(())
+    })?;
     Ok(values)
 }
 

@@ -7,8 +7,9 @@ use zoo_cards::Preprocessing;
 use zoo_parity::SampleClasses;
 
 pub struct LabeledImages {
-    /// `C*H*W` values per image, one image after another.
-    pub values: Vec<f32>,
+    /// The preprocessed images: held in memory while they fit half the memory budget, else
+    /// streamed from their files (read through [`LabeledImages::pixels`]).
+    pub images: zoo_data::Tensors,
     /// The model output each image should get.
     pub labels: Vec<usize>,
     /// The name of each model output.
@@ -30,6 +31,10 @@ impl LabeledImages {
         self.labels.is_empty()
     }
 
+    pub fn pixels(&self) -> crate::pixels::Pixels<'_> {
+        crate::pixels::Pixels::Set(&self.images)
+    }
+
     pub fn sample_classes(&self) -> SampleClasses<'_> {
         SampleClasses {
             of_sample: &self.labels,
@@ -38,9 +43,16 @@ impl LabeledImages {
     }
 }
 
-/// Which labelled images a command runs on.
+/// Which labelled images a command runs on, and how much memory their preprocessed pixels may
+/// take (more than half of `memory_budget` are streamed from disk, block by block).
 #[derive(Clone, Debug)]
-pub enum Images {
+pub struct Images {
+    pub source: ImageSource,
+    pub memory_budget: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum ImageSource {
     /// A labelled dataset (class folders, CSV, IDX).
     Dataset(PathBuf),
     /// A run's own validation images, split as in training.
@@ -48,15 +60,24 @@ pub enum Images {
 }
 
 impl Images {
-    /// `--data` when given, else a run directory's validation images.
-    pub fn choose(data: Option<PathBuf>, run: Option<&Path>) -> anyhow::Result<Self> {
-        match (data, run) {
-            (Some(d), _) => Ok(Images::Dataset(d)),
-            (None, Some(run)) => Ok(Images::RunValidation(run.to_path_buf())),
+    /// `--data` when given, else a run directory's validation images; `memory_budget` (bytes)
+    /// defaults to half the memory available now, as in training.
+    pub fn choose(
+        data: Option<PathBuf>,
+        run: Option<&Path>,
+        memory_budget: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        let source = match (data, run) {
+            (Some(d), _) => ImageSource::Dataset(d),
+            (None, Some(run)) => ImageSource::RunValidation(run.to_path_buf()),
             (None, None) => anyhow::bail!(
                 "--data is needed (only a run directory brings its own validation images)"
             ),
-        }
+        };
+        Ok(Self {
+            source,
+            memory_budget: memory_budget.unwrap_or_else(zoo_train::memory::default_budget),
+        })
     }
 
     /// The images preprocessed; a dataset's classes are matched to `model_labels` when given.
@@ -65,9 +86,12 @@ impl Images {
         preprocessing: &Preprocessing,
         model_labels: Option<&[String]>,
     ) -> anyhow::Result<LabeledImages> {
-        match self {
-            Images::Dataset(dir) => dataset_images(dir, preprocessing, model_labels),
-            Images::RunValidation(run) => run_validation(run, preprocessing, model_labels),
+        let budget = self.memory_budget;
+        match &self.source {
+            ImageSource::Dataset(dir) => dataset_images(dir, preprocessing, model_labels, budget),
+            ImageSource::RunValidation(run) => {
+                run_validation(run, preprocessing, model_labels, budget)
+            }
         }
     }
 }
@@ -78,6 +102,7 @@ pub fn run_validation(
     run: &Path,
     preprocessing: &Preprocessing,
     model_labels: Option<&[String]>,
+    budget: u64,
 ) -> anyhow::Result<LabeledImages> {
     let options = zoo_train::run_options(run)?;
     let (dataset, plan) = zoo_train::run_data(&options)?;
@@ -92,7 +117,7 @@ pub fn run_validation(
     let mut warnings = Vec::new();
     let to_output = match_classes(&dataset.classes, model_labels, &what, &mut warnings)?;
     let splits = zoo_data::split(&dataset, plan, options.seed)?;
-    let (tensors, skipped) = zoo_data::load(&dataset, &splits.val, preprocessing);
+    let (tensors, skipped) = load_or_stream(&dataset, &splits.val, preprocessing, budget);
     if tensors.is_empty() {
         anyhow::bail!(
             "the run {} has no readable validation images to check on (use --data)",
@@ -101,14 +126,15 @@ pub fn run_validation(
     }
     Ok(LabeledImages {
         source: format!(
-            "{} validation images of run {} ({})",
+            "{} validation images of run {} ({}){}",
             tensors.len(),
             run.display(),
-            data.display()
+            data.display(),
+            streamed_note(&tensors)
         ),
         paths: names(&dataset, &tensors),
         labels: tensors.labels.iter().map(|&l| to_output[l]).collect(),
-        values: tensors.values,
+        images: tensors,
         classes: model_labels
             .map(<[String]>::to_vec)
             .unwrap_or_else(|| dataset.classes.clone()),
@@ -118,6 +144,29 @@ pub fn run_validation(
             .collect(),
         warnings,
     })
+}
+
+/// The images `indices` of `dataset`: decoded and held while they take at most half of
+/// `budget` bytes, else checked once and streamed from their files whenever read (as training
+/// does).
+fn load_or_stream(
+    dataset: &zoo_data::Dataset,
+    indices: &[usize],
+    p: &Preprocessing,
+    budget: u64,
+) -> (zoo_data::Tensors, Vec<zoo_data::Skipped>) {
+    if zoo_data::image_bytes(p).saturating_mul(indices.len() as u64) <= budget / 2 {
+        zoo_data::load(dataset, indices, p)
+    } else {
+        zoo_data::stream(dataset, indices, p)
+    }
+}
+
+fn streamed_note(tensors: &zoo_data::Tensors) -> &'static str {
+    match tensors.streamed {
+        Some(_) => ", streamed from disk",
+        None => "",
+    }
 }
 
 fn names(dataset: &zoo_data::Dataset, tensors: &zoo_data::Tensors) -> Vec<String> {
@@ -160,20 +209,26 @@ pub fn dataset_images(
     data: &Path,
     preprocessing: &Preprocessing,
     model_labels: Option<&[String]>,
+    budget: u64,
 ) -> anyhow::Result<LabeledImages> {
     let dataset = zoo_data::open(data)?;
     let mut warnings = Vec::new();
     let to_output = match_classes(&dataset.classes, model_labels, "the data", &mut warnings)?;
     let all: Vec<usize> = (0..dataset.samples.len()).collect();
-    let (tensors, skipped) = zoo_data::load(&dataset, &all, preprocessing);
+    let (tensors, skipped) = load_or_stream(&dataset, &all, preprocessing, budget);
     if tensors.is_empty() {
         anyhow::bail!("none of the images in {} could be decoded", data.display());
     }
     Ok(LabeledImages {
-        source: format!("{} images from {}", tensors.len(), data.display()),
+        source: format!(
+            "{} images from {}{}",
+            tensors.len(),
+            data.display(),
+            streamed_note(&tensors)
+        ),
         labels: tensors.labels.iter().map(|&l| to_output[l]).collect(),
         paths: names(&dataset, &tensors),
-        values: tensors.values,
+        images: tensors,
         classes: model_labels
             .map(<[String]>::to_vec)
             .unwrap_or_else(|| dataset.classes.clone()),

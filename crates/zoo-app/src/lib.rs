@@ -44,6 +44,7 @@ pub mod fetch;
 pub mod inspect;
 pub mod labeled;
 pub mod model;
+pub mod pixels;
 pub mod predict;
 pub mod profile;
 pub mod show;

@@ -89,10 +89,11 @@ pub fn predict(
     if read.is_empty() {
         anyhow::bail!("none of the images could be read: {}", warnings.join("; "));
     }
+    let chw = model.graph.input_chw();
     let out = crate::engines::outputs(
         path,
         model,
-        &decoded,
+        crate::pixels::Pixels::Held(&decoded, chw),
         crate::engines::BATCH,
         runtime,
         device,

@@ -8,10 +8,11 @@ use serde::Serialize;
 use zoo_cards::Preprocessing;
 use zoo_onnx::builder::SeededRng;
 use zoo_onnx::OnnxModel;
-use zoo_parity::{verify_outputs, VerifyReport};
+use zoo_parity::{compare_outputs, VerifyReport};
 use zoo_train::{Device, DeviceChoice};
 
-use crate::engines::{network_outputs, Engines};
+use crate::engines::{engine_rows, network_outputs, Engines};
+use crate::pixels::Pixels;
 use crate::profile::{model_labels, profile_of_model, recipe_of_model, ModelHints, ProfileSource};
 
 #[derive(Clone, Debug)]
@@ -168,9 +169,9 @@ pub fn verify_file(
         model_logits.as_str(),
     )?;
     warnings.extend(engines.warnings.iter().cloned());
-    let (values, classes, source, skipped) = inputs.parts();
+    let (pixels, classes, source, skipped) = inputs.parts();
     let device = crate::engines::resolve_device(options.device)?;
-    let ours = network_outputs(reference_model, values, options.batch, device)?;
+    let ours = network_outputs(reference_model, pixels, options.batch, device)?;
     // Unlabelled images with names known: agreement per class zoo predicts.
     let predicted: Vec<usize> = ours
         .iter()
@@ -182,15 +183,8 @@ pub fn verify_file(
             names,
         })
     });
-    let report = verify_outputs(
-        &ours,
-        &engines.list(),
-        values,
-        classes,
-        options.batch,
-        options.tolerance,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let theirs = engine_rows(&engines.list(), pixels, options.batch)?;
+    let report = compare_outputs(&ours, &theirs, classes, options.batch, options.tolerance);
     Ok(VerifyOutcome {
         report,
         model: path.display().to_string(),
@@ -217,13 +211,11 @@ fn run_reference(
     let trained = OnnxModel::load(run.join("best.onnx"))?;
     let trained_profile = profile_of_model(&ModelHints::default(), &trained)?;
     let labels = model_labels(&trained, &ModelHints::default())?.0;
+    let (recipe, labels) = (&trained_profile.preprocessing, labels.as_deref());
+    let budget = zoo_train::memory::default_budget();
     let inputs = match &options.data {
-        Some(data) => {
-            crate::labeled::dataset_images(data, &trained_profile.preprocessing, labels.as_deref())?
-        }
-        None => {
-            crate::labeled::run_validation(run, &trained_profile.preprocessing, labels.as_deref())?
-        }
+        Some(data) => crate::labeled::dataset_images(data, recipe, labels, budget)?,
+        None => crate::labeled::run_validation(run, recipe, labels, budget)?,
     };
     let chw = model.graph.input_chw();
     let (theirs, ours) = (
@@ -254,6 +246,7 @@ fn file_inputs(
             let (values, n, skipped) = image_inputs(dir, preprocessing, options.samples)?;
             Inputs::Unlabeled {
                 values,
+                chw,
                 source: format!("{n} images from {}", dir.display()),
                 skipped,
             }
@@ -262,6 +255,7 @@ fn file_inputs(
             let n = options.samples.unwrap_or(RANDOM_SAMPLES).max(1);
             Inputs::Unlabeled {
                 values: random_inputs(preprocessing, chw, n, options.seed),
+                chw,
                 source: format!("{n} random images (seed {})", options.seed),
                 skipped: Vec::new(),
             }
@@ -288,18 +282,19 @@ impl Inputs {
     fn parts(
         &self,
     ) -> (
-        &Vec<f32>,
+        Pixels<'_>,
         Option<zoo_parity::SampleClasses<'_>>,
         &String,
         &Vec<String>,
     ) {
         match self {
-            Inputs::Labeled(l) => (&l.values, Some(l.sample_classes()), &l.source, &l.skipped),
+            Inputs::Labeled(l) => (l.pixels(), Some(l.sample_classes()), &l.source, &l.skipped),
             Inputs::Unlabeled {
                 values,
+                chw,
                 source,
                 skipped,
-            } => (values, None, source, skipped),
+            } => (Pixels::Held(values, *chw), None, source, skipped),
         }
     }
 }
@@ -308,6 +303,7 @@ enum Inputs {
     Labeled(crate::labeled::LabeledImages),
     Unlabeled {
         values: Vec<f32>,
+        chw: [usize; 3],
         source: String,
         skipped: Vec<String>,
     },

@@ -114,4 +114,14 @@ pub struct FeatureArgs {
     /// none (the activations flattened) or avg (each channel's mean over its map).
     #[arg(long, default_value = "none")]
     pub pool: zoo_app::features::Pool,
+    #[command(flatten)]
+    pub memory: MemoryArg,
+}
+
+#[derive(Args)]
+pub struct MemoryArg {
+    /// Memory the preprocessed images may take, e.g. 400M or 2G (default: half the available
+    /// memory); more than half of it are streamed from disk, a block at a time.
+    #[arg(long, value_name = "SIZE", value_parser = zoo_app::train::memory::parse_size)]
+    pub memory_budget: Option<u64>,
 }

@@ -135,6 +135,11 @@ impl Tensors {
     }
 }
 
+/// Bytes one image preprocessed by `p` takes (f32 values).
+pub fn image_bytes(p: &Preprocessing) -> u64 {
+    4 * p.color.channels() as u64 * p.size[0] as u64 * p.size[1] as u64
+}
+
 /// A file that could not be used, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {

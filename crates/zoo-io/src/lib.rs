@@ -14,5 +14,5 @@ mod write;
 
 pub use env::{env_folder, home_folder};
 pub use printable::{printable, printable_text};
-pub use read::{read_limited, read_text_limited};
+pub use read::{open_regular, read_limited, read_text_limited};
 pub use write::{check_replaceable, write_atomic, write_atomic_with};

@@ -3,6 +3,7 @@
 //! and both report a size of 0), and no more than the limit is read even if the file grows.
 
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The bytes of `path`, a regular file (links followed) of at most `max_bytes`.
@@ -49,4 +50,33 @@ pub fn read_text_limited(path: &Path, max_bytes: u64) -> std::io::Result<String>
             format!("{} is not UTF-8 text", path.display()),
         )
     })
+}
+
+/// Opens `path` for reading when it is a regular file itself, not a link to one: for the files
+/// zoo writes into a run and reads back later (a link planted there would send the read, or
+/// a later rebuild's removal, elsewhere).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let refused = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {what}; zoo reads only regular files here",
+                path.display()
+            ),
+        )
+    };
+    let before = std::fs::symlink_metadata(path)?;
+    if before.file_type().is_symlink() {
+        return Err(refused("a symbolic link"));
+    }
+    if !before.is_file() {
+        return Err(refused("not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    // Replaced between the check and the open.
+    if !opened.is_file() || opened.ino() != before.ino() || opened.dev() != before.dev() {
+        return Err(refused("changing while it is opened"));
+    }
+    Ok(file)
 }

@@ -1,7 +1,7 @@
 //! Replacing the classifier head: the head layer's weights and bias get `classes` outputs,
 //! freshly initialised (seeded), and every shape downstream is re-inferred.
 
-use zoo_onnx::ops::{Array, Nn};
+use zoo_onnx::ops::{Activation, Array, Nn};
 use zoo_onnx::{Constant, Node, OnnxModel, Op};
 
 use crate::error::NetError;
@@ -15,6 +15,10 @@ pub struct HeadChange {
     pub new_outputs: usize,
     /// `(param name, old dims, new dims)`.
     pub params: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// An activation after the head that stopped the gradient below a bound (ReLU, Clip,
+    /// HardSigmoid), made an Identity: `(node, op it was)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unblocked: Option<(String, String)>,
 }
 
 impl HeadChange {
@@ -22,12 +26,19 @@ impl HeadChange {
     /// TensorFlow/TFLite ImageNet layout, output 0 = "background") has no background class
     /// after the change; outputs are the dataset's classes alone.
     pub fn note(&self) -> Option<String> {
-        (self.old_outputs == 1001).then(|| {
+        let background = (self.old_outputs == 1001).then(|| {
             format!(
                 "the 1001-output head (ImageNet with a background class at output 0) becomes {} outputs, one per dataset class, with no background class",
                 self.new_outputs
             )
-        })
+        });
+        let unblocked = self.unblocked.as_ref().map(|(node, op)| {
+            format!(
+                "the {op} after the new head (`{node}`) is left out: a class whose outputs all fell below its bound would get no gradient and could never be learned (a dead class)"
+            )
+        });
+        let notes: Vec<String> = background.into_iter().chain(unblocked).collect();
+        (!notes.is_empty()).then(|| notes.join("; "))
     }
 }
 
@@ -56,6 +67,11 @@ pub fn replace_head(
             format!("a classifier needs at least 2 classes, got {classes}"),
         ));
     }
+    let unblocked = {
+        let assignments = assign_layers(&model.graph);
+        let (_, node) = head_node(&model.graph, &assignments, layer)?;
+        unblock_gradient(model, &node.outputs[0])
+    };
     let graph = &mut model.graph;
     let assignments = assign_layers(graph);
     let (mine, node) = head_node(graph, &assignments, layer)?;
@@ -71,6 +87,7 @@ pub fn replace_head(
         old_outputs: old,
         new_outputs: classes,
         params: Vec::new(),
+        unblocked,
     };
     for (k, (name, mine, node)) in std::iter::once((layer.to_string(), mine, node))
         .chain(twins)
@@ -97,6 +114,54 @@ pub fn replace_head(
         }
     }
     Ok(change)
+}
+
+/// Makes an activation between the head and the logits that passes no gradient past a bound
+/// (ReLU, Clip, HardSigmoid: SqueezeNet's `conv10` is followed by a ReLU) an Identity, looking
+/// through pooling, Flatten, Reshape, Squeeze and Dropout. With it, a class whose output fell
+/// below the bound for every image stopped learning for good (seen on SqueezeNet: a class at
+/// 0 % recall after training). Returns the node and the op it was.
+fn unblock_gradient(model: &mut OnnxModel, head_output: &str) -> Option<(String, String)> {
+    let graph = &mut model.graph;
+    let logits = graph.logits_value().to_string();
+    let mut value = head_output.to_string();
+    for _ in 0..graph.nodes.len() {
+        if value == logits {
+            return None;
+        }
+        let consumers: Vec<&Node> = graph.consumers(&value).collect();
+        let [next] = consumers.as_slice() else {
+            return None;
+        };
+        let (label, output) = (next.label.clone(), next.outputs[0].clone());
+        match &next.op {
+            Op::Activation(
+                a @ (Activation::Relu | Activation::Clip { .. } | Activation::HardSigmoid { .. }),
+            ) => {
+                let was = Op::Activation(*a).onnx_type().to_string();
+                // The file's node too: exports are written from it.
+                let graph_proto = model.proto.graph.as_mut()?;
+                let written =
+                    (graph_proto.node.iter_mut()).find(|n| n.output.first() == Some(&output))?;
+                written.op_type = "Identity".into();
+                written.input.truncate(1);
+                written.attribute.clear();
+                let node = model.graph.nodes.iter_mut().find(|n| n.label == label)?;
+                node.op = Op::Array(Array::Identity);
+                node.inputs.truncate(1);
+                return Some((label, was));
+            }
+            Op::Nn(Nn::GlobalAveragePool | Nn::AveragePool { .. } | Nn::Dropout { .. })
+            | Op::Array(
+                Array::Flatten { .. }
+                | Array::Reshape { .. }
+                | Array::Squeeze { .. }
+                | Array::Identity,
+            ) => value = output,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// One head layer's weight and biases, resized.

@@ -10,6 +10,6 @@ pub use compare::{compare, Agreement};
 pub use ort_engine::{find_onnxruntime, OrtEngine};
 pub use tract_engine::{TractEngine, TractError};
 pub use verify::{
-    expose_first_output, run_network, verify_outputs, ClassAgreement, Engine, EngineReport,
-    SampleClasses, VerifyReport, DEFAULT_TOLERANCE,
+    compare_outputs, expose_first_output, run_network, verify_outputs, ClassAgreement, Engine,
+    EngineReport, EngineRows, SampleClasses, VerifyReport, DEFAULT_TOLERANCE,
 };

@@ -170,6 +170,13 @@ pub fn expose_first_output(model: &mut zoo_onnx::pb::ModelProto, value: &str) {
     );
 }
 
+/// One engine's outputs, one row per image, and the batch it ran at.
+pub struct EngineRows {
+    pub name: String,
+    pub batch: usize,
+    pub rows: Vec<Vec<f32>>,
+}
+
 /// Compares outputs already computed by zoo (`ours`, one row per image, at `batch`) with every
 /// engine run on the same images.
 pub fn verify_outputs(
@@ -180,16 +187,36 @@ pub fn verify_outputs(
     batch: usize,
     tolerance: f64,
 ) -> Result<VerifyReport, String> {
+    let theirs = (engines.iter())
+        .map(|engine| {
+            Ok(EngineRows {
+                name: engine.name().to_string(),
+                batch: engine.effective_batch(batch),
+                rows: engine.run(images, batch)?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(compare_outputs(ours, &theirs, classes, batch, tolerance))
+}
+
+/// Compares zoo's rows (`ours`, at `batch`) with each engine's rows for the same images.
+pub fn compare_outputs(
+    ours: &[Vec<f32>],
+    theirs: &[EngineRows],
+    classes: Option<SampleClasses<'_>>,
+    batch: usize,
+    tolerance: f64,
+) -> VerifyReport {
     let mut reports = Vec::new();
-    for engine in engines {
-        let reference = engine.run(images, batch)?;
-        let agreement = compare(ours, &reference);
+    for engine in theirs {
+        let reference = &engine.rows;
+        let agreement = compare(ours, reference);
         reports.push(EngineReport {
-            name: engine.name().to_string(),
+            name: engine.name.clone(),
             pass: agreement.max_rel_diff <= tolerance && agreement.top1_agreement == 1.0,
-            batch: engine.effective_batch(batch),
+            batch: engine.batch,
             per_class: classes
-                .map(|c| per_class(ours, &reference, c))
+                .map(|c| per_class(ours, reference, c))
                 .unwrap_or_default(),
             agreement,
         });
@@ -208,7 +235,7 @@ pub fn verify_outputs(
     };
     let worst =
         |f: fn(&Agreement) -> f64| reports.iter().map(|r| f(&r.agreement)).fold(0.0, f64::max);
-    Ok(VerifyReport {
+    VerifyReport {
         pass: !reports.is_empty() && reports.iter().all(|r| r.pass),
         samples: ours.len(),
         batch,
@@ -221,5 +248,5 @@ pub fn verify_outputs(
             .fold(1.0, f64::min),
         per_class: worst_per_class,
         engines: reports,
-    })
+    }
 }

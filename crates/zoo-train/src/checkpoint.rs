@@ -87,6 +87,10 @@ pub struct LoopState {
     pub stopped_early: bool,
     /// Training seconds so far (for elapsed times after a resume).
     pub elapsed_s: f64,
+    /// Classes found dead at a validation (their output the same for every image), in the
+    /// order found.
+    #[serde(default)]
+    pub dead_classes: Vec<usize>,
 }
 
 /// Parameter values by plan index.

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod device;
 pub mod export;
+pub mod feature_cache;
 pub mod host_sgd;
 pub mod journal;
 pub mod losses;

@@ -58,20 +58,29 @@ pub(crate) fn predictions<B: Backend>(logits: Tensor<B, 2>) -> Vec<usize> {
         .collect()
 }
 
-/// Loss, accuracy and predictions of `net` on a split (batched, no autodiff).
+/// A split's loss, accuracy and predictions, and the classes whose output was the same for
+/// every image of it.
+pub struct SplitScore {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predictions: Vec<usize>,
+    /// Classes whose logit did not change with the image (a "dead" class: no gradient reaches
+    /// it, so it can never be learned). Only judged on two images or more.
+    pub constant_classes: Vec<usize>,
+}
+
+/// Loss, accuracy, predictions and constant outputs of `net` on a split (batched, no autodiff).
 pub fn evaluate<B: Backend>(
     net: &Network<B>,
     cut: Option<&FeatureCut>,
     inputs: &Inputs,
     batch_size: usize,
     device: &B::Device,
-) -> anyhow::Result<(f64, f64, Vec<usize>)> {
+) -> anyhow::Result<SplitScore> {
     let n = inputs.len();
-    if n == 0 {
-        return Ok((f64::NAN, f64::NAN, Vec::new()));
-    }
     let mut loss_sum = 0.0;
     let mut preds = Vec::with_capacity(n);
+    let mut ranges = LogitRanges::default();
     let order: Vec<usize> = (0..n).collect();
     for picked in order.chunks(batch_size.max(1)) {
         let logits = inputs.batch(net, cut, picked, None, device)?;
@@ -80,6 +89,14 @@ pub fn evaluate<B: Backend>(
             .into_scalar()
             .elem();
         loss_sum += loss as f64 * picked.len() as f64;
+        let [_, k] = logits.dims();
+        let values: Vec<f32> = logits
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float logits");
+        ranges.add(&values, k);
         preds.extend(predictions(logits));
     }
     let correct = preds
@@ -87,7 +104,48 @@ pub fn evaluate<B: Backend>(
         .zip(&inputs.tensors.labels)
         .filter(|(p, l)| p == l)
         .count();
-    Ok((loss_sum / n as f64, correct as f64 / n as f64, preds))
+    Ok(SplitScore {
+        loss: if n == 0 {
+            f64::NAN
+        } else {
+            loss_sum / n as f64
+        },
+        accuracy: if n == 0 {
+            f64::NAN
+        } else {
+            correct as f64 / n as f64
+        },
+        predictions: preds,
+        constant_classes: if n >= 2 {
+            ranges.constant()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// Each class's smallest and largest logit over the images seen.
+#[derive(Default)]
+struct LogitRanges(Vec<(f32, f32)>);
+
+impl LogitRanges {
+    fn add(&mut self, rows: &[f32], classes: usize) {
+        if self.0.len() != classes {
+            self.0 = vec![(f32::INFINITY, f32::NEG_INFINITY); classes];
+        }
+        for row in rows.chunks(classes.max(1)) {
+            for (range, &v) in self.0.iter_mut().zip(row) {
+                *range = (range.0.min(v), range.1.max(v));
+            }
+        }
+    }
+
+    /// Classes whose logit was the same for every image.
+    fn constant(&self) -> Vec<usize> {
+        (0..self.0.len())
+            .filter(|&k| self.0[k].0 == self.0[k].1)
+            .collect()
+    }
 }
 
 /// Class probabilities (softmax of the logits) of every input of a split, batched.

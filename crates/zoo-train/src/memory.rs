@@ -1,6 +1,7 @@
 //! The memory budget (`--memory-budget`): how much a run may hold in decoded images and cached
-//! features. Images that do not fit half of it are streamed from disk; a model whose weights,
-//! gradients and optimizer state alone exceed it is refused before training starts.
+//! features. Images that do not fit half of it are streamed from disk, features that do not fit
+//! the other half spill to a file. The model itself is not the budget's: one whose weights,
+//! gradients and optimizer state alone exceed the memory available is refused before training.
 
 /// Used when the machine's available memory cannot be read (not Linux).
 const FALLBACK_BUDGET: u64 = 4 << 30;
@@ -91,6 +92,18 @@ pub fn model_bytes(trainable_params: usize, frozen_params: usize) -> u64 {
     4 * (2 * frozen_params as u64 + 4 * trainable_params as u64)
 }
 
+/// Whether a model needing `needed` bytes to train fits in `available` (unknown: assumed to).
+pub fn check_model_fits(needed: u64, available: Option<u64>) -> Result<(), String> {
+    match available {
+        Some(available) if needed > available => Err(format!(
+            "needs about {} for its weights, gradients and optimizer state, more than this machine has available ({})",
+            human(needed),
+            human(available)
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +121,15 @@ mod tests {
         assert_eq!(human(400 << 20), "400.0 MB");
         assert_eq!(human(3 << 29), "1.5 GB");
         assert_eq!(human(17), "17 B");
+    }
+
+    #[test]
+    fn a_model_larger_than_the_memory_available_is_refused_naming_both_sizes() {
+        let refused = check_model_fits(3 << 30, Some(2 << 30)).unwrap_err();
+        assert!(refused.contains("about 3.0 GB"), "{refused}");
+        assert!(refused.contains("available (2.0 GB)"), "{refused}");
+        assert_eq!(check_model_fits(2 << 30, Some(2 << 30)), Ok(()));
+        assert_eq!(check_model_fits(u64::MAX, None), Ok(()));
     }
 
     #[test]

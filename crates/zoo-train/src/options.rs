@@ -196,8 +196,9 @@ pub struct FinetuneOptions {
     pub feature_cache: bool,
     pub device: crate::device::DeviceChoice,
     pub out: Option<PathBuf>,
-    /// Bytes of decoded images and cached features the run may hold (`--memory-budget`);
-    /// `None`: half the memory available when the run starts ([`crate::memory`]).
+    /// Bytes of decoded images and cached features the run may hold in memory
+    /// (`--memory-budget`; more streams from disk or spills to `RUN/cache/`); `None`: half the
+    /// memory available when the run starts ([`crate::memory`]).
     #[serde(default)]
     pub memory_budget: Option<u64>,
 }

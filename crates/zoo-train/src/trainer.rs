@@ -14,6 +14,7 @@ use zoo_data::{Augment, Tensors};
 use zoo_net::{Activation, FeatureCut, Network};
 
 use crate::checkpoint::{Checkpoint, LoopState, OptimizerState};
+use crate::feature_cache::FeatureCache;
 use crate::options::FinetuneOptions;
 use crate::updater::Updater;
 
@@ -92,8 +93,8 @@ pub struct IterationRow {
 /// Inputs of one split: either raw images or cached features of the frozen prefix.
 pub struct Inputs {
     pub tensors: Tensors,
-    /// Per-image features at the cut, flattened; `dims` excludes the batch axis.
-    pub features: Option<(Vec<f32>, Vec<usize>)>,
+    /// Per-image features at the cut.
+    pub features: Option<FeatureCache>,
 }
 
 impl Inputs {
@@ -111,15 +112,10 @@ impl Inputs {
     ) -> anyhow::Result<Tensor<B, 2>> {
         let logits = net.logits_value().to_string();
         match (&self.features, cut) {
-            (Some((values, dims)), Some(cut)) => {
-                let size: usize = dims.iter().product();
-                let mut batch = Vec::with_capacity(picked.len() * size);
-                for &i in picked {
-                    batch.extend_from_slice(&values[i * size..(i + 1) * size]);
-                }
+            (Some(features), Some(cut)) => {
                 let mut full = vec![picked.len()];
-                full.extend_from_slice(dims);
-                let act = Activation::from_vec(batch, &full, device);
+                full.extend_from_slice(features.dims());
+                let act = Activation::from_vec(features.gather(picked)?, &full, device);
                 Ok(net.forward_from(cut, act, &logits))
             }
             _ => {
@@ -133,30 +129,6 @@ impl Inputs {
             }
         }
     }
-}
-
-/// Runs the frozen prefix once per image (no autodiff) and keeps the activations at the cut.
-pub fn cache_features<B: Backend>(
-    net: &Network<B>,
-    cut: &FeatureCut,
-    tensors: &Tensors,
-    batch_size: usize,
-    device: &B::Device,
-) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
-    let chw = tensors.chw;
-    let mut values = Vec::new();
-    let mut dims = Vec::new();
-    for start in (0..tensors.len()).step_by(batch_size.max(1)) {
-        let n = (tensors.len() - start).min(batch_size.max(1));
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new(tensors.range(start, n)?, [n, chw[0], chw[1], chw[2]]),
-            device,
-        );
-        let act = net.forward_to(x, &cut.value)?;
-        dims = act.dims()[1..].to_vec();
-        values.extend(act.to_vec());
-    }
-    Ok((values, dims))
 }
 
 /// Everything the loop returns.
@@ -189,6 +161,8 @@ pub trait Journal<B: AutodiffBackend> {
 }
 
 pub struct LoopInputs<'a, B: AutodiffBackend> {
+    /// The class of each output, for messages.
+    pub classes: &'a [String],
     pub cut: Option<FeatureCut>,
     pub train: &'a Inputs,
     pub val: &'a Inputs,
@@ -202,6 +176,33 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub setup_seconds: f64,
     /// Continue from this checkpoint instead of from the first step.
     pub resume: Option<Checkpoint>,
+}
+
+/// Records and says (once each) the classes whose output was the same for every validation
+/// image: no gradient reaches them, so they cannot be learned.
+fn note_dead_classes(
+    state: &mut LoopState,
+    constant: &[usize],
+    names: &[String],
+    reporter: &dyn Reporter,
+) {
+    let when = match state.iteration {
+        0 => "before training".to_string(),
+        i => format!("at iteration {i}"),
+    };
+    for &k in constant {
+        if state.dead_classes.contains(&k) {
+            continue;
+        }
+        state.dead_classes.push(k);
+        let name = names.get(k).map_or_else(
+            || format!("output {k}"),
+            |n| format!("`{}`", zoo_io::printable(n)),
+        );
+        reporter.warn(&format!(
+            "class {name} is dead {when}: its output is the same for every validation image, so no gradient reaches it and it cannot be learned (an activation after the head that stops the gradient, or a diverging run); try another --seed or a lower --lr"
+        ));
+    }
 }
 
 /// The seed of one iteration's random draws (dropout): a function of the run's seed and the
@@ -262,19 +263,22 @@ pub fn train<B: AutodiffBackend>(
             c.state
         }
         None => {
-            let (_, initial, _) = evaluate(
+            let initial = evaluate(
                 &net.valid(),
                 job.cut.as_ref(),
                 job.val,
                 o.batch_size,
                 &job.device,
             )?;
-            LoopState {
-                initial_val_accuracy: initial,
+            let mut state = LoopState {
+                initial_val_accuracy: initial.accuracy,
                 current_epoch_s: job.setup_seconds,
                 elapsed_s: job.setup_seconds,
                 ..Default::default()
-            }
+            };
+            let names = job.classes;
+            note_dead_classes(&mut state, &initial.constant_classes, names, reporter);
+            state
         }
     };
     let per_epoch = job.train.len().div_ceil(o.batch_size);
@@ -462,13 +466,16 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         reporter: &dyn Reporter,
     ) -> anyhow::Result<(ValidationRow, Flow)> {
         let o = self.job.options;
-        let (val_loss, val_accuracy, _) = evaluate(
+        let score = evaluate(
             &self.net().valid(),
             self.job.cut.as_ref(),
             self.job.val,
             o.batch_size,
             &self.job.device,
         )?;
+        let (val_loss, val_accuracy) = (score.loss, score.accuracy);
+        let names = self.job.classes;
+        note_dead_classes(&mut self.state, &score.constant_classes, names, reporter);
         if !val_loss.is_finite() && self.job.val.len() > 0 {
             return Err(zoo_net::NetError::Diverged {
                 iteration: self.state.iteration,

@@ -25,14 +25,20 @@ fn tmp(tag: &str) -> PathBuf {
 
 /// conv1 (frozen) -> relu -> pool -> flatten -> fc1 -> relu -> fc2 (head, 4 outputs) -> softmax.
 fn base_model(path: &Path) {
+    base_model_ending(path, 4, |_| "g2".into());
+}
+
+/// [`base_model`] with fc2 giving `outputs` and `tail` adding nodes after it (from `g2`),
+/// returning the value the softmax reads.
+fn base_model_ending(path: &Path, outputs: usize, tail: impl FnOnce(&mut GraphBuilder) -> String) {
     let mut rng = SeededRng::new(3);
     let mut b = GraphBuilder::new("x", &[Some(1), Some(3), Some(12), Some(12)]);
     b.init_f32("conv1_w_0", &[6, 3, 3, 3], rng.values(162, 0.3));
     b.init_f32("conv1_b_0", &[6], rng.values(6, 0.1));
     b.init_f32("fc1_w_0", &[16, 6 * 6 * 6], rng.values(16 * 216, 0.1));
     b.init_f32("fc1_b_0", &[16], rng.values(16, 0.1));
-    b.init_f32("fc2_w_0", &[4, 16], rng.values(64, 0.3));
-    b.init_f32("fc2_b_0", &[4], rng.values(4, 0.1));
+    b.init_f32("fc2_w_0", &[outputs, 16], rng.values(16 * outputs, 0.3));
+    b.init_f32("fc2_b_0", &[outputs], rng.values(outputs, 0.1));
     b.init_i64("shape", &[1, 216]);
     b.node(
         "n0",
@@ -68,8 +74,9 @@ fn base_model(path: &Path) {
         &["g2"],
         vec![("transB", Attr::Int(1))],
     );
-    b.node("n7", "Softmax", &["g2"], &["prob"], vec![]);
-    b.output("prob", &[Some(1), Some(4)]);
+    let logits = tail(&mut b);
+    b.node("n7", "Softmax", &[&logits], &["prob"], vec![]);
+    b.output("prob", &[Some(1), Some(outputs)]);
     std::fs::write(path, b.build(9).encode_to_vec()).unwrap();
 }
 
@@ -411,13 +418,12 @@ impl Reporter for Recorder {
 }
 
 /// A memory budget too small for the images streams them from disk, one too small for the
-/// cached features turns the cache off, and neither changes what is learned: streamed runs
-/// reach the weights of runs that hold their images, bit for bit (with the cache, and with
-/// augmentation), and within rounding of a cached run when the cache is off. A budget too small
-/// for the model itself is refused before training. (The model needs about 58 KB, 24 images
-/// 41 KB and their features 21 KB; 60 images 104 KB and 52 KB.)
+/// cached features spills them to the run directory, and neither changes what is learned:
+/// streamed runs reach the weights of runs that hold their images, bit for bit (with the cache,
+/// and with augmentation), and so do runs whose cache spilled. A finished run's spilled cache is
+/// removed. (24 images take 41 KB and their features 21 KB; 60 images 104 KB and 52 KB.)
 #[test]
-fn streamed_images_train_to_the_weights_of_images_held_in_memory() {
+fn streamed_images_and_spilled_features_train_to_the_weights_of_held_ones() {
     const BUDGET: u64 = 64 << 10;
     let t = tmp("stream");
     let model = BaseModel::File(t.join("base.onnx"));
@@ -446,16 +452,76 @@ fn streamed_images_train_to_the_weights_of_images_held_in_memory() {
         assert_eq!(weights_of(&held_dir), weights_of(&dir), "augment {augment}");
     }
     let (_, _, held_dir) = run("more", "held-more", false, None);
-    let (streamed, said, dir) = run("more", "streamed-more", false, Some(BUDGET));
-    assert_eq!(streamed.unwrap().feature_cache, None);
-    assert!(said.contains("feature cache off"), "{said}");
-    assert_close(&weights_of(&held_dir), &weights_of(&dir), 1e-4);
-    let (refused, _, dir) = run("few", "too-small", false, Some(16 << 10));
-    let err = format!("{:#}", refused.unwrap_err());
-    assert!(
-        err.contains("more than the memory budget (16.0 KB)") && err.contains("--memory-budget"),
-        "{err}"
+    for budget in [BUDGET, 1] {
+        let (spilled, said, dir) = run("more", &format!("spilled-{budget}"), false, Some(budget));
+        assert!(spilled.unwrap().feature_cache.is_some(), "{said}");
+        assert!(
+            said.contains("feature cache: 60 images' features")
+                && said.contains("every row is kept in")
+                && said.contains(&dir.join("cache").display().to_string()),
+            "{said}"
+        );
+        assert_eq!(weights_of(&held_dir), weights_of(&dir), "budget {budget}");
+        assert!(!dir.join("cache").exists(), "a finished run keeps no cache");
+    }
+    std::fs::remove_dir_all(&t).unwrap();
+}
+
+/// A ReLU right after the replaced head is made an Identity (said, and recorded in the
+/// summary's head change): no class can die behind it. A ReLU zoo does not take out (behind a
+/// subtraction of a constant) with one class pushed below zero for every image: that class is dead from the
+/// start, said during training, and named in summary.json and the report.
+#[test]
+fn a_relu_after_the_head_is_taken_out_and_a_dead_class_is_detected_and_reported() {
+    let t = tmp("dead");
+    dataset(&t.join("data"), 8);
+    let run = |name: &str, tail: fn(&mut GraphBuilder) -> String| {
+        let model = t.join(format!("{name}.onnx"));
+        base_model_ending(&model, 3, tail);
+        let mut o = options(&t.join("data"), &t.join(name), true);
+        o.epochs = 2;
+        let said = Recorder::default();
+        let summary = finetune(&BaseModel::File(model), &profile(), &o, None, &said).unwrap();
+        (summary, said.0.into_inner().unwrap().join("\n"))
+    };
+    let (relu, said) = run("relu", |b| {
+        b.node("n_relu", "Relu", &["g2"], &["logits"], vec![]);
+        "logits".into()
+    });
+    let head = serde_json::to_value(&relu.head).unwrap();
+    assert_eq!(
+        head["unblocked"],
+        serde_json::json!(["n_relu", "Relu"]),
+        "{head}"
     );
-    assert!(!dir.join("metrics.csv").exists(), "refused before training");
+    assert!(
+        said.contains("the Relu after the new head (`n_relu`) is left out"),
+        "{said}"
+    );
+    assert!(relu.dead_classes.is_empty(), "{:?}", relu.dead_classes);
+    let best = zoo_onnx::OnnxModel::load(relu.run_dir.join("best.onnx")).unwrap();
+    let relus = (best.graph.nodes.iter())
+        .filter(|n| n.op.onnx_type() == "Relu")
+        .count();
+    assert_eq!(relus, 2, "the body's two ReLUs, not the head's");
+
+    let (dead, said) = run("pushed-down", |b| {
+        // Behind a Flatten, the subtraction is not taken for fc2's bias.
+        b.init_f32("push", &[3], vec![1000.0, 0.0, 0.0]);
+        b.node("n_flat", "Flatten", &["g2"], &["g2f"], vec![]);
+        b.node("n_sub", "Sub", &["g2f", "push"], &["s"], vec![]);
+        b.node("n_relu", "Relu", &["s"], &["logits"], vec![]);
+        "logits".into()
+    });
+    assert_eq!(dead.dead_classes, ["blue"], "{said}");
+    assert!(
+        said.contains("class `blue` is dead before training"),
+        "{said}"
+    );
+    let page = std::fs::read_to_string(dead.run_dir.join("report.html")).unwrap();
+    assert!(page.contains("dead classes") && page.contains("blue"));
+    let json = std::fs::read_to_string(dead.run_dir.join("summary.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["dead_classes"], serde_json::json!(["blue"]));
     std::fs::remove_dir_all(&t).unwrap();
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use zoo_app::labeled::Images;
 use zoo_app::model::run_dir;
 
-use crate::args::{ModelOpts, RuntimeArgs};
+use crate::args::{MemoryArg, ModelOpts, RuntimeArgs};
 use crate::ui::{emit, note_recipe, warn};
 
 #[derive(Args)]
@@ -23,6 +23,8 @@ pub struct EvaluateArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    #[command(flatten)]
+    memory: MemoryArg,
     #[arg(long)]
     json: bool,
 }
@@ -33,7 +35,7 @@ impl EvaluateArgs {
         let run = run_dir(&resolved);
         let out =
             (self.out).unwrap_or_else(|| run.map_or("evaluation".into(), |r| r.join("evaluation")));
-        let data = Images::choose(self.data, run)?;
+        let data = Images::choose(self.data, run, self.memory.memory_budget)?;
         let RuntimeArgs { engine, device } = self.runtime;
         let report =
             zoo_app::evaluate::evaluate(&resolved.path, &hints, &data, &out, engine, device)?;

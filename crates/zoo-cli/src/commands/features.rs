@@ -30,7 +30,11 @@ pub struct FeaturesArgs {
 impl FeaturesArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let (resolved, hints) = self.model.spec().resolve()?;
-        let images = Images::choose(self.features.data, run_dir(&resolved))?;
+        let images = Images::choose(
+            self.features.data,
+            run_dir(&resolved),
+            self.features.memory.memory_budget,
+        )?;
         let report = zoo_app::features::write(
             &resolved.path,
             &hints,

@@ -102,7 +102,11 @@ fn feature_map(show: ShowArgs, features: FeatureArgs) -> anyhow::Result<ExitCode
         .layer
         .ok_or_else(|| anyhow::anyhow!("--layer is needed: which layer's map to draw"))?;
     let (resolved, hints) = show.model.spec().resolve()?;
-    let images = Images::choose(features.data, run_dir(&resolved))?;
+    let images = Images::choose(
+        features.data,
+        run_dir(&resolved),
+        features.memory.memory_budget,
+    )?;
     let map = zoo_app::show::feature_map(
         &resolved.path,
         &hints,

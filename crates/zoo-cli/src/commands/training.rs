@@ -87,9 +87,9 @@ pub struct TrainingArgs {
     /// Run the frozen layers on every step instead of once per image.
     #[arg(long, conflicts_with = "resume")]
     no_feature_cache: bool,
-    /// Memory the run may use, e.g. 400M or 2G (default: half the available memory). Images
-    /// that do not fit half of it are streamed from disk, features too large for it are not
-    /// cached, and a model too large for it is refused before training.
+    /// Memory the run's data may use, e.g. 400M or 2G (default: half the available memory).
+    /// Images that do not fit half of it are streamed from disk, cached features that do not
+    /// fit the other half spill to RUN/cache/. (A model too large for this machine is refused.)
     #[arg(long, value_name = "SIZE", value_parser = zoo_app::train::memory::parse_size, conflicts_with = "resume")]
     memory_budget: Option<u64>,
     /// Run directory (default runs/<model>-<timestamp>, with runs/latest pointing at it).

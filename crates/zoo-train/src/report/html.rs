@@ -183,6 +183,16 @@ fn summary_section(summary: &Value) -> String {
     if let Some(e) = summary["error"].as_str() {
         pairs.push(("error", escape(e)));
     }
+    let dead: Vec<&str> = (summary["dead_classes"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    if !dead.is_empty() {
+        let names = escape(&dead.join(", "));
+        pairs.push((
+            "dead classes (same output for every image: not learned)",
+            names,
+        ));
+    }
     key_values("Run", &pairs)
 }
 

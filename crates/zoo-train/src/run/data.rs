@@ -143,9 +143,7 @@ enum Storage {
 impl Job<'_> {
     /// Memory while the images take at most half the budget, else streamed, said once.
     fn image_storage(&self, options: &FinetuneOptions, images: usize) -> Storage {
-        let p = &self.profile.preprocessing;
-        let image_bytes = 4 * p.color.channels() as u64 * p.size[0] as u64 * p.size[1] as u64;
-        let needed = image_bytes * images as u64;
+        let needed = zoo_data::image_bytes(&self.profile.preprocessing) * images as u64;
         let budget = options.memory_budget();
         if needed <= budget / 2 {
             return Storage::Memory;

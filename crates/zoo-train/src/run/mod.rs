@@ -94,6 +94,9 @@ pub struct Summary {
     pub data_load_s: f64,
     pub wall_time_s: f64,
     pub feature_cache: Option<String>,
+    /// Classes whose output was the same for every validation image at some validation
+    /// (no gradient reaches them: they cannot be learned), in the order found.
+    pub dead_classes: Vec<String>,
     pub skipped: Vec<Skipped>,
     pub warnings: Vec<String>,
     pub head: HeadChange,
@@ -228,15 +231,13 @@ impl Job<'_> {
         let started = Instant::now();
         let (data, train_t, val_t) = self.load_data(&options)?;
         let model = self.build_model::<B>(&options, train_t.chw, &device)?;
-        self.check_model_fits(&options, &model)?;
+        self.check_model_fits(&model)?;
         if let Some(r) = &self.resume {
             self.check_resume(r, &binding_of(&data, &model), &model)?;
         }
-        let (cut, train_in, val_in, setup_seconds) =
-            self.prepare_inputs(&model.net, &options, train_t, val_t, &device)?;
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
-        let steps = train_in.tensors.len().div_ceil(options.batch_size) * options.epochs;
+        let steps = train_t.len().div_ceil(options.batch_size) * options.epochs;
         if let (Some(c), Some(run)) = (checkpoint, &options.out) {
             let done = c.state.iteration;
             let at = format!("resuming {} at iteration {done} of {steps}", run.display());
@@ -246,10 +247,26 @@ impl Job<'_> {
         let run_dir = journal.dir().to_path_buf();
         let io =
             |r: std::io::Result<()>| context(r, &format!("cannot write to {}", run_dir.display()));
+        let binding = binding_of(&data, &model);
+        let prepared = self.prepare_inputs(
+            &model.net,
+            &options,
+            (train_t, val_t),
+            (&run_dir, &binding),
+            &device,
+        );
+        let (cut, train_in, val_in, setup_seconds) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let _ = journal.progress(RunStatus::Failed, Some(format!("{e:#}")));
+                return Err(e);
+            }
+        };
         let resumed = resume.is_some();
         let trained = train(
             model.net.clone(),
             LoopInputs {
+                classes: &data.dataset.classes,
                 cut: cut.clone(),
                 train: &train_in,
                 val: &val_in,

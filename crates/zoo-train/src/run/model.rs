@@ -100,26 +100,21 @@ pub(super) struct Model<B: AutodiffBackend> {
 
 impl Job<'_> {
     /// Refuses, before training, a model whose weights, gradients and optimizer state alone
-    /// exceed the memory budget (streaming cannot help there).
+    /// exceed the memory this machine has available (streaming cannot help there; the memory
+    /// budget governs the data, not the model).
     pub(super) fn check_model_fits<B: AutodiffBackend>(
         &self,
-        options: &FinetuneOptions,
         model: &Model<B>,
     ) -> anyhow::Result<()> {
-        use crate::memory::{human, model_bytes};
-        let needed = model_bytes(model.trainable_params, model.frozen_params);
-        let budget = options.memory_budget();
-        if needed > budget {
-            anyhow::bail!(
-                "training {} needs about {} for its weights, gradients and optimizer state ({} trainable and {} frozen parameters), more than the memory budget ({}): freeze more layers, or raise --memory-budget (default: half the available memory)",
+        let needed = crate::memory::model_bytes(model.trainable_params, model.frozen_params);
+        crate::memory::check_model_fits(needed, crate::memory::available_bytes()).map_err(|why| {
+            anyhow::anyhow!(
+                "training {} {why} ({} trainable and {} frozen parameters): freeze more layers (--freeze-until a later layer), or free memory",
                 self.profile.name,
-                human(needed),
                 model.trainable_params,
                 model.frozen_params,
-                human(budget)
-            );
-        }
-        Ok(())
+            )
+        })
     }
 
     /// Import, new head, freeze plan, and the snapshot the freeze audit compares against.

@@ -64,6 +64,9 @@ impl<B: AutodiffBackend> Results<'_, B> {
         let summary = self.summary(journal, &trained, &preds, unchanged);
         io(rundir::write_json(&run_dir, "summary.json", &summary))?;
         io(crate::report::html::write(&run_dir).map(|_| ()))?;
+        if !trained.interrupted {
+            remove_spilled_cache(&run_dir, reporter);
+        }
         if self.options.out.is_none() {
             io(rundir::link_latest(&run_dir))?;
         }
@@ -160,6 +163,15 @@ impl<B: AutodiffBackend> Results<'_, B> {
             data_load_s: data.load_s,
             wall_time_s: self.started.elapsed().as_secs_f64(),
             feature_cache: self.cut.map(|c| c.value.clone()),
+            dead_classes: (state.dead_classes.iter())
+                .map(|&k| {
+                    data.dataset
+                        .classes
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| format!("output {k}"))
+                })
+                .collect(),
             skipped: data.skipped.clone(),
             warnings: data.warnings.clone(),
             head: model.head.clone(),
@@ -236,6 +248,21 @@ impl<B: AutodiffBackend> Results<'_, B> {
             },
             &run_dir.join(pictures::MISCLASSIFIED_PNG),
         )
+    }
+}
+
+/// A finished run cannot be resumed, so its spilled feature cache (as large as the frozen
+/// prefix's output for every image) is only taking disk space.
+fn remove_spilled_cache(run_dir: &Path, reporter: &dyn Reporter) {
+    let cache = run_dir.join(super::inputs::CACHE_DIR);
+    if std::fs::symlink_metadata(&cache).is_err() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(&cache) {
+        reporter.warn(&format!(
+            "cannot remove the finished run's feature cache {}: {e}",
+            cache.display()
+        ));
     }
 }
 
