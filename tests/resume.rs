@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::{read_json, small_rgb_classifier, write_images, zoo, TempDir};
 
-/// A run that validates every 3 iterations with 6 iterations per epoch, so checkpoints come
-/// both from validations and from epoch ends, with augmentation drawing per epoch.
+/// A run that validates every 4 iterations with 6 iterations per epoch, so checkpoints
+/// come both from validations and from epoch ends, with augmentation drawing per epoch and a
+/// one-cycle schedule changing the rate at every step.
 fn finetune_args<'a>(
     model: &'a str,
     data: &'a str,
@@ -38,6 +39,8 @@ fn finetune_args<'a>(
         "3",
         "--device",
         "cpu",
+        "--schedule",
+        "one-cycle",
         "--out",
         out,
     ]

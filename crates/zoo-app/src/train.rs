@@ -10,7 +10,7 @@ pub use zoo_train::memory;
 use zoo_train::TrainProfile;
 pub use zoo_train::{
     Activation, ArchSpec, DeviceChoice, FinetuneOptions, FreezeChoice, LossKind, OptimizerKind,
-    Reporter, SplitChoice, Start, StderrReporter, Summary, ValidationRow,
+    Reporter, Schedule, SplitChoice, Start, StderrReporter, Summary, ValidationRow, Warmup,
 };
 
 use crate::profile::{profile_of_model, ModelHints, ProfileSource};

@@ -15,6 +15,7 @@ pub mod options;
 pub mod report;
 pub mod run;
 pub mod rundir;
+pub mod schedule;
 pub mod tensorboard;
 pub mod trainer;
 pub mod updater;
@@ -27,4 +28,5 @@ pub use run::{
     finetune, frozen_unchanged, resume, run_data, run_options, train_from_scratch, BaseModel,
     CpuTrain, FreezeAudit, Summary, TrainProfile,
 };
+pub use schedule::{Schedule, Warmup};
 pub use trainer::{Reporter, StderrReporter, ValidationRow};

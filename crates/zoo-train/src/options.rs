@@ -201,6 +201,11 @@ pub struct FinetuneOptions {
     /// memory available when the run starts ([`crate::memory`]).
     #[serde(default)]
     pub memory_budget: Option<u64>,
+    /// The rate over the run (`--schedule`), after `warmup` steps rising to it.
+    #[serde(default)]
+    pub schedule: crate::schedule::Schedule,
+    #[serde(default)]
+    pub warmup: Option<crate::schedule::Warmup>,
 }
 
 impl FinetuneOptions {
@@ -235,6 +240,8 @@ impl FinetuneOptions {
             device: crate::device::DeviceChoice::Auto,
             out: None,
             memory_budget: None,
+            schedule: crate::schedule::Schedule::Constant,
+            warmup: None,
         }
     }
 

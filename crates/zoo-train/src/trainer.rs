@@ -172,6 +172,8 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub device: B::Device,
     /// SGD-momentum as one fused host loop (CPU); on a GPU burn's optimizer keeps it there.
     pub host_optimizer: bool,
+    /// The learning rate of each step, as a factor of `options.lr`.
+    pub lr_plan: crate::schedule::LrPlan,
     /// Seconds already spent before the first iteration (feature caching), counted in epoch 1.
     pub setup_seconds: f64,
     /// Continue from this checkpoint instead of from the first step.
@@ -318,6 +320,11 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         self.net.as_ref().expect("network present")
     }
 
+    /// The body's learning rate at step `iteration` (the schedule's factor of `--lr`).
+    fn lr_at(&self, iteration: usize) -> f64 {
+        self.job.options.lr * self.job.lr_plan.factor(iteration)
+    }
+
     fn elapsed(&self) -> f64 {
         self.elapsed_before + self.session_started.elapsed().as_secs_f64()
     }
@@ -406,11 +413,12 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         )?;
         let loss = training_loss(o.loss, logits.clone(), &labels, &device);
         let loss_value: f32 = loss.clone().into_scalar().elem();
+        let lr = self.lr_at(iteration);
         if !loss_value.is_finite() {
             return Err(zoo_net::NetError::Diverged {
                 iteration,
                 loss: loss_value,
-                lr: o.lr,
+                lr,
             }
             .into());
         }
@@ -423,7 +431,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let net = self.net.take().expect("network present");
         self.net = Some(
             self.updater
-                .update(net, grads, o.lr, o.head_lr_factor)
+                .update(net, grads, lr, o.head_lr_factor)
                 .update_running_statistics(),
         );
         self.state.images_seen += picked.len();
@@ -476,11 +484,12 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let (val_loss, val_accuracy) = (score.loss, score.accuracy);
         let names = self.job.classes;
         note_dead_classes(&mut self.state, &score.constant_classes, names, reporter);
+        let lr = self.lr_at(self.state.iteration);
         if !val_loss.is_finite() && self.job.val.len() > 0 {
             return Err(zoo_net::NetError::Diverged {
                 iteration: self.state.iteration,
                 loss: val_loss as f32,
-                lr: o.lr,
+                lr,
             }
             .into());
         }
@@ -494,7 +503,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             train_accuracy: s.recent_correct as f64 / s.recent_n.max(1) as f64,
             val_loss,
             val_accuracy,
-            lr: o.lr,
+            lr,
         };
         (s.recent_loss, s.recent_correct, s.recent_n) = (0.0, 0, 0);
         reporter.row(&row);

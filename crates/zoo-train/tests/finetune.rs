@@ -525,3 +525,49 @@ fn a_relu_after_the_head_is_taken_out_and_a_dead_class_is_detected_and_reported(
     assert_eq!(json["dead_classes"], serde_json::json!(["blue"]));
     std::fs::remove_dir_all(&t).unwrap();
 }
+
+/// `--schedule cosine --warmup 2`: each validation (one per step here) reports the rate its step
+/// used, rising over two steps, then falling along a cosine; the rates reach the table, the
+/// metrics and config.json. A warm-up as long as the run is refused before a run directory is
+/// made.
+#[test]
+fn a_cosine_schedule_with_warmup_sets_each_steps_rate() {
+    use zoo_train::{Schedule, Warmup};
+    let t = tmp("schedule");
+    base_model(&t.join("base.onnx"));
+    dataset(&t.join("data"), 8);
+    let model = BaseModel::File(t.join("base.onnx"));
+    let mut o = options(&t.join("data"), &t.join("run"), true);
+    (o.schedule, o.warmup, o.val_every) = (Schedule::Cosine, Some(Warmup::Iterations(2)), Some(1));
+    let summary = finetune(&model, &profile(), &o, None, &Recorder::default()).unwrap();
+    let metrics = std::fs::read_to_string(summary.run_dir.join("metrics.csv")).unwrap();
+    let rates: Vec<f64> = (metrics.lines().skip(1))
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    // 18 training images, batch 8: 3 steps an epoch, 9 in all; 2 of warm-up, 7 of decay.
+    assert_eq!(rates.len(), 9);
+    let expected = |i: usize| match i {
+        1 | 2 => 0.01 * i as f64 / 2.0,
+        _ => 0.01 * 0.5 * (1.0 + (std::f64::consts::PI * (i - 3) as f64 / 7.0).cos()),
+    };
+    for (k, rate) in rates.iter().enumerate() {
+        let want = expected(k + 1);
+        assert!(
+            (rate - want).abs() <= 1e-12 * want.max(1e-3),
+            "step {}: {rate} vs {want}",
+            k + 1
+        );
+    }
+    let config = std::fs::read_to_string(summary.run_dir.join("config.json")).unwrap();
+    assert!(
+        config.contains("\"schedule\": \"cosine\"") && config.contains("\"iterations\": 2"),
+        "{config}"
+    );
+
+    o.out = Some(t.join("refused"));
+    o.warmup = Some(Warmup::Epochs(3.0));
+    let err = finetune(&model, &profile(), &o, None, &Recorder::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("as long as the run"), "{err:#}");
+    assert!(!t.join("refused").exists());
+    std::fs::remove_dir_all(&t).unwrap();
+}

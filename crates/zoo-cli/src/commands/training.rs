@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use zoo_app::train::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice, Start};
+use zoo_app::train::{
+    FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, Schedule, SplitChoice, Start, Warmup,
+};
 
 use crate::ui::run_training;
 
@@ -40,6 +42,15 @@ pub struct TrainingArgs {
     /// L2 weight decay [default: 1e-4].
     #[arg(long, conflicts_with = "resume")]
     weight_decay: Option<f64>,
+    /// The learning rate over the run: constant, step (x0.1 at 1/2 and 3/4 of the run),
+    /// cosine (decay to zero), one-cycle (fastai's: up over the warm-up, then down)
+    /// [default: constant].
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    schedule: Option<Schedule>,
+    /// Steps over which the rate rises linearly to --lr first: iterations (200) or epochs (2e)
+    /// [default: none; one-cycle: the first quarter of the run].
+    #[arg(long, value_parser = Warmup::parse, conflicts_with = "resume")]
+    warmup: Option<Warmup>,
     /// The optimizer [default: sgdm].
     #[arg(long, value_enum, conflicts_with = "resume")]
     optimizer: Option<OptimizerKind>,
@@ -126,6 +137,8 @@ impl TrainingArgs {
         let (lr, head_lr_factor) = o.optimizer.default_lr(start);
         o.lr = self.lr.unwrap_or(lr);
         o.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
+        set(&mut o.schedule, self.schedule);
+        o.warmup = self.warmup;
         set(&mut o.momentum, self.momentum);
         set(&mut o.weight_decay, self.weight_decay);
         set(&mut o.seed, self.seed);

@@ -196,6 +196,28 @@ fn summary_section(summary: &Value) -> String {
     key_values("Run", &pairs)
 }
 
+/// The learning rate and its schedule, from the run's options (nothing for older runs).
+fn schedule_line(options: &Value) -> String {
+    let Some(lr) = options["lr"].as_f64() else {
+        return String::new();
+    };
+    let schedule = options["schedule"].as_str().unwrap_or("constant");
+    let warmup = match &options["warmup"] {
+        Value::Object(w) => match (w.get("iterations"), w.get("epochs")) {
+            (Some(n), _) => format!(", warm-up {n} iterations"),
+            (_, Some(e)) => format!(", warm-up {e} epochs"),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    let head = options["head_lr_factor"].as_f64().unwrap_or(1.0);
+    format!(
+        "<p>Learning rate {lr:e} ({}{}; the new head x{head})</p>\n",
+        escape(schedule),
+        escape(&warmup)
+    )
+}
+
 /// `1 h 02 min`, `3 min 05 s`, `42 s`.
 fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -281,6 +303,7 @@ pub fn render(run: &Path) -> String {
         let _ = writeln!(s, "<p class=\"running\">Training: this page reloads every {REFRESH_S} s until the run ends.</p>");
     }
     s += &summary_section(&summary);
+    s += &schedule_line(&config["options"]);
     s += "<h2>Training progress</h2>\n";
     s += &picture(
         run,

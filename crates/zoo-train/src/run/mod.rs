@@ -237,7 +237,15 @@ impl Job<'_> {
         }
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
-        let steps = train_t.len().div_ceil(options.batch_size) * options.epochs;
+        let per_epoch = train_t.len().div_ceil(options.batch_size);
+        let steps = per_epoch * options.epochs;
+        let lr_plan =
+            crate::schedule::LrPlan::new(options.schedule, options.warmup, per_epoch, steps)
+                .map_err(anyhow::Error::msg)?;
+        if lr_plan.warmup() > 0 || options.schedule != crate::schedule::Schedule::Constant {
+            self.reporter
+                .info(&format!("learning rate: {}", lr_plan.describe()));
+        }
         if let (Some(c), Some(run)) = (checkpoint, &options.out) {
             let done = c.state.iteration;
             let at = format!("resuming {} at iteration {done} of {steps}", run.display());
@@ -275,6 +283,7 @@ impl Job<'_> {
                 stop: self.stop.clone(),
                 device: device.clone(),
                 host_optimizer: device_kind == Device::Cpu,
+                lr_plan,
                 setup_seconds,
                 resume: resume.map(|r| r.checkpoint),
             },
