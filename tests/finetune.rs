@@ -300,6 +300,57 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
     }
 }
 
+/// `zoo lr-find` prints its suggestions (JSON with --json), writes its curve where --out says,
+/// refuses --resume and a rate that is not a number; `--lr auto` is accepted by finetune.
+#[test]
+fn lr_find_and_lr_auto_from_the_command_line() {
+    let t = TempDir::new("lr-find");
+    let model = t.path().join("small.onnx");
+    small_rgb_classifier(&model);
+    for class in ["a", "b"] {
+        write_images(&t.path().join("data").join(class), 5);
+    }
+    let (model, data) = (model.to_str().unwrap(), t.path().join("data"));
+    let data = data.to_str().unwrap();
+    let sweep = zoo(
+        &["lr-find", model, "--data", data, "--out", "sweep", "--json"],
+        t.path(),
+    );
+    assert_eq!(sweep.code, 0, "{}", sweep.stderr);
+    let found = sweep.json();
+    assert_eq!(found["rule"], "valley");
+    assert_eq!(found["suggestions"].as_array().unwrap().len(), 3);
+    assert!(t.path().join("sweep/lr-find.png").is_file());
+    let text = zoo(&["lr-find", model, "--data", data], t.path());
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("suggested --lr"), "{}", text.stdout);
+    assert!(
+        t.path().join("lr-find/lr-find.json").is_file(),
+        "the default --out"
+    );
+    let refused = zoo(&["lr-find", "--resume", "x"], t.path());
+    assert_eq!(refused.code, 2);
+    let bad = zoo(
+        &["finetune", model, "--data", data, "--lr", "fast"],
+        t.path(),
+    );
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("a number, or auto"), "{}", bad.stderr);
+    let auto = zoo(
+        &[
+            "finetune", model, "--data", data, "--lr", "auto", "--epochs", "1", "--out", "run",
+        ],
+        t.path(),
+    );
+    assert_eq!(auto.code, 0, "{}", auto.stderr);
+    assert!(
+        auto.stderr.contains("lr-find, valley rule"),
+        "{}",
+        auto.stderr
+    );
+    assert!(t.path().join("run/lr-find.png").is_file());
+}
+
 #[test]
 fn finetune_refuses_a_class_count_that_does_not_match() {
     let t = TempDir::new("finetune-mismatch");

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use zoo_train::memory;
+pub use zoo_train::run::{LR_FIND_JSON, LR_FIND_PNG};
 use zoo_train::TrainProfile;
 pub use zoo_train::{
     Activation, ArchSpec, DeviceChoice, FinetuneOptions, FreezeChoice, LossKind, OptimizerKind,
@@ -62,6 +63,25 @@ pub fn run_finetune(
         stop,
         reporter,
     )
+}
+
+/// `zoo lr-find`: the learning-rate sweep for finetuning the model at `path` with `options`,
+/// its record and picture written into `out`.
+pub fn lr_find(
+    path: &Path,
+    hints: &ModelHints,
+    name: &str,
+    options: &FinetuneOptions,
+    out: &Path,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<zoo_train::lr_find::LrFind> {
+    let onnx = zoo_onnx::OnnxModel::load(path)?;
+    let (profile, warning) = train_profile(&onnx, hints, name)?;
+    if let Some(w) = warning {
+        reporter.warn(&w);
+    }
+    let base = zoo_train::BaseModel::parsed(path.to_path_buf(), onnx);
+    zoo_train::lr_find(&base, &profile, options, out, reporter)
 }
 
 /// `zoo train ARCH`: an architecture from scratch on `options.data`.

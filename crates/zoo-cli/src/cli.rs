@@ -25,6 +25,9 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Finetune a pretrained model on your images: freeze early layers, replace the head, train.
     Finetune(finetune::FinetuneArgs),
+    /// Sweep the learning rate of a finetune (fastai's lr_find): the loss against the rate as
+    /// a picture and JSON, and a suggested --lr; nothing is trained for real.
+    LrFind(lr_find::LrFindArgs),
     /// The whole pipeline offline on embedded MNIST defaults: import, freeze, new head,
     /// finetune, export, parity, evaluate.
     Demo(demo::DemoArgs),
@@ -77,6 +80,7 @@ impl Command {
             Command::List(args) => args.run(),
             Command::Fetch(args) => args.run(),
             Command::Finetune(args) => args.run(),
+            Command::LrFind(args) => args.run(),
             Command::Demo(args) => args.run(),
             Command::Train(args) => args.run(),
             Command::Export(args) => args.run(),

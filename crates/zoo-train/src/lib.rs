@@ -10,6 +10,7 @@ pub mod feature_cache;
 pub mod host_sgd;
 pub mod journal;
 pub mod losses;
+pub mod lr_find;
 pub mod memory;
 pub mod options;
 pub mod report;
@@ -25,8 +26,8 @@ pub use device::{Device, DeviceChoice};
 pub use journal::RunStatus;
 pub use options::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice, Start};
 pub use run::{
-    finetune, frozen_unchanged, resume, run_data, run_options, train_from_scratch, BaseModel,
-    CpuTrain, FreezeAudit, Summary, TrainProfile,
+    finetune, frozen_unchanged, lr_find, resume, run_data, run_options, train_from_scratch,
+    BaseModel, CpuTrain, FreezeAudit, Summary, TrainProfile,
 };
 pub use schedule::{Schedule, Warmup};
 pub use trainer::{Reporter, StderrReporter, ValidationRow};

@@ -206,6 +206,10 @@ pub struct FinetuneOptions {
     pub schedule: crate::schedule::Schedule,
     #[serde(default)]
     pub warmup: Option<crate::schedule::Warmup>,
+    /// `--lr auto`: the run first sweeps the rate ([`crate::lr_find`]) and trains at its
+    /// suggestion (then recorded as `lr`).
+    #[serde(default)]
+    pub lr_auto: bool,
 }
 
 impl FinetuneOptions {
@@ -242,6 +246,7 @@ impl FinetuneOptions {
             memory_budget: None,
             schedule: crate::schedule::Schedule::Constant,
             warmup: None,
+            lr_auto: false,
         }
     }
 

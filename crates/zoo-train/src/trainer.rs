@@ -213,7 +213,7 @@ fn iteration_seed(seed: u64, iteration: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (iteration as u64).wrapping_add(1)
 }
 
-fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+pub(crate) fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let mut order: Vec<usize> = (0..n).collect();

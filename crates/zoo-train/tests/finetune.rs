@@ -571,3 +571,55 @@ fn a_cosine_schedule_with_warmup_sets_each_steps_rate() {
     assert!(!t.join("refused").exists());
     std::fs::remove_dir_all(&t).unwrap();
 }
+
+/// `lr-find` sweeps on a copy of the network and leaves the model as it was: the rates grow
+/// from 1e-7 toward 10, three rules are suggested (valley first), and the record and picture
+/// are written. `--lr auto` runs the same sweep inside a run and trains at its suggestion,
+/// which config.json records as the run's rate.
+#[test]
+fn lr_find_suggests_a_rate_and_lr_auto_trains_at_it() {
+    let t = tmp("lr-find");
+    base_model(&t.join("base.onnx"));
+    dataset(&t.join("data"), 8);
+    let before = std::fs::read(t.join("base.onnx")).unwrap();
+    let model = BaseModel::File(t.join("base.onnx"));
+    let o = options(&t.join("data"), &t.join("unused"), true);
+    let found = zoo_train::lr_find(
+        &model,
+        &profile(),
+        &o,
+        &t.join("sweep"),
+        &Recorder::default(),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(t.join("base.onnx")).unwrap(), before);
+    assert!(!t.join("unused").exists(), "no run is made");
+    assert!(found.lrs.len() >= 10 && (found.lrs[0] - 1e-7).abs() < 1e-15);
+    assert!(found.lrs.windows(2).all(|w| w[1] > w[0]));
+    let rules: Vec<&str> = found.suggestions.iter().map(|s| s.rule.as_str()).collect();
+    assert_eq!(rules, ["valley", "steep", "minimum/10"]);
+    assert_eq!(
+        (found.rule.as_str(), found.lr),
+        ("valley", found.suggestions[0].lr)
+    );
+    assert!(found.lr > 1e-7 && found.lr < 10.0, "{}", found.lr);
+    let json = std::fs::read_to_string(t.join("sweep/lr-find.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["lr"].as_f64(), Some(found.lr));
+    let png = std::fs::read(t.join("sweep/lr-find.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    let mut auto = options(&t.join("data"), &t.join("auto"), true);
+    auto.lr_auto = true;
+    let said = Recorder::default();
+    let summary = finetune(&model, &profile(), &auto, None, &said).unwrap();
+    let said = said.0.into_inner().unwrap().join("\n");
+    let config = std::fs::read_to_string(summary.run_dir.join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let swept = std::fs::read_to_string(summary.run_dir.join("lr-find.json")).unwrap();
+    let swept: serde_json::Value = serde_json::from_str(&swept).unwrap();
+    assert_eq!(config["options"]["lr"], swept["lr"]);
+    assert_eq!(config["options"]["lr_auto"], true);
+    assert!(said.contains("(lr-find, valley rule)"), "{said}");
+    std::fs::remove_dir_all(&t).unwrap();
+}

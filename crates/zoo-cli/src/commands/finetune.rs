@@ -34,6 +34,22 @@ impl FinetuneArgs {
             }
             return resume(run, self.training.json);
         }
+        let json = self.training.json;
+        let (path, hints, name, options) = self.prepared()?;
+        run_training(json, |stop, reporter| {
+            zoo_app::train::run_finetune(&path, &hints, &name, &options, Some(stop), reporter)
+        })
+    }
+
+    /// The model's file and hints, its run name, and the options (not for `--resume`).
+    pub fn prepared(
+        self,
+    ) -> anyhow::Result<(
+        std::path::PathBuf,
+        zoo_app::profile::ModelHints,
+        String,
+        zoo_app::train::FinetuneOptions,
+    )> {
         let model = ModelOpts {
             model: self.model.expect("clap requires MODEL without --resume"),
             like: self.like,
@@ -43,17 +59,15 @@ impl FinetuneArgs {
         };
         let (resolved, hints) = model.spec().resolve()?;
         let name = zoo_app::model::run_name(&resolved);
-        let json = self.training.json;
         let options = self.training.options(Start::Pretrained, None)?;
-        run_training(json, |stop, reporter| {
-            zoo_app::train::run_finetune(
-                &resolved.path,
-                &hints,
-                &name,
-                &options,
-                Some(stop),
-                reporter,
-            )
-        })
+        Ok((resolved.path, hints, name, options))
+    }
+
+    pub fn resuming(&self) -> bool {
+        self.training.resume.is_some()
+    }
+
+    pub fn json(&self) -> bool {
+        self.training.json
     }
 }

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod finetune;
 pub mod inspect;
 pub mod list;
+pub mod lr_find;
 pub mod materialize;
 pub mod predict;
 pub mod report;

@@ -11,6 +11,23 @@ use zoo_app::train::{
 
 use crate::ui::run_training;
 
+/// `--lr`: a rate, or `auto` (found by a sweep before training).
+#[derive(Clone, Copy, Debug)]
+enum LrArg {
+    Rate(f64),
+    Auto,
+}
+
+fn parse_lr(text: &str) -> Result<LrArg, String> {
+    match text {
+        "auto" => Ok(LrArg::Auto),
+        _ => text
+            .parse()
+            .map(LrArg::Rate)
+            .map_err(|_| format!("`{text}` is not a learning rate (a number, or auto)")),
+    }
+}
+
 #[derive(Args)]
 pub struct TrainingArgs {
     /// Training images: a folder of class folders, a CSV manifest, or MNIST IDX.
@@ -30,9 +47,10 @@ pub struct TrainingArgs {
     #[arg(long, conflicts_with = "resume")]
     batch_size: Option<usize>,
     /// Learning rate of the body (the new head uses lr x head-lr-factor); finetune: 1e-3 for
-    /// sgdm, 3e-4 for adam; train (from scratch): 0.03 for sgdm, 1e-3 for adam.
-    #[arg(long, conflicts_with = "resume")]
-    lr: Option<f64>,
+    /// sgdm, 3e-4 for adam; train (from scratch): 0.03 for sgdm, 1e-3 for adam. `auto`: sweep
+    /// it first (as `zoo lr-find`) and train at the suggestion (the valley rule).
+    #[arg(long, value_parser = parse_lr, conflicts_with = "resume")]
+    lr: Option<LrArg>,
     /// How many times faster the new head learns (default 10 for finetune, 1 for train).
     #[arg(long, conflicts_with = "resume")]
     head_lr_factor: Option<f64>,
@@ -135,7 +153,11 @@ impl TrainingArgs {
         set(&mut o.loss, self.loss);
         // An explicit --lr or --head-lr-factor wins over the optimizer's defaults.
         let (lr, head_lr_factor) = o.optimizer.default_lr(start);
-        o.lr = self.lr.unwrap_or(lr);
+        (o.lr, o.lr_auto) = match self.lr {
+            Some(LrArg::Rate(rate)) => (rate, false),
+            Some(LrArg::Auto) => (lr, true),
+            None => (lr, false),
+        };
         o.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
         set(&mut o.schedule, self.schedule);
         o.warmup = self.warmup;

@@ -154,6 +154,81 @@ pub fn training_progress(
     root.present().map_err(err)
 }
 
+/// The learning-rate finder's curve: the loss (recorded and smoothed) against the rate on a log
+/// axis, with each rule's suggestion marked.
+pub fn lr_find(path: &Path, found: &crate::lr_find::LrFind) -> std::io::Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let finite = |v: &&f64| v.is_finite();
+    let lo = found
+        .smoothed
+        .iter()
+        .filter(finite)
+        .fold(f64::INFINITY, |a, &b| a.min(b));
+    let first = found
+        .smoothed
+        .first()
+        .copied()
+        .filter(|v| v.is_finite())
+        .unwrap_or(1.0);
+    // Up to twice the starting loss: the blow-up at the end would flatten the rest.
+    let (y_lo, y_hi) = (lo.min(first) * 0.9, (2.0 * first).max(lo * 1.1).max(1e-6));
+    let (x_lo, x_hi) = (found.sweep.start, found.sweep.end);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("learning-rate finder", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(34)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("learning rate (log scale)")
+        .y_desc("loss")
+        .x_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()
+        .map_err(err)?;
+    let clip = |v: f64| v.clamp(y_lo, y_hi);
+    let points = |values: &[f64]| -> Vec<(f64, f64)> {
+        (found.lrs.iter().zip(values))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(&lr, &v)| (lr, clip(v)))
+            .collect()
+    };
+    let grey = RGBColor(180, 180, 180);
+    chart
+        .draw_series(LineSeries::new(points(&found.losses), grey))
+        .map_err(err)?
+        .label("mini-batch loss")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+    chart
+        .draw_series(LineSeries::new(
+            points(&found.smoothed),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("smoothed")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    for (k, s) in found.suggestions.iter().enumerate() {
+        let color = class_color(k + 1);
+        let mark = (s.lr.clamp(x_lo, x_hi), clip(s.loss));
+        chart
+            .draw_series(std::iter::once(Circle::new(mark, 6, color.filled())))
+            .map_err(err)?
+            .label(format!("{} {:.1e}", s.rule, s.lr))
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
 /// A heat map of `m[true][predicted]` with the counts written in the cells.
 pub fn confusion(path: &Path, m: &[Vec<usize>], names: &[String]) -> std::io::Result<()> {
     register_font();

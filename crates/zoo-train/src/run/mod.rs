@@ -9,6 +9,7 @@ mod data;
 mod inputs;
 mod model;
 mod results;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -25,13 +26,14 @@ use zoo_net::HeadChange;
 pub use config::run_options;
 pub use data::{run_data, split_plan};
 pub use model::{frozen_unchanged, BaseModel};
+pub use sweep::{lr_find, LR_FIND_JSON, LR_FIND_PNG};
 
 use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::journal::{RunJournal, RunStatus};
 use crate::options::{FinetuneOptions, FreezeChoice, SplitChoice};
 use crate::rundir;
-use crate::trainer::{train, LoopInputs, Reporter};
+use crate::trainer::{self, train, LoopInputs, Reporter};
 use config::{BaseSource, Resume, RunConfig};
 use results::Results;
 
@@ -213,21 +215,7 @@ impl Job<'_> {
         device: B::Device,
         device_kind: Device,
     ) -> anyhow::Result<Summary> {
-        // config.json records where the data is, absolutely, so `zoo export` finds the
-        // validation images again from any working directory.
-        let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let split = match &self.options.split {
-            SplitChoice::Separate(val) => SplitChoice::Separate(absolute(val)),
-            other => other.clone(),
-        };
-        // The budget is read once (the memory available changes as the run loads), and
-        // config.json records the one the run used.
-        let options = FinetuneOptions {
-            data: absolute(&self.options.data),
-            split,
-            memory_budget: Some(self.options.memory_budget()),
-            ..self.options.clone()
-        };
+        let mut options = self.run_options();
         let started = Instant::now();
         let (data, train_t, val_t) = self.load_data(&options)?;
         let model = self.build_model::<B>(&options, train_t.chw, &device)?;
@@ -237,15 +225,7 @@ impl Job<'_> {
         }
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
-        let per_epoch = train_t.len().div_ceil(options.batch_size);
-        let steps = per_epoch * options.epochs;
-        let lr_plan =
-            crate::schedule::LrPlan::new(options.schedule, options.warmup, per_epoch, steps)
-                .map_err(anyhow::Error::msg)?;
-        if lr_plan.warmup() > 0 || options.schedule != crate::schedule::Schedule::Constant {
-            self.reporter
-                .info(&format!("learning rate: {}", lr_plan.describe()));
-        }
+        let (steps, lr_plan) = self.lr_plan(&options, train_t.len())?;
         if let (Some(c), Some(run)) = (checkpoint, &options.out) {
             let done = c.state.iteration;
             let at = format!("resuming {} at iteration {done} of {steps}", run.display());
@@ -255,13 +235,12 @@ impl Job<'_> {
         let run_dir = journal.dir().to_path_buf();
         let io =
             |r: std::io::Result<()>| context(r, &format!("cannot write to {}", run_dir.display()));
-        let binding = binding_of(&data, &model);
-        let prepared = self.prepare_inputs(
-            &model.net,
-            &options,
+        let prepared = self.inputs_and_rate(
+            &mut options,
+            (&data, &model),
             (train_t, val_t),
-            (&run_dir, &binding),
-            &device,
+            (&run_dir, resume.is_some()),
+            (&device, device_kind),
         );
         let (cut, train_in, val_in, setup_seconds) = match prepared {
             Ok(prepared) => prepared,
@@ -310,6 +289,75 @@ impl Job<'_> {
             let _ = journal.progress(RunStatus::Failed, Some(format!("{e:#}")));
         }
         outcome
+    }
+
+    /// The options as the run records them: paths absolute (so `zoo export` finds the
+    /// validation images again from any working directory) and the memory budget read once
+    /// (the memory available changes as the run loads).
+    fn run_options(&self) -> FinetuneOptions {
+        let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let split = match &self.options.split {
+            SplitChoice::Separate(val) => SplitChoice::Separate(absolute(val)),
+            other => other.clone(),
+        };
+        FinetuneOptions {
+            data: absolute(&self.options.data),
+            split,
+            memory_budget: Some(self.options.memory_budget()),
+            ..self.options.clone()
+        }
+    }
+
+    /// The run's steps and the rate of each (said when not constant).
+    fn lr_plan(
+        &self,
+        options: &FinetuneOptions,
+        train_images: usize,
+    ) -> anyhow::Result<(usize, crate::schedule::LrPlan)> {
+        let per_epoch = train_images.div_ceil(options.batch_size);
+        let steps = per_epoch * options.epochs;
+        let plan = crate::schedule::LrPlan::new(options.schedule, options.warmup, per_epoch, steps)
+            .map_err(anyhow::Error::msg)?;
+        if plan.warmup() > 0 || options.schedule != crate::schedule::Schedule::Constant {
+            self.reporter
+                .info(&format!("learning rate: {}", plan.describe()));
+        }
+        Ok((steps, plan))
+    }
+
+    /// The inputs phase, then with `--lr auto` (not when resuming: the run's rate is in its
+    /// config.json) the sweep that sets the rate, recorded in config.json.
+    #[allow(clippy::type_complexity)]
+    fn inputs_and_rate<B: AutodiffBackend>(
+        &self,
+        options: &mut FinetuneOptions,
+        (data, model): (&data::Data, &model::Model<B>),
+        images: (zoo_data::Tensors, zoo_data::Tensors),
+        (run_dir, resumed): (&Path, bool),
+        (device, device_kind): (&B::Device, Device),
+    ) -> anyhow::Result<(
+        Option<zoo_net::FeatureCut>,
+        trainer::Inputs,
+        trainer::Inputs,
+        f64,
+    )> {
+        let binding = binding_of(data, model);
+        let prepared =
+            self.prepare_inputs(&model.net, options, images, (run_dir, &binding), device)?;
+        if options.lr_auto && !resumed {
+            let inputs = sweep::SweepInputs {
+                cut: prepared.0.as_ref(),
+                train: &prepared.1,
+            };
+            let found = self.sweep_lr(model, options, inputs, (run_dir, device, device_kind))?;
+            options.lr = found.lr;
+            self.reporter.info(&format!(
+                "learning rate: {:.3e} (lr-find, {} rule)",
+                found.lr, found.rule
+            ));
+            self.write_config(run_dir, options, data, model, device_kind)?;
+        }
+        Ok(prepared)
     }
 
     /// The run directory (new, with its config.json, or the resumed one) and its journal.

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Compares finetuning recipes on real transfer (issue #32): each recipe (a label and zoo
+# finetune options) on each model and seed, the best validation accuracy per seed, their mean
+# and worst. Models: SqueezeNet 1.0 and MobileNet v1 0.25 with real ImageNet weights
+# (../shared/models/pretrained/), head only. Data: class folders; 20 per class validate.
+# Usage: scripts/transfer-recipes.sh ZOO OUT DATA "label|options" ... (SEEDS="0 1 2",
+#        SHARED=../shared in the environment)
+# e.g.   scripts/transfer-recipes.sh zoo /tmp/r ../shared/data/flowers5 "default|" "auto|--lr auto"
+set -euo pipefail
+usage="usage: scripts/transfer-recipes.sh ZOO OUT DATA \"label|options\" ..."
+zoo="${1:?$usage}"
+out="${2:?$usage}"
+data="${3:?$usage}"
+shift 3
+shared="${SHARED:-$(dirname "$0")/../../shared}"
+seeds="${SEEDS:-0 1 2}"
+models=(
+    "squeezenet1.0|squeezenet1.0-tflite-imagenet1001-opset9.onnx|--scale 1 --mean 127.5 --std 127.5"
+    "mobilenet-v1-0.25|mobilenet_v1_0.25_128-imagenet1001-dequant-opset9.onnx|--scale 1 --mean 128 --std 128"
+)
+mkdir -p "$out"
+for model in "${models[@]}"; do
+    IFS='|' read -r name file recipe <<<"$model"
+    for spec in "$@"; do
+        IFS='|' read -r label options <<<"$spec"
+        accuracies=()
+        for seed in $seeds; do
+            run="$out/$name-$label-seed$seed"
+            rm -rf "$run"
+            # shellcheck disable=SC2086 # options are words on purpose
+            "$zoo" finetune "$shared/models/pretrained/$file" --data "$data" $recipe \
+                --val-per-class 20 --seed "$seed" $options --out "$run" >/dev/null 2>"$run.log"
+            accuracies+=("$(python3 -c "import json,sys; print(100 * json.load(open(sys.argv[1]))['best_val_accuracy'])" "$run/summary.json")")
+        done
+        python3 - "$name" "$label" "${accuracies[@]}" <<'PY'
+import statistics, sys
+name, label, values = sys.argv[1], sys.argv[2], [float(v) for v in sys.argv[3:]]
+each = " / ".join(f"{v:.1f}" for v in values)
+print(f"{name:18} {label:14} seeds {each} %: mean {statistics.mean(values):.1f} %, worst {min(values):.1f} %")
+PY
+    done
+done
