@@ -16,15 +16,52 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
         .neg()
 }
 
-/// The training loss `kind` of a batch (validation loss is always cross-entropy, so runs with
-/// either loss compare).
+/// What training minimises: the loss and its label smoothing.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainingLoss {
+    pub kind: crate::options::LossKind,
+    pub label_smoothing: f64,
+}
+
+impl From<crate::options::LossKind> for TrainingLoss {
+    fn from(kind: crate::options::LossKind) -> Self {
+        Self {
+            kind,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl From<&crate::options::FinetuneOptions> for TrainingLoss {
+    fn from(o: &crate::options::FinetuneOptions) -> Self {
+        Self {
+            kind: o.loss,
+            label_smoothing: o.label_smoothing,
+        }
+    }
+}
+
+/// The training loss of a batch: cross-entropy (with label smoothing `e`: the target puts `1 - e` on the true class and spreads `e` evenly
+/// over all classes) or the quadratic cost. The validation loss is always plain cross-entropy,
+/// so runs with any training loss compare.
 pub fn training_loss<B: Backend>(
-    kind: crate::options::LossKind,
+    loss: impl Into<TrainingLoss>,
     logits: Tensor<B, 2>,
     labels: &[usize],
     device: &B::Device,
 ) -> Tensor<B, 1> {
-    match kind {
+    let loss = loss.into();
+    match loss.kind {
+        crate::options::LossKind::CrossEntropy if loss.label_smoothing > 0.0 => {
+            let e = loss.label_smoothing;
+            let log_p = log_softmax(logits, 1);
+            let nll = (log_p.clone())
+                .gather(1, labels_tensor::<B>(labels, device).unsqueeze_dim(1))
+                .mean()
+                .neg();
+            let uniform = log_p.mean_dim(1).mean().neg();
+            nll.mul_scalar(1.0 - e).add(uniform.mul_scalar(e))
+        }
         crate::options::LossKind::CrossEntropy => {
             cross_entropy(logits, labels_tensor::<B>(labels, device))
         }
@@ -169,4 +206,37 @@ pub fn probabilities<B: Backend>(
         out.extend(values.chunks(k).map(crate::report::softmax));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::LossKind;
+
+    /// Against the cross-entropy of the smoothed target worked out by hand: logits [1, 2, 3]
+    /// (label 2) and [0, 0, 0] (label 0), e = 0.1: 0.9 x 0.753109 + 0.1 x 1.253109.
+    #[test]
+    fn label_smoothing_is_the_cross_entropy_of_the_smoothed_target() {
+        let device = Default::default();
+        let logits = || {
+            let values = TensorData::new(vec![1.0f32, 2.0, 3.0, 0.0, 0.0, 0.0], [2, 3]);
+            Tensor::<burn::backend::Flex, 2>::from_data(values, &device)
+        };
+        let loss = |label_smoothing| -> f32 {
+            let kind = LossKind::CrossEntropy;
+            let loss = TrainingLoss {
+                kind,
+                label_smoothing,
+            };
+            training_loss(loss, logits(), &[2, 0], &device)
+                .into_scalar()
+                .elem()
+        };
+        assert!((loss(0.0) - 0.753_109_1).abs() < 1e-5, "{}", loss(0.0));
+        assert!((loss(0.1) - 0.803_109_1).abs() < 1e-5, "{}", loss(0.1));
+        let plain: f32 = training_loss(LossKind::CrossEntropy, logits(), &[2, 0], &device)
+            .into_scalar()
+            .elem();
+        assert_eq!(plain, loss(0.0));
+    }
 }

@@ -113,7 +113,7 @@ pub fn run<B: AutodiffBackend>(job: SweepJob<'_, B>, sweep: Sweep) -> anyhow::Re
             .map(|&i| job.train.tensors.labels[i])
             .collect();
         let logits = job.train.batch(&net, job.cut, picked, None, &job.device)?;
-        let loss = training_loss(o.loss, logits, &labels, &job.device);
+        let loss = training_loss(o, logits, &labels, &job.device);
         let value: f32 = loss.clone().into_scalar().elem();
         let lr = sweep.lr(k);
         lrs.push(lr);

@@ -210,6 +210,9 @@ pub struct FinetuneOptions {
     /// suggestion (then recorded as `lr`).
     #[serde(default)]
     pub lr_auto: bool,
+    /// Label smoothing of the cross-entropy (`--label-smoothing`, 0 = none; timm uses 0.1).
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl FinetuneOptions {
@@ -247,6 +250,7 @@ impl FinetuneOptions {
             schedule: crate::schedule::Schedule::Constant,
             warmup: None,
             lr_auto: false,
+            label_smoothing: 0.0,
         }
     }
 
@@ -267,6 +271,34 @@ impl FinetuneOptions {
         if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
             return Err("--momentum must be in [0, 1) and --weight-decay non-negative".into());
         }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err("--label-smoothing must be in [0, 1) (0.1 is usual)".into());
+        }
+        if self.label_smoothing > 0.0 && self.loss != LossKind::CrossEntropy {
+            return Err(
+                "--label-smoothing smooths the cross-entropy; leave it out with --loss quadratic"
+                    .into(),
+            );
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_smoothing_outside_zero_to_one_or_with_the_quadratic_cost_is_refused() {
+        let mut o = FinetuneOptions::new(PathBuf::from("data"), 3);
+        assert_eq!(o.validate(), Ok(()));
+        for bad in [-0.1, 1.0, f64::NAN] {
+            o.label_smoothing = bad;
+            assert!(o.validate().unwrap_err().contains("[0, 1)"), "{bad}");
+        }
+        o.label_smoothing = 0.1;
+        assert_eq!(o.validate(), Ok(()));
+        o.loss = LossKind::Quadratic;
+        assert!(o.validate().unwrap_err().contains("--loss quadratic"));
     }
 }

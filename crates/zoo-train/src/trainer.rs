@@ -411,7 +411,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             self.augment.map(|a| (a, o.seed, epoch)),
             &device,
         )?;
-        let loss = training_loss(o.loss, logits.clone(), &labels, &device);
+        let loss = training_loss(o, logits.clone(), &labels, &device);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let lr = self.lr_at(iteration);
         if !loss_value.is_finite() {

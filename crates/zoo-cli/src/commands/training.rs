@@ -69,6 +69,11 @@ pub struct TrainingArgs {
     /// [default: none; one-cycle: the first quarter of the run].
     #[arg(long, value_parser = Warmup::parse, conflicts_with = "resume")]
     warmup: Option<Warmup>,
+    /// Label smoothing of the cross-entropy: the target keeps 1 - E on the true class and
+    /// spreads E over all classes (0.1 is usual; helps when labels are noisy or the model
+    /// grows overconfident) [default: 0].
+    #[arg(long, value_name = "E", conflicts_with = "resume")]
+    label_smoothing: Option<f64>,
     /// The optimizer [default: sgdm].
     #[arg(long, value_enum, conflicts_with = "resume")]
     optimizer: Option<OptimizerKind>,
@@ -159,6 +164,7 @@ impl TrainingArgs {
             None => (lr, false),
         };
         o.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
+        set(&mut o.label_smoothing, self.label_smoothing);
         set(&mut o.schedule, self.schedule);
         o.warmup = self.warmup;
         set(&mut o.momentum, self.momentum);
