@@ -226,8 +226,9 @@ fn mnist_test_set_has_the_published_digit_counts() {
     }
 }
 
-/// 300 images (more than one 256-image block): `zoo evaluate` (zoo's network and tract) and
-/// `zoo features` give the same figures, gallery and rows streamed under a 1 KB budget as held.
+/// 300 images (more than one 256-image block): `zoo evaluate` (zoo's network and tract, with
+/// and without `--tta`) and `zoo features` give the same figures, gallery and rows streamed
+/// under a 1 KB budget as held.
 #[test]
 fn evaluate_and_features_stream_a_set_over_the_budget_to_the_same_results() {
     let t = TempDir::new("streaming");
@@ -243,6 +244,9 @@ fn evaluate_and_features_stream_a_set_over_the_budget_to_the_same_results() {
         args.extend(["--out", out, "--json"]);
         if let Some(budget) = budget {
             args.extend(["--memory-budget", budget]);
+        }
+        if out.starts_with("tta") {
+            args.push("--tta");
         }
         let run = zoo(&args, t.path());
         assert_eq!(run.code, 0, "{}", run.stderr);
@@ -277,6 +281,18 @@ fn evaluate_and_features_stream_a_set_over_the_budget_to_the_same_results() {
             gallery("held").unwrap(),
             gallery("streamed").unwrap(),
             "{engine}"
+        );
+        // Test-time augmentation: four views averaged, streamed or held alike.
+        let tta = evaluate(engine, None, "tta-held");
+        let tta_streamed = evaluate(engine, Some("1K"), "tta-streamed");
+        assert!(
+            tta["engine"].as_str().unwrap().contains("4 views averaged"),
+            "{tta}"
+        );
+        assert_eq!(tta["worst"], tta_streamed["worst"], "{engine}");
+        assert_ne!(
+            tta["worst"], held["worst"],
+            "{engine}: the views change the outputs"
         );
     }
     let features = |budget: Option<&str>, out: &str| {

@@ -97,7 +97,7 @@ pub fn run_demo(
         &crate::labeled::Images::choose(None, Some(&run_dir), None)?,
         &run_dir.join("evaluation"),
         crate::engines::Runtime::Tract,
-        zoo_train::DeviceChoice::Cpu,
+        (zoo_train::DeviceChoice::Cpu, false),
     )?;
     reporter.info("5/5 done");
     Ok(DemoReport {

@@ -8,6 +8,7 @@ use zoo_onnx::OnnxModel;
 use zoo_parity::{run_network, Engine, EngineRows, OrtEngine, TractEngine};
 
 use crate::pixels::{rows_by_block, Pixels};
+use crate::tta::{averaged, View};
 use zoo_train::{Device, DeviceChoice};
 
 pub struct Engines {
@@ -71,27 +72,36 @@ impl Engines {
 pub fn network_outputs(
     model: OnnxModel,
     images: Pixels,
-    batch: usize,
+    (batch, views): (usize, &[View]),
     device: Device,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     let value = model.graph.logits_value().to_string();
+    let chw = model.graph.input_chw();
     let rows = match device {
         Device::Cpu => {
             let d = Default::default();
             let net = Network::<crate::CpuBackend>::from_model(model, &d);
-            rows_by_block(images, batch, |block| {
-                Ok(run_network(&net, block, batch, &value, &d)?)
-            })?
+            let run = |block: &[f32]| Ok(run_network(&net, block, batch, &value, &d)?);
+            viewed_rows(images, chw, (batch, views), run)?
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => zoo_train::device::on_cuda(|d| {
             let net = Network::<zoo_train::device::CudaBackend>::from_model(model, &d);
-            rows_by_block(images, batch, |block| {
-                Ok(run_network(&net, block, batch, &value, &d)?)
-            })
+            let run = |block: &[f32]| Ok(run_network(&net, block, batch, &value, &d)?);
+            viewed_rows(images, chw, (batch, views), run)
         })?,
     };
     Ok(rows)
+}
+
+/// Rows of `run` over `images` block by block, averaged over `views` (see [`crate::tta`]).
+fn viewed_rows(
+    images: Pixels,
+    chw: [usize; 3],
+    (batch, views): (usize, &[View]),
+    mut run: impl FnMut(&[f32]) -> anyhow::Result<Vec<Vec<f32>>>,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    rows_by_block(images, batch, |block| averaged(block, chw, views, &mut run))
 }
 
 /// Every engine's rows for `images`, the engines run side by side on each block.
@@ -160,14 +170,27 @@ pub struct Outputs {
     pub logits: bool,
 }
 
+/// How [`outputs`] runs: images per call, the engine, the device, and the views averaged
+/// (`tta::PLAIN`, or `tta::views` for `--tta`).
+pub struct Runner<'a> {
+    pub batch: usize,
+    pub runtime: Runtime,
+    pub device: DeviceChoice,
+    pub views: &'a [View],
+}
+
 pub fn outputs(
     path: &std::path::Path,
     model: OnnxModel,
     images: Pixels,
-    batch: usize,
-    runtime: Runtime,
-    device: DeviceChoice,
+    runner: Runner,
 ) -> anyhow::Result<Outputs> {
+    let Runner {
+        batch,
+        runtime,
+        device,
+        views,
+    } = runner;
     let chw = model.graph.input_chw();
     let any_batch = model.graph.input.dims[0].is_none() && model.graph.shapes.fixed_batch.is_none();
     if runtime != Runtime::Zoo && device == DeviceChoice::Cuda {
@@ -177,7 +200,7 @@ pub fn outputs(
         Runtime::Zoo => {
             let device = resolve_device(device)?;
             let batch = if any_batch { batch } else { 1 };
-            let rows = network_outputs(model, images, batch, device)?;
+            let rows = network_outputs(model, images, (batch, views), device)?;
             Ok(Outputs {
                 rows,
                 engine: format!("zoo network on {}", device.backend_name()),
@@ -188,7 +211,9 @@ pub fn outputs(
             drop(model);
             let tract = TractEngine::from_path(path, chw, any_batch)?;
             Ok(Outputs {
-                rows: rows_by_block(images, batch, |block| Ok(tract.run_batch(block, batch)?))?,
+                rows: viewed_rows(images, chw, (batch, views), |block| {
+                    Ok(tract.run_batch(block, batch)?)
+                })?,
                 engine: "tract (CPU)".into(),
                 logits: false,
             })
@@ -198,7 +223,7 @@ pub fn outputs(
             let ort = OrtEngine::from_path(path, chw).map_err(anyhow::Error::msg)?;
             let run = |block: &[f32]| ort.run_batch(block, batch).map_err(anyhow::Error::msg);
             Ok(Outputs {
-                rows: rows_by_block(images, batch, run)?,
+                rows: viewed_rows(images, chw, (batch, views), run)?,
                 engine: "ONNX Runtime (CPU)".into(),
                 logits: false,
             })

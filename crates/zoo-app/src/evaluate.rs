@@ -73,7 +73,7 @@ pub fn evaluate(
     data: &crate::labeled::Images,
     out: &Path,
     runtime: Runtime,
-    device: DeviceChoice,
+    (device, tta): (DeviceChoice, bool),
 ) -> anyhow::Result<EvaluateReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(hints, &model)?;
@@ -82,13 +82,20 @@ pub fn evaluate(
     let images = data.load(&profile.preprocessing, model_labels.as_deref())?;
     warnings.extend(images.warnings.iter().cloned());
     let ends_in_softmax = model.graph.logits_value() != model.graph.output.name;
+    let views = match tta {
+        true => crate::tta::views(images.images.chw),
+        false => crate::tta::PLAIN.to_vec(),
+    };
     let computed = crate::engines::outputs(
         path,
         model,
         images.pixels(),
-        crate::engines::BATCH,
-        runtime,
-        device,
+        crate::engines::Runner {
+            batch: crate::engines::BATCH,
+            runtime,
+            device,
+            views: &views,
+        },
     )?;
     // Probabilities as the file gives them, or the softmax of its logits.
     let as_given = ends_in_softmax && !computed.logits;
@@ -98,7 +105,10 @@ pub fn evaluate(
             false => zoo_train::report::softmax(r),
         })
         .collect();
-    let (rows, engine) = (computed.rows, computed.engine);
+    let (rows, engine) = (
+        computed.rows,
+        crate::tta::described(computed.engine, views.len()),
+    );
     let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
     let truth = &images.labels;
     let all_names = class_names(&images.classes, &predicted, truth);

@@ -50,6 +50,7 @@ pub mod profile;
 pub mod show;
 pub mod standin;
 pub mod train;
+pub mod tta;
 pub mod verify;
 
 /// The CPU backend (burn's `flex`: measured faster than ndarray on these machines).

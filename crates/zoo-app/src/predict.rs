@@ -60,7 +60,7 @@ pub fn predict(
     images: &[PathBuf],
     top: usize,
     runtime: Runtime,
-    device: DeviceChoice,
+    (device, tta): (DeviceChoice, bool),
 ) -> anyhow::Result<PredictReport> {
     let model = zoo_onnx::OnnxModel::load(path)?;
     let profile = profile_of_model(hints, &model)?;
@@ -90,13 +90,20 @@ pub fn predict(
         anyhow::bail!("none of the images could be read: {}", warnings.join("; "));
     }
     let chw = model.graph.input_chw();
+    let views = match tta {
+        true => crate::tta::views(chw),
+        false => crate::tta::PLAIN.to_vec(),
+    };
     let out = crate::engines::outputs(
         path,
         model,
         crate::pixels::Pixels::Held(&decoded, chw),
-        crate::engines::BATCH,
-        runtime,
-        device,
+        crate::engines::Runner {
+            batch: crate::engines::BATCH,
+            runtime,
+            device,
+            views: &views,
+        },
     )?;
     let predictions = read
         .into_iter()
@@ -115,7 +122,7 @@ pub fn predict(
         .collect();
     Ok(PredictReport {
         model: path.display().to_string(),
-        engine: out.engine,
+        engine: crate::tta::described(out.engine, views.len()),
         labels_from,
         preprocessing: profile.recipe_line(),
         predictions,

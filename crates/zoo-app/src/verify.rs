@@ -171,7 +171,8 @@ pub fn verify_file(
     warnings.extend(engines.warnings.iter().cloned());
     let (pixels, classes, source, skipped) = inputs.parts();
     let device = crate::engines::resolve_device(options.device)?;
-    let ours = network_outputs(reference_model, pixels, options.batch, device)?;
+    let plain = (options.batch, crate::tta::PLAIN);
+    let ours = network_outputs(reference_model, pixels, plain, device)?;
     // Unlabelled images with names known: agreement per class zoo predicts.
     let predicted: Vec<usize> = ours
         .iter()

@@ -102,6 +102,10 @@ pub struct RuntimeArgs {
     /// For zoo's network: auto (CUDA when usable), cpu or cuda.
     #[arg(long, default_value = "auto")]
     pub device: zoo_app::train::DeviceChoice,
+    /// Test-time augmentation: each image also run mirrored and shifted (4 views), the outputs
+    /// averaged; costs 4x the time, usually a little more accuracy.
+    #[arg(long)]
+    pub tta: bool,
 }
 
 /// Which images and how their activations become rows.

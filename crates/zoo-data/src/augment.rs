@@ -21,7 +21,6 @@ impl Augment {
     }
 
     pub fn apply(&self, image: &mut [f32], chw: [usize; 3], seed: u64) {
-        let [c, h, w] = chw;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let flip = self.flip && rng.random_bool(0.5);
         let s = self.max_shift as i64;
@@ -30,25 +29,31 @@ impl Augment {
         } else {
             (0, 0)
         };
-        if !flip && dx == 0 && dy == 0 {
-            return;
-        }
-        let source = image.to_vec();
-        for ch in 0..c {
-            let plane = &source[ch * h * w..(ch + 1) * h * w];
-            let out = &mut image[ch * h * w..(ch + 1) * h * w];
-            for y in 0..h as i64 {
-                for x in 0..w as i64 {
-                    let sy = y - dy;
-                    let sx0 = x - dx;
-                    let sx = if flip { w as i64 - 1 - sx0 } else { sx0 };
-                    out[(y * w as i64 + x) as usize] =
-                        if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
-                            plane[(sy * w as i64 + sx) as usize]
-                        } else {
-                            0.0
-                        };
-                }
+        transform(image, chw, flip, (dy, dx));
+    }
+}
+
+/// Mirrors `image` (CHW) left to right when `flip`, then moves it by `(dy, dx)` pixels; vacated
+/// pixels become 0 (the mean after normalisation).
+pub fn transform(image: &mut [f32], [c, h, w]: [usize; 3], flip: bool, (dy, dx): (i64, i64)) {
+    if !flip && dx == 0 && dy == 0 {
+        return;
+    }
+    let source = image.to_vec();
+    for ch in 0..c {
+        let plane = &source[ch * h * w..(ch + 1) * h * w];
+        let out = &mut image[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                let sy = y - dy;
+                let sx0 = x - dx;
+                let sx = if flip { w as i64 - 1 - sx0 } else { sx0 };
+                out[(y * w as i64 + x) as usize] =
+                    if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                        plane[(sy * w as i64 + sx) as usize]
+                    } else {
+                        0.0
+                    };
             }
         }
     }

@@ -13,7 +13,7 @@ pub mod preprocess;
 pub mod resize;
 pub mod split;
 
-pub use augment::Augment;
+pub use augment::{transform, Augment};
 pub use dataset::{open, Dataset, ImageRef, Sample, SourceKind, Split};
 pub use decode::{decode, list_images, EXTENSIONS};
 pub use error::DataError;

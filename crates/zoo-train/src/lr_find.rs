@@ -182,10 +182,20 @@ pub fn suggest(lrs: &[f64], smoothed: &[f64]) -> Vec<Suggestion> {
         })
         .expect("n >= 3");
     let valley = valley(loss);
+    // Marked on the curve at the swept rate nearest a tenth of the minimum's.
+    let tenth = lrs[minimum] / 10.0;
+    let near_tenth = (0..n)
+        .min_by(|&a, &b| {
+            (lrs[a] / tenth)
+                .ln()
+                .abs()
+                .total_cmp(&(lrs[b] / tenth).ln().abs())
+        })
+        .expect("n >= 3");
     vec![
         at("valley", valley, lrs[valley]),
         at("steep", steep, lrs[steep]),
-        at("minimum/10", minimum, lrs[minimum] / 10.0),
+        at("minimum/10", near_tenth, tenth),
     ]
 }
 

@@ -467,12 +467,12 @@ fn streamed_images_and_spilled_features_train_to_the_weights_of_held_ones() {
     std::fs::remove_dir_all(&t).unwrap();
 }
 
-/// A ReLU right after the replaced head is made an Identity (said, and recorded in the
-/// summary's head change): no class can die behind it. A ReLU zoo does not take out (behind a
+/// A ReLU right after the replaced head is made a LeakyReLU (said, recorded in the summary's
+/// head change, and in the exported file): no class can die behind it. A ReLU zoo does not take out (behind a
 /// subtraction of a constant) with one class pushed below zero for every image: that class is dead from the
 /// start, said during training, and named in summary.json and the report.
 #[test]
-fn a_relu_after_the_head_is_taken_out_and_a_dead_class_is_detected_and_reported() {
+fn a_relu_after_the_head_is_made_leaky_and_a_dead_class_is_detected_and_reported() {
     let t = tmp("dead");
     dataset(&t.join("data"), 8);
     let run = |name: &str, tail: fn(&mut GraphBuilder) -> String| {
@@ -495,15 +495,22 @@ fn a_relu_after_the_head_is_taken_out_and_a_dead_class_is_detected_and_reported(
         "{head}"
     );
     assert!(
-        said.contains("the Relu after the new head (`n_relu`) is left out"),
+        said.contains("the Relu after the new head (`n_relu`) becomes a LeakyRelu"),
         "{said}"
     );
     assert!(relu.dead_classes.is_empty(), "{:?}", relu.dead_classes);
     let best = zoo_onnx::OnnxModel::load(relu.run_dir.join("best.onnx")).unwrap();
-    let relus = (best.graph.nodes.iter())
-        .filter(|n| n.op.onnx_type() == "Relu")
-        .count();
-    assert_eq!(relus, 2, "the body's two ReLUs, not the head's");
+    let count = |op: &str| {
+        (best.graph.nodes.iter())
+            .filter(|n| n.op.onnx_type() == op)
+            .count()
+    };
+    assert_eq!(count("Relu"), 2, "the body's two ReLUs, not the head's");
+    assert_eq!(
+        count("LeakyRelu"),
+        1,
+        "the head's, in the exported file too"
+    );
 
     let (dead, said) = run("pushed-down", |b| {
         // Behind a Flatten, the subtraction is not taken for fc2's bias.

@@ -36,9 +36,19 @@ impl EvaluateArgs {
         let out =
             (self.out).unwrap_or_else(|| run.map_or("evaluation".into(), |r| r.join("evaluation")));
         let data = Images::choose(self.data, run, self.memory.memory_budget)?;
-        let RuntimeArgs { engine, device } = self.runtime;
-        let report =
-            zoo_app::evaluate::evaluate(&resolved.path, &hints, &data, &out, engine, device)?;
+        let RuntimeArgs {
+            engine,
+            device,
+            tta,
+        } = self.runtime;
+        let report = zoo_app::evaluate::evaluate(
+            &resolved.path,
+            &hints,
+            &data,
+            &out,
+            engine,
+            (device, tta),
+        )?;
         warn(&report.warnings);
         note_recipe(self.json, &report.preprocessing);
         emit(self.json, &report, zoo_app::evaluate::render)?;

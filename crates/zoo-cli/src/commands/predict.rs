@@ -27,14 +27,18 @@ pub struct PredictArgs {
 impl PredictArgs {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let (resolved, hints) = self.model.spec().resolve()?;
-        let RuntimeArgs { engine, device } = self.runtime;
+        let RuntimeArgs {
+            engine,
+            device,
+            tta,
+        } = self.runtime;
         let report = zoo_app::predict::predict(
             &resolved.path,
             &hints,
             &self.images,
             self.top,
             engine,
-            device,
+            (device, tta),
         )?;
         warn(&report.warnings);
         note_recipe(self.json, &report.preprocessing);
