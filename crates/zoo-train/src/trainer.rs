@@ -119,15 +119,23 @@ impl Inputs {
                 Ok(net.forward_from(cut, act, &logits))
             }
             _ => {
-                let chw = self.tensors.chw;
                 let batch = self.tensors.gather(picked, augment)?;
-                let x = Tensor::<B, 4>::from_data(
-                    TensorData::new(batch, [picked.len(), chw[0], chw[1], chw[2]]),
-                    device,
-                );
-                Ok(net.forward_logits(x)?)
+                self.forward_pixels(net, batch, device)
             }
         }
+    }
+
+    /// The logits of images already read (`N*C*H*W` values).
+    pub(crate) fn forward_pixels<B: Backend>(
+        &self,
+        net: &Network<B>,
+        pixels: Vec<f32>,
+        device: &B::Device,
+    ) -> anyhow::Result<Tensor<B, 2>> {
+        let [c, h, w] = self.tensors.chw;
+        let n = pixels.len() / (c * h * w).max(1);
+        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, c, h, w]), device);
+        Ok(net.forward_logits(x)?)
     }
 }
 
@@ -310,12 +318,21 @@ pub fn train<B: AutodiffBackend>(
     })
 }
 
+/// One training step: its images, their pixels when read ahead, and the epoch's clock (its
+/// start, and whether this step ends it).
+struct Step<'p> {
+    epoch: usize,
+    picked: &'p [usize],
+    pixels: Option<Vec<f32>>,
+    clock: (Instant, bool),
+}
+
 enum Flow {
     Continue,
     StopEarly,
 }
 
-impl<B: AutodiffBackend> Loop<'_, B> {
+impl<'a, B: AutodiffBackend> Loop<'a, B> {
     fn net(&self) -> &Network<B> {
         self.net.as_ref().expect("network present")
     }
@@ -340,43 +357,9 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         }
         let first_epoch = self.state.iteration / self.per_epoch.max(1) + 1;
         for epoch in first_epoch..=self.job.options.epochs {
-            let epoch_started =
-                Instant::now() - std::time::Duration::from_secs_f64(self.state.current_epoch_s);
-            let done_in_epoch = self.state.iteration - (epoch - 1) * self.per_epoch;
-            let order = shuffled(self.job.train.len(), self.job.options.seed, epoch);
-            let mut checkpointed = false;
-            let batches = order
-                .chunks(self.job.options.batch_size)
-                .skip(done_in_epoch);
-            for (k, picked) in batches.enumerate() {
-                if self
-                    .job
-                    .stop
-                    .as_ref()
-                    .is_some_and(|s| s.load(Ordering::SeqCst))
-                {
-                    self.state
-                        .epoch_seconds
-                        .push(epoch_started.elapsed().as_secs_f64());
-                    return Ok((false, true));
-                }
-                let ends_epoch = done_in_epoch + k + 1 == self.per_epoch;
-                let (flow, validated) = self.iteration(
-                    epoch,
-                    picked,
-                    (epoch_started, ends_epoch),
-                    journal,
-                    reporter,
-                )?;
-                checkpointed = validated;
-                if let Flow::StopEarly = flow {
-                    if !ends_epoch {
-                        self.state
-                            .epoch_seconds
-                            .push(epoch_started.elapsed().as_secs_f64());
-                    }
-                    return Ok((true, false));
-                }
+            let (ended, checkpointed) = self.epoch(epoch, journal, reporter)?;
+            if let Some(end) = ended {
+                return Ok(end);
             }
             if !checkpointed {
                 self.checkpoint(journal)?;
@@ -385,16 +368,86 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         Ok((false, false))
     }
 
+    /// The steps of one epoch (from where a resumed run stands). Streamed images are read and
+    /// decoded a batch ahead, on another thread, while the current step computes. Returns
+    /// `(stopped early, interrupted)` when the run ends here, and whether the last step
+    /// checkpointed.
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        journal: &mut dyn Journal<B>,
+        reporter: &dyn Reporter,
+    ) -> anyhow::Result<(Option<(bool, bool)>, bool)> {
+        let epoch_started =
+            Instant::now() - std::time::Duration::from_secs_f64(self.state.current_epoch_s);
+        let done_in_epoch = self.state.iteration - (epoch - 1) * self.per_epoch;
+        let order = shuffled(self.job.train.len(), self.job.options.seed, epoch);
+        let batches: Vec<&[usize]> = (order.chunks(self.job.options.batch_size))
+            .skip(done_in_epoch)
+            .collect();
+        let train: &'a Inputs = self.job.train;
+        let ahead = train.features.is_none() && train.tensors.streamed.is_some();
+        let augment = self.augment.map(|a| (a, self.job.options.seed, epoch));
+        std::thread::scope(|scope| {
+            let fetch = |picked: &[usize]| {
+                let picked = picked.to_vec();
+                scope.spawn(move || train.tensors.gather(&picked, augment))
+            };
+            let mut next = batches.first().filter(|_| ahead).map(|p| fetch(p));
+            let mut checkpointed = false;
+            for (k, picked) in batches.iter().enumerate() {
+                let pixels = match next.take() {
+                    Some(reading) => Some(reading.join().map_err(|_| {
+                        anyhow::anyhow!("the thread reading the next batch of images failed")
+                    })??),
+                    None => None,
+                };
+                next = batches.get(k + 1).filter(|_| ahead).map(|p| fetch(p));
+                if self
+                    .job
+                    .stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::SeqCst))
+                {
+                    let seconds = epoch_started.elapsed().as_secs_f64();
+                    self.state.epoch_seconds.push(seconds);
+                    return Ok((Some((false, true)), false));
+                }
+                let ends_epoch = done_in_epoch + k + 1 == self.per_epoch;
+                let step = Step {
+                    epoch,
+                    picked,
+                    pixels,
+                    clock: (epoch_started, ends_epoch),
+                };
+                let (flow, validated) = self.iteration(step, journal, reporter)?;
+                checkpointed = validated;
+                if let Flow::StopEarly = flow {
+                    if !ends_epoch {
+                        let seconds = epoch_started.elapsed().as_secs_f64();
+                        self.state.epoch_seconds.push(seconds);
+                    }
+                    return Ok((Some((true, false)), false));
+                }
+            }
+            Ok((None, checkpointed))
+        })
+    }
+
     /// One step, then a validation and a checkpoint when one is due (returned as `true`).
     /// `clock` is the epoch's start and whether this step ends it.
     fn iteration(
         &mut self,
-        epoch: usize,
-        picked: &[usize],
-        clock: (Instant, bool),
+        step: Step,
         journal: &mut dyn Journal<B>,
         reporter: &dyn Reporter,
     ) -> anyhow::Result<(Flow, bool)> {
+        let Step {
+            epoch,
+            picked,
+            pixels,
+            clock,
+        } = step;
         let o = self.job.options;
         let device = self.job.device.clone();
         self.state.iteration += 1;
@@ -404,13 +457,16 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             .iter()
             .map(|&i| self.job.train.tensors.labels[i])
             .collect();
-        let logits = self.job.train.batch(
-            self.net(),
-            self.job.cut.as_ref(),
-            picked,
-            self.augment.map(|a| (a, o.seed, epoch)),
-            &device,
-        )?;
+        let logits = match pixels {
+            Some(pixels) => self.job.train.forward_pixels(self.net(), pixels, &device)?,
+            None => self.job.train.batch(
+                self.net(),
+                self.job.cut.as_ref(),
+                picked,
+                self.augment.map(|a| (a, o.seed, epoch)),
+                &device,
+            )?,
+        };
         let loss = training_loss(o, logits.clone(), &labels, &device);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let lr = self.lr_at(iteration);
