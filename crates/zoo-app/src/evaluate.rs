@@ -81,34 +81,7 @@ pub fn evaluate(
     let (model_labels, _) = model_labels(&model, hints)?;
     let images = data.load(&profile.preprocessing, model_labels.as_deref())?;
     warnings.extend(images.warnings.iter().cloned());
-    let ends_in_softmax = model.graph.logits_value() != model.graph.output.name;
-    let views = match tta {
-        true => crate::tta::views(images.images.chw),
-        false => crate::tta::PLAIN.to_vec(),
-    };
-    let computed = crate::engines::outputs(
-        path,
-        model,
-        images.pixels(),
-        crate::engines::Runner {
-            batch: crate::engines::BATCH,
-            runtime,
-            device,
-            views: &views,
-        },
-    )?;
-    // Probabilities as the file gives them, or the softmax of its logits.
-    let as_given = ends_in_softmax && !computed.logits;
-    let probabilities: Vec<Vec<f64>> = (computed.rows.iter())
-        .map(|r| match as_given {
-            true => r.iter().map(|&p| p as f64).collect(),
-            false => zoo_train::report::softmax(r),
-        })
-        .collect();
-    let (rows, engine) = (
-        computed.rows,
-        crate::tta::described(computed.engine, views.len()),
-    );
+    let (rows, probabilities, engine) = engine_rows(path, model, &images, runtime, (device, tta))?;
     let predicted: Vec<usize> = rows.iter().map(|r| argmax(r)).collect();
     let truth = &images.labels;
     let all_names = class_names(&images.classes, &predicted, truth);
@@ -154,6 +127,37 @@ pub fn evaluate(
         preprocessing: profile.recipe_line(),
         warnings,
     })
+}
+
+/// The engine's rows for the images (averaged over the views with `--tta`), their class
+/// probabilities (as the file gives them, or the softmax of its logits), and what computed
+/// them.
+#[allow(clippy::type_complexity)]
+fn engine_rows(
+    path: &Path,
+    model: zoo_onnx::OnnxModel,
+    images: &crate::labeled::LabeledImages,
+    runtime: Runtime,
+    (device, tta): (DeviceChoice, bool),
+) -> anyhow::Result<(Vec<Vec<f32>>, Vec<Vec<f64>>, String)> {
+    let ends_in_softmax = model.graph.logits_value() != model.graph.output.name;
+    let views = crate::tta::views_for(tta, images.images.chw);
+    let runner = crate::engines::Runner {
+        batch: crate::engines::BATCH,
+        runtime,
+        device,
+        views: &views,
+    };
+    let computed = crate::engines::outputs(path, model, images.pixels(), runner)?;
+    let as_given = ends_in_softmax && !computed.logits;
+    let probabilities: Vec<Vec<f64>> = (computed.rows.iter())
+        .map(|r| match as_given {
+            true => r.iter().map(|&p| p as f64).collect(),
+            false => zoo_train::report::softmax(r),
+        })
+        .collect();
+    let engine = crate::tta::described(computed.engine, views.len());
+    Ok((computed.rows, probabilities, engine))
 }
 
 /// A name for every class index seen (the dataset's, or `class K` beyond them).

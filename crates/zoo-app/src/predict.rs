@@ -90,10 +90,7 @@ pub fn predict(
         anyhow::bail!("none of the images could be read: {}", warnings.join("; "));
     }
     let chw = model.graph.input_chw();
-    let views = match tta {
-        true => crate::tta::views(chw),
-        false => crate::tta::PLAIN.to_vec(),
-    };
+    let views = crate::tta::views_for(tta, chw);
     let out = crate::engines::outputs(
         path,
         model,

@@ -39,6 +39,14 @@ pub fn views([_, h, w]: [usize; 3]) -> Vec<View> {
     ]
 }
 
+/// [`views`] with `--tta`, else the image alone.
+pub fn views_for(tta: bool, chw: [usize; 3]) -> Vec<View> {
+    match tta {
+        true => views(chw),
+        false => PLAIN.to_vec(),
+    }
+}
+
 /// An engine's description, with the views averaged when there are several.
 pub fn described(engine: String, views: usize) -> String {
     match views {

@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod rundir;
 pub mod schedule;
+pub mod split_inputs;
 pub mod tensorboard;
 pub mod trainer;
 pub mod updater;

@@ -7,19 +7,18 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use zoo_data::{Augment, Tensors};
-use zoo_net::{Activation, FeatureCut, Network};
+use zoo_data::Augment;
+use zoo_net::{FeatureCut, Network};
 
 use crate::checkpoint::{Checkpoint, LoopState, OptimizerState};
-use crate::feature_cache::FeatureCache;
 use crate::options::FinetuneOptions;
 use crate::updater::Updater;
 
 use crate::losses::predictions;
 pub use crate::losses::{cross_entropy, evaluate, probabilities, training_loss};
+pub use crate::split_inputs::Inputs;
 
 /// What the caller sees while training runs.
 pub trait Reporter {
@@ -88,55 +87,6 @@ pub struct IterationRow {
     /// Images in this iteration's batch (0 in checkpoints written before it was recorded).
     #[serde(default)]
     pub images: usize,
-}
-
-/// Inputs of one split: either raw images or cached features of the frozen prefix.
-pub struct Inputs {
-    pub tensors: Tensors,
-    /// Per-image features at the cut.
-    pub features: Option<FeatureCache>,
-}
-
-impl Inputs {
-    pub(crate) fn len(&self) -> usize {
-        self.tensors.len()
-    }
-
-    pub(crate) fn batch<B: Backend>(
-        &self,
-        net: &Network<B>,
-        cut: Option<&FeatureCut>,
-        picked: &[usize],
-        augment: Option<(Augment, u64, usize)>,
-        device: &B::Device,
-    ) -> anyhow::Result<Tensor<B, 2>> {
-        let logits = net.logits_value().to_string();
-        match (&self.features, cut) {
-            (Some(features), Some(cut)) => {
-                let mut full = vec![picked.len()];
-                full.extend_from_slice(features.dims());
-                let act = Activation::from_vec(features.gather(picked)?, &full, device);
-                Ok(net.forward_from(cut, act, &logits))
-            }
-            _ => {
-                let batch = self.tensors.gather(picked, augment)?;
-                self.forward_pixels(net, batch, device)
-            }
-        }
-    }
-
-    /// The logits of images already read (`N*C*H*W` values).
-    pub(crate) fn forward_pixels<B: Backend>(
-        &self,
-        net: &Network<B>,
-        pixels: Vec<f32>,
-        device: &B::Device,
-    ) -> anyhow::Result<Tensor<B, 2>> {
-        let [c, h, w] = self.tensors.chw;
-        let n = pixels.len() / (c * h * w).max(1);
-        let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, c, h, w]), device);
-        Ok(net.forward_logits(x)?)
-    }
 }
 
 /// Everything the loop returns.
@@ -457,16 +407,7 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
             .iter()
             .map(|&i| self.job.train.tensors.labels[i])
             .collect();
-        let logits = match pixels {
-            Some(pixels) => self.job.train.forward_pixels(self.net(), pixels, &device)?,
-            None => self.job.train.batch(
-                self.net(),
-                self.job.cut.as_ref(),
-                picked,
-                self.augment.map(|a| (a, o.seed, epoch)),
-                &device,
-            )?,
-        };
+        let logits = self.logits(epoch, picked, pixels)?;
         let loss = training_loss(o, logits.clone(), &labels, &device);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let lr = self.lr_at(iteration);
@@ -504,15 +445,7 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         };
         self.state.iterations.push(row.clone());
         reporter.progress(iteration, self.total);
-        let (epoch_started, ends_epoch) = clock;
-        if ends_epoch {
-            self.state
-                .epoch_seconds
-                .push(epoch_started.elapsed().as_secs_f64());
-            self.state.current_epoch_s = 0.0;
-        } else {
-            self.state.current_epoch_s = epoch_started.elapsed().as_secs_f64();
-        }
+        self.clock(clock);
         if !iteration.is_multiple_of(self.val_every) && iteration != self.total {
             journal.iteration(&row, None)?;
             return Ok((Flow::Continue, false));
@@ -521,6 +454,35 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         journal.iteration(&row, Some(&validation))?;
         self.checkpoint(journal)?;
         Ok((flow, true))
+    }
+
+    /// The training logits of a step: from pixels read ahead, or from its inputs.
+    fn logits(
+        &self,
+        epoch: usize,
+        picked: &[usize],
+        pixels: Option<Vec<f32>>,
+    ) -> anyhow::Result<burn::tensor::Tensor<B, 2>> {
+        let (train, device) = (self.job.train, &self.job.device);
+        match pixels {
+            Some(pixels) => train.forward_pixels(self.net(), pixels, device),
+            None => {
+                let augment = self.augment.map(|a| (a, self.job.options.seed, epoch));
+                let cut = self.job.cut.as_ref();
+                train.batch(self.net(), cut, picked, augment, device)
+            }
+        }
+    }
+
+    /// The epoch's time so far, or its length when this step ended it.
+    fn clock(&mut self, (epoch_started, ends_epoch): (Instant, bool)) {
+        let seconds = epoch_started.elapsed().as_secs_f64();
+        if ends_epoch {
+            self.state.epoch_seconds.push(seconds);
+            self.state.current_epoch_s = 0.0;
+        } else {
+            self.state.current_epoch_s = seconds;
+        }
     }
 
     fn validate(
