@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::{read_json, small_rgb_classifier, write_images, zoo, TempDir};
 
 /// A run that validates every 4 iterations with 6 iterations per epoch, so checkpoints
-/// come both from validations and from epoch ends, with augmentation drawing per epoch and a
-/// one-cycle schedule changing the rate at every step.
+/// come both from validations and from epoch ends, with augmentation drawing per epoch, mixup
+/// and cutmix drawing per step, and a one-cycle schedule changing the rate at every step.
 fn finetune_args<'a>(
     model: &'a str,
     data: &'a str,
@@ -41,6 +41,10 @@ fn finetune_args<'a>(
         "cpu",
         "--schedule",
         "one-cycle",
+        "--mixup",
+        "0.4",
+        "--cutmix",
+        "1",
         "--out",
         out,
     ]
@@ -240,6 +244,9 @@ fn a_killed_run_reuses_its_spilled_feature_cache_and_rebuilds_a_damaged_one() {
     let args = |out: &Path| -> Vec<String> {
         let out = out.to_str().unwrap();
         let mut args = finetune_args(model, data, "sgdm", out);
+        // Head only, on the same images every step: no mixing, no augmentation.
+        let mixing = args.iter().position(|a| *a == "--mixup").unwrap();
+        args.drain(mixing..mixing + 4);
         args.retain(|a| !["--unfreeze-all", "--augment"].contains(a));
         args[7] = "150"; // epochs: long enough to be killed mid-run
         args.extend(["--memory-budget", "1K"]);

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod losses;
 pub mod lr_find;
 pub mod memory;
+pub mod mixing;
 pub mod options;
 pub mod report;
 pub mod run;

@@ -185,6 +185,50 @@ impl LogitRanges {
     }
 }
 
+/// The training loss of a step: of its labels, or with a mix the two labels' losses weighted by
+/// the share each image has.
+pub(crate) fn step_loss<B: Backend>(
+    o: &crate::options::FinetuneOptions,
+    logits: burn::tensor::Tensor<B, 2>,
+    (labels, mix): (&[usize], Option<&crate::mixing::Mix>),
+    device: &B::Device,
+) -> burn::tensor::Tensor<B, 1> {
+    let loss = training_loss(o, logits.clone(), labels, device);
+    match mix {
+        None => loss,
+        Some(m) => loss
+            .mul_scalar(m.lambda)
+            .add(training_loss(o, logits, &m.partner_labels, device).mul_scalar(1.0 - m.lambda)),
+    }
+}
+
+/// Records and says (once each) the classes whose output was the same for every validation
+/// image: no gradient reaches them, so they cannot be learned.
+pub(crate) fn note_dead_classes(
+    state: &mut crate::checkpoint::LoopState,
+    constant: &[usize],
+    names: &[String],
+    reporter: &dyn crate::trainer::Reporter,
+) {
+    let when = match state.iteration {
+        0 => "before training".to_string(),
+        i => format!("at iteration {i}"),
+    };
+    for &k in constant {
+        if state.dead_classes.contains(&k) {
+            continue;
+        }
+        state.dead_classes.push(k);
+        let name = names.get(k).map_or_else(
+            || format!("output {k}"),
+            |n| format!("`{}`", zoo_io::printable(n)),
+        );
+        reporter.warn(&format!(
+            "class {name} is dead {when}: its output is the same for every validation image, so no gradient reaches it and it cannot be learned (an activation after the head that stops the gradient, or a diverging run); try another --seed or a lower --lr"
+        ));
+    }
+}
+
 /// Class probabilities (softmax of the logits) of every input of a split, batched.
 pub fn probabilities<B: Backend>(
     net: &Network<B>,

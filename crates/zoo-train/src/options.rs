@@ -213,6 +213,12 @@ pub struct FinetuneOptions {
     /// Label smoothing of the cross-entropy (`--label-smoothing`, 0 = none; timm uses 0.1).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Mixup's and cutmix's Beta parameter (`--mixup`, `--cutmix`; 0 = off): see
+    /// [`crate::mixing`]. Either turns the feature cache off, as `--augment` does.
+    #[serde(default)]
+    pub mixup: f64,
+    #[serde(default)]
+    pub cutmix: f64,
 }
 
 impl FinetuneOptions {
@@ -251,7 +257,15 @@ impl FinetuneOptions {
             warmup: None,
             lr_auto: false,
             label_smoothing: 0.0,
+            mixup: 0.0,
+            cutmix: 0.0,
         }
+    }
+
+    /// Whether training images change from step to step (`--augment`, `--mixup`, `--cutmix`):
+    /// then no feature cache, since the frozen layers see new inputs every time.
+    pub fn varies_inputs(&self) -> bool {
+        self.augment || self.mixup > 0.0 || self.cutmix > 0.0
     }
 
     /// The memory budget in bytes: the one given, else the default for this machine now.
@@ -274,6 +288,10 @@ impl FinetuneOptions {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err("--label-smoothing must be in [0, 1) (0.1 is usual)".into());
         }
+        let alpha = |a: f64| a.is_finite() && a >= 0.0;
+        if !alpha(self.mixup) || !alpha(self.cutmix) {
+            return Err("--mixup and --cutmix take a Beta parameter >= 0 (0.2-0.4 for mixup, 1 for cutmix are usual)".into());
+        }
         if self.label_smoothing > 0.0 && self.loss != LossKind::CrossEntropy {
             return Err(
                 "--label-smoothing smooths the cross-entropy; leave it out with --loss quadratic"
@@ -289,7 +307,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_smoothing_outside_zero_to_one_or_with_the_quadratic_cost_is_refused() {
+    fn bad_label_smoothing_and_mixing_parameters_are_refused() {
         let mut o = FinetuneOptions::new(PathBuf::from("data"), 3);
         assert_eq!(o.validate(), Ok(()));
         for bad in [-0.1, 1.0, f64::NAN] {
@@ -300,5 +318,11 @@ mod tests {
         assert_eq!(o.validate(), Ok(()));
         o.loss = LossKind::Quadratic;
         assert!(o.validate().unwrap_err().contains("--loss quadratic"));
+        let mut o = FinetuneOptions::new(PathBuf::from("data"), 3);
+        assert!(!o.varies_inputs());
+        o.cutmix = 1.0;
+        assert!(o.varies_inputs() && o.validate().is_ok());
+        o.mixup = -0.2;
+        assert!(o.validate().unwrap_err().contains("Beta parameter"));
     }
 }

@@ -18,6 +18,8 @@ use crate::updater::Updater;
 
 use crate::losses::predictions;
 pub use crate::losses::{cross_entropy, evaluate, probabilities, training_loss};
+use crate::losses::{note_dead_classes, step_loss};
+use crate::mixing::Mix;
 pub use crate::split_inputs::Inputs;
 
 /// What the caller sees while training runs.
@@ -136,33 +138,6 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub setup_seconds: f64,
     /// Continue from this checkpoint instead of from the first step.
     pub resume: Option<Checkpoint>,
-}
-
-/// Records and says (once each) the classes whose output was the same for every validation
-/// image: no gradient reaches them, so they cannot be learned.
-fn note_dead_classes(
-    state: &mut LoopState,
-    constant: &[usize],
-    names: &[String],
-    reporter: &dyn Reporter,
-) {
-    let when = match state.iteration {
-        0 => "before training".to_string(),
-        i => format!("at iteration {i}"),
-    };
-    for &k in constant {
-        if state.dead_classes.contains(&k) {
-            continue;
-        }
-        state.dead_classes.push(k);
-        let name = names.get(k).map_or_else(
-            || format!("output {k}"),
-            |n| format!("`{}`", zoo_io::printable(n)),
-        );
-        reporter.warn(&format!(
-            "class {name} is dead {when}: its output is the same for every validation image, so no gradient reaches it and it cannot be learned (an activation after the head that stops the gradient, or a diverging run); try another --seed or a lower --lr"
-        ));
-    }
 }
 
 /// The seed of one iteration's random draws (dropout): a function of the run's seed and the
@@ -407,8 +382,8 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
             .iter()
             .map(|&i| self.job.train.tensors.labels[i])
             .collect();
-        let logits = self.logits(epoch, picked, pixels)?;
-        let loss = training_loss(o, logits.clone(), &labels, &device);
+        let (logits, mix) = self.logits((epoch, iteration), picked, pixels, &labels)?;
+        let loss = step_loss(o, logits.clone(), (&labels, mix.as_ref()), &device);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let lr = self.lr_at(iteration);
         if !loss_value.is_finite() {
@@ -456,22 +431,30 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         Ok((flow, true))
     }
 
-    /// The training logits of a step: from pixels read ahead, or from its inputs.
+    /// The training logits of a step: from pixels read ahead, or from its inputs; with
+    /// `--mixup`/`--cutmix` the pixels mixed first (and how).
     fn logits(
         &self,
-        epoch: usize,
+        (epoch, iteration): (usize, usize),
         picked: &[usize],
         pixels: Option<Vec<f32>>,
-    ) -> anyhow::Result<burn::tensor::Tensor<B, 2>> {
-        let (train, device) = (self.job.train, &self.job.device);
-        match pixels {
-            Some(pixels) => train.forward_pixels(self.net(), pixels, device),
+        labels: &[usize],
+    ) -> anyhow::Result<(burn::tensor::Tensor<B, 2>, Option<Mix>)> {
+        let (train, device, o) = (self.job.train, &self.job.device, self.job.options);
+        let augment = self.augment.map(|a| (a, o.seed, epoch));
+        let mixing = (o.mixup, o.cutmix);
+        let pixels = match pixels {
+            Some(pixels) => pixels,
+            None if o.mixup > 0.0 || o.cutmix > 0.0 => train.tensors.gather(picked, augment)?,
             None => {
-                let augment = self.augment.map(|a| (a, self.job.options.seed, epoch));
                 let cut = self.job.cut.as_ref();
-                train.batch(self.net(), cut, picked, augment, device)
+                return Ok((train.batch(self.net(), cut, picked, augment, device)?, None));
             }
-        }
+        };
+        let mut pixels = pixels;
+        let seed = iteration_seed(o.seed, iteration);
+        let mix = crate::mixing::mix(&mut pixels, train.tensors.chw, labels, mixing, seed);
+        Ok((train.forward_pixels(self.net(), pixels, device)?, mix))
     }
 
     /// The epoch's time so far, or its length when this step ended it.

@@ -74,6 +74,16 @@ pub struct TrainingArgs {
     /// grows overconfident) [default: 0].
     #[arg(long, value_name = "E", conflicts_with = "resume")]
     label_smoothing: Option<f64>,
+    /// Mixup: each training image blended with another of its batch, the two labels weighted
+    /// alike; A is the Beta parameter of the weight (0.2-0.4 usual). Turns the feature cache
+    /// off [default: 0, off].
+    #[arg(long, value_name = "A", conflicts_with = "resume")]
+    mixup: Option<f64>,
+    /// CutMix: a box of another image of the batch pasted into each training image, the labels
+    /// weighted by area; A is the Beta parameter (1 usual). With --mixup, each step picks one
+    /// at even odds. Turns the feature cache off [default: 0, off].
+    #[arg(long, value_name = "A", conflicts_with = "resume")]
+    cutmix: Option<f64>,
     /// The optimizer [default: sgdm].
     #[arg(long, value_enum, conflicts_with = "resume")]
     optimizer: Option<OptimizerKind>,
@@ -165,6 +175,8 @@ impl TrainingArgs {
         };
         o.head_lr_factor = self.head_lr_factor.unwrap_or(head_lr_factor);
         set(&mut o.label_smoothing, self.label_smoothing);
+        set(&mut o.mixup, self.mixup);
+        set(&mut o.cutmix, self.cutmix);
         set(&mut o.schedule, self.schedule);
         o.warmup = self.warmup;
         set(&mut o.momentum, self.momentum);

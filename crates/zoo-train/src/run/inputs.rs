@@ -50,7 +50,7 @@ impl Job<'_> {
         device: &B::Device,
     ) -> anyhow::Result<(Option<FeatureCut>, Inputs, Inputs, f64)> {
         let cache_started = Instant::now();
-        let cut = if options.feature_cache && !options.augment {
+        let cut = if options.feature_cache && !options.varies_inputs() {
             net.feature_cut()
         } else {
             None
