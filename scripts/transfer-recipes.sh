@@ -4,7 +4,7 @@
 # and worst. Models: SqueezeNet 1.0 and MobileNet v1 0.25 with real ImageNet weights
 # (../shared/models/pretrained/), head only. Data: class folders; 20 per class validate.
 # Usage: scripts/transfer-recipes.sh ZOO OUT DATA "label|options" ... (SEEDS="0 1 2",
-#        SHARED=../shared in the environment)
+#        SHARED=../shared, ONLY=name-part to run one model, in the environment)
 # e.g.   scripts/transfer-recipes.sh zoo /tmp/r ../shared/data/flowers5 "default|" "auto|--lr auto"
 set -euo pipefail
 usage="usage: scripts/transfer-recipes.sh ZOO OUT DATA \"label|options\" ..."
@@ -21,6 +21,7 @@ models=(
 mkdir -p "$out"
 for model in "${models[@]}"; do
     IFS='|' read -r name file recipe <<<"$model"
+    [[ "$name" == *"${ONLY:-}"* ]] || continue
     for spec in "$@"; do
         IFS='|' read -r label options <<<"$spec"
         accuracies=()
