@@ -155,7 +155,7 @@ fn load_or_stream(
     p: &Preprocessing,
     budget: u64,
 ) -> (zoo_data::Tensors, Vec<zoo_data::Skipped>) {
-    if zoo_data::image_bytes(p).saturating_mul(indices.len() as u64) <= budget / 2 {
+    if zoo_data::images_fit(p, indices.len(), budget) {
         zoo_data::load(dataset, indices, p)
     } else {
         zoo_data::stream(dataset, indices, p)

@@ -17,6 +17,6 @@ pub use augment::{transform, Augment};
 pub use dataset::{open, Dataset, ImageRef, Sample, SourceKind, Split};
 pub use decode::{decode, list_images, EXTENSIONS};
 pub use error::DataError;
-pub use loader::{image_bytes, load, stream, Skipped, Streamed, Tensors};
+pub use loader::{image_bytes, images_fit, load, stream, Skipped, Streamed, Tensors};
 pub use preprocess::preprocess;
 pub use split::{imbalance_warning, keep_classes, split, with_validation_set, SplitPlan, Splits};

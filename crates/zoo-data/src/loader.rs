@@ -140,6 +140,12 @@ pub fn image_bytes(p: &Preprocessing) -> u64 {
     4 * p.color.channels() as u64 * p.size[0] as u64 * p.size[1] as u64
 }
 
+/// Whether `images` preprocessed by `p` fit half of a memory budget of `budget` bytes (the
+/// rule every command uses to hold images rather than stream them).
+pub fn images_fit(p: &Preprocessing, images: usize, budget: u64) -> bool {
+    image_bytes(p).saturating_mul(images as u64) <= budget / 2
+}
+
 /// A file that could not be used, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {

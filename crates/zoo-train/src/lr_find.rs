@@ -103,9 +103,13 @@ pub fn run<B: AutodiffBackend>(job: SweepJob<'_, B>, sweep: Sweep) -> anyhow::Re
     let per_epoch = n.div_ceil(o.batch_size);
     let (mut lrs, mut losses, mut smoothed) = (Vec::new(), Vec::new(), Vec::new());
     let mut stopped = None;
+    let mut order = Vec::new();
     for k in 0..sweep.steps {
         let (epoch, b) = (k / per_epoch, k % per_epoch);
-        let order = crate::trainer::shuffled(n, o.seed, epoch + 1);
+        // Shuffled once per epoch, as the training loop does.
+        if b == 0 {
+            order = crate::trainer::shuffled(n, o.seed, epoch + 1);
+        }
         let picked = &order[b * o.batch_size..((b + 1) * o.batch_size).min(n)];
         B::seed(&job.device, o.seed.wrapping_add(k as u64));
         let labels: Vec<usize> = picked

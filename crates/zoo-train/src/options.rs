@@ -265,7 +265,12 @@ impl FinetuneOptions {
     /// Whether training images change from step to step (`--augment`, `--mixup`, `--cutmix`):
     /// then no feature cache, since the frozen layers see new inputs every time.
     pub fn varies_inputs(&self) -> bool {
-        self.augment || self.mixup > 0.0 || self.cutmix > 0.0
+        self.augment || self.mixes()
+    }
+
+    /// Whether batches are mixed (`--mixup`, `--cutmix`).
+    pub fn mixes(&self) -> bool {
+        self.mixup > 0.0 || self.cutmix > 0.0
     }
 
     /// The memory budget in bytes: the one given, else the default for this machine now.

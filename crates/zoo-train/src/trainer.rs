@@ -445,7 +445,7 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         let mixing = (o.mixup, o.cutmix);
         let pixels = match pixels {
             Some(pixels) => pixels,
-            None if o.mixup > 0.0 || o.cutmix > 0.0 => train.tensors.gather(picked, augment)?,
+            None if o.mixes() => train.tensors.gather(picked, augment)?,
             None => {
                 let cut = self.job.cut.as_ref();
                 return Ok((train.batch(self.net(), cut, picked, augment, device)?, None));

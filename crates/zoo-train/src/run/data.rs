@@ -143,11 +143,12 @@ enum Storage {
 impl Job<'_> {
     /// Memory while the images take at most half the budget, else streamed, said once.
     fn image_storage(&self, options: &FinetuneOptions, images: usize) -> Storage {
-        let needed = zoo_data::image_bytes(&self.profile.preprocessing) * images as u64;
+        let recipe = &self.profile.preprocessing;
         let budget = options.memory_budget();
-        if needed <= budget / 2 {
+        if zoo_data::images_fit(recipe, images, budget) {
             return Storage::Memory;
         }
+        let needed = zoo_data::image_bytes(recipe).saturating_mul(images as u64);
         use crate::memory::human;
         self.reporter.info(&format!(
             "streaming: {images} preprocessed images would take {}, over half the memory budget ({}); each batch is read and decoded from disk instead",

@@ -72,10 +72,7 @@ impl Job<'_> {
         device_kind: Device,
         out: &Path,
     ) -> anyhow::Result<LrFind> {
-        let options = FinetuneOptions {
-            memory_budget: Some(self.options.memory_budget()),
-            ..self.options.clone()
-        };
+        let options = self.run_options();
         let (data, train, val) = self.load_data(&options)?;
         let model = self.build_model::<B>(&options, train.chw, &device)?;
         self.check_model_fits(&model)?;
