@@ -11,7 +11,8 @@ use common::{read_json, small_rgb_classifier, write_images, zoo, TempDir};
 
 /// A run that validates every 4 iterations with 6 iterations per epoch, so checkpoints
 /// come both from validations and from epoch ends, with augmentation drawing per epoch, mixup
-/// and cutmix drawing per step, and a one-cycle schedule changing the rate at every step.
+/// and cutmix drawing per step, a one-cycle schedule changing the rate at every step, and two
+/// stages (the head alone for the first epoch, then every layer: killed after the switch).
 fn finetune_args<'a>(
     model: &'a str,
     data: &'a str,
@@ -31,7 +32,8 @@ fn finetune_args<'a>(
         "4",
         "--val-every",
         "4",
-        "--unfreeze-all",
+        "--fine-tune",
+        "1",
         "--augment",
         "--optimizer",
         optimizer,
@@ -247,7 +249,9 @@ fn a_killed_run_reuses_its_spilled_feature_cache_and_rebuilds_a_damaged_one() {
         // Head only, on the same images every step: no mixing, no augmentation.
         let mixing = args.iter().position(|a| *a == "--mixup").unwrap();
         args.drain(mixing..mixing + 4);
-        args.retain(|a| !["--unfreeze-all", "--augment"].contains(a));
+        let stages = args.iter().position(|a| *a == "--fine-tune").unwrap();
+        args.drain(stages..stages + 2);
+        args.retain(|a| *a != "--augment");
         args[7] = "150"; // epochs: long enough to be killed mid-run
         args.extend(["--memory-budget", "1K"]);
         args.into_iter().map(String::from).collect()
@@ -331,7 +335,7 @@ fn resume_refuses_a_folder_that_is_not_a_run_and_a_damaged_checkpoint() {
         "sgdm",
         out.to_str().unwrap(),
     );
-    args[7] = "1"; // one epoch
+    args[7] = "2"; // two epochs (the first trains the head alone)
     assert_eq!(zoo(&args, t.path()).code, 0);
     // Pretend it was killed: status running, checkpoint cut short.
     let summary = out.join("summary.json");

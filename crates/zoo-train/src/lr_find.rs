@@ -97,7 +97,9 @@ pub fn run<B: AutodiffBackend>(job: SweepJob<'_, B>, sweep: Sweep) -> anyhow::Re
     sweep.check().map_err(anyhow::Error::msg)?;
     let o = job.options;
     let mut net = job.net;
-    let mut updater = crate::updater::for_options(o, &net, job.head_params, job.host_optimizer);
+    let groups =
+        crate::updater::rate_groups(&net, job.head_params, o.head_lr_factor, o.lr_spread());
+    let mut updater = crate::updater::for_options(o, &net, groups, job.host_optimizer);
     let n = job.train.len();
     anyhow::ensure!(n > 0, "no training images to sweep the learning rate on");
     let per_epoch = n.div_ceil(o.batch_size);
@@ -130,9 +132,7 @@ pub fn run<B: AutodiffBackend>(job: SweepJob<'_, B>, sweep: Sweep) -> anyhow::Re
             break;
         }
         let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = updater
-            .update(net, grads, lr, o.head_lr_factor)
-            .update_running_statistics();
+        net = updater.update(net, grads, lr).update_running_statistics();
     }
     let suggestions = suggest(&lrs, &smoothed);
     let chosen = suggestions

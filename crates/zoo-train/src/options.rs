@@ -219,6 +219,16 @@ pub struct FinetuneOptions {
     pub mixup: f64,
     #[serde(default)]
     pub cutmix: f64,
+    /// `--fine-tune E1` (fastai's `fine_tune`): the first E1 epochs train the new head alone
+    /// with the body frozen; then the body unfreezes (all of it, or what `--freeze`/
+    /// `--freeze-until` leave) at discriminative rates ([`Self::lr_spread`]) and the schedule
+    /// starts again. The optimizer state starts afresh at the switch, as fastai's `unfreeze`.
+    #[serde(default)]
+    pub fine_tune: Option<usize>,
+    /// `--lr-spread S`: the trainable body's earlier layers learn at `--lr / S`, its later ones
+    /// at `--lr` (the head at `--lr * --head-lr-factor`). Default: 10 with `--fine-tune`, else 1.
+    #[serde(default)]
+    pub lr_spread: Option<f64>,
 }
 
 impl FinetuneOptions {
@@ -259,7 +269,16 @@ impl FinetuneOptions {
             label_smoothing: 0.0,
             mixup: 0.0,
             cutmix: 0.0,
+            fine_tune: None,
+            lr_spread: None,
         }
+    }
+
+    /// The body's rate spread ([`Self::lr_spread`]): given, or 10 with `--fine-tune` (the head's
+    /// default factor of 10 above that makes fastai's 100 from the first layer to the head).
+    pub fn lr_spread(&self) -> f64 {
+        self.lr_spread
+            .unwrap_or(if self.fine_tune.is_some() { 10.0 } else { 1.0 })
     }
 
     /// Whether training images change from step to step (`--augment`, `--mixup`, `--cutmix`):
@@ -297,6 +316,20 @@ impl FinetuneOptions {
         if !alpha(self.mixup) || !alpha(self.cutmix) {
             return Err("--mixup and --cutmix take a Beta parameter >= 0 (0.2-0.4 for mixup, 1 for cutmix are usual)".into());
         }
+        if let Some(head_epochs) = self.fine_tune {
+            if head_epochs == 0 || head_epochs >= self.epochs {
+                return Err(format!(
+                    "--fine-tune {head_epochs}: the head-only epochs must be at least 1 and fewer than --epochs ({})",
+                    self.epochs
+                ));
+            }
+            if self.freeze == FreezeChoice::Nothing {
+                return Err("--fine-tune unfreezes the whole body after its head-only epochs; leave out --unfreeze-all (or use --freeze-until to keep early layers frozen)".into());
+            }
+        }
+        if self.lr_spread.is_some_and(|s| !(s.is_finite() && s >= 1.0)) {
+            return Err("--lr-spread must be at least 1 (1: one rate for the whole body)".into());
+        }
         if self.label_smoothing > 0.0 && self.loss != LossKind::CrossEntropy {
             return Err(
                 "--label-smoothing smooths the cross-entropy; leave it out with --loss quadratic"
@@ -329,5 +362,28 @@ mod tests {
         assert!(o.varies_inputs() && o.validate().is_ok());
         o.mixup = -0.2;
         assert!(o.validate().unwrap_err().contains("Beta parameter"));
+    }
+
+    #[test]
+    fn fine_tune_needs_fewer_head_epochs_than_the_run_and_spreads_rates_by_default() {
+        let mut o = FinetuneOptions::new(PathBuf::from("data"), 3);
+        assert_eq!(o.lr_spread(), 1.0);
+        o.fine_tune = Some(2);
+        assert_eq!((o.validate(), o.lr_spread()), (Ok(()), 10.0));
+        for bad in [0, 10, 11] {
+            o.fine_tune = Some(bad);
+            assert!(
+                o.validate().unwrap_err().contains("fewer than --epochs"),
+                "{bad}"
+            );
+        }
+        o.fine_tune = Some(1);
+        o.freeze = FreezeChoice::Nothing;
+        assert!(o.validate().unwrap_err().contains("--unfreeze-all"));
+        o.freeze = FreezeChoice::Until("conv1".into());
+        o.lr_spread = Some(0.5);
+        assert!(o.validate().unwrap_err().contains("--lr-spread"));
+        o.lr_spread = Some(3.0);
+        assert_eq!((o.validate(), o.lr_spread()), (Ok(()), 3.0));
     }
 }

@@ -52,12 +52,20 @@ impl Warmup {
     }
 }
 
-/// A run's schedule resolved to steps.
+/// One stretch of the run shaped by the schedule: `total` steps, the first `warmup` rising.
 #[derive(Clone, Copy, Debug)]
-pub struct LrPlan {
+struct Segment {
     schedule: Schedule,
     warmup: usize,
     total: usize,
+}
+
+/// A run's schedule resolved to steps: one segment, or with `--fine-tune` two (the head-only
+/// epochs, then the unfrozen ones, each shaped by the schedule from its own start).
+#[derive(Clone, Copy, Debug)]
+pub struct LrPlan {
+    head_stage: Option<Segment>,
+    main: Segment,
 }
 
 /// One-cycle's start (`--lr`/25) and end (start/10,000), fastai's `div` and `div_final`.
@@ -68,6 +76,68 @@ impl LrPlan {
     /// The plan for a run of `total` steps, `per_epoch` to an epoch. Refuses a warm-up as long
     /// as the run.
     pub fn new(
+        schedule: Schedule,
+        warmup: Option<Warmup>,
+        per_epoch: usize,
+        total: usize,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            head_stage: None,
+            main: Segment::new(schedule, warmup, per_epoch, total)?,
+        })
+    }
+
+    /// The plan of a two-stage run: `head_steps` head-only steps (the schedule over them, its
+    /// own default warm-up), then the rest (the schedule again, after `warmup`).
+    pub fn staged(
+        schedule: Schedule,
+        warmup: Option<Warmup>,
+        per_epoch: usize,
+        (head_steps, total): (usize, usize),
+    ) -> Result<Self, String> {
+        Ok(Self {
+            head_stage: Some(Segment::new(schedule, None, per_epoch, head_steps)?),
+            main: Segment::new(schedule, warmup, per_epoch, total - head_steps)?,
+        })
+    }
+
+    /// Warm-up steps (of the unfrozen stage, in a two-stage run).
+    pub fn warmup(&self) -> usize {
+        self.main.warmup
+    }
+
+    /// The factor of `--lr` for step `iteration` (1 for the first step).
+    pub fn factor(&self, iteration: usize) -> f64 {
+        match self.head_stage {
+            Some(head) if iteration <= head.total => head.factor(iteration),
+            Some(head) => self.main.factor(iteration - head.total),
+            None => self.main.factor(iteration),
+        }
+    }
+    /// In words, for the run's first lines: `cosine, 30 warm-up iterations`.
+    pub fn describe(&self) -> String {
+        let name = match self.main.schedule {
+            Schedule::Constant => "constant",
+            Schedule::Step => "step (x0.1 at 1/2 and 3/4 of the run)",
+            Schedule::Cosine => "cosine to zero",
+            Schedule::OneCycle => "one-cycle",
+        };
+        let name = match self.main.warmup {
+            0 => name.to_string(),
+            w => format!("{name}, {w} warm-up iterations"),
+        };
+        match self.head_stage {
+            Some(head) => format!(
+                "{name}, restarting after the {} head-only iterations",
+                head.total
+            ),
+            None => name,
+        }
+    }
+}
+
+impl Segment {
+    fn new(
         schedule: Schedule,
         warmup: Option<Warmup>,
         per_epoch: usize,
@@ -90,13 +160,7 @@ impl LrPlan {
         })
     }
 
-    /// Warm-up steps.
-    pub fn warmup(&self) -> usize {
-        self.warmup
-    }
-
-    /// The factor of `--lr` for step `iteration` (1 for the first step).
-    pub fn factor(&self, iteration: usize) -> f64 {
+    fn factor(&self, iteration: usize) -> f64 {
         let t = iteration.saturating_sub(1) as f64;
         let w = self.warmup as f64;
         let cosine = |from: f64, to: f64, p: f64| {
@@ -116,20 +180,6 @@ impl LrPlan {
             Schedule::Step => 1.0,
             Schedule::Cosine => cosine(1.0, 0.0, p),
             Schedule::OneCycle => cosine(1.0, 1.0 / (ONE_CYCLE_DIV * ONE_CYCLE_DIV_FINAL), p),
-        }
-    }
-
-    /// In words, for the run's first lines: `cosine, 30 warm-up iterations`.
-    pub fn describe(&self) -> String {
-        let name = match self.schedule {
-            Schedule::Constant => "constant",
-            Schedule::Step => "step (x0.1 at 1/2 and 3/4 of the run)",
-            Schedule::Cosine => "cosine to zero",
-            Schedule::OneCycle => "one-cycle",
-        };
-        match self.warmup {
-            0 => name.to_string(),
-            w => format!("{name}, {w} warm-up iterations"),
         }
     }
 }
@@ -189,5 +239,30 @@ mod tests {
         }
         let refused = LrPlan::new(Schedule::Cosine, Some(Warmup::Epochs(10.0)), 10, 100);
         assert!(refused.unwrap_err().contains("as long as the run"));
+    }
+
+    #[test]
+    fn a_two_stage_plan_shapes_each_stage_from_its_own_start() {
+        let staged = LrPlan::staged(Schedule::Cosine, Some(Warmup::Iterations(5)), 10, (20, 100));
+        let staged = staged.unwrap();
+        let head = plan_of(Schedule::Cosine, None, 20);
+        let main = plan_of(Schedule::Cosine, Some(Warmup::Iterations(5)), 80);
+        for i in 1..=20 {
+            assert_eq!(staged.factor(i), head.factor(i), "{i}");
+        }
+        for i in 21..=100 {
+            assert_eq!(staged.factor(i), main.factor(i - 20), "{i}");
+        }
+        // The head stage decays to zero, then the unfrozen stage warms up from 1/5 again.
+        assert!(staged.factor(20) < 0.01);
+        assert_eq!([staged.factor(21), staged.factor(25)], [0.2, 1.0]);
+        assert_eq!(staged.warmup(), 5);
+        assert!(staged
+            .describe()
+            .contains("after the 20 head-only iterations"));
+    }
+
+    fn plan_of(schedule: Schedule, warmup: Option<Warmup>, total: usize) -> LrPlan {
+        LrPlan::new(schedule, warmup, 10, total).unwrap()
     }
 }

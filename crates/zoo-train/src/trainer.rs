@@ -138,6 +138,27 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub setup_seconds: f64,
     /// Continue from this checkpoint instead of from the first step.
     pub resume: Option<Checkpoint>,
+    /// `--fine-tune`: the head trains alone for these epochs, then these layers unfreeze.
+    pub head_stage: Option<HeadStage>,
+}
+
+/// The head-only epochs of a two-stage run and the layers frozen only during them.
+#[derive(Clone, Debug)]
+pub struct HeadStage {
+    pub epochs: usize,
+    pub frozen: Vec<String>,
+}
+
+/// The updater for the layers `net` trains now, in rate groups (the body spread by
+/// `--lr-spread`, the head at its factor).
+fn updater_for<B: AutodiffBackend>(
+    o: &FinetuneOptions,
+    net: &Network<B>,
+    job: &LoopInputs<'_, B>,
+) -> Box<dyn Updater<B>> {
+    let groups =
+        crate::updater::rate_groups(net, &job.head_params, o.head_lr_factor, o.lr_spread());
+    crate::updater::for_options(o, net, groups, job.host_optimizer)
 }
 
 /// The seed of one iteration's random draws (dropout): a function of the run's seed and the
@@ -169,6 +190,8 @@ struct Loop<'a, B: AutodiffBackend> {
     total: usize,
     val_every: usize,
     augment: Option<Augment>,
+    /// The head-only stage while it lasts (`--fine-tune`).
+    head_stage: Option<HeadStage>,
     /// Wall time of earlier sessions of this run is in `state.elapsed_s`.
     session_started: Instant,
     elapsed_before: f64,
@@ -182,7 +205,17 @@ pub fn train<B: AutodiffBackend>(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Trained<B>> {
     let o = job.options;
-    let mut updater = crate::updater::for_options(o, &net, &job.head_params, job.host_optimizer);
+    let per_epoch = job.train.len().div_ceil(o.batch_size);
+    let mut head_stage = job.head_stage.clone();
+    // A run resumed after its head-only epochs goes on with the body unfrozen (a checkpoint at
+    // the switch itself holds the head stage's optimizer state; the loop switches next).
+    if let (Some(stage), Some(c)) = (&head_stage, &job.resume) {
+        if c.state.iteration > stage.epochs * per_epoch {
+            net = net.set_layers_trainable(&stage.frozen, true)?;
+            head_stage = None;
+        }
+    }
+    let mut updater = updater_for(o, &net, &job);
     let mut best = net.clone();
     let state = match job.resume.take() {
         Some(c) => {
@@ -216,7 +249,6 @@ pub fn train<B: AutodiffBackend>(
             state
         }
     };
-    let per_epoch = job.train.len().div_ceil(o.batch_size);
     let elapsed_before = state.elapsed_s;
     let augment =
         (o.augment && job.cut.is_none()).then(|| Augment::standard(job.train.tensors.chw));
@@ -225,6 +257,7 @@ pub fn train<B: AutodiffBackend>(
         total: per_epoch * o.epochs,
         val_every: o.val_every.unwrap_or(per_epoch).max(1),
         augment,
+        head_stage,
         job,
         net: Some(net),
         updater,
@@ -282,6 +315,9 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         }
         let first_epoch = self.state.iteration / self.per_epoch.max(1) + 1;
         for epoch in first_epoch..=self.job.options.epochs {
+            if self.head_stage.as_ref().is_some_and(|h| epoch > h.epochs) {
+                self.unfreeze(reporter)?;
+            }
             let (ended, checkpointed) = self.epoch(epoch, journal, reporter)?;
             if let Some(end) = ended {
                 return Ok(end);
@@ -291,6 +327,24 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
             }
         }
         Ok((false, false))
+    }
+
+    /// The end of the head-only stage: its layers train from now on, at their rates, with a
+    /// fresh optimizer state (fastai's `unfreeze`).
+    fn unfreeze(&mut self, reporter: &dyn Reporter) -> anyhow::Result<()> {
+        let Some(stage) = self.head_stage.take() else {
+            return Ok(());
+        };
+        let net = self.net.take().expect("network present");
+        let net = net.set_layers_trainable(&stage.frozen, true)?;
+        self.updater = updater_for(self.job.options, &net, &self.job);
+        self.net = Some(net);
+        reporter.info(&format!(
+            "fine-tune: after {} head-only epoch(s) {} unfreeze",
+            stage.epochs,
+            zoo_cards::describe_layers(&stage.frozen)
+        ));
+        Ok(())
     }
 
     /// The steps of one epoch (from where a resumed run stands). Streamed images are read and
@@ -403,7 +457,7 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         let net = self.net.take().expect("network present");
         self.net = Some(
             self.updater
-                .update(net, grads, lr, o.head_lr_factor)
+                .update(net, grads, lr)
                 .update_running_statistics(),
         );
         self.state.images_seen += picked.len();

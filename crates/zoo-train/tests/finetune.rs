@@ -630,3 +630,105 @@ fn lr_find_suggests_a_rate_and_lr_auto_trains_at_it() {
     assert!(said.contains("(lr-find, valley rule)"), "{said}");
     std::fs::remove_dir_all(&t).unwrap();
 }
+
+/// Stops the run at its first validation (the end of epoch 1): Ctrl-C as a user would press it.
+struct StopAtFirstRow(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Reporter for StopAtFirstRow {
+    fn info(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+    fn row(&self, _: &ValidationRow) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn progress(&self, _: usize, _: usize) {}
+}
+
+/// `--fine-tune 1`: the first epoch trains the head alone (its weights are those of a head-only
+/// run, the body is the base model's), then every layer trains (conv1, frozen by the card, and
+/// fc1 move), with the earlier half of the body at lr / spread; a run stopped at the switch and
+/// resumed reaches the uninterrupted run's weights bit for bit.
+#[test]
+fn fine_tune_trains_the_head_first_then_the_body_at_spread_rates_and_resumes_exactly() {
+    for optimizer in [
+        zoo_train::OptimizerKind::Sgdm,
+        zoo_train::OptimizerKind::Adam,
+    ] {
+        let t = tmp(&format!("two-stage-{optimizer:?}"));
+        base_model(&t.join("base.onnx"));
+        dataset(&t.join("data"), 8);
+        let mut o = options(&t.join("data"), &t.join("whole"), false);
+        (o.fine_tune, o.optimizer) = (Some(1), optimizer);
+        two_stages_hold(&t, &o);
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+}
+
+fn two_stages_hold(t: &Path, o: &FinetuneOptions) {
+    let model = BaseModel::File(t.join("base.onnx"));
+    let whole = finetune(&model, &profile(), o, None, &Quiet).unwrap();
+    assert!(
+        whole.freeze_audit.frozen_layers.is_empty(),
+        "stage two trains everything"
+    );
+    let config = std::fs::read_to_string(t.join("whole/config.json")).unwrap();
+    assert!(config.contains("\"fine_tune\": 1"), "{config}");
+    // Stopped after epoch 1: the head-only stage's weights.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped_at = |out: &str, o: &FinetuneOptions| {
+        stop.store(false, std::sync::atomic::Ordering::SeqCst);
+        let o = FinetuneOptions {
+            out: Some(t.join(out)),
+            ..o.clone()
+        };
+        let reporter = StopAtFirstRow(stop.clone());
+        let s = finetune(&model, &profile(), &o, Some(stop.clone()), &reporter);
+        assert!(s.unwrap().interrupted);
+        weights(&t.join(out), "last.onnx")
+    };
+    let head_stage = stopped_at("staged", o);
+    let mut head_only = o.clone();
+    head_only.fine_tune = None;
+    head_only.freeze = zoo_train::FreezeChoice::Layers(vec!["conv1".into(), "fc1".into()]);
+    assert_eq!(head_stage, stopped_at("head-only", &head_only));
+    let base = weights(t, "base.onnx");
+    let end = weights(&t.join("whole"), "last.onnx");
+    for layer in ["conv1", "fc1"] {
+        let of = |w: &[(String, Vec<f32>)]| {
+            let found = w.iter().find(|(n, _)| n.starts_with(layer));
+            found.unwrap().1.clone()
+        };
+        assert_eq!(
+            of(&head_stage),
+            of(&base),
+            "{layer} frozen in the head stage"
+        );
+        assert_ne!(of(&end), of(&base), "{layer} trains after the switch");
+    }
+    let resumed = zoo_train::resume(&t.join("staged"), None, &Quiet).unwrap();
+    assert!(!resumed.interrupted);
+    assert_eq!(weights(&t.join("staged"), "last.onnx"), end);
+    let best = |run: &str| weights(&t.join(run), "best.onnx");
+    assert_eq!(best("staged"), best("whole"));
+}
+
+/// The rate groups: the trainable body's earlier half at 1 / spread, its later half at 1, the
+/// head at its factor; one body group without a spread.
+#[test]
+fn rate_groups_spread_the_body_and_keep_the_heads_factor() {
+    let t = tmp("groups");
+    base_model(&t.join("base.onnx"));
+    let onnx = zoo_onnx::OnnxModel::load(t.join("base.onnx")).unwrap();
+    let net = zoo_net::Network::<zoo_train::CpuTrain>::from_model(onnx, &Default::default());
+    let plan = net.plan();
+    let of = |layer: &str| plan.layer(layer).unwrap().params.clone();
+    let head = of("fc2");
+    let groups = zoo_train::updater::rate_groups(&net, &head, 10.0, 100.0);
+    let factors: Vec<f64> = groups.iter().map(|g| g.factor).collect();
+    let params: Vec<Vec<usize>> = groups.iter().map(|g| g.params.clone()).collect();
+    assert_eq!(factors, [0.01, 1.0, 10.0]);
+    assert_eq!(params, [of("conv1"), of("fc1"), head.clone()]);
+    let one = zoo_train::updater::rate_groups(&net, &head, 10.0, 1.0);
+    assert_eq!(one.len(), 2);
+    assert_eq!((one[0].factor, one[0].params.len()), (1.0, 4));
+    std::fs::remove_dir_all(&t).unwrap();
+}

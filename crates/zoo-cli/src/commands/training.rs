@@ -84,6 +84,15 @@ pub struct TrainingArgs {
     /// at even odds. Turns the feature cache off [default: 0, off].
     #[arg(long, value_name = "A", conflicts_with = "resume")]
     cutmix: Option<f64>,
+    /// Two stages (fastai's fine_tune): the new head alone for E1 epochs (body frozen), then
+    /// the body unfreezes (all of it, or what --freeze/--freeze-until leave) at rates spread
+    /// by --lr-spread, the schedule starting again; E1 counts within --epochs.
+    #[arg(long, value_name = "E1", conflicts_with_all = ["resume", "unfreeze_all"])]
+    fine_tune: Option<usize>,
+    /// Discriminative rates: the trainable body's earlier half learns at --lr / S, its later
+    /// half at --lr (the head at --lr x --head-lr-factor) [default: 10 with --fine-tune, else 1].
+    #[arg(long, value_name = "S", conflicts_with = "resume")]
+    lr_spread: Option<f64>,
     /// The optimizer [default: sgdm].
     #[arg(long, value_enum, conflicts_with = "resume")]
     optimizer: Option<OptimizerKind>,
@@ -179,6 +188,8 @@ impl TrainingArgs {
         set(&mut o.cutmix, self.cutmix);
         set(&mut o.schedule, self.schedule);
         o.warmup = self.warmup;
+        o.fine_tune = self.fine_tune;
+        o.lr_spread = self.lr_spread;
         set(&mut o.momentum, self.momentum);
         set(&mut o.weight_decay, self.weight_decay);
         set(&mut o.seed, self.seed);

@@ -50,11 +50,13 @@ impl Job<'_> {
         device: &B::Device,
     ) -> anyhow::Result<(Option<FeatureCut>, Inputs, Inputs, f64)> {
         let cache_started = Instant::now();
-        let cut = if options.feature_cache && !options.varies_inputs() {
-            net.feature_cut()
-        } else {
-            None
-        };
+        // Two stages need the images again once the body unfreezes: no cache for them.
+        let cut =
+            if options.feature_cache && !options.varies_inputs() && options.fine_tune.is_none() {
+                net.feature_cut()
+            } else {
+                None
+            };
         let Some(cut) = cut else {
             let inputs = |tensors| Inputs {
                 tensors,

@@ -265,6 +265,10 @@ impl Job<'_> {
                 lr_plan,
                 setup_seconds,
                 resume: resume.map(|r| r.checkpoint),
+                head_stage: (options.fine_tune).map(|epochs| trainer::HeadStage {
+                    epochs,
+                    frozen: model.head_stage_frozen.clone(),
+                }),
             },
             &mut journal,
             self.reporter,
@@ -316,9 +320,17 @@ impl Job<'_> {
     ) -> anyhow::Result<(usize, crate::schedule::LrPlan)> {
         let per_epoch = train_images.div_ceil(options.batch_size);
         let steps = per_epoch * options.epochs;
-        let plan = crate::schedule::LrPlan::new(options.schedule, options.warmup, per_epoch, steps)
-            .map_err(anyhow::Error::msg)?;
-        if plan.warmup() > 0 || options.schedule != crate::schedule::Schedule::Constant {
+        let (schedule, warmup) = (options.schedule, options.warmup);
+        let plan = match options.fine_tune {
+            Some(epochs) => {
+                let stages = (epochs * per_epoch, steps);
+                crate::schedule::LrPlan::staged(schedule, warmup, per_epoch, stages)
+            }
+            None => crate::schedule::LrPlan::new(schedule, warmup, per_epoch, steps),
+        };
+        let plan = plan.map_err(anyhow::Error::msg)?;
+        let shaped = options.schedule != crate::schedule::Schedule::Constant;
+        if plan.warmup() > 0 || shaped || options.fine_tune.is_some() {
             self.reporter
                 .info(&format!("learning rate: {}", plan.describe()));
         }

@@ -92,6 +92,9 @@ pub(super) struct Model<B: AutodiffBackend> {
     pub(super) head: HeadChange,
     pub(super) frozen: Vec<String>,
     pub(super) frozen_idx: Vec<usize>,
+    /// With `--fine-tune`: the layers frozen only during the head-only epochs (the network
+    /// starts with them frozen; `frozen*` and the counts describe the unfrozen stage).
+    pub(super) head_stage_frozen: Vec<String>,
     pub(super) snapshot: Vec<Vec<f32>>,
     pub(super) head_params: Vec<usize>,
     pub(super) trainable_params: usize,
@@ -171,8 +174,22 @@ impl Job<'_> {
             zoo_cards::describe_layers(&frozen),
             trainable_params
         ));
+        let head_stage_frozen = match options.fine_tune {
+            Some(epochs) => {
+                let layers = trainable_body_layers(&net, &profile.head);
+                self.reporter.info(&format!(
+                    "fine-tune: the head alone for {epochs} epoch(s), then {} more unfreeze at rates from --lr/{} to --lr",
+                    zoo_cards::describe_layers(&layers),
+                    options.lr_spread()
+                ));
+                layers
+            }
+            None => Vec::new(),
+        };
+        let net = net.set_layers_trainable(&head_stage_frozen, false)?;
         Ok(Model {
             net,
+            head_stage_frozen,
             base_sha256,
             head,
             frozen,
@@ -208,6 +225,8 @@ fn frozen_layers<B: AutodiffBackend>(
             })?;
             layer_names[..=pos].to_vec()
         }
+        // Two stages unfreeze the body after the head's epochs: the card's plan is stage one's.
+        FreezeChoice::Card if options.fine_tune.is_some() => Vec::new(),
         FreezeChoice::Card => profile.freeze.clone(),
     };
     if frozen.contains(&profile.head) {
@@ -217,6 +236,14 @@ fn frozen_layers<B: AutodiffBackend>(
         );
     }
     Ok(frozen)
+}
+
+/// The layers with trainable parameters other than the head, in graph order.
+fn trainable_body_layers<B: AutodiffBackend>(net: &Network<B>, head: &str) -> Vec<String> {
+    (net.plan().layers.iter())
+        .filter(|l| l.name != head && l.params.iter().any(|&i| net.is_trainable(i)))
+        .map(|l| l.name.clone())
+        .collect()
 }
 
 /// The freeze audit: every frozen parameter of every network equals its snapshot bit for bit.
