@@ -52,6 +52,33 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["options"]["epochs"], 2);
+    // The default recipe for 17 images (18, one a duplicate): two stages (one head-only epoch of the two given),
+    // a gentler body rate, augmentation; said on one line and recorded.
+    assert!(
+        stderr.contains("recipe: two-stage (17 training images, 3235 parameters")
+            && stderr.contains("given: epochs"),
+        "{stderr}"
+    );
+    let o = &config["options"];
+    assert_eq!(
+        (
+            &o["recipe"],
+            &o["fine_tune"],
+            &o["augment"],
+            &o["head_lr_factor"]
+        ),
+        (
+            &serde_json::json!("two-stage"),
+            &serde_json::json!(1),
+            &serde_json::json!(true),
+            &serde_json::json!(100.0)
+        ),
+        "{o}"
+    );
+    assert!(
+        stderr.contains("fine-tune: after 1 head-only epoch(s)"),
+        "{stderr}"
+    );
     assert_eq!(config["base_sha256"].as_str().unwrap().len(), 64);
     // The weights are ONNX with the new 3-way head and the run's labels in their metadata.
     let best = zoo_onnx::OnnxModel::load(run.join("best.onnx")).unwrap();

@@ -76,6 +76,9 @@ fn a_run_written_before_the_redesign_resumes_to_the_weights_of_an_uninterrupted_
         "3",
         "--device",
         "cpu",
+        // The options as given, as the old run took them (no recipe then).
+        "--recipe",
+        "head-only",
         "--out",
         whole.to_str().unwrap(),
     ];

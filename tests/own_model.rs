@@ -93,9 +93,15 @@ fn a_bare_file_with_a_preset_finetunes_on_its_val_folder_and_later_commands_need
         .as_str()
         .unwrap()
         .ends_with("val"));
-    // Adam without --lr takes Adam's defaults, not SGD's.
-    assert_eq!(config["options"]["lr"], 3e-4);
-    assert_eq!(config["options"]["head_lr_factor"], 10.0);
+    // Adam without --lr takes Adam's defaults, not SGD's: the two-stage recipe (18 images)
+    // moves the body at a tenth of Adam's 3e-4 and keeps the head at 3e-4 x 10.
+    assert_eq!(config["options"]["recipe"], "two-stage");
+    let lr = config["options"]["lr"].as_f64().unwrap();
+    let head = lr * config["options"]["head_lr_factor"].as_f64().unwrap();
+    assert!(
+        (lr - 3e-5).abs() < 1e-12 && (head - 3e-3).abs() < 1e-12,
+        "{config}"
+    );
 
     // Export rebuilds the same validation set and checks parity on it.
     let export = zoo(

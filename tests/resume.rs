@@ -253,7 +253,7 @@ fn a_killed_run_reuses_its_spilled_feature_cache_and_rebuilds_a_damaged_one() {
         args.drain(stages..stages + 2);
         args.retain(|a| *a != "--augment");
         args[7] = "150"; // epochs: long enough to be killed mid-run
-        args.extend(["--memory-budget", "1K"]);
+        args.extend(["--memory-budget", "1K", "--recipe", "head-only"]);
         args.into_iter().map(String::from).collect()
     };
     let whole = t.path().join("whole");

@@ -7,11 +7,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use zoo_train::memory;
+pub use zoo_train::recipe::RECIPE_OPTIONS;
 pub use zoo_train::run::{LR_FIND_JSON, LR_FIND_PNG};
 use zoo_train::TrainProfile;
 pub use zoo_train::{
     Activation, ArchSpec, DeviceChoice, FinetuneOptions, FreezeChoice, LossKind, OptimizerKind,
-    Reporter, Schedule, SplitChoice, Start, StderrReporter, Summary, ValidationRow, Warmup,
+    Recipe, Reporter, Schedule, SplitChoice, Start, StderrReporter, Summary, ValidationRow, Warmup,
 };
 
 use crate::profile::{profile_of_model, ModelHints, ProfileSource};

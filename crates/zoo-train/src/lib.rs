@@ -14,6 +14,7 @@ pub mod lr_find;
 pub mod memory;
 pub mod mixing;
 pub mod options;
+pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod rundir;
@@ -27,6 +28,7 @@ pub use arch::{Activation, ArchSpec};
 pub use device::{Device, DeviceChoice};
 pub use journal::RunStatus;
 pub use options::{FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, SplitChoice, Start};
+pub use recipe::Recipe;
 pub use run::{
     finetune, frozen_unchanged, lr_find, resume, run_data, run_options, train_from_scratch,
     BaseModel, CpuTrain, FreezeAudit, Summary, TrainProfile,

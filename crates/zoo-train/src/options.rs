@@ -229,6 +229,15 @@ pub struct FinetuneOptions {
     /// at `--lr` (the head at `--lr * --head-lr-factor`). Default: 10 with `--fine-tune`, else 1.
     #[serde(default)]
     pub lr_spread: Option<f64>,
+    /// The recipe that fills the options a user left out when the run starts
+    /// ([`crate::recipe`]; `zoo finetune` passes `auto`): after it ran, the one it chose.
+    /// `None`: the options are final as they are (the library's default).
+    #[serde(default)]
+    pub recipe: Option<crate::recipe::Recipe>,
+    /// The options the user gave ([`crate::recipe::RECIPE_OPTIONS`] names), which the recipe
+    /// leaves alone.
+    #[serde(default)]
+    pub given: Vec<String>,
 }
 
 impl FinetuneOptions {
@@ -271,6 +280,8 @@ impl FinetuneOptions {
             cutmix: 0.0,
             fine_tune: None,
             lr_spread: None,
+            recipe: None,
+            given: Vec::new(),
         }
     }
 

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use zoo_app::train::{
-    FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, Schedule, SplitChoice, Start, Warmup,
+    FinetuneOptions, FreezeChoice, LossKind, OptimizerKind, Recipe, Schedule, SplitChoice, Start,
+    Warmup,
 };
 
 use crate::ui::run_training;
@@ -93,6 +94,13 @@ pub struct TrainingArgs {
     /// half at --lr (the head at --lr x --head-lr-factor) [default: 10 with --fine-tune, else 1].
     #[arg(long, value_name = "S", conflicts_with = "resume")]
     lr_spread: Option<f64>,
+    /// How the options left out are filled: auto (by the run's size: two-stage for up to
+    /// 10,000 training images on a model of up to 30 M parameters, else head-only), two-stage
+    /// (20 epochs: the head alone for 2, then the body at a tenth of the default rate,
+    /// augmented), head-only (10 epochs of the head at the default rates, feature cache).
+    /// Every option given keeps its value [default: auto; zoo train: none].
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    recipe: Option<Recipe>,
     /// The optimizer [default: sgdm].
     #[arg(long, value_enum, conflicts_with = "resume")]
     optimizer: Option<OptimizerKind>,
@@ -134,9 +142,13 @@ pub struct TrainingArgs {
     /// auto (CUDA when usable, else CPU), cpu or cuda.
     #[arg(long, conflicts_with = "resume")]
     device: Option<zoo_app::train::DeviceChoice>,
-    /// Random flips and shifts (disables the frozen-feature cache).
+    /// Random flips and shifts (disables the frozen-feature cache; the two-stage recipe's
+    /// default).
     #[arg(long, conflicts_with = "resume")]
     augment: bool,
+    /// No augmentation, whatever the recipe.
+    #[arg(long, conflicts_with_all = ["resume", "augment"])]
+    no_augment: bool,
     /// Run the frozen layers on every step instead of once per image.
     #[arg(long, conflicts_with = "resume")]
     no_feature_cache: bool,
@@ -199,11 +211,34 @@ impl TrainingArgs {
         o.keep_classes = keep_classes;
         o.val_every = self.val_every;
         o.patience = self.patience;
-        o.augment = self.augment;
+        o.augment = self.augment && !self.no_augment;
+        o.recipe = match (start, self.recipe) {
+            (Start::Pretrained, recipe) => Some(recipe.unwrap_or(Recipe::Auto)),
+            (Start::Scratch, None) => None,
+            (Start::Scratch, Some(_)) => anyhow::bail!(
+                "--recipe fills a finetune's options; zoo train builds every layer anew and takes its options as given"
+            ),
+        };
+        o.given = self.given();
         o.feature_cache = !self.no_feature_cache;
         o.out = self.out;
         o.memory_budget = self.memory_budget;
         Ok(o)
+    }
+
+    /// The options given that a recipe would set ([`zoo_app::train::RECIPE_OPTIONS`]).
+    fn given(&self) -> Vec<String> {
+        let given = [
+            ("epochs", self.epochs.is_some()),
+            ("lr", self.lr.is_some()),
+            ("head_lr_factor", self.head_lr_factor.is_some()),
+            ("fine_tune", self.fine_tune.is_some()),
+            ("augment", self.augment || self.no_augment),
+        ];
+        (given.into_iter())
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     fn freeze_choice(&self) -> anyhow::Result<FreezeChoice> {

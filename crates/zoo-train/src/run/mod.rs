@@ -218,7 +218,7 @@ impl Job<'_> {
         let mut options = self.run_options();
         let started = Instant::now();
         let (data, train_t, val_t) = self.load_data(&options)?;
-        let model = self.build_model::<B>(&options, train_t.chw, &device)?;
+        let model = self.build_model::<B>(&mut options, (train_t.len(), train_t.chw), &device)?;
         self.check_model_fits(&model)?;
         if let Some(r) = &self.resume {
             self.check_resume(r, &binding_of(&data, &model), &model)?;

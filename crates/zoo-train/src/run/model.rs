@@ -123,8 +123,8 @@ impl Job<'_> {
     /// Import, new head, freeze plan, and the snapshot the freeze audit compares against.
     pub(super) fn build_model<B: AutodiffBackend>(
         &self,
-        options: &FinetuneOptions,
-        images_chw: [usize; 3],
+        options: &mut FinetuneOptions,
+        (train_images, images_chw): (usize, [usize; 3]),
         device: &B::Device,
     ) -> anyhow::Result<Model<B>> {
         let profile = self.profile;
@@ -142,6 +142,7 @@ impl Job<'_> {
             self.reporter.info(&note);
         }
         let net = Network::<B>::from_model(onnx, device);
+        self.apply_recipe(options, train_images, &net)?;
         let frozen = frozen_layers(&net, options, profile)?;
         let net = net
             .set_layers_trainable(&frozen, false)?
@@ -199,6 +200,35 @@ impl Job<'_> {
             trainable_params,
             frozen_params,
         })
+    }
+}
+
+impl Job<'_> {
+    /// A new run's recipe ([`crate::recipe`]), chosen by its training images and the model's
+    /// parameters, fills the options the user left out; said on one line. A resumed run's
+    /// options are final (its config.json holds what the recipe chose).
+    fn apply_recipe<B: AutodiffBackend>(
+        &self,
+        options: &mut FinetuneOptions,
+        train_images: usize,
+        net: &Network<B>,
+    ) -> anyhow::Result<()> {
+        let Some(asked) = options.recipe.filter(|_| self.resume.is_none()) else {
+            return Ok(());
+        };
+        let plan = net.plan();
+        let params: usize = (plan.params.iter())
+            .filter(|p| p.role == ParamRole::Learnable)
+            .map(|p| p.numel())
+            .sum();
+        let (recipe, why) = asked.choose(train_images, params);
+        recipe.apply(options);
+        self.reporter.info(&format!(
+            "recipe: {} ({why}): {}",
+            recipe.name(),
+            recipe.describe(options)
+        ));
+        options.validate().map_err(anyhow::Error::msg)
     }
 }
 

@@ -72,9 +72,9 @@ impl Job<'_> {
         device_kind: Device,
         out: &Path,
     ) -> anyhow::Result<LrFind> {
-        let options = self.run_options();
+        let mut options = self.run_options();
         let (data, train, val) = self.load_data(&options)?;
-        let model = self.build_model::<B>(&options, train.chw, &device)?;
+        let model = self.build_model::<B>(&mut options, (train.len(), train.chw), &device)?;
         self.check_model_fits(&model)?;
         context(
             std::fs::create_dir_all(out),
