@@ -18,7 +18,7 @@ for seed in $seeds; do
     rm -rf "$out/seed$seed"
     "$zoo" finetune "$shared/models/pretrained/squeezenet1.0-tflite-imagenet1001-opset9.onnx" \
         --data "$data" --classes 10 \
-        --val-per-class 24 --epochs 10 --seed "$seed" ${ZOO_EXTRA:-} \
+        --val-per-class 24 --epochs 10 --recipe head-only --seed "$seed" ${ZOO_EXTRA:-} \
         --scale 1 --mean 127.5 --std 127.5 --out "$out/seed$seed" >/dev/null 2>"$out/seed$seed.log"
     python3 - "$out/seed$seed" "$seed" <<'PY'
 import json, sys

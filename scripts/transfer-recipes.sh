@@ -2,10 +2,11 @@
 # Compares finetuning recipes on real transfer (issue #32): each recipe (a label and zoo
 # finetune options) on each model and seed, the best validation accuracy per seed, their mean
 # and worst. Models: SqueezeNet 1.0 and MobileNet v1 0.25 with real ImageNet weights
-# (../shared/models/pretrained/), head only. Data: class folders; 20 per class validate.
+# (../shared/models/pretrained/). Data: class folders; 20 per class validate. No options: zoo's
+# default recipe (--recipe auto); "--recipe head-only" is zoo's default before recipes.
 # Usage: scripts/transfer-recipes.sh ZOO OUT DATA "label|options" ... (SEEDS="0 1 2",
 #        SHARED=../shared, ONLY=name-part to run one model, in the environment)
-# e.g.   scripts/transfer-recipes.sh zoo /tmp/r ../shared/data/flowers5 "default|" "auto|--lr auto"
+# e.g.   scripts/transfer-recipes.sh zoo /tmp/r ../shared/data/flowers5 "before|--recipe head-only" "default|"
 set -euo pipefail
 usage="usage: scripts/transfer-recipes.sh ZOO OUT DATA \"label|options\" ..."
 zoo="${1:?$usage}"

@@ -12,7 +12,8 @@ use common::{read_json, small_rgb_classifier, write_images, zoo, TempDir};
 /// A run that validates every 4 iterations with 6 iterations per epoch, so checkpoints
 /// come both from validations and from epoch ends, with augmentation drawing per epoch, mixup
 /// and cutmix drawing per step, a one-cycle schedule changing the rate at every step, and two
-/// stages (the head alone for the first epoch, then every layer: killed after the switch).
+/// stages (the head alone for the first epoch, then every layer: killed after the switch), and
+/// an average of the weights (`--ema`) validating.
 fn finetune_args<'a>(
     model: &'a str,
     data: &'a str,
@@ -47,6 +48,8 @@ fn finetune_args<'a>(
         "0.4",
         "--cutmix",
         "1",
+        "--ema",
+        "0.9",
         "--out",
         out,
     ]

@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod device;
+pub mod ema;
 pub mod export;
 pub mod feature_cache;
 pub mod host_sgd;

@@ -229,6 +229,10 @@ pub struct FinetuneOptions {
     /// at `--lr` (the head at `--lr * --head-lr-factor`). Default: 10 with `--fine-tune`, else 1.
     #[serde(default)]
     pub lr_spread: Option<f64>,
+    /// `--ema D`: validate, keep and export an exponential moving average of the trainable
+    /// weights, `e = D e + (1 - D) w` after each step ([`crate::ema`]).
+    #[serde(default)]
+    pub ema: Option<f64>,
     /// The recipe that fills the options a user left out when the run starts
     /// ([`crate::recipe`]; `zoo finetune` passes `auto`): after it ran, the one it chose.
     /// `None`: the options are final as they are (the library's default).
@@ -280,6 +284,7 @@ impl FinetuneOptions {
             cutmix: 0.0,
             fine_tune: None,
             lr_spread: None,
+            ema: None,
             recipe: None,
             given: Vec::new(),
         }
@@ -337,6 +342,12 @@ impl FinetuneOptions {
             if self.freeze == FreezeChoice::Nothing {
                 return Err("--fine-tune unfreezes the whole body after its head-only epochs; leave out --unfreeze-all (or use --freeze-until to keep early layers frozen)".into());
             }
+        }
+        if self.ema.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+            return Err(
+                "--ema takes a decay in [0, 1) (0.99 for a few hundred steps, 0.999 for thousands)"
+                    .into(),
+            );
         }
         if self.lr_spread.is_some_and(|s| !(s.is_finite() && s >= 1.0)) {
             return Err("--lr-spread must be at least 1 (1: one rate for the whole body)".into());

@@ -13,6 +13,7 @@ use zoo_data::Augment;
 use zoo_net::{FeatureCut, Network};
 
 use crate::checkpoint::{Checkpoint, LoopState, OptimizerState};
+use crate::ema::Ema;
 use crate::options::FinetuneOptions;
 use crate::updater::Updater;
 
@@ -149,6 +150,19 @@ pub struct HeadStage {
     pub frozen: Vec<String>,
 }
 
+/// The parameters `--ema` averages: those that train now, and those of `later` layers (the
+/// body a two-stage run unfreezes).
+fn averaged_params<B: AutodiffBackend>(net: &Network<B>, later: &[String]) -> Vec<usize> {
+    let plan = net.plan();
+    (0..plan.params.len())
+        .filter(|&i| {
+            let p = &plan.params[i];
+            net.is_trainable(i)
+                || (p.role == zoo_net::ParamRole::Learnable && later.contains(&p.layer))
+        })
+        .collect()
+}
+
 /// The updater for the layers `net` trains now, in rate groups (the body spread by
 /// `--lr-spread`, the head at its factor).
 fn updater_for<B: AutodiffBackend>(
@@ -192,6 +206,8 @@ struct Loop<'a, B: AutodiffBackend> {
     augment: Option<Augment>,
     /// The head-only stage while it lasts (`--fine-tune`).
     head_stage: Option<HeadStage>,
+    /// The average of the weights (`--ema`): what validates and becomes the best model.
+    ema: Option<Ema>,
     /// Wall time of earlier sessions of this run is in `state.elapsed_s`.
     session_started: Instant,
     elapsed_before: f64,
@@ -216,6 +232,10 @@ pub fn train<B: AutodiffBackend>(
         }
     }
     let mut updater = updater_for(o, &net, &job);
+    let mut ema = o.ema.map(|decay| {
+        let stage_two = head_stage.as_ref().map_or(&[][..], |h| h.frozen.as_slice());
+        Ema::new(decay, &net, &averaged_params(&net, stage_two))
+    });
     let mut best = net.clone();
     let state = match job.resume.take() {
         Some(c) => {
@@ -225,8 +245,11 @@ pub fn train<B: AutodiffBackend>(
             for (i, v) in c.best {
                 best.set_param_values(i, v);
             }
-            updater
-                .restore(&c.optimizer, &job.device)
+            let optimizer = match &mut ema {
+                Some(ema) => ema.unpack(&c.optimizer),
+                None => Ok(&c.optimizer[..]),
+            };
+            (optimizer.and_then(|bytes| updater.restore(bytes, &job.device)))
                 .map_err(|e| anyhow::anyhow!("the checkpoint's optimizer state: {e}"))?;
             c.state
         }
@@ -258,6 +281,7 @@ pub fn train<B: AutodiffBackend>(
         val_every: o.val_every.unwrap_or(per_epoch).max(1),
         augment,
         head_stage,
+        ema,
         job,
         net: Some(net),
         updater,
@@ -460,6 +484,9 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
                 .update(net, grads, lr)
                 .update_running_statistics(),
         );
+        if let (Some(ema), Some(net)) = (&mut self.ema, &self.net) {
+            ema.update(net);
+        }
         self.state.images_seen += picked.len();
         self.state.recent_loss += loss_value as f64 * picked.len() as f64;
         self.state.recent_correct += correct;
@@ -529,8 +556,9 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         reporter: &dyn Reporter,
     ) -> anyhow::Result<(ValidationRow, Flow)> {
         let o = self.job.options;
+        let validated = self.validated();
         let score = evaluate(
-            &self.net().valid(),
+            &validated.valid(),
             self.job.cut.as_ref(),
             self.job.val,
             o.batch_size,
@@ -573,7 +601,7 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         if better {
             s.best_row = Some(row.clone());
             s.since_best = 0;
-            self.best = self.net().clone();
+            self.best = validated;
             self.state.elapsed_s = self.elapsed();
             journal.new_best(&self.best, &self.state)?;
         } else {
@@ -591,12 +619,23 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         ))
     }
 
+    /// The network validation sees: the average of the weights with `--ema`, else the weights.
+    fn validated(&self) -> Network<B> {
+        match &self.ema {
+            Some(ema) => ema.applied_to(self.net()),
+            None => self.net().clone(),
+        }
+    }
+
     fn checkpoint(&mut self, journal: &mut dyn Journal<B>) -> anyhow::Result<()> {
         self.state.elapsed_s = self.elapsed();
-        let optimizer = self
-            .updater
-            .save()
-            .map_err(|e| anyhow::anyhow!("cannot save the optimizer state: {e}"))?;
+        let optimizer = self.updater.save();
+        let optimizer = match &self.ema {
+            Some(ema) => optimizer.and_then(|state| ema.pack(state)),
+            None => optimizer,
+        };
+        let optimizer =
+            optimizer.map_err(|e| anyhow::anyhow!("cannot save the optimizer state: {e}"))?;
         journal.checkpoint(self.net(), &self.best, &self.state, &optimizer)?;
         Ok(())
     }

@@ -732,3 +732,56 @@ fn rate_groups_spread_the_body_and_keep_the_heads_factor() {
     assert_eq!((one[0].factor, one[0].params.len()), (1.0, 4));
     std::fs::remove_dir_all(&t).unwrap();
 }
+
+/// `--ema D`: the average follows `e = D e + (1 - D) w` from the weights before the first step.
+/// Directly (three steps of made-up weights on the network) and in a run of one step, where the
+/// best (validated) model must be `D w0 + (1 - D) w1` of the starting weights (a run stopped
+/// before its first step) and the trained ones (last.onnx).
+#[test]
+fn ema_weights_follow_the_recurrence() {
+    let t = tmp("ema");
+    base_model(&t.join("base.onnx"));
+    let onnx = zoo_onnx::OnnxModel::load(t.join("base.onnx")).unwrap();
+    let mut net = zoo_net::Network::<zoo_train::CpuTrain>::from_model(onnx, &Default::default());
+    let fc2 = net.plan().layer("fc2").unwrap().params[1];
+    let start = net.param_value(fc2);
+    let mut ema = zoo_train::ema::Ema::new(0.75, &net, &[fc2]);
+    let mut expected = start.clone();
+    for step in 1..=3 {
+        let w: Vec<f32> = (0..start.len()).map(|k| (k * step) as f32 - 1.5).collect();
+        net.set_param_values(fc2, w.clone());
+        ema.update(&net);
+        for (e, w) in expected.iter_mut().zip(&w) {
+            *e = 0.75 * *e + 0.25 * w;
+        }
+    }
+    assert_eq!(ema.values()[0].1, expected);
+    assert_ne!(expected, start);
+
+    dataset(&t.join("data"), 4);
+    let model = BaseModel::File(t.join("base.onnx"));
+    let mut o = options(&t.join("data"), &t.join("before"), false);
+    (o.epochs, o.batch_size, o.ema) = (1, 64, Some(0.5));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    finetune(&model, &profile(), &o, Some(stop), &Quiet).unwrap();
+    o.out = Some(t.join("run"));
+    let s = finetune(&model, &profile(), &o, None, &Quiet).unwrap();
+    assert_eq!(s.validations, 1);
+    let (w0, w1) = (
+        weights(&t.join("before"), "best.onnx"),
+        weights(&t.join("run"), "last.onnx"),
+    );
+    let averaged = weights(&t.join("run"), "best.onnx");
+    let mut moved = 0;
+    for (((name, a), (_, b)), (_, e)) in w0.iter().zip(&w1).zip(&averaged) {
+        for ((a, b), e) in a.iter().zip(b).zip(e) {
+            assert!(
+                (0.5 * a + 0.5 * b - e).abs() <= 1e-6,
+                "{name}: {e} vs {a}, {b}"
+            );
+            moved += usize::from(a != b);
+        }
+    }
+    assert!(moved > 0, "the step changed the weights");
+    std::fs::remove_dir_all(&t).unwrap();
+}

@@ -94,6 +94,11 @@ pub struct TrainingArgs {
     /// half at --lr (the head at --lr x --head-lr-factor) [default: 10 with --fine-tune, else 1].
     #[arg(long, value_name = "S", conflicts_with = "resume")]
     lr_spread: Option<f64>,
+    /// Validate, keep (best.onnx) and export an exponential moving average of the weights,
+    /// e = D e + (1 - D) w after each step (0.99 for a few hundred steps; last.onnx keeps the
+    /// weights as trained) [default: off].
+    #[arg(long, value_name = "D", conflicts_with = "resume")]
+    ema: Option<f64>,
     /// How the options left out are filled: auto (by the run's size: two-stage for up to
     /// 10,000 training images on a model of up to 30 M parameters, else head-only), two-stage
     /// (20 epochs: the head alone for 2, then the body at a tenth of the default rate,
@@ -202,6 +207,7 @@ impl TrainingArgs {
         o.warmup = self.warmup;
         o.fine_tune = self.fine_tune;
         o.lr_spread = self.lr_spread;
+        o.ema = self.ema;
         set(&mut o.momentum, self.momentum);
         set(&mut o.weight_decay, self.weight_decay);
         set(&mut o.seed, self.seed);
