@@ -2,7 +2,7 @@
 # Compares finetuning recipes on real transfer (issue #32): each recipe (a label and zoo
 # finetune options) on each model and seed, the best validation accuracy per seed, their mean
 # and worst. Models: SqueezeNet 1.0 and MobileNet v1 0.25 with real ImageNet weights
-# (../shared/models/pretrained/). Data: class folders; 20 per class validate. No options: zoo's
+# (../shared/models/pretrained/). Data: class folders, or train/ and val/ of them (see below). No options: zoo's
 # default recipe (--recipe auto); "--recipe head-only" is zoo's default before recipes.
 # Usage: scripts/transfer-recipes.sh ZOO OUT DATA "label|options" ... (SEEDS="0 1 2",
 #        SHARED=../shared, ONLY=name-part to run one model, in the environment)
@@ -19,6 +19,13 @@ models=(
     "squeezenet1.0|squeezenet1.0-tflite-imagenet1001-opset9.onnx|--scale 1 --mean 127.5 --std 127.5"
     "mobilenet-v1-0.25|mobilenet_v1_0.25_128-imagenet1001-dequant-opset9.onnx|--scale 1 --mean 128 --std 128"
 )
+# A fixed validation set (DATA/train and DATA/val) when there is one: then the seeds vary the
+# training alone; else 20 images of each class validate, drawn by the seed.
+if [[ -d "$data/train" && -d "$data/val" ]]; then
+    split="--data $data/train --val-data $data/val"
+else
+    split="--data $data --val-per-class 20"
+fi
 mkdir -p "$out"
 for model in "${models[@]}"; do
     IFS='|' read -r name file recipe <<<"$model"
@@ -30,8 +37,8 @@ for model in "${models[@]}"; do
             run="$out/$name-$label-seed$seed"
             rm -rf "$run"
             # shellcheck disable=SC2086 # options are words on purpose
-            "$zoo" finetune "$shared/models/pretrained/$file" --data "$data" $recipe \
-                --val-per-class 20 --seed "$seed" $options --out "$run" >/dev/null 2>"$run.log"
+            "$zoo" finetune "$shared/models/pretrained/$file" $split $recipe \
+                --seed "$seed" $options --out "$run" >/dev/null 2>"$run.log"
             accuracies+=("$(python3 -c "import json,sys; print(100 * json.load(open(sys.argv[1]))['best_val_accuracy'])" "$run/summary.json")")
         done
         python3 - "$name" "$label" "${accuracies[@]}" <<'PY'

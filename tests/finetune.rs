@@ -71,7 +71,7 @@ fn finetune_writes_a_complete_run_directory_and_links_latest() {
             &serde_json::json!("two-stage"),
             &serde_json::json!(1),
             &serde_json::json!(true),
-            &serde_json::json!(100.0)
+            &serde_json::json!(30.0)
         ),
         "{o}"
     );

@@ -94,7 +94,7 @@ fn a_bare_file_with_a_preset_finetunes_on_its_val_folder_and_later_commands_need
         .unwrap()
         .ends_with("val"));
     // Adam without --lr takes Adam's defaults, not SGD's: the two-stage recipe (18 images)
-    // moves the body at a tenth of Adam's 3e-4 and keeps the head at 3e-4 x 10.
+    // moves the body at a third of Adam's 3e-4 and keeps the head at 3e-4 x 10.
     assert_eq!(config["options"]["recipe"], "two-stage");
     let lr = config["options"]["lr"].as_f64().unwrap();
     let head = lr * config["options"]["head_lr_factor"].as_f64().unwrap();

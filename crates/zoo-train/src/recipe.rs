@@ -16,9 +16,9 @@ pub enum Recipe {
     /// By the run's size: two-stage up to [`SMALL_DATA_IMAGES`] training images on a model of
     /// up to [`SMALL_MODEL_PARAMS`] parameters, else head-only.
     Auto,
-    /// 20 epochs: the head alone for the first 2, then the body unfreezes at a tenth of the
-    /// optimizer's default rate (its earlier half at a hundredth), the head at the default
-    /// head rate; images augmented.
+    /// 20 epochs: the head alone for the first 2, then the body unfreezes at a third of the
+    /// optimizer's default rate (its earlier half at a thirtieth), the head at the default
+    /// head rate, each stage a one-cycle schedule; images augmented.
     TwoStage,
     /// 10 epochs of the head (the card's freeze plan) at the optimizer's default rates, through
     /// the feature cache: zoo's defaults before recipes.
@@ -34,7 +34,14 @@ pub const SMALL_MODEL_PARAMS: usize = 30_000_000;
 
 /// The options a recipe sets, by their `config.json` names; the CLI lists those a user gave
 /// in [`FinetuneOptions::given`] and the recipe leaves them alone.
-pub const RECIPE_OPTIONS: [&str; 5] = ["epochs", "lr", "head_lr_factor", "fine_tune", "augment"];
+pub const RECIPE_OPTIONS: [&str; 6] = [
+    "epochs",
+    "lr",
+    "head_lr_factor",
+    "fine_tune",
+    "schedule",
+    "augment",
+];
 
 impl Recipe {
     /// The recipe for a run of `train_images` on a model of `params` parameters, and why, in
@@ -75,6 +82,7 @@ impl Recipe {
         let (free_epochs, free_lr, free_factor) =
             (free("epochs"), free("lr"), free("head_lr_factor"));
         let (free_stages, free_augment) = (free("fine_tune"), free("augment"));
+        let free_schedule = free("schedule");
         let (lr, head_factor) = o.optimizer.default_lr(Start::Pretrained);
         match self {
             Recipe::TwoStage => {
@@ -84,12 +92,15 @@ impl Recipe {
                 if free_stages && o.freeze != FreezeChoice::Nothing && o.epochs >= 2 {
                     o.fine_tune = Some(o.epochs.div_ceil(10).min(o.epochs - 1));
                 }
-                // The body moves ten times more gently than by default; the head keeps its rate.
+                // The body moves at a third of the default rate; the head keeps its rate.
                 if free_lr {
-                    o.lr = lr / 10.0;
+                    o.lr = lr / 3.0;
                 }
                 if free_factor {
-                    o.head_lr_factor = head_factor * 10.0;
+                    o.head_lr_factor = head_factor * 3.0;
+                }
+                if free_schedule {
+                    o.schedule = crate::schedule::Schedule::OneCycle;
                 }
                 if free_augment {
                     o.augment = true;
@@ -108,16 +119,18 @@ impl Recipe {
         };
         let stages = match o.fine_tune {
             Some(head) => format!(
-                "the head alone for {head}, then the body at lr {:.0e} (its earlier half {:.0e})",
+                "the head alone for {head}, then the body at lr {:.1e} (its earlier half {:.1e})",
                 o.lr,
                 o.lr / o.lr_spread()
             ),
-            None => format!("lr {:.0e}", o.lr),
+            None => format!("lr {:.1e}", o.lr),
         };
         let augment = if o.augment { ", augmented" } else { "" };
         format!(
-            "{} epochs: {stages}, head x{}{augment}{given}",
-            o.epochs, o.head_lr_factor
+            "{} epochs: {stages}, head x{}, {} schedule{augment}{given}",
+            o.epochs,
+            o.head_lr_factor,
+            o.schedule.name()
         )
     }
 }
@@ -140,7 +153,8 @@ mod tests {
         let mut o = FinetuneOptions::new(PathBuf::from("d"), 3);
         Recipe::TwoStage.apply(&mut o);
         assert_eq!((o.epochs, o.fine_tune, o.augment), (20, Some(2), true));
-        assert_eq!((o.lr, o.head_lr_factor), (1e-4, 100.0));
+        assert_eq!((o.lr, o.head_lr_factor), (1e-3 / 3.0, 30.0));
+        assert_eq!(o.schedule, crate::schedule::Schedule::OneCycle);
         assert_eq!(o.recipe, Some(Recipe::TwoStage));
         assert!(o.validate().is_ok());
         let mut o = FinetuneOptions::new(PathBuf::from("d"), 3);

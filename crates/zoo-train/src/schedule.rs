@@ -30,6 +30,18 @@ pub enum Warmup {
     Epochs(f64),
 }
 
+impl Schedule {
+    /// The flag's spelling (`one-cycle`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Step => "step",
+            Schedule::Cosine => "cosine",
+            Schedule::OneCycle => "one-cycle",
+        }
+    }
+}
+
 impl Warmup {
     /// `100` (iterations), `2e` or `1.5epochs` (epochs).
     pub fn parse(text: &str) -> Result<Self, String> {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use serde::{Deserialize, Serialize};
 use zoo_data::Augment;
 use zoo_net::{FeatureCut, Network};
 
@@ -21,76 +20,10 @@ use crate::losses::predictions;
 pub use crate::losses::{cross_entropy, evaluate, probabilities, training_loss};
 use crate::losses::{note_dead_classes, step_loss};
 use crate::mixing::Mix;
+pub use crate::rows::{IterationRow, Reporter, StderrReporter, ValidationRow};
 pub use crate::split_inputs::Inputs;
-
-/// What the caller sees while training runs.
-pub trait Reporter {
-    fn info(&self, message: &str);
-    fn warn(&self, message: &str);
-    fn row(&self, row: &ValidationRow);
-    fn progress(&self, iteration: usize, total: usize);
-}
-
-/// A [`Reporter`] for programs that use zoo as a library: messages and one line per
-/// validation on stderr, no progress bar.
-pub struct StderrReporter;
-
-impl Reporter for StderrReporter {
-    fn info(&self, message: &str) {
-        eprintln!("{message}");
-    }
-
-    fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
-    }
-
-    fn row(&self, r: &ValidationRow) {
-        eprintln!(
-            "epoch {} iteration {}: validation accuracy {:.2}%, loss {:.4}",
-            r.epoch,
-            r.iteration,
-            100.0 * r.val_accuracy,
-            r.val_loss
-        );
-    }
-
-    fn progress(&self, _: usize, _: usize) {}
-}
-
-/// One validation: a row of the MATLAB-style verbose table.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ValidationRow {
-    pub epoch: usize,
-    pub iteration: usize,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub elapsed_s: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub train_loss: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub train_accuracy: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub val_loss: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub val_accuracy: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub lr: f64,
-}
-
-/// One training iteration (for metrics.csv and the progress plot).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IterationRow {
-    pub epoch: usize,
-    pub iteration: usize,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub elapsed_s: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub train_loss: f64,
-    #[serde(with = "crate::checkpoint::nan_as_null")]
-    pub train_accuracy: f64,
-    /// Images in this iteration's batch (0 in checkpoints written before it was recorded).
-    #[serde(default)]
-    pub images: usize,
-}
+pub use crate::stages::HeadStage;
+use crate::stages::{averaged_params, stage_at, updater_for};
 
 /// Everything the loop returns.
 pub struct Trained<B: AutodiffBackend> {
@@ -143,38 +76,6 @@ pub struct LoopInputs<'a, B: AutodiffBackend> {
     pub head_stage: Option<HeadStage>,
 }
 
-/// The head-only epochs of a two-stage run and the layers frozen only during them.
-#[derive(Clone, Debug)]
-pub struct HeadStage {
-    pub epochs: usize,
-    pub frozen: Vec<String>,
-}
-
-/// The parameters `--ema` averages: those that train now, and those of `later` layers (the
-/// body a two-stage run unfreezes).
-fn averaged_params<B: AutodiffBackend>(net: &Network<B>, later: &[String]) -> Vec<usize> {
-    let plan = net.plan();
-    (0..plan.params.len())
-        .filter(|&i| {
-            let p = &plan.params[i];
-            net.is_trainable(i)
-                || (p.role == zoo_net::ParamRole::Learnable && later.contains(&p.layer))
-        })
-        .collect()
-}
-
-/// The updater for the layers `net` trains now, in rate groups (the body spread by
-/// `--lr-spread`, the head at its factor).
-fn updater_for<B: AutodiffBackend>(
-    o: &FinetuneOptions,
-    net: &Network<B>,
-    job: &LoopInputs<'_, B>,
-) -> Box<dyn Updater<B>> {
-    let groups =
-        crate::updater::rate_groups(net, &job.head_params, o.head_lr_factor, o.lr_spread());
-    crate::updater::for_options(o, net, groups, job.host_optimizer)
-}
-
 /// The seed of one iteration's random draws (dropout): a function of the run's seed and the
 /// iteration alone, so a resumed run draws what an uninterrupted one would.
 fn iteration_seed(seed: u64, iteration: usize) -> u64 {
@@ -222,15 +123,9 @@ pub fn train<B: AutodiffBackend>(
 ) -> anyhow::Result<Trained<B>> {
     let o = job.options;
     let per_epoch = job.train.len().div_ceil(o.batch_size);
-    let mut head_stage = job.head_stage.clone();
-    // A run resumed after its head-only epochs goes on with the body unfrozen (a checkpoint at
-    // the switch itself holds the head stage's optimizer state; the loop switches next).
-    if let (Some(stage), Some(c)) = (&head_stage, &job.resume) {
-        if c.state.iteration > stage.epochs * per_epoch {
-            net = net.set_layers_trainable(&stage.frozen, true)?;
-            head_stage = None;
-        }
-    }
+    let resumed_at = job.resume.as_ref().map(|c| c.state.iteration);
+    let (net_now, head_stage) = stage_at(net, job.head_stage.clone(), resumed_at, per_epoch)?;
+    net = net_now;
     let mut updater = updater_for(o, &net, &job);
     let mut ema = o.ema.map(|decay| {
         let stage_two = head_stage.as_ref().map_or(&[][..], |h| h.frozen.as_slice());
@@ -253,24 +148,7 @@ pub fn train<B: AutodiffBackend>(
                 .map_err(|e| anyhow::anyhow!("the checkpoint's optimizer state: {e}"))?;
             c.state
         }
-        None => {
-            let initial = evaluate(
-                &net.valid(),
-                job.cut.as_ref(),
-                job.val,
-                o.batch_size,
-                &job.device,
-            )?;
-            let mut state = LoopState {
-                initial_val_accuracy: initial.accuracy,
-                current_epoch_s: job.setup_seconds,
-                elapsed_s: job.setup_seconds,
-                ..Default::default()
-            };
-            let names = job.classes;
-            note_dead_classes(&mut state, &initial.constant_classes, names, reporter);
-            state
-        }
+        None => first_state(&net, &job, reporter)?,
     };
     let elapsed_before = state.elapsed_s;
     let augment =
@@ -298,6 +176,30 @@ pub fn train<B: AutodiffBackend>(
         stopped_early,
         interrupted,
     })
+}
+
+/// A new run's state: the validation before the first step, and any class dead already.
+fn first_state<B: AutodiffBackend>(
+    net: &Network<B>,
+    job: &LoopInputs<'_, B>,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<LoopState> {
+    let o = job.options;
+    let initial = evaluate(
+        &net.valid(),
+        job.cut.as_ref(),
+        job.val,
+        o.batch_size,
+        &job.device,
+    )?;
+    let mut state = LoopState {
+        initial_val_accuracy: initial.accuracy,
+        current_epoch_s: job.setup_seconds,
+        elapsed_s: job.setup_seconds,
+        ..Default::default()
+    };
+    note_dead_classes(&mut state, &initial.constant_classes, job.classes, reporter);
+    Ok(state)
 }
 
 /// One training step: its images, their pixels when read ahead, and the epoch's clock (its

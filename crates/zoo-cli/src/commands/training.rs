@@ -101,8 +101,8 @@ pub struct TrainingArgs {
     ema: Option<f64>,
     /// How the options left out are filled: auto (by the run's size: two-stage for up to
     /// 10,000 training images on a model of up to 30 M parameters, else head-only), two-stage
-    /// (20 epochs: the head alone for 2, then the body at a tenth of the default rate,
-    /// augmented), head-only (10 epochs of the head at the default rates, feature cache).
+    /// (20 epochs: the head alone for 2, then the body at a third of the default rate, one-cycle
+    /// schedules, augmented), head-only (10 epochs of the head at the default rates, feature cache).
     /// Every option given keeps its value [default: auto; zoo train: none].
     #[arg(long, value_enum, conflicts_with = "resume")]
     recipe: Option<Recipe>,
@@ -239,6 +239,7 @@ impl TrainingArgs {
             ("lr", self.lr.is_some()),
             ("head_lr_factor", self.head_lr_factor.is_some()),
             ("fine_tune", self.fine_tune.is_some()),
+            ("schedule", self.schedule.is_some()),
             ("augment", self.augment || self.no_augment),
         ];
         (given.into_iter())

@@ -211,10 +211,24 @@ fn schedule_line(options: &Value) -> String {
         _ => String::new(),
     };
     let head = options["head_lr_factor"].as_f64().unwrap_or(1.0);
+    let mut extra = String::new();
+    if let Some(recipe) = options["recipe"].as_str() {
+        extra += &format!("; recipe {recipe}");
+    }
+    if let Some(head_epochs) = options["fine_tune"].as_u64() {
+        let spread = options["lr_spread"].as_f64().unwrap_or(10.0);
+        extra += &format!(
+            "; the head alone for {head_epochs} epoch(s), then the body, its earlier half at lr/{spread}"
+        );
+    }
+    if let Some(decay) = options["ema"].as_f64() {
+        extra += &format!("; validated on the weights' average (EMA {decay})");
+    }
     format!(
-        "<p>Learning rate {lr:e} ({}{}; the new head x{head})</p>\n",
+        "<p>Learning rate {lr:e} ({}{}; the new head x{head}{})</p>\n",
         escape(schedule),
-        escape(&warmup)
+        escape(&warmup),
+        escape(&extra)
     )
 }
 

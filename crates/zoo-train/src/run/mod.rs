@@ -225,12 +225,7 @@ impl Job<'_> {
         }
         let resume = self.resume.take();
         let checkpoint = resume.as_ref().map(|r| &r.checkpoint);
-        let (steps, lr_plan) = self.lr_plan(&options, train_t.len())?;
-        if let (Some(c), Some(run)) = (checkpoint, &options.out) {
-            let done = c.state.iteration;
-            let at = format!("resuming {} at iteration {done} of {steps}", run.display());
-            self.reporter.info(&at);
-        }
+        let (steps, lr_plan) = self.lr_plan(&options, train_t.len(), checkpoint)?;
         let mut journal = self.open_run(&options, &data, &model, device_kind, steps, checkpoint)?;
         let run_dir = journal.dir().to_path_buf();
         let io =
@@ -265,10 +260,7 @@ impl Job<'_> {
                 lr_plan,
                 setup_seconds,
                 resume: resume.map(|r| r.checkpoint),
-                head_stage: (options.fine_tune).map(|epochs| trainer::HeadStage {
-                    epochs,
-                    frozen: model.head_stage_frozen.clone(),
-                }),
+                head_stage: model.head_stage(&options),
             },
             &mut journal,
             self.reporter,
@@ -312,14 +304,21 @@ impl Job<'_> {
         }
     }
 
-    /// The run's steps and the rate of each (said when not constant).
+    /// The run's steps and the rate of each (said when not constant), and where a resumed
+    /// run stands among them.
     fn lr_plan(
         &self,
         options: &FinetuneOptions,
         train_images: usize,
+        checkpoint: Option<&Checkpoint>,
     ) -> anyhow::Result<(usize, crate::schedule::LrPlan)> {
         let per_epoch = train_images.div_ceil(options.batch_size);
         let steps = per_epoch * options.epochs;
+        if let (Some(c), Some(run)) = (checkpoint, &options.out) {
+            let done = c.state.iteration;
+            let at = format!("resuming {} at iteration {done} of {steps}", run.display());
+            self.reporter.info(&at);
+        }
         let (schedule, warmup) = (options.schedule, options.warmup);
         let plan = match options.fine_tune {
             Some(epochs) => {

@@ -101,6 +101,19 @@ pub(super) struct Model<B: AutodiffBackend> {
     pub(super) frozen_params: usize,
 }
 
+impl<B: AutodiffBackend> Model<B> {
+    /// The head-only stage of a two-stage run (`--fine-tune`).
+    pub(super) fn head_stage(
+        &self,
+        options: &FinetuneOptions,
+    ) -> Option<crate::trainer::HeadStage> {
+        (options.fine_tune).map(|epochs| crate::trainer::HeadStage {
+            epochs,
+            frozen: self.head_stage_frozen.clone(),
+        })
+    }
+}
+
 impl Job<'_> {
     /// Refuses, before training, a model whose weights, gradients and optimizer state alone
     /// exceed the memory this machine has available (streaming cannot help there; the memory
