@@ -13,7 +13,7 @@ use common::{read_json, small_rgb_classifier, write_images, zoo, TempDir};
 /// come both from validations and from epoch ends, with augmentation drawing per epoch, mixup
 /// and cutmix drawing per step, a one-cycle schedule changing the rate at every step, and two
 /// stages (the head alone for the first epoch, then every layer: killed after the switch), and
-/// an average of the weights (`--ema`) validating.
+/// an average of the weights (`--ema`) validating, on a smoothed loss.
 fn finetune_args<'a>(
     model: &'a str,
     data: &'a str,
@@ -48,6 +48,8 @@ fn finetune_args<'a>(
         "0.4",
         "--cutmix",
         "1",
+        "--label-smoothing",
+        "0.1",
         "--ema",
         "0.9",
         "--out",
