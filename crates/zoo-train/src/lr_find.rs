@@ -97,9 +97,7 @@ pub fn run<B: AutodiffBackend>(job: SweepJob<'_, B>, sweep: Sweep) -> anyhow::Re
     sweep.check().map_err(anyhow::Error::msg)?;
     let o = job.options;
     let mut net = job.net;
-    let groups =
-        crate::updater::rate_groups(&net, job.head_params, o.head_lr_factor, o.lr_spread());
-    let mut updater = crate::updater::for_options(o, &net, groups, job.host_optimizer);
+    let mut updater = crate::updater::for_options(o, &net, job.head_params, job.host_optimizer);
     let n = job.train.len();
     anyhow::ensure!(n > 0, "no training images to sweep the learning rate on");
     let per_epoch = n.div_ceil(o.batch_size);

@@ -1,12 +1,8 @@
-//! Two-stage runs (`--fine-tune`): the head-only stage, the updater for the layers that train
-//! now in their rate groups, and what `--ema` averages.
+//! Two-stage runs (`--fine-tune`): the head-only stage, where a resumed run stands, and what
+//! `--ema` averages.
 
 use burn::tensor::backend::AutodiffBackend;
 use zoo_net::Network;
-
-use crate::options::FinetuneOptions;
-use crate::trainer::LoopInputs;
-use crate::updater::Updater;
 
 /// The head-only epochs of a two-stage run and the layers frozen only during them.
 #[derive(Clone, Debug)]
@@ -29,18 +25,6 @@ pub(crate) fn averaged_params<B: AutodiffBackend>(
                 || (p.role == zoo_net::ParamRole::Learnable && later.contains(&p.layer))
         })
         .collect()
-}
-
-/// The updater for the layers `net` trains now, in rate groups (the body spread by
-/// `--lr-spread`, the head at its factor).
-pub(crate) fn updater_for<B: AutodiffBackend>(
-    o: &FinetuneOptions,
-    net: &Network<B>,
-    job: &LoopInputs<'_, B>,
-) -> Box<dyn Updater<B>> {
-    let groups =
-        crate::updater::rate_groups(net, &job.head_params, o.head_lr_factor, o.lr_spread());
-    crate::updater::for_options(o, net, groups, job.host_optimizer)
 }
 
 /// The stage a run stands in when it resumes at `iteration`: after its head-only epochs the

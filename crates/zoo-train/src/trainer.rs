@@ -23,7 +23,7 @@ use crate::mixing::Mix;
 pub use crate::rows::{IterationRow, Reporter, StderrReporter, ValidationRow};
 pub use crate::split_inputs::Inputs;
 pub use crate::stages::HeadStage;
-use crate::stages::{averaged_params, stage_at, updater_for};
+use crate::stages::{averaged_params, stage_at};
 
 /// Everything the loop returns.
 pub struct Trained<B: AutodiffBackend> {
@@ -126,7 +126,7 @@ pub fn train<B: AutodiffBackend>(
     let resumed_at = job.resume.as_ref().map(|c| c.state.iteration);
     let (net_now, head_stage) = stage_at(net, job.head_stage.clone(), resumed_at, per_epoch)?;
     net = net_now;
-    let mut updater = updater_for(o, &net, &job);
+    let mut updater = crate::updater::for_options(o, &net, &job.head_params, job.host_optimizer);
     let mut ema = o.ema.map(|decay| {
         let stage_two = head_stage.as_ref().map_or(&[][..], |h| h.frozen.as_slice());
         Ema::new(decay, &net, &averaged_params(&net, stage_two))
@@ -263,7 +263,12 @@ impl<'a, B: AutodiffBackend> Loop<'a, B> {
         };
         let net = self.net.take().expect("network present");
         let net = net.set_layers_trainable(&stage.frozen, true)?;
-        self.updater = updater_for(self.job.options, &net, &self.job);
+        self.updater = crate::updater::for_options(
+            self.job.options,
+            &net,
+            &self.job.head_params,
+            self.job.host_optimizer,
+        );
         self.net = Some(net);
         reporter.info(&format!(
             "fine-tune: after {} head-only epoch(s) {} unfreeze",

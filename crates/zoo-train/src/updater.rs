@@ -83,13 +83,15 @@ pub fn rate_groups<B: AutodiffBackend>(
     groups
 }
 
-/// The updater for `options` over `groups` ([`rate_groups`]; the head last).
+/// The updater for `options` over the layers `net` trains now, in their rate groups
+/// ([`rate_groups`]: the body spread by `--lr-spread`, `head` at `--head-lr-factor`).
 pub fn for_options<B: AutodiffBackend>(
     o: &FinetuneOptions,
     net: &Network<B>,
-    groups: Vec<RateGroup>,
+    head: &[usize],
     host_optimizer: bool,
 ) -> Box<dyn Updater<B>> {
+    let groups = rate_groups(net, head, o.head_lr_factor, o.lr_spread());
     let decay = (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32));
     let ids = net.param_ids();
     let with_ids = |groups: Vec<RateGroup>| -> Vec<(RateGroup, Vec<ParamId>)> {
