@@ -6,6 +6,9 @@
 # default recipe (--recipe auto); "--recipe head-only" is zoo's default before recipes.
 # Usage: scripts/transfer-recipes.sh ZOO OUT DATA "label|options" ... (SEEDS="0 1 2",
 #        SHARED=../shared, ONLY=name-part to run one model, in the environment)
+# With TORCH=a Python that has torch and onnx (a venv), each model also gets a row "fastai
+# (PyTorch)": fastai's fine_tune recipe in PyTorch on the same weights, images and seeds
+# (scripts/torch_fine_tune.py; needs DATA/train and DATA/val).
 # e.g.   scripts/transfer-recipes.sh zoo /tmp/r ../shared/data/flowers5 "before|--recipe head-only" "default|"
 set -euo pipefail
 usage="usage: scripts/transfer-recipes.sh ZOO OUT DATA \"label|options\" ..."
@@ -27,6 +30,14 @@ else
     split="--data $data --val-per-class 20"
 fi
 mkdir -p "$out"
+summarise() {
+    python3 - "$@" <<'PY'
+import statistics, sys
+name, label, values = sys.argv[1], sys.argv[2], [float(v) for v in sys.argv[3:]]
+each = " / ".join(f"{v:.1f}" for v in values)
+print(f"{name:18} {label:16} seeds {each} %: mean {statistics.mean(values):.1f} %, worst {min(values):.1f} %")
+PY
+}
 for model in "${models[@]}"; do
     IFS='|' read -r name file recipe <<<"$model"
     [[ "$name" == *"${ONLY:-}"* ]] || continue
@@ -41,11 +52,17 @@ for model in "${models[@]}"; do
                 --seed "$seed" $options --out "$run" >/dev/null 2>"$run.log"
             accuracies+=("$(python3 -c "import json,sys; print(100 * json.load(open(sys.argv[1]))['best_val_accuracy'])" "$run/summary.json")")
         done
-        python3 - "$name" "$label" "${accuracies[@]}" <<'PY'
-import statistics, sys
-name, label, values = sys.argv[1], sys.argv[2], [float(v) for v in sys.argv[3:]]
-each = " / ".join(f"{v:.1f}" for v in values)
-print(f"{name:18} {label:14} seeds {each} %: mean {statistics.mean(values):.1f} %, worst {min(values):.1f} %")
-PY
+        summarise "$name" "$label" "${accuracies[@]}"
     done
+    if [[ -n "${TORCH:-}" ]]; then
+        accuracies=()
+        for seed in $seeds; do
+            # shellcheck disable=SC2086 # the preprocessing options are words on purpose
+            "$TORCH" "$(dirname "$0")/torch_fine_tune.py" "$shared/models/pretrained/$file" \
+                "$data/train" "$data/val" $recipe --seed "$seed" \
+                >"$out/$name-fastai-torch-seed$seed.log" 2>&1
+            accuracies+=("$(sed -n 's/.* best \([0-9.]*\) %.*/\1/p' "$out/$name-fastai-torch-seed$seed.log")")
+        done
+        summarise "$name" "fastai (PyTorch)" "${accuracies[@]}"
+    fi
 done

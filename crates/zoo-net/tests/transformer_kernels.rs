@@ -317,6 +317,9 @@ fn attention_matches_the_composed_form_in_values_and_gradients() {
     check_attention([2, 3, 5, 7, 4], 0.5);
     check_attention([2, 3, 197, 197, 64], 0.125);
     check_attention([1, 2, 9, 30, 8], -0.7);
+    // Fewer pairs than cores: query rows cut in blocks (the last one shorter), per batch-1 ViT.
+    check_attention([1, 3, 197, 197, 64], 0.125);
+    check_attention([1, 1, 100, 50, 8], 0.3);
     // Nothing to attend over, or no queries: left to burn.
     let zeros = |d: [usize; 4]| Tensor::<Flex, 4>::zeros(d, &Default::default());
     let (q, kv) = (zeros([1, 1, 0, 4]), zeros([1, 1, 3, 4]));

@@ -101,44 +101,91 @@ pub fn attention<B: Backend>(
 fn forward(q: &[f32], k: &[f32], v: &[f32], n: Dims, keep: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let Dims { t, s, d, dv, .. } = n;
     let pairs = n.b * n.h;
+    let rows = rows_per_task(pairs, t, rayon::current_num_threads());
     let mut y = uninit(pairs * t * dv);
-    let one_pair = |p: usize, probs: &mut [MaybeUninit<f32>], out: &mut [MaybeUninit<f32>]| {
+    let mut probs = keep.then(|| uninit(pairs * t * s));
+    let tasks = row_blocks(pairs, t, rows);
+    let one_block = |&(p, r0, r1): &(usize, usize, usize),
+                     probs: &mut [MaybeUninit<f32>],
+                     out: &mut [MaybeUninit<f32>]| {
         let (q, k, v) = (
-            &q[p * t * d..][..t * d],
+            &q[(p * t + r0) * d..(p * t + r1) * d],
             &k[p * s * d..][..s * d],
             &v[p * s * dv..][..s * dv],
         );
-        let probs = scores_softmax(q, k, n, probs);
+        let probs = scores_softmax(q, k, n, &mut probs[..(r1 - r0) * s]);
         let (lhs, rhs) = (View::rows(probs, s), View::rows(v, dv));
-        gemm_write(out, [t, dv, s], lhs, rhs, dv, Parallelism::None);
+        gemm_write(out, [r1 - r0, dv, s], lhs, rhs, dv, Parallelism::None);
     };
-    let probs = if keep {
-        let mut probs = uninit(pairs * t * s);
-        y.par_chunks_mut(t * dv)
-            .zip(probs.par_chunks_mut(t * s))
-            .enumerate()
-            .for_each(|(p, (out, probs))| one_pair(p, probs, out));
-        // SAFETY: every pair wrote its `T x S` probabilities.
-        Some(unsafe { assume_written(probs) })
-    } else {
-        y.par_chunks_mut(t * dv).enumerate().for_each_init(
-            || uninit(t * s),
-            |scratch, (p, out)| one_pair(p, scratch, out),
-        );
-        None
-    };
-    // SAFETY: every pair wrote its `T x Dv` outputs.
-    (unsafe { assume_written(y) }, probs)
+    let outs = split_rows(&mut y, &tasks, dv);
+    match probs.as_mut() {
+        Some(probs) => {
+            let kept = split_rows(probs, &tasks, s);
+            tasks
+                .par_iter()
+                .zip(outs)
+                .zip(kept)
+                .for_each(|((task, out), probs)| one_block(task, probs, out));
+        }
+        None => tasks.par_iter().zip(outs).for_each_init(
+            || uninit(rows * s),
+            |scratch, (task, out)| one_block(task, scratch, out),
+        ),
+    }
+    // SAFETY: the blocks cover every pair's rows: each wrote its `rows x Dv` outputs and,
+    // when kept, its `rows x S` probabilities.
+    unsafe { (assume_written(y), probs.map(|p| assume_written(p))) }
 }
 
-/// The softmax of one pair's `q k^T * scale`, row by row, written into `dst` `[T, S]`.
+/// Query rows per task: a whole pair each when the pairs alone keep every core busy; else
+/// pairs cut in row blocks (batch 1 has as few pairs as heads: 3 for ViT-tiny, which on
+/// two cores left one idle for a third of the op), of at least 32 rows.
+fn rows_per_task(pairs: usize, t: usize, threads: usize) -> usize {
+    let wanted = 2 * threads.max(1);
+    if pairs >= wanted {
+        return t;
+    }
+    let blocks = wanted.div_ceil(pairs.max(1));
+    t.div_ceil(blocks).max(32).min(t)
+}
+
+/// `(pair, first row, end row)` of every task, in the order of the values.
+fn row_blocks(pairs: usize, t: usize, rows: usize) -> Vec<(usize, usize, usize)> {
+    (0..pairs)
+        .flat_map(|p| {
+            (0..t)
+                .step_by(rows.max(1))
+                .map(move |r0| (p, r0, (r0 + rows).min(t)))
+        })
+        .collect()
+}
+
+/// `values` (`[pairs, T, width]`) cut into the tasks' row blocks, in order.
+fn split_rows<'a>(
+    mut values: &'a mut [MaybeUninit<f32>],
+    tasks: &[(usize, usize, usize)],
+    width: usize,
+) -> Vec<&'a mut [MaybeUninit<f32>]> {
+    tasks
+        .iter()
+        .map(|&(_, r0, r1)| {
+            let (block, rest) = std::mem::take(&mut values).split_at_mut((r1 - r0) * width);
+            values = rest;
+            block
+        })
+        .collect()
+}
+
+/// The softmax of `q k^T * scale` for one pair's query rows `q` (`[rows, D]`), row by row,
+/// written into `dst` `[rows, S]`.
 fn scores_softmax<'a>(
     q: &[f32],
     k: &[f32],
     n: Dims,
     dst: &'a mut [MaybeUninit<f32>],
 ) -> &'a mut [f32] {
-    let Dims { t, s, d, scale, .. } = n;
+    let Dims { s, d, scale, .. } = n;
+    let t = q.len() / d;
     let (lhs, rhs) = (View::rows(q, d), View::transposed(k, d));
     gemm_write(dst, [t, s, d], lhs, rhs, s, Parallelism::None);
     // SAFETY: gemm wrote all `T x S` scores.
@@ -276,5 +323,22 @@ impl Backward<Flex, 3> for AttentionBackward {
                 grads.register::<Flex>(id, flex(values, vec![b, h, rows, cols]));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{row_blocks, rows_per_task};
+
+    #[test]
+    fn few_pairs_are_cut_in_row_blocks_that_cover_every_row_once() {
+        // Batch 32 of 3 heads: whole pairs.
+        assert_eq!(rows_per_task(96, 197, 2), 197);
+        // Batch 1 of 3 heads on 2 cores: two blocks a pair; never under 32 rows.
+        assert_eq!(rows_per_task(3, 197, 2), 99);
+        assert_eq!(rows_per_task(1, 40, 16), 32);
+        assert_eq!(rows_per_task(1, 10, 16), 10);
+        let tasks = row_blocks(2, 197, 99);
+        assert_eq!(tasks, [(0, 0, 99), (0, 99, 197), (1, 0, 99), (1, 99, 197)]);
     }
 }
