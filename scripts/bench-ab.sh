@@ -11,7 +11,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 flowers="$shared/data/flowers5"
 squeezenet="$shared/models/pretrained/squeezenet1.0-tflite-imagenet1001-opset9.onnx"
-"$a" finetune "$squeezenet" --data "$flowers" --epochs 1 --out "$work/run" >/dev/null 2>&1
+"$a" finetune "$squeezenet" --recipe head-only --data "$flowers" --epochs 1 --out "$work/run" >/dev/null 2>&1
 "$a" export "$work/run" --onnx >/dev/null 2>&1
 model="$work/run/model.onnx"
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
@@ -22,7 +22,7 @@ epoch() { # seconds of the last epoch of a run directory
 evaluate() { wall "$1" evaluate "$model" --data "$flowers" --out "$work/e"; }
 finetune() {
     rm -rf "$work/f"
-    "$1" finetune "$squeezenet" --data "$flowers" --epochs 2 --out "$work/f" >/dev/null 2>&1
+    "$1" finetune "$squeezenet" --recipe head-only --data "$flowers" --epochs 2 --out "$work/f" >/dev/null 2>&1
     epoch "$work/f"
 }
 lenet() {

@@ -14,7 +14,7 @@ workload="evaluate $(basename "$source_model" .onnx)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 data="$shared/data/flowers5"
-"$zoo" finetune "$source_model" \
+"$zoo" finetune "$source_model" --recipe head-only \
     --data "$data" --epochs 1 --out "$work/run" >/dev/null 2>&1
 "$zoo" export "$work/run" --onnx >/dev/null 2>&1
 model="$work/run/model.onnx"

@@ -13,7 +13,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$zoo" materialize "$shared/models/light_bvlc_alexnet.onnx" -o "$work/alexnet.onnx" --opset 12 >/dev/null
 for run in 1 2 3; do
-    /usr/bin/time -f "%M" -o "$work/rss" "$zoo" finetune "$work/alexnet.onnx" --like alexnet \
+    /usr/bin/time -f "%M" -o "$work/rss" "$zoo" finetune "$work/alexnet.onnx" --like alexnet --recipe head-only \
         --data "$shared/data/flowers5" --classes 5 --epochs 3 --batch-size 32 \
         --out "$work/run$run" --json 2>/dev/null >"$work/summary.json"
     python3 - "$work/summary.json" "$(cat "$work/rss")" <<'PY'

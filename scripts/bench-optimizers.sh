@@ -26,7 +26,7 @@ squeezenet=("$pretrained/squeezenet1.0-tflite-imagenet1001-opset9.onnx" --prepro
 run() { # tag, then the model and its options
   local tag="$1"
   shift
-  "$zoo" finetune "$@" --data "$work/train" --val-data "$work/val" --epochs 10 \
+  "$zoo" finetune "$@" --recipe head-only --data "$work/train" --val-data "$work/val" --epochs 10 \
     --out "$work/runs/$tag" --json 2>/dev/null |
     python3 -c "import json,sys; s=json.load(sys.stdin); print('$tag', round(s['best_val_accuracy'],3), round(s['final_val_accuracy'],3), round(s['wall_time_s'],1))"
 }

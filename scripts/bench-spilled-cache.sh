@@ -18,7 +18,7 @@ zoo="$CARGO_TARGET_DIR/release/zoo"
 [ -f "$work/alexnet.onnx" ] ||
     "$zoo" materialize "$shared/models/light_bvlc_alexnet.onnx" -o "$work/alexnet.onnx" --opset 12 >/dev/null
 [ -d "$work/data" ] || ZOO_SHARED="$shared" scripts/make-large-dataset.sh "$work/data" "$count" 224 0
-args=(finetune "$work/alexnet.onnx" --like alexnet --data "$work/data" --classes 5
+args=(finetune "$work/alexnet.onnx" --like alexnet --recipe head-only --data "$work/data" --classes 5
     --epochs 2 --batch-size 32 --val-every 100 --memory-budget 400M --seed 0)
 peak() { awk -F': ' '/Maximum resident/ {printf "%.0f MB", $2 / 1024}' "$1"; }
 

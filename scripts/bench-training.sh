@@ -50,7 +50,7 @@ print(f"| `zoo train lenet5` (README command; epoch = 7,500 training + 2,500 val
 PY
 
 squeezenet="$shared/models/pretrained/squeezenet1.0-tflite-imagenet1001-opset9.onnx"
-"$zoo" finetune "$squeezenet" --data "$shared/data/flowers5" --classes 5 --unfreeze-all \
+"$zoo" finetune "$squeezenet" --recipe head-only --data "$shared/data/flowers5" --classes 5 --unfreeze-all \
     --epochs 3 --batch-size 32 --out "$work/squeezenet" --json 2>/dev/null >"$work/squeezenet.json"
 read -r zoo_epoch zoo_rate _ < <(summary "$work/squeezenet.json")
 torch_squeeze=$(python3 scripts/torch_squeezenet_train.py --images 320 --epochs 3 | tail -1)
@@ -63,7 +63,7 @@ print(f"| SqueezeNet 1.0 `--unfreeze-all`, flowers5 at 224x224, batch 32 (zoo: 3
       f"| {torch_epoch:.2f} s/epoch | **{torch_epoch / zoo_epoch:.2f}x** |")
 PY
 
-"$zoo" finetune "$squeezenet" --data "$shared/data/flowers5" --classes 5 --augment \
+"$zoo" finetune "$squeezenet" --recipe head-only --data "$shared/data/flowers5" --classes 5 --augment \
     --epochs 3 --batch-size 32 --out "$work/augment" --json 2>/dev/null >"$work/augment.json"
 read -r zoo_epoch zoo_rate _ < <(summary "$work/augment.json")
 torch_frozen=$(python3 scripts/torch_squeezenet_train.py --images 320 --epochs 3 --frozen | tail -1)
@@ -86,7 +86,7 @@ timm_row() { # model, label, zoo flags..., PyTorch flags after `--`
     [ $# -gt 0 ] && shift
     torch_flags=("$@")
     python3 scripts/torch_timm_train.py "$model" --export "$work/$model.onnx" >/dev/null
-    "$zoo" finetune "$work/$model.onnx" --data "$shared/data/flowers5" --classes 5 \
+    "$zoo" finetune "$work/$model.onnx" --recipe head-only --data "$shared/data/flowers5" --classes 5 \
         --train-per-class 49 --batch-size 32 --out "$work/$model-run" --json "${zoo_flags[@]}" \
         2>/dev/null >"$work/$model.json"
     rm -rf "$work/$model-run"
