@@ -5,8 +5,10 @@
 mod fuse;
 pub(crate) mod image_parallel;
 
+use std::any::TypeId;
 use std::collections::HashMap;
 
+use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use zoo_onnx::Node;
@@ -89,6 +91,23 @@ pub(crate) type Tap<'a, B> = (&'a str, &'a mut dyn FnMut(Tensor<B, 4>) -> Tensor
 
 /// [`run_nodes`], with `tap` applied to its value when the graph computes it.
 pub(crate) fn run_nodes_tapped<B: Backend>(
+    net: &Network<B>,
+    seed: (&str, Value<B>),
+    start: usize,
+    want: &str,
+    tap: Option<Tap<'_, B>>,
+) -> Value<B> {
+    let on_cpu = TypeId::of::<B>() == TypeId::of::<Flex>();
+    if on_cpu && tap.is_none() && rayon::current_thread_index().is_none() {
+        // An inference pass on the CPU runs whole on one of rayon's workers: each op's parallel
+        // loop then starts there, where from this thread it was handed to the pool and waited
+        // for (two thread switches per op: a sixth of a batch-1 ViT-tiny forward).
+        return rayon::scope(|_| walk(net, seed, start, want, None));
+    }
+    walk(net, seed, start, want, tap)
+}
+
+fn walk<B: Backend>(
     net: &Network<B>,
     seed: (&str, Value<B>),
     start: usize,
