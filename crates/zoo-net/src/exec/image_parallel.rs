@@ -4,6 +4,7 @@
 //! memory and back, and the element-wise ops between the gemms waited on it.
 
 use std::any::{Any, TypeId};
+use std::cell::Cell;
 
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
@@ -25,10 +26,31 @@ const MIN_IMAGE_VALUES: usize = 64 * 64 * 3;
 /// instead of once per batch.
 const MAX_MATMUL_WEIGHT: usize = 1 << 22;
 
+thread_local! {
+    static IN_IMAGE_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Whether this thread already runs one task of an image-parallel forward (its ops then keep
-/// to this core).
+/// to this core). Marked by the task itself: being on one of rayon's workers is not enough,
+/// since a whole inference pass runs on one (`exec::run_nodes_tapped`) and its ops should
+/// still spread over the cores.
 pub(crate) fn inside_image_task() -> bool {
-    rayon::current_thread_index().is_some()
+    IN_IMAGE_TASK.with(Cell::get)
+}
+
+/// Marks this thread as running one image's task until dropped (then restores what was).
+struct ImageTask(bool);
+
+impl ImageTask {
+    fn enter() -> Self {
+        Self(IN_IMAGE_TASK.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for ImageTask {
+    fn drop(&mut self) {
+        IN_IMAGE_TASK.with(|c| c.set(self.0));
+    }
 }
 
 /// `net.forward_to(input, value)` image by image on all cores, when `B` is `Flex`, the batch
@@ -52,7 +74,10 @@ pub(crate) fn forward_to<B: Backend>(
     let batch = cast::<B, Flex, 4>(input.clone());
     let images: Result<Vec<Activation<Flex>>, NetError> = (0..n)
         .into_par_iter()
-        .map(|i| net.forward_to(batch.clone().slice(i..i + 1), value))
+        .map(|i| {
+            let _task = ImageTask::enter();
+            net.forward_to(batch.clone().slice(i..i + 1), value)
+        })
         .collect();
     let images = match images {
         Ok(images) => images,
@@ -66,4 +91,29 @@ pub(crate) fn forward_to<B: Backend>(
     let joined = crate::concat::concat(parts, PADDED - rank);
     let value = Value::new(cast::<Flex, B, PADDED>(joined), rank);
     Some(Ok(Activation { value }))
+}
+
+#[cfg(test)]
+mod task_mark_tests {
+    use super::{inside_image_task, ImageTask};
+
+    #[test]
+    fn only_an_image_task_keeps_its_ops_to_one_core() {
+        // A whole inference pass runs on a rayon worker: that alone is not an image task.
+        rayon::scope(|_| assert!(!inside_image_task()));
+        assert!(!inside_image_task());
+        {
+            let _outer = ImageTask::enter();
+            assert!(inside_image_task());
+            {
+                let _inner = ImageTask::enter();
+                assert!(inside_image_task());
+            }
+            assert!(
+                inside_image_task(),
+                "leaving a nested task keeps the outer one"
+            );
+        }
+        assert!(!inside_image_task());
+    }
 }
