@@ -462,8 +462,7 @@ fn inference_matches_the_padded_convolution(cases: &[([usize; 4], [usize; 3], [u
                 relu,
             };
             let bias = bias.then(|| b.clone());
-            // In a one-thread pool: one image is not handed to flex's convolution, and the
-            // call runs as an image-by-image task does.
+            // In a one-thread pool, as an image-by-image task runs it (each gemm on one core).
             let fast =
                 one_thread.install(|| zoo_net::conv::conv2d(&x, &w, bias.as_ref(), &settings));
             let fast = fast.expect("flex f32");

@@ -3,7 +3,6 @@
 
 use std::ops::Range;
 
-use crate::image_parallel::inside_image_task;
 use crate::simd::{every_second, wide_kernel};
 
 use super::*;
@@ -81,14 +80,6 @@ impl Geometry {
 
     pub(super) fn output_len(&self) -> usize {
         self.c_out * self.positions()
-    }
-
-    /// Whether inference goes to flex's own convolution, which spreads one image's tiles over
-    /// the cores: fewer images than cores outside an image-by-image task, symmetric pads.
-    pub(super) fn on_flex_convolution(&self) -> bool {
-        self.batch < rayon::current_num_threads()
-            && !inside_image_task()
-            && self.pad == self.pad_end
     }
 
     /// The inference forward's blocks of output positions: about [`BLOCK_VALUES`] columns or

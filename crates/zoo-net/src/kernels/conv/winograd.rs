@@ -11,7 +11,6 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use super::{aligned_rows, gemm_into, with_scratch, Geometry, View, BLOCK_VALUES, GEMM_LANES};
-use crate::image_parallel::inside_image_task;
 use crate::simd::{every_second, interleave, wide_kernel};
 
 /// A Winograd convolution ready to run over a batch: its transformed weights and tiling.
@@ -72,18 +71,14 @@ struct Cached {
     transformed: Arc<Vec<f32>>,
 }
 
-/// Transformed weights of recent image-by-image calls, which run every convolution once per
-/// image: a transform per call would cost a third of the layer. Batched calls (training,
-/// batched inference) transform once per call and keep nothing, so a training run's changing
-/// weights never fill it.
+/// Transformed weights of recent inference calls (this forward serves inference alone): an
+/// image-by-image pass runs every convolution once per image, and a transform per call would
+/// cost a third of the layer; a batch-1 `predict` would pay it every time.
 static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
 /// The most weight values the cache keeps (copies and transforms together, 128 MB).
 const CACHE_VALUES: usize = 32 << 20;
 
 fn transformed_weights(w: &[f32], c_out: usize, c_in: usize) -> Arc<Vec<f32>> {
-    if !inside_image_task() {
-        return Arc::new(transform_weights(w, c_out, c_in));
-    }
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
