@@ -66,12 +66,13 @@ class OnnxNet(torch.nn.Module):
                 conv.weight.data.copy_(w)
                 conv.bias.data.copy_(torch.tensor(weights[node.input[2]]) if len(node.input) > 2
                                      else torch.zeros(out))
-            self.convs[self.key(node)] = conv
+            self.convs[self.key(node.name)] = conv
         self.leaky = self.relus_after_head()
 
     @staticmethod
-    def key(node):
-        return node.name.replace(".", "_")
+    def key(name):
+        """The module key of a node name (ModuleDict keys cannot hold dots)."""
+        return name.replace(".", "_")
 
     def relus_after_head(self):
         """Names of the ReLU/Clip nodes between the head and the logits (made leaky)."""
@@ -85,13 +86,10 @@ class OnnxNet(torch.nn.Module):
         return seen
 
     def body_parameters(self):
-        return [p for k, c in self.convs.items() if k != self.key_of_head() for p in c.parameters()]
+        return [p for k, c in self.convs.items() if k != self.key(self.head) for p in c.parameters()]
 
     def head_parameters(self):
-        return list(self.convs[self.key_of_head()].parameters())
-
-    def key_of_head(self):
-        return self.head.replace(".", "_")
+        return list(self.convs[self.key(self.head)].parameters())
 
     def forward(self, x):
         values = {self.input: x}
@@ -102,7 +100,7 @@ class OnnxNet(torch.nn.Module):
             if op == "Conv":
                 pads = a.get("pads", [0, 0, 0, 0])
                 x = F.pad(ins[0], (pads[1], pads[3], pads[0], pads[2]))
-                y = self.convs[self.key(node)](x)
+                y = self.convs[self.key(node.name)](x)
             elif node.name in self.leaky:
                 y = F.leaky_relu(ins[0], 0.2)
             elif op == "Relu":

@@ -54,7 +54,9 @@ for model in "${models[@]}"; do
         done
         summarise "$name" "$label" "${accuracies[@]}"
     done
-    if [[ -n "${TORCH:-}" ]]; then
+    if [[ -n "${TORCH:-}" && ! -d "$data/train" ]]; then
+        echo "$name: fastai (PyTorch) row skipped: it needs DATA/train and DATA/val" >&2
+    elif [[ -n "${TORCH:-}" ]]; then
         accuracies=()
         for seed in $seeds; do
             # shellcheck disable=SC2086 # the preprocessing options are words on purpose

@@ -20,6 +20,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{assume_written, cast, contiguous, flex, uninit, values, Trained};
+use crate::image_parallel::inside_image_task;
 use crate::kernels::fast_math::{exp_nonpositive, lanes_max, lanes_sum, lanes_sum_pairs};
 use crate::kernels::matrix::{gemm_into, gemm_write, View};
 
@@ -101,7 +102,11 @@ pub fn attention<B: Backend>(
 fn forward(q: &[f32], k: &[f32], v: &[f32], n: Dims, keep: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let Dims { t, s, d, dv, .. } = n;
     let pairs = n.b * n.h;
-    let rows = rows_per_task(pairs, t, rayon::current_num_threads());
+    // Inside one image's task the other cores have images of their own: whole pairs.
+    let rows = match inside_image_task() {
+        true => t,
+        false => rows_per_task(pairs, t, rayon::current_num_threads()),
+    };
     let mut y = uninit(pairs * t * dv);
     let mut probs = keep.then(|| uninit(pairs * t * s));
     let tasks = row_blocks(pairs, t, rows);
