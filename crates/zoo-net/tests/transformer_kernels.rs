@@ -328,6 +328,85 @@ fn attention_matches_the_composed_form_in_values_and_gradients() {
     assert!(zoo_net::kernels::attention::attention(&q, &kv, &kv, 1.0).is_none());
 }
 
+/// burn's attention over tokens-first Q, K and V (`[B, T, H*D]`), heads taken apart and put
+/// back with reshapes and transposes.
+fn composed_tokens<B: burn::tensor::backend::Backend>(
+    [q, k, v]: [Tensor<B, 3>; 3],
+    heads: usize,
+    scale: f32,
+) -> Tensor<B, 3> {
+    use burn::tensor::activation::softmax;
+    let split = |x: Tensor<B, 3>| {
+        let [b, t, c] = x.dims();
+        x.reshape([b, t, heads, c / heads]).swap_dims(1, 2)
+    };
+    let y = softmax(
+        split(q).matmul(split(k).swap_dims(2, 3)).mul_scalar(scale),
+        3,
+    )
+    .matmul(split(v));
+    let [b, h, t, dv] = y.dims();
+    y.swap_dims(1, 2).reshape([b, t, h * dv])
+}
+
+/// `attention_tokens` (Q, K and V `[B, T, H*D]` apart) and `attention_packed` (side by side
+/// in one `[B, T, 3*H*D]`) against burn's heads taken apart and put back: values on flex and
+/// on `Autodiff<Flex>`, and the gradients of every input.
+fn check_tokens_first(b: usize, heads: usize, t: usize, d: usize, scale: f32) {
+    use zoo_net::kernels::attention::{attention_packed, attention_tokens};
+    type T = Autodiff<Flex>;
+    let c = heads * d;
+    let x = SeededRng::new(61).values(b * t * 3 * c, 2.0);
+    let r = SeededRng::new(62).values(b * t * c, 1.0);
+    let third = |x: &Tensor<T, 3>, i: usize| x.clone().narrow(2, i * c, c);
+    let run = |how: &str| {
+        let leaf = leaf::<3>(&x, [b, t, 3 * c]);
+        let y = match how {
+            "packed" => attention_packed(&leaf, heads, scale).expect("served"),
+            "tokens" => {
+                // Each of Q, K and V its own contiguous tensor.
+                let [q, k, v] = [0, 1, 2].map(|i| third(&leaf, i) * 1.0);
+                attention_tokens(&q, &k, &v, heads, scale).expect("served")
+            }
+            _ => composed_tokens([0, 1, 2].map(|i| third(&leaf, i)), heads, scale),
+        };
+        let rt =
+            Tensor::<T, 3>::from_data(TensorData::new(r.clone(), y.dims()), &Default::default());
+        let forward = values(y.clone().inner());
+        let g = (y * rt).sum().backward();
+        [forward, values(leaf.grad(&g).unwrap())]
+    };
+    let slow = run("composed");
+    for how in ["packed", "tokens"] {
+        for (k, (f, s)) in run(how).iter().zip(&slow).enumerate() {
+            let diff = max_rel_diff(f, s);
+            assert!(
+                diff < 2e-5,
+                "{how} {b}x{heads}x{t}x{d}: output {k} (0 = values, 1 = dx) {diff}"
+            );
+        }
+    }
+    let flex = Tensor::<Flex, 3>::from_data(
+        TensorData::new(x.clone(), [b, t, 3 * c]),
+        &Default::default(),
+    );
+    let fast = attention_packed(&flex, heads, scale).expect("flex is served");
+    let diff = max_rel_diff(&values(fast), &slow[0]);
+    assert!(diff < 1e-5, "packed on flex {b}x{heads}x{t}x{d}: {diff}");
+}
+
+#[test]
+fn attention_reads_tokens_first_and_packed_inputs_where_they_lie() {
+    check_tokens_first(1, 1, 1, 1, 1.0);
+    check_tokens_first(2, 3, 5, 4, 0.5);
+    // Batch-1 ViT-tiny: query rows cut in blocks.
+    check_tokens_first(1, 3, 197, 64, 0.125);
+    check_tokens_first(3, 2, 17, 8, -0.7);
+    // Heads that do not divide the width: left to burn.
+    let x = Tensor::<Flex, 3>::zeros([1, 4, 3 * 10], &Default::default());
+    assert!(zoo_net::kernels::attention::attention_packed(&x, 3, 1.0).is_none());
+}
+
 /// The kernels built for narrower targets pass this file's tests too.
 #[test]
 fn the_narrower_kernels_pass_these_tests_too() {

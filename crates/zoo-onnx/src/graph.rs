@@ -291,7 +291,7 @@ impl OnnxModel {
             ambiguous |= graph.fold_or_infer(proto_node, &label, parsed, &mut info)? > 1;
         }
         crate::ops::chain::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
-            info.dims.get(v).map(Vec::len)
+            info.dims.get(v).cloned()
         });
         check_outputs(&graph)?;
         crate::shapes_search::check_output_batched(&graph, &mut info);

@@ -288,3 +288,123 @@ fn written_out_attention_becomes_one_node() {
     assert!(!ops(&model).contains(&"Attention"));
     assert_parity(&model, 3);
 }
+
+/// timm's attention block around a written-out attention: one projection packs Q, K and V
+/// (`[N, T, 3*H*D]`), `Reshape [N, T, 3, H, D] -> Transpose (2, 0, 3, 1, 4)` takes the heads
+/// apart (then Split and Squeeze, or three Gathers, take Q, K and V), and `Transpose
+/// (0, 2, 1, 3) -> Reshape [N, T, H*D]` puts them back.
+fn packed_block(how: &str) -> zoo_onnx::pb::ModelProto {
+    let (t, f, h, d) = (6i64, 5usize, 2i64, 4i64);
+    let mut rng = SeededRng::new(29);
+    let mut b = GraphBuilder::default();
+    input(&mut b, [1, t as usize, f]);
+    weights(&mut b, &mut rng, "w", &[f, (3 * h * d) as usize]);
+    weights(&mut b, &mut rng, "bias", &[(3 * h * d) as usize]);
+    b.init_i64("tokens", &[-1, t, f as i64]);
+    b.init_i64("heads", &[-1, t, 3, h, d]);
+    b.init_i64("merged", &[-1, t, h * d]);
+    b.init_i64("first", &[0]);
+    b.init_f32("scale", &[], vec![0.35]);
+    let perm = |p: Vec<i64>| vec![("perm", Attr::Ints(p))];
+    b.node("r0", "Reshape", &["x", "tokens"], &["xt"], vec![]);
+    b.node("proj", "MatMul", &["xt", "w"], &["qkv0"], vec![]);
+    b.node("bias_add", "Add", &["qkv0", "bias"], &["qkv"], vec![]);
+    b.node("r1", "Reshape", &["qkv", "heads"], &["r"], vec![]);
+    b.node("tr", "Transpose", &["r"], &["p"], perm(vec![2, 0, 3, 1, 4]));
+    let parts = ["q", "k", "v"];
+    if how == "gather" {
+        for (i, part) in parts.iter().enumerate() {
+            let index = format!("i{i}");
+            b.init_i64(&index, &[i as i64]);
+            let axis0 = vec![("axis", Attr::Int(0))];
+            b.node(&format!("g{i}"), "Gather", &["p", &index], &[part], axis0);
+        }
+    } else {
+        let pieces = ["s0", "s1", "s2"];
+        b.node(
+            "split",
+            "Split",
+            &["p"],
+            &pieces,
+            vec![("axis", Attr::Int(0))],
+        );
+        for (piece, part) in pieces.iter().zip(parts) {
+            b.node(
+                &format!("sq_{part}"),
+                "Squeeze",
+                &[piece, "first"],
+                &[part],
+                vec![],
+            );
+        }
+    }
+    b.node("qs", "Mul", &["q", "scale"], &["q1"], vec![]);
+    b.node("kt", "Transpose", &["k"], &["k1"], perm(vec![0, 1, 3, 2]));
+    b.node("qk", "MatMul", &["q1", "k1"], &["qk"], vec![]);
+    b.node(
+        "softmax",
+        "Softmax",
+        &["qk"],
+        &["probs"],
+        vec![("axis", Attr::Int(-1))],
+    );
+    b.node("pv", "MatMul", &["probs", "v"], &["heads_out"], vec![]);
+    if how == "no merge" {
+        return finish(&mut b, "heads_out", 17);
+    }
+    b.node(
+        "back",
+        "Transpose",
+        &["heads_out"],
+        &["swapped"],
+        perm(vec![0, 2, 1, 3]),
+    );
+    b.node(
+        "r2",
+        "Reshape",
+        &["swapped", "merged"],
+        &["att_out"],
+        vec![],
+    );
+    let mut model = finish(&mut b, "att_out", 17);
+    // Scalar indices: each Gather drops the first axis.
+    for i in (0..3).filter(|_| how == "gather") {
+        support::set_dims(&mut model, &format!("i{i}"), &[]);
+    }
+    model
+}
+
+/// The packed block becomes one packed Attention node (no transposes, splits, squeezes or
+/// gathers left), matching tract running the nodes at batch 3; without the merge after it,
+/// the heads stay as written.
+#[test]
+fn packed_heads_around_attention_become_one_packed_node() {
+    let imported = |model: &zoo_onnx::pb::ModelProto| {
+        OnnxModel::from_bytes(prost::Message::encode_to_vec(model)).unwrap()
+    };
+    for how in ["split", "gather"] {
+        let model = packed_block(how);
+        let onnx = imported(&model);
+        let ops: Vec<&str> = onnx.graph.nodes.iter().map(|n| n.op.onnx_type()).collect();
+        let packed = onnx
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.op, zoo_onnx::Op::Attention(a) if a.packed && a.q_heads == 2));
+        assert!(packed, "{how}: {ops:?}");
+        for gone in ["Transpose", "Split", "Squeeze", "Gather", "Softmax"] {
+            assert!(!ops.contains(&gone), "{how}: {ops:?}");
+        }
+        let worst = assert_parity(&model, 3);
+        println!("{how}: max rel diff {worst:.1e}");
+    }
+    let model = packed_block("no merge");
+    let onnx = imported(&model);
+    let packed = onnx
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(&n.op, zoo_onnx::Op::Attention(a) if a.packed));
+    assert!(!packed);
+    assert_parity(&model, 3);
+}

@@ -2,6 +2,7 @@
 //! 1s pad lower ranks), which keeps numpy broadcasting exact and lets one code path serve all
 //! ops. Shapes were validated at import, so nothing here can meet an inconsistent graph.
 
+mod busy;
 mod fuse;
 pub(crate) mod image_parallel;
 
@@ -103,7 +104,7 @@ pub(crate) fn run_nodes_tapped<B: Backend>(
         // loop then starts there, where from this thread it was handed to the pool and waited
         // for (two thread switches per op: on one thread a batch-1 ViT-tiny forward took 41 ms
         // that way, 21 ms on a worker).
-        return rayon::scope(|_| walk(net, seed, start, want, None));
+        return busy::with_workers_awake(|| walk(net, seed, start, want, None));
     }
     walk(net, seed, start, want, tap)
 }

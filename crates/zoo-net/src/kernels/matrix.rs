@@ -69,6 +69,16 @@ pub(crate) fn gemm_write(
     unsafe { gemm_raw(dst, mnk, [lhs, rhs], false, parallelism) }
 }
 
+/// `dst = lhs @ rhs` through a raw destination (rows of other tasks may lie between its rows).
+///
+/// # Safety
+/// `dst` points to `dst.len` values, and nothing else reads or writes its `m` rows of `n`
+/// values during the call (what lies between them may be another task's).
+pub(crate) unsafe fn gemm_to(dst: Destination, mnk: [usize; 3], lhs: View, rhs: View) {
+    // SAFETY: the caller's promise.
+    unsafe { gemm_raw(dst, mnk, [lhs, rhs], false, Parallelism::None) }
+}
+
 /// Where a gemm writes: `len` values from `ptr`, rows `row_step` apart.
 pub(crate) struct Destination {
     pub(crate) ptr: *mut f32,

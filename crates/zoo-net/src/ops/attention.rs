@@ -2,7 +2,8 @@
 //! on `[batch, heads, sequence, head size]`. The bias (a constant mask and the causal
 //! triangle) is known at import; it is built on the host each run, which is small beside
 //! the products. Without bias or soft-capping, flex and `Autodiff<Flex>` run zoo's own
-//! kernel (`kernels::attention`: one task per image and head, its own backward).
+//! kernel (`kernels::attention`: one task per image and head, its own backward), which reads
+//! 3-D and packed inputs where they lie.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Bool, Tensor, TensorData};
@@ -13,11 +14,23 @@ use super::Cx;
 use crate::exec::Value;
 
 pub(crate) fn run<B: Backend>(op: &Attention, cx: &Cx<B>) -> Value<B> {
+    if op.packed {
+        return packed(op, cx.get(0));
+    }
     let (q, k, v) = (cx.get(0), cx.get(1), cx.get(2));
     let d = op
         .dims(&q.dims(), &k.dims(), &v.dims())
         .expect("validated at import");
     let three_d = q.rank == 3;
+    let plain = op.softcap == 0.0 && cx.node.input(3).is_none() && !op.causal;
+    if three_d && plain && d.q_heads == d.kv_heads {
+        let scale = op.scale.unwrap_or(1.0 / (d.head as f32).sqrt());
+        let [q3, k3, v3] = [&q, &k, &v].map(|x| three(x));
+        let fast = crate::kernels::attention::attention_tokens(&q3, &k3, &v3, d.q_heads, scale);
+        if let Some(y) = fast {
+            return from3(y);
+        }
+    }
     let q4 = heads_first(q, d.q_heads, three_d);
     let k4 = shared(heads_first(k, d.kv_heads, three_d), d.q_heads);
     let v4 = shared(heads_first(v, d.kv_heads, three_d), d.q_heads);
@@ -40,6 +53,36 @@ pub(crate) fn run<B: Backend>(op: &Attention, cx: &Cx<B>) -> Value<B> {
     } else {
         Value::from4(y, 4)
     }
+}
+
+/// Attention over Q, K and V packed side by side on the last axis of `x` (`[B, T, 3*H*D]`):
+/// zoo's kernel reads them in place; elsewhere burn's ops take the heads apart.
+fn packed<B: Backend>(op: &Attention, x: Value<B>) -> Value<B> {
+    let x = three(&x);
+    let [b, t, c3] = x.dims();
+    let (h, d) = (op.q_heads, c3 / 3 / op.q_heads);
+    let scale = op.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    if let Some(y) = crate::kernels::attention::attention_packed(&x, h, scale) {
+        return from3(y);
+    }
+    let heads = x.reshape([b, t, 3, h, d]);
+    let part = |i: usize| {
+        let p: Tensor<B, 5> = heads.clone().narrow(2, i, 1);
+        p.reshape([b, t, h, d]).swap_dims(1, 2)
+    };
+    let y = composed(op, part(0), part(1), part(2), scale, None);
+    from3(y.swap_dims(1, 2).reshape([b, t, h * d]))
+}
+
+/// A 3-D value as a rank-3 tensor.
+fn three<B: Backend>(x: &Value<B>) -> Tensor<B, 3> {
+    let dims = x.dims();
+    x.t.clone().reshape([dims[0], dims[1], dims[2]])
+}
+
+fn from3<B: Backend>(y: Tensor<B, 3>) -> Value<B> {
+    let dims = y.dims();
+    Value::reshaped(y.reshape(crate::exec::pad_dims(&dims)), &dims)
 }
 
 /// burn's ops: the scores, soft cap, bias, softmax (rows that attend nothing become zeros)

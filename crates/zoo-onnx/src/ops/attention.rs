@@ -23,6 +23,10 @@ pub struct Attention {
     pub causal: bool,
     /// Scores become `softcap * tanh(scores / softcap)` when positive.
     pub softcap: f32,
+    /// zoo's fusion, never read from a file: input 0 alone holds Q, K and V side by side on
+    /// its last axis (`[batch, sequence, 3 * heads * head size]`, each of the three its heads
+    /// one after another, as one projection writes them), and the output is 3-D.
+    pub packed: bool,
 }
 
 pub(crate) const OPS: &[OpDef] = &[OpDef::new("Attention", parse).since(23)];
@@ -46,6 +50,7 @@ fn parse(a: &Attrs, _: i64) -> Result<Parsed> {
         scale,
         causal: a.int("is_causal", 0)? != 0,
         softcap: a.float("softcap", 0.0)?,
+        packed: false,
     })))
 }
 
@@ -124,6 +129,16 @@ impl Attention {
         Ok(d)
     }
 
+    /// The dims of each of Q, K and V in a packed input of dims `x`.
+    pub fn packed_third(x: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        match x {
+            [b, s, c] if c % 3 == 0 => Ok(vec![*b, *s, c / 3]),
+            _ => Err(format!(
+                "packed Q, K and V need a 3-D input whose last axis divides by 3, got {x:?}"
+            )),
+        }
+    }
+
     pub(crate) fn infer(&self, cx: &mut ShapeCx) -> Result<Vec<usize>> {
         if (4..7).any(|i| cx.node.input(i).is_some()) {
             return Err(cx.err(
@@ -135,7 +150,13 @@ impl Attention {
                 cx.err("only the attention output is supported (not the caches or the scores)")
             );
         }
-        let (q, k, v) = (cx.dims(0)?, cx.dims(1)?, cx.dims(2)?);
+        let (q, k, v) = match self.packed {
+            true => {
+                let third = Self::packed_third(&cx.dims(0)?).map_err(|e| cx.err(e))?;
+                (third.clone(), third.clone(), third)
+            }
+            false => (cx.dims(0)?, cx.dims(1)?, cx.dims(2)?),
+        };
         let d = self.dims(&q, &k, &v).map_err(|e| cx.err(e))?;
         if cx.node.input(3).is_some() {
             let mask = cx.dims(3)?;
@@ -149,7 +170,8 @@ impl Attention {
                 )));
             }
         }
-        let all = (0..3).all(|i| cx.is_batched(i));
+        let inputs = if self.packed { 1 } else { 3 };
+        let all = (0..inputs).all(|i| cx.is_batched(i));
         if !all {
             cx.drop_batch("Q, K and V do not all carry the batch");
         }
@@ -169,7 +191,7 @@ impl Attention {
 /// between read by the chain alone. Gives one `Attention` node and the nodes it replaces;
 /// exports keep the file's own nodes.
 pub(super) fn match_written_out(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
-    let rank_of = chain.rank_of;
+    let rank_of = |v: &str| chain.rank_of(v);
     let Op::Nn(Nn::Softmax { axis, .. }) = chain.nodes[k].op else {
         return None;
     };
@@ -234,6 +256,7 @@ pub(super) fn match_written_out(chain: &Chain, k: usize) -> Option<(Node, Vec<us
             scale: Some(scale),
             causal: false,
             softcap: 0.0,
+            packed: false,
         }),
         inputs: vec![q, key, value],
         outputs: vec![chain.out(weighted).to_string()],
@@ -282,4 +305,125 @@ fn unscaled(
         }
         _ => Some(value.to_string()),
     }
+}
+
+/// The head split and merge around a 4-D attention whose Q, K and V come from one packed
+/// projection, found from the Attention node `k` (as `match_written_out` leaves it, or read
+/// from a file): `x [B, T, 3*H*D] -> Reshape [B, T, 3, H, D] -> Transpose (2, 0, 3, 1, 4)`,
+/// then Q, K and V taken apart on the first axis (Split and Squeeze, or three Gathers), and
+/// after the attention `Transpose (0, 2, 1, 3) -> Reshape [B, T, H*D]` (timm's and
+/// Hugging Face's ViT, DeiT and Swin blocks). One packed Attention node replaces them all: on
+/// zoo's own kernel the heads are read and written in place, where the chain moved every
+/// value three times (the transposes, and squeezes of strided parts) and, in training, as
+/// often again backward. Every value in between must be read by the chain alone.
+pub(super) fn match_packed_heads(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
+    let Op::Attention(att) = &chain.nodes[k].op else {
+        return None;
+    };
+    let plain = att.q_heads == 0 && !att.causal && !att.packed && att.softcap == 0.0;
+    if !plain || chain.nodes[k].inputs.len() != 3 {
+        return None;
+    }
+    let mut matched = vec![k];
+    let parts = packed_parts(chain, k, &mut matched)?;
+    let transpose = chain.producer(&parts)?;
+    let Op::Array(Array::Transpose { perm: Some(perm) }) = &chain.nodes[transpose].op else {
+        return None;
+    };
+    let reshape = chain.producer(chain.nodes[transpose].input(0)?)?;
+    let heads_dims = (chain.dims_of)(chain.out(reshape))?;
+    let reshaped = matches!(chain.nodes[reshape].op, Op::Array(Array::Reshape { .. }));
+    let x = chain.nodes[reshape].input(0)?.to_string();
+    let x_dims = (chain.dims_of)(&x)?;
+    // (`packed_parts` checked who reads the transposed value.)
+    let one_reader = chain.only(chain.out(reshape)) == Some(transpose);
+    let fits = matches!((&heads_dims[..], &x_dims[..]),
+        ([b, t, 3, h, d], [xb, xt, c]) if [xb, xt, c] == [b, t, &(3 * h * d)]);
+    if !reshaped || perm[..] != [2, 0, 3, 1, 4] || !one_reader || !fits {
+        return None;
+    }
+    matched.extend([transpose, reshape]);
+    let (merged, merge_nodes) = merged_heads(chain, k, &heads_dims)?;
+    matched.extend(merge_nodes);
+    let fused = Node {
+        name: chain.nodes[k].name.clone(),
+        label: chain.nodes[k].label.clone(),
+        op: Op::Attention(Attention {
+            q_heads: heads_dims[3],
+            kv_heads: heads_dims[3],
+            packed: true,
+            ..att.clone()
+        }),
+        inputs: vec![x],
+        outputs: vec![merged],
+    };
+    Some((fused, matched))
+}
+
+/// The value Q, K and V of Attention `k` are taken from (each its own part of the first
+/// axis, in order: Q 0, K 1, V 2), the nodes that take them apart added to `matched`.
+fn packed_parts(chain: &Chain, k: usize, matched: &mut Vec<usize>) -> Option<String> {
+    let mut source: Option<String> = None;
+    let mut split_node = None;
+    for (part, input) in chain.nodes[k].inputs.iter().enumerate() {
+        let taker = chain
+            .producer(input)
+            .filter(|_| chain.only(input) == Some(k))?;
+        let node = &chain.nodes[taker];
+        let from = match &node.op {
+            Op::Array(Array::Gather { axis: 0 }) => {
+                let index = chain.constants.get(node.input(1)?)?;
+                let at = index
+                    .as_i64()
+                    .filter(|v| v.len() == 1 && index.dims.is_empty())?;
+                (at[0] == part as i64).then(|| node.input(0))??.to_string()
+            }
+            Op::Array(Array::Squeeze { axes: Some(axes) }) if axes[..] == [0] => {
+                let piece = node.input(0)?;
+                let split = chain
+                    .producer(piece)
+                    .filter(|_| chain.only(piece) == Some(taker))?;
+                let even = matches!(&chain.nodes[split].op,
+                    Op::Array(Array::Split { axis: 0, sizes }) if sizes.as_ref().is_none_or(|s| s[..] == [1, 1, 1]));
+                let place = chain.nodes[split].outputs.iter().position(|o| o == piece);
+                if !even || place != Some(part) || chain.nodes[split].outputs.len() != 3 {
+                    return None;
+                }
+                if split_node.replace(split).is_some_and(|s| s != split) {
+                    return None;
+                }
+                chain.nodes[split].input(0)?.to_string()
+            }
+            _ => return None,
+        };
+        if source.get_or_insert_with(|| from.clone()) != &from {
+            return None;
+        }
+        matched.push(taker);
+    }
+    matched.extend(split_node);
+    let source = source?;
+    // Three Gathers read the transposed value; a Split is its one reader.
+    let readers = chain
+        .nodes
+        .iter()
+        .filter(|n| n.inputs.contains(&source))
+        .count();
+    let expected = if split_node.is_some() { 1 } else { 3 };
+    (readers == expected).then_some(source)
+}
+
+/// The value Attention `k`'s output becomes once its heads are merged back
+/// (`Transpose (0, 2, 1, 3) -> Reshape [B, T, H*D]`), and those two nodes.
+fn merged_heads(chain: &Chain, k: usize, heads_dims: &[usize]) -> Option<(String, [usize; 2])> {
+    let swap = chain.only(chain.out(k))?;
+    let swaps_heads = matches!(&chain.nodes[swap].op,
+        Op::Array(Array::Transpose { perm: Some(p) }) if p[..] == [0, 2, 1, 3]);
+    let reshape = chain.only(chain.out(swap))?;
+    let reshaped = matches!(chain.nodes[reshape].op, Op::Array(Array::Reshape { .. }));
+    let out = chain.out(reshape).to_string();
+    let (b, t, h) = (heads_dims[0], heads_dims[1], heads_dims[3]);
+    let y = (chain.dims_of)(chain.out(k))?;
+    let merged = (chain.dims_of)(&out)? == [b, t, h * y[3]] && y[..3] == [b, h, t];
+    (swaps_heads && reshaped && merged).then_some((out, [swap, reshape]))
 }

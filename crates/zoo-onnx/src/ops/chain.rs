@@ -8,23 +8,30 @@ use super::{Math, Op};
 use crate::graph::Node;
 use crate::tensor::Constant;
 
-/// The rank of a value, where shape inference knows it.
-pub(crate) type RankOf<'a> = &'a dyn Fn(&str) -> Option<usize>;
+/// The dims of a value, where shape inference knows them.
+pub(crate) type DimsOf<'a> = &'a dyn Fn(&str) -> Option<Vec<usize>>;
 
 /// Every op written out as a chain, fused: LayerNorm, then GELU, then attention (whose
-/// scores' scale may itself be written out).
+/// scores' scale may itself be written out), then the head split and merge around attention
+/// when its Q, K and V come packed from one projection.
 pub(crate) fn fuse_written_out(
     nodes: &mut Vec<Node>,
     constants: &BTreeMap<String, Constant>,
-    rank_of: RankOf,
+    dims_of: DimsOf,
 ) {
-    fuse_chains(nodes, constants, rank_of, super::norm::match_written_out);
-    fuse_chains(nodes, constants, rank_of, super::activation::match_erf_gelu);
+    fuse_chains(nodes, constants, dims_of, super::norm::match_written_out);
+    fuse_chains(nodes, constants, dims_of, super::activation::match_erf_gelu);
     fuse_chains(
         nodes,
         constants,
-        rank_of,
+        dims_of,
         super::attention::match_written_out,
+    );
+    fuse_chains(
+        nodes,
+        constants,
+        dims_of,
+        super::attention::match_packed_heads,
     );
 }
 
@@ -33,7 +40,7 @@ pub(crate) fn fuse_written_out(
 fn fuse_chains(
     nodes: &mut Vec<Node>,
     constants: &BTreeMap<String, Constant>,
-    rank_of: RankOf,
+    dims_of: DimsOf,
     matcher: impl Fn(&Chain, usize) -> Option<(Node, Vec<usize>)>,
 ) {
     let mut k = 0;
@@ -41,7 +48,7 @@ fn fuse_chains(
         let chain = Chain {
             nodes,
             constants,
-            rank_of,
+            dims_of,
         };
         match matcher(&chain, k) {
             Some((fused, matched)) => {
@@ -62,10 +69,15 @@ fn fuse_chains(
 pub(crate) struct Chain<'a> {
     pub(crate) nodes: &'a [Node],
     pub(crate) constants: &'a BTreeMap<String, Constant>,
-    pub(crate) rank_of: RankOf<'a>,
+    pub(crate) dims_of: DimsOf<'a>,
 }
 
 impl Chain<'_> {
+    /// The rank of `value`, where shape inference knows it.
+    pub(crate) fn rank_of(&self, value: &str) -> Option<usize> {
+        (self.dims_of)(value).map(|d| d.len())
+    }
+
     /// The one node that reads `value`.
     pub(crate) fn only(&self, value: &str) -> Option<usize> {
         let mut readers =

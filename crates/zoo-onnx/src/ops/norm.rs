@@ -122,10 +122,9 @@ impl Norm {
 /// node, so the layer keeps its module name); exports keep the file's nodes.
 /// The fused node and the indices of the nodes it replaces, when node `k` starts the chain.
 pub(super) fn match_written_out(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
-    let rank_of = chain.rank_of;
     let (nodes, constants) = (chain.nodes, chain.constants);
     let x = nodes[k].input(0)?.to_string();
-    let axis = trailing_axis(&nodes[k].op, rank_of(&x)?)?;
+    let axis = trailing_axis(&nodes[k].op, chain.rank_of(&x)?)?;
     let (mut matched, epsilon) = normalisation(chain, k, &x)?;
     // The affine part: a scale, then a bias (constants over the normalised axes).
     let div = *matched.last().expect("matched nodes");
