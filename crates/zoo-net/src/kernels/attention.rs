@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::flex_autodiff::{assume_written, cast, contiguous, flex, uninit, values, Trained};
 use crate::image_parallel::inside_image_task;
-use crate::kernels::fast_math::{exp_nonpositive, lanes_max, lanes_sum, lanes_sum_pairs};
+use crate::kernels::fast_math::{exp_nonpositive, lanes_max, lanes_sum, lanes_sum_pairs, mul_add};
 use crate::kernels::matrix::{gemm_into, gemm_to, gemm_write, Destination, View};
 
 /// Sizes of one attention: `b` images of `h` heads, `t` queries, `s` keys, `d` the query/key
@@ -429,7 +429,7 @@ crate::simd::wide_kernel! {
             smallest(row) * scale
         };
         for v in row.iter_mut() {
-            *v = exp_nonpositive((*v * scale - top).min(0.0));
+            *v = exp_nonpositive::<FUSED_MULTIPLY_ADD>(mul_add::<FUSED_MULTIPLY_ADD>(*v, scale, -top).min(0.0));
         }
         let inv = 1.0 / lanes_sum(row, |v| v);
         for v in row.iter_mut() {

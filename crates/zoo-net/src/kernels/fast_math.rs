@@ -69,19 +69,26 @@ pub(crate) fn mul_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `e^x` for `x <= 0` (flushed to the smallest normal below -87), as `2^n * p(r)`: `n` the
 /// nearest integer to `x / ln 2`, `r` the rest (|r| <= ln 2 / 2), `p` its Taylor polynomial
 /// of degree 6 (error below 1e-9). Branch-free, so loops calling it vectorise (libm's `expf`
-/// is a call per value).
+/// is a call per value). `FUSED`: the products and sums as fused multiply-adds (pass the wide
+/// kernel's `FUSED_MULTIPLY_ADD`): half the instructions of the polynomial.
 #[inline(always)]
-pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive<const FUSED: bool>(x: f32) -> f32 {
     // Adding and taking away 1.5 * 2^23 rounds to the nearest integer without a call.
     const ROUND: f32 = 12_582_912.0;
+    let fma = mul_add::<FUSED>;
     let x = x.max(-87.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let shifted = fma(x, std::f32::consts::LOG2_E, ROUND);
     let n = shifted - ROUND;
     // ln 2 in two parts, so `n * LN2_HI` is exact.
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
+    let r = fma(-n, 1.428_606_8e-6, fma(-n, 0.693_145_75, x));
+    // Unfused, the innermost term divides as it always did (the same values, bit for bit).
+    let inner = match FUSED {
+        true => fma(r, 1.0 / 720.0, 1.0 / 120.0),
+        false => 1.0 / 120.0 + r / 720.0,
+    };
+    let p = [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
+        .iter()
+        .fold(inner, |acc, &c| fma(acc, r, c));
     // `shifted` lies in [2^23, 2^24), where one step of its bits is 1, so its bits less
     // ROUND's are `n` in two's complement: integer arithmetic that vectorises (`n as i32`, a
     // saturating conversion, compiled to one scalar conversion per lane: a third of the
@@ -111,14 +118,16 @@ mod tests {
         let mut checked = 0;
         for i in 0..=2_000_000u32 {
             let x = -(i as f32) * 5e-5;
-            let e = exp_nonpositive(x);
+            let e = exp_nonpositive::<false>(x);
             assert_eq!(e.to_bits(), by_conversion(x).to_bits(), "at {x}");
             if x > -80.0 {
                 let exact = (x as f64).exp();
-                assert!(
-                    ((e as f64 - exact) / exact).abs() < 4e-7,
-                    "at {x}: {e} vs {exact}"
-                );
+                for e in [e, exp_nonpositive::<true>(x)] {
+                    assert!(
+                        ((e as f64 - exact) / exact).abs() < 4e-7,
+                        "at {x}: {e} vs {exact}"
+                    );
+                }
                 checked += 1;
             }
         }
@@ -133,10 +142,12 @@ mod tests {
             f32::NEG_INFINITY,
         ] {
             assert_eq!(
-                exp_nonpositive(x).to_bits(),
+                exp_nonpositive::<false>(x).to_bits(),
                 by_conversion(x).to_bits(),
                 "at {x}"
             );
+            let fused = exp_nonpositive::<true>(x);
+            assert!(fused >= 0.0 && fused <= 1.0, "at {x}: {fused}");
         }
         assert!(checked > 1_000_000);
     }

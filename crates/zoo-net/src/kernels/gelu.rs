@@ -18,14 +18,14 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
-use crate::kernels::fast_math::exp_nonpositive;
+use crate::kernels::fast_math::{exp_nonpositive, mul_add};
 
 /// Values per task.
 const CHUNK: usize = 1 << 14;
 
 /// `Phi(x)` (the standard normal distribution function) and `phi(x)` (its density).
 #[inline(always)]
-fn cdf_pdf(x: f32) -> (f32, f32) {
+fn cdf_pdf<const FUSED: bool>(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -35,9 +35,12 @@ fn cdf_pdf(x: f32) -> (f32, f32) {
         1.061_405_4,
     ];
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let e = exp_nonpositive(-z * z);
-    let t = 1.0 / (1.0 + P * z);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let e = exp_nonpositive::<FUSED>(-z * z);
+    let fma = mul_add::<FUSED>;
+    let t = 1.0 / fma(P, z, 1.0);
+    let poly = t * [A[3], A[2], A[1], A[0]]
+        .iter()
+        .fold(A[4], |acc, &a| fma(acc, t, a));
     // 1 - erf(|z|), halved: Phi of the lower tail, without taking it from 1.
     let tail = 0.5 * poly * e;
     let cdf = if x < 0.0 { tail } else { 1.0 - tail };
@@ -50,7 +53,7 @@ crate::simd::wide_kernel! {
     /// `x * Phi(x)` of every value of `x` into `out`.
     fn gelu_values(x: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) {
         for (o, &v) in out.iter_mut().zip(x) {
-            o.write(v * cdf_pdf(v).0);
+            o.write(v * cdf_pdf::<FUSED_MULTIPLY_ADD>(v).0);
         }
     }
 }
@@ -59,8 +62,8 @@ crate::simd::wide_kernel! {
     /// The gradient before GELU from the one after it, `g * (Phi(x) + x * phi(x))`.
     fn gelu_gradient(g: &[f32], x: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) {
         for ((o, &g), &v) in out.iter_mut().zip(g).zip(x) {
-            let (cdf, pdf) = cdf_pdf(v);
-            o.write(g * (cdf + v * pdf));
+            let (cdf, pdf) = cdf_pdf::<FUSED_MULTIPLY_ADD>(v);
+            o.write(g * mul_add::<FUSED_MULTIPLY_ADD>(v, pdf, cdf));
         }
     }
 }
@@ -138,23 +141,30 @@ mod tests {
     use super::*;
     use burn_flex::ops::unary::erf_f64;
 
-    #[test]
-    fn phi_and_its_density_are_within_f32_rounding_of_f64() {
+    /// `Phi` and `phi` with and without fused multiply-adds (the wide kernels' two kinds).
+    fn within_rounding_of_f64<const FUSED: bool>() {
         let (mut worst_cdf, mut worst_pdf) = (0.0f64, 0.0f64);
         for i in -12_000..=12_000 {
             let x = i as f32 * 1e-3;
-            let (cdf, pdf) = cdf_pdf(x);
+            let (cdf, pdf) = cdf_pdf::<FUSED>(x);
             let xd = x as f64;
             let exact_cdf = 0.5 * (1.0 + erf_f64(xd / std::f64::consts::SQRT_2));
             let exact_pdf = (-0.5 * xd * xd).exp() / (2.0 * std::f64::consts::PI).sqrt();
             worst_cdf = worst_cdf.max((cdf as f64 - exact_cdf).abs());
             worst_pdf = worst_pdf.max((pdf as f64 - exact_pdf).abs());
         }
-        assert!(worst_cdf < 4e-7, "Phi off by {worst_cdf}");
-        assert!(worst_pdf < 1e-7, "phi off by {worst_pdf}");
-        let far_left = cdf_pdf(-200.0).0;
+        assert!(worst_cdf < 4e-7, "Phi off by {worst_cdf} (fused {FUSED})");
+        assert!(worst_pdf < 1e-7, "phi off by {worst_pdf} (fused {FUSED})");
+        let far_left = cdf_pdf::<FUSED>(-200.0).0;
         assert!((0.0..1e-30).contains(&far_left), "{far_left}");
-        assert_eq!(cdf_pdf(200.0).0, 1.0);
-        assert!(cdf_pdf(f32::NAN).0.is_nan(), "NaN stays NaN");
+        assert_eq!(cdf_pdf::<FUSED>(200.0).0, 1.0);
+        assert!(cdf_pdf::<FUSED>(f32::NAN).0.is_nan(), "NaN stays NaN");
+        assert_eq!(cdf_pdf::<FUSED>(f32::INFINITY).0, 1.0);
+    }
+
+    #[test]
+    fn phi_and_its_density_are_within_f32_rounding_of_f64() {
+        within_rounding_of_f64::<false>();
+        within_rounding_of_f64::<true>();
     }
 }
