@@ -17,7 +17,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::flex_autodiff::{cast, contiguous, flex, par_fill, values, Trained};
-use crate::kernels::fast_math::lanes_sum;
+use crate::kernels::fast_math::{lanes_sum, lanes_sum_pairs};
 
 /// Values per task when a pass is spread over rows (small inputs stay on one core).
 const VALUES_PER_TASK: usize = 1 << 14;
@@ -77,13 +77,69 @@ pub fn layer_norm<B: Backend>(
 /// Each row's mean and reciprocal standard deviation, interleaved.
 type RowStats = Vec<[f32; 2]>;
 
-/// Mean and reciprocal deviation of one row: two passes, in f32 lanes the compiler vectorises.
-#[inline(always)]
-fn row_stats(row: &[f32], epsilon: f32) -> [f32; 2] {
-    let n = row.len() as f32;
-    let mean = lanes_sum(row, |v| v) / n;
-    let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n;
-    [mean, 1.0 / (var + epsilon).sqrt()]
+crate::simd::wide_kernel! {
+    /// Mean and reciprocal deviation of one row: two passes, in f32 lanes the compiler
+    /// vectorises.
+    fn row_stats(row: &[f32], epsilon: f32) -> [f32; 2] {
+        let n = row.len() as f32;
+        let mean = lanes_sum(row, |v| v) / n;
+        let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n;
+        [mean, 1.0 / (var + epsilon).sqrt()]
+    }
+}
+
+crate::simd::wide_kernel! {
+    /// `(x - mean) * rstd * scale + bias` of each row of `x` into `out`, with `stats` the
+    /// rows' `[mean, rstd]` and `scale_bias` the scale then the bias.
+    fn normalize_rows(
+        x: &[f32],
+        stats: &[[f32; 2]],
+        scale_bias: [&[f32]; 2],
+        out: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        let [scale, bias] = scale_bias;
+        let len = scale.len();
+        for ((out, row), &[mean, rstd]) in out.chunks_mut(len).zip(x.chunks(len)).zip(stats) {
+            for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(scale).zip(bias) {
+                o.write((v - mean) * rstd * g + b);
+            }
+        }
+    }
+}
+
+/// One block of rows' backward: what it reads, and the scale.
+struct RowsGrad<'a> {
+    dy: &'a [f32],
+    x: &'a [f32],
+    stats: &'a [[f32; 2]],
+    gamma: &'a [f32],
+}
+
+crate::simd::wide_kernel! {
+    /// The input gradient of a block of rows into `dx`, its parts of the scale's and the
+    /// bias's gradients added to `dgamma` and `dbeta`; `gg` a row of scratch.
+    fn rows_backward(rows: &RowsGrad, dx: &mut [f32], sums: [&mut [f32]; 2], gg: &mut [f32]) {
+        let [dgamma, dbeta] = sums;
+        let len = rows.gamma.len();
+        for (r, &[mean, rstd]) in rows.stats.iter().enumerate() {
+            let (g, v) = (&rows.dy[r * len..][..len], &rows.x[r * len..][..len]);
+            for ((o, &a), &b) in gg.iter_mut().zip(g).zip(rows.gamma) {
+                *o = a * b;
+            }
+            let mean_gg = lanes_sum(gg, |v| v) / len as f32;
+            let mean_dot = lanes_sum_pairs(gg, v, |a, b| a * (b - mean)) * rstd / len as f32;
+            let sums = dgamma.iter_mut().zip(dbeta.iter_mut());
+            let read = g.iter().zip(v).zip(gg.iter());
+            for ((d, (dgamma, dbeta)), ((&g, &v), &gg)) in
+                dx[r * len..][..len].iter_mut().zip(sums).zip(read)
+            {
+                let x_hat = (v - mean) * rstd;
+                *dgamma += g * x_hat;
+                *dbeta += g;
+                *d = rstd * (gg - mean_gg - x_hat * mean_dot);
+            }
+        }
+    }
 }
 
 fn norm_forward(
@@ -107,13 +163,9 @@ fn norm_forward(
             || (),
             |task, _, dst| {
                 let first = task * per_task;
-                for (r, out) in dst.chunks_mut(len).enumerate() {
-                    let [mean, rstd] = stats[first + r];
-                    let row = &x[(first + r) * len..][..len];
-                    for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(scale).zip(bias) {
-                        o.write((v - mean) * rstd * g + b);
-                    }
-                }
+                let rows = dst.len() / len;
+                let (x, stats) = (&x[first * len..], &stats[first..first + rows]);
+                normalize_rows(x, stats, [scale, bias], dst);
             },
         )
     };
@@ -141,22 +193,14 @@ impl Backward<Flex, 3> for LayerNormBackward {
             .map(|((dy, x), stats)| {
                 let mut dx = vec![0.0f32; dy.len()];
                 let (mut dgamma, mut dbeta) = (vec![0.0f32; len], vec![0.0f32; len]);
-                for (r, &[mean, rstd]) in stats.iter().enumerate() {
-                    let (g, v) = (&dy[r * len..][..len], &x[r * len..][..len]);
-                    let x_hat = |i: usize| (v[i] - mean) * rstd;
-                    let (mut sum, mut dot) = (0.0f32, 0.0f32);
-                    for i in 0..len {
-                        let gg = g[i] * gamma[i];
-                        sum += gg;
-                        dot += gg * x_hat(i);
-                        dgamma[i] += g[i] * x_hat(i);
-                        dbeta[i] += g[i];
-                    }
-                    let (mean_gg, mean_dot) = (sum / len as f32, dot / len as f32);
-                    for (i, d) in dx[r * len..][..len].iter_mut().enumerate() {
-                        *d = rstd * (g[i] * gamma[i] - mean_gg - x_hat(i) * mean_dot);
-                    }
-                }
+                let rows = RowsGrad {
+                    dy,
+                    x,
+                    stats,
+                    gamma,
+                };
+                let mut gg = vec![0.0f32; len];
+                rows_backward(&rows, &mut dx, [&mut dgamma, &mut dbeta], &mut gg);
                 (dx, dgamma, dbeta)
             })
             .collect();

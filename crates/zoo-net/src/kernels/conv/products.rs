@@ -103,11 +103,26 @@ pub(super) fn input_grad(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
     )
 }
 
-/// Gradient of the bias: the output gradient summed over images and positions.
+/// Gradient of the bias: the output gradient summed over images and positions, each plane
+/// summed in lanes on some core (one running sum on one core was 3 % of a ConvNeXt-atto
+/// training step, perf).
 pub(super) fn bias_grad(g: &Geometry, grad: &[f32]) -> Vec<f32> {
+    let positions = g.positions().max(1);
+    let plane_sums: Vec<f32> = grad
+        .par_chunks(positions)
+        .with_min_len((1 << 14) / positions)
+        .map(plane_sum)
+        .collect();
     let mut sums = vec![0.0f32; g.c_out];
-    for (i, plane) in grad.chunks(g.positions()).enumerate() {
-        sums[i % g.c_out] += plane.iter().sum::<f32>();
+    for (i, s) in plane_sums.iter().enumerate() {
+        sums[i % g.c_out] += s;
     }
     sums
+}
+
+crate::simd::wide_kernel! {
+    /// The sum of one plane's values.
+    fn plane_sum(values: &[f32]) -> f32 {
+        crate::kernels::fast_math::lanes_sum(values, |v| v)
+    }
 }
