@@ -147,7 +147,7 @@ mod tests {
                 "at {x}"
             );
             let fused = exp_nonpositive::<true>(x);
-            assert!(fused >= 0.0 && fused <= 1.0, "at {x}: {fused}");
+            assert!((0.0..=1.0).contains(&fused), "at {x}: {fused}");
         }
         assert!(checked > 1_000_000);
     }
