@@ -407,6 +407,56 @@ fn attention_reads_tokens_first_and_packed_inputs_where_they_lie() {
     assert!(zoo_net::kernels::attention::attention_packed(&x, 3, 1.0).is_none());
 }
 
+/// LayerNorm over the channels of each position (`[N, C, positions]`) against burn's
+/// channels-last LayerNorm between two transposes (ConvNeXt's exported form): values on flex
+/// and on `Autodiff<Flex>`, and the gradients of the map, the scale and the bias.
+#[test]
+fn layer_norm_over_channels_matches_the_transposed_form_in_values_and_gradients() {
+    use zoo_net::kernels::over_channels::layer_norm_over_channels;
+    fn composed<B: burn::tensor::backend::Backend>(
+        t: &[Tensor<B, 2>; 3],
+        n: usize,
+        eps: f32,
+    ) -> Tensor<B, 2> {
+        let [rows, p] = t[0].dims();
+        let c = rows / n;
+        let last = t[0]
+            .clone()
+            .reshape([n, c, p])
+            .swap_dims(1, 2)
+            .reshape([n * p, c]);
+        let centred = last.clone() - last.mean_dim(1);
+        let var = centred.clone().powi_scalar(2).mean_dim(1);
+        let y = centred / (var + eps as f64).sqrt() * t[1].clone() + t[2].clone();
+        y.reshape([n, p, c]).swap_dims(1, 2).reshape([n * c, p])
+    }
+    fn fused<B: burn::tensor::backend::Backend>(
+        t: &[Tensor<B, 2>; 3],
+        n: usize,
+        eps: f32,
+    ) -> Tensor<B, 2> {
+        let [rows, p] = t[0].dims();
+        let c = rows / n;
+        let (scale, bias) = (t[1].clone().reshape([c]), t[2].clone().reshape([c]));
+        layer_norm_over_channels(&t[0].clone().reshape([n, c, p]), &scale, &bias, eps)
+            .expect("served")
+            .reshape([n * c, p])
+    }
+    // ConvNeXt-atto's first stage at batch 2 (56 x 56 positions: blocks of 256 and a shorter
+    // last one), a late stage, and sizes that fit no lane width.
+    for (n, c, p) in [(2, 40, 3136), (1, 320, 49), (3, 5, 7), (1, 1, 1)] {
+        let eps = 1e-6;
+        check_rows(
+            "over channels",
+            [[n * c, p], [1, c], [1, c]],
+            true,
+            |t| fused(t, n, eps),
+            |t| composed(t, n, eps),
+            |t| fused(t, n, eps),
+        );
+    }
+}
+
 /// The kernels built for narrower targets pass this file's tests too.
 #[test]
 fn the_narrower_kernels_pass_these_tests_too() {

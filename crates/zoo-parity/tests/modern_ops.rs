@@ -62,6 +62,72 @@ fn layer_norm_written_out_at_opset_16() {
     assert_parity(&model, 2);
 }
 
+/// ConvNeXt's `LayerNorm2d` as exported: Transpose to channels last, LayerNormalization over
+/// the last axis, Transpose back. It becomes one LayerNorm over channels (named after the
+/// LayerNormalization) that matches tract running the three nodes; the same nodes with the
+/// norm over the last two axes stay as written.
+#[test]
+fn layer_norm_between_channel_transposes_becomes_one_node() {
+    let block = |axis: i64| {
+        let mut rng = SeededRng::new(6);
+        let mut b = GraphBuilder::default();
+        input(&mut b, [6, 5, 7]);
+        let normalised: &[usize] = if axis == -1 { &[6] } else { &[7, 6] };
+        weights(&mut b, &mut rng, "w", normalised);
+        weights(&mut b, &mut rng, "bias", normalised);
+        b.node(
+            "last",
+            "Transpose",
+            &["x"],
+            &["t"],
+            vec![("perm", ints(&[0, 2, 3, 1]))],
+        );
+        let attrs = vec![("axis", Attr::Int(axis)), ("epsilon", Attr::Float(1e-6))];
+        b.node(
+            "norm",
+            "LayerNormalization",
+            &["t", "w", "bias"],
+            &["n"],
+            attrs,
+        );
+        b.node(
+            "first",
+            "Transpose",
+            &["n"],
+            &["out"],
+            vec![("perm", ints(&[0, 3, 1, 2]))],
+        );
+        finish(&mut b, "out", 17)
+    };
+    let ops = |model| {
+        let onnx = OnnxModel::from_bytes(prost::Message::encode_to_vec(model)).unwrap();
+        let over = onnx.graph.nodes.iter().any(|n| {
+            matches!(
+                n.op,
+                zoo_onnx::Op::Norm(zoo_onnx::ops::Norm::OverChannels { .. })
+            ) && n.label == "norm"
+        });
+        (
+            onnx.graph
+                .nodes
+                .iter()
+                .map(|n| n.op.onnx_type())
+                .collect::<Vec<_>>(),
+            over,
+        )
+    };
+    let model = block(-1);
+    let (found, over) = ops(&model);
+    assert_eq!(found, ["LayerNormalization", "Flatten"]);
+    assert!(over);
+    let worst = assert_parity(&model, 3);
+    println!("over channels: max rel diff {worst:.1e}");
+    let model = block(-2);
+    let (found, over) = ops(&model);
+    assert!(found.contains(&"Transpose") && !over, "{found:?}");
+    assert_parity(&model, 3);
+}
+
 #[test]
 fn instance_normalization() {
     let mut rng = SeededRng::new(5);

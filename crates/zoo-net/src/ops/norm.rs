@@ -35,6 +35,7 @@ pub(crate) fn run<B: Backend>(op: &Norm, cx: &Cx<B>) -> Value<B> {
             Value::reshaped(y.unsqueeze(), &dims)
         }
         Norm::Instance { epsilon } => channel_norm(cx, x, dims[1], epsilon),
+        Norm::OverChannels { epsilon } => over_channels(cx, x, epsilon),
         Norm::Group { groups, epsilon } => channel_norm(cx, x, groups, epsilon),
     }
 }
@@ -54,6 +55,26 @@ fn fused_layer_norm<B: Backend>(
         return None;
     }
     crate::kernels::rows::layer_norm(&x.t.clone().reshape([rows, inner]), &scale, &bias, epsilon)
+}
+
+/// LayerNorm over the channels of each position of `[N, C, spatial...]`: zoo's one op
+/// (`crate::kernels::over_channels`), else burn's statistics over axis 1.
+fn over_channels<B: Backend>(cx: &Cx<B>, x: Value<B>, epsilon: f32) -> Value<B> {
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let positions: usize = dims[2..].iter().product();
+    let map = x.t.reshape([n, c, positions]);
+    let (scale, bias) = (cx.param_1d(1), cx.param_1d(2));
+    let (scale, bias) = (scale.expect("validated"), bias.expect("validated"));
+    let fused =
+        crate::kernels::over_channels::layer_norm_over_channels(&map, &scale, &bias, epsilon);
+    let y = fused.unwrap_or_else(|| {
+        let centred = map.clone() - map.mean_dim(1);
+        let variance = centred.clone().powi_scalar(2).mean_dim(1);
+        let normal = centred / (variance + epsilon as f64).sqrt();
+        normal * scale.reshape([1, c, 1]) + bias.reshape([1, c, 1])
+    });
+    Value::reshaped(y.reshape(crate::exec::pad_dims(&dims)), &dims)
 }
 
 /// The dims `p` broadcasts to when it scales the trailing axes `tail`.

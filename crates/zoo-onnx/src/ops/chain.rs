@@ -11,7 +11,8 @@ use crate::tensor::Constant;
 /// The dims of a value, where shape inference knows them.
 pub(crate) type DimsOf<'a> = &'a dyn Fn(&str) -> Option<Vec<usize>>;
 
-/// Every op written out as a chain, fused: LayerNorm, then GELU, then attention (whose
+/// Every op written out as a chain, fused: LayerNorm (then LayerNorm over channels between
+/// two transposes), then GELU, then attention (whose
 /// scores' scale may itself be written out), then the head split and merge around attention
 /// when its Q, K and V come packed from one projection.
 pub(crate) fn fuse_written_out(
@@ -20,6 +21,7 @@ pub(crate) fn fuse_written_out(
     dims_of: DimsOf,
 ) {
     fuse_chains(nodes, constants, dims_of, super::norm::match_written_out);
+    fuse_chains(nodes, constants, dims_of, super::norm::match_over_channels);
     fuse_chains(nodes, constants, dims_of, super::activation::match_erf_gelu);
     fuse_chains(
         nodes,

@@ -17,6 +17,11 @@ pub enum Norm {
     /// Normalises each group of channels of each sample; scale and bias per channel (opset 21)
     /// or per group (opset 18).
     Group { groups: usize, epsilon: f32 },
+    /// zoo's fusion, never read from a file: LayerNorm over the channels (axis 1) of each
+    /// position of `[N, C, spatial...]`, scale and bias per channel; what ConvNeXt's
+    /// `LayerNorm2d` exports as `Transpose` to channels last, `LayerNormalization` over the
+    /// last axis, and `Transpose` back.
+    OverChannels { epsilon: f32 },
 }
 
 pub(crate) const OPS: &[OpDef] = &[
@@ -58,6 +63,7 @@ impl Norm {
             Norm::Layer { .. } => "LayerNormalization",
             Norm::Instance { .. } => "InstanceNormalization",
             Norm::Group { .. } => "GroupNormalization",
+            Norm::OverChannels { .. } => "LayerNormalization",
         }
     }
 
@@ -87,7 +93,7 @@ impl Norm {
                     }
                 }
             }
-            Norm::Instance { .. } | Norm::Group { .. } => {
+            Norm::Instance { .. } | Norm::Group { .. } | Norm::OverChannels { .. } => {
                 if x.len() < 3 {
                     return Err(cx.err(format!("needs [N, C, spatial...], got {x:?}")));
                 }
@@ -99,6 +105,9 @@ impl Norm {
                         )))
                     }
                     Norm::Group { groups, .. } => vec![x[1], *groups],
+                    Norm::OverChannels { .. } if cx.node.input(2).is_none() => {
+                        return Err(cx.err("LayerNorm over channels needs its bias"))
+                    }
                     _ => vec![x[1]],
                 };
                 for i in [1, 2] {
@@ -212,4 +221,49 @@ fn normalisation(chain: &Chain, k: usize, x: &str) -> Option<(Vec<usize>, f32)> 
         && chain.nodes[div].inputs == [d, chain.out(sqrt)]
         && chain.only(chain.out(sqrt)) == Some(div);
     shaped.then(|| (vec![k, sub, pow, var, add, sqrt, div], epsilon))
+}
+
+/// ConvNeXt's `LayerNorm2d` as exporters write it, found from its LayerNormalization (node
+/// `k`): `Transpose (0, 2, .., r-1, 1)` to channels last, LayerNormalization over the last
+/// axis alone with a scale and a bias, `Transpose (0, r-1, 1, .., r-2)` back. One
+/// `Norm::OverChannels` node (named after the LayerNormalization, so the layer keeps its
+/// module name) replaces the three: the two transposes moved every value of the map, forward
+/// and backward, and were 5 % of a ConvNeXt-atto training step. Exports keep the file's nodes.
+pub(super) fn match_over_channels(chain: &Chain, k: usize) -> Option<(Node, Vec<usize>)> {
+    let Op::Norm(Norm::Layer { axis, epsilon }) = chain.nodes[k].op else {
+        return None;
+    };
+    let last = chain.nodes[k].input(0)?;
+    let rank = chain.rank_of(last)?;
+    let to_last = chain
+        .producer(last)
+        .filter(|_| chain.only(last) == Some(k))?;
+    let back = chain.only(chain.out(k))?;
+    let channels_last: Vec<i64> = std::iter::once(0)
+        .chain(2..rank as i64)
+        .chain(std::iter::once(1))
+        .collect();
+    let channels_first: Vec<i64> = [0, rank as i64 - 1]
+        .into_iter()
+        .chain(1..rank as i64 - 1)
+        .collect();
+    let perm_is = |i: usize, p: &[i64]| matches!(&chain.nodes[i].op, Op::Array(super::Array::Transpose { perm: Some(q) }) if q[..] == *p);
+    let last_axis_only = axis == -1 || axis == rank as i64 - 1;
+    let has_bias = chain.nodes[k].input(2).is_some();
+    if rank < 3 || !last_axis_only || !has_bias {
+        return None;
+    }
+    if !perm_is(to_last, &channels_last) || !perm_is(back, &channels_first) {
+        return None;
+    }
+    let x = chain.nodes[to_last].input(0)?.to_string();
+    let node = &chain.nodes[k];
+    let fused = Node {
+        name: node.name.clone(),
+        label: node.label.clone(),
+        op: Op::Norm(Norm::OverChannels { epsilon }),
+        inputs: vec![x, node.inputs[1].clone(), node.inputs[2].clone()],
+        outputs: vec![chain.out(back).to_string()],
+    };
+    Some((fused, vec![to_last, k, back]))
 }
