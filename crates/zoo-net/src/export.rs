@@ -220,7 +220,7 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashMap<S
         _ => None,
     };
     let mut keep = std::collections::HashMap::new();
-    for node in &graph.nodes {
+    for node in graph.file_nodes() {
         let (Some(values), Some(shape)) = (target(node), node.input(1)) else {
             continue;
         };
@@ -229,7 +229,8 @@ fn batch_keeping_shapes(plan: &crate::plan::Plan) -> std::collections::HashMap<S
             .get(shape)
             .is_some_and(|c| c.as_i64().is_some());
         let only_readers_agree = graph
-            .consumers(shape)
+            .file_nodes()
+            .filter(|n| n.inputs.iter().any(|i| i == shape))
             .all(|n| target(n).as_ref() == Some(&values));
         if is_constant && only_readers_agree {
             keep.insert(shape.to_string(), values);
@@ -367,7 +368,7 @@ fn expand_broadcast_parts(plan: &crate::plan::Plan, graph: &mut GraphProto) {
 fn rewire_baked_targets(plan: &crate::plan::Plan, graph: &mut GraphProto) {
     use zoo_onnx::{Op, ReshapeTarget};
     let (shapes, folded) = (&plan.graph.shapes, &plan.graph.folded);
-    for node in &plan.graph.nodes {
+    for node in plan.graph.file_nodes() {
         let (Op::Array(Array::Reshape { .. }), Some(target)) = (&node.op, node.input(1)) else {
             continue;
         };

@@ -70,6 +70,9 @@ pub struct Graph {
     pub constants: BTreeMap<String, Constant>,
     /// Computation nodes in execution order (constant-producing nodes are folded away).
     pub nodes: Vec<Node>,
+    /// Nodes of the file that fused ops replaced (they never run). The file keeps them, so a
+    /// dynamic-batch export still rewrites what they read (their Reshape targets).
+    pub fused_away: Vec<Node>,
     /// Shapes and batch tracking, computed at the declared batch size.
     pub shapes: ShapeInfo,
     /// Constants that import computed from nodes (shape arithmetic).
@@ -193,10 +196,21 @@ impl Graph {
         Ok(1)
     }
 
-    /// Re-validates and re-infers shapes after an edit (e.g. a replaced head).
+    /// Re-validates and re-infers shapes after an edit (e.g. a replaced head). The Reshapes
+    /// that fused ops replaced keep the targets import resolved (nothing infers them again).
     pub fn refresh_shapes(&mut self) -> Result<()> {
+        let targets = &self.shapes.reshape_targets;
+        let kept: Vec<_> = (self.fused_away.iter())
+            .filter_map(|n| Some((n.label.clone(), targets.get(&n.label)?.clone())))
+            .collect();
         self.shapes = infer_shapes(self)?;
+        self.shapes.reshape_targets.extend(kept);
         Ok(())
+    }
+
+    /// The file's computation nodes: those that run, then those fused ops replaced.
+    pub fn file_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().chain(&self.fused_away)
     }
 }
 
@@ -277,6 +291,7 @@ impl OnnxModel {
             output,
             constants,
             nodes: Vec::with_capacity(sorted.len()),
+            fused_away: Vec::new(),
             shapes: ShapeInfo::default(),
             folded: Folded::default(),
         };
@@ -290,9 +305,9 @@ impl OnnxModel {
             };
             ambiguous |= graph.fold_or_infer(proto_node, &label, parsed, &mut info)? > 1;
         }
-        crate::ops::chain::fuse_written_out(&mut graph.nodes, &graph.constants, &|v| {
-            info.dims.get(v).cloned()
-        });
+        let dims_of = |v: &str| info.dims.get(v).cloned();
+        let lookups = (&graph.constants, &dims_of as _);
+        crate::ops::chain::fuse_written_out(&mut graph.nodes, lookups, &mut graph.fused_away);
         check_outputs(&graph)?;
         crate::shapes_search::check_output_batched(&graph, &mut info);
         graph.shapes = info;
@@ -300,6 +315,10 @@ impl OnnxModel {
             // The first reading of some batch-1 Reshapes lost the batch: search the others.
             graph.shapes = infer_shapes(&graph)?;
         }
+        let shapes = &graph.shapes;
+        let dims_of = |v: &str| shapes.dims.get(v).cloned();
+        let lookups = (&graph.constants, &dims_of as _);
+        crate::ops::chain::fuse_packed_heads(&mut graph.nodes, lookups, &mut graph.fused_away);
         Ok(Self {
             proto,
             graph,

@@ -1,6 +1,7 @@
 //! Ops that exporters write out as chains of nodes at opsets without them, matched at import
 //! and replaced by the one node they spell: LayerNorm before opset 17 (`norm`), GELU before
-//! opset 20 (`activation`). Exports keep the file's own nodes.
+//! opset 20 (`activation`), attention before opset 23, and ops zoo runs as one (LayerNorm
+//! over channels, packed attention heads). Exports keep the file's own nodes.
 
 use std::collections::BTreeMap;
 
@@ -12,38 +13,43 @@ use crate::tensor::Constant;
 pub(crate) type DimsOf<'a> = &'a dyn Fn(&str) -> Option<Vec<usize>>;
 
 /// Every op written out as a chain, fused: LayerNorm (then LayerNorm over channels between
-/// two transposes), then GELU, then attention (whose
-/// scores' scale may itself be written out), then the head split and merge around attention
-/// when its Q, K and V come packed from one projection.
-pub(crate) fn fuse_written_out(
-    nodes: &mut Vec<Node>,
-    constants: &BTreeMap<String, Constant>,
-    dims_of: DimsOf,
-) {
-    fuse_chains(nodes, constants, dims_of, super::norm::match_written_out);
-    fuse_chains(nodes, constants, dims_of, super::norm::match_over_channels);
-    fuse_chains(nodes, constants, dims_of, super::activation::match_erf_gelu);
+/// two transposes), then GELU, then attention (whose scores' scale may itself be written
+/// out). The nodes they replace go to `replaced`.
+pub(crate) fn fuse_written_out(nodes: &mut Vec<Node>, lookups: Lookups, replaced: &mut Vec<Node>) {
+    fuse_chains(nodes, lookups, super::norm::match_written_out, replaced);
+    fuse_chains(nodes, lookups, super::norm::match_over_channels, replaced);
+    fuse_chains(nodes, lookups, super::activation::match_erf_gelu, replaced);
     fuse_chains(
         nodes,
-        constants,
-        dims_of,
+        lookups,
         super::attention::match_written_out,
-    );
-    fuse_chains(
-        nodes,
-        constants,
-        dims_of,
-        super::attention::match_packed_heads,
+        replaced,
     );
 }
 
+/// The head split and merge around attention fused into packed attention nodes. Run once the
+/// shapes are final: the Reshapes it takes out keep their resolved targets, which a
+/// dynamic-batch export still rewrites in the file (`Graph::fused_away`).
+pub(crate) fn fuse_packed_heads(nodes: &mut Vec<Node>, lookups: Lookups, replaced: &mut Vec<Node>) {
+    fuse_chains(
+        nodes,
+        lookups,
+        super::attention::match_packed_heads,
+        replaced,
+    );
+}
+
+/// What matchers look up besides the nodes: the constants and the dims of values.
+pub(crate) type Lookups<'a> = (&'a BTreeMap<String, Constant>, DimsOf<'a>);
+
 /// Replaces every chain `matcher` finds (the fused node and the indices of the nodes it
-/// replaces, from node `k`) by its fused node, at the place of the chain's last node.
+/// replaces, from node `k`) by its fused node, at the place of the chain's last node; the
+/// replaced nodes go to `replaced`.
 fn fuse_chains(
     nodes: &mut Vec<Node>,
-    constants: &BTreeMap<String, Constant>,
-    dims_of: DimsOf,
+    (constants, dims_of): Lookups,
     matcher: impl Fn(&Chain, usize) -> Option<(Node, Vec<usize>)>,
+    replaced: &mut Vec<Node>,
 ) {
     let mut k = 0;
     while k < nodes.len() {
@@ -55,11 +61,11 @@ fn fuse_chains(
         match matcher(&chain, k) {
             Some((fused, matched)) => {
                 let last = *matched.iter().max().expect("matched nodes");
-                nodes[last] = fused;
+                replaced.push(std::mem::replace(&mut nodes[last], fused));
                 let mut gone: Vec<usize> = matched.into_iter().filter(|&i| i != last).collect();
                 gone.sort_unstable_by(|a, b| b.cmp(a));
                 for i in gone {
-                    nodes.remove(i);
+                    replaced.push(nodes.remove(i));
                 }
             }
             None => k += 1,
