@@ -102,7 +102,10 @@ def finetune(state, train, val, every_layer, seed):
 
 
 def zoo_finetune(zoo, model, out, every_layer, seed):
-    args = [zoo, "finetune", str(model), "--data", f"{out}/train59-images-idx3-ubyte.gz",
+    # The recipe pinned: the same plain SGD as the PyTorch side (the default recipe would add
+    # augmentation and a one-cycle schedule to the options given).
+    args = [zoo, "finetune", str(model), "--recipe", "head-only",
+            "--data", f"{out}/train59-images-idx3-ubyte.gz",
             "--val-data", f"{out}/val59-images-idx3-ubyte.gz", "--classes", "5",
             "--epochs", str(EPOCHS), "--lr", str(LR), "--head-lr-factor", "1",
             "--momentum", str(MOMENTUM), "--weight-decay", str(WD), "--batch-size", str(BATCH),
