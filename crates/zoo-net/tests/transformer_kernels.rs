@@ -412,7 +412,7 @@ fn attention_reads_tokens_first_and_packed_inputs_where_they_lie() {
 /// and on `Autodiff<Flex>`, and the gradients of the map, the scale and the bias.
 #[test]
 fn layer_norm_over_channels_matches_the_transposed_form_in_values_and_gradients() {
-    use zoo_net::kernels::over_channels::layer_norm_over_channels;
+    use zoo_net::kernels::rows::layer_norm_over_channels;
     fn composed<B: burn::tensor::backend::Backend>(
         t: &[Tensor<B, 2>; 3],
         n: usize,

@@ -15,7 +15,6 @@ pub mod host;
 pub mod linear;
 pub(crate) mod matrix;
 pub mod max_pool;
-pub mod over_channels;
 pub mod permute;
 pub mod rows;
 pub mod simd;

@@ -66,8 +66,7 @@ fn over_channels<B: Backend>(cx: &Cx<B>, x: Value<B>, epsilon: f32) -> Value<B> 
     let map = x.t.reshape([n, c, positions]);
     let (scale, bias) = (cx.param_1d(1), cx.param_1d(2));
     let (scale, bias) = (scale.expect("validated"), bias.expect("validated"));
-    let fused =
-        crate::kernels::over_channels::layer_norm_over_channels(&map, &scale, &bias, epsilon);
+    let fused = crate::kernels::rows::layer_norm_over_channels(&map, &scale, &bias, epsilon);
     let y = fused.unwrap_or_else(|| {
         let centred = map.clone() - map.mean_dim(1);
         let variance = centred.clone().powi_scalar(2).mean_dim(1);

@@ -1,7 +1,7 @@
 //! Ops that exporters write out as chains of nodes at opsets without them, matched at import
-//! and replaced by the one node they spell: LayerNorm before opset 17 (`norm`), GELU before
-//! opset 20 (`activation`), attention before opset 23, and ops zoo runs as one (LayerNorm
-//! over channels, packed attention heads). Exports keep the file's own nodes.
+//! and replaced by the one node they spell: the normalisation opset 17 added (`norm`), GELU
+//! before opset 20 (`activation`), attention before opset 23, and chains zoo runs as one op
+//! (`norm`'s over channels, packed attention heads). Exports keep the file's own nodes.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +12,9 @@ use crate::tensor::Constant;
 /// The dims of a value, where shape inference knows them.
 pub(crate) type DimsOf<'a> = &'a dyn Fn(&str) -> Option<Vec<usize>>;
 
-/// Every op written out as a chain, fused: LayerNorm (then LayerNorm over channels between
-/// two transposes), then GELU, then attention (whose scores' scale may itself be written
-/// out). The nodes they replace go to `replaced`.
+/// Every op written out as a chain, fused: `norm`'s (the written-out form, then the one
+/// between two channel transposes), then GELU, then attention (whose scores' scale may
+/// itself be written out). The nodes they replace go to `replaced`.
 pub(crate) fn fuse_written_out(nodes: &mut Vec<Node>, lookups: Lookups, replaced: &mut Vec<Node>) {
     fuse_chains(nodes, lookups, super::norm::match_written_out, replaced);
     fuse_chains(nodes, lookups, super::norm::match_over_channels, replaced);
