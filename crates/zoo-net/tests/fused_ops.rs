@@ -398,6 +398,52 @@ fn inference_in_blocks_of_output_rows_matches_the_generic_convolution() {
     }
 }
 
+/// One image on two cores: its blocks of output rows (per group) spread over the cores, each
+/// gemm on one, and a Winograd layer's output-channel chunks too; a pointwise layer with one
+/// block keeps gemm's own threads. Each against burn's convolution.
+#[test]
+fn one_image_spreads_its_blocks_and_chunks_over_the_cores() {
+    let mut rng = SeededRng::new(72);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    // (x, [c_out, kernel], stride, pad, groups): AlexNet's first two layers in small, a
+    // Winograd layer with four chunks and a last short one, a pointwise layer.
+    let cases = [
+        ([1, 3, 195, 195], [16, 11], 4, 0, 1),
+        ([1, 64, 27, 27], [32, 5], 1, 2, 2),
+        ([1, 24, 13, 13], [72, 3], 1, 1, 1),
+        ([1, 32, 9, 9], [40, 1], 1, 0, 1),
+    ];
+    for (x_dims, [c_out, kernel], stride, pad, groups) in cases {
+        let device = Default::default();
+        let make = |dims: Vec<usize>, rng: &mut SeededRng| {
+            let n = dims.iter().product();
+            TensorData::new(rng.values(n, 1.0), dims)
+        };
+        let x = Tensor::<Flex, 4>::from_data(make(x_dims.to_vec(), &mut rng), &device);
+        let w_dims = vec![c_out, x_dims[1] / groups, kernel, kernel];
+        let w = Tensor::<Flex, 4>::from_data(make(w_dims, &mut rng), &device);
+        let b = Tensor::<Flex, 1>::from_data(make(vec![c_out], &mut rng), &device);
+        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], groups);
+        for relu in [false, true] {
+            let settings = zoo_net::conv::ConvSettings {
+                relu,
+                ..(&options).into()
+            };
+            let fast = pool.install(|| zoo_net::conv::conv2d(&x, &w, Some(&b), &settings));
+            let mut generic = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+            if relu {
+                generic = burn::tensor::activation::relu(generic);
+            }
+            let name =
+                format!("{x_dims:?} -> {c_out}x{kernel}x{kernel} groups {groups} relu {relu}");
+            close(&name, &host(fast.expect("flex f32")), &host(generic));
+        }
+    }
+}
+
 /// 3x3 stride-1 convolutions with more than 16 output channels run by Winograd's F(2x2, 3x3):
 /// odd and even sizes (a last half tile), no, symmetric and asymmetric padding, several tile
 /// blocks, with and without bias and ReLU, new weights of a shape already seen, against the
@@ -624,6 +670,21 @@ fn max_pooling_matches_burn_with_padding_overlap_and_ceil_mode() {
         (
             "3x3 stride 3, wide rows",
             [1, 2, 7, 50],
+            spec(3, 3),
+            [0; 4],
+            [0; 2],
+        ),
+        // Small planes go several to a task at inference, the last task short.
+        (
+            "2x2 stride 2, many small planes",
+            [2, 300, 6, 6],
+            spec(2, 2),
+            [0; 4],
+            [0; 2],
+        ),
+        (
+            "3x3 stride 3, many small planes",
+            [3, 150, 14, 14],
             spec(3, 3),
             [0; 4],
             [0; 2],

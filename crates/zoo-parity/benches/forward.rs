@@ -1,5 +1,6 @@
 //! Forward-pass and import benchmarks: zoo (burn flex) next to tract and ONNX Runtime on the
-//! same machine, same inputs, same threads. Median of 5 timed runs after one warm-up.
+//! same machine, same inputs, same threads. Median of 5 timed runs after one warm-up, each
+//! engine's runs after a pause that lets the previous engine's threads go idle.
 //!
 //! Needs the AlexNet graph and the MNIST CNN: `ZOO_SHARED` (default ../shared from the
 //! workspace root). Prints one JSON object per measurement (scripts/bench.sh tabulates them).
@@ -30,8 +31,14 @@ fn shared(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// Median seconds of `RUNS` calls after a warm-up.
+/// How long the machine is left idle before each engine's runs: ONNX Runtime's worker threads
+/// spin on after its session is made and after its runs, and the engine measured next shared
+/// the cores with them (zoo's first MNIST runs after it took 11-19 ms, 2.8-3.0 ms once idle).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Median seconds of `RUNS` calls after a settling pause and a warm-up.
 fn median(mut f: impl FnMut()) -> f64 {
+    std::thread::sleep(SETTLE);
     f();
     let mut t: Vec<f64> = (0..RUNS)
         .map(|_| {

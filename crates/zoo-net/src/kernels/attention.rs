@@ -339,7 +339,13 @@ fn forward(qkv: [&[f32]; 3], n: Dims, plan: &Plan, keep: bool) -> (Vec<f32>, Opt
         // writes pair `p`'s rows `r0..r1`.
         unsafe {
             let dst = out.block(&plan.out, p, h, [r0, rows, dv]);
-            gemm_to(dst, [rows, dv, s], View::rows(probs, s), v);
+            gemm_to(
+                dst,
+                [rows, dv, s],
+                View::rows(probs, s),
+                v,
+                Parallelism::None,
+            );
         }
     };
     match probs.as_mut() {
@@ -549,15 +555,27 @@ unsafe fn pair_gradients(
     // SAFETY (all three writes): the caller's promise.
     unsafe {
         let dv_block = into[2].block(&plan.v, p, h, [0, s, dv]);
-        gemm_to(dv_block, [s, dv, t], View::transposed(probs, s), dy);
+        gemm_to(
+            dv_block,
+            [s, dv, t],
+            View::transposed(probs, s),
+            dy,
+            Parallelism::None,
+        );
     }
     gemm_into(dp, [t, s, dv], dy, v_t, false, Parallelism::None);
     softmax_gradient(dp, probs, s, scale);
     unsafe {
         let dq_block = into[0].block(&plan.q, p, h, [0, t, d]);
-        gemm_to(dq_block, [t, d, s], View::rows(dp, s), k);
+        gemm_to(dq_block, [t, d, s], View::rows(dp, s), k, Parallelism::None);
         let dk_block = into[1].block(&plan.k, p, h, [0, s, d]);
-        gemm_to(dk_block, [s, d, t], View::transposed(dp, s), q);
+        gemm_to(
+            dk_block,
+            [s, d, t],
+            View::transposed(dp, s),
+            q,
+            Parallelism::None,
+        );
     }
 }
 

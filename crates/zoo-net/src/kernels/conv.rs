@@ -26,9 +26,7 @@ use burn_flex::FlexTensor;
 
 use std::mem::MaybeUninit;
 
-use crate::flex_autodiff::{
-    cast, contiguous, flex, par_fill, relu_backward, values, written, Trained,
-};
+use crate::flex_autodiff::{cast, contiguous, flex, par_fill, relu_backward, values, Trained};
 use crate::simd::wide_kernel;
 
 mod depthwise;
@@ -247,73 +245,129 @@ impl<'a> ImageConv<'a> {
             Method::Direct(direct) => with_scratch(direct.scratch_len(g), |planes| {
                 direct.image_output(g, image, self.bias, out, planes)
             }),
-            Method::Winograd(winograd) => winograd.image_output(g, image, self.bias, out),
-            Method::Blocks { blocks, block_len } => with_scratch(*block_len, |matrix| {
-                self.blocks_of(blocks, image, matrix, out)
-            }),
+            Method::Winograd(winograd) => {
+                winograd.image_output(g, image, self.bias, out, self.parallelism)
+            }
+            Method::Blocks { blocks, block_len } => self.blocks_of(blocks, *block_len, image, out),
         }
     }
 
     /// Per group and block of output positions: unfold (unless pointwise), multiply, finish.
+    /// With fewer images than cores, the (group, block) pairs spread over the cores when there
+    /// are enough of them (each gemm on one core: gemm's own threads split a small block's
+    /// product finely and waited on each other, AlexNet's first layer at batch 1 ran at 107
+    /// GFLOP/s on 2 cores); else each gemm uses every core.
     fn blocks_of(
         &self,
         blocks: &[Range<usize>],
+        block_len: usize,
+        image: &[f32],
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let tasks = self.g.groups * blocks.len();
+        let spread = matches!(self.parallelism, Parallelism::Rayon(_))
+            && tasks >= 2 * rayon::current_num_threads();
+        let shared = SharedOutput {
+            ptr: out.as_mut_ptr().cast::<f32>(),
+            len: out.len(),
+        };
+        let one = |task: usize, parallelism: Parallelism| {
+            let (group, block) = (task / blocks.len(), &blocks[task % blocks.len()]);
+            with_scratch(block_len, |matrix| {
+                // SAFETY: each (group, block) pair writes only its own channels' cells of its
+                // positions, and every pair runs once.
+                unsafe {
+                    self.block_output(group, block.clone(), image, matrix, &shared, parallelism)
+                }
+            })
+        };
+        if spread {
+            use rayon::prelude::*;
+            (0..tasks)
+                .into_par_iter()
+                .for_each(|t| one(t, Parallelism::None));
+        } else {
+            (0..tasks).for_each(|t| one(t, self.parallelism));
+        }
+    }
+
+    /// Group `group`'s output channels at positions `block`: unfolded into `matrix` (unless
+    /// pointwise), multiplied into the output, then bias and ReLU.
+    ///
+    /// # Safety
+    /// No other call writes or reads these cells of `out` meanwhile.
+    unsafe fn block_output(
+        &self,
+        group: usize,
+        block: Range<usize>,
         image: &[f32],
         matrix: &mut [f32],
-        out: &mut [MaybeUninit<f32>],
+        out: &SharedOutput,
+        parallelism: Parallelism,
     ) {
         let (g, bias) = (self.g, self.bias);
         let (patch, positions, cog) = (g.patch(), g.positions(), g.out_per_group());
-        for group in 0..g.groups {
-            let weights = View::rows(&self.w[group * cog * patch..][..cog * patch], patch);
-            for block in blocks {
-                let (start, count) = (block.start, block.len());
-                let cols = if g.is_pointwise() {
-                    View::rows(&image[group * patch * positions + start..], positions)
-                } else {
-                    let rows = start / g.ow..(start + count) / g.ow;
-                    im2col(g, image, group, matrix, rows, Padding::Write);
-                    View::rows(matrix, count)
-                };
-                let first_channel = group * cog;
-                gemm_write(
-                    &mut out[first_channel * positions + start..],
-                    [cog, count, patch],
-                    weights,
-                    cols,
-                    positions,
-                    self.parallelism,
-                );
-                if bias.is_none() && !g.relu {
-                    continue;
-                }
-                for channel in first_channel..first_channel + cog {
-                    let block = &mut out[channel * positions + start..][..count];
-                    // SAFETY: the gemm above wrote this row of the block.
-                    finish_plane(unsafe { written(block) }, bias, channel, g.relu);
-                }
-            }
+        let weights = View::rows(&self.w[group * cog * patch..][..cog * patch], patch);
+        let (start, count) = (block.start, block.len());
+        let cols = if g.is_pointwise() {
+            View::rows(&image[group * patch * positions + start..], positions)
+        } else {
+            let rows = start / g.ow..(start + count) / g.ow;
+            im2col(g, image, group, matrix, rows, Padding::Write);
+            View::rows(matrix, count)
+        };
+        let first_channel = group * cog;
+        let offset = first_channel * positions + start;
+        assert!(
+            offset + (cog.max(1) - 1) * positions + count <= out.len,
+            "inside the output"
+        );
+        let dst = Destination {
+            ptr: out.ptr.wrapping_add(offset),
+            len: out.len - offset,
+            row_step: positions,
+        };
+        // SAFETY: the rows lie inside the output (asserted); the caller's promise.
+        unsafe { gemm_to(dst, [cog, count, patch], weights, cols, parallelism) };
+        if bias.is_none() && !g.relu {
+            return;
+        }
+        for channel in first_channel..first_channel + cog {
+            // SAFETY: inside the output (asserted above), written by the gemm, this call's own.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(out.ptr.add(channel * positions + start), count)
+            };
+            finish_plane(row, bias, channel, g.relu);
         }
     }
 }
 
-thread_local! {
-    /// This thread's inference scratch (im2col block, Winograd tiles), kept between
-    /// convolutions and images (a fresh zeroed one per image and layer was 4 % of a SqueezeNet
-    /// evaluate in `memset`).
-    static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+/// One image's output, written by several tasks at once, each to cells of its own.
+struct SharedOutput {
+    ptr: *mut f32,
+    len: usize,
 }
 
-/// `f` on `len` scratch values of unspecified contents. The buffer is taken out while `f`
-/// runs, so a nested call (rayon may run another convolution on this thread while a gemm
-/// waits) gets a fresh one instead of the same.
+// SAFETY: tasks write disjoint cells of one live buffer (see `ImageConv::blocks_of`).
+unsafe impl Sync for SharedOutput {}
+
+thread_local! {
+    /// This thread's inference scratch buffers (im2col blocks, Winograd tiles and products),
+    /// kept between convolutions and images (a fresh zeroed one per image and layer was 4 % of
+    /// a SqueezeNet evaluate in `memset`).
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on `len` scratch values of unspecified contents. A buffer is taken out of the thread's
+/// pool while `f` runs, so a nested call (a Winograd chunk inside its image's transform, or
+/// another convolution rayon runs on this thread while a gemm waits) gets another one.
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buffer = BLOCK.take();
+    let mut buffer = SCRATCH.with_borrow_mut(Vec::pop).unwrap_or_default();
     if buffer.len() < len {
         buffer.resize(len, 0.0);
     }
     let result = f(&mut buffer[..len]);
-    BLOCK.set(buffer);
+    SCRATCH.with_borrow_mut(|pool| pool.push(buffer));
     result
 }
 

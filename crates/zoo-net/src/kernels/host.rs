@@ -69,7 +69,8 @@ pub fn update_values<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), &device)
 }
 
-/// `x^-beta`, with beta = 0.75 (every Caffe-era LRN) as two square roots instead of `powf`.
+/// `d^-beta`, with beta = 0.75 (every Caffe-era LRN) as two square roots instead of `powf`.
+#[inline(always)]
 fn inverse_power(d: f32, beta: f32) -> f32 {
     if beta == 0.75 {
         let root = d.sqrt();
@@ -79,7 +80,22 @@ fn inverse_power(d: f32, beta: f32) -> f32 {
     }
 }
 
-/// Local response normalisation across channels, one output plane per task.
+/// An LRN's settings as its planes use them.
+struct Lrn {
+    channels: usize,
+    plane: usize,
+    /// Channels of the window before and after the output's own.
+    before: usize,
+    after: usize,
+    /// `alpha / size`.
+    scale: f32,
+    beta: f32,
+    bias: f32,
+}
+
+/// Local response normalisation across channels, one output plane per task, nothing zeroed
+/// or allocated per plane (a fresh sum buffer per plane and the baseline-only loops made
+/// AlexNet's two LRNs 0.9 ms of a 21 ms batch-1 forward).
 pub(crate) fn lrn<B: Backend>(
     x: &Tensor<B, 4>,
     size: usize,
@@ -89,30 +105,55 @@ pub(crate) fn lrn<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     let input = host_tensor(x)?;
     let values = input.as_slice::<f32>()?;
-    let dims @ [_, c, h, w] = x.dims();
-    let plane = h * w;
-    let before = (size - 1) / 2;
-    let after = size - 1 - before;
-    let scale = alpha / size as f32;
-    let mut out = vec![0.0f32; values.len()];
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(index, out_plane)| {
-            let (image, channel) = (index / c, index % c);
-            let first = channel.saturating_sub(before);
-            let last = (channel + after).min(c - 1);
-            let at = |ch: usize| &values[(image * c + ch) * plane..][..plane];
-            let mut sums = vec![0.0f32; plane];
-            for ch in first..=last {
-                for (sum, v) in sums.iter_mut().zip(at(ch)) {
-                    *sum += v * v;
-                }
+    let [_, c, h, w] = x.dims();
+    let settings = Lrn {
+        channels: c,
+        plane: h * w,
+        before: (size - 1) / 2,
+        after: size / 2,
+        scale: alpha / size as f32,
+        beta,
+        bias,
+    };
+    // SAFETY: `lrn_plane` writes every value of its plane.
+    let out = unsafe {
+        crate::flex_autodiff::par_fill(
+            values.len(),
+            settings.plane,
+            Vec::new,
+            |index, sums, out| lrn_plane(&settings, values, index, sums, out),
+        )
+    };
+    let y = crate::flex_autodiff::flex(out, x.dims().to_vec());
+    let y = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(y));
+    Some(crate::flex_autodiff::cast::<Flex, B, 4>(y))
+}
+
+crate::simd::wide_kernel! {
+    /// Output plane `index` (image `index / channels`, channel `index % channels`): each value
+    /// times `(bias + scale * sum of squares over the channel window)^-beta`.
+    fn lrn_plane(
+        lrn: &Lrn,
+        values: &[f32],
+        index: usize,
+        sums: &mut Vec<f32>,
+        out: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        let (image, channel, plane) = (index / lrn.channels, index % lrn.channels, lrn.plane);
+        let first = channel.saturating_sub(lrn.before);
+        let last = (channel + lrn.after).min(lrn.channels - 1);
+        let at = |ch: usize| &values[(image * lrn.channels + ch) * plane..][..plane];
+        sums.clear();
+        sums.resize(plane, 0.0);
+        for ch in first..=last {
+            for (sum, v) in sums.iter_mut().zip(at(ch)) {
+                *sum += v * v;
             }
-            for ((o, v), sum) in out_plane.iter_mut().zip(at(channel)).zip(&sums) {
-                *o = v * inverse_power(bias + scale * sum, beta);
-            }
-        });
-    Some(Tensor::from_data(TensorData::new(out, dims), &x.device()))
+        }
+        for ((o, v), sum) in out.iter_mut().zip(at(channel)).zip(sums.iter()) {
+            o.write(v * inverse_power(lrn.bias + lrn.scale * sum, lrn.beta));
+        }
+    }
 }
 
 /// `x + b` where `b` holds one value per channel (`[1, C, 1, 1]`, the bias that CNTK-style

@@ -74,9 +74,15 @@ pub(crate) fn gemm_write(
 /// # Safety
 /// `dst` points to `dst.len` values, and nothing else reads or writes its `m` rows of `n`
 /// values during the call (what lies between them may be another task's).
-pub(crate) unsafe fn gemm_to(dst: Destination, mnk: [usize; 3], lhs: View, rhs: View) {
+pub(crate) unsafe fn gemm_to(
+    dst: Destination,
+    mnk: [usize; 3],
+    lhs: View,
+    rhs: View,
+    parallelism: Parallelism,
+) {
     // SAFETY: the caller's promise.
-    unsafe { gemm_raw(dst, mnk, [lhs, rhs], false, Parallelism::None) }
+    unsafe { gemm_raw(dst, mnk, [lhs, rhs], false, parallelism) }
 }
 
 /// Where a gemm writes: `len` values from `ptr`, rows `row_step` apart.

@@ -92,14 +92,14 @@ impl Windows {
         self.rows.len() * self.cols.len()
     }
 
-    /// Pools one plane into `out`, and the flat index of each maximum into `argmax` if given.
-    /// The first maximum of a window wins.
+    /// Pools one plane into `out`, and the flat index of each maximum into `argmax` (for the
+    /// backward). The first maximum of a window wins.
     #[inline(always)]
-    fn pool_plane(&self, plane: &[f32], out: &mut [f32], argmax: Option<&mut [u32]>) {
-        match argmax {
-            _ if self.pairs => self.pool_pairs(plane, out, argmax),
-            None => self.pool_separable(plane, out),
-            Some(_) => self.pool_windows(plane, out, argmax),
+    fn pool_plane_argmax(&self, plane: &[f32], out: &mut [f32], argmax: &mut [u32]) {
+        if self.pairs {
+            self.pool_pairs(plane, out, argmax)
+        } else {
+            self.pool_windows(plane, out, argmax)
         }
     }
 
@@ -109,9 +109,11 @@ impl Windows {
     /// thins them out (SqueezeNet's 3x3 pools were 18 % of an evaluate). Values only, so
     /// `f32::max` (no index to keep; of a `0.0` and a `-0.0` either may win).
     #[inline(always)]
-    fn pool_separable(&self, plane: &[f32], out: &mut [f32]) {
+    fn pool_separable(&self, plane: &[f32], out: &mut [f32], scratch: &mut RowScratch) {
         let (w, ow) = (self.width, self.cols.len());
-        let (mut column_max, mut runs) = (vec![0.0f32; w], vec![0.0f32; w]);
+        scratch.column_max.resize(w, 0.0);
+        scratch.runs.resize(w, 0.0);
+        let (column_max, runs) = (&mut scratch.column_max[..w], &mut scratch.runs[..w]);
         for (out_row, r) in out.chunks_mut(ow.max(1)).zip(&self.rows) {
             if r.count == 0 {
                 out_row.fill(f32::NEG_INFINITY);
@@ -126,7 +128,7 @@ impl Windows {
                     *m = m.max(v);
                 }
             }
-            self.row_maxima(&column_max, &mut runs, out_row);
+            self.row_maxima(column_max, runs, out_row);
         }
     }
 
@@ -182,7 +184,7 @@ impl Windows {
 
     /// The common 2x2, stride 2, unpadded case: two input rows per output row, no spans.
     #[inline(always)]
-    fn pool_pairs(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
+    fn pool_pairs(&self, plane: &[f32], out: &mut [f32], argmax: &mut [u32]) {
         let (w, ow) = (self.width, self.cols.len());
         for oy in 0..self.rows.len() {
             let (top, bottom) = (2 * oy * w, (2 * oy + 1) * w);
@@ -200,15 +202,13 @@ impl Windows {
                     index = if greater { cell } else { index };
                 }
                 out[oy * ow + ox] = best;
-                if let Some(argmax) = argmax.as_deref_mut() {
-                    argmax[oy * ow + ox] = index as u32;
-                }
+                argmax[oy * ow + ox] = index as u32;
             }
         }
     }
 
     #[inline(always)]
-    fn pool_windows(&self, plane: &[f32], out: &mut [f32], mut argmax: Option<&mut [u32]>) {
+    fn pool_windows(&self, plane: &[f32], out: &mut [f32], argmax: &mut [u32]) {
         let [row_step, col_step] = self.steps;
         let mut at = 0;
         for r in &self.rows {
@@ -230,21 +230,47 @@ impl Windows {
                     }
                 }
                 out[at] = best;
-                if let Some(argmax) = argmax.as_deref_mut() {
-                    argmax[at] = index;
-                }
+                argmax[at] = index;
                 at += 1;
             }
         }
     }
 }
 
+/// A row's column maxima and runs, kept from plane to plane (two allocations a plane were a
+/// tenth of the MNIST CNN's pooling).
+#[derive(Default)]
+struct RowScratch {
+    column_max: Vec<f32>,
+    runs: Vec<f32>,
+}
+
 wide_kernel! {
-    /// [`Windows::pool_plane`], widened.
-    fn pool_plane(windows: &Windows, plane: &[f32], out: &mut [f32], argmax: Option<&mut [u32]>) {
-        windows.pool_plane(plane, out, argmax)
+    /// [`Windows::pool_plane_argmax`], widened.
+    fn pool_plane_argmax(windows: &Windows, plane: &[f32], out: &mut [f32], argmax: &mut [u32]) {
+        windows.pool_plane_argmax(plane, out, argmax)
     }
 }
+
+wide_kernel! {
+    /// The values of consecutive input planes of `plane` values each into their pooled
+    /// planes (`out`), widened.
+    fn pool_values(
+        windows: &Windows,
+        planes: &[f32],
+        plane: usize,
+        out: &mut [f32],
+        scratch: &mut RowScratch,
+    ) {
+        let out_plane = windows.output_plane().max(1);
+        for (input, out) in planes.chunks_exact(plane.max(1)).zip(out.chunks_exact_mut(out_plane)) {
+            windows.pool_separable(input, out, scratch);
+        }
+    }
+}
+
+/// Input values per pooling task: small planes (the MNIST CNN's 14x14) go several to a task.
+const VALUES_PER_TASK: usize = 1 << 13;
 
 /// Max pooling of an f32 batch on `Flex` (values) or `Autodiff<Flex>` (values and argmax for
 /// the backward); `None` for other backends or dtypes. `pads` is `[top, left, bottom, right]`,
@@ -290,7 +316,8 @@ pub fn max_pool<B: Backend>(
     Some(cast::<Trained, B, 4>(y))
 }
 
-/// Pools every plane (one task a plane); the argmax indices too when asked.
+/// Pools every plane (values: several small planes a task; with argmax: one task a plane);
+/// the argmax indices too when asked.
 fn pool_batch(
     x: &[f32],
     plane: usize,
@@ -300,11 +327,16 @@ fn pool_batch(
     let out_plane = windows.output_plane();
     let planes = x.len() / plane.max(1);
     if !with_argmax {
+        let per_task = (VALUES_PER_TASK / plane.max(1)).clamp(1, planes.max(1));
         let y = par_zeroed(
             planes * out_plane,
-            out_plane,
-            || (),
-            |i, _, out| pool_plane(windows, &x[i * plane..][..plane], out, None),
+            per_task * out_plane,
+            RowScratch::default,
+            |i, scratch, out| {
+                let first = i * per_task * plane;
+                let count = out.len() / out_plane.max(1);
+                pool_values(windows, &x[first..][..count * plane], plane, out, scratch)
+            },
         );
         return (y, Vec::new());
     }
@@ -313,7 +345,7 @@ fn pool_batch(
     y.par_chunks_mut(out_plane)
         .zip(argmax.par_chunks_mut(out_plane))
         .zip(x.par_chunks(plane))
-        .for_each(|((out, arg), input)| pool_plane(windows, input, out, Some(arg)));
+        .for_each(|((out, arg), input)| pool_plane_argmax(windows, input, out, arg));
     (y, argmax)
 }
 

@@ -119,6 +119,21 @@ macro_rules! wide_kernel {
 
 pub(crate) use wide_kernel;
 
+/// Asks the CPU to bring the cache line at `at` into its caches (a hint: no fault when `at`
+/// lies outside any allocation, nothing on other architectures).
+#[inline(always)]
+pub(crate) fn prefetch(at: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and never faults, whatever the address.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// `dst[i] = src[2 * i]`: the even cells of `src` (pass `&src[1..]` for the odd ones).
 /// `src` holds at least `2 * dst.len() - 1` values. The compiler leaves a short stride-2 read
 /// scalar; on AVX-512 it is two loads and a permute per 16 values, masked at the end.

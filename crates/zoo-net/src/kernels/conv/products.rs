@@ -9,7 +9,7 @@ use crate::image_parallel::inside_image_task;
 
 use super::*;
 
-pub(super) use crate::kernels::matrix::{gemm_into, gemm_write, View};
+pub(super) use crate::kernels::matrix::{gemm_into, gemm_to, Destination, View};
 
 /// How to spread `images` over the cores: by image when there are enough of them (each gemm
 /// on one core), else image by image with each gemm using every core.

@@ -10,6 +10,9 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use ::gemm::Parallelism;
+use rayon::prelude::*;
+
 use super::{aligned_rows, gemm_into, with_scratch, Geometry, View, BLOCK_VALUES, GEMM_LANES};
 use crate::simd::{every_second, interleave, wide_kernel};
 
@@ -144,85 +147,124 @@ impl Tiles {
     }
 }
 
-/// Scratch of one image: transformed tiles, products, the output transform's sums, and one
-/// block's rearranged input rows.
+/// Scratch of one image's input transform: transformed tiles and one block's rearranged
+/// input rows.
 struct Scratch<'a> {
     tiles: &'a mut [f32],
-    products: &'a mut [f32],
-    /// `A^T m` of a block (8 values per tile), then one output row pair's even and odd
-    /// columns (2 per tile).
-    sums: &'a mut [f32],
     /// See [`BlockLayout`].
     rows: &'a mut [f32],
 }
 
 impl Winograd {
     /// One image's output `[c_out, oh, ow]`, every value written; scratch from the thread's
-    /// reused buffer.
+    /// reused buffers. `Parallelism::Rayon` (fewer images than cores): the output channels'
+    /// chunks of each block spread over the cores (one core multiplied AlexNet's 3x3 layer
+    /// at batch 1 while the other waited).
     pub(super) fn image_output(
         &self,
         g: &Geometry,
         image: &[f32],
         bias: Option<&[f32]>,
         out: &mut [MaybeUninit<f32>],
+        parallelism: Parallelism,
     ) {
         let tiles = &self.tiles;
         let block = tiles.block_len();
+        let threads = rayon::current_num_threads();
+        let chunk = match parallelism {
+            Parallelism::Rayon(_) if threads > 1 => g
+                .c_out
+                .div_ceil(2 * threads)
+                .next_multiple_of(GEMM_LANES)
+                .min(tiles.channels_per_chunk),
+            _ => tiles.channels_per_chunk,
+        };
         let lens = [
             16 * g.c_in * block,
-            16 * tiles.channels_per_chunk * block,
-            10 * block,
             BlockLayout::new(tiles, tiles.rows_per_block).len(),
         ];
         with_scratch(lens.iter().sum(), |buffer| {
-            let (tiles_part, rest) = buffer.split_at_mut(lens[0]);
-            let (products, rest) = rest.split_at_mut(lens[1]);
-            let (sums, rows) = rest.split_at_mut(lens[2]);
+            let (tiles_part, rows) = buffer.split_at_mut(lens[0]);
             let mut s = Scratch {
                 tiles: tiles_part,
-                products,
-                sums,
                 rows,
             };
-            image_blocks(g, tiles, image, &self.weights, bias, &mut s, out);
+            let multiply = |channels: Range<usize>,
+                            out: &mut [MaybeUninit<f32>],
+                            s: &Scratch,
+                            rows: Range<usize>| {
+                let chunk_len = [16 * channels.len() * block, 10 * block];
+                with_scratch(chunk_len.iter().sum(), |buffer| {
+                    let (products, sums) = buffer.split_at_mut(chunk_len[0]);
+                    let products = multiply_chunk(
+                        g,
+                        &self.weights,
+                        s.tiles,
+                        channels.clone(),
+                        rows.len() * tiles.across,
+                        products,
+                    );
+                    let block = BlockOutput {
+                        rows,
+                        channels,
+                        bias,
+                    };
+                    finish_chunk(g, tiles, products, sums, &block, out);
+                })
+            };
+            let positions = g.oh * g.ow;
+            let spread = matches!(parallelism, Parallelism::Rayon(_)) && chunk < g.c_out;
+            for first in (0..tiles.down).step_by(tiles.rows_per_block) {
+                let rows = first..(first + tiles.rows_per_block).min(tiles.down);
+                transform_block(g, tiles, image, rows.clone(), &mut s);
+                let s = &s;
+                let run = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
+                    let channels = i * chunk..((i + 1) * chunk).min(g.c_out);
+                    multiply(channels, out, s, rows.clone())
+                };
+                if spread {
+                    out.par_chunks_mut(chunk * positions)
+                        .enumerate()
+                        .for_each(run);
+                } else {
+                    out.chunks_mut(chunk * positions).enumerate().for_each(run);
+                }
+            }
         });
     }
 }
 
 wide_kernel! {
-/// Every block of tile rows of one image: transformed, multiplied by the transformed weights
-/// (one output-channel chunk at a time), transformed back into `out`.
-fn image_blocks(
-    g: &Geometry,
-    tiles: &Tiles,
-    image: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    s: &mut Scratch,
-    out: &mut [MaybeUninit<f32>],
-) {
-    for first in (0..tiles.down).step_by(tiles.rows_per_block) {
-        let rows = first..(first + tiles.rows_per_block).min(tiles.down);
-        let count = rows.len() * tiles.across;
-        transform_tiles(g, tiles, image, rows.clone(), s);
-        for start in (0..g.c_out).step_by(tiles.channels_per_chunk) {
-            let channels = start..(start + tiles.channels_per_chunk).min(g.c_out);
-            let cc = channels.len();
-            for xi in 0..16 {
-                let weights = &u[(xi * g.c_out + start) * g.c_in..][..cc * g.c_in];
-                gemm_into(
-                    &mut s.products[xi * cc * count..][..cc * count],
-                    [cc, count, g.c_in],
-                    View::rows(weights, g.c_in),
-                    View::rows(&s.tiles[xi * g.c_in * count..][..g.c_in * count], count),
-                    false,
-                    ::gemm::Parallelism::None,
-                );
-            }
-            transform_products(g, tiles, s, rows.clone(), channels, bias, out);
-        }
+    /// [`transform_tiles`] of one block of tile rows, widened.
+    fn transform_block(g: &Geometry, tiles: &Tiles, image: &[f32], rows: Range<usize>, s: &mut Scratch) {
+        transform_tiles(g, tiles, image, rows, s)
     }
 }
+
+/// The 16 products of the transformed weights of output channels `channels` by a block's
+/// `count` transformed tiles (`[16, c_in, count]`), into `products` (`[16, channels,
+/// count]`, returned).
+fn multiply_chunk<'a>(
+    g: &Geometry,
+    u: &[f32],
+    tiles: &[f32],
+    channels: Range<usize>,
+    count: usize,
+    products: &'a mut [f32],
+) -> &'a [f32] {
+    let cc = channels.len();
+    for xi in 0..16 {
+        let weights = &u[(xi * g.c_out + channels.start) * g.c_in..][..cc * g.c_in];
+        gemm_into(
+            &mut products[xi * cc * count..][..cc * count],
+            [cc, count, g.c_in],
+            View::rows(weights, g.c_in),
+            View::rows(&tiles[xi * g.c_in * count..][..g.c_in * count], count),
+            false,
+            Parallelism::None,
+        );
+    }
+    &products[..16 * cc * count]
 }
 
 /// `B^T d B` of every tile of tile rows `rows`, per input channel, into `s.tiles`
@@ -346,24 +388,32 @@ fn pad_rows(g: &Geometry, channel: &[f32], first: usize, width: usize, padded: &
     }
 }
 
-/// `A^T m A` of every tile's products (`s.products`, `[16, channels, tiles]`) into the output channels
-/// `channels`, then bias and ReLU. `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`. Each step runs over
-/// all tiles of the block at once (tile rows are short); only the final interleaving of even
-/// and odd output columns goes row by row.
-#[inline(always)]
-fn transform_products(
-    g: &Geometry,
-    t: &Tiles,
-    s: &mut Scratch,
+/// Which outputs a chunk's products finish: tile rows `rows` of output channels `channels`,
+/// plus their bias.
+struct BlockOutput<'a> {
     rows: Range<usize>,
     channels: Range<usize>,
-    bias: Option<&[f32]>,
+    bias: Option<&'a [f32]>,
+}
+
+wide_kernel! {
+/// `A^T m A` of every tile's products (`products`, `[16, channels, tiles]`) into the output
+/// channels `block.channels` (`out` holds their planes), then bias and ReLU.
+/// `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`. Each step runs over all tiles of the block at once
+/// (tile rows are short); only the final interleaving of even and odd output columns goes
+/// row by row.
+fn finish_chunk(
+    g: &Geometry,
+    t: &Tiles,
+    products: &[f32],
+    sums: &mut [f32],
+    block: &BlockOutput,
     out: &mut [MaybeUninit<f32>],
 ) {
+    let (rows, channels, bias) = (block.rows.clone(), block.channels.clone(), block.bias);
     let (count, cc, across) = (rows.len() * t.across, channels.len(), t.across);
     // The two rows of `A^T m` (four columns each), then the even and odd output columns.
-    let products = &*s.products;
-    let (sums, columns) = s.sums[..10 * count].split_at_mut(8 * count);
+    let (sums, columns) = sums[..10 * count].split_at_mut(8 * count);
     for (k, co) in channels.enumerate() {
         let b = bias.map_or(0.0, |b| b[co]);
         let m = |xi: usize| &products[(xi * cc + k) * count..][..count];
@@ -403,10 +453,11 @@ fn transform_products(
                 let oy = 2 * ty + half;
                 if oy < g.oh {
                     let at = (ty - rows.start) * across;
-                    let row = &mut out[(co * g.oh + oy) * g.ow..][..g.ow];
+                    let row = &mut out[(k * g.oh + oy) * g.ow..][..g.ow];
                     interleave(&even[at..][..across], &odd[at..][..across], row);
                 }
             }
         }
     }
+}
 }
