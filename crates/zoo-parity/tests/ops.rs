@@ -337,6 +337,37 @@ fn matmul_reshape_and_batch_generalisation() {
     assert_parity(&b.build(8), 4);
 }
 
+/// A token-wise Linear layer and the residual Add after it (a transformer block's
+/// projection), which inference on flex runs as one op, matches tract; so does the same chain
+/// where the bias Add's output is read twice (no fusion), and a residual Add that broadcasts.
+#[test]
+fn linear_then_residual_add_fused_or_not() {
+    for case in ["residual", "read twice", "broadcast"] {
+        let mut rng = SeededRng::new(6);
+        let mut b = GraphBuilder::default();
+        input(&mut b, [3, 4, 5]);
+        weights(&mut b, &mut rng, "W", &[5, 5]);
+        weights(&mut b, &mut rng, "bias", &[5]);
+        weights(&mut b, &mut rng, "row", &[1, 5]);
+        b.node("mm", "MatMul", &["x", "W"], &["m"], vec![]);
+        b.node("add", "Add", &["m", "bias"], &["l"], vec![]);
+        match case {
+            "residual" => {
+                b.node("res", "Add", &["l", "x"], &["r"], vec![]);
+            }
+            "read twice" => {
+                b.node("res", "Add", &["x", "l"], &["s"], vec![]);
+                b.node("again", "Mul", &["s", "l"], &["r"], vec![]);
+            }
+            _ => {
+                b.node("res", "Add", &["l", "row"], &["r"], vec![]);
+            }
+        }
+        let worst = assert_parity(&finish(&mut b, "r", 13), 3);
+        assert!(worst.is_finite(), "{case}");
+    }
+}
+
 #[test]
 fn reshape_with_zero_and_minus_one() {
     let mut b = GraphBuilder::default();

@@ -1,8 +1,8 @@
 //! Fusions the walker applies where the plan found them (`Plan::relu_follows`, `bias_follows`,
 //! `concat_parts`): a convolution or batch norm with the ReLU after it as one op, a MatMul by
-//! a weight with its bias Add as one Linear op, a convolution with the bias Add (and ReLU)
-//! after it as one convolution, and convolutions written straight into the channel
-//! concatenation they feed.
+//! a weight with its bias Add (and at inference the residual Add after it) as one
+//! Linear op, a convolution with the bias Add (and ReLU) after it as one convolution, and
+//! convolutions written straight into the channel concatenation they feed.
 
 use std::collections::HashMap;
 
@@ -102,6 +102,12 @@ pub(super) fn with_next<B: Backend>(
         let relu = plan.relu_follows[i + 1] && !looked_at(i + 1);
         let y = conv_with_bias(net, i, values, relu)?;
         Some((y, if relu { 3 } else { 2 }))
+    } else if plan.residual_follows[i + 1] && !looked_at(i + 1) {
+        // The residual Add after the bias joins too, where the backend serves it (inference).
+        match with_bias_and_residual(net, i, values) {
+            Some(y) => Some((y, 3)),
+            None => Some((with_bias(net, i, values)?, 2)),
+        }
     } else {
         Some((with_bias(net, i, values)?, 2))
     }
@@ -166,6 +172,63 @@ fn with_bias<B: Backend>(
     i: usize,
     values: &HashMap<&str, Value<B>>,
 ) -> Option<Value<B>> {
+    let product = linear_operands(net, i, values)?;
+    let y = crate::kernels::linear::linear(&product.x, &product.w, &product.bias)?;
+    Some(product.output(y))
+}
+
+/// [`with_bias`] with the residual Add after the bias Add, on flex.
+fn with_bias_and_residual<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+) -> Option<Value<B>> {
+    let graph = &net.plan.graph;
+    let bias_out = graph.nodes[i + 1].outputs[0].as_str();
+    let residual_name = graph.nodes[i + 2].inputs.iter().find(|v| *v != bias_out)?;
+    let product = linear_operands(net, i, values)?;
+    let residual = values.get(residual_name.as_str())?;
+    if residual.dims() != product.dims_out() {
+        return None;
+    }
+    let r2 = residual
+        .t
+        .clone()
+        .reshape([product.x.dims()[0], product.w.dims()[1]]);
+    let y = crate::kernels::linear::linear_residual(&product.x, &product.w, &product.bias, &r2)?;
+    Some(product.output(y))
+}
+
+/// The operands of MatMul node `i` by a weight and its bias Add, as rows.
+struct LinearOperands<B: Backend> {
+    /// The input as `[rows, k]`.
+    x: Tensor<B, 2>,
+    /// `[k, c]`.
+    w: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    /// The input's dims.
+    dims: Vec<usize>,
+}
+
+impl<B: Backend> LinearOperands<B> {
+    /// The output's dims: the input's with `c` last.
+    fn dims_out(&self) -> Vec<usize> {
+        let mut dims = self.dims.clone();
+        *dims.last_mut().expect("checked non-empty") = self.w.dims()[1];
+        dims
+    }
+
+    /// `y` (`[rows, c]`) in the output's dims.
+    fn output(&self, y: Tensor<B, 2>) -> Value<B> {
+        Value::reshaped(y.unsqueeze(), &self.dims_out())
+    }
+}
+
+fn linear_operands<B: Backend>(
+    net: &Network<B>,
+    i: usize,
+    values: &HashMap<&str, Value<B>>,
+) -> Option<LinearOperands<B>> {
     let (plan, node) = (&net.plan, &net.plan.graph.nodes[i]);
     let out = node.outputs[0].as_str();
     let x = values.get(node.input(0)?)?;
@@ -177,14 +240,16 @@ fn with_bias<B: Backend>(
     };
     let (w, w_dims) = param(node.input(1)?)?;
     let (bias, _) = param(bias_name)?;
-    let mut dims = x.dims();
+    let dims = x.dims();
     let (k, c) = (w_dims[0], w_dims[1]);
     if dims.last() != Some(&k) {
         return None;
     }
     let rows = dims.iter().product::<usize>() / k.max(1);
-    let x2: Tensor<B, 2> = x.t.clone().reshape([rows, k]);
-    let y = crate::kernels::linear::linear(&x2, &w.reshape([k, c]), &bias.reshape([c]))?;
-    *dims.last_mut().expect("checked") = c;
-    Some(Value::reshaped(y.unsqueeze(), &dims))
+    Some(LinearOperands {
+        x: x.t.clone().reshape([rows, k]),
+        w: w.reshape([k, c]),
+        bias: bias.reshape([c]),
+        dims,
+    })
 }

@@ -220,7 +220,10 @@ impl<'a> ImageConv<'a> {
         } else if let Some(winograd) = winograd::Winograd::plan(g, w) {
             Method::Winograd(winograd)
         } else {
-            let blocks = g.blocks();
+            let blocks = match split(g.batch).1 {
+                Parallelism::Rayon(_) => g.blocks_at_least(2 * rayon::current_num_threads()),
+                Parallelism::None => g.blocks(),
+            };
             let block_len = match g.is_pointwise() {
                 true => 0,
                 false => blocks.iter().map(|b| b.len()).max().unwrap_or(0) * g.patch(),
@@ -479,6 +482,7 @@ mod tests {
         ] {
             let g = Geometry::new(x, w, &settings(pad));
             let blocks = g.blocks();
+            covers_every_position_once(&g, &g.blocks_at_least(4));
             let mut next = 0;
             for (i, b) in blocks.iter().enumerate() {
                 assert_eq!(b.start, next, "{x:?}: contiguous");
@@ -494,5 +498,27 @@ mod tests {
             }
             assert_eq!(next, g.positions(), "{x:?}: every position");
         }
+        // ViT's patch embedding at batch 1, its blocks spread over four tasks.
+        let patches = ConvSettings {
+            stride: [16, 16],
+            ..settings(0)
+        };
+        let g = Geometry::new([1, 3, 224, 224], [192, 3, 16, 16], &patches);
+        assert_eq!(g.blocks().len(), 1);
+        let spread = g.blocks_at_least(4);
+        assert_eq!(spread.len(), 4, "{spread:?}");
+        covers_every_position_once(&g, &spread);
+    }
+
+    fn covers_every_position_once(g: &Geometry, blocks: &[Range<usize>]) {
+        let mut next = 0;
+        for b in blocks {
+            assert_eq!(b.start, next, "contiguous");
+            if !g.is_pointwise() {
+                assert_eq!(b.start % g.ow + b.len() % g.ow, 0, "whole rows");
+            }
+            next = b.end;
+        }
+        assert_eq!(next, g.positions(), "every position");
     }
 }

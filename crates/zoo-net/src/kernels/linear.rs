@@ -43,7 +43,7 @@ pub fn linear<B: Backend>(
         let x = host(cast::<B, Flex, 2>(x.clone()).into_primitive().tensor());
         let w = host(cast::<B, Flex, 2>(w.clone()).into_primitive().tensor());
         let b = host(cast::<B, Flex, 1>(bias.clone()).into_primitive().tensor());
-        let y = forward(values(&x), values(&w), values(&b), shape);
+        let y = forward(values(&x), values(&w), values(&b), None, shape);
         let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(flex(y, vec![rows, c])));
         return Some(cast::<Flex, B, 2>(y));
     }
@@ -61,7 +61,7 @@ pub fn linear<B: Backend>(
     );
     let bv = contiguous(b.primitive.clone());
     let y = flex(
-        forward(values(&xv), values(&wv), values(&bv), shape),
+        forward(values(&xv), values(&wv), values(&bv), None, shape),
         vec![rows, c],
     );
     let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
@@ -75,6 +75,34 @@ pub fn linear<B: Backend>(
     };
     let y = Tensor::<Trained, 2>::from_primitive(TensorPrimitive::Float(out));
     Some(cast::<Trained, B, 2>(y))
+}
+
+/// `x @ w + bias + residual` (`residual` `[rows, c]`, a transformer block's skip connection)
+/// on flex, the sum written before the gemm accumulates into it, so the residual Add is no
+/// pass of its own (25 of them were 3 % of a batch-1 ViT-tiny forward); `None` on other
+/// backends (training keeps the Add), for other dtypes or shapes.
+pub fn linear_residual<B: Backend>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    bias: &Tensor<B, 1>,
+    residual: &Tensor<B, 2>,
+) -> Option<Tensor<B, 2>> {
+    let all_f32 = [x.dtype(), w.dtype(), bias.dtype(), residual.dtype()]
+        .iter()
+        .all(|&d| d == DType::F32);
+    let ([rows, k], [k_w, c]) = (x.dims(), w.dims());
+    let fits = k == k_w && bias.dims() == [c] && residual.dims() == [rows, c];
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || !all_f32 || !fits {
+        return None;
+    }
+    let host2 =
+        |t: &Tensor<B, 2>| contiguous(cast::<B, Flex, 2>(t.clone()).into_primitive().tensor());
+    let (x, w, r) = (host2(x), host2(w), host2(residual));
+    let b = contiguous(cast::<B, Flex, 1>(bias.clone()).into_primitive().tensor());
+    let shape = Shape { rows, k, c };
+    let y = forward(values(&x), values(&w), values(&b), Some(values(&r)), shape);
+    let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(flex(y, vec![rows, c])));
+    Some(cast::<Flex, B, 2>(y))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,7 +124,9 @@ fn parallelism() -> Parallelism {
 /// Rows per task when filling or summing rows.
 const ROWS_PER_TASK: usize = 64;
 
-fn forward(x: &[f32], w: &[f32], bias: &[f32], s: Shape) -> Vec<f32> {
+/// `x @ w + bias (+ residual)`: the bias (plus the residual's row) written first, the product
+/// accumulated onto it.
+fn forward(x: &[f32], w: &[f32], bias: &[f32], residual: Option<&[f32]>, s: Shape) -> Vec<f32> {
     let Shape { rows, k, c } = s;
     let chunk = ROWS_PER_TASK * c;
     // SAFETY: every row of every chunk is written with the bias.
@@ -105,10 +135,20 @@ fn forward(x: &[f32], w: &[f32], bias: &[f32], s: Shape) -> Vec<f32> {
             rows * c,
             chunk,
             || (),
-            |_, _, dst| {
-                for row in dst.chunks_mut(c) {
-                    for (d, &b) in row.iter_mut().zip(bias) {
-                        d.write(b);
+            |task, _, dst| match residual {
+                Some(r) => {
+                    let r = &r[task * chunk..][..dst.len()];
+                    for (row, r) in dst.chunks_mut(c).zip(r.chunks(c)) {
+                        for ((d, &b), &r) in row.iter_mut().zip(bias).zip(r) {
+                            d.write(b + r);
+                        }
+                    }
+                }
+                None => {
+                    for row in dst.chunks_mut(c) {
+                        for (d, &b) in row.iter_mut().zip(bias) {
+                            d.write(b);
+                        }
                     }
                 }
             },

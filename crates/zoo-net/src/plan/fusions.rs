@@ -1,7 +1,7 @@
 //! The fusions the plan finds for the walker (`crate::exec::fuse`): a ReLU after a
 //! convolution or batch norm, a bias Add after a MatMul by a weight or a convolution (then
-//! the ReLU after that Add), and convolutions that may write straight into the channel
-//! concatenation they feed.
+//! the ReLU after that Add, or the residual Add after a MatMul's), and convolutions that may
+//! write straight into the channel concatenation they feed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -63,6 +63,39 @@ pub(super) fn bias_follows(
         .collect()
 }
 
+/// Per node: an Add after a MatMul's fused bias Add (`bias_follows` of the MatMul) whose
+/// output only the next node reads, an Add of it and another value of the same dims (a
+/// transformer block's residual connection), so the three may run as one op.
+pub(super) fn residual_follows(graph: &Graph, bias_follows: &[bool]) -> Vec<bool> {
+    let nodes = &graph.nodes;
+    (0..nodes.len())
+        .map(|i| {
+            let after_product =
+                i > 0 && bias_follows[i - 1] && matches!(nodes[i - 1].op, Op::Nn(Nn::MatMul));
+            let (Some(next), [out]) = (nodes.get(i + 1), nodes[i].outputs.as_slice()) else {
+                return false;
+            };
+            let [a, b] = next.inputs.as_slice() else {
+                return false;
+            };
+            let other = match (a == out, b == out) {
+                (true, false) => b,
+                (false, true) => a,
+                _ => return false,
+            };
+            let same_dims = graph
+                .shapes
+                .of(out)
+                .is_some_and(|d| graph.shapes.of(other) == Some(d));
+            after_product
+                && matches!(next.op, Op::Math(Math::Add))
+                && same_dims
+                && *out != graph.output.name
+                && graph.consumers(out).count() == 1
+        })
+        .collect()
+}
+
 /// Whether a value of `dims` added to an NCHW map adds one value per channel of `channels`:
 /// `[c, 1, 1]` or `[1, c, 1, 1]` (a `[c]` would broadcast along the width).
 fn per_channel_of_nchw(dims: &[usize], channels: usize) -> bool {
@@ -73,17 +106,23 @@ fn per_channel_of_nchw(dims: &[usize], channels: usize) -> bool {
 }
 
 pub(super) fn relu_follows(graph: &Graph) -> Vec<bool> {
+    activation_follows(graph, |a| matches!(a, Activation::Relu))
+}
+
+/// Per node: the next node is an activation `wanted` accepts and the only reader of its
+/// output, which is not the graph's output.
+fn activation_follows(graph: &Graph, wanted: impl Fn(&Activation) -> bool) -> Vec<bool> {
     let nodes = &graph.nodes;
     (0..nodes.len())
         .map(|i| {
             let [out] = nodes[i].outputs.as_slice() else {
                 return false;
             };
-            let next_is_relu = nodes.get(i + 1).is_some_and(|next| {
-                matches!(next.op, Op::Activation(Activation::Relu))
+            let next_is_wanted = nodes.get(i + 1).is_some_and(|next| {
+                matches!(&next.op, Op::Activation(a) if wanted(a))
                     && next.input(0) == Some(out.as_str())
             });
-            next_is_relu && *out != graph.output.name && graph.consumers(out).count() == 1
+            next_is_wanted && *out != graph.output.name && graph.consumers(out).count() == 1
         })
         .collect()
 }
@@ -151,4 +190,50 @@ pub(super) fn concat_parts(graph: &Graph, relu_follows: &[bool]) -> Vec<Option<C
         }
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use zoo_onnx::builder::{GraphBuilder, SeededRng};
+    use zoo_onnx::OnnxModel;
+
+    use super::*;
+
+    /// `x @ W + bias` then `+ other` (`other` named by `residual`), or nothing after.
+    fn graph(residual: Option<&str>, also_read: bool) -> Graph {
+        let mut rng = SeededRng::new(1);
+        let mut b = GraphBuilder::new("x", &[Some(1), Some(3), Some(4), Some(5)]);
+        b.init_f32("W", &[5, 5], rng.values(25, 0.5));
+        b.init_f32("bias", &[5], rng.values(5, 0.5));
+        b.init_f32("row", &[1, 5], rng.values(5, 0.5));
+        b.node("mm", "MatMul", &["x", "W"], &["m"], vec![]);
+        b.node("add", "Add", &["m", "bias"], &["l"], vec![]);
+        let last = match residual {
+            Some(other) => {
+                b.node("res", "Add", &["l", other], &["r"], vec![]);
+                if also_read {
+                    b.node("again", "Mul", &["r", "l"], &["y"], vec![]);
+                    "y"
+                } else {
+                    "r"
+                }
+            }
+            None => "l",
+        };
+        b.output(last, &[None, None, None, None]);
+        let bytes = b.build(13).encode_to_vec();
+        OnnxModel::from_bytes(bytes).unwrap().graph
+    }
+
+    #[test]
+    fn a_residual_add_of_the_same_dims_follows_a_linear_bias() {
+        let after_linear = [true, false, false, false];
+        let residual = |g: &Graph| residual_follows(g, &after_linear[..g.nodes.len()]);
+        assert_eq!(residual(&graph(Some("x"), false)), [false, true, false]);
+        // The bias Add's output read again, a broadcast row, or the Add the graph's output.
+        assert_eq!(residual(&graph(Some("x"), true)), [false; 4]);
+        assert_eq!(residual(&graph(Some("row"), false)), [false; 3]);
+        assert_eq!(residual(&graph(None, false)), [false; 2]);
+    }
 }

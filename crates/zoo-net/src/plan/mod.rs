@@ -7,7 +7,7 @@ use zoo_onnx::ops::{Array, Math, Nn};
 use zoo_onnx::{Constant, Graph, Node, OnnxModel, Op};
 
 mod fusions;
-use fusions::{bias_follows, concat_parts, relu_follows};
+use fusions::{bias_follows, concat_parts, relu_follows, residual_follows};
 pub(crate) use fusions::{channel_offsets, ConcatPart};
 
 /// What a parameter is for. Buffers (batch-norm running statistics) are never trained.
@@ -69,6 +69,10 @@ pub struct Plan {
     /// channel), so the two (with a ReLU after the Add, `relu_follows` of the Add) may run as
     /// one op.
     pub(crate) bias_follows: Vec<bool>,
+    /// Per node: whether it is the bias Add of such a MatMul and the next node, the only
+    /// reader of its output, adds a value of the same dims to it (a residual connection), so
+    /// the three may run as one op at inference.
+    pub(crate) residual_follows: Vec<bool>,
     /// Per node: the channel concatenation this convolution's output (through its fused ReLU,
     /// if any) is a part of and nothing else reads, so it may write its channels there.
     pub(crate) concat_parts: Vec<Option<ConcatPart>>,
@@ -242,6 +246,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
     let relu_follows = relu_follows(&graph);
     let concat_parts = concat_parts(&graph, &relu_follows);
     let bias_follows = bias_follows(&graph, &params, &param_index);
+    let residual_follows = residual_follows(&graph, &bias_follows);
     let largest_matmul_weight = graph
         .nodes
         .iter()
@@ -263,6 +268,7 @@ pub fn build_plan(model: OnnxModel) -> (Plan, Vec<Vec<f32>>) {
             data_dependent,
             relu_follows,
             bias_follows,
+            residual_follows,
             concat_parts,
             largest_matmul_weight,
         },
