@@ -220,10 +220,15 @@ impl<'a> ImageConv<'a> {
         } else if let Some(winograd) = winograd::Winograd::plan(g, w) {
             Method::Winograd(winograd)
         } else {
-            let blocks = match split(g.batch).1 {
-                Parallelism::Rayon(_) => g.blocks_at_least(2 * rayon::current_num_threads()),
-                Parallelism::None => g.blocks(),
-            };
+            let mut blocks = g.blocks();
+            // One image spread over the cores wants two (group, block) tasks per core; cut
+            // the blocks smaller only where the usual ones are fewer (AlexNet's grouped 13x13
+            // layers in blocks of 4, 4, 4 and 1 rows instead of 5, 5 and 3 were slower).
+            let wanted = 2 * rayon::current_num_threads();
+            let one_image = matches!(split(g.batch).1, Parallelism::Rayon(_));
+            if one_image && g.groups * blocks.len() < wanted {
+                blocks = g.blocks_at_least(wanted.div_ceil(g.groups));
+            }
             let block_len = match g.is_pointwise() {
                 true => 0,
                 false => blocks.iter().map(|b| b.len()).max().unwrap_or(0) * g.patch(),
