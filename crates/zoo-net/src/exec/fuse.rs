@@ -75,7 +75,8 @@ pub(super) fn finish_concat<B: Backend>(
 
 /// Node `i` and the node or two after it as one op, where the plan found them (a ReLU after a
 /// convolution or batch norm, `Plan::relu_follows`; a bias Add after a MatMul by a weight or a
-/// convolution, `Plan::bias_follows`, and the ReLU after a convolution's Add) and no output but
+/// convolution, `Plan::bias_follows`, the ReLU after a convolution's Add, the residual Add
+/// after a MatMul's at inference, `Plan::residual_follows`) and no output but
 /// the last one's is wanted or tapped. The value to store as node `i`'s output, already
 /// through the nodes fused (which then pass it on), and how many nodes that is; `None` leaves
 /// the nodes to run on their own.
@@ -102,14 +103,17 @@ pub(super) fn with_next<B: Backend>(
         let relu = plan.relu_follows[i + 1] && !looked_at(i + 1);
         let y = conv_with_bias(net, i, values, relu)?;
         Some((y, if relu { 3 } else { 2 }))
-    } else if plan.residual_follows[i + 1] && !looked_at(i + 1) {
-        // The residual Add after the bias joins too, where the backend serves it (inference).
-        match with_bias_and_residual(net, i, values) {
-            Some(y) => Some((y, 3)),
-            None => Some((with_bias(net, i, values)?, 2)),
-        }
     } else {
-        Some((with_bias(net, i, values)?, 2))
+        let product = linear_operands(net, i, values)?;
+        if plan.residual_follows[i + 1] && !looked_at(i + 1) {
+            // The residual Add after the bias joins too, where the backend serves it
+            // (inference).
+            let residual = residual_of(net, i, values);
+            if let Some(y) = residual.and_then(|r| product.plus_residual(r)) {
+                return Some((y, 3));
+            }
+        }
+        Some((product.linear()?, 2))
     }
 }
 
@@ -165,38 +169,16 @@ fn with_relu<B: Backend>(
     }
 }
 
-/// A MatMul by a weight and the bias Add after it as one Linear op over all rows
-/// (`crate::kernels::linear`).
-fn with_bias<B: Backend>(
+/// The value the residual Add after MatMul node `i`'s bias Add adds (`Plan::residual_follows`).
+fn residual_of<'v, B: Backend>(
     net: &Network<B>,
     i: usize,
-    values: &HashMap<&str, Value<B>>,
-) -> Option<Value<B>> {
-    let product = linear_operands(net, i, values)?;
-    let y = crate::kernels::linear::linear(&product.x, &product.w, &product.bias)?;
-    Some(product.output(y))
-}
-
-/// [`with_bias`] with the residual Add after the bias Add, on flex.
-fn with_bias_and_residual<B: Backend>(
-    net: &Network<B>,
-    i: usize,
-    values: &HashMap<&str, Value<B>>,
-) -> Option<Value<B>> {
+    values: &'v HashMap<&str, Value<B>>,
+) -> Option<&'v Value<B>> {
     let graph = &net.plan.graph;
     let bias_out = graph.nodes[i + 1].outputs[0].as_str();
-    let residual_name = graph.nodes[i + 2].inputs.iter().find(|v| *v != bias_out)?;
-    let product = linear_operands(net, i, values)?;
-    let residual = values.get(residual_name.as_str())?;
-    if residual.dims() != product.dims_out() {
-        return None;
-    }
-    let r2 = residual
-        .t
-        .clone()
-        .reshape([product.x.dims()[0], product.w.dims()[1]]);
-    let y = crate::kernels::linear::linear_residual(&product.x, &product.w, &product.bias, &r2)?;
-    Some(product.output(y))
+    let name = graph.nodes[i + 2].inputs.iter().find(|v| *v != bias_out)?;
+    values.get(name.as_str())
 }
 
 /// The operands of MatMul node `i` by a weight and its bias Add, as rows.
@@ -221,6 +203,25 @@ impl<B: Backend> LinearOperands<B> {
     /// `y` (`[rows, c]`) in the output's dims.
     fn output(&self, y: Tensor<B, 2>) -> Value<B> {
         Value::reshaped(y.unsqueeze(), &self.dims_out())
+    }
+
+    /// The MatMul and its bias Add as one Linear op over all rows (`crate::kernels::linear`).
+    fn linear(&self) -> Option<Value<B>> {
+        let y = crate::kernels::linear::linear(&self.x, &self.w, &self.bias)?;
+        Some(self.output(y))
+    }
+
+    /// [`linear`](Self::linear) plus `residual` (of the output's dims), on flex.
+    fn plus_residual(&self, residual: &Value<B>) -> Option<Value<B>> {
+        if residual.dims() != self.dims_out() {
+            return None;
+        }
+        let rows = residual
+            .t
+            .clone()
+            .reshape([self.x.dims()[0], self.w.dims()[1]]);
+        let y = crate::kernels::linear::linear_residual(&self.x, &self.w, &self.bias, &rows)?;
+        Some(self.output(y))
     }
 }
 

@@ -215,6 +215,7 @@ enum Method {
 
 impl<'a> ImageConv<'a> {
     fn new(g: &'a Geometry, x: &'a [f32], w: &'a [f32], bias: Option<&'a [f32]>) -> Self {
+        let parallelism = split(g.batch).1;
         let method = if let Some(direct) = direct::Direct::plan(g, w) {
             Method::Direct(direct)
         } else if let Some(winograd) = winograd::Winograd::plan(g, w) {
@@ -225,7 +226,7 @@ impl<'a> ImageConv<'a> {
             // the blocks smaller only where the usual ones are fewer (AlexNet's grouped 13x13
             // layers in blocks of 4, 4, 4 and 1 rows instead of 5, 5 and 3 were slower).
             let wanted = 2 * rayon::current_num_threads();
-            let one_image = matches!(split(g.batch).1, Parallelism::Rayon(_));
+            let one_image = matches!(parallelism, Parallelism::Rayon(_));
             if one_image && g.groups * blocks.len() < wanted {
                 blocks = g.blocks_at_least(wanted.div_ceil(g.groups));
             }
@@ -241,7 +242,7 @@ impl<'a> ImageConv<'a> {
             w,
             bias,
             method,
-            parallelism: split(g.batch).1,
+            parallelism,
         }
     }
 

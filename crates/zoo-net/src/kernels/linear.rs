@@ -30,22 +30,9 @@ pub fn linear<B: Backend>(
     w: &Tensor<B, 2>,
     bias: &Tensor<B, 1>,
 ) -> Option<Tensor<B, 2>> {
-    let all_f32 = [x.dtype(), w.dtype(), bias.dtype()]
-        .iter()
-        .all(|&d| d == DType::F32);
-    let ([rows, k], [k_w, c]) = (x.dims(), w.dims());
-    if !all_f32 || k != k_w || bias.dims() != [c] {
-        return None;
-    }
-    let shape = Shape { rows, k, c };
+    let shape = Shape::of(x, w, bias)?;
     if TypeId::of::<B>() == TypeId::of::<Flex>() {
-        let host = |t: FlexTensor| contiguous(t);
-        let x = host(cast::<B, Flex, 2>(x.clone()).into_primitive().tensor());
-        let w = host(cast::<B, Flex, 2>(w.clone()).into_primitive().tensor());
-        let b = host(cast::<B, Flex, 1>(bias.clone()).into_primitive().tensor());
-        let y = forward(values(&x), values(&w), values(&b), None, shape);
-        let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(flex(y, vec![rows, c])));
-        return Some(cast::<Flex, B, 2>(y));
+        return Some(on_flex(x, w, bias, None, shape));
     }
     if TypeId::of::<B>() != TypeId::of::<Trained>() {
         return None;
@@ -62,7 +49,7 @@ pub fn linear<B: Backend>(
     let bv = contiguous(b.primitive.clone());
     let y = flex(
         forward(values(&xv), values(&wv), values(&bv), None, shape),
-        vec![rows, c],
+        vec![shape.rows, shape.c],
     );
     let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
     let out = match LinearBackward
@@ -87,22 +74,36 @@ pub fn linear_residual<B: Backend>(
     bias: &Tensor<B, 1>,
     residual: &Tensor<B, 2>,
 ) -> Option<Tensor<B, 2>> {
-    let all_f32 = [x.dtype(), w.dtype(), bias.dtype(), residual.dtype()]
-        .iter()
-        .all(|&d| d == DType::F32);
-    let ([rows, k], [k_w, c]) = (x.dims(), w.dims());
-    let fits = k == k_w && bias.dims() == [c] && residual.dims() == [rows, c];
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || !all_f32 || !fits {
+    let shape = Shape::of(x, w, bias)?;
+    let fits = residual.dtype() == DType::F32 && residual.dims() == [shape.rows, shape.c];
+    if TypeId::of::<B>() != TypeId::of::<Flex>() || !fits {
         return None;
     }
-    let host2 =
+    Some(on_flex(x, w, bias, Some(residual), shape))
+}
+
+/// The inference forward of [`linear`] and [`linear_residual`] (`B` is `Flex`).
+fn on_flex<B: Backend>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    bias: &Tensor<B, 1>,
+    residual: Option<&Tensor<B, 2>>,
+    shape: Shape,
+) -> Tensor<B, 2> {
+    let host =
         |t: &Tensor<B, 2>| contiguous(cast::<B, Flex, 2>(t.clone()).into_primitive().tensor());
-    let (x, w, r) = (host2(x), host2(w), host2(residual));
+    let (x, w, r) = (host(x), host(w), residual.map(host));
     let b = contiguous(cast::<B, Flex, 1>(bias.clone()).into_primitive().tensor());
-    let shape = Shape { rows, k, c };
-    let y = forward(values(&x), values(&w), values(&b), Some(values(&r)), shape);
-    let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(flex(y, vec![rows, c])));
-    Some(cast::<Flex, B, 2>(y))
+    let y = forward(
+        values(&x),
+        values(&w),
+        values(&b),
+        r.as_ref().map(values),
+        shape,
+    );
+    let dims = vec![shape.rows, shape.c];
+    let y = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(flex(y, dims)));
+    cast::<Flex, B, 2>(y)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +111,17 @@ struct Shape {
     rows: usize,
     k: usize,
     c: usize,
+}
+
+impl Shape {
+    /// The sizes of `x @ w + bias` when every value is f32 and the shapes fit.
+    fn of<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, bias: &Tensor<B, 1>) -> Option<Self> {
+        let all_f32 = [x.dtype(), w.dtype(), bias.dtype()]
+            .iter()
+            .all(|&d| d == DType::F32);
+        let ([rows, k], [k_w, c]) = (x.dims(), w.dims());
+        (all_f32 && k == k_w && bias.dims() == [c]).then_some(Self { rows, k, c })
+    }
 }
 
 /// gemm's own threads, unless this runs inside one image's task already spread over the cores.

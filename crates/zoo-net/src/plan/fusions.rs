@@ -58,7 +58,7 @@ pub(super) fn bias_follows(
                 }
                 _ => false,
             };
-            fits && *out != graph.output.name && graph.consumers(out).count() == 1
+            fits && read_by_one_node(graph, out)
         })
         .collect()
 }
@@ -90,8 +90,7 @@ pub(super) fn residual_follows(graph: &Graph, bias_follows: &[bool]) -> Vec<bool
             after_product
                 && matches!(next.op, Op::Math(Math::Add))
                 && same_dims
-                && *out != graph.output.name
-                && graph.consumers(out).count() == 1
+                && read_by_one_node(graph, out)
         })
         .collect()
 }
@@ -106,25 +105,25 @@ fn per_channel_of_nchw(dims: &[usize], channels: usize) -> bool {
 }
 
 pub(super) fn relu_follows(graph: &Graph) -> Vec<bool> {
-    activation_follows(graph, |a| matches!(a, Activation::Relu))
-}
-
-/// Per node: the next node is an activation `wanted` accepts and the only reader of its
-/// output, which is not the graph's output.
-fn activation_follows(graph: &Graph, wanted: impl Fn(&Activation) -> bool) -> Vec<bool> {
     let nodes = &graph.nodes;
     (0..nodes.len())
         .map(|i| {
             let [out] = nodes[i].outputs.as_slice() else {
                 return false;
             };
-            let next_is_wanted = nodes.get(i + 1).is_some_and(|next| {
-                matches!(&next.op, Op::Activation(a) if wanted(a))
+            let next_is_relu = nodes.get(i + 1).is_some_and(|next| {
+                matches!(next.op, Op::Activation(Activation::Relu))
                     && next.input(0) == Some(out.as_str())
             });
-            next_is_wanted && *out != graph.output.name && graph.consumers(out).count() == 1
+            next_is_relu && read_by_one_node(graph, out)
         })
         .collect()
+}
+
+/// Whether value `out` is read by exactly one node and is not the graph's output, so a fusion
+/// may leave it unwritten.
+fn read_by_one_node(graph: &Graph, out: &str) -> bool {
+    out != graph.output.name && graph.consumers(out).count() == 1
 }
 
 /// The first channel of each input of Concat node `concat` in its output, and the output's

@@ -189,29 +189,6 @@ impl Winograd {
                 tiles: tiles_part,
                 rows,
             };
-            let multiply = |channels: Range<usize>,
-                            out: &mut [MaybeUninit<f32>],
-                            s: &Scratch,
-                            rows: Range<usize>| {
-                let chunk_len = [16 * channels.len() * block, 10 * block];
-                with_scratch(chunk_len.iter().sum(), |buffer| {
-                    let (products, sums) = buffer.split_at_mut(chunk_len[0]);
-                    let products = multiply_chunk(
-                        g,
-                        &self.weights,
-                        s.tiles,
-                        channels.clone(),
-                        rows.len() * tiles.across,
-                        products,
-                    );
-                    let block = BlockOutput {
-                        rows,
-                        channels,
-                        bias,
-                    };
-                    finish_chunk(g, tiles, products, sums, &block, out);
-                })
-            };
             let positions = g.oh * g.ow;
             let spread = matches!(parallelism, Parallelism::Rayon(_)) && chunk < g.c_out;
             for first in (0..tiles.down).step_by(tiles.rows_per_block) {
@@ -220,7 +197,12 @@ impl Winograd {
                 let s = &s;
                 let run = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
                     let channels = i * chunk..((i + 1) * chunk).min(g.c_out);
-                    multiply(channels, out, s, rows.clone())
+                    let block = BlockOutput {
+                        rows: rows.clone(),
+                        channels,
+                        bias,
+                    };
+                    self.chunk_output(g, s.tiles, &block, out)
                 };
                 if spread {
                     out.par_chunks_mut(chunk * positions)
@@ -231,6 +213,27 @@ impl Winograd {
                 }
             }
         });
+    }
+}
+
+impl Winograd {
+    /// Output channels `block.channels` (their planes: `out`) at tile rows `block.rows`, from
+    /// the block's transformed tiles: the 16 products, then the output transform.
+    fn chunk_output(
+        &self,
+        g: &Geometry,
+        transformed: &[f32],
+        block: &BlockOutput,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let (tiles, count) = (&self.tiles, block.rows.len() * self.tiles.across);
+        let lens = [16 * block.channels.len() * count, 10 * count];
+        with_scratch(lens.iter().sum(), |buffer| {
+            let (products, sums) = buffer.split_at_mut(lens[0]);
+            let channels = block.channels.clone();
+            let products = multiply_chunk(g, &self.weights, transformed, channels, count, products);
+            finish_chunk(g, tiles, products, sums, block, out);
+        })
     }
 }
 
